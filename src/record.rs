@@ -1,0 +1,180 @@
+//! Record types shared by every transport and the engine.
+
+use bytes::Bytes;
+
+/// A topic and partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    /// A topic-partition pair.
+    ///
+    /// ```
+    /// let tp = kafka_retry::TopicPartition::new("orders", 3);
+    /// assert_eq!(tp.to_string(), "orders-3");
+    /// ```
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// One record header. Kafka allows several headers with the same key and a
+/// null value; both survive every hop. The key is kept as raw bytes so a
+/// non-UTF-8 key written by another client passes through unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Header key (UTF-8 in every well-behaved client, but not checked).
+    pub key: Bytes,
+    /// Header value; `None` is a null value, distinct from empty.
+    pub value: Option<Bytes>,
+}
+
+impl Header {
+    /// A header from a key and a value.
+    ///
+    /// ```
+    /// let h = kafka_retry::Header::new("trace-id", "abc");
+    /// assert_eq!(h.key_str(), Some("trace-id"));
+    /// ```
+    pub fn new(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        Header {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+
+    /// The key as UTF-8, if it is.
+    pub fn key_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.key).ok()
+    }
+}
+
+/// A record read from a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Topic the record was read from.
+    pub topic: String,
+    /// Partition the record was read from.
+    pub partition: i32,
+    /// Offset of the record in its partition.
+    pub offset: i64,
+    /// Record timestamp, ms since the Unix epoch.
+    pub timestamp: i64,
+    /// Key; `None` is a null key, distinct from an empty one.
+    pub key: Option<Bytes>,
+    /// Value; `None` is a null value (a tombstone), distinct from an empty one.
+    pub value: Option<Bytes>,
+    /// Headers in wire order, duplicates kept.
+    pub headers: Vec<Header>,
+}
+
+impl Record {
+    /// The record's topic and partition.
+    pub fn topic_partition(&self) -> TopicPartition {
+        TopicPartition::new(self.topic.clone(), self.partition)
+    }
+
+    /// The value of the last header named `key`, if any.
+    pub fn header(&self, key: &str) -> Option<&Header> {
+        self.headers.iter().rev().find(|h| &h.key[..] == key.as_bytes())
+    }
+}
+
+/// Where a produced record goes inside its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Partitioning {
+    /// Java's default partitioner: murmur2 of the key for keyed records,
+    /// spread across partitions for records without a key.
+    #[default]
+    Default,
+    /// This exact partition.
+    Explicit(i32),
+}
+
+/// A record to produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Partition choice.
+    pub partitioning: Partitioning,
+    /// Key; `None` is a null key.
+    pub key: Option<Bytes>,
+    /// Value; `None` is a null value.
+    pub value: Option<Bytes>,
+    /// Headers in order, duplicates kept.
+    pub headers: Vec<Header>,
+    /// Timestamp in ms since the Unix epoch; `None` means "now".
+    pub timestamp: Option<i64>,
+}
+
+impl OutRecord {
+    /// A record for `topic` with the default partitioner and no headers.
+    ///
+    /// ```
+    /// let r = kafka_retry::OutRecord::new("orders")
+    ///     .key("order-1")
+    ///     .value("created")
+    ///     .header("source", "web");
+    /// assert_eq!(r.headers.len(), 1);
+    /// ```
+    pub fn new(topic: impl Into<String>) -> Self {
+        OutRecord {
+            topic: topic.into(),
+            partitioning: Partitioning::Default,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the value.
+    pub fn value(mut self, value: impl Into<Bytes>) -> Self {
+        self.value = Some(value.into());
+        self
+    }
+
+    /// Appends a header.
+    pub fn header(mut self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header::new(key, value));
+        self
+    }
+
+    /// Sends to this exact partition instead of the default partitioner.
+    pub fn partition(mut self, partition: i32) -> Self {
+        self.partitioning = Partitioning::Explicit(partition);
+        self
+    }
+}
+
+/// Where an acknowledged record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Topic written to.
+    pub topic: String,
+    /// Partition written to.
+    pub partition: i32,
+    /// Offset the broker gave the record.
+    pub offset: i64,
+}

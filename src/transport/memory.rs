@@ -1,0 +1,5 @@
+//! In-process memory broker (placeholder).
+
+/// An in-process broker.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryBroker {}

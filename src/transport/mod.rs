@@ -1,0 +1,155 @@
+//! The broker abstraction the engine runs on.
+//!
+//! The engine needs three things from a broker: a group consumer, an
+//! acknowledged producer and topic admin. The traits model Kafka's semantics
+//! (consumer groups, eager rebalances, committed offsets, partitions), not a
+//! queue's, so the in-process [`MemoryBroker`](crate::MemoryBroker) and the
+//! Kafka client behave the same way under the engine.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::record::{Delivered, OutRecord, Record, TopicPartition};
+
+pub(crate) mod kafka;
+pub(crate) mod memory;
+
+/// Where a consumer starts in a partition that has no committed offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OffsetReset {
+    /// The oldest record still in the partition.
+    #[default]
+    Earliest,
+    /// Only records written after the consumer joined.
+    Latest,
+}
+
+/// What a group consumer needs to join its group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topics to subscribe to.
+    pub topics: Vec<String>,
+    /// Start position for partitions without a committed offset.
+    pub offset_reset: OffsetReset,
+    /// The member is evicted when the broker hears nothing for this long.
+    /// Transports heartbeat in the background, so a slow caller does not
+    /// lose its membership.
+    pub session_timeout: Duration,
+    /// How long the group waits for members to rejoin during a rebalance,
+    /// i.e. how long the caller has between [`ConsumerEvent::Revoked`] and
+    /// its next [`Consumer::poll`].
+    pub rebalance_timeout: Duration,
+    /// Most records one `poll` returns.
+    pub max_poll_records: usize,
+    /// Client id sent to the broker, used in logs.
+    pub client_id: String,
+}
+
+impl ConsumerConfig {
+    /// A config for `group_id` reading `topics`, with defaults for the rest:
+    /// earliest reset, 10 s session timeout, 60 s rebalance timeout,
+    /// 500 records per poll, client id `kafka-retry`.
+    ///
+    /// ```
+    /// let c = kafka_retry::ConsumerConfig::new("billing", ["orders"]);
+    /// assert_eq!(c.topics, vec!["orders".to_string()]);
+    /// ```
+    pub fn new<I, S>(group_id: impl Into<String>, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ConsumerConfig {
+            group_id: group_id.into(),
+            topics: topics.into_iter().map(Into::into).collect(),
+            offset_reset: OffsetReset::Earliest,
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(60),
+            max_poll_records: 500,
+            client_id: "kafka-retry".to_string(),
+        }
+    }
+}
+
+/// What one [`Consumer::poll`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerEvent {
+    /// Records from assigned, unpaused partitions, in offset order per
+    /// partition. Empty when the poll timed out.
+    Records(Vec<Record>),
+    /// These partitions are now this member's. Reading starts at the
+    /// committed offset, or per [`OffsetReset`] when there is none.
+    Assigned(Vec<TopicPartition>),
+    /// A rebalance started and these partitions will be released (eager
+    /// protocol: every owned partition is revoked). Until the next `poll`
+    /// they are still owned: finish or abandon their work and commit their
+    /// offsets, then poll again to rejoin, within the rebalance timeout.
+    Revoked(Vec<TopicPartition>),
+    /// These partitions were taken away without a clean revoke (the session
+    /// expired, or the member was fenced). Their offsets can no longer be
+    /// committed; abandon their in-flight work, another member re-reads it.
+    Lost(Vec<TopicPartition>),
+}
+
+/// A member of a consumer group.
+///
+/// Lifecycle: created subscribed by [`Transport::consumer`]; the first
+/// polls join the group and return [`ConsumerEvent::Assigned`]. Dropping the
+/// consumer leaves the group (like [`Consumer::close`], errors ignored).
+pub trait Consumer: Send + Debug {
+    /// Waits up to `timeout` for records or a group event.
+    fn poll(&mut self, timeout: Duration) -> Result<ConsumerEvent>;
+
+    /// Stops returning records of these partitions until [`Consumer::resume`].
+    /// No record is skipped: resuming continues where the last returned
+    /// record left off. Pauses end when a partition is revoked.
+    fn pause(&mut self, partitions: &[TopicPartition]);
+
+    /// Resumes paused partitions.
+    fn resume(&mut self, partitions: &[TopicPartition]);
+
+    /// Synchronously commits, for each partition, the offset of the next
+    /// record to read (last processed + 1). Fails if this member no longer
+    /// owns the partition's generation.
+    fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<()>;
+
+    /// Partitions currently assigned to this member.
+    fn assignment(&self) -> Vec<TopicPartition>;
+
+    /// Leaves the group. Later calls fail with [`Error::Closed`](crate::Error::Closed).
+    fn close(&mut self) -> Result<()>;
+}
+
+/// An acknowledged producer, shared by every thread of an engine.
+pub trait Producer: Send + Sync + Debug {
+    /// Writes one record and returns once the broker holds it (acks=all on
+    /// Kafka). An `Err` means the record may or may not have been written.
+    fn send(&self, record: OutRecord) -> Result<Delivered>;
+
+    /// Writes several records, batched where the transport can, and returns
+    /// once every one is acknowledged or failed; results are in input order.
+    fn send_batch(&self, records: Vec<OutRecord>) -> Vec<Result<Delivered>> {
+        records.into_iter().map(|r| self.send(r)).collect()
+    }
+}
+
+/// A broker: consumers, producers and topic admin.
+pub trait Transport: Send + Sync + Debug + 'static {
+    /// A new group member subscribed to `config.topics`.
+    fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>>;
+
+    /// A producer. Cheap to share; engines call this once.
+    fn producer(&self) -> Result<Arc<dyn Producer>>;
+
+    /// Creates a topic. A topic that already exists is success.
+    /// `replication_factor` -1 means the broker's default.
+    fn create_topic(&self, topic: &str, partitions: i32, replication_factor: i16) -> Result<()>;
+
+    /// Number of partitions of `topic`, `None` if it does not exist.
+    fn partition_count(&self, topic: &str) -> Result<Option<i32>>;
+}
