@@ -1,0 +1,409 @@
+//! The consumer thread: polls the origin topics, dispatches records to the
+//! workers by key, tracks offsets and commits the done watermark.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::engine::{now_ms, Context, JOB_BATCH};
+use crate::partitioner::murmur2;
+use crate::pool::{Completion, Job, Lease};
+use crate::record::{Record, TopicPartition};
+use crate::transport::{Consumer, ConsumerEvent};
+
+/// Longest a poll blocks, so stop requests and commits are noticed.
+const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+struct Part {
+    lease: Arc<Lease>,
+    /// Records of this lease dispatched and not yet completed (queued,
+    /// running, or in the outbox).
+    outstanding: usize,
+    /// Records of this lease waiting in an outbox for a full worker queue.
+    outboxed: usize,
+    paused: bool,
+}
+
+struct Dispatcher {
+    ctx: Arc<Context>,
+    consumer: Box<dyn Consumer>,
+    parts: HashMap<TopicPartition, Part>,
+    /// Per worker: jobs the worker's full queue could not take yet. FIFO per
+    /// worker keeps per-key order (a key always maps to one worker).
+    outbox: Vec<VecDeque<Job>>,
+    job_txs: Vec<Sender<Vec<Job>>>,
+    completions: Receiver<Vec<Completion>>,
+    round_robin: usize,
+    last_commit: Instant,
+}
+
+pub(crate) fn run(
+    ctx: Arc<Context>,
+    consumer: Box<dyn Consumer>,
+    job_txs: Vec<Sender<Vec<Job>>>,
+    completions: Receiver<Vec<Completion>>,
+) -> Result<(), String> {
+    let mut d = Dispatcher {
+        outbox: job_txs.iter().map(|_| VecDeque::new()).collect(),
+        ctx,
+        consumer,
+        parts: HashMap::new(),
+        job_txs,
+        completions,
+        round_robin: 0,
+        last_commit: Instant::now(),
+    };
+    let mut backoff = Duration::from_millis(50);
+    while !d.ctx.signal.stopping() {
+        d.drain_completions();
+        d.flush_outboxes();
+        if d.last_commit.elapsed() >= d.ctx.commit_interval {
+            d.commit_all();
+        }
+        let polled = if d.outbox.iter().any(|o| !o.is_empty()) {
+            // Workers are saturated: wait for one to finish something
+            // rather than poll (paused partitions return nothing anyway).
+            if let Ok(batch) = d.completions.recv_timeout(Duration::from_millis(20)) {
+                d.complete(batch);
+            }
+            d.consumer.poll(Duration::ZERO)
+        } else {
+            d.consumer.poll(POLL_TIMEOUT)
+        };
+        match polled {
+            Ok(event) => {
+                backoff = Duration::from_millis(50);
+                d.handle(event);
+            }
+            Err(crate::Error::Closed) => return Err("consumer closed".into()),
+            Err(e) => {
+                log::warn!("poll {:?} failed, retrying in {backoff:?}: {e}", d.ctx.topics);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    d.shutdown()
+}
+
+impl Dispatcher {
+    fn handle(&mut self, event: ConsumerEvent) {
+        match event {
+            ConsumerEvent::Records(records) => self.dispatch(records),
+            ConsumerEvent::Assigned(tps) => {
+                log::info!("{}: assigned {}", self.ctx.group_id, list(&tps));
+                for tp in tps {
+                    self.parts.insert(
+                        tp.clone(),
+                        Part {
+                            lease: Lease::new(tp),
+                            outstanding: 0,
+                            outboxed: 0,
+                            paused: false,
+                        },
+                    );
+                }
+            }
+            ConsumerEvent::Revoked(tps) => {
+                log::info!("{}: revoking {}", self.ctx.group_id, list(&tps));
+                let deadline = Instant::now() + self.ctx.revoke_timeout;
+                self.release(&tps, Some(deadline));
+            }
+            ConsumerEvent::Lost(tps) => {
+                log::warn!("{}: lost {} without a clean revoke", self.ctx.group_id, list(&tps));
+                self.release(&tps, None);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, records: Vec<Record>) {
+        if records.is_empty() {
+            return;
+        }
+        let received_ms = now_ms();
+        let workers = self.job_txs.len();
+        let mut count = 0;
+        let mut current: Option<(TopicPartition, Arc<Lease>)> = None;
+        for record in records {
+            // Records come grouped by partition: look the lease up once per run.
+            if current.as_ref().map_or(true, |(tp, _)| {
+                tp.partition != record.partition || tp.topic != record.topic
+            }) {
+                current = self
+                    .parts
+                    .get(&record.topic_partition())
+                    .map(|p| (p.lease.tp.clone(), p.lease.clone()));
+            }
+            let Some((tp, lease)) = &current else {
+                log::warn!(
+                    "record {}@{} from an unassigned partition ignored",
+                    record.topic_partition(),
+                    record.offset
+                );
+                continue;
+            };
+            if !lease.tracker().track(record.offset) {
+                continue; // already dispatched (a re-fetch after a rewind)
+            }
+            let worker = match &record.key {
+                Some(k) => (murmur2(k) as u32 as usize) % workers,
+                None => {
+                    self.round_robin = self.round_robin.wrapping_add(1);
+                    self.round_robin % workers
+                }
+            };
+            if let Some(p) = self.parts.get_mut(tp) {
+                p.outstanding += 1;
+                p.outboxed += 1;
+            }
+            self.outbox[worker].push_back(Job {
+                record,
+                lease: lease.clone(),
+                received_ms,
+            });
+            count += 1;
+        }
+        self.ctx.counters.received.fetch_add(count, Ordering::Relaxed);
+        self.ctx.counters.in_flight.fetch_add(count as i64, Ordering::Relaxed);
+        self.flush_outboxes();
+    }
+
+    /// Hands outbox jobs to workers without blocking, then pauses partitions
+    /// that still have jobs waiting and resumes those that have none.
+    fn flush_outboxes(&mut self) {
+        for (w, outbox) in self.outbox.iter_mut().enumerate() {
+            while !outbox.is_empty() {
+                let n = outbox.len().min(JOB_BATCH);
+                let batch: Vec<Job> = outbox.drain(..n).collect();
+                match self.job_txs[w].try_send(batch) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(batch)) | Err(TrySendError::Disconnected(batch)) => {
+                        for job in batch.into_iter().rev() {
+                            outbox.push_front(job);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        // Recount what is still waiting per partition.
+        for p in self.parts.values_mut() {
+            p.outboxed = 0;
+        }
+        for outbox in &self.outbox {
+            for job in outbox {
+                if let Some(p) = self.parts.get_mut(&job.lease.tp) {
+                    p.outboxed += 1;
+                }
+            }
+        }
+        let mut pause = Vec::new();
+        let mut resume = Vec::new();
+        for (tp, p) in self.parts.iter_mut() {
+            if p.outboxed > 0 && !p.paused {
+                p.paused = true;
+                pause.push(tp.clone());
+            } else if p.outboxed == 0 && p.paused {
+                p.paused = false;
+                resume.push(tp.clone());
+            }
+        }
+        if !pause.is_empty() {
+            log::debug!("workers busy: pausing {}", list(&pause));
+            self.consumer.pause(&pause);
+        }
+        if !resume.is_empty() {
+            log::debug!("resuming {}", list(&resume));
+            self.consumer.resume(&resume);
+        }
+    }
+
+    fn drain_completions(&mut self) {
+        while let Ok(batch) = self.completions.try_recv() {
+            self.complete(batch);
+        }
+    }
+
+    fn complete(&mut self, batch: Vec<Completion>) {
+        let n = batch.len();
+        let mut i = 0;
+        while i < batch.len() {
+            // Completions come in runs of one lease: one tracker lock per run.
+            let lease = &batch[i].lease;
+            let mut tracker = lease.tracker();
+            let mut j = i;
+            while j < batch.len() && Arc::ptr_eq(&batch[j].lease, lease) {
+                if batch[j].done {
+                    tracker.done(batch[j].offset);
+                }
+                j += 1;
+            }
+            drop(tracker);
+            if let Some(p) = self.parts.get_mut(&lease.tp) {
+                if Arc::ptr_eq(&p.lease, lease) {
+                    p.outstanding = p.outstanding.saturating_sub(j - i);
+                }
+            }
+            i = j;
+        }
+        self.ctx.counters.in_flight.fetch_sub(n as i64, Ordering::Relaxed);
+    }
+
+    /// Commits the done watermark of every partition that moved.
+    fn commit_all(&mut self) {
+        self.last_commit = Instant::now();
+        let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        if let Err(e) = self.commit(&tps) {
+            log::warn!("{}: commit failed (retried next interval): {e}", self.ctx.group_id);
+        }
+    }
+
+    fn commit(&mut self, tps: &[TopicPartition]) -> crate::Result<()> {
+        let offsets: Vec<(TopicPartition, i64)> = tps
+            .iter()
+            .filter_map(|tp| {
+                let p = self.parts.get(tp)?;
+                let w = p.lease.tracker().to_commit()?;
+                Some((tp.clone(), w))
+            })
+            .collect();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        match self.consumer.commit(&offsets) {
+            Ok(()) => {
+                for (tp, o) in &offsets {
+                    if let Some(p) = self.parts.get(tp) {
+                        p.lease.tracker().committed(*o);
+                    }
+                }
+                self.ctx.counters.last_commit_ms.store(now_ms(), Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.ctx.counters.commit_errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives partitions up. With a deadline (clean revoke) running records
+    /// may finish until then and the done watermark is committed; without
+    /// one (lost) nothing is committed. Queued jobs are skipped either way:
+    /// the next owner reads them from the committed offset.
+    fn release(&mut self, tps: &[TopicPartition], deadline: Option<Instant>) {
+        for tp in tps {
+            if let Some(p) = self.parts.get(tp) {
+                p.lease.revoked.store(true, Ordering::Release);
+            }
+        }
+        self.drop_outboxed(|lease| tps.contains(&lease.tp));
+        if let Some(deadline) = deadline {
+            self.wait_outstanding(tps, deadline);
+            if let Err(e) = self.commit(tps) {
+                log::warn!("{}: commit on revoke failed: {e}", self.ctx.group_id);
+            }
+        }
+        for tp in tps {
+            self.parts.remove(tp);
+        }
+    }
+
+    /// Removes outbox jobs whose lease matches; they count as skipped.
+    fn drop_outboxed(&mut self, matches: impl Fn(&Lease) -> bool) {
+        let mut skipped = 0;
+        for outbox in &mut self.outbox {
+            let before = outbox.len();
+            outbox.retain(|job| !matches(&job.lease));
+            skipped += before - outbox.len();
+        }
+        if skipped > 0 {
+            self.ctx.counters.in_flight.fetch_sub(skipped as i64, Ordering::Relaxed);
+            // Recount outstanding/outboxed from scratch for the affected parts.
+            for p in self.parts.values_mut() {
+                if matches(&p.lease) {
+                    p.outstanding = p.outstanding.saturating_sub(p.outboxed);
+                    p.outboxed = 0;
+                }
+            }
+        }
+    }
+
+    /// Waits until no record of `tps` is outstanding, or the deadline.
+    fn wait_outstanding(&mut self, tps: &[TopicPartition], deadline: Instant) {
+        loop {
+            let busy: usize = tps
+                .iter()
+                .filter_map(|tp| self.parts.get(tp))
+                .map(|p| p.outstanding)
+                .sum();
+            if busy == 0 {
+                return;
+            }
+            match self.completions.recv_deadline(deadline) {
+                Ok(batch) => self.complete(batch),
+                Err(_) => {
+                    log::warn!(
+                        "{}: {busy} records still running at the deadline; abandoned, the next owner re-reads them",
+                        self.ctx.group_id
+                    );
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Stop: drain until shortly before the deadline, commit, leave.
+    fn shutdown(mut self) -> Result<(), String> {
+        let deadline = self.ctx.signal.deadline().unwrap_or_else(Instant::now);
+        let now = Instant::now();
+        // Keep a slice of the time for the commit and the leave.
+        let margin = deadline.saturating_duration_since(now) / 4;
+        let drain_until = deadline.checked_sub(margin.min(Duration::from_secs(2))).unwrap_or(now);
+        self.drop_outboxed(|_| true);
+        let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        self.wait_outstanding(&tps, drain_until);
+        self.ctx.signal.abandon.store(true, Ordering::Release);
+        let mut unfinished = 0;
+        for p in self.parts.values() {
+            unfinished += p.lease.tracker().in_flight();
+        }
+        if unfinished > 0 {
+            // Not an error: their offsets stay uncommitted and the next
+            // owner (or the next start) reads them again.
+            log::info!("{}: {unfinished} records left unfinished at shutdown", self.ctx.group_id);
+        }
+        let wanted: Vec<String> = tps
+            .iter()
+            .filter_map(|tp| {
+                let w = self.parts.get(tp)?.lease.tracker().to_commit()?;
+                Some(format!("{tp}@{w}"))
+            })
+            .collect();
+        let mut problems = Vec::new();
+        if let Err(e) = self.commit(&tps) {
+            problems.push(format!("final commit of {} failed: {e}", wanted.join(", ")));
+        }
+        // Disconnect the workers so they exit once their queue is drained.
+        self.job_txs.clear();
+        if let Err(e) = self.consumer.close() {
+            log::debug!("leave group: {e}");
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("not committed: {}", problems.join("; ")))
+        }
+    }
+}
+
+fn list(tps: &[TopicPartition]) -> String {
+    if tps.is_empty() {
+        return "nothing".into();
+    }
+    let v: Vec<String> = tps.iter().map(|t| t.to_string()).collect();
+    v.join(", ")
+}

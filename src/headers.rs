@@ -1,0 +1,320 @@
+//! The retry header contract (see the README's header table).
+//!
+//! Parsing never panics: every failure is a [`Malformed`] with a reason
+//! that ends up in the dead-letter record's `retry.reason` header.
+
+use bytes::Bytes;
+
+use crate::record::{Header, Record};
+
+/// Topic the record was first read from.
+pub const ORIGIN_TOPIC: &str = "retry.origin-topic";
+/// Partition the record was first read from.
+pub const ORIGIN_PARTITION: &str = "retry.origin-partition";
+/// Offset the record was first read at.
+pub const ORIGIN_OFFSET: &str = "retry.origin-offset";
+/// When the record was first read from its origin topic (ms since the epoch).
+pub const FIRST_RECEIVED_AT: &str = "retry.first-received-at";
+/// When the record was put on the retry topic (ms since the epoch).
+pub const ENQUEUED_AT: &str = "retry.enqueued-at";
+/// Failed attempts so far.
+pub const ATTEMPTS: &str = "retry.attempts";
+/// Last failure reason.
+pub const REASON: &str = "retry.reason";
+/// On dead-letter records: `expired`, `rejected` or `malformed`.
+pub const DEAD_REASON: &str = "retry.dead-reason";
+
+/// Set by the Kafka transport on a record standing in for a record batch it
+/// could not decode; the value is the reason. Such records are dead-lettered
+/// with reason `malformed` and never reach the handler.
+pub(crate) const UNDECODABLE: &str = "kafka-retry.undecodable";
+
+/// Longest `retry.reason` value written, in bytes.
+pub(crate) const MAX_REASON_BYTES: usize = 1024;
+
+/// How far in the future a header timestamp may be before it counts as
+/// malformed. Hosts' clocks differ a little; a timestamp hours ahead is a
+/// bug or a forgery, and trusting it would park the record for that long.
+pub(crate) const CLOCK_SKEW_TOLERANCE_MS: i64 = 60_000;
+
+/// Why a dead-letter record was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeadReason {
+    /// `max_retry_duration` passed (or `max_attempts` was reached).
+    Expired,
+    /// The handler returned [`Outcome::Reject`](crate::Outcome::Reject).
+    Rejected,
+    /// The retry headers were missing or invalid, or the record could not be decoded.
+    Malformed,
+}
+
+impl DeadReason {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::Expired => "expired",
+            DeadReason::Rejected => "rejected",
+            DeadReason::Malformed => "malformed",
+        }
+    }
+}
+
+/// The parsed retry headers of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RetryInfo {
+    pub origin_topic: String,
+    pub origin_partition: i32,
+    pub origin_offset: i64,
+    pub first_received_at: i64,
+    pub enqueued_at: i64,
+    pub attempts: u32,
+}
+
+/// A retry header that is missing or invalid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Malformed(pub String);
+
+impl RetryInfo {
+    /// Info for a record read from its origin topic for the first time.
+    pub(crate) fn first(record: &Record, now_ms: i64) -> Self {
+        RetryInfo {
+            origin_topic: record.topic.clone(),
+            origin_partition: record.partition,
+            origin_offset: record.offset,
+            first_received_at: now_ms,
+            enqueued_at: now_ms,
+            attempts: 0,
+        }
+    }
+
+    /// Parses the retry headers of `record`. `now_ms` bounds timestamps
+    /// from above (plus [`CLOCK_SKEW_TOLERANCE_MS`]).
+    pub(crate) fn parse(record: &Record, now_ms: i64) -> Result<Self, Malformed> {
+        let info = RetryInfo {
+            origin_topic: text(record, ORIGIN_TOPIC)?.to_string(),
+            origin_partition: number(record, ORIGIN_PARTITION)?,
+            origin_offset: number(record, ORIGIN_OFFSET)?,
+            first_received_at: number(record, FIRST_RECEIVED_AT)?,
+            enqueued_at: number(record, ENQUEUED_AT)?,
+            attempts: number(record, ATTEMPTS)?,
+        };
+        if info.origin_topic.is_empty() {
+            return Err(Malformed(format!("{ORIGIN_TOPIC} is empty")));
+        }
+        if info.origin_partition < 0 {
+            return Err(Malformed(format!("{ORIGIN_PARTITION} is negative")));
+        }
+        if info.origin_offset < 0 {
+            return Err(Malformed(format!("{ORIGIN_OFFSET} is negative")));
+        }
+        for (name, t) in [
+            (FIRST_RECEIVED_AT, info.first_received_at),
+            (ENQUEUED_AT, info.enqueued_at),
+        ] {
+            if t < 0 {
+                return Err(Malformed(format!("{name} is negative: {t}")));
+            }
+            if t > now_ms.saturating_add(CLOCK_SKEW_TOLERANCE_MS) {
+                return Err(Malformed(format!(
+                    "{name} is {} ms in the future",
+                    t - now_ms
+                )));
+            }
+        }
+        if info.enqueued_at.saturating_add(CLOCK_SKEW_TOLERANCE_MS) < info.first_received_at {
+            return Err(Malformed(format!(
+                "{ENQUEUED_AT} {} is before {FIRST_RECEIVED_AT} {}",
+                info.enqueued_at, info.first_received_at
+            )));
+        }
+        Ok(info)
+    }
+
+    /// Whether the record carries any retry header at all.
+    pub(crate) fn present(record: &Record) -> bool {
+        record.header(FIRST_RECEIVED_AT).is_some()
+    }
+
+    /// `headers` without any `retry.*` header, followed by fresh retry
+    /// headers for this info, `reason`, and `dead` if given. User headers
+    /// keep their order and duplicates.
+    pub(crate) fn headers(
+        &self,
+        user: &[Header],
+        reason: &str,
+        dead: Option<DeadReason>,
+    ) -> Vec<Header> {
+        let mut out: Vec<Header> = user.iter().filter(|h| !is_retry_header(h)).cloned().collect();
+        out.reserve(8);
+        out.push(Header::new(ORIGIN_TOPIC, self.origin_topic.clone()));
+        out.push(Header::new(ORIGIN_PARTITION, self.origin_partition.to_string()));
+        out.push(Header::new(ORIGIN_OFFSET, self.origin_offset.to_string()));
+        out.push(Header::new(FIRST_RECEIVED_AT, self.first_received_at.to_string()));
+        out.push(Header::new(ENQUEUED_AT, self.enqueued_at.to_string()));
+        out.push(Header::new(ATTEMPTS, self.attempts.to_string()));
+        out.push(Header::new(REASON, truncate(reason).to_string()));
+        if let Some(d) = dead {
+            out.push(Header::new(DEAD_REASON, d.as_str()));
+        }
+        out
+    }
+}
+
+/// Headers for a dead-letter copy of a record whose retry headers cannot be
+/// trusted: every original header kept as is, then the reason.
+pub(crate) fn malformed_headers(original: &[Header], reason: &str) -> Vec<Header> {
+    let mut out: Vec<Header> = original
+        .iter()
+        .filter(|h| &h.key[..] != REASON.as_bytes() && &h.key[..] != DEAD_REASON.as_bytes())
+        .cloned()
+        .collect();
+    out.push(Header::new(REASON, truncate(reason).to_string()));
+    out.push(Header::new(DEAD_REASON, DeadReason::Malformed.as_str()));
+    out
+}
+
+fn is_retry_header(h: &Header) -> bool {
+    h.key.starts_with(b"retry.")
+}
+
+/// Cuts `reason` to at most [`MAX_REASON_BYTES`] on a char boundary.
+pub(crate) fn truncate(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON_BYTES {
+        return reason;
+    }
+    let mut end = MAX_REASON_BYTES;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+fn raw<'a>(record: &'a Record, name: &str) -> Result<&'a Bytes, Malformed> {
+    let h = record
+        .header(name)
+        .ok_or_else(|| Malformed(format!("missing header {name}")))?;
+    h.value
+        .as_ref()
+        .ok_or_else(|| Malformed(format!("header {name} is null")))
+}
+
+fn text<'a>(record: &'a Record, name: &str) -> Result<&'a str, Malformed> {
+    std::str::from_utf8(raw(record, name)?)
+        .map_err(|_| Malformed(format!("header {name} is not UTF-8")))
+}
+
+fn number<T: std::str::FromStr>(record: &Record, name: &str) -> Result<T, Malformed> {
+    let s = text(record, name)?;
+    s.trim().parse().map_err(|_| {
+        let shown: String = s.chars().take(40).collect();
+        Malformed(format!("header {name} is not a number: {shown:?}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn record(headers: Vec<Header>) -> Record {
+        Record {
+            topic: "retry".into(),
+            partition: 0,
+            offset: 0,
+            timestamp: NOW,
+            key: None,
+            value: None,
+            headers,
+        }
+    }
+
+    fn valid() -> Vec<Header> {
+        let info = RetryInfo {
+            origin_topic: "orders".into(),
+            origin_partition: 2,
+            origin_offset: 41,
+            first_received_at: NOW - 5000,
+            enqueued_at: NOW - 1000,
+            attempts: 3,
+        };
+        info.headers(&[Header::new("user", "u")], "boom", None)
+    }
+
+    #[test]
+    fn round_trip_keeps_user_headers_first_and_replaces_retry_headers() {
+        let hs = valid();
+        let info = RetryInfo::parse(&record(hs.clone()), NOW).unwrap();
+        assert_eq!(info.attempts, 3);
+        assert_eq!(info.origin_offset, 41);
+        let next = RetryInfo {
+            attempts: 4,
+            ..info.clone()
+        }
+        .headers(&hs, "again", None);
+        assert_eq!(next[0], Header::new("user", "u"));
+        assert_eq!(next.iter().filter(|h| &h.key[..] == ATTEMPTS.as_bytes()).count(), 1);
+        let again = RetryInfo::parse(&record(next), NOW).unwrap();
+        assert_eq!(again.attempts, 4);
+        assert_eq!(again.first_received_at, info.first_received_at);
+    }
+
+    fn with(name: &str, value: Option<&[u8]>) -> Record {
+        let mut hs: Vec<Header> = valid().into_iter().filter(|h| &h.key[..] != name.as_bytes()).collect();
+        if let Some(v) = value {
+            hs.push(Header::new(name.to_string(), Bytes::copy_from_slice(v)));
+        }
+        record(hs)
+    }
+
+    #[test]
+    fn every_kind_of_bad_header_is_malformed_with_a_reason() {
+        let cases: Vec<(Record, &str)> = vec![
+            (with(FIRST_RECEIVED_AT, None), "missing header retry.first-received-at"),
+            (with(FIRST_RECEIVED_AT, Some(b"yesterday")), "not a number"),
+            (with(FIRST_RECEIVED_AT, Some(b"-5")), "negative"),
+            (
+                with(FIRST_RECEIVED_AT, Some((NOW + 3_600_000).to_string().as_bytes())),
+                "in the future",
+            ),
+            (with(ENQUEUED_AT, Some(b"\xff\xfe")), "not UTF-8"),
+            (with(ATTEMPTS, Some(b"-1")), "not a number"),
+            (with(ORIGIN_TOPIC, Some(b"")), "empty"),
+            (with(ORIGIN_PARTITION, Some(b"99999999999999")), "not a number"),
+            (with(ENQUEUED_AT, Some((NOW - 3_600_000).to_string().as_bytes())), "before"),
+        ];
+        for (r, want) in cases {
+            let err = RetryInfo::parse(&r, NOW).unwrap_err();
+            assert!(err.0.contains(want), "{:?} should mention {want:?}", err.0);
+        }
+        let mut null = valid();
+        null.push(Header {
+            key: Bytes::from_static(ATTEMPTS.as_bytes()),
+            value: None,
+        });
+        assert!(RetryInfo::parse(&record(null), NOW).unwrap_err().0.contains("null"));
+    }
+
+    #[test]
+    fn reasons_are_truncated_on_a_char_boundary() {
+        let long = "é".repeat(2000);
+        let t = truncate(&long);
+        assert!(t.len() <= MAX_REASON_BYTES);
+        assert!(t.len() >= MAX_REASON_BYTES - 1);
+    }
+
+    #[test]
+    fn parser_never_panics_on_arbitrary_header_bytes() {
+        let mut x: u64 = 0x1234_5678;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8).collect();
+            let names = [FIRST_RECEIVED_AT, ENQUEUED_AT, ATTEMPTS, ORIGIN_TOPIC, ORIGIN_OFFSET];
+            let r = with(names[(x % 5) as usize], Some(&bytes));
+            let _ = RetryInfo::parse(&r, NOW);
+        }
+    }
+}

@@ -1,0 +1,467 @@
+//! The relay thread: parks retry-topic records in a time-ordered heap and,
+//! when each is due, sends it back to its origin topic or dead-letters it.
+//!
+//! Invariants:
+//! - Due times come only from the record's headers (enqueued-at plus the
+//!   policy's wait for its attempt), so a restarted relay needs no state.
+//! - A retry-topic offset is committed only when every record at or below it
+//!   was relayed or dead-lettered and the broker acknowledged the write
+//!   (the same watermark tracker as the main path). Parked records are never
+//!   committed: a crash re-reads and re-parks them.
+//! - The heap is bounded by `max_parked`: past it the relay pauses its
+//!   retry partitions instead of growing.
+//!
+//! The wait for the next due record is the consumer's own `poll(timeout)`
+//! with the timeout set to that due time: it plays the part of
+//! `recv_deadline` and wakes early only for new records or group events.
+
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{now_ms, Context};
+use crate::headers::{self, DeadReason, RetryInfo};
+use crate::offsets::OffsetTracker;
+use crate::record::{OutRecord, Partitioning, Record, TopicPartition};
+use crate::transport::{Consumer, ConsumerEvent};
+
+/// Longest the relay blocks in poll with nothing due, so stop requests and
+/// commits are noticed.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Most due records written in one batch.
+const RELAY_BATCH: usize = 500;
+/// How long a partition-count lookup of an origin topic is trusted.
+const TOPIC_CACHE_TTL: Duration = Duration::from_secs(30);
+
+/// What to do with a parked record once it is due.
+#[derive(Debug)]
+enum Plan {
+    /// Valid headers: relay (or expire) at the due time.
+    Retry(RetryInfo),
+    /// Bad headers: dead-letter with reason `malformed`.
+    Malformed(String),
+}
+
+struct Parked {
+    due: Instant,
+    seq: u64,
+    /// Which assignment of the partition parked it; stale after a revoke.
+    epoch: u64,
+    record: Record,
+    plan: Plan,
+    /// Failed writes so far, for backoff.
+    failures: u32,
+}
+
+// Min-heap on (due, seq): BinaryHeap is a max-heap, so compare reversed.
+impl Ord for Parked {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+impl PartialOrd for Parked {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Parked {
+    fn eq(&self, other: &Self) -> bool {
+        self.seq == other.seq
+    }
+}
+impl Eq for Parked {}
+
+struct Part {
+    epoch: u64,
+    tracker: OffsetTracker,
+}
+
+/// A due record and where it goes.
+enum Route {
+    Origin(OutRecord),
+    Dead(OutRecord, DeadReason),
+    /// Given up on with dead-lettering switched off.
+    Drop(DeadReason),
+}
+
+struct Relay {
+    ctx: Arc<Context>,
+    consumer: Box<dyn Consumer>,
+    heap: BinaryHeap<Parked>,
+    parts: HashMap<TopicPartition, Part>,
+    next_seq: u64,
+    next_epoch: u64,
+    paused: bool,
+    topic_cache: HashMap<String, (Option<i32>, Instant)>,
+    last_commit: Instant,
+}
+
+pub(crate) fn run(ctx: Arc<Context>, consumer: Box<dyn Consumer>) -> Result<(), String> {
+    let mut r = Relay {
+        ctx,
+        consumer,
+        heap: BinaryHeap::new(),
+        parts: HashMap::new(),
+        next_seq: 0,
+        next_epoch: 0,
+        paused: false,
+        topic_cache: HashMap::new(),
+        last_commit: Instant::now(),
+    };
+    let mut backoff = Duration::from_millis(50);
+    while !r.ctx.signal.stopping() {
+        r.deliver_due();
+        r.update_pause();
+        if r.last_commit.elapsed() >= r.ctx.commit_interval {
+            r.last_commit = Instant::now();
+            if let Err(e) = r.commit() {
+                log::warn!("relay commit failed (retried next interval): {e}");
+            }
+        }
+        let timeout = match r.heap.peek() {
+            Some(p) => p.due.saturating_duration_since(Instant::now()).min(IDLE_POLL),
+            None => IDLE_POLL,
+        };
+        match r.consumer.poll(timeout) {
+            Ok(event) => {
+                backoff = Duration::from_millis(50);
+                r.handle(event);
+            }
+            Err(crate::Error::Closed) => return Err("relay consumer closed".into()),
+            Err(e) => {
+                log::warn!("relay poll {} failed, retrying in {backoff:?}: {e}", r.ctx.retry_topic);
+                // Keep relaying what is due while the poll side recovers.
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !r.ctx.signal.stopping() {
+                    r.deliver_due();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    r.shutdown()
+}
+
+impl Relay {
+    fn handle(&mut self, event: ConsumerEvent) {
+        match event {
+            ConsumerEvent::Records(records) => {
+                for record in records {
+                    self.park(record);
+                }
+            }
+            ConsumerEvent::Assigned(tps) => {
+                log::info!("relay: assigned {}", tps.len());
+                self.paused = false;
+                for tp in tps {
+                    self.next_epoch += 1;
+                    self.parts.insert(
+                        tp,
+                        Part {
+                            epoch: self.next_epoch,
+                            tracker: OffsetTracker::default(),
+                        },
+                    );
+                }
+            }
+            ConsumerEvent::Revoked(tps) => {
+                if let Err(e) = self.commit() {
+                    log::warn!("relay commit on revoke failed: {e}");
+                }
+                self.release(&tps);
+            }
+            ConsumerEvent::Lost(tps) => self.release(&tps),
+        }
+    }
+
+    /// Parked records of released partitions are dropped uncommitted: the
+    /// next owner re-reads and re-parks them.
+    fn release(&mut self, tps: &[TopicPartition]) {
+        for tp in tps {
+            self.parts.remove(tp);
+        }
+        let parts = &self.parts;
+        self.heap
+            .retain(|p| parts.get(&p.record.topic_partition()).map_or(false, |x| x.epoch == p.epoch));
+        self.ctx.counters.parked.store(self.heap.len() as i64, Ordering::Relaxed);
+    }
+
+    fn park(&mut self, record: Record) {
+        let tp = record.topic_partition();
+        let Some(part) = self.parts.get_mut(&tp) else {
+            return;
+        };
+        if !part.tracker.track(record.offset) {
+            return;
+        }
+        let epoch = part.epoch;
+        let now = now_ms();
+        let plan = self.plan(&record, now);
+        let due = match &plan {
+            Plan::Retry(info) => {
+                let seed = u64::from(info.origin_partition as u32)
+                    .rotate_left(40)
+                    .wrapping_add(info.origin_offset as u64)
+                    ^ fnv(info.origin_topic.as_bytes());
+                let wait = self.ctx.policy.interval_for(info.attempts.max(1), seed);
+                let due_ms = info.enqueued_at.saturating_add(wait.as_millis() as i64);
+                // Converted to the monotonic clock once, here.
+                Instant::now() + Duration::from_millis(due_ms.saturating_sub(now).max(0) as u64)
+            }
+            Plan::Malformed(reason) => {
+                log::warn!("relay: {tp}@{}: malformed retry headers: {reason}", record.offset);
+                Instant::now()
+            }
+        };
+        self.next_seq += 1;
+        self.heap.push(Parked {
+            due,
+            seq: self.next_seq,
+            epoch,
+            record,
+            plan,
+            failures: 0,
+        });
+        self.ctx.counters.parked.store(self.heap.len() as i64, Ordering::Relaxed);
+    }
+
+    fn plan(&mut self, record: &Record, now: i64) -> Plan {
+        if let Some(h) = record.header(headers::UNDECODABLE) {
+            let why = h.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            return Plan::Malformed(format!("undecodable record batch: {why}"));
+        }
+        let info = match RetryInfo::parse(record, now) {
+            Ok(i) => i,
+            Err(m) => return Plan::Malformed(m.0),
+        };
+        if !self.ctx.topics.contains(&info.origin_topic) {
+            return Plan::Malformed(format!(
+                "origin topic {:?} is not one of this engine's topics",
+                info.origin_topic
+            ));
+        }
+        match self.partition_count(&info.origin_topic) {
+            Some(_) => Plan::Retry(info),
+            None => Plan::Malformed(format!("origin topic {:?} does not exist", info.origin_topic)),
+        }
+    }
+
+    fn partition_count(&mut self, topic: &str) -> Option<i32> {
+        if let Some((n, at)) = self.topic_cache.get(topic) {
+            if at.elapsed() < TOPIC_CACHE_TTL {
+                return *n;
+            }
+        }
+        match self.ctx.transport.partition_count(topic) {
+            Ok(n) => {
+                self.topic_cache.insert(topic.to_string(), (n, Instant::now()));
+                n
+            }
+            // Unknown because the broker is unreachable: assume it exists,
+            // the write will fail and be retried rather than dead-lettering
+            // a good record on a transient error.
+            Err(e) => {
+                log::warn!("relay: partition count of {topic}: {e}");
+                Some(1)
+            }
+        }
+    }
+
+    /// Writes every due record (in batches) and marks the acknowledged ones
+    /// done; failed writes are re-parked with backoff.
+    fn deliver_due(&mut self) {
+        loop {
+            let now = Instant::now();
+            let mut batch = Vec::new();
+            while batch.len() < RELAY_BATCH {
+                match self.heap.peek() {
+                    Some(p) if p.due <= now => {}
+                    _ => break,
+                }
+                let Some(p) = self.heap.pop() else { break };
+                let live = self
+                    .parts
+                    .get(&p.record.topic_partition())
+                    .map_or(false, |x| x.epoch == p.epoch);
+                if live {
+                    batch.push(p);
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            let now_wall = now_ms();
+            let routes: Vec<Route> = batch.iter().map(|p| self.route(p, now_wall)).collect();
+            let out: Vec<OutRecord> = routes
+                .iter()
+                .filter_map(|r| match r {
+                    Route::Origin(o) | Route::Dead(o, _) => Some(o.clone()),
+                    Route::Drop(_) => None,
+                })
+                .collect();
+            let mut results = self.ctx.producer.send_batch(out).into_iter();
+            for (mut p, route) in batch.into_iter().zip(routes) {
+                let result: crate::Result<()> = match &route {
+                    Route::Drop(reason) => {
+                        log::warn!(
+                            "relay: {}@{} dropped ({}), dead-lettering is off",
+                            p.record.topic_partition(),
+                            p.record.offset,
+                            reason.as_str()
+                        );
+                        self.ctx.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    _ => match results.next() {
+                        Some(Ok(_)) => {
+                            match route {
+                                Route::Dead(_, reason) => self.ctx.counters.dead(reason),
+                                _ => {
+                                    self.ctx.counters.relayed.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Ok(())
+                        }
+                        Some(Err(e)) => Err(e),
+                        None => Err(crate::Error::Protocol(
+                            "producer returned fewer results than records".into(),
+                        )),
+                    },
+                };
+                match result {
+                    Ok(()) => {
+                        if let Some(part) = self.parts.get_mut(&p.record.topic_partition()) {
+                            part.tracker.done(p.record.offset);
+                        }
+                    }
+                    Err(e) => {
+                        self.ctx.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                        p.failures += 1;
+                        let wait = Duration::from_millis(50 << p.failures.min(5));
+                        log::warn!("relay: write failed, retrying in {wait:?}: {e}");
+                        p.due = Instant::now() + wait;
+                        self.next_seq += 1;
+                        p.seq = self.next_seq;
+                        self.heap.push(p);
+                    }
+                }
+            }
+            self.ctx.counters.parked.store(self.heap.len() as i64, Ordering::Relaxed);
+        }
+    }
+
+    /// The relay's one decision for a due record. Kept separate from the
+    /// writing so another mode (hand the record straight to this group's
+    /// handler pool) can slot in here.
+    fn route(&self, p: &Parked, now: i64) -> Route {
+        let record = &p.record;
+        let dead = |headers, reason: DeadReason| -> Route {
+            match &self.ctx.dead_letter_topic {
+                Some(t) => Route::Dead(
+                    OutRecord {
+                        topic: t.clone(),
+                        partitioning: Partitioning::Default,
+                        key: record.key.clone(),
+                        value: record.value.clone(),
+                        headers,
+                        timestamp: None,
+                    },
+                    reason,
+                ),
+                None => Route::Drop(reason),
+            }
+        };
+        match &p.plan {
+            Plan::Malformed(reason) => dead(headers::malformed_headers(&record.headers, reason), DeadReason::Malformed),
+            Plan::Retry(info) => {
+                let age = now.saturating_sub(info.first_received_at);
+                if age > self.ctx.policy.max_retry_duration.as_millis() as i64 {
+                    let reason = record
+                        .header(headers::REASON)
+                        .and_then(|h| h.value.as_deref())
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default();
+                    let why = format!(
+                        "expired after {} ms and {} attempts: {reason}",
+                        age, info.attempts
+                    );
+                    dead(info.headers(&record.headers, &why, Some(DeadReason::Expired)), DeadReason::Expired)
+                } else {
+                    let partitioning = match self.topic_cache.get(&info.origin_topic) {
+                        Some((Some(n), _)) if info.origin_partition < *n => {
+                            Partitioning::Explicit(info.origin_partition)
+                        }
+                        _ => Partitioning::Default,
+                    };
+                    Route::Origin(OutRecord {
+                        topic: info.origin_topic.clone(),
+                        partitioning,
+                        key: record.key.clone(),
+                        value: record.value.clone(),
+                        // Headers travel as they are: first-received-at and
+                        // attempts must survive the hop.
+                        headers: record.headers.clone(),
+                        timestamp: None,
+                    })
+                }
+            }
+        }
+    }
+
+    fn update_pause(&mut self) {
+        let max = self.ctx.max_parked;
+        if !self.paused && self.heap.len() >= max {
+            let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+            log::info!("relay: {} records parked (max {max}); pausing the retry topic", self.heap.len());
+            self.consumer.pause(&tps);
+            self.paused = true;
+        } else if self.paused && self.heap.len() <= max - max / 4 {
+            let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+            self.consumer.resume(&tps);
+            self.paused = false;
+        }
+    }
+
+    fn commit(&mut self) -> crate::Result<()> {
+        let offsets: Vec<(TopicPartition, i64)> = self
+            .parts
+            .iter()
+            .filter_map(|(tp, p)| Some((tp.clone(), p.tracker.to_commit()?)))
+            .collect();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        match self.consumer.commit(&offsets) {
+            Ok(()) => {
+                for (tp, o) in &offsets {
+                    if let Some(p) = self.parts.get_mut(tp) {
+                        p.tracker.committed(*o);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.ctx.counters.commit_errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    fn shutdown(mut self) -> Result<(), String> {
+        // Parked records stay uncommitted: the next relay re-reads them.
+        let result = self.commit().map_err(|e| format!("relay final commit failed: {e}"));
+        if let Err(e) = self.consumer.close() {
+            log::debug!("relay leave group: {e}");
+        }
+        result
+    }
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

@@ -1,0 +1,107 @@
+//! Engine counters.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::headers::DeadReason;
+
+/// A snapshot of an engine's counters, from [`Engine::stats`](crate::Engine::stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Records read from the origin topics (redelivered retries included).
+    pub received: u64,
+    /// Records the handler finished with [`Outcome::Done`](crate::Outcome::Done).
+    pub done: u64,
+    /// Records written to the retry topic.
+    pub retried: u64,
+    /// Parked records sent back to their origin topic by the relay.
+    pub relayed: u64,
+    /// Records written to the dead-letter topic, by reason.
+    pub dead_lettered: DeadLettered,
+    /// Records given up on with no dead-letter topic configured.
+    pub dropped: u64,
+    /// Handler panics caught (each record retried).
+    pub panics: u64,
+    /// Records handed to workers and not finished yet.
+    pub in_flight: i64,
+    /// Records parked in the relay, waiting for their due time.
+    pub parked: i64,
+    /// Failed writes to the retry or dead-letter topic (each retried).
+    pub send_errors: u64,
+    /// Failed offset commits (retried on the next interval).
+    pub commit_errors: u64,
+    /// Wall-clock time of the last successful commit, ms since the epoch (0 = never).
+    pub last_commit_ms: i64,
+}
+
+/// Dead-lettered record counts by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct DeadLettered {
+    /// `max_retry_duration` passed or `max_attempts` reached.
+    pub expired: u64,
+    /// The handler rejected the record.
+    pub rejected: u64,
+    /// Bad retry headers or an undecodable record.
+    pub malformed: u64,
+}
+
+impl DeadLettered {
+    /// All dead-lettered records.
+    pub fn total(&self) -> u64 {
+        self.expired + self.rejected + self.malformed
+    }
+}
+
+/// The live counters shared by the engine's threads.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub received: AtomicU64,
+    pub done: AtomicU64,
+    pub retried: AtomicU64,
+    pub relayed: AtomicU64,
+    pub expired: AtomicU64,
+    pub rejected: AtomicU64,
+    pub malformed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub panics: AtomicU64,
+    pub in_flight: AtomicI64,
+    pub parked: AtomicI64,
+    pub send_errors: AtomicU64,
+    pub commit_errors: AtomicU64,
+    pub last_commit_ms: AtomicI64,
+}
+
+impl Counters {
+    pub(crate) fn dead(&self, reason: DeadReason) {
+        match reason {
+            DeadReason::Expired => &self.expired,
+            DeadReason::Rejected => &self.rejected,
+            DeadReason::Malformed => &self.malformed,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Stats {
+        Stats {
+            received: self.received.load(Relaxed),
+            done: self.done.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            relayed: self.relayed.load(Relaxed),
+            dead_lettered: DeadLettered {
+                expired: self.expired.load(Relaxed),
+                rejected: self.rejected.load(Relaxed),
+                malformed: self.malformed.load(Relaxed),
+            },
+            dropped: self.dropped.load(Relaxed),
+            panics: self.panics.load(Relaxed),
+            in_flight: self.in_flight.load(Relaxed),
+            parked: self.parked.load(Relaxed),
+            send_errors: self.send_errors.load(Relaxed),
+            commit_errors: self.commit_errors.load(Relaxed),
+            last_commit_ms: self.last_commit_ms.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,372 @@
+//! The consumer protocol's member metadata (subscription, assignment) and the
+//! range assignor the group leader runs.
+//!
+//! Both payloads are opaque bytes to the broker: an `i16` version followed by
+//! the `ConsumerProtocolSubscription` / `ConsumerProtocolAssignment` body at
+//! that version. We write version 0 (the fields every client understands).
+//! We read any version, like Java reads newer ones as its newest: fields are
+//! only ever appended, and the one we need (topics / assigned partitions)
+//! leads in every version.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_protocol_assignment::{
+    ConsumerProtocolAssignment, TopicPartition as AssignedTopic,
+};
+use kafka_protocol::messages::consumer_protocol_subscription::ConsumerProtocolSubscription;
+use kafka_protocol::messages::TopicName;
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+use crate::error::{Error, Result};
+use crate::record::TopicPartition;
+
+/// Name of the only assignment strategy we offer in JoinGroup.
+pub(crate) const RANGE: &str = "range";
+
+/// Version we write: v0 carries just the topics (subscription) or the
+/// partitions (assignment), which is all an eager range member needs.
+const WRITE_VERSION: i16 = 0;
+
+/// Subscription metadata for JoinGroup: `i16` version + body.
+pub(crate) fn encode_subscription(topics: &[String]) -> Result<Bytes> {
+    let mut sub = ConsumerProtocolSubscription::default();
+    sub.topics = topics
+        .iter()
+        .map(|t| StrBytes::from_string(t.clone()))
+        .collect();
+    let mut buf = BytesMut::new();
+    buf.put_i16(WRITE_VERSION);
+    sub.encode(&mut buf, WRITE_VERSION)
+        .map_err(|e| Error::Protocol(format!("encode consumer subscription: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// Topics a member subscribed to, from its JoinGroup metadata. Only the
+/// leading `topics` array is read: it comes first in every version.
+pub(crate) fn decode_subscription(metadata: &Bytes) -> Result<Vec<String>> {
+    let mut r = Reader::new(metadata, "subscription");
+    r.version()?;
+    let n = r.count(2)?;
+    (0..n).map(|_| r.string()).collect()
+}
+
+/// Assignment bytes for SyncGroup: `i16` version + body, topics and
+/// partitions sorted.
+pub(crate) fn encode_assignment(partitions: &[TopicPartition]) -> Result<Bytes> {
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for tp in partitions {
+        by_topic.entry(&tp.topic).or_default().push(tp.partition);
+    }
+    let mut assignment = ConsumerProtocolAssignment::default();
+    assignment.assigned_partitions = by_topic
+        .into_iter()
+        .map(|(topic, mut parts)| {
+            parts.sort_unstable();
+            let mut t = AssignedTopic::default();
+            t.topic = TopicName(StrBytes::from_string(topic.to_string()));
+            t.partitions = parts;
+            t
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    buf.put_i16(WRITE_VERSION);
+    assignment
+        .encode(&mut buf, WRITE_VERSION)
+        .map_err(|e| Error::Protocol(format!("encode consumer assignment: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// Partitions in a SyncGroup assignment, sorted and deduplicated. Empty
+/// bytes mean "nothing assigned" (Kafka sends them for a member the leader
+/// left out). Only the leading `assigned_partitions` array is read (first in
+/// every version; later versions append fields).
+pub(crate) fn decode_assignment(bytes: &Bytes) -> Result<Vec<TopicPartition>> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut r = Reader::new(bytes, "assignment");
+    r.version()?;
+    let mut out = BTreeSet::new();
+    // Each topic entry is at least a 2-byte name length + a 4-byte count.
+    for _ in 0..r.count(6)? {
+        let topic = r.string()?;
+        for _ in 0..r.count(4)? {
+            let p = r.i32()?;
+            if p < 0 {
+                return Err(Error::Protocol(format!(
+                    "consumer assignment names partition {p} of {topic}"
+                )));
+            }
+            out.insert(TopicPartition::new(topic.clone(), p));
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// A bounds-checked reader for the consumer protocol payloads. Hand-written
+/// because kafka-protocol's decoders pre-allocate arrays from the wire count:
+/// a corrupt count in these nested payloads (which no frame-size cap covers)
+/// would abort the process on a huge allocation.
+struct Reader<'a> {
+    buf: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], what: &'static str) -> Self {
+        Reader { buf, what }
+    }
+
+    fn short(&self, need: usize) -> Error {
+        Error::Protocol(format!(
+            "consumer {} is truncated: need {need} more bytes, {} left",
+            self.what,
+            self.buf.len()
+        ))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.buf.len() < n {
+            return Err(self.short(n));
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn i16(&mut self) -> Result<i16> {
+        let b = self.take(2)?;
+        Ok(i16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn i32(&mut self) -> Result<i32> {
+        let b = self.take(4)?;
+        Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// The leading version; any non-negative one is accepted (newer versions
+    /// only append fields).
+    fn version(&mut self) -> Result<i16> {
+        let v = self.i16()?;
+        if v < 0 {
+            return Err(Error::Protocol(format!(
+                "consumer {} has version {v}",
+                self.what
+            )));
+        }
+        Ok(v)
+    }
+
+    /// An array count whose elements (at least `min_size` bytes each) fit
+    /// in what is left.
+    fn count(&mut self, min_size: usize) -> Result<usize> {
+        let n = self.i32()?;
+        let n = usize::try_from(n).map_err(|_| {
+            Error::Protocol(format!("consumer {} has an array of length {n}", self.what))
+        })?;
+        if n.saturating_mul(min_size) > self.buf.len() {
+            return Err(self.short(n.saturating_mul(min_size)));
+        }
+        Ok(n)
+    }
+
+    fn string(&mut self) -> Result<String> {
+        let len = self.i16()?;
+        let len = usize::try_from(len).map_err(|_| {
+            Error::Protocol(format!(
+                "consumer {} has a null or negative-length topic",
+                self.what
+            ))
+        })?;
+        let b = self.take(len)?;
+        String::from_utf8(b.to_vec())
+            .map_err(|_| Error::Protocol(format!("consumer {} has a non-UTF-8 topic", self.what)))
+    }
+}
+
+/// The range assignor: for each topic, its subscribers sorted by member id
+/// split the partitions in ascending order, `n / m` each, the first `n % m`
+/// members one more. `members` is (member id, subscribed topics);
+/// `partition_count` answers per topic (`None`: unknown topic, skipped).
+/// Every member appears in the result, possibly with nothing.
+pub(crate) fn range_assign(
+    members: &[(String, Vec<String>)],
+    mut partition_count: impl FnMut(&str) -> Result<Option<i32>>,
+) -> Result<BTreeMap<String, Vec<TopicPartition>>> {
+    let mut out: BTreeMap<String, Vec<TopicPartition>> = members
+        .iter()
+        .map(|(id, _)| (id.clone(), Vec::new()))
+        .collect();
+    let mut subscribers: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for (id, topics) in members {
+        for t in topics {
+            subscribers.entry(t).or_default().insert(id);
+        }
+    }
+    for (topic, ids) in subscribers {
+        let n = match partition_count(topic)? {
+            Some(n) if n > 0 => n as usize,
+            _ => {
+                log::warn!("range assignor: topic {topic} does not exist; nobody gets it");
+                continue;
+            }
+        };
+        // BTreeSet iterates in member-id order.
+        let m = ids.len();
+        let (per, extra) = (n / m, n % m);
+        let mut next = 0usize;
+        for (i, id) in ids.into_iter().enumerate() {
+            let take = per + usize::from(i < extra);
+            let parts = out.entry(id.to_string()).or_default();
+            for p in next..next + take {
+                parts.push(TopicPartition::new(topic, p as i32));
+            }
+            next += take;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Decodable;
+
+    fn tps(list: &[(&str, i32)]) -> Vec<TopicPartition> {
+        list.iter()
+            .map(|(t, p)| TopicPartition::new(*t, *p))
+            .collect()
+    }
+
+    #[test]
+    fn subscription_round_trips_and_starts_with_version_zero() {
+        let topics = vec!["orders".to_string(), "payments".to_string()];
+        let bytes = encode_subscription(&topics).unwrap();
+        assert_eq!(&bytes[..2], &[0, 0]);
+        assert_eq!(decode_subscription(&bytes).unwrap(), topics);
+    }
+
+    #[test]
+    fn assignment_round_trips_sorted() {
+        let parts = tps(&[("b", 1), ("a", 2), ("a", 0)]);
+        let bytes = encode_assignment(&parts).unwrap();
+        assert_eq!(
+            decode_assignment(&bytes).unwrap(),
+            tps(&[("a", 0), ("a", 2), ("b", 1)])
+        );
+        assert!(decode_assignment(&Bytes::new()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn newer_assignment_versions_decode_as_v3() {
+        // A v3 body (topics + user_data) behind version 7 plus trailing bytes
+        // a future version might append.
+        let mut a = ConsumerProtocolAssignment::default();
+        let mut t = AssignedTopic::default();
+        t.topic = TopicName(StrBytes::from_static_str("x"));
+        t.partitions = vec![3, 1];
+        a.assigned_partitions = vec![t];
+        let mut buf = BytesMut::new();
+        buf.put_i16(7);
+        a.encode(&mut buf, 3).unwrap();
+        buf.put_slice(&[1, 2, 3]);
+        assert_eq!(
+            decode_assignment(&buf.freeze()).unwrap(),
+            tps(&[("x", 1), ("x", 3)])
+        );
+    }
+
+    #[test]
+    fn reads_what_java_style_v3_writes_and_writes_what_it_reads() {
+        // A v3 subscription with owned partitions, generation and rack.
+        let mut sub = ConsumerProtocolSubscription::default();
+        sub.topics = vec![
+            StrBytes::from_static_str("a"),
+            StrBytes::from_static_str("b"),
+        ];
+        sub.user_data = Some(Bytes::from_static(b"ud"));
+        let mut owned =
+            kafka_protocol::messages::consumer_protocol_subscription::TopicPartition::default();
+        owned.topic = TopicName(StrBytes::from_static_str("a"));
+        owned.partitions = vec![0];
+        sub.owned_partitions = vec![owned];
+        sub.generation_id = 4;
+        sub.rack_id = Some(StrBytes::from_static_str("r1"));
+        let mut buf = BytesMut::new();
+        buf.put_i16(3);
+        sub.encode(&mut buf, 3).unwrap();
+        assert_eq!(decode_subscription(&buf.freeze()).unwrap(), vec!["a", "b"]);
+
+        // Ours, read by kafka-protocol's decoder.
+        let mut ours = encode_assignment(&tps(&[("t", 2), ("t", 0)])).unwrap();
+        let _version = ours.split_to(2);
+        let a = ConsumerProtocolAssignment::decode(&mut ours, 0).unwrap();
+        assert_eq!(a.assigned_partitions.len(), 1);
+        assert_eq!(&*a.assigned_partitions[0].topic.0, "t");
+        assert_eq!(a.assigned_partitions[0].partitions, vec![0, 2]);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        // A topic whose partition count is huge: bad as an assignment (the
+        // same bytes are a fine subscription to topic "x").
+        let huge = Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 1, b'x', 0x7f, 0xff, 0xff, 0xff]);
+        assert!(decode_assignment(&huge).is_err());
+        let bad_inputs: [&[u8]; 6] = [
+            &[0u8],
+            &[0, 0, 0xff],
+            &[0xff, 0xff, 0, 0, 0, 0],
+            // Huge array counts must not be trusted (no allocation from them).
+            &[0, 0, 0x7f, 0xff, 0xff, 0xff],
+            &[0, 0, 0, 0, 0, 1, 0xff, 0xff],
+            // Not UTF-8.
+            &[0, 0, 0, 0, 0, 1, 0, 2, 0xc3, 0x28, 0, 0, 0, 0],
+        ];
+        for bad in bad_inputs {
+            assert!(
+                decode_assignment(&Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
+            assert!(
+                decode_subscription(&Bytes::copy_from_slice(bad)).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn range_splits_like_java() {
+        let members = vec![
+            ("m-b".to_string(), vec!["t".to_string(), "u".to_string()]),
+            ("m-a".to_string(), vec!["t".to_string()]),
+            ("m-c".to_string(), vec!["t".to_string(), "u".to_string()]),
+        ];
+        let out = range_assign(&members, |t| {
+            Ok(match t {
+                "t" => Some(7),
+                "u" => Some(1),
+                _ => None,
+            })
+        })
+        .unwrap();
+        // t: 7 partitions over a, b, c -> 3, 2, 2; u: 1 partition over b, c -> b.
+        assert_eq!(out["m-a"], tps(&[("t", 0), ("t", 1), ("t", 2)]));
+        assert_eq!(out["m-b"], tps(&[("t", 3), ("t", 4), ("u", 0)]));
+        assert_eq!(out["m-c"], tps(&[("t", 5), ("t", 6)]));
+    }
+
+    #[test]
+    fn range_gives_everyone_an_entry() {
+        let members = vec![
+            ("1".to_string(), vec!["t".to_string()]),
+            ("2".to_string(), vec!["t".to_string()]),
+            ("3".to_string(), vec!["gone".to_string()]),
+        ];
+        let out = range_assign(&members, |t| Ok((t == "t").then_some(1))).unwrap();
+        assert_eq!(out.len(), 3);
+        assert_eq!(out["1"], tps(&[("t", 0)]));
+        assert!(out["2"].is_empty());
+        assert!(out["3"].is_empty());
+    }
+}

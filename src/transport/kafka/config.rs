@@ -1,0 +1,322 @@
+//! Settings of the Kafka transport.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// Compression of produced record batches. Consumers read every codec
+/// (none, gzip, snappy, lz4, zstd) whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// No compression.
+    #[default]
+    None,
+    /// Gzip (pure-Rust deflate).
+    Gzip,
+    /// Snappy with Java's xerial framing. Tansu's SQL storage cannot re-encode
+    /// it: prefer `None` or `Gzip` with Tansu.
+    Snappy,
+}
+
+/// Kafka client settings.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = kafka_retry::KafkaConfig::new("127.0.0.1:9092,127.0.0.1:9093")
+///     .client_id("billing")
+///     .request_timeout(Duration::from_secs(10));
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    pub(crate) bootstrap: Vec<String>,
+    pub(crate) client_id: String,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    pub(crate) retry_backoff: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) acks: i16,
+    pub(crate) compression: Compression,
+    pub(crate) linger: Duration,
+    pub(crate) batch_size: usize,
+    pub(crate) fetch_max_bytes: i32,
+    pub(crate) fetch_max_wait: Duration,
+    pub(crate) fetch_min_bytes: i32,
+    pub(crate) partition_fetch_max_bytes: i32,
+    pub(crate) heartbeat_interval: Option<Duration>,
+    pub(crate) topic_partitions: i32,
+    pub(crate) replication_factor: i16,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap: Vec::new(),
+            client_id: "kafka-retry".to_string(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(100),
+            max_retries: 10,
+            acks: -1,
+            compression: Compression::None,
+            linger: Duration::from_millis(5),
+            batch_size: 1024 * 1024,
+            fetch_max_bytes: 50 * 1024 * 1024,
+            fetch_max_wait: Duration::from_millis(500),
+            fetch_min_bytes: 1,
+            partition_fetch_max_bytes: 1024 * 1024,
+            heartbeat_interval: None,
+            topic_partitions: -1,
+            replication_factor: -1,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Settings for the brokers in `bootstrap`, a comma-separated list of
+    /// `host:port` (`"k1:9092,k2:9092"`); the rest is default.
+    ///
+    /// ```
+    /// let config = kafka_retry::KafkaConfig::new("127.0.0.1:9092");
+    /// # let _ = config;
+    /// ```
+    pub fn new(bootstrap: impl AsRef<str>) -> Self {
+        KafkaConfig::default().bootstrap(bootstrap)
+    }
+
+    /// Replaces the bootstrap list (comma-separated `host:port`). Any broker
+    /// of the cluster will do; the others are found through metadata.
+    /// Defaults to an empty list, which [`KafkaConfig::validate`] rejects.
+    pub fn bootstrap(mut self, bootstrap: impl AsRef<str>) -> Self {
+        self.bootstrap = bootstrap
+            .as_ref()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        self
+    }
+
+    /// Client id sent in every request header (broker logs and quotas).
+    /// Defaults to `"kafka-retry"`.
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = client_id.into();
+        self
+    }
+
+    /// Time allowed for one TCP connect plus the ApiVersions handshake.
+    /// Defaults to 10 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for one request's reply (also sent as the Produce and
+    /// CreateTopics `timeout_ms`). Defaults to 30 s.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Pause before retrying after a retriable error or a dropped connection.
+    /// Defaults to 100 ms.
+    pub fn retry_backoff(mut self, backoff: Duration) -> Self {
+        self.retry_backoff = backoff;
+        self
+    }
+
+    /// How many times a retriable error (leader moved, connection dropped,
+    /// request timed out) is retried before it is returned. Defaults to 10.
+    pub fn max_retries(mut self, retries: u32) -> Self {
+        self.max_retries = retries;
+        self
+    }
+
+    /// Produce acknowledgements: `-1` (all in-sync replicas) or `1` (leader
+    /// only). `0` is refused by [`KafkaConfig::validate`]: without a reply
+    /// there is no offset to report. Defaults to `-1`.
+    pub fn acks(mut self, acks: i16) -> Self {
+        self.acks = acks;
+        self
+    }
+
+    /// Compression of produced batches. Defaults to [`Compression::None`].
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// How long the producer waits for more concurrent `send` calls to share
+    /// a Produce request. Defaults to 5 ms.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Upper bound, in bytes before compression, of one partition's record
+    /// batch in a Produce request (keep it under the broker's
+    /// `message.max.bytes`). Defaults to 1 MiB.
+    pub fn batch_size(mut self, bytes: usize) -> Self {
+        self.batch_size = bytes;
+        self
+    }
+
+    /// Most bytes one Fetch reply may carry. Defaults to 50 MiB.
+    pub fn fetch_max_bytes(mut self, bytes: i32) -> Self {
+        self.fetch_max_bytes = bytes;
+        self
+    }
+
+    /// How long the broker may hold a Fetch waiting for `fetch_min_bytes`.
+    /// Defaults to 500 ms.
+    pub fn fetch_max_wait(mut self, wait: Duration) -> Self {
+        self.fetch_max_wait = wait;
+        self
+    }
+
+    /// Bytes a Fetch waits for before the broker replies. Defaults to 1.
+    pub fn fetch_min_bytes(mut self, bytes: i32) -> Self {
+        self.fetch_min_bytes = bytes;
+        self
+    }
+
+    /// Most bytes one partition contributes to a Fetch reply. Defaults to 1 MiB.
+    pub fn partition_fetch_max_bytes(mut self, bytes: i32) -> Self {
+        self.partition_fetch_max_bytes = bytes;
+        self
+    }
+
+    /// Heartbeat period of group consumers; `None` uses a third of the
+    /// session timeout. Defaults to `None`.
+    pub fn heartbeat_interval(mut self, interval: Option<Duration>) -> Self {
+        self.heartbeat_interval = interval;
+        self
+    }
+
+    /// Partitions of topics created with a non-positive partition count;
+    /// `-1` leaves it to the broker (`num.partitions`). Defaults to `-1`.
+    pub fn topic_partitions(mut self, partitions: i32) -> Self {
+        self.topic_partitions = partitions;
+        self
+    }
+
+    /// Replication factor of topics created with a non-positive replication
+    /// factor; `-1` leaves it to the broker (`default.replication.factor`).
+    /// Defaults to `-1`.
+    pub fn replication_factor(mut self, replication_factor: i16) -> Self {
+        self.replication_factor = replication_factor;
+        self
+    }
+
+    /// Checks the settings; [`KafkaTransport::connect`](crate::KafkaTransport::connect)
+    /// calls it. The error names the bad field.
+    ///
+    /// ```
+    /// let err = kafka_retry::KafkaConfig::new("").validate().unwrap_err();
+    /// assert!(err.to_string().contains("bootstrap"));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        if self.bootstrap.is_empty() {
+            return Err(Error::config("bootstrap", "no broker address given"));
+        }
+        for addr in &self.bootstrap {
+            let port_ok = addr
+                .rsplit_once(':')
+                .map(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+                .unwrap_or(false);
+            if !port_ok {
+                return Err(Error::config(
+                    "bootstrap",
+                    format!("`{addr}` is not host:port"),
+                ));
+            }
+        }
+        if self.client_id.is_empty() || self.client_id.len() > i16::MAX as usize {
+            return Err(Error::config("client_id", "must be 1..=32767 bytes"));
+        }
+        let positive = [
+            ("connect_timeout", self.connect_timeout),
+            ("request_timeout", self.request_timeout),
+        ];
+        for (field, d) in positive {
+            if d.is_zero() {
+                return Err(Error::config(field, "must be more than zero"));
+            }
+        }
+        // Sent as i32 milliseconds (Produce/CreateTopics timeout_ms, Fetch max_wait_ms).
+        let as_ms = [
+            ("request_timeout", self.request_timeout),
+            ("fetch_max_wait", self.fetch_max_wait),
+        ];
+        for (field, d) in as_ms {
+            if d.as_millis() > i32::MAX as u128 {
+                return Err(Error::config(field, "must fit in i32 milliseconds"));
+            }
+        }
+        if self.acks != -1 && self.acks != 1 {
+            return Err(Error::config(
+                "acks",
+                format!("{} is not supported (use -1 or 1)", self.acks),
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::config("batch_size", "must be more than zero"));
+        }
+        let ints = [
+            ("fetch_max_bytes", self.fetch_max_bytes),
+            ("fetch_min_bytes", self.fetch_min_bytes),
+            ("partition_fetch_max_bytes", self.partition_fetch_max_bytes),
+        ];
+        for (field, v) in ints {
+            if v <= 0 {
+                return Err(Error::config(field, "must be more than zero"));
+            }
+        }
+        if self.heartbeat_interval == Some(Duration::ZERO) {
+            return Err(Error::config(
+                "heartbeat_interval",
+                "must be more than zero",
+            ));
+        }
+        if self.topic_partitions == 0 || self.topic_partitions < -1 {
+            return Err(Error::config("topic_partitions", "must be positive or -1"));
+        }
+        if self.replication_factor == 0 || self.replication_factor < -1 {
+            return Err(Error::config(
+                "replication_factor",
+                "must be positive or -1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_bootstrap_list() {
+        let c = KafkaConfig::new(" a:1 , b:2,,");
+        assert_eq!(c.bootstrap, vec!["a:1".to_string(), "b:2".to_string()]);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn validate_names_the_field() {
+        let field = |c: KafkaConfig| match c.validate() {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert_eq!(field(KafkaConfig::new("")), "bootstrap");
+        assert_eq!(field(KafkaConfig::new("localhost")), "bootstrap");
+        assert_eq!(
+            field(KafkaConfig::new("a:1").request_timeout(Duration::ZERO)),
+            "request_timeout"
+        );
+        assert_eq!(field(KafkaConfig::new("a:1").acks(0)), "acks");
+        assert_eq!(field(KafkaConfig::new("a:1").batch_size(0)), "batch_size");
+    }
+}

@@ -1,0 +1,462 @@
+//! The fetch side of a group consumer: per-partition positions, Fetch to each
+//! leader on a dedicated connection, a buffer of decoded records, pause and
+//! offset reset (ListOffsets).
+//!
+//! Invariants:
+//! - `position` is the offset of the next record to *fetch*; records between
+//!   the last one returned and `position` sit in `buffer`, so pausing (which
+//!   keeps the buffer) or handing out part of the buffer never skips one.
+//! - A partition is fetched only when its buffer is empty and it is not
+//!   paused: memory stays bounded by one Fetch reply per partition.
+//! - Every partition's state is thrown away on a new assignment: positions
+//!   then come from the committed offsets again (eager rebalance).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{
+    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+
+use super::client::Client;
+use super::conn::Connection;
+use super::errors::{code_name, needs_metadata_refresh};
+use super::records::decode_records;
+use crate::error::Result;
+use crate::record::{Record, TopicPartition};
+use crate::transport::OffsetReset;
+
+/// ListOffsets timestamps meaning "log start" and "log end".
+const EARLIEST: i64 = -2;
+const LATEST: i64 = -1;
+
+#[derive(Debug, Default)]
+struct PartState {
+    /// Next offset to fetch; `None` until OffsetFetch / ListOffsets set it.
+    position: Option<i64>,
+    /// Fetched, not yet returned, in offset order.
+    buffer: VecDeque<Record>,
+    paused: bool,
+}
+
+/// Positions, buffers and fetch connections of the assigned partitions.
+pub(crate) struct Fetcher {
+    client: Arc<Client>,
+    reset: OffsetReset,
+    parts: BTreeMap<TopicPartition, PartState>,
+    /// One connection per leader node: a long-poll Fetch blocks its socket.
+    conns: HashMap<i32, Connection>,
+    /// Rotates the start of `take` and of the partition order in Fetch, so
+    /// that no partition starves the others.
+    turn: usize,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("partitions", &self.parts)
+            .field("leaders", &self.conns.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Fetcher {
+    pub(crate) fn new(client: Arc<Client>, reset: OffsetReset) -> Self {
+        Fetcher {
+            client,
+            reset,
+            parts: BTreeMap::new(),
+            conns: HashMap::new(),
+            turn: 0,
+        }
+    }
+
+    /// Starts over with these partitions: no positions, no buffers, no pauses.
+    pub(crate) fn assign(&mut self, partitions: &[TopicPartition]) {
+        self.parts = partitions
+            .iter()
+            .map(|tp| (tp.clone(), PartState::default()))
+            .collect();
+    }
+
+    /// Forgets every partition (revoked or lost).
+    pub(crate) fn clear(&mut self) {
+        self.parts.clear();
+    }
+
+    /// Drops the fetch connections (on close).
+    pub(crate) fn disconnect(&mut self) {
+        self.conns.clear();
+    }
+
+    pub(crate) fn pause(&mut self, partitions: &[TopicPartition], paused: bool) {
+        for tp in partitions {
+            if let Some(p) = self.parts.get_mut(tp) {
+                p.paused = paused;
+            }
+        }
+    }
+
+    /// Assigned partitions without a position yet.
+    pub(crate) fn missing_positions(&self) -> Vec<TopicPartition> {
+        self.parts
+            .iter()
+            .filter(|(_, p)| p.position.is_none())
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// Sets where an assigned partition starts (its committed offset).
+    pub(crate) fn set_position(&mut self, tp: &TopicPartition, offset: i64) {
+        if let Some(p) = self.parts.get_mut(tp) {
+            p.position = Some(offset);
+            p.buffer.clear();
+        }
+    }
+
+    /// Up to `max` buffered records of unpaused partitions, shared fairly:
+    /// each partition with records first gets an equal share, then leftovers
+    /// fill up in turn; the starting partition rotates from call to call.
+    pub(crate) fn take(&mut self, max: usize) -> Vec<Record> {
+        let ready: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(_, p)| !p.paused && !p.buffer.is_empty())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        let mut out = Vec::new();
+        if ready.is_empty() || max == 0 {
+            return out;
+        }
+        self.turn = self.turn.wrapping_add(1);
+        let start = self.turn % ready.len();
+        let order: Vec<&TopicPartition> = ready[start..].iter().chain(&ready[..start]).collect();
+        let share = (max / ready.len()).max(1);
+        for pass_share in [share, max] {
+            for tp in &order {
+                if out.len() >= max {
+                    return out;
+                }
+                if let Some(p) = self.parts.get_mut(*tp) {
+                    let n = pass_share.min(max - out.len()).min(p.buffer.len());
+                    out.extend(p.buffer.drain(..n));
+                }
+            }
+        }
+        out
+    }
+
+    /// One Fetch round: every fetchable partition (assigned, positioned,
+    /// unpaused, nothing buffered) is asked of its leader, the broker waiting
+    /// at most `wait` for data. Errors are handled here (reset, metadata
+    /// refresh, reconnect with back-off) and never returned: the caller just
+    /// sees no records this round. Sleeps for `wait` when there is nothing to
+    /// fetch, so a poll loop does not spin.
+    pub(crate) fn fetch_round(&mut self, wait: Duration) {
+        let started = Instant::now();
+        let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+        let mut refresh: BTreeSet<String> = BTreeSet::new();
+        for (tp, p) in &self.parts {
+            let Some(pos) = p.position else { continue };
+            if p.paused || !p.buffer.is_empty() {
+                continue;
+            }
+            match self.client.leader(&tp.topic, tp.partition) {
+                Ok(leader) => by_leader.entry(leader).or_default().push((tp.clone(), pos)),
+                Err(e) => {
+                    log::warn!("fetch {tp}: no leader: {e}");
+                    refresh.insert(tp.topic.clone());
+                }
+            }
+        }
+        let mut trouble = !refresh.is_empty();
+        if by_leader.is_empty() {
+            self.refresh(&refresh);
+            std::thread::sleep(wait.saturating_sub(started.elapsed()));
+            return;
+        }
+        self.turn = self.turn.wrapping_add(1);
+        let mut leaders: Vec<i32> = by_leader.keys().copied().collect();
+        let n = leaders.len();
+        leaders.rotate_left(self.turn % n);
+        let mut wait = wait;
+        let mut resets = Vec::new();
+        for leader in leaders {
+            let Some(list) = by_leader.remove(&leader) else {
+                continue;
+            };
+            match self.fetch_from(leader, &list, wait, &mut resets, &mut refresh) {
+                // Once a leader gave us records, ask the others without waiting:
+                // the caller gets what is there now.
+                Ok(true) => wait = Duration::ZERO,
+                Ok(false) => {}
+                Err(e) => {
+                    log::warn!("fetch from node {leader}: {e}; reconnecting after back-off");
+                    self.conns.remove(&leader);
+                    trouble = true;
+                }
+            }
+        }
+        if !resets.is_empty() {
+            if let Err(e) = self.reset_positions(&resets) {
+                log::warn!("offset reset failed, retrying on the next poll: {e}");
+            }
+        }
+        if !refresh.is_empty() {
+            trouble = true;
+        }
+        self.refresh(&refresh);
+        if trouble {
+            let backoff = self.client.config().retry_backoff;
+            std::thread::sleep(backoff.min(wait.saturating_sub(started.elapsed())).max(
+                // Always pause a little after an error so a dead broker does
+                // not turn the poll loop into a busy loop.
+                Duration::from_millis(10),
+            ));
+        }
+    }
+
+    fn refresh(&self, topics: &BTreeSet<String>) {
+        if topics.is_empty() {
+            return;
+        }
+        let topics: Vec<String> = topics.iter().cloned().collect();
+        if let Err(e) = self.client.refresh_metadata(&topics) {
+            log::warn!("metadata refresh for {topics:?} failed: {e}");
+        }
+    }
+
+    /// Fetches `list` from `leader`; Ok(true) when records were buffered.
+    fn fetch_from(
+        &mut self,
+        leader: i32,
+        list: &[(TopicPartition, i64)],
+        wait: Duration,
+        resets: &mut Vec<TopicPartition>,
+        refresh: &mut BTreeSet<String>,
+    ) -> Result<bool> {
+        let cfg = self.client.config().clone();
+        if !self.conns.contains_key(&leader) {
+            let conn = self.client.connect_node(leader)?;
+            self.conns.insert(leader, conn);
+        }
+        let Some(conn) = self.conns.get_mut(&leader) else {
+            return Ok(false);
+        };
+        let version = conn.version(ApiKey::Fetch)?;
+
+        // Group by topic (one entry per topic), rotating the topic order and
+        // each topic's partition order: the broker fills `max_bytes` in
+        // request order, so a fixed order could starve the last partitions.
+        let mut topics: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+        for (tp, pos) in list {
+            topics
+                .entry(&tp.topic)
+                .or_default()
+                .push((tp.partition, *pos));
+        }
+        let mut fetch_topics: Vec<FetchTopic> = topics
+            .into_iter()
+            .map(|(name, mut parts)| {
+                let n = parts.len();
+                parts.rotate_left(self.turn % n);
+                let mut t = FetchTopic::default();
+                t.topic = TopicName(StrBytes::from_string(name.to_string()));
+                t.partitions = parts
+                    .into_iter()
+                    .map(|(partition, pos)| {
+                        let mut p = FetchPartition::default();
+                        p.partition = partition;
+                        p.fetch_offset = pos;
+                        p.partition_max_bytes = cfg.partition_fetch_max_bytes;
+                        p
+                    })
+                    .collect();
+                t
+            })
+            .collect();
+        let n = fetch_topics.len();
+        fetch_topics.rotate_left(self.turn % n);
+
+        let mut req = FetchRequest::default();
+        // No fetch session (session 0, epoch -1): every request is complete.
+        req.replica_id = BrokerId(-1);
+        req.max_wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+        req.min_bytes = cfg.fetch_min_bytes;
+        req.max_bytes = cfg.fetch_max_bytes;
+        req.isolation_level = 0;
+        req.session_id = 0;
+        req.session_epoch = -1;
+        req.topics = fetch_topics;
+        let resp: FetchResponse = conn.call(version, &req, wait + cfg.request_timeout)?;
+        if resp.error_code != 0 {
+            // Top-level errors (v7+) concern fetch sessions, which we do not use.
+            log::warn!(
+                "fetch from node {leader}: error {} ({})",
+                resp.error_code,
+                code_name(resp.error_code)
+            );
+            return Ok(false);
+        }
+
+        let requested: HashMap<&TopicPartition, i64> =
+            list.iter().map(|(tp, pos)| (tp, *pos)).collect();
+        let mut got = false;
+        for topic in resp.responses {
+            let name: &str = &topic.topic.0;
+            for pd in topic.partitions {
+                let tp = TopicPartition::new(name, pd.partition_index);
+                // Only answers to what we asked, at the position we asked for.
+                let Some(&from) = requested.get(&tp) else {
+                    continue;
+                };
+                let Some(state) = self.parts.get_mut(&tp) else {
+                    continue;
+                };
+                if state.position != Some(from) {
+                    continue;
+                }
+                match pd.error_code {
+                    0 => {
+                        let Some(data) = pd.records else { continue };
+                        if data.is_empty() {
+                            continue;
+                        }
+                        let decoded = decode_records(name, pd.partition_index, data, from);
+                        got |= !decoded.records.is_empty();
+                        state.buffer.extend(decoded.records);
+                        if decoded.next_offset > from {
+                            state.position = Some(decoded.next_offset);
+                        }
+                    }
+                    1 => {
+                        log::warn!(
+                            "fetch {tp}: offset {from} is out of range; resetting to the {} offset",
+                            match self.reset {
+                                OffsetReset::Earliest => "earliest",
+                                OffsetReset::Latest => "latest",
+                            }
+                        );
+                        resets.push(tp);
+                    }
+                    code if needs_metadata_refresh(code) => {
+                        log::debug!("fetch {tp}: error {code} ({}); re-routing", code_name(code));
+                        refresh.insert(tp.topic);
+                    }
+                    code => {
+                        log::warn!("fetch {tp}: error {code} ({})", code_name(code));
+                    }
+                }
+            }
+        }
+        Ok(got)
+    }
+
+    /// Sets the position of `partitions` per the reset policy (ListOffsets
+    /// to each leader: -2 earliest, -1 latest). Partitions that fail keep no
+    /// position and are retried on a later poll; the first error is returned.
+    pub(crate) fn reset_positions(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        let timestamp = match self.reset {
+            OffsetReset::Earliest => EARLIEST,
+            OffsetReset::Latest => LATEST,
+        };
+        let cfg = self.client.config().clone();
+        let mut by_leader: BTreeMap<i32, Vec<&TopicPartition>> = BTreeMap::new();
+        let mut first_err = None;
+        for tp in partitions {
+            // Forget the old position: a partition being reset is not fetched.
+            if let Some(p) = self.parts.get_mut(tp) {
+                p.position = None;
+                p.buffer.clear();
+            }
+            match self.client.leader(&tp.topic, tp.partition) {
+                Ok(l) => by_leader.entry(l).or_default().push(tp),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let mut refresh = BTreeSet::new();
+        for (leader, tps) in by_leader {
+            let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+            for tp in &tps {
+                topics.entry(&tp.topic).or_default().push(tp.partition);
+            }
+            let reply = self.client.with_node(leader, |conn| {
+                let version = conn.version(ApiKey::ListOffsets)?;
+                let mut req = ListOffsetsRequest::default();
+                // -1: a consumer, so "latest" is the high watermark.
+                req.replica_id = BrokerId(-1);
+                if version >= 10 {
+                    req.timeout_ms =
+                        i32::try_from(cfg.request_timeout.as_millis()).unwrap_or(i32::MAX);
+                }
+                req.topics = topics
+                    .iter()
+                    .map(|(name, parts)| {
+                        let mut t = ListOffsetsTopic::default();
+                        t.name = TopicName(StrBytes::from_string(name.to_string()));
+                        t.partitions = parts
+                            .iter()
+                            .map(|&p| {
+                                let mut lp = ListOffsetsPartition::default();
+                                lp.partition_index = p;
+                                lp.timestamp = timestamp;
+                                lp
+                            })
+                            .collect();
+                        t
+                    })
+                    .collect();
+                conn.call(version, &req, cfg.request_timeout)
+            });
+            let resp = match reply {
+                Ok(r) => r,
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+            };
+            for topic in resp.topics {
+                for p in topic.partitions {
+                    let tp = TopicPartition::new(topic.name.0.to_string(), p.partition_index);
+                    if !tps.contains(&&tp) {
+                        continue;
+                    }
+                    if p.error_code != 0 {
+                        if needs_metadata_refresh(p.error_code) {
+                            refresh.insert(tp.topic.clone());
+                        }
+                        first_err.get_or_insert(super::errors::kafka_error(
+                            format!("ListOffsets {tp}"),
+                            p.error_code,
+                        ));
+                        continue;
+                    }
+                    if p.offset < 0 {
+                        first_err.get_or_insert(crate::error::Error::Protocol(format!(
+                            "ListOffsets {tp}: broker answered offset {}",
+                            p.offset
+                        )));
+                        continue;
+                    }
+                    log::debug!(
+                        "{tp}: starting at offset {} ({:?} reset)",
+                        p.offset,
+                        self.reset
+                    );
+                    self.set_position(&tp, p.offset);
+                }
+            }
+        }
+        self.refresh(&refresh);
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Consumer-group state kept by the memory broker: members, generations,
+//! the range assignor, committed offsets.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Inner, Signal};
+use crate::record::TopicPartition;
+
+pub(super) struct Group {
+    pub(super) id: String,
+    pub(super) state: Mutex<GroupState>,
+}
+
+/// Group state, as Kafka's group coordinator keeps it (classic protocol).
+///
+/// Invariants: while `rebalance` is `None` every member has `rejoined ==
+/// false` and `generation == self.generation` (the group is stable). While
+/// it is `Some`, members with `rejoined == false` still own their
+/// `assignment` of the current generation (they may commit); rejoined
+/// members own nothing and wait for the next generation.
+///
+/// Every change a member must react to (rebalance started, generation
+/// formed, eviction) raises the members' signals before the lock is
+/// released.
+pub(super) struct GroupState {
+    pub(super) generation: i32,
+    /// Sorted by member id: the range assignor's order.
+    pub(super) members: BTreeMap<String, Member>,
+    pub(super) rebalance: Option<Rebalance>,
+    pub(super) committed: HashMap<TopicPartition, i64>,
+    pub(super) next_member: u64,
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct Rebalance {
+    /// `None`: a rebalance timeout too large to represent; never expires.
+    pub(super) deadline: Option<Instant>,
+}
+
+pub(super) struct Member {
+    pub(super) topics: Vec<String>,
+    pub(super) rebalance_timeout: Duration,
+    pub(super) rejoined: bool,
+    pub(super) generation: i32,
+    pub(super) assignment: Vec<TopicPartition>,
+    /// Raised to wake the member's `poll`.
+    pub(super) signal: Arc<Signal>,
+}
+
+impl GroupState {
+    fn wake_members(&self) {
+        for m in self.members.values() {
+            m.signal.raise();
+        }
+    }
+
+    /// Enters PreparingRebalance (if not already there), then forms the
+    /// next generation at once if every member has already rejoined.
+    pub(super) fn start_rebalance(&mut self, now: Instant, inner: &Inner) {
+        if self.members.is_empty() {
+            return;
+        }
+        if self.rebalance.is_none() {
+            // Kafka waits for the largest rebalance timeout of the members.
+            let timeout = self
+                .members
+                .values()
+                .map(|m| m.rebalance_timeout)
+                .max()
+                .unwrap_or_default();
+            self.rebalance = Some(Rebalance {
+                deadline: now.checked_add(timeout),
+            });
+            self.wake_members();
+        }
+        self.try_complete(inner);
+    }
+
+    /// Forms the next generation if a rebalance is pending and every member
+    /// has rejoined.
+    pub(super) fn try_complete(&mut self, inner: &Inner) {
+        if self.rebalance.is_none() || !self.members.values().all(|m| m.rejoined) {
+            return;
+        }
+        if self.members.is_empty() {
+            self.rebalance = None;
+            self.generation += 1;
+            return;
+        }
+        self.generation += 1;
+        let subs: Vec<(&str, &[String])> = self
+            .members
+            .iter()
+            .map(|(id, m)| (id.as_str(), m.topics.as_slice()))
+            .collect();
+        let mut assignment = range_assign(&subs, |t| inner.partition_count(t).unwrap_or(0));
+        for (id, m) in self.members.iter_mut() {
+            m.assignment = assignment.remove(id).unwrap_or_default();
+            m.generation = self.generation;
+            m.rejoined = false;
+        }
+        self.rebalance = None;
+        self.wake_members();
+    }
+
+    /// Evicts members that did not rejoin within the rebalance timeout, then
+    /// forms the generation without them.
+    pub(super) fn expire(&mut self, now: Instant, inner: &Inner) {
+        if let Some(Rebalance { deadline: Some(d) }) = self.rebalance {
+            if now >= d {
+                self.members.retain(|_, m| {
+                    if !m.rejoined {
+                        m.signal.raise();
+                    }
+                    m.rejoined
+                });
+                self.try_complete(inner);
+            }
+        }
+    }
+
+    pub(super) fn remove_member(&mut self, id: &str, now: Instant, inner: &Inner) {
+        if self.members.remove(id).is_none() {
+            return;
+        }
+        if self.members.is_empty() {
+            // Empty group: nothing to rebalance, committed offsets stay.
+            self.rebalance = None;
+            self.generation += 1;
+        } else {
+            self.start_rebalance(now, inner);
+        }
+    }
+}
+
+/// Kafka's `RangeAssignor`: per topic, among the members subscribed to it
+/// (sorted by member id), partitions in ascending order, `n / m` each and
+/// one more for the first `n % m` members. `members` must be sorted by id.
+fn range_assign(
+    members: &[(&str, &[String])],
+    partition_count: impl Fn(&str) -> i32,
+) -> HashMap<String, Vec<TopicPartition>> {
+    let mut out: HashMap<String, Vec<TopicPartition>> = HashMap::new();
+    let topics: BTreeSet<&str> = members
+        .iter()
+        .flat_map(|(_, ts)| ts.iter().map(String::as_str))
+        .collect();
+    for topic in topics {
+        let subs: Vec<&str> = members
+            .iter()
+            .filter(|(_, ts)| ts.iter().any(|t| t == topic))
+            .map(|(id, _)| *id)
+            .collect();
+        let n = partition_count(topic).max(0) as usize;
+        let m = subs.len();
+        let (per, extra) = (n / m, n % m);
+        for (i, id) in subs.iter().enumerate() {
+            let start = i * per + i.min(extra);
+            let len = per + usize::from(i < extra);
+            out.entry((*id).to_string())
+                .or_default()
+                .extend((start..start + len).map(|p| TopicPartition::new(topic, p as i32)));
+        }
+    }
+    for tps in out.values_mut() {
+        tps.sort();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assign(members: &[(&str, &[&str])], counts: &[(&str, i32)]) -> Vec<(String, Vec<String>)> {
+        let owned: Vec<(&str, Vec<String>)> = members
+            .iter()
+            .map(|(id, ts)| (*id, ts.iter().map(|t| t.to_string()).collect()))
+            .collect();
+        let subs: Vec<(&str, &[String])> =
+            owned.iter().map(|(id, ts)| (*id, ts.as_slice())).collect();
+        let out = range_assign(&subs, |t| {
+            counts.iter().find(|(n, _)| *n == t).map_or(0, |(_, c)| *c)
+        });
+        let mut v: Vec<(String, Vec<String>)> = out
+            .into_iter()
+            .map(|(id, tps)| (id, tps.iter().map(|tp| tp.to_string()).collect()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn range_assignor_like_kafka() {
+        // 7 partitions over 3 members: 3, 2, 2 (first n % m get one more).
+        let got = assign(&[("a", &["t"]), ("b", &["t"]), ("c", &["t"])], &[("t", 7)]);
+        assert_eq!(got[0], ("a".into(), s(&["t-0", "t-1", "t-2"])));
+        assert_eq!(got[1], ("b".into(), s(&["t-3", "t-4"])));
+        assert_eq!(got[2], ("c".into(), s(&["t-5", "t-6"])));
+    }
+
+    #[test]
+    fn range_assignor_per_topic_among_subscribers() {
+        // Only `b` reads `u`; `t` is split between both; missing topic `x`
+        // yields nothing; more members than partitions leaves one empty.
+        let got = assign(
+            &[("a", &["t", "x"]), ("b", &["t", "u"]), ("c", &["t"])],
+            &[("t", 2), ("u", 3)],
+        );
+        assert_eq!(got[0], ("a".into(), s(&["t-0"])));
+        assert_eq!(got[1], ("b".into(), s(&["t-1", "u-0", "u-1", "u-2"])));
+        assert_eq!(got[2], ("c".into(), Vec::<String>::new()));
+    }
+}

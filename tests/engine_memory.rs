@@ -1,0 +1,457 @@
+//! The engine on the embedded memory broker: the shared scenarios plus
+//! crash/no-loss and watermark tests that need broker internals.
+
+mod scenarios;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafka_retry::{
+    Consumer, ConsumerConfig, ConsumerEvent, Delivered, Engine, Error, MemoryBroker, OutRecord,
+    Outcome, Producer, Record, RetryPolicy, TopicPartition, Transport,
+};
+use scenarios::{header, unique, Env};
+
+fn env() -> Env {
+    Env {
+        transport: Arc::new(MemoryBroker::new()),
+        session_timeout: Duration::from_secs(2),
+        slack: Duration::from_millis(100),
+        name: "memory",
+    }
+}
+
+#[test]
+fn smoke() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 1).unwrap();
+    let engine = Engine::builder(broker.clone())
+        .group_id("g")
+        .topics(["t"])
+        .handler(|_r: &Record| Outcome::Done)
+        .build()
+        .unwrap();
+    broker.produce(OutRecord::new("t").value("x")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.stats().done < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(engine.stats().done, 1);
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(broker.committed("g", "t", 0), Some(1));
+}
+
+#[test]
+fn retry_redelivers_after_interval() {
+    scenarios::retry_redelivers_after_interval(&env());
+}
+
+#[test]
+fn expiry_and_reject_dead_letter() {
+    scenarios::expiry_and_reject_dead_letter(&env());
+}
+
+#[test]
+fn panic_is_caught_and_retried() {
+    scenarios::panic_is_caught_and_retried(&env());
+}
+
+#[test]
+fn malformed_retry_headers_are_dead_lettered() {
+    scenarios::malformed_retry_headers_are_dead_lettered(&env());
+}
+
+#[test]
+fn per_key_order_holds() {
+    scenarios::per_key_order_holds(&env());
+}
+
+#[test]
+fn two_engines_split_and_take_over() {
+    scenarios::two_engines_split_and_take_over(&env());
+}
+
+#[test]
+fn restart_resumes_after_commit() {
+    scenarios::restart_resumes_after_commit(&env());
+}
+
+#[test]
+fn build_validates_and_names_the_field() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 1).unwrap();
+    let base = || Engine::builder(broker.clone()).group_id("g").topics(["t"]).handler(|_r: &Record| Outcome::Done);
+    let field = |r: kafka_retry::Result<Engine>| match r {
+        Err(Error::Config { field, .. }) => field,
+        other => panic!("expected a config error, got {other:?}"),
+    };
+    assert_eq!(field(base().workers(0).build()), "workers");
+    assert_eq!(field(base().group_id("").build()), "group_id");
+    assert_eq!(field(base().retry_topic("t").build()), "retry_topic");
+    assert_eq!(
+        field(base().policy(RetryPolicy::new(Duration::ZERO, Duration::from_secs(1))).build()),
+        "retry_interval"
+    );
+    assert_eq!(
+        field(Engine::builder(broker.clone()).group_id("g").topics(["t"]).build()),
+        "handler"
+    );
+    match base().topics(["missing"]).build() {
+        Err(Error::UnknownTopic(t)) => assert_eq!(t, "missing"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn dead_lettering_off_drops_with_a_counter() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 1).unwrap();
+    let engine = Engine::builder(broker.clone())
+        .group_id("g")
+        .topics(["t"])
+        .dead_letter_topic(None::<String>)
+        .handler(|_r: &Record| Outcome::reject("no"))
+        .build()
+        .unwrap();
+    broker.produce(OutRecord::new("t").value("x")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.stats().dropped < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(engine.stats().dropped, 1);
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert!(!broker.topics().contains(&"g-dlt".to_string()));
+}
+
+/// The watermark never passes an unfinished record: with offset 0 stuck in
+/// a slow handler, later records finish but the commit stays at 0.
+#[test]
+fn watermark_waits_for_a_slow_record() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 1).unwrap();
+    let release = Arc::new(AtomicBool::new(false));
+    let r2 = release.clone();
+    let engine = Engine::builder(broker.clone())
+        .group_id("g")
+        .topics(["t"])
+        .workers(4)
+        .commit_interval(Duration::from_millis(20))
+        .handler(move |r: &Record| {
+            if r.value.as_deref() == Some(b"slow") {
+                while !r2.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            Outcome::Done
+        })
+        .build()
+        .unwrap();
+    broker.produce(OutRecord::new("t").key("slow-key").value("slow")).unwrap();
+    for i in 0..50 {
+        broker.produce(OutRecord::new("t").key(format!("k{i}")).value("fast")).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.stats().done < 40 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(engine.stats().done >= 40, "fast records finished behind the slow one");
+    std::thread::sleep(Duration::from_millis(100)); // several commit intervals
+    assert!(
+        broker.committed("g", "t", 0).unwrap_or(0) == 0,
+        "committed past the unfinished record 0: {:?}",
+        broker.committed("g", "t", 0)
+    );
+    release.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while broker.committed("g", "t", 0) != Some(51) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(broker.committed("g", "t", 0), Some(51));
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+}
+
+/// A slow handler does not let the consumer buffer without bound: fetching
+/// pauses and in-flight stays near the queue capacity.
+#[test]
+fn slow_handlers_pause_fetching() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 2).unwrap();
+    let batch: Vec<OutRecord> = (0..20_000).map(|i| OutRecord::new("t").key(format!("k{i}")).value("v")).collect();
+    for r in broker.producer().unwrap().send_batch(batch) {
+        r.unwrap();
+    }
+    let engine = Engine::builder(broker.clone())
+        .group_id("g")
+        .topics(["t"])
+        .workers(2)
+        .queue_capacity(256)
+        .max_poll_records(100)
+        .handler(|_r: &Record| {
+            std::thread::sleep(Duration::from_millis(1));
+            Outcome::Done
+        })
+        .build()
+        .unwrap();
+    let mut max_in_flight = 0;
+    let until = Instant::now() + Duration::from_millis(600);
+    while Instant::now() < until {
+        max_in_flight = max_in_flight.max(engine.stats().in_flight);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    // 2 workers x 256 queued + one poll of outbox + the running ones.
+    assert!(max_in_flight <= 2 * 256 + 100 + 2 + 256, "in flight grew to {max_in_flight}");
+    assert!(stats.received < 5_000, "read {} records ahead of slow handlers", stats.received);
+}
+
+// ---------------------------------------------------------------------------
+// No loss under abrupt failure.
+
+/// Wraps a transport; once `broken`, every call fails, and a send may be
+/// written but reported failed (a lost acknowledgement).
+#[derive(Clone)]
+struct Faulty {
+    inner: Arc<dyn Transport>,
+    broken: Arc<AtomicBool>,
+    sends: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Faulty")
+    }
+}
+
+fn down() -> Error {
+    Error::Timeout("injected fault".into())
+}
+
+impl Transport for Faulty {
+    fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(down());
+        }
+        Ok(Box::new(FaultyConsumer {
+            inner: self.inner.consumer(config)?,
+            broken: self.broken.clone(),
+        }))
+    }
+    fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
+        Ok(Arc::new(FaultyProducer {
+            inner: self.inner.producer()?,
+            broken: self.broken.clone(),
+            sends: self.sends.clone(),
+        }))
+    }
+    fn create_topic(&self, topic: &str, partitions: i32, rf: i16) -> kafka_retry::Result<()> {
+        self.inner.create_topic(topic, partitions, rf)
+    }
+    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(down());
+        }
+        self.inner.partition_count(topic)
+    }
+}
+
+#[derive(Debug)]
+struct FaultyConsumer {
+    inner: Box<dyn Consumer>,
+    broken: Arc<AtomicBool>,
+}
+
+impl Consumer for FaultyConsumer {
+    fn poll(&mut self, timeout: Duration) -> kafka_retry::Result<ConsumerEvent> {
+        if self.broken.load(Ordering::SeqCst) {
+            std::thread::sleep(timeout.min(Duration::from_millis(10)));
+            return Err(down());
+        }
+        self.inner.poll(timeout)
+    }
+    fn pause(&mut self, p: &[TopicPartition]) {
+        self.inner.pause(p)
+    }
+    fn resume(&mut self, p: &[TopicPartition]) {
+        self.inner.resume(p)
+    }
+    fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> kafka_retry::Result<()> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(down());
+        }
+        self.inner.commit(offsets)
+    }
+    fn assignment(&self) -> Vec<TopicPartition> {
+        self.inner.assignment()
+    }
+    fn close(&mut self) -> kafka_retry::Result<()> {
+        self.inner.close()
+    }
+}
+
+#[derive(Debug)]
+struct FaultyProducer {
+    inner: Arc<dyn Producer>,
+    broken: Arc<AtomicBool>,
+    sends: Arc<AtomicU64>,
+}
+
+impl Producer for FaultyProducer {
+    fn send(&self, record: OutRecord) -> kafka_retry::Result<Delivered> {
+        let n = self.sends.fetch_add(1, Ordering::SeqCst);
+        if self.broken.load(Ordering::SeqCst) {
+            if n % 2 == 0 {
+                // Written, but the acknowledgement is lost.
+                let _ = self.inner.send(record);
+            }
+            return Err(down());
+        }
+        self.inner.send(record)
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Seeded random mixes of success, retry, reject and panic over thousands of
+/// records; the engine's transport fails abruptly at random moments (no
+/// drain, no commit) and a new engine starts on the same broker. Every record
+/// ends handled or dead-lettered: duplicates are counted, losses fail.
+#[test]
+fn no_loss_across_abrupt_failures() {
+    let seed: u64 = std::env::var("KAFKA_RETRY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let mut rng = Rng(seed);
+    let broker = MemoryBroker::new();
+    broker.create_topic("in", 4).unwrap();
+    let n = 3_000u64;
+    // Fate per record: 0..70 done, 70..85 retry once then done, 85..92 reject, 92..97 panic once, 97..100 always retry (expires).
+    let fates: Vec<u64> = (0..n).map(|_| rng.next() % 100).collect();
+    let batch: Vec<OutRecord> = (0..n)
+        .map(|i| OutRecord::new("in").key(format!("k{}", i % 500)).value(i.to_string()))
+        .collect();
+    for r in broker.producer().unwrap().send_batch(batch) {
+        r.unwrap();
+    }
+    let done: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let attempts: Arc<Mutex<std::collections::HashMap<u64, u32>>> = Arc::default();
+    let fates = Arc::new(fates);
+    let mut restarts = 0;
+    let start = Instant::now();
+    loop {
+        let broken = Arc::new(AtomicBool::new(false));
+        let faulty = Faulty {
+            inner: Arc::new(broker.clone()),
+            broken: broken.clone(),
+            sends: Arc::default(),
+        };
+        let (d, a, f) = (done.clone(), attempts.clone(), fates.clone());
+        let engine = Engine::builder(faulty)
+            .group_id("crash")
+            .topics(["in"])
+            .workers(3)
+            .session_timeout(Duration::from_secs(1))
+            .rebalance_timeout(Duration::from_secs(2))
+            .revoke_timeout(Duration::from_millis(500))
+            .commit_interval(Duration::from_millis(30))
+            .policy(RetryPolicy::new(Duration::from_millis(40), Duration::from_millis(400)))
+            .handler(move |r: &Record| {
+                let id: u64 = std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap();
+                let tries = {
+                    let mut a = a.lock().unwrap();
+                    let e = a.entry(id).or_insert(0);
+                    *e += 1;
+                    *e
+                };
+                let outcome = match f[id as usize] {
+                    0..=69 => Outcome::Done,
+                    70..=84 if tries > 1 => Outcome::Done,
+                    70..=84 => Outcome::retry("not yet"),
+                    85..=91 => Outcome::reject("bad"),
+                    92..=96 if tries == 1 => panic!("injected panic {id}"),
+                    92..=96 => Outcome::Done,
+                    _ => Outcome::retry("never"),
+                };
+                if outcome == Outcome::Done {
+                    d.lock().unwrap().push(id);
+                }
+                outcome
+            })
+            .build()
+            .unwrap();
+        // Let it run a random while, then fail every call abruptly.
+        std::thread::sleep(Duration::from_millis(50 + rng.next() % 400));
+        broken.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(rng.next() % 50));
+        // A short deadline: the commit fails, nothing is drained cleanly.
+        let _ = engine.shutdown(Duration::from_millis(300));
+        restarts += 1;
+        let dead: HashSet<u64> = (0..4)
+            .flat_map(|p| broker.records("crash-dlt", p).unwrap_or_default())
+            .map(|r| std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap())
+            .collect();
+        let handled: HashSet<u64> = done.lock().unwrap().iter().copied().collect();
+        let missing = (0..n).filter(|i| !handled.contains(i) && !dead.contains(i)).count();
+        if missing == 0 {
+            let total_done = done.lock().unwrap().len();
+            let dead_total: usize = (0..4).map(|p| broker.records("crash-dlt", p).unwrap().len()).sum();
+            let duplicates = total_done + dead_total - n as usize;
+            println!(
+                "no-loss: seed {seed:#x}, {n} records, {restarts} abrupt failures, 0 lost, {duplicates} duplicates, {:?}",
+                start.elapsed()
+            );
+            // Every dead letter has a reason.
+            for p in 0..4 {
+                for r in broker.records("crash-dlt", p).unwrap() {
+                    assert!(header(&r, kafka_retry::DEAD_REASON).is_some());
+                }
+            }
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{missing} records still missing after {restarts} restarts"
+        );
+    }
+    assert!(restarts >= 2, "the test must have crashed the engine more than once");
+}
+
+#[test]
+fn shutdown_reports_uncommitted_work_when_the_broker_is_gone() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 1).unwrap();
+    let broken = Arc::new(AtomicBool::new(false));
+    let faulty = Faulty {
+        inner: Arc::new(broker.clone()),
+        broken: broken.clone(),
+        sends: Arc::default(),
+    };
+    let engine = Engine::builder(faulty)
+        .group_id("g")
+        .topics(["t"])
+        .commit_interval(Duration::from_secs(60))
+        .handler(|_r: &Record| Outcome::Done)
+        .build()
+        .unwrap();
+    broker.produce(OutRecord::new("t").value("x")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.stats().done < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    broken.store(true, Ordering::SeqCst);
+    let t0 = Instant::now();
+    let err = engine.shutdown(Duration::from_secs(1)).unwrap_err();
+    assert!(t0.elapsed() < Duration::from_millis(1500), "shutdown took {:?}", t0.elapsed());
+    let msg = err.to_string();
+    assert!(msg.contains("t-0@1"), "error names what was not committed: {msg}");
+    let _ = unique("x");
+}
