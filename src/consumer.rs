@@ -91,6 +91,14 @@ pub(crate) fn run(
 
 impl Dispatcher {
     fn handle(&mut self, event: ConsumerEvent) {
+        self.handle_event(event);
+        let c = &self.ctx.counters;
+        c.assigned_partitions.store(self.parts.len() as i64, Ordering::Relaxed);
+        let paused = self.parts.values().filter(|p| p.paused).count();
+        c.paused_partitions.store(paused as i64, Ordering::Relaxed);
+    }
+
+    fn handle_event(&mut self, event: ConsumerEvent) {
         match event {
             ConsumerEvent::Records(records) => self.dispatch(records),
             ConsumerEvent::Assigned(tps) => {
@@ -109,11 +117,13 @@ impl Dispatcher {
             }
             ConsumerEvent::Revoked(tps) => {
                 log::info!("{}: revoking {}", self.ctx.group_id, list(&tps));
+                self.ctx.counters.rebalances.fetch_add(1, Ordering::Relaxed);
                 let deadline = Instant::now() + self.ctx.revoke_timeout;
                 self.release(&tps, Some(deadline));
             }
             ConsumerEvent::Lost(tps) => {
                 log::warn!("{}: lost {} without a clean revoke", self.ctx.group_id, list(&tps));
+                self.ctx.counters.rebalances.fetch_add(1, Ordering::Relaxed);
                 self.release(&tps, None);
             }
         }
@@ -210,6 +220,10 @@ impl Dispatcher {
                 p.paused = false;
                 resume.push(tp.clone());
             }
+        }
+        if !pause.is_empty() || !resume.is_empty() {
+            let paused = self.parts.values().filter(|p| p.paused).count();
+            self.ctx.counters.paused_partitions.store(paused as i64, Ordering::Relaxed);
         }
         if !pause.is_empty() {
             log::debug!("workers busy: pausing {}", list(&pause));

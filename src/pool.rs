@@ -62,6 +62,9 @@ pub(crate) struct Completion {
     pub done: bool,
 }
 
+/// Longest a worker holds finished records before reporting them.
+const COMPLETION_FLUSH: Duration = Duration::from_millis(20);
+
 pub(crate) fn run_worker(
     ctx: Arc<Context>,
     handler: Arc<dyn Handler>,
@@ -71,7 +74,17 @@ pub(crate) fn run_worker(
     // Ends when the consumer thread drops its sender (shutdown by disconnection).
     for batch in jobs.iter() {
         let mut out = Vec::with_capacity(batch.len());
+        let mut last_flush = Instant::now();
         for job in batch {
+            // Report finished records every so often inside a long batch,
+            // so slow handlers do not hold back commits and revokes.
+            if !out.is_empty() && last_flush.elapsed() >= COMPLETION_FLUSH {
+                let n = out.len();
+                if completions.send(std::mem::replace(&mut out, Vec::with_capacity(n))).is_err() {
+                    return;
+                }
+                last_flush = Instant::now();
+            }
             let done = if job.lease.is_revoked() || ctx.signal.abandoning() {
                 false
             } else {

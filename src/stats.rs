@@ -28,6 +28,12 @@ pub struct Stats {
     pub in_flight: i64,
     /// Records parked in the relay, waiting for their due time.
     pub parked: i64,
+    /// Origin-topic partitions assigned to this engine now.
+    pub assigned_partitions: i64,
+    /// Of those, partitions paused because the workers are saturated.
+    pub paused_partitions: i64,
+    /// Rebalances seen by the consumer thread (revoked or lost events).
+    pub rebalances: u64,
     /// Failed writes to the retry or dead-letter topic (each retried).
     pub send_errors: u64,
     /// Failed offset commits (retried on the next interval).
@@ -69,6 +75,9 @@ pub(crate) struct Counters {
     pub panics: AtomicU64,
     pub in_flight: AtomicI64,
     pub parked: AtomicI64,
+    pub assigned_partitions: AtomicI64,
+    pub paused_partitions: AtomicI64,
+    pub rebalances: AtomicU64,
     pub send_errors: AtomicU64,
     pub commit_errors: AtomicU64,
     pub last_commit_ms: AtomicI64,
@@ -99,6 +108,9 @@ impl Counters {
             panics: self.panics.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             parked: self.parked.load(Relaxed),
+            assigned_partitions: self.assigned_partitions.load(Relaxed),
+            paused_partitions: self.paused_partitions.load(Relaxed),
+            rebalances: self.rebalances.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
             commit_errors: self.commit_errors.load(Relaxed),
             last_commit_ms: self.last_commit_ms.load(Relaxed),

@@ -154,10 +154,12 @@ fn watermark_waits_for_a_slow_record() {
         broker.produce(OutRecord::new("t").key(format!("k{i}")).value("fast")).unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(5);
-    while engine.stats().done < 40 && Instant::now() < deadline {
+    // Records keyed to the slow record's worker wait behind it (per-key
+    // order); the other three workers finish theirs.
+    while engine.stats().done < 25 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(engine.stats().done >= 40, "fast records finished behind the slow one");
+    assert!(engine.stats().done >= 25, "fast records finished behind the slow one");
     std::thread::sleep(Duration::from_millis(100)); // several commit intervals
     assert!(
         broker.committed("g", "t", 0).unwrap_or(0) == 0,
@@ -333,7 +335,7 @@ fn no_loss_across_abrupt_failures() {
     let mut rng = Rng(seed);
     let broker = MemoryBroker::new();
     broker.create_topic("in", 4).unwrap();
-    let n = 3_000u64;
+    let n = 10_000u64;
     // Fate per record: 0..70 done, 70..85 retry once then done, 85..92 reject, 92..97 panic once, 97..100 always retry (expires).
     let fates: Vec<u64> = (0..n).map(|_| rng.next() % 100).collect();
     let batch: Vec<OutRecord> = (0..n)
@@ -389,7 +391,7 @@ fn no_loss_across_abrupt_failures() {
             .build()
             .unwrap();
         // Let it run a random while, then fail every call abruptly.
-        std::thread::sleep(Duration::from_millis(50 + rng.next() % 400));
+        std::thread::sleep(Duration::from_millis(20 + rng.next() % 200));
         broken.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(rng.next() % 50));
         // A short deadline: the commit fails, nothing is drained cleanly.

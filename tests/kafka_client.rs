@@ -17,7 +17,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_retry::{
-    Delivered, Error, Header, KafkaConfig, KafkaTransport, OutRecord, Producer, Transport,
+    Compression, Delivered, Error, Header, KafkaConfig, KafkaTransport, OutRecord, Producer,
+    Transport,
 };
 
 use common::{kafka_bootstrap, unique};
@@ -459,16 +460,27 @@ fn bytes_field(b: &mut &[u8]) -> Option<Vec<u8>> {
 // ---------------------------------------------------------------------------
 // Outages (a private broker behind a fault-injecting proxy)
 
-#[test]
-fn dropped_connections_reconnect_and_retry() {
+/// A transport on `broker` with short timeouts for outage tests.
+fn outage_transport(
+    broker: &common::TansuBroker,
+    timeout: Duration,
+    retries: u32,
+) -> KafkaTransport {
+    let config = KafkaConfig::new(broker.bootstrap())
+        .request_timeout(timeout)
+        .connect_timeout(timeout)
+        .retry_backoff(Duration::from_millis(50))
+        .max_retries(retries);
+    KafkaTransport::connect(config).unwrap()
+}
+
+/// Sends one record while the proxy is broken by `fault`, restores it after
+/// `outage`; the send must wait for the restore and then succeed.
+fn send_through_outage(fault: fn(&common::proxy::Proxy), outage: Duration) {
     let broker = common::TansuBroker::start_behind_proxy();
     let topic = unique("outage");
     broker.create_topic(&topic, 1);
-    let config = KafkaConfig::new(broker.bootstrap())
-        .request_timeout(Duration::from_secs(2))
-        .retry_backoff(Duration::from_millis(100))
-        .max_retries(20);
-    let kafka = KafkaTransport::connect(config).unwrap();
+    let kafka = outage_transport(&broker, Duration::from_millis(500), 100);
     let p = producer(&kafka);
     assert_eq!(
         p.send(OutRecord::new(&topic).value("before"))
@@ -477,23 +489,40 @@ fn dropped_connections_reconnect_and_retry() {
         0
     );
 
-    // Cut every connection; sends fail over and over until it is restored.
-    broker.proxy().cut();
+    fault(broker.proxy());
     let sender = {
         let p = p.clone();
         let topic = topic.clone();
-        thread::spawn(move || p.send(OutRecord::new(&topic).value("during")))
+        thread::spawn(move || {
+            let r = p.send(OutRecord::new(&topic).value("during"));
+            (r, Instant::now())
+        })
     };
-    thread::sleep(Duration::from_millis(700));
+    thread::sleep(outage);
+    let restored = Instant::now();
     broker.proxy().restore();
-    let during = sender
-        .join()
-        .unwrap()
-        .expect("send retried until the broker came back");
-    assert_eq!(during.offset, 1);
-    let batch = p.send_batch(vec![OutRecord::new(&topic).value("after")]);
-    assert_eq!(batch[0].as_ref().unwrap().offset, 2);
+    let (during, done) = sender.join().unwrap();
+    let during = during.expect("send retried until the broker came back");
+    assert!(
+        done >= restored,
+        "the send finished {:?} before the broker came back",
+        restored - done
+    );
+    // The stalled first attempt may reach the broker after the restore too.
+    assert!(during.offset >= 1);
+    let after = p.send_batch(vec![OutRecord::new(&topic).value("after")]);
+    assert!(after[0].as_ref().unwrap().offset > during.offset);
     assert_eq!(kafka.partition_count(&topic).unwrap(), Some(1));
+}
+
+#[test]
+fn dropped_connections_reconnect_and_retry() {
+    send_through_outage(|p| p.cut(), Duration::from_millis(800));
+}
+
+#[test]
+fn hung_broker_times_out_and_recovers() {
+    send_through_outage(|p| p.stall(), Duration::from_millis(1500));
 }
 
 #[test]
@@ -501,21 +530,128 @@ fn retries_are_bounded() {
     let broker = common::TansuBroker::start_behind_proxy();
     let topic = unique("bounded");
     broker.create_topic(&topic, 1);
-    let config = KafkaConfig::new(broker.bootstrap())
-        .request_timeout(Duration::from_millis(500))
-        .connect_timeout(Duration::from_millis(500))
-        .retry_backoff(Duration::from_millis(20))
-        .max_retries(3);
-    let kafka = KafkaTransport::connect(config).unwrap();
+    let kafka = outage_transport(&broker, Duration::from_millis(300), 3);
     let p = producer(&kafka);
     p.send(OutRecord::new(&topic).value("warm-up")).unwrap();
-    broker.proxy().cut();
+    broker.proxy().stall();
     let start = Instant::now();
     let err = p.send(OutRecord::new(&topic).value("lost")).unwrap_err();
     assert!(err.is_retriable(), "{err:?}");
+    // 4 attempts of (450 ms produce + <= 600 ms metadata) at most.
     assert!(
-        start.elapsed() < Duration::from_secs(10),
+        start.elapsed() < Duration::from_secs(6),
         "gave up after {:?}",
         start.elapsed()
     );
+    println!("gave up after {:?}: {err}", start.elapsed());
+
+    // delivery_timeout caps the retrying whatever max_retries says.
+    let config = KafkaConfig::new(broker.bootstrap())
+        .request_timeout(Duration::from_millis(300))
+        .connect_timeout(Duration::from_millis(300))
+        .max_retries(1000)
+        .delivery_timeout(Duration::from_secs(1));
+    broker.proxy().restore();
+    let kafka = KafkaTransport::connect(config).unwrap();
+    let p = producer(&kafka);
+    p.send(OutRecord::new(&topic).value("warm-up")).unwrap();
+    broker.proxy().stall();
+    let start = Instant::now();
+    let err = p
+        .send_batch(vec![OutRecord::new(&topic).value("lost")])
+        .remove(0)
+        .unwrap_err();
+    assert!(err.is_retriable(), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "gave up after {:?}",
+        start.elapsed()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Interop with real clients (tests/py/peer.py)
+
+#[test]
+fn interop_confluent_reads_what_we_produce() {
+    let kafka = transport();
+    for compression in [Compression::None, Compression::Gzip, Compression::Snappy] {
+        let topic = unique("interop-produce");
+        kafka.create_topic(&topic, 2, -1).unwrap();
+        let config = KafkaConfig::new(kafka_bootstrap()).compression(compression);
+        let p = KafkaTransport::connect(config).unwrap().producer().unwrap();
+        let sent = vec![
+            OutRecord::new(&topic)
+                .key("k1")
+                .value("v1")
+                .header("h", "1")
+                .header("h", "2"),
+            OutRecord::new(&topic).key("tombstone").partition(1),
+            OutRecord {
+                headers: vec![Header {
+                    key: Bytes::from_static(b"null"),
+                    value: None,
+                }],
+                timestamp: Some(1_600_000_000_000),
+                ..OutRecord::new(&topic).value(vec![0u8, 255, 1]).partition(0)
+            },
+        ];
+        let delivered: Vec<Delivered> = p
+            .send_batch(sent.clone())
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        let mut got = common::Peer::new().consume(&topic, sent.len(), Duration::from_secs(30), &[]);
+        got.sort_by_key(|r| (r.partition, r.offset));
+        for (s, d) in sent.iter().zip(&delivered) {
+            let r = got
+                .iter()
+                .find(|r| r.partition == Some(d.partition) && r.offset == Some(d.offset))
+                .unwrap_or_else(|| panic!("{compression:?}: {d:?} not read by the peer: {got:?}"));
+            assert_eq!(r.key.as_deref(), s.key.as_deref(), "{compression:?}");
+            assert_eq!(r.value.as_deref(), s.value.as_deref(), "{compression:?}");
+            let want: Vec<(String, Option<Vec<u8>>)> = s
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.key_str().unwrap().to_string(),
+                        h.value.as_ref().map(|v| v.to_vec()),
+                    )
+                })
+                .collect();
+            assert_eq!(r.headers, want, "{compression:?}");
+            if let Some(ts) = s.timestamp {
+                assert_eq!(r.timestamp, Some(ts), "{compression:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn interop_kafka_python_partitions_like_us() {
+    // kafka-python's default partitioner is Java's murmur2 (librdkafka's is not).
+    let kafka = transport();
+    let topic = unique("interop-keys");
+    kafka.create_topic(&topic, 6, -1).unwrap();
+    let keys: Vec<String> = (0..30).map(|i| format!("customer-{i}")).collect();
+    let records: Vec<common::PeerRecord> = keys
+        .iter()
+        .map(|k| common::PeerRecord::new(Some(k.as_bytes()), Some(b"x")))
+        .collect();
+    let placed = common::Peer::new()
+        .with_client(common::PeerClient::KafkaPython)
+        .produce(&topic, &records, &[]);
+    let p = producer(&kafka);
+    for (k, (partition, _)) in keys.iter().zip(placed) {
+        assert_eq!(
+            partition,
+            kafka_retry::partition_for_key(k.as_bytes(), 6),
+            "key {k}"
+        );
+        let ours = p
+            .send(OutRecord::new(&topic).key(k.clone()).value("y"))
+            .unwrap();
+        assert_eq!(ours.partition, partition, "key {k}");
+    }
 }

@@ -362,6 +362,15 @@ pub fn two_engines_split_and_take_over(env: &Env) {
     };
     let a = make(0);
     let b = make(1);
+    assert!(
+        wait_until(Duration::from_secs(30) + env.slack * 10, || {
+            let (sa, sb) = (a.stats(), b.stats());
+            sa.assigned_partitions > 0 && sb.assigned_partitions > 0 && sa.assigned_partitions + sb.assigned_partitions == 4
+        }),
+        "the group did not settle with both members: {} + {}",
+        a.stats().assigned_partitions,
+        b.stats().assigned_partitions
+    );
     let producer = env.transport.producer().unwrap();
     let send = |from: usize, to: usize| {
         let batch: Vec<OutRecord> = (from..to)

@@ -21,7 +21,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::config::KafkaConfig;
 use super::conn::Connection;
-use super::errors::{code_name, is_retriable_code, kafka_error};
+use super::errors::{check, code_name, is_retriable_code, kafka_error};
 use crate::error::{Error, Result};
 
 /// UNKNOWN_TOPIC_OR_PARTITION.
@@ -111,7 +111,7 @@ fn connect_first(addrs: &[String], config: &KafkaConfig) -> Result<Connection> {
         Error::Io { context, source } => (context, source),
         other => (
             "connect (last broker)".to_string(),
-            io::Error::new(io::ErrorKind::Other, other.to_string()),
+            io::Error::other(other.to_string()),
         ),
     };
     Err(Error::io(
@@ -267,8 +267,25 @@ impl Client {
     /// One Metadata request (retried on connection errors); updates the cache
     /// and returns what it says about each requested topic.
     pub(crate) fn fetch_metadata(&self, topics: &[String]) -> Result<HashMap<String, TopicState>> {
+        self.metadata_with_retries(topics, self.config.max_retries)
+    }
+
+    /// [`Client::fetch_metadata`] with a single attempt, for callers that
+    /// run their own bounded retry loop (no retries nested in retries).
+    pub(crate) fn fetch_metadata_once(
+        &self,
+        topics: &[String],
+    ) -> Result<HashMap<String, TopicState>> {
+        self.metadata_with_retries(topics, 0)
+    }
+
+    fn metadata_with_retries(
+        &self,
+        topics: &[String],
+        retries: u32,
+    ) -> Result<HashMap<String, TopicState>> {
         let timeout = self.config.request_timeout;
-        let resp = self.with_admin(|c| {
+        let resp = self.with_admin(retries, |c| {
             let v = c.version(ApiKey::Metadata)?;
             let mut req = MetadataRequest::default();
             req.topics = Some(
@@ -287,9 +304,7 @@ impl Client {
             }
             c.call(v, &req, timeout)
         })?;
-        if resp.error_code != 0 {
-            return Err(kafka_error("Metadata", resp.error_code));
-        }
+        check("Metadata", resp.error_code)?;
         let mut states = HashMap::new();
         let mut meta = lock(&self.meta);
         if !resp.brokers.is_empty() {
@@ -344,9 +359,13 @@ impl Client {
     }
 
     /// Runs `f` on the admin connection (any broker), reconnecting with
-    /// backoff and retrying on connection errors up to `max_retries`.
+    /// backoff and retrying on connection errors up to `retries` times.
     /// `f` must not call back into `with_admin` (it would deadlock).
-    fn with_admin<T>(&self, mut f: impl FnMut(&mut Connection) -> Result<T>) -> Result<T> {
+    fn with_admin<T>(
+        &self,
+        retries: u32,
+        mut f: impl FnMut(&mut Connection) -> Result<T>,
+    ) -> Result<T> {
         let mut slot = lock(&self.admin);
         let mut attempt = 0;
         loop {
@@ -354,12 +373,12 @@ impl Client {
                 Err(e) => Err(e),
                 Ok(conn) => f(conn),
             };
-            if slot.conn.as_ref().map_or(false, |c| c.is_broken()) {
+            if slot.conn.as_ref().is_some_and(|c| c.is_broken()) {
                 slot.conn = None;
                 slot.last_failure = Some(Instant::now());
             }
             match result {
-                Err(e) if is_connection_error(&e) && attempt < self.config.max_retries => {
+                Err(e) if is_connection_error(&e) && attempt < retries => {
                     log::debug!("kafka: {e}; retrying");
                     attempt += 1;
                 }
@@ -423,7 +442,7 @@ impl Client {
                 Some(conn) => f(conn),
                 None => Err(Error::Protocol("pooled connection missing".into())),
             };
-            if slot.conn.as_ref().map_or(false, |c| c.is_broken()) {
+            if slot.conn.as_ref().is_some_and(|c| c.is_broken()) {
                 slot.conn = None;
                 slot.last_failure = Some(Instant::now());
                 // An idle pooled connection may have been closed by the
@@ -462,7 +481,7 @@ impl Client {
         let ctx = format!("CreateTopics {topic}");
         let mut attempt = 0;
         loop {
-            let resp = self.with_admin(|c| {
+            let resp = self.with_admin(self.config.max_retries, |c| {
                 let v = c.version(ApiKey::CreateTopics)?;
                 if v < 4 && (partitions < 0 || rf < 0) {
                     // v2-3 have no "broker default" (-1).

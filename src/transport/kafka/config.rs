@@ -36,6 +36,7 @@ pub struct KafkaConfig {
     pub(crate) request_timeout: Duration,
     pub(crate) retry_backoff: Duration,
     pub(crate) max_retries: u32,
+    pub(crate) delivery_timeout: Duration,
     pub(crate) acks: i16,
     pub(crate) compression: Compression,
     pub(crate) linger: Duration,
@@ -58,6 +59,7 @@ impl Default for KafkaConfig {
             request_timeout: Duration::from_secs(30),
             retry_backoff: Duration::from_millis(100),
             max_retries: 10,
+            delivery_timeout: Duration::from_secs(120),
             acks: -1,
             compression: Compression::None,
             linger: Duration::from_millis(5),
@@ -131,6 +133,15 @@ impl KafkaConfig {
     /// request timed out) is retried before it is returned. Defaults to 10.
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = retries;
+        self
+    }
+
+    /// Upper bound on the time one `send` / `send_batch` spends retrying:
+    /// no new attempt starts after it (an attempt under way still finishes,
+    /// so allow for one `request_timeout` more). Defaults to 120 s, as
+    /// Java's `delivery.timeout.ms`.
+    pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.delivery_timeout = timeout;
         self
     }
 
@@ -239,6 +250,7 @@ impl KafkaConfig {
         let positive = [
             ("connect_timeout", self.connect_timeout),
             ("request_timeout", self.request_timeout),
+            ("delivery_timeout", self.delivery_timeout),
         ];
         for (field, d) in positive {
             if d.is_zero() {

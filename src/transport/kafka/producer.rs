@@ -207,6 +207,7 @@ impl Inner {
             }
         }
 
+        let start = Instant::now();
         let mut attempt = 0;
         while !todo.is_empty() {
             let mut retry: Vec<(usize, i32, Error)> = Vec::new();
@@ -223,7 +224,7 @@ impl Inner {
                 break;
             }
             attempt += 1;
-            if attempt > config.max_retries {
+            if attempt > config.max_retries || start.elapsed() >= config.delivery_timeout {
                 for (i, _, e) in retry {
                     results[i] = Some(Err(e));
                 }
@@ -237,7 +238,8 @@ impl Inner {
             let states = if topics.is_empty() {
                 HashMap::new()
             } else {
-                self.client.fetch_metadata(&topics).unwrap_or_default()
+                // One attempt: this loop is the retry loop.
+                self.client.fetch_metadata_once(&topics).unwrap_or_default()
             };
             todo.clear();
             for (i, p, e) in retry {

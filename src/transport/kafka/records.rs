@@ -1694,6 +1694,29 @@ mod tests {
         );
     }
 
+    /// Seeds for the cargo-fuzz target in `fuzz/`: one valid buffer per
+    /// codec (plus a multi-batch one), prefixed by its flags and offset bytes.
+    /// `KAFKA_RETRY_FUZZ_SEEDS=fuzz/corpus/decode_records cargo test --lib
+    /// write_fuzz_seeds -- --ignored`
+    #[test]
+    #[ignore]
+    fn write_fuzz_seeds() {
+        let Ok(dir) = std::env::var("KAFKA_RETRY_FUZZ_SEEDS") else {
+            return;
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut seeds: Vec<Vec<u8>> = ALL
+            .iter()
+            .map(|&c| batch_at(&interop_records()[..3], 0, c))
+            .collect();
+        seeds.push(three_batches().1);
+        for (i, seed) in seeds.iter().enumerate() {
+            let mut file = vec![1u8, 0];
+            file.extend(seed);
+            std::fs::write(format!("{dir}/seed-{i}"), file).unwrap();
+        }
+    }
+
     /// xorshift64*: deterministic, no dependency.
     struct Rng(u64);
 

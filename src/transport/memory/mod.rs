@@ -188,14 +188,8 @@ impl Topic {
             .ok_or_else(|| no_such_partition(&self.name, parts.len(), partition))
     }
 
-    /// Where a produced record goes: Java's default partitioner.
-    fn choose(&self, how: Partitioning, key: Option<&Bytes>) -> Result<(i32, Arc<Partition>)> {
-        let parts = read(&self.partitions);
-        let p = self.pick(parts.len(), how, key)?;
-        Ok((p as i32, Arc::clone(&parts[p])))
-    }
-
-    /// The partition index (`< n`, the partition count) for a record.
+    /// The partition index (`< n`, the partition count) for a record:
+    /// Java's default partitioner, or the explicit choice.
     fn pick(&self, n: usize, how: Partitioning, key: Option<&Bytes>) -> Result<usize> {
         let p = match how {
             Partitioning::Explicit(p) => p,
@@ -385,8 +379,18 @@ impl Inner {
     }
 
     fn produce(&self, record: OutRecord) -> Result<Delivered> {
-        let topic = self.topic(&record.topic)?;
-        let (partition, part) = topic.choose(record.partitioning, record.key.as_ref())?;
+        // Work under the read guards instead of cloning the `Arc`s: a
+        // refcount bump per record would bounce the partition's cache line
+        // (shared with its log lock and `end`) with the consumers.
+        let topics = read(&self.topics);
+        let topic = topics
+            .get(&record.topic)
+            .ok_or_else(|| Error::UnknownTopic(record.topic.clone()))?;
+        let parts = read(&topic.partitions);
+        let p = topic.pick(parts.len(), record.partitioning, record.key.as_ref())?;
+        let Some(part) = parts.get(p) else {
+            return Err(no_such_partition(&topic.name, parts.len(), p as i32));
+        };
         let stored = Stored {
             timestamp: record.timestamp.unwrap_or_else(now_ms),
             key: record.key,
@@ -400,10 +404,11 @@ impl Inner {
             part.end.store(offset + 1, Ordering::SeqCst);
             offset
         };
+        drop(parts);
         topic.wake();
         Ok(Delivered {
             topic: record.topic,
-            partition,
+            partition: p as i32,
             offset,
         })
     }

@@ -1,0 +1,603 @@
+//! The Kafka group consumer against a real broker (`KAFKA_BOOTSTRAP`, see
+//! `scripts/test-broker`): join, assignment, fetch, commit, rebalances,
+//! heartbeats, pause/resume, offset reset, leaving.
+//!
+//! Tansu completes a JoinGroup only after about half the session timeout, so
+//! these tests use 2 s sessions (joins take ~1 s) and independent groups and
+//! topics, so they can run in parallel.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kafka_retry::{
+    Consumer, ConsumerConfig, ConsumerEvent, Error, KafkaConfig, KafkaTransport, OffsetReset,
+    OutRecord, Producer, Record, TopicPartition, Transport,
+};
+
+use common::{kafka_bootstrap, unique};
+
+const SESSION: Duration = Duration::from_secs(2);
+
+fn transport() -> KafkaTransport {
+    transport_with(|c| c)
+}
+
+fn transport_with(f: impl FnOnce(KafkaConfig) -> KafkaConfig) -> KafkaTransport {
+    common::init_log();
+    let config = KafkaConfig::new(kafka_bootstrap())
+        .request_timeout(Duration::from_secs(10))
+        .fetch_max_wait(Duration::from_millis(200));
+    KafkaTransport::connect(f(config)).expect("connect to KAFKA_BOOTSTRAP")
+}
+
+fn config(group: &str, topic: &str) -> ConsumerConfig {
+    let mut c = ConsumerConfig::new(group, [topic]);
+    c.session_timeout = SESSION;
+    c.rebalance_timeout = Duration::from_secs(10);
+    c.client_id = "kafka-group-test".into();
+    c
+}
+
+fn tps(topic: &str, parts: impl IntoIterator<Item = i32>) -> Vec<TopicPartition> {
+    parts
+        .into_iter()
+        .map(|p| TopicPartition::new(topic, p))
+        .collect()
+}
+
+/// Writes `per_partition` records to each of `partitions` partitions, values
+/// `"<tag>-<partition>-<i>"`.
+fn produce(
+    producer: &Arc<dyn Producer>,
+    topic: &str,
+    partitions: i32,
+    per_partition: usize,
+    tag: &str,
+) {
+    let records: Vec<OutRecord> = (0..partitions)
+        .flat_map(|p| {
+            (0..per_partition).map(move |i| {
+                OutRecord::new(topic)
+                    .partition(p)
+                    .key(format!("k{i}"))
+                    .value(format!("{tag}-{p}-{i}"))
+            })
+        })
+        .collect();
+    for r in producer.send_batch(records) {
+        r.expect("produce");
+    }
+}
+
+/// Polls until the first `Assigned`; panics on anything else but empty
+/// record batches.
+fn join(c: &mut dyn Consumer) -> Vec<TopicPartition> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match c.poll(Duration::from_millis(500)).expect("poll") {
+            ConsumerEvent::Assigned(p) => return p,
+            ConsumerEvent::Records(r) if r.is_empty() => {}
+            other => panic!("expected Assigned, got {other:?}"),
+        }
+    }
+    panic!("no Assigned within 30 s");
+}
+
+/// Polls until `n` records arrived (panics after `within`, or on a group event).
+fn read(c: &mut dyn Consumer, n: usize, within: Duration) -> Vec<Record> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "got {} of {n} records within {within:?}",
+            out.len()
+        );
+        match c.poll(Duration::from_millis(300)).expect("poll") {
+            ConsumerEvent::Records(r) => out.extend(r),
+            other => panic!("unexpected {other:?} after {} records", out.len()),
+        }
+    }
+    out
+}
+
+/// Next offset to read per partition (last + 1), for a commit.
+fn next_offsets(records: &[Record]) -> Vec<(TopicPartition, i64)> {
+    let mut m: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    for r in records {
+        let e = m.entry(r.topic_partition()).or_insert(0);
+        *e = (*e).max(r.offset + 1);
+    }
+    m.into_iter().collect()
+}
+
+/// Asserts that per partition the offsets are exactly `from..from + n`, in order.
+fn assert_contiguous(records: &[Record], expect: &BTreeMap<TopicPartition, (i64, i64)>) {
+    let mut by: BTreeMap<TopicPartition, Vec<i64>> = BTreeMap::new();
+    for r in records {
+        by.entry(r.topic_partition()).or_default().push(r.offset);
+    }
+    let got: BTreeSet<&TopicPartition> = by.keys().collect();
+    let want: BTreeSet<&TopicPartition> = expect.keys().collect();
+    assert_eq!(got, want, "partitions with records");
+    for (tp, (from, to)) in expect {
+        assert_eq!(by[tp], (*from..*to).collect::<Vec<_>>(), "offsets of {tp}");
+    }
+}
+
+#[test]
+fn smoke() {
+    let kafka = transport();
+    let topic = unique("group-smoke");
+    let group = unique("g-smoke");
+    kafka.create_topic(&topic, 4, -1).unwrap();
+    let producer = kafka.producer().unwrap();
+    produce(&producer, &topic, 4, 3, "before");
+
+    let started = Instant::now();
+    let mut c = kafka.consumer(config(&group, &topic)).unwrap();
+    assert!(c.assignment().is_empty());
+    let assigned = join(&mut *c);
+    let joined = started.elapsed();
+    assert_eq!(assigned, tps(&topic, 0..4));
+    assert_eq!(c.assignment(), assigned);
+    let first = read(&mut *c, 1, Duration::from_secs(10));
+    println!(
+        "new member -> Assigned in {joined:?}, first record after {:?}",
+        started.elapsed()
+    );
+    let mut records = first;
+    records.extend(read(&mut *c, 12 - records.len(), Duration::from_secs(10)));
+    let expect: BTreeMap<_, _> = tps(&topic, 0..4)
+        .into_iter()
+        .map(|tp| (tp, (0, 3)))
+        .collect();
+    assert_contiguous(&records, &expect);
+    for r in &records {
+        let v = String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap();
+        assert_eq!(v, format!("before-{}-{}", r.partition, r.offset));
+    }
+
+    // Written while the member is polling.
+    produce(&producer, &topic, 4, 2, "after");
+    let later = read(&mut *c, 8, Duration::from_secs(10));
+    let expect: BTreeMap<_, _> = tps(&topic, 0..4)
+        .into_iter()
+        .map(|tp| (tp, (3, 5)))
+        .collect();
+    assert_contiguous(&later, &expect);
+    records.extend(later);
+    c.commit(&next_offsets(&records)).expect("commit");
+
+    // Nothing more: an empty poll within about its timeout.
+    let t = Instant::now();
+    assert_eq!(
+        c.poll(Duration::from_millis(300)).unwrap(),
+        ConsumerEvent::Records(vec![])
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "empty poll took {:?}",
+        t.elapsed()
+    );
+
+    c.close().expect("close");
+    assert!(matches!(c.poll(Duration::ZERO), Err(Error::Closed)));
+    assert!(matches!(c.commit(&[]), Err(Error::Closed)));
+    assert!(matches!(c.close(), Err(Error::Closed)));
+}
+
+#[test]
+fn committed_offsets_resume_a_new_member() {
+    let kafka = transport();
+    let topic = unique("group-resume");
+    let group = unique("g-resume");
+    kafka.create_topic(&topic, 2, -1).unwrap();
+    let producer = kafka.producer().unwrap();
+    produce(&producer, &topic, 2, 5, "r");
+
+    let mut first = kafka.consumer(config(&group, &topic)).unwrap();
+    join(&mut *first);
+    let records = read(&mut *first, 10, Duration::from_secs(10));
+    assert_eq!(records.len(), 10);
+    // Partition 0 processed up to offset 2, partition 1 completely.
+    first
+        .commit(&[
+            (TopicPartition::new(&topic, 0), 3),
+            (TopicPartition::new(&topic, 1), 5),
+        ])
+        .unwrap();
+    first.close().unwrap();
+
+    let mut second = kafka.consumer(config(&group, &topic)).unwrap();
+    assert_eq!(join(&mut *second), tps(&topic, 0..2));
+    let again = read(&mut *second, 2, Duration::from_secs(10));
+    let expect: BTreeMap<_, _> = [(TopicPartition::new(&topic, 0), (3, 5))]
+        .into_iter()
+        .collect();
+    assert_contiguous(&again, &expect);
+    // Nothing from partition 1: it was committed at its end.
+    match second.poll(Duration::from_millis(500)).unwrap() {
+        ConsumerEvent::Records(r) => assert!(r.is_empty(), "unexpected {r:?}"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// What one member saw, for the two-member test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Assigned(Vec<TopicPartition>),
+    Revoked(Vec<TopicPartition>),
+    Lost(Vec<TopicPartition>),
+}
+
+/// Polls until `stop(events)` says so, committing on Revoked; records ignored.
+fn run_until(
+    c: &mut dyn Consumer,
+    within: Duration,
+    mut stop: impl FnMut(&[Seen]) -> bool,
+) -> Vec<Seen> {
+    let deadline = Instant::now() + within;
+    let mut seen = Vec::new();
+    let mut read: BTreeMap<TopicPartition, i64> = BTreeMap::new();
+    while !stop(&seen) {
+        assert!(Instant::now() < deadline, "gave up waiting; saw {seen:?}");
+        match c.poll(Duration::from_millis(200)).expect("poll") {
+            ConsumerEvent::Records(r) => {
+                for rec in r {
+                    read.insert(rec.topic_partition(), rec.offset + 1);
+                }
+            }
+            ConsumerEvent::Assigned(p) => seen.push(Seen::Assigned(p)),
+            ConsumerEvent::Revoked(p) => {
+                // Commits at the old generation still work after Revoked.
+                let offsets: Vec<_> = p
+                    .iter()
+                    .filter_map(|tp| read.get(tp).map(|o| (tp.clone(), *o)))
+                    .collect();
+                c.commit(&offsets).expect("commit after Revoked");
+                seen.push(Seen::Revoked(p))
+            }
+            ConsumerEvent::Lost(p) => seen.push(Seen::Lost(p)),
+        }
+    }
+    seen
+}
+
+fn last_assigned(seen: &[Seen]) -> Option<&Vec<TopicPartition>> {
+    seen.iter().rev().find_map(|s| match s {
+        Seen::Assigned(p) => Some(p),
+        _ => None,
+    })
+}
+
+#[test]
+fn two_members_split_then_one_takes_over_after_close() {
+    let kafka = transport();
+    let topic = unique("group-two");
+    let group = unique("g-two");
+    kafka.create_topic(&topic, 4, -1).unwrap();
+    produce(&kafka.producer().unwrap(), &topic, 4, 2, "t");
+
+    let mut a = kafka.consumer(config(&group, &topic)).unwrap();
+    assert_eq!(join(&mut *a), tps(&topic, 0..4));
+
+    // B joins on its own thread: its JoinGroup waits until A rejoins.
+    let b_kafka = kafka.clone();
+    let (b_group, b_topic) = (group.clone(), topic.clone());
+    let (to_b, b_rx) = std::sync::mpsc::channel::<()>();
+    let b = thread::spawn(move || {
+        let mut b = b_kafka.consumer(config(&b_group, &b_topic)).unwrap();
+        let started = Instant::now();
+        let seen = run_until(&mut *b, Duration::from_secs(30), |s| !s.is_empty());
+        println!("B: {seen:?} after {:?}", started.elapsed());
+        // Wait until A has its half too, then leave.
+        b_rx.recv().unwrap();
+        b.close().expect("B close");
+        seen
+    });
+
+    let started = Instant::now();
+    let seen_a = run_until(&mut *a, Duration::from_secs(30), |s| {
+        matches!(s.last(), Some(Seen::Assigned(_)))
+    });
+    println!("A: {seen_a:?} after {:?}", started.elapsed());
+    assert_eq!(
+        seen_a,
+        vec![Seen::Revoked(tps(&topic, 0..4)), seen_a[1].clone()],
+        "A revokes everything, then gets its new share"
+    );
+    to_b.send(()).unwrap();
+    let seen_b = b.join().unwrap();
+    let a_parts = last_assigned(&seen_a).unwrap().clone();
+    let b_parts = match seen_b.as_slice() {
+        [Seen::Assigned(p)] => p.clone(),
+        other => panic!("B saw {other:?}"),
+    };
+    assert_eq!(
+        a_parts.len(),
+        2,
+        "range gives 2 and 2: {a_parts:?} / {b_parts:?}"
+    );
+    assert_eq!(b_parts.len(), 2);
+    let union: BTreeSet<_> = a_parts.iter().chain(&b_parts).cloned().collect();
+    assert_eq!(union.into_iter().collect::<Vec<_>>(), tps(&topic, 0..4));
+
+    // B left: A goes through Revoked -> Assigned(all 4).
+    let started = Instant::now();
+    let seen_a = run_until(&mut *a, Duration::from_secs(30), |s| {
+        matches!(s.last(), Some(Seen::Assigned(_)))
+    });
+    println!("A after B left: {seen_a:?} after {:?}", started.elapsed());
+    assert_eq!(
+        seen_a,
+        vec![Seen::Revoked(a_parts), Seen::Assigned(tps(&topic, 0..4))]
+    );
+}
+
+/// Joins `group` on another thread, returns the member and its first assignment.
+fn join_in_background(
+    kafka: &KafkaTransport,
+    cfg: ConsumerConfig,
+) -> thread::JoinHandle<(Box<dyn Consumer>, Vec<TopicPartition>)> {
+    let kafka = kafka.clone();
+    thread::spawn(move || {
+        let mut c = kafka.consumer(cfg).unwrap();
+        let parts = join(&mut *c);
+        (c, parts)
+    })
+}
+
+#[test]
+fn slow_caller_keeps_membership_thanks_to_heartbeats() {
+    let kafka = transport();
+    let topic = unique("group-slow");
+    let group = unique("g-slow");
+    kafka.create_topic(&topic, 2, -1).unwrap();
+    let producer = kafka.producer().unwrap();
+    let mut a = kafka.consumer(config(&group, &topic)).unwrap();
+    assert_eq!(join(&mut *a), tps(&topic, 0..2));
+
+    // A slow handler: no poll for 3 session timeouts.
+    thread::sleep(SESSION * 3);
+    // Tansu only checks sessions when the group is touched: a new member
+    // joining makes it evict A if A's heartbeats had stopped.
+    let b = join_in_background(&kafka, config(&group, &topic));
+    let seen = run_until(&mut *a, Duration::from_secs(30), |s| {
+        matches!(s.last(), Some(Seen::Assigned(_)))
+    });
+    let (_b, b_parts) = b.join().unwrap();
+    assert_eq!(seen.len(), 2, "A saw {seen:?}");
+    assert_eq!(
+        seen[0],
+        Seen::Revoked(tps(&topic, 0..2)),
+        "a clean revoke, not Lost"
+    );
+    let a_parts = last_assigned(&seen).unwrap().clone();
+    assert_eq!(a_parts.len(), 1);
+    assert_eq!(b_parts.len(), 1);
+    assert_ne!(a_parts, b_parts);
+
+    // And A still reads.
+    let p = a_parts[0].partition;
+    producer
+        .send(OutRecord::new(&topic).partition(p).value("after the nap"))
+        .unwrap();
+    let records = read(&mut *a, 1, Duration::from_secs(10));
+    assert_eq!(records[0].partition, p);
+    assert_eq!(records[0].value.as_deref(), Some(&b"after the nap"[..]));
+    a.commit(&next_offsets(&records))
+        .expect("commit at the same generation");
+}
+
+#[test]
+fn without_heartbeats_a_slow_caller_is_fenced() {
+    // The control for the test above: when the first heartbeat comes only
+    // after the session expired, the broker has evicted the member and a
+    // poll reports it; the next one rejoins.
+    let kafka = transport_with(|c| c.heartbeat_interval(Some(SESSION * 3)));
+    let topic = unique("group-noheart");
+    let group = unique("g-noheart");
+    kafka.create_topic(&topic, 1, -1).unwrap();
+    let mut c = kafka.consumer(config(&group, &topic)).unwrap();
+    assert_eq!(join(&mut *c), tps(&topic, 0..1));
+    thread::sleep(SESSION * 3);
+    // The late heartbeat finds the session expired. Kafka answers
+    // UNKNOWN_MEMBER_ID (-> Lost); Tansu evicts the member inside that
+    // heartbeat and answers REBALANCE_IN_PROGRESS (-> Revoked).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let event = loop {
+        match c.poll(Duration::from_millis(100)).unwrap() {
+            ConsumerEvent::Records(r) if r.is_empty() => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no group event after the session expired"
+                );
+            }
+            other => break other,
+        }
+    };
+    println!("after missing heartbeats: {event:?}");
+    assert!(
+        event == ConsumerEvent::Lost(tps(&topic, 0..1))
+            || event == ConsumerEvent::Revoked(tps(&topic, 0..1)),
+        "{event:?}"
+    );
+    assert_eq!(join(&mut *c), tps(&topic, 0..1));
+}
+
+#[test]
+fn heartbeats_continue_between_revoked_and_the_next_poll() {
+    let kafka = transport();
+    let topic = unique("group-revslow");
+    let group = unique("g-revslow");
+    kafka.create_topic(&topic, 2, -1).unwrap();
+    let mut a = kafka.consumer(config(&group, &topic)).unwrap();
+    assert_eq!(join(&mut *a), tps(&topic, 0..2));
+    let b = join_in_background(&kafka, config(&group, &topic));
+    let seen = run_until(&mut *a, Duration::from_secs(30), |s| !s.is_empty());
+    assert_eq!(seen, vec![Seen::Revoked(tps(&topic, 0..2))]);
+    // The caller takes its time finishing the revoked partitions' work.
+    let started = Instant::now();
+    thread::sleep(SESSION * 3);
+    a.commit(&[(TopicPartition::new(&topic, 0), 0)])
+        .expect("commit after Revoked, before rejoining");
+    let seen = run_until(&mut *a, Duration::from_secs(30), |s| !s.is_empty());
+    println!(
+        "A after a slow revoke: {seen:?} after {:?}",
+        started.elapsed()
+    );
+    let (_b, b_parts) = b.join().unwrap();
+    assert!(
+        matches!(seen.as_slice(), [Seen::Assigned(p)] if p.len() == 1),
+        "A saw {seen:?}"
+    );
+    assert_eq!(b_parts.len(), 1);
+}
+
+#[test]
+fn pause_and_resume_skip_nothing() {
+    let kafka = transport();
+    let topic = unique("group-pause");
+    let group = unique("g-pause");
+    kafka.create_topic(&topic, 2, -1).unwrap();
+    produce(&kafka.producer().unwrap(), &topic, 2, 20, "p");
+    let mut cfg = config(&group, &topic);
+    cfg.max_poll_records = 5;
+    let mut c = kafka.consumer(cfg).unwrap();
+    join(&mut *c);
+    let p0 = TopicPartition::new(&topic, 0);
+
+    let mut all = read(&mut *c, 1, Duration::from_secs(10));
+    c.pause(&[p0.clone()]);
+    // While paused: only partition 1, until it is drained.
+    let mut during = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = match c.poll(Duration::from_millis(300)).unwrap() {
+            ConsumerEvent::Records(r) => r,
+            other => panic!("unexpected {other:?}"),
+        };
+        assert!(got.len() <= 5, "max_poll_records");
+        if got.is_empty()
+            && during.iter().filter(|r: &&Record| r.partition == 1).count()
+                + all.iter().filter(|r| r.partition == 1).count()
+                >= 20
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "partition 1 not drained");
+        during.extend(got);
+    }
+    assert!(
+        during.iter().all(|r| r.partition == 1),
+        "paused partition 0 returned records"
+    );
+    all.extend(during);
+    c.resume(&[p0]);
+    let n = 40 - all.len();
+    all.extend(read(&mut *c, n, Duration::from_secs(10)));
+    let expect: BTreeMap<_, _> = tps(&topic, 0..2)
+        .into_iter()
+        .map(|tp| (tp, (0, 20)))
+        .collect();
+    assert_contiguous(&all, &expect);
+}
+
+#[test]
+fn earliest_and_latest_reset() {
+    let kafka = transport();
+    let topic = unique("group-reset");
+    kafka.create_topic(&topic, 1, -1).unwrap();
+    let producer = kafka.producer().unwrap();
+    // One batch per record: Tansu 0.6 (memory storage) answers ListOffsets
+    // "latest" with the newest batch's base offset + 1, which is only the
+    // log end when that batch holds one record.
+    for i in 0..5 {
+        producer
+            .send(
+                OutRecord::new(&topic)
+                    .partition(0)
+                    .value(format!("old-0-{i}")),
+            )
+            .unwrap();
+        thread::sleep(Duration::from_millis(5));
+    }
+
+    let mut early_cfg = config(&unique("g-early"), &topic);
+    early_cfg.offset_reset = OffsetReset::Earliest;
+    let mut late_cfg = config(&unique("g-late"), &topic);
+    late_cfg.offset_reset = OffsetReset::Latest;
+    let mut early = kafka.consumer(early_cfg).unwrap();
+    let mut late = kafka.consumer(late_cfg).unwrap();
+    // Join both at once (each join takes ~half a session on Tansu).
+    let late = thread::spawn(move || {
+        join(&mut *late);
+        late
+    });
+    join(&mut *early);
+    let mut late = late.join().unwrap();
+
+    produce(&producer, &topic, 1, 3, "new");
+    let got = read(&mut *early, 8, Duration::from_secs(10));
+    assert_eq!(
+        got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        (0..8).collect::<Vec<_>>()
+    );
+    let got = read(&mut *late, 3, Duration::from_secs(10));
+    assert_eq!(
+        got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![5, 6, 7]
+    );
+    assert_eq!(&got[0].value.as_deref().unwrap()[..], b"new-0-0");
+}
+
+#[test]
+fn leave_on_drop_lets_the_other_member_take_over_quickly() {
+    // A longer session, so that "well before the session timeout" means something.
+    let session = Duration::from_secs(8);
+    let kafka = transport_with(|c| c.heartbeat_interval(Some(Duration::from_millis(300))));
+    let topic = unique("group-drop");
+    let group = unique("g-drop");
+    kafka.create_topic(&topic, 2, -1).unwrap();
+    let cfg = |g: &str| {
+        let mut c = config(g, &topic);
+        c.session_timeout = session;
+        c
+    };
+    let mut a = kafka.consumer(cfg(&group)).unwrap();
+    let b_kafka = kafka.clone();
+    let b_cfg = cfg(&group);
+    let b = thread::spawn(move || {
+        let mut b = b_kafka.consumer(b_cfg).unwrap();
+        let got = join(&mut *b);
+        (b, got)
+    });
+    // A may see Assigned(2) straight away, or Assigned(all) -> Revoked -> Assigned(1).
+    let seen = run_until(
+        &mut *a,
+        Duration::from_secs(40),
+        |s| matches!(last_assigned(s), Some(p) if p.len() == 1),
+    );
+    println!("A while B joins: {seen:?}");
+    let (b, b_parts) = b.join().unwrap();
+    assert_eq!(b_parts.len(), 1, "B got {b_parts:?}");
+
+    let dropped = Instant::now();
+    drop(b);
+    let seen = run_until(
+        &mut *a,
+        Duration::from_secs(40),
+        |s| matches!(s.last(), Some(Seen::Assigned(p)) if p.len() == 2),
+    );
+    let took = dropped.elapsed();
+    println!("A after B dropped: {seen:?} in {took:?}");
+    assert!(
+        took < session,
+        "takeover took {took:?}, session timeout is {session:?}"
+    );
+}
