@@ -1,4 +1,3 @@
-//! Non-blocking retries for Kafka consumers. See the README for the whole story.
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

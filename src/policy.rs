@@ -19,7 +19,9 @@ use crate::error::{Error, Result};
 ///     "backoff": { "multiplier": 2.0, "max_interval": "2m", "jitter": 0.1 },
 ///     "max_attempts": 20
 /// }"#).unwrap();
-/// assert_eq!(policy.interval_for(3, 0), std::time::Duration::from_secs(40));
+/// // Third failure: 5 s * 2^2 = 20 s, shortened by at most 10 % jitter.
+/// let wait = policy.interval_for(3, 0);
+/// assert!(wait <= std::time::Duration::from_secs(20) && wait >= std::time::Duration::from_secs(18));
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -396,38 +396,46 @@ fn slow_caller_keeps_membership_thanks_to_heartbeats() {
 
 #[test]
 fn without_heartbeats_a_slow_caller_is_fenced() {
-    // The control for the test above: when the first heartbeat comes only
-    // after the session expired, the broker has evicted the member and a
-    // poll reports it; the next one rejoins.
-    let kafka = transport_with(|c| c.heartbeat_interval(Some(SESSION * 3)));
+    // The control for the test above. A heartbeats only every 3 sessions:
+    // its session expires (Tansu notices when B joins), B gets everything,
+    // and A's late heartbeat learns it was fenced: Lost.
+    let slow_kafka = transport_with(|c| c.heartbeat_interval(Some(SESSION * 3)));
+    let kafka = transport();
     let topic = unique("group-noheart");
     let group = unique("g-noheart");
-    kafka.create_topic(&topic, 1, -1).unwrap();
-    let mut c = kafka.consumer(config(&group, &topic)).unwrap();
-    assert_eq!(join(&mut *c), tps(&topic, 0..1));
-    thread::sleep(SESSION * 3);
-    // The late heartbeat finds the session expired. Kafka answers
-    // UNKNOWN_MEMBER_ID (-> Lost); Tansu evicts the member inside that
-    // heartbeat and answers REBALANCE_IN_PROGRESS (-> Revoked).
-    let deadline = Instant::now() + Duration::from_secs(5);
+    kafka.create_topic(&topic, 2, -1).unwrap();
+    let mut a = slow_kafka.consumer(config(&group, &topic)).unwrap();
+    assert_eq!(join(&mut *a), tps(&topic, 0..2));
+    let joined = Instant::now();
+    thread::sleep(SESSION * 3 / 2);
+    let (_b, b_parts) = join_in_background(&kafka, config(&group, &topic))
+        .join()
+        .unwrap();
+    assert_eq!(
+        b_parts,
+        tps(&topic, 0..2),
+        "A was evicted, B has everything"
+    );
+    assert!(
+        joined.elapsed() < SESSION * 3,
+        "B joined too late for this test"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
     let event = loop {
-        match c.poll(Duration::from_millis(100)).unwrap() {
+        match a.poll(Duration::from_millis(100)).unwrap() {
             ConsumerEvent::Records(r) if r.is_empty() => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no group event after the session expired"
-                );
+                assert!(Instant::now() < deadline, "A never learnt it was fenced");
             }
             other => break other,
         }
     };
-    println!("after missing heartbeats: {event:?}");
-    assert!(
-        event == ConsumerEvent::Lost(tps(&topic, 0..1))
-            || event == ConsumerEvent::Revoked(tps(&topic, 0..1)),
-        "{event:?}"
-    );
-    assert_eq!(join(&mut *c), tps(&topic, 0..1));
+    assert_eq!(event, ConsumerEvent::Lost(tps(&topic, 0..2)));
+    assert!(a.assignment().is_empty());
+    let err = a
+        .commit(&[(TopicPartition::new(&topic, 0), 0)])
+        .expect_err("commit without a generation");
+    assert!(matches!(err, Error::Rebalance(_)), "{err:?}");
 }
 
 #[test]

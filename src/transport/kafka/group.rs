@@ -168,7 +168,8 @@ impl Coordinator {
     }
 
     fn conn(&mut self) -> Result<&mut Connection> {
-        if self.conn.as_ref().map_or(true, |c| c.is_broken()) {
+        let usable = matches!(&self.conn, Some(c) if !c.is_broken());
+        if !usable {
             self.conn = None;
             let addr = find_coordinator(&self.client, &self.group)?;
             log::debug!("group {}: coordinator at {addr}", self.group);

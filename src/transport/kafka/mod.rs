@@ -92,7 +92,10 @@ impl KafkaTransport {
 
 impl Transport for KafkaTransport {
     fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
-        Ok(Box::new(group::GroupConsumer::new(self.client.clone(), config)?))
+        Ok(Box::new(group::GroupConsumer::new(
+            self.client.clone(),
+            config,
+        )?))
     }
 
     fn producer(&self) -> Result<Arc<dyn Producer>> {
@@ -100,7 +103,8 @@ impl Transport for KafkaTransport {
     }
 
     fn create_topic(&self, topic: &str, partitions: i32, replication_factor: i16) -> Result<()> {
-        self.client.create_topic(topic, partitions, replication_factor)
+        self.client
+            .create_topic(topic, partitions, replication_factor)
     }
 
     fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
