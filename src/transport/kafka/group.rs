@@ -551,7 +551,8 @@ impl GroupConsumer {
                         self.config.group_id
                     );
                 }
-                let plan = assignor::range_assign(&members, |t| self.client.partition_count(t))?;
+                let plan =
+                    assignor::range_assign(&members, |t| self.client.cached_partition_count(t))?;
                 let mut out = Vec::with_capacity(plan.len());
                 for (member, parts) in plan {
                     let mut a = SyncGroupRequestAssignment::default();
@@ -943,7 +944,9 @@ impl Consumer for GroupConsumer {
             if fetched && now >= deadline {
                 return Ok(ConsumerEvent::Records(Vec::new()));
             }
-            if !self.fetcher.missing_positions().is_empty() {
+            // Once per poll: with the coordinator down this costs a
+            // connect attempt, which must not repeat within one poll.
+            if !fetched && !self.fetcher.missing_positions().is_empty() {
                 if let Err(e) = self.init_positions() {
                     log::warn!(
                         "group {}: reading start offsets: {e}; will retry",
