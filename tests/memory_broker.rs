@@ -455,6 +455,42 @@ fn two_members_split_by_range_and_hand_over_on_close() {
 }
 
 #[test]
+fn blocked_polls_wake_on_group_events() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 2).unwrap();
+    let mut a = consumer(&broker, "g", "t");
+    expect_assigned(&mut *a);
+
+    // a blocks waiting for data; b joining must wake it with Revoked.
+    let a_thread = thread::spawn(move || {
+        let start = Instant::now();
+        let ev = a.poll(Duration::from_secs(10)).unwrap();
+        (a, ev, start.elapsed())
+    });
+    thread::sleep(Duration::from_millis(50));
+    let mut b = consumer(&broker, "g", "t");
+    assert_eq!(
+        b.poll(Duration::ZERO).unwrap(),
+        ConsumerEvent::Records(vec![])
+    );
+    let (mut a, ev, waited) = a_thread.join().unwrap();
+    assert_eq!(ev, ConsumerEvent::Revoked(tps("t", &[0, 1])));
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+
+    // b blocks waiting for the generation; a rejoining must wake it.
+    let b_thread = thread::spawn(move || {
+        let start = Instant::now();
+        let ev = b.poll(Duration::from_secs(10)).unwrap();
+        (ev, start.elapsed())
+    });
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(expect_assigned(&mut *a), tps("t", &[0]));
+    let (ev, waited) = b_thread.join().unwrap();
+    assert_eq!(ev, ConsumerEvent::Assigned(tps("t", &[1])));
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+}
+
+#[test]
 fn dropping_a_member_rebalances_the_others() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 3).unwrap();

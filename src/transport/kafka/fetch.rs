@@ -64,6 +64,40 @@ impl std::fmt::Debug for Fetcher {
     }
 }
 
+/// Up to `max` buffered records of unpaused partitions: each partition with
+/// records first gets an equal share, then leftovers fill up in turn; `turn`
+/// rotates the starting partition from call to call.
+fn take_fair(
+    parts: &mut BTreeMap<TopicPartition, PartState>,
+    turn: usize,
+    max: usize,
+) -> Vec<Record> {
+    let ready: Vec<TopicPartition> = parts
+        .iter()
+        .filter(|(_, p)| !p.paused && !p.buffer.is_empty())
+        .map(|(tp, _)| tp.clone())
+        .collect();
+    let mut out = Vec::new();
+    if ready.is_empty() || max == 0 {
+        return out;
+    }
+    let start = turn % ready.len();
+    let order: Vec<&TopicPartition> = ready[start..].iter().chain(&ready[..start]).collect();
+    let share = (max / ready.len()).max(1);
+    for pass_share in [share, max] {
+        for tp in &order {
+            if out.len() >= max {
+                return out;
+            }
+            if let Some(p) = parts.get_mut(*tp) {
+                let n = pass_share.min(max - out.len()).min(p.buffer.len());
+                out.extend(p.buffer.drain(..n));
+            }
+        }
+    }
+    out
+}
+
 impl Fetcher {
     pub(crate) fn new(client: Arc<Client>, reset: OffsetReset) -> Self {
         Fetcher {
@@ -118,36 +152,11 @@ impl Fetcher {
         }
     }
 
-    /// Up to `max` buffered records of unpaused partitions, shared fairly:
-    /// each partition with records first gets an equal share, then leftovers
-    /// fill up in turn; the starting partition rotates from call to call.
+    /// Up to `max` buffered records of unpaused partitions, shared fairly
+    /// (see [`take_fair`]).
     pub(crate) fn take(&mut self, max: usize) -> Vec<Record> {
-        let ready: Vec<TopicPartition> = self
-            .parts
-            .iter()
-            .filter(|(_, p)| !p.paused && !p.buffer.is_empty())
-            .map(|(tp, _)| tp.clone())
-            .collect();
-        let mut out = Vec::new();
-        if ready.is_empty() || max == 0 {
-            return out;
-        }
         self.turn = self.turn.wrapping_add(1);
-        let start = self.turn % ready.len();
-        let order: Vec<&TopicPartition> = ready[start..].iter().chain(&ready[..start]).collect();
-        let share = (max / ready.len()).max(1);
-        for pass_share in [share, max] {
-            for tp in &order {
-                if out.len() >= max {
-                    return out;
-                }
-                if let Some(p) = self.parts.get_mut(*tp) {
-                    let n = pass_share.min(max - out.len()).min(p.buffer.len());
-                    out.extend(p.buffer.drain(..n));
-                }
-            }
-        }
-        out
+        take_fair(&mut self.parts, self.turn, max)
     }
 
     /// One Fetch round: every fetchable partition (assigned, positioned,
@@ -458,5 +467,81 @@ impl Fetcher {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(p: i32, offset: i64) -> Record {
+        Record {
+            topic: "t".into(),
+            partition: p,
+            offset,
+            timestamp: 0,
+            key: None,
+            value: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn parts(sizes: &[(i32, i64, bool)]) -> BTreeMap<TopicPartition, PartState> {
+        sizes
+            .iter()
+            .map(|&(p, n, paused)| {
+                let state = PartState {
+                    position: Some(n),
+                    buffer: (0..n).map(|o| rec(p, o)).collect(),
+                    paused,
+                };
+                (TopicPartition::new("t", p), state)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn take_shares_fairly_and_keeps_order() {
+        let mut m = parts(&[(0, 100, false), (1, 100, false), (2, 2, false)]);
+        let got = take_fair(&mut m, 0, 10);
+        assert_eq!(got.len(), 10);
+        let count = |p| got.iter().filter(|r| r.partition == p).count();
+        // Shares of 3, partition 2 only has 2; the rest tops up in turn.
+        assert_eq!((count(0), count(1), count(2)), (5, 3, 2));
+        // Per partition, offsets stay in order and continue where they left off.
+        let next = take_fair(&mut m, 1, 200);
+        for p in 0..2 {
+            let offs: Vec<i64> = got
+                .iter()
+                .chain(&next)
+                .filter(|r| r.partition == p)
+                .map(|r| r.offset)
+                .collect();
+            assert_eq!(offs, (0..100).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn take_skips_paused_but_keeps_their_records() {
+        let mut m = parts(&[(0, 5, true), (1, 5, false)]);
+        let got = take_fair(&mut m, 0, 100);
+        assert!(got.iter().all(|r| r.partition == 1));
+        assert_eq!(got.len(), 5);
+        assert!(take_fair(&mut m, 1, 100).is_empty());
+        m.get_mut(&TopicPartition::new("t", 0)).unwrap().paused = false;
+        let got = take_fair(&mut m, 2, 100);
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+    }
+
+    #[test]
+    fn take_rotates_the_first_partition() {
+        let mut m = parts(&[(0, 10, false), (1, 10, false), (2, 10, false)]);
+        let firsts: Vec<i32> = (0..3)
+            .map(|turn| take_fair(&mut m, turn, 1)[0].partition)
+            .collect();
+        assert_eq!(firsts, vec![0, 1, 2]);
     }
 }

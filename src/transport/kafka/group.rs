@@ -51,6 +51,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::assignor;
 use super::client::Client;
+use super::config::KafkaConfig;
 use super::conn::{Connection, KafkaRequest};
 use super::errors::{code_name, kafka_error};
 use super::fetch::Fetcher;
@@ -149,14 +150,22 @@ impl Signals {
 /// A lazily (re)discovered connection to the group coordinator.
 struct Coordinator {
     client: Arc<Client>,
+    /// The client's settings with the consumer's client id: brokers build
+    /// member ids from it and show it in group listings.
+    config: KafkaConfig,
     group: String,
     conn: Option<Connection>,
 }
 
 impl Coordinator {
-    fn new(client: Arc<Client>, group: String) -> Self {
+    fn new(client: Arc<Client>, group: String, client_id: &str) -> Self {
+        let mut config = client.config().clone();
+        if !client_id.is_empty() {
+            config.client_id = client_id.to_string();
+        }
         Coordinator {
             client,
+            config,
             group,
             conn: None,
         }
@@ -173,7 +182,7 @@ impl Coordinator {
             self.conn = None;
             let addr = find_coordinator(&self.client, &self.group)?;
             log::debug!("group {}: coordinator at {addr}", self.group);
-            self.conn = Some(Connection::connect(&addr, self.client.config())?);
+            self.conn = Some(Connection::connect(&addr, &self.config)?);
         }
         match self.conn.as_mut() {
             Some(c) => Ok(c),
@@ -320,15 +329,16 @@ impl GroupConsumer {
             let client = client.clone();
             let signals = signals.clone();
             let group = config.group_id.clone();
+            let client_id = config.client_id.clone();
             // A heartbeat that takes longer than the session is useless anyway.
             let timeout = client.config().request_timeout.min(config.session_timeout);
             std::thread::Builder::new()
                 .name("kafka-retry-heartbeat".into())
-                .spawn(move || heartbeat_loop(client, group, signals, interval, timeout))
+                .spawn(move || heartbeat_loop(client, group, client_id, signals, interval, timeout))
                 .map_err(|e| Error::Thread(format!("spawn kafka-retry-heartbeat: {e}")))?
         };
         Ok(GroupConsumer {
-            coord: Coordinator::new(client.clone(), config.group_id.clone()),
+            coord: Coordinator::new(client.clone(), config.group_id.clone(), &config.client_id),
             fetcher: Fetcher::new(client.clone(), config.offset_reset),
             client,
             config,
@@ -1063,6 +1073,7 @@ impl Drop for GroupConsumer {
 fn heartbeat_loop(
     client: Arc<Client>,
     group: String,
+    client_id: String,
     signals: Arc<Signals>,
     interval: Duration,
     timeout: Duration,
@@ -1072,7 +1083,7 @@ fn heartbeat_loop(
         .retry_backoff
         .max(Duration::from_millis(20))
         .min(interval);
-    let mut coord = Coordinator::new(client, group.clone());
+    let mut coord = Coordinator::new(client, group.clone(), &client_id);
     let mut seen_epoch = u64::MAX;
     let mut next = Instant::now();
     loop {
@@ -1138,5 +1149,62 @@ fn heartbeat_loop(
                 next = Instant::now() + backoff;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gen(id: i32) -> Generation {
+        Generation {
+            id,
+            member_id: "m".into(),
+        }
+    }
+
+    #[test]
+    fn reports_about_other_generations_are_ignored() {
+        let s = Signals::default();
+        s.report(&gen(1), Signal::Rebalance);
+        assert_eq!(s.take(), None, "no target yet");
+        s.set_target(Some(gen(2)));
+        s.report(&gen(1), Signal::Fenced(22));
+        assert_eq!(s.take(), None, "stale generation");
+        s.report(&gen(2), Signal::Rebalance);
+        s.set_target(Some(gen(3)));
+        assert_eq!(s.take(), None, "a new target clears old reports");
+    }
+
+    #[test]
+    fn fenced_wins_over_rebalance() {
+        let s = Signals::default();
+        s.set_target(Some(gen(5)));
+        s.report(&gen(5), Signal::Rebalance);
+        s.report(&gen(5), Signal::Fenced(25));
+        s.report(&gen(5), Signal::Rebalance);
+        assert_eq!(s.take(), Some(Signal::Fenced(25)));
+        assert_eq!(s.take(), None, "taken once");
+    }
+
+    #[test]
+    fn config_is_validated() {
+        let ok = ConsumerConfig::new("g", ["t"]);
+        assert!(validate(&ok).is_ok());
+        let field = |c: ConsumerConfig| match validate(&c) {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert_eq!(field(ConsumerConfig::new("", ["t"])), "group_id");
+        assert_eq!(
+            field(ConsumerConfig::new("g", Vec::<String>::new())),
+            "topics"
+        );
+        let mut c = ok.clone();
+        c.max_poll_records = 0;
+        assert_eq!(field(c), "max_poll_records");
+        let mut c = ok;
+        c.session_timeout = Duration::from_secs(u64::MAX / 4);
+        assert_eq!(field(c), "session_timeout");
     }
 }
