@@ -20,10 +20,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--bootstrap" => bootstrap = args.next(),
-            other => return Err(format!("unknown argument {other:?}; usage: kafka --bootstrap host:port").into()),
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; usage: kafka --bootstrap host:port"
+                )
+                .into())
+            }
         }
     }
-    let bootstrap = bootstrap.ok_or("no broker: pass --bootstrap host:port or set KAFKA_BOOTSTRAP")?;
+    let bootstrap =
+        bootstrap.ok_or("no broker: pass --bootstrap host:port or set KAFKA_BOOTSTRAP")?;
     let transport = KafkaTransport::connect(KafkaConfig::new(&bootstrap))?;
     let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     println!("connected to {bootstrap}");

@@ -17,5 +17,10 @@ use kafka_retry::MemoryBroker;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let broker = MemoryBroker::new();
-    article::run(Arc::new(broker), "orders", "quickstart", Duration::from_secs(10))
+    article::run(
+        Arc::new(broker),
+        "orders",
+        "quickstart",
+        Duration::from_secs(10),
+    )
 }

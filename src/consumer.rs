@@ -80,7 +80,10 @@ pub(crate) fn run(
             }
             Err(crate::Error::Closed) => return Err("consumer closed".into()),
             Err(e) => {
-                log::warn!("poll {:?} failed, retrying in {backoff:?}: {e}", d.ctx.topics);
+                log::warn!(
+                    "poll {:?} failed, retrying in {backoff:?}: {e}",
+                    d.ctx.topics
+                );
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(2));
             }
@@ -93,7 +96,8 @@ impl Dispatcher {
     fn handle(&mut self, event: ConsumerEvent) {
         self.handle_event(event);
         let c = &self.ctx.counters;
-        c.assigned_partitions.store(self.parts.len() as i64, Ordering::Relaxed);
+        c.assigned_partitions
+            .store(self.parts.len() as i64, Ordering::Relaxed);
         let paused = self.parts.values().filter(|p| p.paused).count();
         c.paused_partitions.store(paused as i64, Ordering::Relaxed);
     }
@@ -122,7 +126,11 @@ impl Dispatcher {
                 self.release(&tps, Some(deadline));
             }
             ConsumerEvent::Lost(tps) => {
-                log::warn!("{}: lost {} without a clean revoke", self.ctx.group_id, list(&tps));
+                log::warn!(
+                    "{}: lost {} without a clean revoke",
+                    self.ctx.group_id,
+                    list(&tps)
+                );
                 self.ctx.counters.rebalances.fetch_add(1, Ordering::Relaxed);
                 self.release(&tps, None);
             }
@@ -139,9 +147,10 @@ impl Dispatcher {
         let mut current: Option<(TopicPartition, Arc<Lease>)> = None;
         for record in records {
             // Records come grouped by partition: look the lease up once per run.
-            if current.as_ref().map_or(true, |(tp, _)| {
-                tp.partition != record.partition || tp.topic != record.topic
-            }) {
+            if current
+                .as_ref()
+                .is_none_or(|(tp, _)| tp.partition != record.partition || tp.topic != record.topic)
+            {
                 current = self
                     .parts
                     .get(&record.topic_partition())
@@ -176,8 +185,14 @@ impl Dispatcher {
             });
             count += 1;
         }
-        self.ctx.counters.received.fetch_add(count, Ordering::Relaxed);
-        self.ctx.counters.in_flight.fetch_add(count as i64, Ordering::Relaxed);
+        self.ctx
+            .counters
+            .received
+            .fetch_add(count, Ordering::Relaxed);
+        self.ctx
+            .counters
+            .in_flight
+            .fetch_add(count as i64, Ordering::Relaxed);
         self.flush_outboxes();
     }
 
@@ -223,7 +238,10 @@ impl Dispatcher {
         }
         if !pause.is_empty() || !resume.is_empty() {
             let paused = self.parts.values().filter(|p| p.paused).count();
-            self.ctx.counters.paused_partitions.store(paused as i64, Ordering::Relaxed);
+            self.ctx
+                .counters
+                .paused_partitions
+                .store(paused as i64, Ordering::Relaxed);
         }
         if !pause.is_empty() {
             log::debug!("workers busy: pausing {}", list(&pause));
@@ -263,7 +281,10 @@ impl Dispatcher {
             }
             i = j;
         }
-        self.ctx.counters.in_flight.fetch_sub(n as i64, Ordering::Relaxed);
+        self.ctx
+            .counters
+            .in_flight
+            .fetch_sub(n as i64, Ordering::Relaxed);
     }
 
     /// Commits the done watermark of every partition that moved.
@@ -271,7 +292,10 @@ impl Dispatcher {
         self.last_commit = Instant::now();
         let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
         if let Err(e) = self.commit(&tps) {
-            log::warn!("{}: commit failed (retried next interval): {e}", self.ctx.group_id);
+            log::warn!(
+                "{}: commit failed (retried next interval): {e}",
+                self.ctx.group_id
+            );
         }
     }
 
@@ -294,11 +318,17 @@ impl Dispatcher {
                         p.lease.tracker().committed(*o);
                     }
                 }
-                self.ctx.counters.last_commit_ms.store(now_ms(), Ordering::Relaxed);
+                self.ctx
+                    .counters
+                    .last_commit_ms
+                    .store(now_ms(), Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
-                self.ctx.counters.commit_errors.fetch_add(1, Ordering::Relaxed);
+                self.ctx
+                    .counters
+                    .commit_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 Err(e)
             }
         }
@@ -335,7 +365,10 @@ impl Dispatcher {
             skipped += before - outbox.len();
         }
         if skipped > 0 {
-            self.ctx.counters.in_flight.fetch_sub(skipped as i64, Ordering::Relaxed);
+            self.ctx
+                .counters
+                .in_flight
+                .fetch_sub(skipped as i64, Ordering::Relaxed);
             // Recount outstanding/outboxed from scratch for the affected parts.
             for p in self.parts.values_mut() {
                 if matches(&p.lease) {
@@ -376,7 +409,9 @@ impl Dispatcher {
         let now = Instant::now();
         // Keep a slice of the time for the commit and the leave.
         let margin = deadline.saturating_duration_since(now) / 4;
-        let drain_until = deadline.checked_sub(margin.min(Duration::from_secs(2))).unwrap_or(now);
+        let drain_until = deadline
+            .checked_sub(margin.min(Duration::from_secs(2)))
+            .unwrap_or(now);
         self.drop_outboxed(|_| true);
         let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
         self.wait_outstanding(&tps, drain_until);
@@ -388,7 +423,10 @@ impl Dispatcher {
         if unfinished > 0 {
             // Not an error: their offsets stay uncommitted and the next
             // owner (or the next start) reads them again.
-            log::info!("{}: {unfinished} records left unfinished at shutdown", self.ctx.group_id);
+            log::info!(
+                "{}: {unfinished} records left unfinished at shutdown",
+                self.ctx.group_id
+            );
         }
         let wanted: Vec<String> = tps
             .iter()

@@ -258,21 +258,35 @@ impl EngineBuilder {
     pub fn build(self) -> Result<Engine> {
         let group_id = match &self.group_id {
             Some(g) if !g.trim().is_empty() => g.clone(),
-            _ => return Err(Error::config("group_id", "is required and must not be empty")),
+            _ => {
+                return Err(Error::config(
+                    "group_id",
+                    "is required and must not be empty",
+                ))
+            }
         };
         if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
-            return Err(Error::config("topics", "at least one non-empty topic is required"));
+            return Err(Error::config(
+                "topics",
+                "at least one non-empty topic is required",
+            ));
         }
         let handler = self
             .handler
             .clone()
             .ok_or_else(|| Error::config("handler", "is required"))?;
         if self.workers == 0 || self.workers > 1024 {
-            return Err(Error::config("workers", format!("{} is outside 1..=1024", self.workers)));
+            return Err(Error::config(
+                "workers",
+                format!("{} is outside 1..=1024", self.workers),
+            ));
         }
         self.policy.validate()?;
         if self.commit_interval.is_zero() {
-            return Err(Error::config("commit_interval", "must be greater than zero"));
+            return Err(Error::config(
+                "commit_interval",
+                "must be greater than zero",
+            ));
         }
         if self.revoke_timeout >= self.rebalance_timeout {
             return Err(Error::config(
@@ -292,13 +306,19 @@ impl EngineBuilder {
         if self.max_poll_records == 0 {
             return Err(Error::config("max_poll_records", "must be at least 1"));
         }
-        let retry_topic = self.retry_topic.clone().unwrap_or_else(|| format!("{group_id}-retry"));
+        let retry_topic = self
+            .retry_topic
+            .clone()
+            .unwrap_or_else(|| format!("{group_id}-retry"));
         let dead_letter_topic = match &self.dead_letter_topic {
             Some(t) => t.clone(),
             None => Some(format!("{group_id}-dlt")),
         };
         if self.topics.contains(&retry_topic) {
-            return Err(Error::config("retry_topic", "must not be one of the origin topics"));
+            return Err(Error::config(
+                "retry_topic",
+                "must not be one of the origin topics",
+            ));
         }
         if let Some(d) = &dead_letter_topic {
             if d == &retry_topic || self.topics.contains(d) {
@@ -448,7 +468,11 @@ impl Threads {
     /// Signals stop and waits for every thread until `deadline`. Threads
     /// still running then are left detached and named in the error.
     fn stop(&mut self, deadline: Instant) -> Result<()> {
-        *self.signal.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+        *self
+            .signal
+            .deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
         self.signal.stop.store(true, Ordering::Release);
         let mut problems = Vec::new();
         let mut finished = std::collections::HashSet::new();
@@ -511,7 +535,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("stats", &self.stats()).finish()
+        f.debug_struct("Engine")
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 

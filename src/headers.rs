@@ -144,12 +144,22 @@ impl RetryInfo {
         reason: &str,
         dead: Option<DeadReason>,
     ) -> Vec<Header> {
-        let mut out: Vec<Header> = user.iter().filter(|h| !is_retry_header(h)).cloned().collect();
+        let mut out: Vec<Header> = user
+            .iter()
+            .filter(|h| !is_retry_header(h))
+            .cloned()
+            .collect();
         out.reserve(8);
         out.push(Header::new(ORIGIN_TOPIC, self.origin_topic.clone()));
-        out.push(Header::new(ORIGIN_PARTITION, self.origin_partition.to_string()));
+        out.push(Header::new(
+            ORIGIN_PARTITION,
+            self.origin_partition.to_string(),
+        ));
         out.push(Header::new(ORIGIN_OFFSET, self.origin_offset.to_string()));
-        out.push(Header::new(FIRST_RECEIVED_AT, self.first_received_at.to_string()));
+        out.push(Header::new(
+            FIRST_RECEIVED_AT,
+            self.first_received_at.to_string(),
+        ));
         out.push(Header::new(ENQUEUED_AT, self.enqueued_at.to_string()));
         out.push(Header::new(ATTEMPTS, self.attempts.to_string()));
         out.push(Header::new(REASON, truncate(reason).to_string()));
@@ -253,14 +263,22 @@ mod tests {
         }
         .headers(&hs, "again", None);
         assert_eq!(next[0], Header::new("user", "u"));
-        assert_eq!(next.iter().filter(|h| &h.key[..] == ATTEMPTS.as_bytes()).count(), 1);
+        assert_eq!(
+            next.iter()
+                .filter(|h| &h.key[..] == ATTEMPTS.as_bytes())
+                .count(),
+            1
+        );
         let again = RetryInfo::parse(&record(next), NOW).unwrap();
         assert_eq!(again.attempts, 4);
         assert_eq!(again.first_received_at, info.first_received_at);
     }
 
     fn with(name: &str, value: Option<&[u8]>) -> Record {
-        let mut hs: Vec<Header> = valid().into_iter().filter(|h| &h.key[..] != name.as_bytes()).collect();
+        let mut hs: Vec<Header> = valid()
+            .into_iter()
+            .filter(|h| &h.key[..] != name.as_bytes())
+            .collect();
         if let Some(v) = value {
             hs.push(Header::new(name.to_string(), Bytes::copy_from_slice(v)));
         }
@@ -270,18 +288,30 @@ mod tests {
     #[test]
     fn every_kind_of_bad_header_is_malformed_with_a_reason() {
         let cases: Vec<(Record, &str)> = vec![
-            (with(FIRST_RECEIVED_AT, None), "missing header retry.first-received-at"),
+            (
+                with(FIRST_RECEIVED_AT, None),
+                "missing header retry.first-received-at",
+            ),
             (with(FIRST_RECEIVED_AT, Some(b"yesterday")), "not a number"),
             (with(FIRST_RECEIVED_AT, Some(b"-5")), "negative"),
             (
-                with(FIRST_RECEIVED_AT, Some((NOW + 3_600_000).to_string().as_bytes())),
+                with(
+                    FIRST_RECEIVED_AT,
+                    Some((NOW + 3_600_000).to_string().as_bytes()),
+                ),
                 "in the future",
             ),
             (with(ENQUEUED_AT, Some(b"\xff\xfe")), "not UTF-8"),
             (with(ATTEMPTS, Some(b"-1")), "not a number"),
             (with(ORIGIN_TOPIC, Some(b"")), "empty"),
-            (with(ORIGIN_PARTITION, Some(b"99999999999999")), "not a number"),
-            (with(ENQUEUED_AT, Some((NOW - 3_600_000).to_string().as_bytes())), "before"),
+            (
+                with(ORIGIN_PARTITION, Some(b"99999999999999")),
+                "not a number",
+            ),
+            (
+                with(ENQUEUED_AT, Some((NOW - 3_600_000).to_string().as_bytes())),
+                "before",
+            ),
         ];
         for (r, want) in cases {
             let err = RetryInfo::parse(&r, NOW).unwrap_err();
@@ -292,7 +322,10 @@ mod tests {
             key: Bytes::from_static(ATTEMPTS.as_bytes()),
             value: None,
         });
-        assert!(RetryInfo::parse(&record(null), NOW).unwrap_err().0.contains("null"));
+        assert!(RetryInfo::parse(&record(null), NOW)
+            .unwrap_err()
+            .0
+            .contains("null"));
     }
 
     #[test]
@@ -312,7 +345,13 @@ mod tests {
             x ^= x << 17;
             let len = (x % 24) as usize;
             let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8).collect();
-            let names = [FIRST_RECEIVED_AT, ENQUEUED_AT, ATTEMPTS, ORIGIN_TOPIC, ORIGIN_OFFSET];
+            let names = [
+                FIRST_RECEIVED_AT,
+                ENQUEUED_AT,
+                ATTEMPTS,
+                ORIGIN_TOPIC,
+                ORIGIN_OFFSET,
+            ];
             let r = with(names[(x % 5) as usize], Some(&bytes));
             let _ = RetryInfo::parse(&r, NOW);
         }

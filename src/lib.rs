@@ -23,10 +23,10 @@ pub use headers::{
     DeadReason, ATTEMPTS, DEAD_REASON, ENQUEUED_AT, FIRST_RECEIVED_AT, ORIGIN_OFFSET,
     ORIGIN_PARTITION, ORIGIN_TOPIC, REASON,
 };
-pub use policy::{Backoff, RetryPolicy};
-pub use stats::{DeadLettered, Stats};
 pub use partitioner::{murmur2, partition_for_key};
+pub use policy::{Backoff, RetryPolicy};
 pub use record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartition};
+pub use stats::{DeadLettered, Stats};
 pub use transport::kafka::{Compression, KafkaConfig, KafkaTransport};
 pub use transport::memory::MemoryBroker;
 pub use transport::{Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, Producer, Transport};

@@ -73,7 +73,7 @@ impl OffsetTracker {
     /// The watermark if it moved since the last [`OffsetTracker::committed`].
     pub(crate) fn to_commit(&self) -> Option<i64> {
         let w = self.watermark()?;
-        if self.committed.map_or(true, |c| w > c) {
+        if self.committed.is_none_or(|c| w > c) {
             Some(w)
         } else {
             None

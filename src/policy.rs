@@ -186,7 +186,7 @@ pub(crate) fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         "d" => n * 86400.0,
         other => return Err(format!("duration {s:?}: unknown unit {other:?}")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+    if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
         return Err(format!("duration {s:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -197,7 +197,7 @@ mod duration_serde {
 
     pub fn serialize<S: Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
         let ms = d.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             s.serialize_str(&format!("{}s", ms / 1000))
         } else {
             s.serialize_str(&format!("{ms}ms"))
@@ -250,7 +250,10 @@ mod tests {
         );
         for seed in 0..1000 {
             let w = j.interval_for(4, seed);
-            assert!(w >= Duration::from_secs(4) && w <= Duration::from_secs(8), "{w:?}");
+            assert!(
+                w >= Duration::from_secs(4) && w <= Duration::from_secs(8),
+                "{w:?}"
+            );
             assert_eq!(w, j.interval_for(4, seed), "jitter must be deterministic");
         }
     }
@@ -258,13 +261,37 @@ mod tests {
     #[test]
     fn validate_names_the_field() {
         let bad = RetryPolicy::new(Duration::ZERO, Duration::from_secs(1));
-        assert!(matches!(bad.validate(), Err(Error::Config { field: "retry_interval", .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::Config {
+                field: "retry_interval",
+                ..
+            })
+        ));
         let bad = RetryPolicy::new(Duration::from_secs(10), Duration::from_secs(1));
-        assert!(matches!(bad.validate(), Err(Error::Config { field: "max_retry_duration", .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::Config {
+                field: "max_retry_duration",
+                ..
+            })
+        ));
         let bad = RetryPolicy::default().with_backoff(0.5, Duration::from_secs(60), 0.0);
-        assert!(matches!(bad.validate(), Err(Error::Config { field: "backoff.multiplier", .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::Config {
+                field: "backoff.multiplier",
+                ..
+            })
+        ));
         let bad = RetryPolicy::default().with_max_attempts(0);
-        assert!(matches!(bad.validate(), Err(Error::Config { field: "max_attempts", .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(Error::Config {
+                field: "max_attempts",
+                ..
+            })
+        ));
         RetryPolicy::default().validate().unwrap();
     }
 
@@ -287,7 +314,8 @@ mod tests {
         assert_eq!(p.backoff.as_ref().unwrap().multiplier, 3.0);
         assert_eq!(p.backoff.as_ref().unwrap().jitter, 0.0);
         let j: RetryPolicy =
-            serde_json::from_str(r#"{"retry_interval": 1500, "max_retry_duration": "1d"}"#).unwrap();
+            serde_json::from_str(r#"{"retry_interval": 1500, "max_retry_duration": "1d"}"#)
+                .unwrap();
         assert_eq!(j.retry_interval, Duration::from_millis(1500));
         assert_eq!(j.max_retry_duration, Duration::from_secs(86400));
         // Round trip through serialization.

@@ -80,7 +80,10 @@ pub(crate) fn run_worker(
             // so slow handlers do not hold back commits and revokes.
             if !out.is_empty() && last_flush.elapsed() >= COMPLETION_FLUSH {
                 let n = out.len();
-                if completions.send(std::mem::replace(&mut out, Vec::with_capacity(n))).is_err() {
+                if completions
+                    .send(std::mem::replace(&mut out, Vec::with_capacity(n)))
+                    .is_err()
+                {
                     return;
                 }
                 last_flush = Instant::now();
@@ -111,7 +114,10 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
         .header(headers::UNDECODABLE)
         .and_then(|h| h.value.as_ref())
     {
-        let reason = format!("undecodable record batch: {}", String::from_utf8_lossy(reason));
+        let reason = format!(
+            "undecodable record batch: {}",
+            String::from_utf8_lossy(reason)
+        );
         log::warn!("{}@{}: {reason}", record.topic_partition(), record.offset);
         let hs = headers::malformed_headers(&record.headers, &reason);
         return dead_letter(ctx, job, hs, DeadReason::Malformed);
@@ -121,7 +127,12 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
     // record is handled and, if it fails, starts a fresh history.
     let info = if RetryInfo::present(record) {
         RetryInfo::parse(record, now).unwrap_or_else(|m| {
-            log::debug!("{}@{}: ignoring bad retry headers: {}", record.topic, record.offset, m.0);
+            log::debug!(
+                "{}@{}: ignoring bad retry headers: {}",
+                record.topic,
+                record.offset,
+                m.0
+            );
             RetryInfo::first(record, job.received_ms)
         })
     } else {
@@ -180,7 +191,12 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
 
 /// Writes a dead-letter copy of the job's record (or drops it when
 /// dead-lettering is off). True when done.
-fn dead_letter(ctx: &Context, job: &Job, headers: Vec<crate::record::Header>, reason: DeadReason) -> bool {
+fn dead_letter(
+    ctx: &Context,
+    job: &Job,
+    headers: Vec<crate::record::Header>,
+    reason: DeadReason,
+) -> bool {
     let record = &job.record;
     let Some(topic) = &ctx.dead_letter_topic else {
         log::warn!(
@@ -217,7 +233,10 @@ pub(crate) fn send_until_acked(ctx: &Context, lease: &Lease, record: OutRecord) 
             Ok(_) => return true,
             Err(e) => {
                 ctx.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!("write to {} failed, retrying in {backoff:?}: {e}", record.topic);
+                log::warn!(
+                    "write to {} failed, retrying in {backoff:?}: {e}",
+                    record.topic
+                );
             }
         }
         let until = Instant::now() + backoff;

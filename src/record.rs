@@ -90,7 +90,10 @@ impl Record {
 
     /// The value of the last header named `key`, if any.
     pub fn header(&self, key: &str) -> Option<&Header> {
-        self.headers.iter().rev().find(|h| &h.key[..] == key.as_bytes())
+        self.headers
+            .iter()
+            .rev()
+            .find(|h| &h.key[..] == key.as_bytes())
     }
 }
 

@@ -121,7 +121,10 @@ pub(crate) fn run(ctx: Arc<Context>, consumer: Box<dyn Consumer>) -> Result<(), 
             }
         }
         let timeout = match r.heap.peek() {
-            Some(p) => p.due.saturating_duration_since(Instant::now()).min(IDLE_POLL),
+            Some(p) => p
+                .due
+                .saturating_duration_since(Instant::now())
+                .min(IDLE_POLL),
             None => IDLE_POLL,
         };
         match r.consumer.poll(timeout) {
@@ -131,7 +134,10 @@ pub(crate) fn run(ctx: Arc<Context>, consumer: Box<dyn Consumer>) -> Result<(), 
             }
             Err(crate::Error::Closed) => return Err("relay consumer closed".into()),
             Err(e) => {
-                log::warn!("relay poll {} failed, retrying in {backoff:?}: {e}", r.ctx.retry_topic);
+                log::warn!(
+                    "relay poll {} failed, retrying in {backoff:?}: {e}",
+                    r.ctx.retry_topic
+                );
                 // Keep relaying what is due while the poll side recovers.
                 let until = Instant::now() + backoff;
                 while Instant::now() < until && !r.ctx.signal.stopping() {
@@ -184,9 +190,15 @@ impl Relay {
             self.parts.remove(tp);
         }
         let parts = &self.parts;
-        self.heap
-            .retain(|p| parts.get(&p.record.topic_partition()).map_or(false, |x| x.epoch == p.epoch));
-        self.ctx.counters.parked.store(self.heap.len() as i64, Ordering::Relaxed);
+        self.heap.retain(|p| {
+            parts
+                .get(&p.record.topic_partition())
+                .is_some_and(|x| x.epoch == p.epoch)
+        });
+        self.ctx
+            .counters
+            .parked
+            .store(self.heap.len() as i64, Ordering::Relaxed);
     }
 
     fn park(&mut self, record: Record) {
@@ -212,7 +224,10 @@ impl Relay {
                 Instant::now() + Duration::from_millis(due_ms.saturating_sub(now).max(0) as u64)
             }
             Plan::Malformed(reason) => {
-                log::warn!("relay: {tp}@{}: malformed retry headers: {reason}", record.offset);
+                log::warn!(
+                    "relay: {tp}@{}: malformed retry headers: {reason}",
+                    record.offset
+                );
                 Instant::now()
             }
         };
@@ -225,12 +240,19 @@ impl Relay {
             plan,
             failures: 0,
         });
-        self.ctx.counters.parked.store(self.heap.len() as i64, Ordering::Relaxed);
+        self.ctx
+            .counters
+            .parked
+            .store(self.heap.len() as i64, Ordering::Relaxed);
     }
 
     fn plan(&mut self, record: &Record, now: i64) -> Plan {
         if let Some(h) = record.header(headers::UNDECODABLE) {
-            let why = h.value.as_deref().map(String::from_utf8_lossy).unwrap_or_default();
+            let why = h
+                .value
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
             return Plan::Malformed(format!("undecodable record batch: {why}"));
         }
         let info = match RetryInfo::parse(record, now) {
@@ -245,7 +267,10 @@ impl Relay {
         }
         match self.partition_count(&info.origin_topic) {
             Some(_) => Plan::Retry(info),
-            None => Plan::Malformed(format!("origin topic {:?} does not exist", info.origin_topic)),
+            None => Plan::Malformed(format!(
+                "origin topic {:?} does not exist",
+                info.origin_topic
+            )),
         }
     }
 
@@ -257,7 +282,8 @@ impl Relay {
         }
         match self.ctx.transport.partition_count(topic) {
             Ok(n) => {
-                self.topic_cache.insert(topic.to_string(), (n, Instant::now()));
+                self.topic_cache
+                    .insert(topic.to_string(), (n, Instant::now()));
                 n
             }
             // Unknown because the broker is unreachable: assume it exists,
@@ -285,7 +311,7 @@ impl Relay {
                 let live = self
                     .parts
                     .get(&p.record.topic_partition())
-                    .map_or(false, |x| x.epoch == p.epoch);
+                    .is_some_and(|x| x.epoch == p.epoch);
                 if live {
                     batch.push(p);
                 }
@@ -338,7 +364,10 @@ impl Relay {
                         }
                     }
                     Err(e) => {
-                        self.ctx.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                        self.ctx
+                            .counters
+                            .send_errors
+                            .fetch_add(1, Ordering::Relaxed);
                         p.failures += 1;
                         let wait = Duration::from_millis(50 << p.failures.min(5));
                         log::warn!("relay: write failed, retrying in {wait:?}: {e}");
@@ -349,7 +378,10 @@ impl Relay {
                     }
                 }
             }
-            self.ctx.counters.parked.store(self.heap.len() as i64, Ordering::Relaxed);
+            self.ctx
+                .counters
+                .parked
+                .store(self.heap.len() as i64, Ordering::Relaxed);
         }
     }
 
@@ -375,7 +407,10 @@ impl Relay {
             }
         };
         match &p.plan {
-            Plan::Malformed(reason) => dead(headers::malformed_headers(&record.headers, reason), DeadReason::Malformed),
+            Plan::Malformed(reason) => dead(
+                headers::malformed_headers(&record.headers, reason),
+                DeadReason::Malformed,
+            ),
             Plan::Retry(info) => {
                 let age = now.saturating_sub(info.first_received_at);
                 if age > self.ctx.policy.max_retry_duration.as_millis() as i64 {
@@ -388,7 +423,10 @@ impl Relay {
                         "expired after {} ms and {} attempts: {reason}",
                         age, info.attempts
                     );
-                    dead(info.headers(&record.headers, &why, Some(DeadReason::Expired)), DeadReason::Expired)
+                    dead(
+                        info.headers(&record.headers, &why, Some(DeadReason::Expired)),
+                        DeadReason::Expired,
+                    )
                 } else {
                     let partitioning = match self.topic_cache.get(&info.origin_topic) {
                         Some((Some(n), _)) if info.origin_partition < *n => {
@@ -415,7 +453,10 @@ impl Relay {
         let max = self.ctx.max_parked;
         if !self.paused && self.heap.len() >= max {
             let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-            log::info!("relay: {} records parked (max {max}); pausing the retry topic", self.heap.len());
+            log::info!(
+                "relay: {} records parked (max {max}); pausing the retry topic",
+                self.heap.len()
+            );
             self.consumer.pause(&tps);
             self.paused = true;
         } else if self.paused && self.heap.len() <= max - max / 4 {
@@ -444,7 +485,10 @@ impl Relay {
                 Ok(())
             }
             Err(e) => {
-                self.ctx.counters.commit_errors.fetch_add(1, Ordering::Relaxed);
+                self.ctx
+                    .counters
+                    .commit_errors
+                    .fetch_add(1, Ordering::Relaxed);
                 Err(e)
             }
         }
@@ -452,7 +496,9 @@ impl Relay {
 
     fn shutdown(mut self) -> Result<(), String> {
         // Parked records stay uncommitted: the next relay re-reads them.
-        let result = self.commit().map_err(|e| format!("relay final commit failed: {e}"));
+        let result = self
+            .commit()
+            .map_err(|e| format!("relay final commit failed: {e}"));
         if let Err(e) = self.consumer.close() {
             log::debug!("relay leave group: {e}");
         }

@@ -83,7 +83,12 @@ fn restart_resumes_after_commit() {
 fn build_validates_and_names_the_field() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 1).unwrap();
-    let base = || Engine::builder(broker.clone()).group_id("g").topics(["t"]).handler(|_r: &Record| Outcome::Done);
+    let base = || {
+        Engine::builder(broker.clone())
+            .group_id("g")
+            .topics(["t"])
+            .handler(|_r: &Record| Outcome::Done)
+    };
     let field = |r: kafka_retry::Result<Engine>| match r {
         Err(Error::Config { field, .. }) => field,
         other => panic!("expected a config error, got {other:?}"),
@@ -92,11 +97,20 @@ fn build_validates_and_names_the_field() {
     assert_eq!(field(base().group_id("").build()), "group_id");
     assert_eq!(field(base().retry_topic("t").build()), "retry_topic");
     assert_eq!(
-        field(base().policy(RetryPolicy::new(Duration::ZERO, Duration::from_secs(1))).build()),
+        field(
+            base()
+                .policy(RetryPolicy::new(Duration::ZERO, Duration::from_secs(1)))
+                .build()
+        ),
         "retry_interval"
     );
     assert_eq!(
-        field(Engine::builder(broker.clone()).group_id("g").topics(["t"]).build()),
+        field(
+            Engine::builder(broker.clone())
+                .group_id("g")
+                .topics(["t"])
+                .build()
+        ),
         "handler"
     );
     match base().topics(["missing"]).build() {
@@ -149,9 +163,13 @@ fn watermark_waits_for_a_slow_record() {
         })
         .build()
         .unwrap();
-    broker.produce(OutRecord::new("t").key("slow-key").value("slow")).unwrap();
+    broker
+        .produce(OutRecord::new("t").key("slow-key").value("slow"))
+        .unwrap();
     for i in 0..50 {
-        broker.produce(OutRecord::new("t").key(format!("k{i}")).value("fast")).unwrap();
+        broker
+            .produce(OutRecord::new("t").key(format!("k{i}")).value("fast"))
+            .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     // Records keyed to the slow record's worker wait behind it (per-key
@@ -159,7 +177,10 @@ fn watermark_waits_for_a_slow_record() {
     while engine.stats().done < 25 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert!(engine.stats().done >= 25, "fast records finished behind the slow one");
+    assert!(
+        engine.stats().done >= 25,
+        "fast records finished behind the slow one"
+    );
     std::thread::sleep(Duration::from_millis(100)); // several commit intervals
     assert!(
         broker.committed("g", "t", 0).unwrap_or(0) == 0,
@@ -181,7 +202,9 @@ fn watermark_waits_for_a_slow_record() {
 fn slow_handlers_pause_fetching() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 2).unwrap();
-    let batch: Vec<OutRecord> = (0..20_000).map(|i| OutRecord::new("t").key(format!("k{i}")).value("v")).collect();
+    let batch: Vec<OutRecord> = (0..20_000)
+        .map(|i| OutRecord::new("t").key(format!("k{i}")).value("v"))
+        .collect();
     for r in broker.producer().unwrap().send_batch(batch) {
         r.unwrap();
     }
@@ -206,8 +229,15 @@ fn slow_handlers_pause_fetching() {
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(5)).unwrap();
     // 2 workers x 256 queued + one poll of outbox + the running ones.
-    assert!(max_in_flight <= 2 * 256 + 100 + 2 + 256, "in flight grew to {max_in_flight}");
-    assert!(stats.received < 5_000, "read {} records ahead of slow handlers", stats.received);
+    assert!(
+        max_in_flight <= 2 * 256 + 100 + 2 + 256,
+        "in flight grew to {max_in_flight}"
+    );
+    assert!(
+        stats.received < 5_000,
+        "read {} records ahead of slow handlers",
+        stats.received
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -331,7 +361,10 @@ impl Rng {
 /// ends handled or dead-lettered: duplicates are counted, losses fail.
 #[test]
 fn no_loss_across_abrupt_failures() {
-    let seed: u64 = std::env::var("KAFKA_RETRY_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let seed: u64 = std::env::var("KAFKA_RETRY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed);
     let mut rng = Rng(seed);
     let broker = MemoryBroker::new();
     broker.create_topic("in", 4).unwrap();
@@ -339,7 +372,11 @@ fn no_loss_across_abrupt_failures() {
     // Fate per record: 0..70 done, 70..85 retry once then done, 85..92 reject, 92..97 panic once, 97..100 always retry (expires).
     let fates: Vec<u64> = (0..n).map(|_| rng.next() % 100).collect();
     let batch: Vec<OutRecord> = (0..n)
-        .map(|i| OutRecord::new("in").key(format!("k{}", i % 500)).value(i.to_string()))
+        .map(|i| {
+            OutRecord::new("in")
+                .key(format!("k{}", i % 500))
+                .value(i.to_string())
+        })
         .collect();
     for r in broker.producer().unwrap().send_batch(batch) {
         r.unwrap();
@@ -365,9 +402,15 @@ fn no_loss_across_abrupt_failures() {
             .rebalance_timeout(Duration::from_secs(2))
             .revoke_timeout(Duration::from_millis(500))
             .commit_interval(Duration::from_millis(30))
-            .policy(RetryPolicy::new(Duration::from_millis(40), Duration::from_millis(400)))
+            .policy(RetryPolicy::new(
+                Duration::from_millis(40),
+                Duration::from_millis(400),
+            ))
             .handler(move |r: &Record| {
-                let id: u64 = std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap();
+                let id: u64 = std::str::from_utf8(r.value.as_deref().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
                 let tries = {
                     let mut a = a.lock().unwrap();
                     let e = a.entry(id).or_insert(0);
@@ -399,13 +442,22 @@ fn no_loss_across_abrupt_failures() {
         restarts += 1;
         let dead: HashSet<u64> = (0..4)
             .flat_map(|p| broker.records("crash-dlt", p).unwrap_or_default())
-            .map(|r| std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap())
+            .map(|r| {
+                std::str::from_utf8(r.value.as_deref().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
             .collect();
         let handled: HashSet<u64> = done.lock().unwrap().iter().copied().collect();
-        let missing = (0..n).filter(|i| !handled.contains(i) && !dead.contains(i)).count();
+        let missing = (0..n)
+            .filter(|i| !handled.contains(i) && !dead.contains(i))
+            .count();
         if missing == 0 {
             let total_done = done.lock().unwrap().len();
-            let dead_total: usize = (0..4).map(|p| broker.records("crash-dlt", p).unwrap().len()).sum();
+            let dead_total: usize = (0..4)
+                .map(|p| broker.records("crash-dlt", p).unwrap().len())
+                .sum();
             let duplicates = total_done + dead_total - n as usize;
             println!(
                 "no-loss: seed {seed:#x}, {n} records, {restarts} abrupt failures, 0 lost, {duplicates} duplicates, {:?}",
@@ -424,7 +476,10 @@ fn no_loss_across_abrupt_failures() {
             "{missing} records still missing after {restarts} restarts"
         );
     }
-    assert!(restarts >= 2, "the test must have crashed the engine more than once");
+    assert!(
+        restarts >= 2,
+        "the test must have crashed the engine more than once"
+    );
 }
 
 #[test]
@@ -452,8 +507,15 @@ fn shutdown_reports_uncommitted_work_when_the_broker_is_gone() {
     broken.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
     let err = engine.shutdown(Duration::from_secs(1)).unwrap_err();
-    assert!(t0.elapsed() < Duration::from_millis(1500), "shutdown took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
     let msg = err.to_string();
-    assert!(msg.contains("t-0@1"), "error names what was not committed: {msg}");
+    assert!(
+        msg.contains("t-0@1"),
+        "error names what was not committed: {msg}"
+    );
     let _ = unique("x");
 }

@@ -609,3 +609,55 @@ fn leave_on_drop_lets_the_other_member_take_over_quickly() {
         "takeover took {took:?}, session timeout is {session:?}"
     );
 }
+
+#[test]
+fn fetch_and_heartbeat_survive_a_connection_cut() {
+    let broker = common::TansuBroker::start_behind_proxy();
+    let topic = unique("group-cut");
+    broker.create_topic(&topic, 2);
+    let config = KafkaConfig::new(broker.bootstrap())
+        .request_timeout(Duration::from_millis(800))
+        .connect_timeout(Duration::from_millis(300))
+        .retry_backoff(Duration::from_millis(50))
+        .fetch_max_wait(Duration::from_millis(200));
+    common::init_log();
+    let kafka = KafkaTransport::connect(config).unwrap();
+    let producer = kafka.producer().unwrap();
+    produce(&producer, &topic, 2, 10, "c");
+    let mut cfg = config(&unique("g-cut"), &topic);
+    cfg.max_poll_records = 4;
+    let mut c = kafka.consumer(cfg).unwrap();
+    assert_eq!(join(&mut *c), tps(&topic, 0..2));
+    let mut records = read(&mut *c, 1, Duration::from_secs(10));
+
+    // Every connection (fetch, coordinator, heartbeat) dies; polls keep
+    // returning on time, empty, without errors.
+    broker.proxy().cut();
+    let cut = Instant::now();
+    while cut.elapsed() < Duration::from_millis(1500) {
+        let t = Instant::now();
+        match c
+            .poll(Duration::from_millis(200))
+            .expect("poll during the cut")
+        {
+            ConsumerEvent::Records(r) => records.extend(r),
+            other => panic!("unexpected {other:?} during the cut"),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "poll took {:?}",
+            t.elapsed()
+        );
+    }
+    broker.proxy().restore();
+    let n = 20 - records.len();
+    records.extend(read(&mut *c, n, Duration::from_secs(15)));
+    let expect: BTreeMap<_, _> = tps(&topic, 0..2)
+        .into_iter()
+        .map(|tp| (tp, (0, 10)))
+        .collect();
+    assert_contiguous(&records, &expect);
+    c.commit(&next_offsets(&records))
+        .expect("commit after the cut");
+    c.close().expect("close after the cut");
+}

@@ -90,7 +90,13 @@ pub fn run(
     let mut reader = transport.consumer(dlt)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut dead = Vec::new();
-    while dead.is_empty() || !finished.lock().unwrap().iter().any(|f| f == "Update order-1") {
+    while dead.is_empty()
+        || !finished
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|f| f == "Update order-1")
+    {
         if Instant::now() > deadline {
             return Err("the scenario did not finish in 30 s".into());
         }

@@ -34,7 +34,7 @@ libfuzzer_sys::fuzz_target!(|input: &[u8]| {
     let mut prev = None;
     for r in &d.records {
         assert!(r.offset >= from);
-        assert!(prev.map_or(true, |p| r.offset > p), "offsets not ascending");
+        assert!(prev < Some(r.offset), "offsets not ascending");
         assert!(r.offset < d.next_offset);
         prev = Some(r.offset);
     }
@@ -45,9 +45,13 @@ fn fix_crcs(data: &mut [u8]) {
     let mut off = 0usize;
     while let Some(head) = data.get(off..off + 12) {
         let len = i32::from_be_bytes([head[8], head[9], head[10], head[11]]);
-        let Ok(len) = usize::try_from(len) else { return };
+        let Ok(len) = usize::try_from(len) else {
+            return;
+        };
         let end = off + 12 + len;
-        let Some(batch) = data.get_mut(off..end) else { return };
+        let Some(batch) = data.get_mut(off..end) else {
+            return;
+        };
         if batch.len() >= 61 {
             let crc = crc32c::crc32c(&batch[21..]);
             batch[17..21].copy_from_slice(&crc.to_be_bytes());

@@ -27,12 +27,18 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn unique(name: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{name}-{}-{n}-{nanos}", std::process::id())
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 impl Env {
@@ -122,9 +128,18 @@ pub fn retry_redelivers_after_interval(env: &Env) {
         })
         .build()
         .unwrap();
-    env.produce(OutRecord::new(&topic).key("k").value("v").header("user", "u1"));
+    env.produce(
+        OutRecord::new(&topic)
+            .key("k")
+            .value("v")
+            .header("user", "u1"),
+    );
     assert!(
-        wait_until(Duration::from_secs(10) + env.slack * 4, || seen.lock().unwrap().len() >= 4),
+        wait_until(Duration::from_secs(10) + env.slack * 4, || seen
+            .lock()
+            .unwrap()
+            .len()
+            >= 4),
         "record not handled 4 times: {:?}",
         seen.lock().unwrap().len()
     );
@@ -132,7 +147,10 @@ pub fn retry_redelivers_after_interval(env: &Env) {
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(seen[0].1, None, "the first delivery has no retry headers");
-    let first = seen[1].1.clone().expect("first-received-at on a redelivery");
+    let first = seen[1]
+        .1
+        .clone()
+        .expect("first-received-at on a redelivery");
     for (i, w) in seen.windows(2).enumerate() {
         let gap = w[1].0 - w[0].0;
         // Due = enqueued-at (ms, after the handler returned) + interval.
@@ -142,8 +160,16 @@ pub fn retry_redelivers_after_interval(env: &Env) {
         );
     }
     for (i, s) in seen.iter().enumerate().skip(1) {
-        assert_eq!(s.1.as_deref(), Some(first.as_str()), "first-received-at changed");
-        assert_eq!(s.2.as_deref(), Some(i.to_string().as_str()), "attempts at delivery {i}");
+        assert_eq!(
+            s.1.as_deref(),
+            Some(first.as_str()),
+            "first-received-at changed"
+        );
+        assert_eq!(
+            s.2.as_deref(),
+            Some(i.to_string().as_str()),
+            "attempts at delivery {i}"
+        );
     }
     assert_eq!(stats.retried, 3);
     assert_eq!(stats.relayed, 3);
@@ -175,28 +201,46 @@ pub fn expiry_and_reject_dead_letter(env: &Env) {
             .header("user", "a")
             .header("user", "b"),
     );
-    env.produce(OutRecord::new(&topic).key("k2").value("reject").header("trace", "t"));
+    env.produce(
+        OutRecord::new(&topic)
+            .key("k2")
+            .value("reject")
+            .header("trace", "t"),
+    );
     let dlt = format!("{group}-dlt");
     let dead = env.read(&dlt, 2, Duration::from_secs(10) + env.slack * 4);
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(dead.len(), 2, "{dead:?}");
-    let rejected = dead.iter().find(|r| key_of(r) == "k2").expect("rejected record");
+    let rejected = dead
+        .iter()
+        .find(|r| key_of(r) == "k2")
+        .expect("rejected record");
     assert_eq!(header(rejected, kafka_retry::DEAD_REASON), Some("rejected"));
     assert_eq!(header(rejected, kafka_retry::REASON), Some("bad payload"));
     assert_eq!(rejected.value.as_deref(), Some(&b"reject"[..]));
     assert_eq!(rejected.headers[0], Header::new("trace", "t"));
-    let expired = dead.iter().find(|r| key_of(r) == "k1").expect("expired record");
+    let expired = dead
+        .iter()
+        .find(|r| key_of(r) == "k1")
+        .expect("expired record");
     assert_eq!(header(expired, kafka_retry::DEAD_REASON), Some("expired"));
     assert_eq!(expired.value.as_deref(), Some(&b"fail"[..]));
     // User headers first, duplicates kept, in order.
     assert_eq!(expired.headers[0], Header::new("user", "a"));
     assert_eq!(expired.headers[1], Header::new("user", "b"));
-    let first: i64 = header(expired, kafka_retry::FIRST_RECEIVED_AT).unwrap().parse().unwrap();
+    let first: i64 = header(expired, kafka_retry::FIRST_RECEIVED_AT)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(first >= sent - 5);
     // Dead-lettered after max duration, within one interval (plus delivery slack).
     let at = expired.timestamp;
-    assert!(at - first > max.as_millis() as i64, "expired early: {} ms", at - first);
+    assert!(
+        at - first > max.as_millis() as i64,
+        "expired early: {} ms",
+        at - first
+    );
     assert!(
         at - first <= (max + interval + env.slack).as_millis() as i64 + 100,
         "expired late: {} ms",
@@ -216,7 +260,10 @@ pub fn panic_is_caught_and_retried(env: &Env) {
     let engine = env
         .builder(&group, &[&topic])
         .workers(1)
-        .policy(RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(30)))
+        .policy(RetryPolicy::new(
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+        ))
         .handler(move |r: &Record| {
             let n = c.fetch_add(1, Ordering::SeqCst);
             if r.value.as_deref() == Some(b"boom") && n == 0 {
@@ -233,13 +280,18 @@ pub fn panic_is_caught_and_retried(env: &Env) {
         .unwrap();
     env.produce(OutRecord::new(&topic).value("boom"));
     env.produce(OutRecord::new(&topic).value("after"));
-    assert!(wait_until(Duration::from_secs(10) + env.slack * 4, || done.lock().unwrap().len() >= 2));
+    assert!(wait_until(Duration::from_secs(10) + env.slack * 4, || done
+        .lock()
+        .unwrap()
+        .len()
+        >= 2));
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10)).unwrap();
     let done = done.lock().unwrap().clone();
     assert!(done.contains(&"after:".to_string()), "{done:?}");
     assert!(
-        done.iter().any(|d| d.starts_with("boom:handler panicked: kaboom")),
+        done.iter()
+            .any(|d| d.starts_with("boom:handler panicked: kaboom")),
         "the retried record carries the panic as its reason: {done:?}"
     );
     assert_eq!(stats.panics, 1);
@@ -253,7 +305,10 @@ pub fn malformed_retry_headers_are_dead_lettered(env: &Env) {
     let group = unique("g-malformed");
     let engine = env
         .builder(&group, &[&topic])
-        .policy(RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(30)))
+        .policy(RetryPolicy::new(
+            Duration::from_millis(100),
+            Duration::from_secs(30),
+        ))
         .handler(|_r: &Record| Outcome::Done)
         .build()
         .unwrap();
@@ -274,31 +329,70 @@ pub fn malformed_retry_headers_are_dead_lettered(env: &Env) {
         hs
     };
     let cases: Vec<(&str, Vec<(String, String)>)> = vec![
-        ("missing", good(kafka_retry::FIRST_RECEIVED_AT, String::new())),
-        ("non-numeric", good(kafka_retry::FIRST_RECEIVED_AT, "soon".into())),
+        (
+            "missing",
+            good(kafka_retry::FIRST_RECEIVED_AT, String::new()),
+        ),
+        (
+            "non-numeric",
+            good(kafka_retry::FIRST_RECEIVED_AT, "soon".into()),
+        ),
         ("negative", good(kafka_retry::ENQUEUED_AT, "-17".into())),
-        ("future", good(kafka_retry::FIRST_RECEIVED_AT, (now + 86_400_000).to_string())),
-        ("unknown-topic", good(kafka_retry::ORIGIN_TOPIC, "no-such-topic-anywhere".into())),
-        ("other-topic", good(kafka_retry::ORIGIN_TOPIC, other.clone())),
+        (
+            "future",
+            good(
+                kafka_retry::FIRST_RECEIVED_AT,
+                (now + 86_400_000).to_string(),
+            ),
+        ),
+        (
+            "unknown-topic",
+            good(kafka_retry::ORIGIN_TOPIC, "no-such-topic-anywhere".into()),
+        ),
+        (
+            "other-topic",
+            good(kafka_retry::ORIGIN_TOPIC, other.clone()),
+        ),
         ("bad-attempts", good(kafka_retry::ATTEMPTS, "many".into())),
     ];
     let retry = format!("{group}-retry");
     for (name, hs) in &cases {
-        let mut r = OutRecord::new(&retry).key(*name).value("payload").header("user", *name);
+        let mut r = OutRecord::new(&retry)
+            .key(*name)
+            .value("payload")
+            .header("user", *name);
         for (k, v) in hs {
             r = r.header(k.clone(), v.clone());
         }
         env.produce(r);
     }
-    let dead = env.read(&format!("{group}-dlt"), cases.len(), Duration::from_secs(10) + env.slack * 4);
+    let dead = env.read(
+        &format!("{group}-dlt"),
+        cases.len(),
+        Duration::from_secs(10) + env.slack * 4,
+    );
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(dead.len(), cases.len(), "{dead:?}");
     for (name, _) in &cases {
-        let r = dead.iter().find(|r| key_of(r) == *name).unwrap_or_else(|| panic!("{name} missing"));
-        assert_eq!(header(r, kafka_retry::DEAD_REASON), Some("malformed"), "{name}");
-        assert!(!header(r, kafka_retry::REASON).unwrap_or("").is_empty(), "{name} has a reason");
-        assert_eq!(r.headers[0], Header::new("user", *name), "{name}: user header first, intact");
+        let r = dead
+            .iter()
+            .find(|r| key_of(r) == *name)
+            .unwrap_or_else(|| panic!("{name} missing"));
+        assert_eq!(
+            header(r, kafka_retry::DEAD_REASON),
+            Some("malformed"),
+            "{name}"
+        );
+        assert!(
+            !header(r, kafka_retry::REASON).unwrap_or("").is_empty(),
+            "{name} has a reason"
+        );
+        assert_eq!(
+            r.headers[0],
+            Header::new("user", *name),
+            "{name}: user header first, intact"
+        );
         assert_eq!(r.value.as_deref(), Some(&b"payload"[..]));
     }
     assert_eq!(stats.dead_lettered.malformed, cases.len() as u64);
@@ -315,7 +409,10 @@ pub fn per_key_order_holds(env: &Env) {
         .builder(&group, &[&topic])
         .workers(4)
         .handler(move |r: &Record| {
-            let v: u32 = std::str::from_utf8(r.value.as_deref().unwrap()).unwrap().parse().unwrap();
+            let v: u32 = std::str::from_utf8(r.value.as_deref().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
             s.lock().unwrap().entry(key_of(r)).or_default().push(v);
             Outcome::Done
         })
@@ -326,7 +423,11 @@ pub fn per_key_order_holds(env: &Env) {
     let per_key = 100;
     let batch: Vec<OutRecord> = (0..per_key)
         .flat_map(|i| (0..keys).map(move |k| (i, k)))
-        .map(|(i, k)| OutRecord::new(&topic).key(format!("key-{k}")).value(i.to_string()))
+        .map(|(i, k)| {
+            OutRecord::new(&topic)
+                .key(format!("key-{k}"))
+                .value(i.to_string())
+        })
         .collect();
     for r in producer.send_batch(batch) {
         r.unwrap();
@@ -354,7 +455,10 @@ pub fn two_engines_split_and_take_over(env: &Env) {
         env.builder(&group, &[&topic])
             .workers(2)
             .handler(move |r: &Record| {
-                h.lock().unwrap().push((id, String::from_utf8_lossy(r.value.as_deref().unwrap()).into()));
+                h.lock().unwrap().push((
+                    id,
+                    String::from_utf8_lossy(r.value.as_deref().unwrap()).into(),
+                ));
                 Outcome::Done
             })
             .build()
@@ -365,7 +469,9 @@ pub fn two_engines_split_and_take_over(env: &Env) {
     assert!(
         wait_until(Duration::from_secs(30) + env.slack * 10, || {
             let (sa, sb) = (a.stats(), b.stats());
-            sa.assigned_partitions > 0 && sb.assigned_partitions > 0 && sa.assigned_partitions + sb.assigned_partitions == 4
+            sa.assigned_partitions > 0
+                && sb.assigned_partitions > 0
+                && sa.assigned_partitions + sb.assigned_partitions == 4
         }),
         "the group did not settle with both members: {} + {}",
         a.stats().assigned_partitions,
@@ -374,16 +480,27 @@ pub fn two_engines_split_and_take_over(env: &Env) {
     let producer = env.transport.producer().unwrap();
     let send = |from: usize, to: usize| {
         let batch: Vec<OutRecord> = (from..to)
-            .map(|i| OutRecord::new(&topic).key(format!("k{i}")).value(i.to_string()))
+            .map(|i| {
+                OutRecord::new(&topic)
+                    .key(format!("k{i}"))
+                    .value(i.to_string())
+            })
             .collect();
         for r in producer.send_batch(batch) {
             r.unwrap();
         }
     };
     send(0, 400);
-    let distinct = |h: &Vec<(usize, String)>| h.iter().map(|(_, v)| v.clone()).collect::<HashSet<_>>().len();
+    let distinct = |h: &Vec<(usize, String)>| {
+        h.iter()
+            .map(|(_, v)| v.clone())
+            .collect::<HashSet<_>>()
+            .len()
+    };
     assert!(
-        wait_until(Duration::from_secs(30) + env.slack * 10, || distinct(&handled.lock().unwrap()) >= 400),
+        wait_until(Duration::from_secs(30) + env.slack * 10, || distinct(
+            &handled.lock().unwrap()
+        ) >= 400),
         "only {} of 400 handled",
         distinct(&handled.lock().unwrap())
     );
@@ -398,7 +515,9 @@ pub fn two_engines_split_and_take_over(env: &Env) {
     a.shutdown(Duration::from_secs(10)).unwrap();
     send(400, 800);
     assert!(
-        wait_until(Duration::from_secs(30) + env.slack * 10, || distinct(&handled.lock().unwrap()) >= 800),
+        wait_until(Duration::from_secs(30) + env.slack * 10, || distinct(
+            &handled.lock().unwrap()
+        ) >= 800),
         "after the takeover only {} of 800 handled",
         distinct(&handled.lock().unwrap())
     );
@@ -415,7 +534,9 @@ pub fn restart_resumes_after_commit(env: &Env) {
         let h = handled.clone();
         env.builder(&group, &[&topic])
             .handler(move |r: &Record| {
-                h.lock().unwrap().push(String::from_utf8_lossy(r.value.as_deref().unwrap()).into());
+                h.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(r.value.as_deref().unwrap()).into());
                 Outcome::Done
             })
             .build()
@@ -423,17 +544,35 @@ pub fn restart_resumes_after_commit(env: &Env) {
     };
     let e = make();
     for i in 0..50 {
-        env.produce(OutRecord::new(&topic).key(format!("k{i}")).value(format!("first-{i}")));
+        env.produce(
+            OutRecord::new(&topic)
+                .key(format!("k{i}"))
+                .value(format!("first-{i}")),
+        );
     }
-    assert!(wait_until(Duration::from_secs(20) + env.slack * 4, || handled.lock().unwrap().len() >= 50));
+    assert!(wait_until(
+        Duration::from_secs(20) + env.slack * 4,
+        || handled.lock().unwrap().len() >= 50
+    ));
     e.shutdown(Duration::from_secs(10)).unwrap();
     for i in 0..50 {
-        env.produce(OutRecord::new(&topic).key(format!("k{i}")).value(format!("second-{i}")));
+        env.produce(
+            OutRecord::new(&topic)
+                .key(format!("k{i}"))
+                .value(format!("second-{i}")),
+        );
     }
     let e = make();
-    assert!(wait_until(Duration::from_secs(20) + env.slack * 4, || handled.lock().unwrap().len() >= 100));
+    assert!(wait_until(
+        Duration::from_secs(20) + env.slack * 4,
+        || handled.lock().unwrap().len() >= 100
+    ));
     std::thread::sleep(Duration::from_millis(300));
     e.shutdown(Duration::from_secs(10)).unwrap();
     let h = handled.lock().unwrap();
-    assert_eq!(h.len(), 100, "a record of the first round was handled again after a clean restart");
+    assert_eq!(
+        h.len(),
+        100,
+        "a record of the first round was handled again after a clean restart"
+    );
 }

@@ -85,7 +85,7 @@ fn now_ms() -> i64 {
 /// in-process member is alive until it is closed or dropped
 /// ([`ConsumerConfig::session_timeout`] is ignored). The rebalance timeout is
 /// honoured: a member that does not poll within it during a rebalance is
-/// evicted and sees [`ConsumerEvent::Lost`].
+/// evicted and sees [`ConsumerEvent::Lost`](crate::ConsumerEvent::Lost).
 ///
 /// ```
 /// use std::time::Duration;
