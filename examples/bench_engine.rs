@@ -130,7 +130,7 @@ fn produce_all(
 ) -> Result<(), BoxError> {
     let producer = broker.producer()?;
     let mut chunk = Vec::with_capacity(10_000);
-    let mut flush = |chunk: &mut Vec<OutRecord>| -> Result<(), BoxError> {
+    let flush = |chunk: &mut Vec<OutRecord>| -> Result<(), BoxError> {
         for r in producer.send_batch(std::mem::take(chunk)) {
             r?;
         }

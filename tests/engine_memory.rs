@@ -335,7 +335,7 @@ impl Producer for FaultyProducer {
     fn send(&self, record: OutRecord) -> kafka_retry::Result<Delivered> {
         let n = self.sends.fetch_add(1, Ordering::SeqCst);
         if self.broken.load(Ordering::SeqCst) {
-            if n % 2 == 0 {
+            if n.is_multiple_of(2) {
                 // Written, but the acknowledgement is lost.
                 let _ = self.inner.send(record);
             }

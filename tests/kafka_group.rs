@@ -615,13 +615,13 @@ fn fetch_and_heartbeat_survive_a_connection_cut() {
     let broker = common::TansuBroker::start_behind_proxy();
     let topic = unique("group-cut");
     broker.create_topic(&topic, 2);
-    let config = KafkaConfig::new(broker.bootstrap())
+    let settings = KafkaConfig::new(broker.bootstrap())
         .request_timeout(Duration::from_millis(800))
         .connect_timeout(Duration::from_millis(300))
         .retry_backoff(Duration::from_millis(50))
         .fetch_max_wait(Duration::from_millis(200));
     common::init_log();
-    let kafka = KafkaTransport::connect(config).unwrap();
+    let kafka = KafkaTransport::connect(settings).unwrap();
     let producer = kafka.producer().unwrap();
     produce(&producer, &topic, 2, 10, "c");
     let mut cfg = config(&unique("g-cut"), &topic);

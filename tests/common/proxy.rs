@@ -130,7 +130,7 @@ impl Proxy {
         self.shared.cut.store(true, Ordering::SeqCst);
         let conns: Vec<Conn> = lock(&self.shared.live).drain(..).collect();
         for c in &conns {
-            let _ = c;
+            c.close();
         }
     }
 

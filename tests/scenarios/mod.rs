@@ -108,7 +108,9 @@ pub fn retry_redelivers_after_interval(env: &Env) {
     let topic = env.topic("orders", 2);
     let group = unique("g-retry");
     let interval = Duration::from_millis(300);
-    let seen: Arc<Mutex<Vec<(Instant, Option<String>, Option<String>)>>> = Arc::default();
+    // (when, first-received-at, attempts) per delivery.
+    type Seen = Vec<(Instant, Option<String>, Option<String>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
     let s = seen.clone();
     let engine = env
         .builder(&group, &[&topic])

@@ -1078,11 +1078,15 @@ fn heartbeat_loop(
     interval: Duration,
     timeout: Duration,
 ) {
-    let backoff = client
-        .config()
-        .retry_backoff
-        .max(Duration::from_millis(20))
-        .min(interval);
+    let base_backoff = client.config().retry_backoff.max(Duration::from_millis(20));
+    // Consecutive failures: the retry delay doubles from `retry_backoff` up
+    // to the heartbeat interval, and only the first failure is a warning.
+    let mut failures: u32 = 0;
+    let backoff = |failures: u32| {
+        base_backoff
+            .saturating_mul(1 << failures.min(16))
+            .min(interval)
+    };
     let mut coord = Coordinator::new(client, group.clone(), &client_id);
     let mut seen_epoch = u64::MAX;
     let mut next = Instant::now();
@@ -1126,28 +1130,67 @@ fn heartbeat_loop(
             req
         });
         next = Instant::now() + interval;
+        let failed = |failures: &mut u32, what: &str| {
+            if *failures == 0 {
+                log::warn!("group {group}: heartbeat failed: {what}; retrying");
+            } else {
+                log::debug!("group {group}: heartbeat failed again: {what}");
+            }
+            *failures = failures.saturating_add(1);
+        };
         match reply.map(|(_, r)| r.error_code) {
-            Ok(0) => {}
-            Ok(code::REBALANCE_IN_PROGRESS) => {
-                log::debug!("group {group}: heartbeat: rebalance in progress");
-                signals.report(&target, Signal::Rebalance);
+            Ok(c) if c != code::COORDINATOR_LOAD_IN_PROGRESS && failures > 0 => {
+                log::info!("group {group}: heartbeats work again after {failures} failures");
+                failures = 0;
+                handle_heartbeat_code(&group, &signals, &target, c, &mut coord);
             }
-            Ok(c @ (code::ILLEGAL_GENERATION | code::UNKNOWN_MEMBER_ID)) => {
-                log::debug!("group {group}: heartbeat: fenced ({})", code_name(c));
-                signals.report(&target, Signal::Fenced(c));
+            Ok(code::COORDINATOR_LOAD_IN_PROGRESS) => {
+                failures = failures.saturating_add(1);
+                next = Instant::now() + backoff(failures);
             }
-            Ok(c @ (code::COORDINATOR_NOT_AVAILABLE | code::NOT_COORDINATOR)) => {
-                log::debug!("group {group}: heartbeat: {}; rediscovering", code_name(c));
-                coord.reset();
-                next = Instant::now() + backoff;
+            Ok(c) => {
+                if !handle_heartbeat_code(&group, &signals, &target, c, &mut coord) {
+                    failed(&mut failures, &code_name(c));
+                    next = Instant::now() + backoff(failures);
+                }
             }
-            Ok(code::COORDINATOR_LOAD_IN_PROGRESS) => next = Instant::now() + backoff,
-            Ok(c) => log::warn!("group {group}: heartbeat: error {c} ({})", code_name(c)),
             Err(e) => {
-                log::warn!("group {group}: heartbeat failed: {e}; reconnecting");
                 coord.reset();
-                next = Instant::now() + backoff;
+                failed(&mut failures, &e.to_string());
+                next = Instant::now() + backoff(failures);
             }
+        }
+    }
+}
+
+/// Acts on a heartbeat reply's code; false when the heartbeat should be
+/// retried soon (the coordinator moved).
+fn handle_heartbeat_code(
+    group: &str,
+    signals: &Signals,
+    target: &Generation,
+    code: i16,
+    coord: &mut Coordinator,
+) -> bool {
+    match code {
+        0 => true,
+        code::REBALANCE_IN_PROGRESS => {
+            log::debug!("group {group}: heartbeat: rebalance in progress");
+            signals.report(target, Signal::Rebalance);
+            true
+        }
+        c @ (code::ILLEGAL_GENERATION | code::UNKNOWN_MEMBER_ID) => {
+            log::debug!("group {group}: heartbeat: fenced ({})", code_name(c));
+            signals.report(target, Signal::Fenced(c));
+            true
+        }
+        code::COORDINATOR_NOT_AVAILABLE | code::NOT_COORDINATOR => {
+            coord.reset();
+            false
+        }
+        c => {
+            log::warn!("group {group}: heartbeat: error {c} ({})", code_name(c));
+            true
         }
     }
 }

@@ -183,29 +183,11 @@ pub(crate) fn encode_batch(
             .ok_or_else(|| fail("batch too large".into()))?;
     }
 
-    let mut raw = Vec::with_capacity(records_len);
-    for (i, r) in records.iter().enumerate() {
-        let ts_delta = timestamp(r).wrapping_sub(base_ts);
-        // Cannot fail: checked in the sizing pass above.
-        let body = record_body_len(r, ts_delta, i as i32).unwrap_or(0);
-        put_varint(&mut raw, body as i32);
-        raw.push(0); // record attributes: unused
-        put_varlong(&mut raw, ts_delta);
-        put_varint(&mut raw, i as i32);
-        put_nullable(&mut raw, r.key.as_deref());
-        put_nullable(&mut raw, r.value.as_deref());
-        put_varint(&mut raw, r.headers.len() as i32);
-        for h in &r.headers {
-            put_varint(&mut raw, h.key.len() as i32);
-            raw.extend_from_slice(&h.key);
-            put_nullable(&mut raw, h.value.as_deref());
-        }
-    }
-
+    // Uncompressed records go straight after the header (one buffer, one
+    // allocation); compressed ones are built apart, then compressed into it.
     let mut out = match compression {
-        // Uncompressed: reuse `raw`'s allocation idea, one buffer for all.
-        Compression::None => Vec::with_capacity(HEADER_LEN + raw.len()),
-        _ => Vec::with_capacity(HEADER_LEN + raw.len() / 2 + 64),
+        Compression::None => Vec::with_capacity(HEADER_LEN + records_len),
+        _ => Vec::with_capacity(HEADER_LEN + records_len / 2 + 64),
     };
     out.extend_from_slice(&0i64.to_be_bytes()); // base_offset
     out.extend_from_slice(&0i32.to_be_bytes()); // length, patched below
@@ -222,10 +204,15 @@ pub(crate) fn encode_batch(
     out.extend_from_slice(&count.to_be_bytes());
     debug_assert_eq!(out.len(), HEADER_LEN);
 
-    match compression {
-        Compression::None => out.extend_from_slice(&raw),
-        _ => deflate(compression, &raw, &mut out)
-            .map_err(|e| fail(format!("{}: {e}", compression.name())))?,
+    if compression == Compression::None {
+        write_records(&mut out, records, now_ms, base_ts);
+        debug_assert_eq!(out.len(), HEADER_LEN + records_len, "sizing pass");
+    } else {
+        let mut raw = Vec::with_capacity(records_len);
+        write_records(&mut raw, records, now_ms, base_ts);
+        debug_assert_eq!(raw.len(), records_len, "sizing pass");
+        deflate(compression, &raw, &mut out)
+            .map_err(|e| fail(format!("{}: {e}", compression.name())))?;
     }
 
     let length = i32::try_from(out.len() - LOG_OVERHEAD)
@@ -234,6 +221,27 @@ pub(crate) fn encode_batch(
     let crc = crc32c::crc32c(&out[OFF_ATTRIBUTES..]);
     out[OFF_CRC..OFF_ATTRIBUTES].copy_from_slice(&crc.to_be_bytes());
     Ok(Bytes::from(out))
+}
+
+/// Appends the records (offset deltas 0..n). Every length was checked to fit
+/// an i32 by `record_body_len` beforehand.
+fn write_records(buf: &mut Vec<u8>, records: &[OutRecord], now_ms: i64, base_ts: i64) {
+    for (i, r) in records.iter().enumerate() {
+        let ts_delta = r.timestamp.unwrap_or(now_ms).wrapping_sub(base_ts);
+        let body = record_body_len(r, ts_delta, i as i32).unwrap_or(0);
+        put_varint(buf, body as i32);
+        buf.push(0); // record attributes: unused
+        put_varlong(buf, ts_delta);
+        put_varint(buf, i as i32);
+        put_nullable(buf, r.key.as_deref());
+        put_nullable(buf, r.value.as_deref());
+        put_varint(buf, r.headers.len() as i32);
+        for h in &r.headers {
+            put_varint(buf, h.key.len() as i32);
+            buf.extend_from_slice(&h.key);
+            put_nullable(buf, h.value.as_deref());
+        }
+    }
 }
 
 /// Bytes of a record after its length varint.

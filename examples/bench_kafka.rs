@@ -1,0 +1,615 @@
+//! Kafka client benchmark: our client next to librdkafka, through the same
+//! broker. Prints numbers; it is not a test.
+//!
+//! Run (starts a throw-away Tansu broker, builds in release mode, a few
+//! minutes on 2 cores):
+//!
+//! ```text
+//! scripts/bench-kafka                      # every section
+//! scripts/bench-kafka produce consume join # or some of them
+//! ```
+//!
+//! which is `scripts/test-broker cargo run --release --example bench_kafka --
+//! [sections]`. `KAFKA_BOOTSTRAP` names the broker; `KAFKA_RETRY_PYTHON` a
+//! python with confluent-kafka (scripts/python-peers), which runs
+//! `benches/librdkafka_bench.py` for the librdkafka rows; without it only our
+//! numbers are printed.
+//!
+//! Workload (the same for both clients): keyed records (`key-00042`, 10,000
+//! distinct keys, Java's murmur2 partitioner on both sides), one 16-byte
+//! header, 100-byte and 1 KiB values, acks=all, linger 5 ms, no compression,
+//! topics with 6 partitions; each client writes its own topics. Every
+//! measurement runs once, after a warm-up. Knobs (environment):
+//! `BENCH_N_SMALL` (200000 records at 100 B), `BENCH_N_LARGE` (50000 at
+//! 1 KiB), `BENCH_CHUNK` (10000 records per `send_batch`),
+//! `BENCH_SEND_THREADS` (`4,64`: one concurrent-`send` run per count),
+//! `BENCH_POLL_RECORDS` (1000, our `max_poll_records`; librdkafka's
+//! `consume(num_messages=1000)`), `BENCH_SESSION_MS` (6000, both consumers).
+//!
+//! - `produce`: ours with `send_batch` in chunks from one thread (as the
+//!   relay does) and with `send` from N threads (as handler workers do);
+//!   librdkafka with `produce()` + `poll(0)` in a Python loop and a final
+//!   `flush()`. Records are built inside the timed loop on both sides.
+//! - `consume`: a new group member reads a topic from the beginning
+//!   (earliest reset) until it has every record; throughput counts from the
+//!   first record to the last, so the join is excluded. Both clients read
+//!   the topic librdkafka wrote and the one our `send_batch` wrote (needs
+//!   `produce` in the same run).
+//! - `join`: time from creating a new group member to its assignment and to
+//!   its first record (Tansu completes a join after about half the session
+//!   timeout; both use `BENCH_SESSION_MS`).
+//!
+//! MB/s counts value bytes (10^6 bytes), not keys, headers or framing.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kafka_retry::{
+    ConsumerConfig, ConsumerEvent, Header, KafkaConfig, KafkaTransport, OutRecord, Producer,
+    Transport,
+};
+
+type BoxError = Box<dyn std::error::Error>;
+
+const PARTITIONS: i32 = 6;
+const KEYS: usize = 10_000;
+const HEADER_KEY: &str = "trace";
+const HEADER_VALUE: &[u8] = b"0123456789abcdef";
+const LINGER: Duration = Duration::from_millis(5);
+const BATCH_SIZE: usize = 1024 * 1024;
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/librdkafka_bench.py");
+
+/// One throughput result.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    records: u64,
+    value_bytes: u64,
+    seconds: f64,
+}
+
+impl Rate {
+    fn per_sec(&self) -> f64 {
+        self.records as f64 / self.seconds
+    }
+    fn mb_per_sec(&self) -> f64 {
+        self.value_bytes as f64 / 1e6 / self.seconds
+    }
+    fn show(&self) -> String {
+        format!(
+            "{} rec/s, {:.1} MB/s",
+            human(self.per_sec()),
+            self.mb_per_sec()
+        )
+    }
+}
+
+/// What one consumer run saw.
+#[derive(Debug, Clone, Copy)]
+struct ConsumeRun {
+    rate: Rate,
+    /// Start to assignment.
+    join: f64,
+    /// Start to the first record.
+    first: f64,
+}
+
+/// A table row: what, ours, librdkafka, and whether bigger is better.
+enum Row {
+    Rate(String, Option<Rate>, Option<Rate>),
+    Secs(String, Option<f64>, Option<f64>),
+}
+
+fn human(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default)
+}
+
+struct Bench {
+    kafka: KafkaTransport,
+    bootstrap: String,
+    python: Option<String>,
+    run_id: String,
+    keys: Vec<Bytes>,
+    chunk: usize,
+    send_threads: Vec<usize>,
+    poll_records: usize,
+    session: Duration,
+}
+
+impl Bench {
+    fn topic(&self, name: &str) -> String {
+        format!("bench-{}-{name}", self.run_id)
+    }
+
+    fn create(&self, topic: &str) -> Result<(), BoxError> {
+        self.kafka.create_topic(topic, PARTITIONS, -1)?;
+        // Wait until metadata knows it (the broker may lag the create).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.kafka.partition_count(topic)? != Some(PARTITIONS) {
+            if Instant::now() > deadline {
+                return Err(format!("topic {topic} has no {PARTITIONS} partitions").into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    fn record(&self, topic: &str, i: usize, value: &Bytes) -> OutRecord {
+        let mut r = OutRecord::new(topic);
+        r.key = Some(self.keys[i % self.keys.len()].clone());
+        r.value = Some(value.clone());
+        r.headers
+            .push(Header::new(HEADER_KEY, Bytes::from_static(HEADER_VALUE)));
+        r
+    }
+
+    /// `count` records through `send_batch`, `chunk` at a time, one thread.
+    fn produce_batch(
+        &self,
+        producer: &dyn Producer,
+        topic: &str,
+        count: usize,
+        value: &Bytes,
+    ) -> Result<Rate, BoxError> {
+        let start = Instant::now();
+        let mut i = 0;
+        while i < count {
+            let n = self.chunk.min(count - i);
+            let batch: Vec<OutRecord> = (i..i + n).map(|j| self.record(topic, j, value)).collect();
+            for r in producer.send_batch(batch) {
+                r.map_err(|e| format!("send_batch to {topic}: {e}"))?;
+            }
+            i += n;
+        }
+        Ok(Rate {
+            records: count as u64,
+            value_bytes: (count * value.len()) as u64,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// `count` records through `send`, from `threads` threads pulling record
+    /// numbers from a shared counter.
+    fn produce_send(
+        self: &Arc<Self>,
+        producer: &Arc<dyn Producer>,
+        topic: &str,
+        count: usize,
+        value: &Bytes,
+        threads: usize,
+    ) -> Result<Rate, BoxError> {
+        let next = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (me, producer, next) = (self.clone(), producer.clone(), next.clone());
+                let (topic, value) = (topic.to_string(), value.clone());
+                std::thread::spawn(move || -> Result<(), String> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= count {
+                            return Ok(());
+                        }
+                        producer
+                            .send(me.record(&topic, i, &value))
+                            .map_err(|e| format!("send to {topic}: {e}"))?;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| "a send thread panicked")??;
+        }
+        Ok(Rate {
+            records: count as u64,
+            value_bytes: (count * value.len()) as u64,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// A new group member reads `count` records of `topic` from the start.
+    fn consume(&self, topic: &str, count: usize) -> Result<ConsumeRun, BoxError> {
+        let mut config = ConsumerConfig::new(self.topic(&format!("g{}", unique())), [topic]);
+        config.session_timeout = self.session;
+        config.rebalance_timeout = Duration::from_secs(10);
+        config.max_poll_records = self.poll_records;
+        let start = Instant::now();
+        let mut consumer = self.kafka.consumer(config)?;
+        let deadline = start + Duration::from_secs(120);
+        let (mut join, mut first) = (None, None);
+        let (mut got, mut bytes) = (0usize, 0u64);
+        while got < count {
+            if Instant::now() > deadline {
+                return Err(
+                    format!("consume {topic}: {got} of {count} records after 120 s").into(),
+                );
+            }
+            match consumer.poll(Duration::from_millis(500))? {
+                ConsumerEvent::Assigned(_) => {
+                    join.get_or_insert_with(|| start.elapsed());
+                }
+                ConsumerEvent::Records(records) => {
+                    if !records.is_empty() {
+                        first.get_or_insert_with(Instant::now);
+                    }
+                    got += records.len();
+                    bytes += records
+                        .iter()
+                        .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
+                        .sum::<u64>();
+                }
+                ev => return Err(format!("consume {topic}: unexpected {ev:?}").into()),
+            }
+        }
+        let last = Instant::now();
+        let _ = consumer.close();
+        let first = first.unwrap_or(last);
+        Ok(ConsumeRun {
+            rate: Rate {
+                records: got as u64,
+                value_bytes: bytes,
+                seconds: (last - first).as_secs_f64(),
+            },
+            join: join.map_or(f64::NAN, |d| d.as_secs_f64()),
+            first: (first - start).as_secs_f64(),
+        })
+    }
+
+    /// Runs `benches/librdkafka_bench.py`; None (and a message) without python.
+    fn python(&self, args: &[String]) -> Result<Option<serde_json::Value>, BoxError> {
+        let Some(py) = &self.python else {
+            return Ok(None);
+        };
+        let out = Command::new(py)
+            .arg(SCRIPT)
+            .args(args)
+            .args(["--bootstrap", &self.bootstrap])
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "{SCRIPT} {}: {}: {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+            .into());
+        }
+        Ok(Some(serde_json::from_slice(&out.stdout)?))
+    }
+
+    fn rdk_produce(
+        &self,
+        topic: &str,
+        count: usize,
+        value_bytes: usize,
+        warm: &str,
+        warm_count: usize,
+    ) -> Result<Option<Rate>, BoxError> {
+        let args: Vec<String> = [
+            "produce",
+            "--topic",
+            topic,
+            "--count",
+            &count.to_string(),
+            "--value-bytes",
+            &value_bytes.to_string(),
+            "--keys",
+            &KEYS.to_string(),
+            "--warmup-topic",
+            warm,
+            "--warmup-count",
+            &warm_count.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let Some(v) = self.python(&args)? else {
+            return Ok(None);
+        };
+        if v["errors"].as_u64().unwrap_or(0) > 0 {
+            return Err(format!("librdkafka produce: delivery errors: {v}").into());
+        }
+        Ok(Some(Rate {
+            records: v["records"].as_u64().unwrap_or(0),
+            value_bytes: v["value_bytes"].as_u64().unwrap_or(0),
+            seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
+        }))
+    }
+
+    fn rdk_consume(&self, topic: &str, count: usize) -> Result<Option<ConsumeRun>, BoxError> {
+        let args: Vec<String> = [
+            "consume",
+            "--topic",
+            topic,
+            "--count",
+            &count.to_string(),
+            "--group",
+            &self.topic(&format!("g{}", unique())),
+            "--session-timeout-ms",
+            &self.session.as_millis().to_string(),
+            "--batch",
+            &self.poll_records.to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let Some(v) = self.python(&args)? else {
+            return Ok(None);
+        };
+        Ok(Some(ConsumeRun {
+            rate: Rate {
+                records: v["records"].as_u64().unwrap_or(0),
+                value_bytes: v["value_bytes"].as_u64().unwrap_or(0),
+                seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
+            },
+            join: v["join_s"].as_f64().unwrap_or(f64::NAN),
+            first: v["first_s"].as_f64().unwrap_or(f64::NAN),
+        }))
+    }
+}
+
+fn unique() -> u64 {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::Relaxed) as u64
+}
+
+fn value_of(size: usize) -> Bytes {
+    (0..size)
+        .map(|i| ((i * 7) % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+fn size_name(size: usize) -> String {
+    if size >= 1024 && size % 1024 == 0 {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+fn main() -> Result<(), BoxError> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s || a == "all");
+    let bootstrap = std::env::var("KAFKA_BOOTSTRAP")
+        .map_err(|_| "KAFKA_BOOTSTRAP is not set: run through scripts/bench-kafka")?;
+    let python = std::env::var("KAFKA_RETRY_PYTHON")
+        .ok()
+        .filter(|s| !s.is_empty());
+    if python.is_none() {
+        eprintln!("bench_kafka: KAFKA_RETRY_PYTHON is not set: librdkafka rows are skipped");
+    }
+    let sizes = [
+        (100usize, env_usize("BENCH_N_SMALL", 200_000)),
+        (1024usize, env_usize("BENCH_N_LARGE", 50_000)),
+    ];
+    let send_threads: Vec<usize> = std::env::var("BENCH_SEND_THREADS")
+        .unwrap_or_else(|_| "4,64".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .collect();
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() % 100_000)
+    );
+    let bench = Arc::new(Bench {
+        // The defaults, spelled out: they are what the table compares.
+        kafka: KafkaTransport::connect(
+            KafkaConfig::new(&bootstrap)
+                .acks(-1)
+                .linger(LINGER)
+                .batch_size(BATCH_SIZE),
+        )?,
+        bootstrap: bootstrap.clone(),
+        python,
+        run_id,
+        keys: (0..KEYS)
+            .map(|k| Bytes::from(format!("key-{k:05}")))
+            .collect(),
+        chunk: env_usize("BENCH_CHUNK", 10_000).max(1),
+        send_threads,
+        poll_records: env_usize("BENCH_POLL_RECORDS", 1000).max(1),
+        session: Duration::from_millis(env_usize("BENCH_SESSION_MS", 6000) as u64),
+    });
+    println!(
+        "bench_kafka: broker {bootstrap} ({}), {} cores; {PARTITIONS} partitions, {KEYS} keys, \
+         one {}-byte header, acks=all, linger {LINGER:?}, batch_size {BATCH_SIZE} B; send_batch chunk {}; \
+         max_poll_records {}; session timeout {:?}",
+        std::env::var("KAFKA_RETRY_BROKER").unwrap_or_else(|_| "?".into()),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        HEADER_KEY.len() + HEADER_VALUE.len(),
+        bench.chunk,
+        bench.poll_records,
+        bench.session,
+    );
+
+    let mut rows: Vec<Row> = Vec::new();
+    // Topics written by librdkafka and by our send_batch, per value size.
+    let mut written: Vec<(usize, usize, String, String)> = Vec::new();
+
+    if want("produce") {
+        let producer = bench.kafka.producer()?;
+        // Warm-up: connections, metadata, broker-side topic state, allocator.
+        let warm_ours = bench.topic("warm-ours");
+        let warm_rdk = bench.topic("warm-rdk");
+        bench.create(&warm_ours)?;
+        bench.create(&warm_rdk)?;
+        let warm_value = value_of(100);
+        bench.produce_batch(&*producer, &warm_ours, 20_000, &warm_value)?;
+        bench.produce_send(&producer, &warm_ours, 2_000, &warm_value, 64)?;
+        for &(size, count) in &sizes {
+            let value = value_of(size);
+            let name = size_name(size);
+            let t_batch = bench.topic(&format!("{size}-batch"));
+            let t_rdk = bench.topic(&format!("{size}-rdk"));
+            bench.create(&t_batch)?;
+            bench.create(&t_rdk)?;
+
+            let ours = bench.produce_batch(&*producer, &t_batch, count, &value)?;
+            println!(
+                "produce {name} x {count}: ours send_batch({}): {}",
+                bench.chunk,
+                ours.show()
+            );
+            let rdk = bench.rdk_produce(&t_rdk, count, size, &warm_rdk, 20_000)?;
+            if let Some(r) = rdk {
+                println!("produce {name} x {count}: librdkafka:        {}", r.show());
+            }
+            rows.push(Row::Rate(
+                format!("produce {name}, send_batch({}) x1 thread", bench.chunk),
+                Some(ours),
+                rdk,
+            ));
+            for &threads in &bench.send_threads {
+                let t_send = bench.topic(&format!("{size}-send{threads}"));
+                bench.create(&t_send)?;
+                let ours = bench.produce_send(&producer, &t_send, count, &value, threads)?;
+                println!(
+                    "produce {name} x {count}: ours send x{threads} threads: {}",
+                    ours.show()
+                );
+                rows.push(Row::Rate(
+                    format!("produce {name}, send x{threads} threads"),
+                    Some(ours),
+                    rdk,
+                ));
+            }
+            written.push((size, count, t_rdk, t_batch));
+        }
+    }
+
+    let mut joins: Vec<(Option<ConsumeRun>, Option<ConsumeRun>)> = Vec::new();
+    if want("consume") || want("join") {
+        if written.is_empty() {
+            // Without `produce`: write the librdkafka-shaped topics with ours.
+            let producer = bench.kafka.producer()?;
+            for &(size, count) in &sizes {
+                let t = bench.topic(&format!("{size}-batch"));
+                bench.create(&t)?;
+                bench.produce_batch(&*producer, &t, count, &value_of(size))?;
+                written.push((size, count, String::new(), t));
+            }
+        }
+        // Warm-up: one join each on a small topic.
+        let warm = bench.topic("warm-consume");
+        bench.create(&warm)?;
+        bench.produce_batch(&*bench.kafka.producer()?, &warm, 10_000, &value_of(100))?;
+        bench.consume(&warm, 10_000)?;
+        bench.rdk_consume(&warm, 10_000)?;
+        for (size, count, t_rdk, t_batch) in &written {
+            let name = size_name(*size);
+            for (topic, writer) in [(t_rdk, "librdkafka"), (t_batch, "our send_batch")] {
+                if topic.is_empty() {
+                    continue;
+                }
+                let ours = bench.consume(topic, *count)?;
+                let rdk = bench.rdk_consume(topic, *count)?;
+                println!(
+                    "consume {name} x {count} (written by {writer}): ours {} (join {:.2} s, \
+                     first record {:.2} s); librdkafka {}",
+                    ours.rate.show(),
+                    ours.join,
+                    ours.first,
+                    rdk.map_or("-".into(), |r| format!(
+                        "{} (join {:.2} s, first record {:.2} s)",
+                        r.rate.show(),
+                        r.join,
+                        r.first
+                    )),
+                );
+                if ours.rate.records != *count as u64 {
+                    println!(
+                        "  note: ours read {} records, {count} expected",
+                        ours.rate.records
+                    );
+                }
+                rows.push(Row::Rate(
+                    format!("consume {name} (topic written by {writer})"),
+                    Some(ours.rate),
+                    rdk.map(|r| r.rate),
+                ));
+                joins.push((Some(ours), rdk));
+            }
+        }
+    }
+    if want("join") && !joins.is_empty() {
+        let mean = |f: &dyn Fn(&ConsumeRun) -> f64, ours: bool| -> Option<f64> {
+            let v: Vec<f64> = joins
+                .iter()
+                .filter_map(|(o, r)| if ours { *o } else { *r })
+                .map(|r| f(&r))
+                .filter(|x| x.is_finite())
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let n = joins.len();
+        rows.push(Row::Secs(
+            format!("new member: start -> assigned (mean of {n})"),
+            mean(&|r| r.join, true),
+            mean(&|r| r.join, false),
+        ));
+        rows.push(Row::Secs(
+            format!("new member: start -> first record (mean of {n})"),
+            mean(&|r| r.first, true),
+            mean(&|r| r.first, false),
+        ));
+    }
+
+    print_table(&rows, bench.session);
+    Ok(())
+}
+
+fn print_table(rows: &[Row], session: Duration) {
+    println!();
+    println!(
+        "Through one Tansu broker, 6 partitions, acks=all; ratio > 1 means ours is faster \
+         (ours/librdkafka for rates, librdkafka/ours for times); session timeout {:?} for both.",
+        session
+    );
+    println!();
+    println!("| measurement | ours | librdkafka | ratio |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        match row {
+            Row::Rate(what, ours, rdk) => {
+                let ratio = match (ours, rdk) {
+                    (Some(o), Some(r)) => format!("{:.2}x", o.per_sec() / r.per_sec()),
+                    _ => "-".into(),
+                };
+                println!(
+                    "| {what} | {} | {} | {ratio} |",
+                    ours.map_or("-".into(), |r| r.show()),
+                    rdk.map_or("-".into(), |r| r.show())
+                );
+            }
+            Row::Secs(what, ours, rdk) => {
+                let ratio = match (ours, rdk) {
+                    (Some(o), Some(r)) => format!("{:.2}x", r / o),
+                    _ => "-".into(),
+                };
+                let show = |x: &Option<f64>| x.map_or("-".into(), |s| format!("{s:.2} s"));
+                println!("| {what} | {} | {} | {ratio} |", show(ours), show(rdk));
+            }
+        }
+    }
+}
