@@ -20,7 +20,8 @@ diagnostics go to stderr. Exit status: 0 ok, 1 error, 2 timeout.
         consume(num_messages=batch) until N records arrived.
         -> {"records", "value_bytes", "join_s" (constructor to on_assign),
             "first_s" (constructor to the first record),
-            "seconds" (first record to last)}
+            "seconds" (first record to last),
+            "from_assign_s" (on_assign to last record)}
 """
 
 import argparse
@@ -144,6 +145,7 @@ def consume(ck, args):
         "join_s": (assigned[0] - start) if assigned[0] is not None else None,
         "first_s": first - start,
         "seconds": last - first,
+        "from_assign_s": last - (assigned[0] if assigned[0] is not None else first),
     }
 
 

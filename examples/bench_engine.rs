@@ -3,6 +3,7 @@
 //! Run: `cargo run --release --example bench_engine` (all sections, about a
 //! minute on 2 cores), or name sections:
 //! `cargo run --release --example bench_engine -- memory lateness throughput blocking`.
+//! `tp0` / `tp10` run only the 0% / 10% throughput rows.
 //! `BENCH_N=500000` shrinks the 0%-retry throughput runs (for profiling).
 //!
 //! Sections:
@@ -58,8 +59,12 @@ fn main() -> Result<(), BoxError> {
     if want("lateness") {
         lateness(&mut summary)?;
     }
-    if want("throughput") {
-        throughput(&mut summary)?;
+    let (tp0, tp10) = (
+        want("throughput") || want("tp0"),
+        want("throughput") || want("tp10"),
+    );
+    if tp0 || tp10 {
+        throughput(&mut summary, tp0, tp10)?;
     }
     if want("blocking") {
         blocking(&mut summary)?;
@@ -548,7 +553,7 @@ fn header_row() {
     );
 }
 
-fn throughput(summary: &mut Vec<String>) -> Result<(), BoxError> {
+fn throughput(summary: &mut Vec<String>, tp0: bool, tp10: bool) -> Result<(), BoxError> {
     let n0: u64 = std::env::var("BENCH_N")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -564,7 +569,7 @@ fn throughput(summary: &mut Vec<String>) -> Result<(), BoxError> {
     let mut best10 = (0.0f64, 0);
     let mut line0 = Vec::new();
     let mut line10 = Vec::new();
-    for workers in [1, 2, 4] {
+    for workers in [1, 2, 4].into_iter().filter(|_| tp0) {
         let r = run(n0, workers, Mode::NoRetry, interval)?;
         print_run("0% retries", workers, &r);
         line0.push(format!("{}w {:.0}", workers, r.rate()));
@@ -572,7 +577,7 @@ fn throughput(summary: &mut Vec<String>) -> Result<(), BoxError> {
             best0 = (r.rate(), workers);
         }
     }
-    for workers in [1, 2, 4] {
+    for workers in [1, 2, 4].into_iter().filter(|_| tp10) {
         let r = run(n10, workers, Mode::Retry, interval)?;
         print_run("10% retries (non-blocking)", workers, &r);
         line10.push(format!("{}w {:.0}", workers, r.rate()));
@@ -580,16 +585,20 @@ fn throughput(summary: &mut Vec<String>) -> Result<(), BoxError> {
             best10 = (r.rate(), workers);
         }
     }
-    summary.push(format!(
-        "throughput 0% retries, N={n0}: {} rec/s (best {:.0} with {} workers; goal 1,000,000)",
-        line0.join(", "),
-        best0.0,
-        best0.1
-    ));
-    summary.push(format!(
+    if tp0 {
+        summary.push(format!(
+            "throughput 0% retries, N={n0}: {} rec/s (best {:.0} with {} workers; goal 1,000,000)",
+            line0.join(", "),
+            best0.0,
+            best0.1
+        ));
+    }
+    if tp10 {
+        summary.push(format!(
         "throughput 10% retries (10 ms interval, every record done after its retry), N={n10}: {} rec/s",
         line10.join(", ")
     ));
+    }
     Ok(())
 }
 

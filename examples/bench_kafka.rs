@@ -89,7 +89,11 @@ impl Rate {
 /// What one consumer run saw.
 #[derive(Debug, Clone, Copy)]
 struct ConsumeRun {
+    /// First record to last.
     rate: Rate,
+    /// Assignment to last record: also counts the start-offset lookups and
+    /// the first Fetch, which `rate` leaves out.
+    from_assign: Rate,
     /// Start to assignment.
     join: f64,
     /// Start to the first record.
@@ -241,7 +245,7 @@ impl Bench {
             }
             match consumer.poll(Duration::from_millis(500))? {
                 ConsumerEvent::Assigned(_) => {
-                    join.get_or_insert_with(|| start.elapsed());
+                    join.get_or_insert_with(Instant::now);
                 }
                 ConsumerEvent::Records(records) => {
                     if !records.is_empty() {
@@ -259,13 +263,19 @@ impl Bench {
         let last = Instant::now();
         let _ = consumer.close();
         let first = first.unwrap_or(last);
+        let join = join.unwrap_or(first);
         Ok(ConsumeRun {
             rate: Rate {
                 records: got as u64,
                 value_bytes: bytes,
                 seconds: (last - first).as_secs_f64(),
             },
-            join: join.map_or(f64::NAN, |d| d.as_secs_f64()),
+            from_assign: Rate {
+                records: got as u64,
+                value_bytes: bytes,
+                seconds: (last - join).as_secs_f64(),
+            },
+            join: (join - start).as_secs_f64(),
             first: (first - start).as_secs_f64(),
         })
     }
@@ -351,12 +361,14 @@ impl Bench {
         let Some(v) = self.python(&args)? else {
             return Ok(None);
         };
+        let rate = |secs: &str| Rate {
+            records: v["records"].as_u64().unwrap_or(0),
+            value_bytes: v["value_bytes"].as_u64().unwrap_or(0),
+            seconds: v[secs].as_f64().unwrap_or(f64::NAN),
+        };
         Ok(Some(ConsumeRun {
-            rate: Rate {
-                records: v["records"].as_u64().unwrap_or(0),
-                value_bytes: v["value_bytes"].as_u64().unwrap_or(0),
-                seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
-            },
+            rate: rate("seconds"),
+            from_assign: rate("from_assign_s"),
             join: v["join_s"].as_f64().unwrap_or(f64::NAN),
             first: v["first_s"].as_f64().unwrap_or(f64::NAN),
         }))
@@ -524,19 +536,20 @@ fn main() -> Result<(), BoxError> {
                 }
                 let ours = bench.consume(topic, *count)?;
                 let rdk = bench.rdk_consume(topic, *count)?;
-                println!(
-                    "consume {name} x {count} (written by {writer}): ours {} (join {:.2} s, \
-                     first record {:.2} s); librdkafka {}",
-                    ours.rate.show(),
-                    ours.join,
-                    ours.first,
-                    rdk.map_or("-".into(), |r| format!(
-                        "{} (join {:.2} s, first record {:.2} s)",
+                let show = |r: &ConsumeRun| {
+                    format!(
+                        "{} first->last, {} assigned->last (assigned {:.2} s, first record {:.2} s)",
                         r.rate.show(),
+                        r.from_assign.show(),
                         r.join,
                         r.first
-                    )),
-                );
+                    )
+                };
+                println!("consume {name} x {count} (written by {writer}):");
+                println!("  ours:       {}", show(&ours));
+                if let Some(r) = &rdk {
+                    println!("  librdkafka: {}", show(r));
+                }
                 if ours.rate.records != *count as u64 {
                     println!(
                         "  note: ours read {} records, {count} expected",
@@ -544,9 +557,14 @@ fn main() -> Result<(), BoxError> {
                     );
                 }
                 rows.push(Row::Rate(
-                    format!("consume {name} (topic written by {writer})"),
+                    format!("consume {name} (written by {writer}), first record -> last"),
                     Some(ours.rate),
                     rdk.map(|r| r.rate),
+                ));
+                rows.push(Row::Rate(
+                    format!("consume {name} (written by {writer}), assigned -> last"),
+                    Some(ours.from_assign),
+                    rdk.map(|r| r.from_assign),
                 ));
                 joins.push((Some(ours), rdk));
             }

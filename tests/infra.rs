@@ -362,3 +362,34 @@ fn tansu_behind_proxy_round_trip_cut_restore() {
             .consume(&topic, 2, Duration::from_secs(20), &[]);
     assert_eq!(got.len(), 2);
 }
+
+/// Without KAFKA_BOOTSTRAP a Kafka test must fail with instructions, never
+/// skip. Checked in a child process (this test binary, running the ignored
+/// test below) so that this process's environment is left alone.
+#[test]
+fn kafka_bootstrap_panics_with_instructions_when_unset() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_calls_kafka_bootstrap",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env_remove("KAFKA_BOOTSTRAP")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "child passed:\n{text}");
+    assert!(text.contains("1 failed"), "child test did not run:\n{text}");
+    assert!(text.contains(common::NO_BROKER), "{text}");
+}
+
+#[test]
+#[ignore = "run by kafka_bootstrap_panics_with_instructions_when_unset in a child process"]
+fn child_calls_kafka_bootstrap() {
+    common::kafka_bootstrap();
+}

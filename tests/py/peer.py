@@ -10,7 +10,8 @@ Records travel as JSON lines, bytes as base64:
     {"key": b64|null, "value": b64|null, "headers": [[key_str, b64|null], ...],
      "partition": int|null, "timestamp": ms|null}
 
-Subcommands (all take --bootstrap HOST:PORT and --client confluent|kafka-python):
+Subcommands (all take --bootstrap HOST:PORT, --client confluent|kafka-python and
+any number of --config K=V client settings, e.g. --config message.max.bytes=2000000):
 
     create-topic --topic T [--partitions N] [--exist-ok]
     produce      --topic T [--compression gzip|snappy|lz4|zstd] < records.jsonl
@@ -96,11 +97,14 @@ class Confluent:
         self.base = {"bootstrap.servers": args.bootstrap}
         if args.debug:
             self.base["debug"] = args.debug
+        # --config K=V: any librdkafka property (message.max.bytes, ...).
+        # Applied last, so it overrides the defaults set per command.
+        self.extra = dict(args.config)
 
     def create_topic(self, topic, partitions, exist_ok):
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient(dict(self.base))
+        admin = AdminClient(dict(self.base, **self.extra))
         futures = admin.create_topics(
             [NewTopic(topic, num_partitions=partitions, replication_factor=1)],
             operation_timeout=10,
@@ -119,6 +123,7 @@ class Confluent:
         conf.update({"acks": "all", "linger.ms": linger_ms, "message.timeout.ms": int(timeout * 1000)})
         if compression:
             conf["compression.type"] = compression
+        conf.update(self.extra)
         producer = self.ck.Producer(conf)
         results = [None] * len(records)
 
@@ -166,6 +171,7 @@ class Confluent:
                 "enable.partition.eof": False,
             }
         )
+        conf.update(self.extra)
         return self.ck.Consumer(conf)
 
     def _partitions(self, consumer, topic, timeout):
@@ -239,6 +245,9 @@ class KafkaPython:
 
         self.kafka = kafka
         self.args = args
+        # --config K=V: KafkaProducer/KafkaConsumer keyword arguments
+        # (max_request_size=..., ...); numbers are passed as ints.
+        self.extra = {k: int(v) if v.lstrip("-").isdigit() else v for k, v in args.config}
 
     def create_topic(self, topic, partitions, exist_ok):
         from kafka.admin import KafkaAdminClient, NewTopic
@@ -262,6 +271,7 @@ class KafkaPython:
                 fail("record %d: kafka-python cannot send a null header value" % i)
             if r["key"] is None and r["value"] is None:
                 fail("record %d: kafka-python cannot send a record with neither key nor value" % i)
+        kwargs.update(self.extra)
         producer = self.kafka.KafkaProducer(**kwargs)
         try:
             futures = []
@@ -287,14 +297,16 @@ class KafkaPython:
             producer.close(timeout=5)
 
     def _consumer(self, group, session_timeout_ms):
-        return self.kafka.KafkaConsumer(
-            bootstrap_servers=self.args.bootstrap,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=max(100, session_timeout_ms // 3),
-        )
+        kwargs = {
+            "bootstrap_servers": self.args.bootstrap,
+            "group_id": group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": max(100, session_timeout_ms // 3),
+        }
+        kwargs.update(self.extra)
+        return self.kafka.KafkaConsumer(**kwargs)
 
     def _partitions(self, consumer, topic, timeout):
         deadline = time.monotonic() + timeout
@@ -345,12 +357,27 @@ class KafkaPython:
 # --------------------------------------------------------------------------
 
 
+def key_value(text):
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError("expected K=V, got %r" % text)
+    return key, value
+
+
 def main():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--bootstrap", required=True, help="host:port")
     common.add_argument("--topic", required=True)
     common.add_argument("--client", choices=["confluent", "kafka-python"], default="confluent")
     common.add_argument("--debug", default=None, help="librdkafka debug contexts (confluent only)")
+    common.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        type=key_value,
+        metavar="K=V",
+        help="extra client setting, repeatable: a librdkafka property, or a kafka-python keyword argument",
+    )
 
     ap = argparse.ArgumentParser(description="Peer Kafka client for kafka-retry interop tests")
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -146,6 +146,11 @@ pub fn decide(r: &Record) -> (Option<u64>, Outcome) {
 
 /// Silences the panics [`decide`] injects; any other panic still prints.
 pub fn quiet_injected_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(install_quiet_hook);
+}
+
+fn install_quiet_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let msg = info

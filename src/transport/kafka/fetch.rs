@@ -53,6 +53,12 @@ pub(crate) struct Fetcher {
     /// Rotates the start of `take` and of the partition order in Fetch, so
     /// that no partition starves the others.
     turn: usize,
+    /// Consecutive fetch rounds that hit an error: drives the back-off, and
+    /// only the first round of a streak logs warnings (a broker outage must
+    /// not flood the log).
+    failures: u32,
+    /// Leaders whose connection failed are left alone until then.
+    retry_at: HashMap<i32, Instant>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -106,6 +112,8 @@ impl Fetcher {
             parts: BTreeMap::new(),
             conns: HashMap::new(),
             turn: 0,
+            failures: 0,
+            retry_at: HashMap::new(),
         }
     }
 
@@ -125,6 +133,7 @@ impl Fetcher {
     /// Drops the fetch connections (on close).
     pub(crate) fn disconnect(&mut self) {
         self.conns.clear();
+        self.retry_at.clear();
     }
 
     pub(crate) fn pause(&mut self, partitions: &[TopicPartition], paused: bool) {
@@ -177,15 +186,32 @@ impl Fetcher {
             match self.client.leader(&tp.topic, tp.partition) {
                 Ok(leader) => by_leader.entry(leader).or_default().push((tp.clone(), pos)),
                 Err(e) => {
-                    log::warn!("fetch {tp}: no leader: {e}");
+                    self.complain(format_args!("fetch {tp}: no leader: {e}"));
                     refresh.insert(tp.topic.clone());
                 }
             }
         }
         let mut trouble = !refresh.is_empty();
+        // Leaders still in their back-off after a failure are skipped.
+        let now = Instant::now();
+        self.retry_at.retain(|_, at| *at > now);
+        by_leader.retain(|leader, _| !self.retry_at.contains_key(leader));
         if by_leader.is_empty() {
             self.refresh(&refresh);
-            std::thread::sleep(wait.saturating_sub(started.elapsed()));
+            let until_retry = self
+                .retry_at
+                .values()
+                .min()
+                .map_or(wait, |at| at.saturating_duration_since(Instant::now()));
+            std::thread::sleep(
+                wait.min(until_retry.max(Duration::from_millis(10)))
+                    .saturating_sub(started.elapsed()),
+            );
+            // Waiting out a back-off neither ends the failure streak nor
+            // lengthens it.
+            if trouble || self.retry_at.is_empty() {
+                self.end_round(trouble);
+            }
             return;
         }
         self.turn = self.turn.wrapping_add(1);
@@ -201,18 +227,27 @@ impl Fetcher {
             match self.fetch_from(leader, &list, wait, &mut resets, &mut refresh) {
                 // Once a leader gave us records, ask the others without waiting:
                 // the caller gets what is there now.
-                Ok(true) => wait = Duration::ZERO,
+                Ok(true) => {
+                    log::trace!("fetch from node {leader}: records buffered");
+                    wait = Duration::ZERO
+                }
                 Ok(false) => {}
                 Err(e) => {
-                    log::warn!("fetch from node {leader}: {e}; reconnecting after back-off");
+                    let backoff = self.backoff();
+                    self.complain(format_args!(
+                        "fetch from node {leader}: {e}; reconnecting in {backoff:?}"
+                    ));
                     self.conns.remove(&leader);
+                    self.retry_at.insert(leader, Instant::now() + backoff);
                     trouble = true;
                 }
             }
         }
         if !resets.is_empty() {
             if let Err(e) = self.reset_positions(&resets) {
-                log::warn!("offset reset failed, retrying on the next poll: {e}");
+                self.complain(format_args!(
+                    "offset reset failed, retrying on the next poll: {e}"
+                ));
             }
         }
         if !refresh.is_empty() {
@@ -220,12 +255,43 @@ impl Fetcher {
         }
         self.refresh(&refresh);
         if trouble {
-            let backoff = self.client.config().retry_backoff;
-            std::thread::sleep(backoff.min(wait.saturating_sub(started.elapsed())).max(
-                // Always pause a little after an error so a dead broker does
-                // not turn the poll loop into a busy loop.
-                Duration::from_millis(10),
-            ));
+            // Pause a little (within the caller's wait) so that an error
+            // does not turn the poll loop into a busy loop.
+            std::thread::sleep(
+                self.client
+                    .config()
+                    .retry_backoff
+                    .min(wait.saturating_sub(started.elapsed()))
+                    .max(Duration::from_millis(10)),
+            );
+        }
+        self.end_round(trouble);
+    }
+
+    /// Back-off after a failure: `retry_backoff` doubled per consecutive
+    /// failing round, at most 1 s (or `retry_backoff` if that is larger).
+    fn backoff(&self) -> Duration {
+        let base = self.client.config().retry_backoff;
+        base.saturating_mul(1 << self.failures.min(16))
+            .min(base.max(Duration::from_secs(1)))
+    }
+
+    fn end_round(&mut self, trouble: bool) {
+        if trouble {
+            self.failures = self.failures.saturating_add(1);
+        } else if self.failures > 0 {
+            log::info!("fetching works again after {} failures", self.failures);
+            self.failures = 0;
+        }
+    }
+
+    /// Logs a fetch problem: a warning on the first failing round of a
+    /// streak, debug afterwards.
+    fn complain(&self, msg: std::fmt::Arguments<'_>) {
+        if self.failures == 0 {
+            log::warn!("{msg}");
+        } else {
+            log::debug!("{msg}");
         }
     }
 
@@ -235,7 +301,7 @@ impl Fetcher {
         }
         let topics: Vec<String> = topics.iter().cloned().collect();
         if let Err(e) = self.client.refresh_metadata(&topics) {
-            log::warn!("metadata refresh for {topics:?} failed: {e}");
+            self.complain(format_args!("metadata refresh for {topics:?} failed: {e}"));
         }
     }
 

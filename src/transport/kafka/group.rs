@@ -1139,17 +1139,18 @@ fn heartbeat_loop(
             *failures = failures.saturating_add(1);
         };
         match reply.map(|(_, r)| r.error_code) {
-            Ok(c) if c != code::COORDINATOR_LOAD_IN_PROGRESS && failures > 0 => {
-                log::info!("group {group}: heartbeats work again after {failures} failures");
-                failures = 0;
-                handle_heartbeat_code(&group, &signals, &target, c, &mut coord);
-            }
-            Ok(code::COORDINATOR_LOAD_IN_PROGRESS) => {
-                failures = failures.saturating_add(1);
-                next = Instant::now() + backoff(failures);
-            }
             Ok(c) => {
-                if !handle_heartbeat_code(&group, &signals, &target, c, &mut coord) {
+                // 14: the coordinator is loading the group; retry soon.
+                let done = c != code::COORDINATOR_LOAD_IN_PROGRESS
+                    && handle_heartbeat_code(&group, &signals, &target, c, &mut coord);
+                if done {
+                    if failures > 0 {
+                        log::info!(
+                            "group {group}: heartbeats work again after {failures} failures"
+                        );
+                        failures = 0;
+                    }
+                } else {
                     failed(&mut failures, &code_name(c));
                     next = Instant::now() + backoff(failures);
                 }

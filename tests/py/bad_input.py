@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Produces records whose header KEYS are arbitrary bytes, with kafka-python.
+
+tests/py/peer.py takes header keys as str, and no python client accepts a
+non-UTF-8 header key: kafka-python encodes each key with
+`key.encode("utf-8")` (kafka/record/default_records.py) after checking
+`isinstance(key, str)`. A str subclass whose encode() returns the raw bytes
+gets them onto the wire unchanged, which is what a buggy or non-Java client
+could send. Used by tests/bad_input_kafka.rs.
+
+    bad_input.py produce --bootstrap HOST:PORT --topic T < records.jsonl
+
+One JSON object per line, every byte string base64, header keys included:
+
+    {"key": b64|null, "value": b64|null, "headers": [[key_b64, value_b64], ...],
+     "partition": int|null}
+
+Prints {"partition": p, "offset": o} per record, in input order. Exit status
+0 ok, 1 error (message on stderr).
+"""
+
+import argparse
+import base64
+import json
+import sys
+
+
+class RawKey(str):
+    """A str that kafka-python writes as the given raw bytes."""
+
+    def __new__(cls, raw):
+        obj = super().__new__(cls, raw.decode("latin-1"))
+        obj.raw = raw
+        return obj
+
+    def encode(self, *_args, **_kwargs):  # noqa: D401 - mimics str.encode
+        return self.raw
+
+
+def unb64(text):
+    return None if text is None else base64.b64decode(text)
+
+
+def fail(msg):
+    sys.stderr.write("bad_input.py: %s\n" % msg)
+    sys.exit(1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("produce")
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--timeout", type=float, default=30.0)
+    args = ap.parse_args()
+
+    import kafka
+
+    records = []
+    for n, line in enumerate(sys.stdin, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            obj = json.loads(line)
+            records.append(
+                {
+                    "key": unb64(obj.get("key")),
+                    "value": unb64(obj.get("value")),
+                    "headers": [(RawKey(unb64(k)), unb64(v)) for k, v in (obj.get("headers") or [])],
+                    "partition": obj.get("partition"),
+                }
+            )
+        except (ValueError, TypeError, AttributeError) as e:
+            fail("stdin line %d: bad record %r: %s" % (n, line, e))
+
+    producer = kafka.KafkaProducer(bootstrap_servers=args.bootstrap, acks="all", linger_ms=5)
+    try:
+        futures = [
+            producer.send(
+                args.topic,
+                key=r["key"],
+                value=r["value"],
+                headers=r["headers"] or None,
+                partition=r["partition"],
+            )
+            for r in records
+        ]
+        producer.flush(timeout=args.timeout)
+        for i, f in enumerate(futures):
+            try:
+                md = f.get(timeout=args.timeout)
+            except Exception as e:  # noqa: BLE001 - report any client error
+                fail("record %d: delivery failed: %r" % (i, e))
+            sys.stdout.write(json.dumps({"partition": md.partition, "offset": md.offset}) + "\n")
+        sys.stdout.flush()
+    except Exception as e:  # noqa: BLE001 - one line on stderr, not a traceback
+        fail("produce: %s: %s" % (type(e).__name__, e))
+    finally:
+        producer.close(timeout=5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,683 @@
+//! Issue 5, part 1: the engine loses nothing on Kafka.
+//!
+//! * `crash_loop_loses_nothing`: a child process (this test binary, re-run
+//!   as `crash_child`) runs the engine and is SIGKILLed at seeded random
+//!   moments, with retries parked in the relay, then restarted, until the
+//!   work is done.
+//! * `rebalance_under_load_loses_nothing`: three engines join and leave one
+//!   group while records flow.
+//! * `broker_outage_loses_nothing`: the network to a private broker is cut
+//!   for seconds and restored; then shutdown with the broker gone.
+//!
+//! Every scenario prints its figures (`--nocapture`) and the seed
+//! (`KAFKA_RETRY_SEED` replays a run). Run with
+//! `scripts/test-broker cargo test --test reliability_kafka -- --nocapture`.
+
+mod common;
+mod reliability;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafka_retry::{
+    Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats, Transport,
+};
+use reliability::{balance, describe, fates, out_record, Collector, Fate, Rng};
+
+fn kafka(bootstrap: &str) -> Arc<dyn Transport> {
+    let config = KafkaConfig::new(bootstrap)
+        .request_timeout(Duration::from_secs(5))
+        .fetch_max_wait(Duration::from_millis(50));
+    Arc::new(KafkaTransport::connect(config).expect("connect to the test broker"))
+}
+
+/// Produces every record, failing the test on any error.
+fn produce_all(transport: &dyn Transport, records: Vec<OutRecord>) {
+    let producer = transport.producer().unwrap();
+    for chunk in records.chunks(500) {
+        for r in producer.send_batch(chunk.to_vec()) {
+            r.expect("produce test records");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 1. Crash loop
+
+const CHILD_BOOTSTRAP: &str = "KR_CRASH_BOOTSTRAP";
+const CHILD_TOPIC: &str = "KR_CRASH_TOPIC";
+const CHILD_GROUP: &str = "KR_CRASH_GROUP";
+const CHILD_DONE_LOG: &str = "KR_CRASH_DONE_LOG";
+const CHILD_INTERVAL: Duration = Duration::from_millis(300);
+const CHILD_MAX_RETRY: Duration = Duration::from_secs(3);
+const STATS_PREFIX: &str = "CRASH-STATS ";
+
+/// The child half of `crash_loop_loses_nothing`: runs the engine until it is
+/// killed (or its stdin closes: the parent is gone). Does nothing unless
+/// started by that test.
+#[test]
+#[ignore = "child process of crash_loop_loses_nothing (runs only with KR_CRASH_* set)"]
+fn crash_child() {
+    let Ok(bootstrap) = std::env::var(CHILD_BOOTSTRAP) else {
+        return;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
+    let (topic, group) = (var(CHILD_TOPIC), var(CHILD_GROUP));
+    let log = Arc::new(reliability::DoneLog::open(&PathBuf::from(var(CHILD_DONE_LOG))));
+    reliability::quiet_injected_panics();
+    // An orphan must not outlive the test: the parent holds our stdin.
+    std::thread::spawn(|| {
+        let mut sink = String::new();
+        let _ = std::io::stdin().read_line(&mut sink);
+        std::process::exit(3);
+    });
+    let engine = Engine::builder_shared(kafka(&bootstrap))
+        .group_id(&group)
+        .topics([topic.as_str()])
+        .workers(4)
+        .session_timeout(Duration::from_secs(1))
+        .rebalance_timeout(Duration::from_secs(3))
+        .revoke_timeout(Duration::from_secs(1))
+        .commit_interval(Duration::from_millis(100))
+        .policy(RetryPolicy::new(CHILD_INTERVAL, CHILD_MAX_RETRY))
+        .handler(move |r: &Record| {
+            let (id, outcome) = reliability::decide(r);
+            if let (Some(id), Outcome::Done) = (id, &outcome) {
+                // Durable before Done: a kill after this line cannot lose it.
+                log.record(id);
+            }
+            outcome
+        })
+        .build()
+        .expect("build the engine");
+    loop {
+        let s = engine.stats();
+        println!(
+            "{STATS_PREFIX}done={} parked={} in_flight={} retried={} relayed={} dead={} assigned={}",
+            s.done,
+            s.parked,
+            s.in_flight,
+            s.retried,
+            s.relayed,
+            s.dead_lettered.total(),
+            s.assigned_partitions
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The child's last reported stats, by name.
+#[derive(Default)]
+struct ChildView {
+    last: HashMap<String, i64>,
+    lines: usize,
+}
+
+impl ChildView {
+    fn get(&self, k: &str) -> i64 {
+        self.last.get(k).copied().unwrap_or(0)
+    }
+}
+
+struct CrashChild {
+    child: Child,
+    view: Arc<Mutex<ChildView>>,
+    _stdin: Option<std::process::ChildStdin>,
+}
+
+impl CrashChild {
+    fn spawn(bootstrap: &str, topic: &str, group: &str, done_log: &PathBuf, stderr: &PathBuf) -> CrashChild {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(stderr)
+            .unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(CHILD_BOOTSTRAP, bootstrap)
+            .env(CHILD_TOPIC, topic)
+            .env(CHILD_GROUP, group)
+            .env(CHILD_DONE_LOG, done_log)
+            .env("RUST_LOG", "kafka_retry=warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("spawn the crash child");
+        let view: Arc<Mutex<ChildView>> = Arc::default();
+        let stdout = child.stdout.take().unwrap();
+        let v = view.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix(STATS_PREFIX) {
+                    let mut v = v.lock().unwrap();
+                    v.lines += 1;
+                    for kv in rest.split(' ') {
+                        if let Some((k, val)) = kv.split_once('=') {
+                            if let Ok(n) = val.parse() {
+                                v.last.insert(k.to_string(), n);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        CrashChild {
+            child,
+            view,
+            _stdin: stdin,
+        }
+    }
+
+    fn stat(&self, k: &str) -> i64 {
+        self.view.lock().unwrap().get(k)
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILL (`Child::kill` on Unix) and reap.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(path: &PathBuf) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[test]
+fn crash_loop_loses_nothing() {
+    let started = Instant::now();
+    let seed = reliability::seed();
+    let mut rng = Rng::new(seed ^ 0xc4a5);
+    let bootstrap = common::kafka_bootstrap();
+    let transport = kafka(&bootstrap);
+    let partitions = 4;
+    let topic = common::unique("crash-in");
+    let group = common::unique("crash");
+    let dlt = format!("{group}-dlt");
+    for t in [&topic, &format!("{group}-retry"), &dlt] {
+        transport.create_topic(t, partitions, -1).unwrap();
+    }
+    let n = 5_000;
+    // Done 60 %, retry once 20 %, reject 8 %, panic once 7 %, always retry 5 %.
+    let fates = fates(&mut rng, n, [60, 20, 8, 7, 5]);
+    produce_all(
+        &*transport,
+        fates.iter().enumerate().map(|(i, f)| out_record(&topic, i as u64, *f, 400)).collect(),
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let done_log = dir.join(format!("{group}.done"));
+    let stderr = dir.join(format!("{group}.stderr"));
+    let dead = Collector::start(transport.clone(), &dlt, Duration::from_secs(2));
+    let covered = |dead: &Collector| {
+        let (done, _) = reliability::read_done_log(&done_log);
+        let d = dead.ids();
+        (0..n as u64).filter(|i| done.contains_key(i) || d.contains(i)).count()
+    };
+
+    let kills_wanted = 6;
+    let mut kills = Vec::new(); // (ran for, parked, in_flight, covered) at each kill
+    let mut restart_waits = Vec::new();
+    while kills.len() < kills_wanted {
+        let mut child = CrashChild::spawn(&bootstrap, &topic, &group, &done_log, &stderr);
+        let t0 = Instant::now();
+        // Wait until this incarnation does work (it joined both groups).
+        let working = common::eventually(Duration::from_secs(30), || child.stat("done") + child.stat("dead") > 0);
+        assert!(
+            working,
+            "crash child {} made no progress in 30 s (alive: {}); stderr:\n{}",
+            kills.len(),
+            child.alive(),
+            tail(&stderr)
+        );
+        restart_waits.push(t0.elapsed());
+        std::thread::sleep(rng.millis(100, 900));
+        // Kill while retries are parked in the relay (their retry-topic
+        // offsets are uncommitted): wait a little for one if none is.
+        common::eventually(Duration::from_millis(1500), || child.stat("parked") > 0);
+        let (parked, in_flight) = (child.stat("parked"), child.stat("in_flight"));
+        let ran = t0.elapsed();
+        assert!(child.alive(), "crash child died on its own; stderr:\n{}", tail(&stderr));
+        child.kill();
+        kills.push((ran, parked, in_flight, covered(&dead)));
+    }
+
+    // The last incarnation runs to the end.
+    let mut child = CrashChild::spawn(&bootstrap, &topic, &group, &done_log, &stderr);
+    let finished = common::eventually(Duration::from_secs(60), || covered(&dead) == n);
+    let alive = child.alive();
+    child.kill();
+    dead.settle(Duration::from_millis(800), Duration::from_secs(5));
+    let (done, torn) = reliability::read_done_log(&done_log);
+    let books = balance(&fates, &done, &dead.snapshot());
+    let parked_kills = kills.iter().filter(|k| k.1 > 0 && k.3 < n).count();
+    println!(
+        "crash loop: seed {seed:#x}, {n} records, {} kills survived ({parked_kills} with retries parked and work left), \
+         lost {}, duplicates {}, {} done + {} dead-lettered {:?}, torn log lines {torn}, wall {:?}",
+        kills.len(),
+        books.lost.len(),
+        books.duplicates,
+        books.done_ids,
+        books.dead_ids,
+        books.dead_reasons,
+        started.elapsed()
+    );
+    for (i, (ran, parked, in_flight, cov)) in kills.iter().enumerate() {
+        println!(
+            "  kill {i}: after {ran:?} (joined in {:?}), parked {parked}, in flight {in_flight}, {cov}/{n} covered",
+            restart_waits[i]
+        );
+    }
+    assert!(
+        finished,
+        "after {} kills, {} records neither done nor dead-lettered within 60 s (child alive: {alive}): {}\nreader errors: {:?}\nchild stderr:\n{}",
+        kills.len(),
+        books.lost.len(),
+        describe(&books.lost, &fates),
+        dead.errors(),
+        tail(&stderr)
+    );
+    assert!(books.lost.is_empty(), "lost: {}", describe(&books.lost, &fates));
+    assert!(books.misplaced.is_empty(), "misplaced: {:?}", &books.misplaced[..books.misplaced.len().min(20)]);
+    assert_eq!(torn, 0, "torn lines in the done log");
+    assert!(
+        parked_kills >= 5,
+        "only {parked_kills} kills hit parked retries with work left: {kills:?}"
+    );
+    let _ = std::fs::remove_file(&done_log);
+}
+
+// ---------------------------------------------------------------------------
+// 2. Rebalance under load
+
+/// One in-process member of the group, on its own connection.
+struct Member {
+    name: &'static str,
+    engine: Engine,
+}
+
+#[test]
+fn rebalance_under_load_loses_nothing() {
+    let started = Instant::now();
+    let seed = reliability::seed();
+    let mut rng = Rng::new(seed ^ 0x4eba);
+    let bootstrap = common::kafka_bootstrap();
+    let admin = kafka(&bootstrap);
+    let partitions = 6;
+    let topic = common::unique("rebalance-in");
+    let group = common::unique("rebalance");
+    let dlt = format!("{group}-dlt");
+    for t in [&topic, &format!("{group}-retry"), &dlt] {
+        admin.create_topic(t, partitions, -1).unwrap();
+    }
+    // Fates are drawn as ids are produced; the producer thread appends.
+    reliability::quiet_injected_panics();
+    let fate_log: Arc<Mutex<Vec<Fate>>> = Arc::default();
+    let handled: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let session = Duration::from_secs(2);
+    let make = |name: &'static str| -> Member {
+        let h = handled.clone();
+        let engine = Engine::builder_shared(kafka(&bootstrap))
+            .group_id(&group)
+            .topics([topic.as_str()])
+            .workers(3)
+            .session_timeout(session)
+            .rebalance_timeout(session * 3)
+            .revoke_timeout(session)
+            .commit_interval(Duration::from_millis(100))
+            .policy(RetryPolicy::new(Duration::from_millis(300), Duration::from_secs(4)))
+            .handler(move |r: &Record| {
+                let (id, outcome) = reliability::decide(r);
+                if let (Some(id), Outcome::Done) = (id, &outcome) {
+                    *h.lock().unwrap().entry(id).or_insert(0) += 1;
+                }
+                outcome
+            })
+            .build()
+            .unwrap_or_else(|e| panic!("build member {name}: {e}"));
+        Member { name, engine }
+    };
+    let dead = Collector::start(admin.clone(), &dlt, session);
+
+    // Records flow from a producer thread for the whole membership dance.
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (stop, fate_log, topic, transport) = (stop.clone(), fate_log.clone(), topic.clone(), kafka(&bootstrap));
+        let mut rng = Rng::new(seed ^ 0x9a0d);
+        std::thread::spawn(move || {
+            let producer = transport.producer().unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                let batch: Vec<OutRecord> = {
+                    let mut log = fate_log.lock().unwrap();
+                    // Done 80 %, retry once 12 %, reject 4 %, panic once 4 %.
+                    let new = fates(&mut rng, 15, [80, 12, 4, 4, 0]);
+                    let first = log.len() as u64;
+                    log.extend(&new);
+                    new.iter()
+                        .enumerate()
+                        .map(|(i, f)| out_record(&topic, first + i as u64, *f, 300))
+                        .collect()
+                };
+                for r in producer.send_batch(batch) {
+                    r.expect("produce under load");
+                }
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+
+    let settled = |members: &[Member]| {
+        let stats: Vec<Stats> = members.iter().map(|m| m.engine.stats()).collect();
+        stats.iter().all(|s| s.assigned_partitions > 0)
+            && stats.iter().map(|s| s.assigned_partitions).sum::<i64>() == partitions as i64
+    };
+    let mut live: Vec<Member> = Vec::new();
+    let mut rebalances = 0u64;
+    let mut shutdown_errors = Vec::new();
+    let mut stop_member = |live: &mut Vec<Member>, name: &str| {
+        let i = live.iter().position(|m| m.name == name).unwrap();
+        let m = live.remove(i);
+        rebalances += m.engine.stats().rebalances;
+        if let Err(e) = m.engine.shutdown(Duration::from_secs(10)) {
+            shutdown_errors.push(format!("{}: {e}", m.name));
+        }
+        rebalances
+    };
+    // start A; start B; start C; stop B; start B again; stop A. Changes come
+    // at seeded moments, some before the previous rebalance settled.
+    let mut steps = Vec::new();
+    for step in ["+A", "+B", "+C", "-B", "+B", "-A"] {
+        let (op, name) = step.split_at(1);
+        let name: &'static str = match name {
+            "A" => "A",
+            "B" => "B",
+            _ => "C",
+        };
+        if op == "+" {
+            live.push(make(name));
+        } else {
+            stop_member(&mut live, name);
+        }
+        let pause = rng.millis(200, 2500);
+        std::thread::sleep(pause);
+        steps.push(format!("{step} then {pause:?} (settled: {})", settled(&live)));
+    }
+    let last_change = Instant::now();
+    assert!(
+        common::eventually(Duration::from_secs(30), || settled(&live)),
+        "the group did not settle after the last change: {:?}",
+        live.iter().map(|m| (m.name, m.engine.stats().assigned_partitions)).collect::<Vec<_>>()
+    );
+    let settle_time = last_change.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    producer.join().unwrap();
+    // After the last change: records on every partition, all done at once.
+    let first_final = {
+        let mut log = fate_log.lock().unwrap();
+        let first = log.len() as u64;
+        log.extend(std::iter::repeat(Fate::Done).take(10 * partitions as usize));
+        first
+    };
+    produce_all(
+        &*admin,
+        (0..10 * partitions as u64)
+            .map(|i| out_record(&topic, first_final + i, Fate::Done, 300).partition((i % partitions as u64) as i32))
+            .collect(),
+    );
+    let fates_all = fate_log.lock().unwrap().clone();
+    let n = fates_all.len() as u64;
+    let final_done = common::eventually(Duration::from_secs(30), || {
+        let h = handled.lock().unwrap();
+        (first_final..n).all(|id| h.contains_key(&id))
+    });
+    let all = common::eventually(Duration::from_secs(30), || {
+        let h = handled.lock().unwrap();
+        let d = dead.ids();
+        (0..n).all(|id| h.contains_key(&id) || d.contains(&id))
+    });
+    dead.settle(Duration::from_millis(500), Duration::from_secs(5));
+    let survivors: Vec<(&str, Stats)> = live.iter().map(|m| (m.name, m.engine.stats())).collect();
+    let books = balance(&fates_all, &handled.lock().unwrap(), &dead.snapshot());
+    let total_rebalances = rebalances + survivors.iter().map(|(_, s)| s.rebalances).sum::<u64>();
+    println!(
+        "rebalance under load: seed {seed:#x}, {n} records, {total_rebalances} rebalances, lost {}, duplicates {}, \
+         {} done + {} dead-lettered, settled {settle_time:?} after the last change, wall {:?}",
+        books.lost.len(),
+        books.duplicates,
+        books.done_ids,
+        books.dead_ids,
+        started.elapsed()
+    );
+    println!("  steps: {steps:?}");
+    for (name, s) in &survivors {
+        println!(
+            "  survivor {name}: assigned {}, paused {}, done {}, retried {}, relayed {}, rebalances {}",
+            s.assigned_partitions, s.paused_partitions, s.done, s.retried, s.relayed, s.rebalances
+        );
+    }
+    if !shutdown_errors.is_empty() {
+        println!("  shutdown errors (not losses): {shutdown_errors:?}");
+    }
+    assert!(
+        final_done,
+        "records produced after the last membership change not all handled: missing {:?}",
+        (first_final..n).filter(|id| !handled.lock().unwrap().contains_key(id)).collect::<Vec<_>>()
+    );
+    assert!(all, "lost {}: {}", books.lost.len(), describe(&books.lost, &fates_all));
+    assert!(books.lost.is_empty());
+    assert!(books.misplaced.is_empty(), "misplaced: {:?}", &books.misplaced[..books.misplaced.len().min(20)]);
+    assert_eq!(survivors.iter().map(|(_, s)| s.assigned_partitions).sum::<i64>(), partitions as i64);
+    assert!(survivors.iter().all(|(_, s)| s.paused_partitions == 0), "a partition stayed paused");
+    assert!(total_rebalances >= 4, "only {total_rebalances} rebalances seen");
+    for m in live {
+        m.engine.shutdown(Duration::from_secs(10)).unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 3. Broker outage
+
+/// Sends until every record is acknowledged (resending failed ones), for
+/// producing right after an outage while clients reconnect.
+fn produce_until_acked(transport: &dyn Transport, mut records: Vec<OutRecord>, within: Duration) {
+    let producer = transport.producer().unwrap();
+    let deadline = Instant::now() + within;
+    let mut last_error = String::new();
+    while !records.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} records not acknowledged within {within:?}: {last_error}",
+            records.len()
+        );
+        let results = producer.send_batch(records.clone());
+        records = records
+            .into_iter()
+            .zip(results)
+            .filter_map(|(r, res)| match res {
+                Ok(_) => None,
+                Err(e) => {
+                    last_error = e.to_string();
+                    Some(r)
+                }
+            })
+            .collect();
+        if !records.is_empty() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// `<topic>-<partition>@<offset>` somewhere in `text`.
+fn names_partition_offset(text: &str, topic: &str) -> bool {
+    let prefix = format!("{topic}-");
+    text.match_indices(&prefix).any(|(i, _)| {
+        let rest = &text[i + prefix.len()..];
+        let p = rest.chars().take_while(char::is_ascii_digit).count();
+        let after = &rest[p..];
+        p > 0 && after.starts_with('@') && after[1..].starts_with(|c: char| c.is_ascii_digit())
+    })
+}
+
+#[test]
+fn broker_outage_loses_nothing() {
+    let started = Instant::now();
+    let seed = reliability::seed();
+    let mut rng = Rng::new(seed ^ 0x0a7a);
+    reliability::quiet_injected_panics();
+    let broker = common::TansuBroker::start_behind_proxy();
+    let proxy = broker.proxy();
+    let partitions = 3;
+    let topic = common::unique("outage-in");
+    let group = common::unique("outage");
+    let dlt = format!("{group}-dlt");
+    for t in [&topic, &format!("{group}-retry"), &dlt] {
+        broker.create_topic(t, partitions);
+    }
+    let client = || -> Arc<dyn Transport> {
+        let config = KafkaConfig::new(broker.bootstrap())
+            .request_timeout(Duration::from_secs(2))
+            .connect_timeout(Duration::from_secs(1))
+            .retry_backoff(Duration::from_millis(100))
+            .max_retries(3)
+            .delivery_timeout(Duration::from_secs(5))
+            .fetch_max_wait(Duration::from_millis(50));
+        Arc::new(KafkaTransport::connect(config).expect("connect through the proxy"))
+    };
+    let transport = client();
+    let (n1, n2) = (1_500usize, 1_500usize);
+    // Done 65 %, retry once 20 %, reject 5 %, panic once 5 %, always retry 5 %.
+    let fates_all = fates(&mut rng, n1 + n2, [65, 20, 5, 5, 5]);
+    let records = |ids: std::ops::Range<usize>| -> Vec<OutRecord> {
+        ids.map(|i| out_record(&topic, i as u64, fates_all[i], 200)).collect()
+    };
+    produce_all(&*transport, records(0..n1));
+    let handled: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let make = |group: &str, commit: Duration| {
+        let h = handled.clone();
+        Engine::builder_shared(transport.clone())
+            .group_id(group)
+            .topics([topic.as_str()])
+            .workers(3)
+            .session_timeout(Duration::from_secs(2))
+            .rebalance_timeout(Duration::from_secs(6))
+            .revoke_timeout(Duration::from_secs(2))
+            .commit_interval(commit)
+            .policy(RetryPolicy::new(Duration::from_millis(500), Duration::from_secs(4)))
+            .handler(move |r: &Record| {
+                let (id, outcome) = reliability::decide(r);
+                if let (Some(id), Outcome::Done) = (id, &outcome) {
+                    *h.lock().unwrap().entry(id).or_insert(0) += 1;
+                }
+                outcome
+            })
+            .build()
+            .unwrap()
+    };
+    let engine = make(&group, Duration::from_millis(100));
+    assert!(
+        common::eventually(Duration::from_secs(30), || {
+            let s = engine.stats();
+            s.done >= 300 && s.parked > 0
+        }),
+        "no progress with parked retries before the outage: {:?}",
+        engine.stats()
+    );
+    let before = engine.stats();
+    let outage = Duration::from_secs(5);
+    proxy.cut();
+    let cut_at = Instant::now();
+    let mut max_parked = 0;
+    while cut_at.elapsed() < outage {
+        max_parked = max_parked.max(engine.stats().parked);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let during = engine.stats();
+    proxy.restore();
+    let outage_len = cut_at.elapsed();
+    let refused = proxy.refused();
+    // More records after the outage, through fresh and old connections.
+    produce_until_acked(&*transport, records(n1..n1 + n2), Duration::from_secs(30));
+    let dead = Collector::start(transport.clone(), &dlt, Duration::from_secs(2));
+    let n = (n1 + n2) as u64;
+    let recovered = Instant::now();
+    let all = common::eventually(Duration::from_secs(60), || {
+        let h = handled.lock().unwrap();
+        let d = dead.ids();
+        (0..n).all(|id| h.contains_key(&id) || d.contains(&id))
+    });
+    let catch_up = recovered.elapsed();
+    dead.settle(Duration::from_millis(500), Duration::from_secs(5));
+    let after = engine.stats();
+    let books = balance(&fates_all, &handled.lock().unwrap(), &dead.snapshot());
+    println!(
+        "broker outage: seed {seed:#x}, {n} records ({n1} before, {n2} after), outage {outage_len:?} survived \
+         ({refused} connections refused), lost {}, duplicates {}, {} done + {} dead-lettered {:?}, \
+         caught up {catch_up:?} after restore, wall {:?}",
+        books.lost.len(),
+        books.duplicates,
+        books.done_ids,
+        books.dead_ids,
+        books.dead_reasons,
+        started.elapsed()
+    );
+    println!(
+        "  at the cut: done {}, parked {}; during: max parked {max_parked}, send errors {}, commit errors {}; \
+         after: done {}, relayed {}, rebalances {}",
+        before.done,
+        before.parked,
+        during.send_errors,
+        during.commit_errors,
+        after.done,
+        after.relayed,
+        after.rebalances
+    );
+    assert!(
+        all,
+        "lost {} after the outage: {}\nreader errors: {:?}\nstats: {after:?}",
+        books.lost.len(),
+        describe(&books.lost, &fates_all),
+        dead.errors()
+    );
+    assert!(books.misplaced.is_empty(), "misplaced: {:?}", &books.misplaced[..books.misplaced.len().min(20)]);
+    assert!(before.parked > 0, "no retry was parked across the outage");
+    assert!(refused > 0, "the engine did not even try to reconnect during the outage");
+    drop(dead);
+    engine.shutdown(Duration::from_secs(10)).expect("clean shutdown after recovery");
+
+    // Part 2: shutdown with the broker unreachable returns by its deadline
+    // and names what it could not commit.
+    let group2 = common::unique("outage-shutdown");
+    let engine = make(&group2, Duration::from_secs(600));
+    assert!(
+        common::eventually(Duration::from_secs(30), || engine.stats().done >= 200),
+        "second engine made no progress: {:?}",
+        engine.stats()
+    );
+    proxy.cut();
+    let deadline = Duration::from_secs(3);
+    let t0 = Instant::now();
+    let result = engine.shutdown(deadline);
+    let took = t0.elapsed();
+    println!("  shutdown({deadline:?}) with the broker cut: {took:?}, {result:?}");
+    assert!(took < deadline + Duration::from_secs(2), "shutdown took {took:?}");
+    let err = result.expect_err("uncommitted work and no broker: shutdown must fail");
+    let text = err.to_string();
+    assert!(
+        names_partition_offset(&text, &topic),
+        "the error names no {topic}-<partition>@<offset>: {text}"
+    );
+}
