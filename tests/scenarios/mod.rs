@@ -146,6 +146,11 @@ pub fn retry_redelivers_after_interval(env: &Env) {
         seen.lock().unwrap().len()
     );
     let seen = seen.lock().unwrap().clone();
+    // Counters move just after the handler returns or the broker acks.
+    wait_until(Duration::from_secs(2), || {
+        let s = engine.stats();
+        s.done >= 1 && s.relayed >= 3
+    });
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(seen[0].1, None, "the first delivery has no retry headers");
@@ -211,6 +216,10 @@ pub fn expiry_and_reject_dead_letter(env: &Env) {
     );
     let dlt = format!("{group}-dlt");
     let dead = env.read(&dlt, 2, Duration::from_secs(10) + env.slack * 4);
+    // Counters move just after the broker acknowledges the dead letter.
+    wait_until(Duration::from_secs(2), || {
+        engine.stats().dead_lettered.total() >= 2
+    });
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(dead.len(), 2, "{dead:?}");
@@ -287,6 +296,7 @@ pub fn panic_is_caught_and_retried(env: &Env) {
         .unwrap()
         .len()
         >= 2));
+    wait_until(Duration::from_secs(2), || engine.stats().done >= 2);
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10)).unwrap();
     let done = done.lock().unwrap().clone();
@@ -373,6 +383,9 @@ pub fn malformed_retry_headers_are_dead_lettered(env: &Env) {
         cases.len(),
         Duration::from_secs(10) + env.slack * 4,
     );
+    wait_until(Duration::from_secs(2), || {
+        engine.stats().dead_lettered.malformed >= cases.len() as u64
+    });
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(dead.len(), cases.len(), "{dead:?}");

@@ -6,6 +6,12 @@
 //! arrives within `linger`, up to a size cap) and produces it in one go, so
 //! many threads calling `send` at once share Produce round trips.
 //!
+//! Linger ends early once the batch holds every unanswered `send`: callers
+//! block until answered, so nobody else is about to add a record, and waiting
+//! out `linger` would only idle them (N threads would get N records per
+//! linger period). Records sent while a Produce is in flight queue up and
+//! share the next one.
+//!
 //! One go ([`Inner::produce`]): pick a partition per record; group records by
 //! partition into record batches (one batch per partition per request: Kafka
 //! rejects more with INVALID_RECORD) and by leader into one Produce request
@@ -14,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -91,6 +97,9 @@ struct Inner {
     client: Arc<Client>,
     /// Round-robin position for keyless records.
     next: AtomicU32,
+    /// `send` jobs queued or being produced, not yet answered: raised by the
+    /// caller before queueing, lowered by the sender thread before replying.
+    unanswered: AtomicUsize,
 }
 
 impl KafkaProducer {
@@ -99,6 +108,7 @@ impl KafkaProducer {
         let inner = Arc::new(Inner {
             client,
             next: AtomicU32::new(0),
+            unanswered: AtomicUsize::new(0),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread_inner = inner.clone();
@@ -128,9 +138,13 @@ impl Producer for KafkaProducer {
     fn send(&self, record: OutRecord) -> Result<Delivered> {
         let queue = self.queue.as_ref().ok_or(Error::Closed)?;
         let (reply, result) = crossbeam_channel::bounded(1);
-        queue
-            .send(Job { record, reply })
-            .map_err(|_| Error::Closed)?;
+        // Raised before queueing, so the sender never sees a job it has
+        // not counted (see `run_sender`).
+        self.inner.unanswered.fetch_add(1, Ordering::SeqCst);
+        if queue.send(Job { record, reply }).is_err() {
+            self.inner.unanswered.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::Closed);
+        }
         result
             .recv()
             .map_err(|_| Error::Thread("kafka-retry-producer stopped without replying".into()))?
@@ -150,6 +164,12 @@ fn run_sender(inner: &Inner, rx: &Receiver<Job>) {
         let mut bytes = estimate(&first.record);
         let mut jobs = vec![first];
         while bytes < cap {
+            // Every unanswered send is in hand: its caller is blocked, so no
+            // one else is about to add a record; stop lingering. Only this
+            // thread lowers `unanswered`, so the check cannot miss a job.
+            if inner.unanswered.load(Ordering::SeqCst) <= jobs.len() {
+                break;
+            }
             let next = match rx.try_recv() {
                 Ok(j) => j,
                 Err(TryRecvError::Disconnected) => break,
@@ -175,6 +195,9 @@ fn run_sender(inner: &Inner, rx: &Receiver<Job>) {
                     })
                     .collect()
             });
+        // Lowered before replying: a caller that sends again right away is
+        // then counted once, by its new job.
+        inner.unanswered.fetch_sub(n, Ordering::SeqCst);
         for (reply, result) in replies.into_iter().zip(results) {
             // The caller may have gone away; nothing to do then.
             let _ = reply.send(result);
