@@ -21,7 +21,8 @@ diagnostics go to stderr. Exit status: 0 ok, 1 error, 2 timeout.
         -> {"records", "value_bytes", "join_s" (constructor to on_assign),
             "first_s" (constructor to the first record),
             "seconds" (first record to last),
-            "from_assign_s" (on_assign to last record)}
+            "from_assign_s" (on_assign to last record),
+            "max_gap_s" (longest wait between two non-empty consume() calls)}
 """
 
 import argparse
@@ -120,12 +121,19 @@ def consume(ck, args):
     got = 0
     value_bytes = 0
     first = None
+    prev = None
+    max_gap = 0.0
     try:
         while got < args.count:
             left = deadline - time.perf_counter()
             if left <= 0:
                 fail("timeout: %d of %d record(s) after %ss" % (got, args.count, args.timeout), 2)
             msgs = consumer.consume(num_messages=args.batch, timeout=min(left, 0.5))
+            if msgs:
+                now = time.perf_counter()
+                if prev is not None:
+                    max_gap = max(max_gap, now - prev)
+                prev = now
             for m in msgs:
                 if m.error():
                     if m.error().fatal():
@@ -146,6 +154,7 @@ def consume(ck, args):
         "first_s": first - start,
         "seconds": last - first,
         "from_assign_s": last - (assigned[0] if assigned[0] is not None else first),
+        "max_gap_s": max_gap,
     }
 
 

@@ -24,7 +24,10 @@
 //! 1 KiB), `BENCH_CHUNK` (10000 records per `send_batch`),
 //! `BENCH_SEND_THREADS` (`4,64`: one concurrent-`send` run per count),
 //! `BENCH_POLL_RECORDS` (1000, our `max_poll_records`; librdkafka's
-//! `consume(num_messages=1000)`), `BENCH_SESSION_MS` (6000, both consumers).
+//! `consume(num_messages=1000)`), `BENCH_SESSION_MS` (6000, both consumers),
+//! `BENCH_REPEAT` (1: run every measurement that many times, clients
+//! interleaved, and tabulate the median; for a busy machine),
+//! `BENCH_LIBRDKAFKA=0` (ours only, e.g. under a profiler).
 //!
 //! - `produce`: ours with `send_batch` in chunks from one thread (as the
 //!   relay does) and with `send` from N threads (as handler workers do);
@@ -98,6 +101,30 @@ struct ConsumeRun {
     join: f64,
     /// Start to the first record.
     first: f64,
+    /// Longest wait between two deliveries of records (a stalled fetch
+    /// shows up here).
+    max_gap: f64,
+}
+
+impl ConsumeRun {
+    fn show(&self) -> String {
+        format!(
+            "{} first->last, {} assigned->last (assigned {:.2} s, first record {:.2} s, \
+             longest gap {:.0} ms)",
+            self.rate.show(),
+            self.from_assign.show(),
+            self.join,
+            self.first,
+            self.max_gap * 1e3
+        )
+    }
+}
+
+/// The element with the median `key` (the upper one of an even count).
+fn median<T: Copy>(v: &[T], key: impl Fn(&T) -> f64) -> Option<T> {
+    let mut sorted: Vec<T> = v.to_vec();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted.get(sorted.len() / 2).copied()
 }
 
 /// A table row: what, ours, librdkafka, and whether bigger is better.
@@ -133,6 +160,7 @@ struct Bench {
     send_threads: Vec<usize>,
     poll_records: usize,
     session: Duration,
+    repeat: usize,
 }
 
 impl Bench {
@@ -235,7 +263,8 @@ impl Bench {
         let start = Instant::now();
         let mut consumer = self.kafka.consumer(config)?;
         let deadline = start + Duration::from_secs(120);
-        let (mut join, mut first) = (None, None);
+        let (mut join, mut first, mut prev): (_, _, Option<Instant>) = (None, None, None);
+        let mut max_gap = 0f64;
         let (mut got, mut bytes) = (0usize, 0u64);
         while got < count {
             if Instant::now() > deadline {
@@ -249,7 +278,12 @@ impl Bench {
                 }
                 ConsumerEvent::Records(records) => {
                     if !records.is_empty() {
-                        first.get_or_insert_with(Instant::now);
+                        let now = Instant::now();
+                        first.get_or_insert(now);
+                        if let Some(prev) = prev {
+                            max_gap = max_gap.max((now - prev).as_secs_f64());
+                        }
+                        prev = Some(now);
                     }
                     got += records.len();
                     bytes += records
@@ -277,6 +311,7 @@ impl Bench {
             },
             join: (join - start).as_secs_f64(),
             first: (first - start).as_secs_f64(),
+            max_gap,
         })
     }
 
@@ -371,6 +406,7 @@ impl Bench {
             from_assign: rate("from_assign_s"),
             join: v["join_s"].as_f64().unwrap_or(f64::NAN),
             first: v["first_s"].as_f64().unwrap_or(f64::NAN),
+            max_gap: v["max_gap_s"].as_f64().unwrap_or(f64::NAN),
         }))
     }
 }
@@ -388,7 +424,7 @@ fn value_of(size: usize) -> Bytes {
 }
 
 fn size_name(size: usize) -> String {
-    if size >= 1024 && size % 1024 == 0 {
+    if size >= 1024 && size.is_multiple_of(1024) {
         format!("{} KiB", size / 1024)
     } else {
         format!("{size} B")
@@ -403,9 +439,13 @@ fn main() -> Result<(), BoxError> {
         .map_err(|_| "KAFKA_BOOTSTRAP is not set: run through scripts/bench-kafka")?;
     let python = std::env::var("KAFKA_RETRY_PYTHON")
         .ok()
-        .filter(|s| !s.is_empty());
+        .filter(|s| !s.is_empty())
+        .filter(|_| std::env::var("BENCH_LIBRDKAFKA").map_or(true, |v| v != "0"));
     if python.is_none() {
-        eprintln!("bench_kafka: KAFKA_RETRY_PYTHON is not set: librdkafka rows are skipped");
+        eprintln!(
+            "bench_kafka: KAFKA_RETRY_PYTHON is not set (or BENCH_LIBRDKAFKA=0): \
+             librdkafka rows are skipped"
+        );
     }
     let sizes = [
         (100usize, env_usize("BENCH_N_SMALL", 200_000)),
@@ -442,6 +482,7 @@ fn main() -> Result<(), BoxError> {
         send_threads,
         poll_records: env_usize("BENCH_POLL_RECORDS", 1000).max(1),
         session: Duration::from_millis(env_usize("BENCH_SESSION_MS", 6000) as u64),
+        repeat: env_usize("BENCH_REPEAT", 1).max(1),
     });
     println!(
         "bench_kafka: broker {bootstrap} ({}), {} cores; {PARTITIONS} partitions, {KEYS} keys, \
@@ -458,10 +499,12 @@ fn main() -> Result<(), BoxError> {
     let mut rows: Vec<Row> = Vec::new();
     // Topics written by librdkafka and by our send_batch, per value size.
     let mut written: Vec<(usize, usize, String, String)> = Vec::new();
+    let repeat = bench.repeat;
 
     if want("produce") {
         let producer = bench.kafka.producer()?;
         // Warm-up: connections, metadata, broker-side topic state, allocator.
+        // (The librdkafka script warms its producer up the same way.)
         let warm_ours = bench.topic("warm-ours");
         let warm_rdk = bench.topic("warm-rdk");
         bench.create(&warm_ours)?;
@@ -472,45 +515,58 @@ fn main() -> Result<(), BoxError> {
         for &(size, count) in &sizes {
             let value = value_of(size);
             let name = size_name(size);
-            let t_batch = bench.topic(&format!("{size}-batch"));
-            let t_rdk = bench.topic(&format!("{size}-rdk"));
-            bench.create(&t_batch)?;
-            bench.create(&t_rdk)?;
-
-            let ours = bench.produce_batch(&*producer, &t_batch, count, &value)?;
-            println!(
-                "produce {name} x {count}: ours send_batch({}): {}",
-                bench.chunk,
-                ours.show()
-            );
-            let rdk = bench.rdk_produce(&t_rdk, count, size, &warm_rdk, 20_000)?;
-            if let Some(r) = rdk {
-                println!("produce {name} x {count}: librdkafka:        {}", r.show());
+            let (mut batch, mut rdk) = (Vec::new(), Vec::new());
+            let mut send: Vec<Vec<Rate>> = vec![Vec::new(); bench.send_threads.len()];
+            // Repetitions interleave the clients, so that a busy spell on a
+            // shared machine does not land on one client only.
+            for rep in 0..repeat {
+                let t_batch = bench.topic(&format!("{size}-batch-{rep}"));
+                let t_rdk = bench.topic(&format!("{size}-rdk-{rep}"));
+                bench.create(&t_batch)?;
+                bench.create(&t_rdk)?;
+                let r = bench.produce_batch(&*producer, &t_batch, count, &value)?;
+                println!(
+                    "produce {name} x {count}: ours send_batch({}): {}",
+                    bench.chunk,
+                    r.show()
+                );
+                batch.push(r);
+                if let Some(r) = bench.rdk_produce(&t_rdk, count, size, &warm_rdk, 20_000)? {
+                    println!("produce {name} x {count}: librdkafka: {}", r.show());
+                    rdk.push(r);
+                }
+                for (k, &threads) in bench.send_threads.iter().enumerate() {
+                    let t_send = bench.topic(&format!("{size}-send{threads}-{rep}"));
+                    bench.create(&t_send)?;
+                    let r = bench.produce_send(&producer, &t_send, count, &value, threads)?;
+                    println!(
+                        "produce {name} x {count}: ours send x{threads} threads: {}",
+                        r.show()
+                    );
+                    send[k].push(r);
+                }
+                if rep == 0 {
+                    written.push((size, count, t_rdk, t_batch));
+                }
             }
+            let rdk = median(&rdk, Rate::per_sec);
             rows.push(Row::Rate(
                 format!("produce {name}, send_batch({}) x1 thread", bench.chunk),
-                Some(ours),
+                median(&batch, Rate::per_sec),
                 rdk,
             ));
-            for &threads in &bench.send_threads {
-                let t_send = bench.topic(&format!("{size}-send{threads}"));
-                bench.create(&t_send)?;
-                let ours = bench.produce_send(&producer, &t_send, count, &value, threads)?;
-                println!(
-                    "produce {name} x {count}: ours send x{threads} threads: {}",
-                    ours.show()
-                );
+            for (k, &threads) in bench.send_threads.iter().enumerate() {
                 rows.push(Row::Rate(
                     format!("produce {name}, send x{threads} threads"),
-                    Some(ours),
+                    median(&send[k], Rate::per_sec),
                     rdk,
                 ));
             }
-            written.push((size, count, t_rdk, t_batch));
         }
     }
 
-    let mut joins: Vec<(Option<ConsumeRun>, Option<ConsumeRun>)> = Vec::new();
+    let mut joins: Vec<ConsumeRun> = Vec::new();
+    let mut rdk_joins: Vec<ConsumeRun> = Vec::new();
     if want("consume") || want("join") {
         if written.is_empty() {
             // Without `produce`: write the librdkafka-shaped topics with ours.
@@ -534,75 +590,71 @@ fn main() -> Result<(), BoxError> {
                 if topic.is_empty() {
                     continue;
                 }
-                let ours = bench.consume(topic, *count)?;
-                let rdk = bench.rdk_consume(topic, *count)?;
-                let show = |r: &ConsumeRun| {
-                    format!(
-                        "{} first->last, {} assigned->last (assigned {:.2} s, first record {:.2} s)",
-                        r.rate.show(),
-                        r.from_assign.show(),
-                        r.join,
-                        r.first
-                    )
-                };
                 println!("consume {name} x {count} (written by {writer}):");
-                println!("  ours:       {}", show(&ours));
-                if let Some(r) = &rdk {
-                    println!("  librdkafka: {}", show(r));
+                let (mut ours, mut rdk) = (Vec::new(), Vec::new());
+                for _ in 0..repeat {
+                    let o = bench.consume(topic, *count)?;
+                    println!("  ours:       {}", o.show());
+                    if o.rate.records != *count as u64 {
+                        println!(
+                            "  note: ours read {} records, {count} expected",
+                            o.rate.records
+                        );
+                    }
+                    ours.push(o);
+                    if let Some(r) = bench.rdk_consume(topic, *count)? {
+                        println!("  librdkafka: {}", r.show());
+                        rdk.push(r);
+                    }
                 }
-                if ours.rate.records != *count as u64 {
-                    println!(
-                        "  note: ours read {} records, {count} expected",
-                        ours.rate.records
-                    );
-                }
+                let by_rate = |r: &ConsumeRun| r.rate.per_sec();
+                let by_assign = |r: &ConsumeRun| r.from_assign.per_sec();
                 rows.push(Row::Rate(
                     format!("consume {name} (written by {writer}), first record -> last"),
-                    Some(ours.rate),
-                    rdk.map(|r| r.rate),
+                    median(&ours, by_rate).map(|r| r.rate),
+                    median(&rdk, by_rate).map(|r| r.rate),
                 ));
                 rows.push(Row::Rate(
                     format!("consume {name} (written by {writer}), assigned -> last"),
-                    Some(ours.from_assign),
-                    rdk.map(|r| r.from_assign),
+                    median(&ours, by_assign).map(|r| r.from_assign),
+                    median(&rdk, by_assign).map(|r| r.from_assign),
                 ));
-                joins.push((Some(ours), rdk));
+                joins.extend(ours);
+                rdk_joins.extend(rdk);
             }
         }
     }
     if want("join") && !joins.is_empty() {
-        let mean = |f: &dyn Fn(&ConsumeRun) -> f64, ours: bool| -> Option<f64> {
-            let v: Vec<f64> = joins
-                .iter()
-                .filter_map(|(o, r)| if ours { *o } else { *r })
-                .map(|r| f(&r))
-                .filter(|x| x.is_finite())
-                .collect();
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-        };
         let n = joins.len();
+        let secs = |v: &[ConsumeRun], f: fn(&ConsumeRun) -> f64| median(v, f).map(|r| f(&r));
         rows.push(Row::Secs(
-            format!("new member: start -> assigned (mean of {n})"),
-            mean(&|r| r.join, true),
-            mean(&|r| r.join, false),
+            format!("new member: start -> assigned (median of {n})"),
+            secs(&joins, |r| r.join),
+            secs(&rdk_joins, |r| r.join),
         ));
         rows.push(Row::Secs(
-            format!("new member: start -> first record (mean of {n})"),
-            mean(&|r| r.first, true),
-            mean(&|r| r.first, false),
+            format!("new member: start -> first record (median of {n})"),
+            secs(&joins, |r| r.first),
+            secs(&rdk_joins, |r| r.first),
         ));
     }
 
-    print_table(&rows, bench.session);
+    print_table(&rows, bench.session, repeat);
     Ok(())
 }
 
-fn print_table(rows: &[Row], session: Duration) {
+fn print_table(rows: &[Row], session: Duration, repeat: usize) {
     println!();
     println!(
         "Through one Tansu broker, 6 partitions, acks=all; ratio > 1 means ours is faster \
-         (ours/librdkafka for rates, librdkafka/ours for times); session timeout {:?} for both.",
-        session
+         (ours/librdkafka for rates, librdkafka/ours for times); session timeout {:?} for both; \
+         {}.",
+        session,
+        if repeat > 1 {
+            format!("median of {repeat} runs")
+        } else {
+            "one run each".to_string()
+        }
     );
     println!();
     println!("| measurement | ours | librdkafka | ratio |");

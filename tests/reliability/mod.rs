@@ -96,7 +96,13 @@ impl Fate {
 /// PanicOnce, AlwaysRetry (summing to 100).
 pub fn fates(rng: &mut Rng, n: usize, weights: [u64; 5]) -> Vec<Fate> {
     assert_eq!(weights.iter().sum::<u64>(), 100);
-    let all = [Fate::Done, Fate::RetryOnce, Fate::Reject, Fate::PanicOnce, Fate::AlwaysRetry];
+    let all = [
+        Fate::Done,
+        Fate::RetryOnce,
+        Fate::Reject,
+        Fate::PanicOnce,
+        Fate::AlwaysRetry,
+    ];
     (0..n)
         .map(|_| {
             let mut x = rng.next() % 100;
@@ -206,13 +212,15 @@ pub fn read_done_log(path: &Path) -> (HashMap<u64, u32>, usize) {
     for line in text.lines() {
         let mut it = line.split(' ');
         let ok = match (it.next(), it.next(), it.next(), it.next()) {
-            (Some("done"), Some(id), Some(check), None) => match (id.parse::<u64>(), check.parse::<u64>()) {
-                (Ok(id), Ok(c)) if c == id.wrapping_mul(31).wrapping_add(7) => {
-                    *done.entry(id).or_insert(0) += 1;
-                    true
+            (Some("done"), Some(id), Some(check), None) => {
+                match (id.parse::<u64>(), check.parse::<u64>()) {
+                    (Ok(id), Ok(c)) if c == id.wrapping_mul(31).wrapping_add(7) => {
+                        *done.entry(id).or_insert(0) += 1;
+                        true
+                    }
+                    _ => false,
                 }
-                _ => false,
-            },
+            }
             _ => false,
         };
         if !ok {
@@ -292,7 +300,12 @@ impl Collector {
     }
 
     pub fn ids(&self) -> HashSet<u64> {
-        self.seen.lock().unwrap().iter().filter_map(|d| d.id).collect()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d.id)
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -357,7 +370,9 @@ pub fn balance(fates: &[Fate], done: &HashMap<u64, u32>, dead: &[Dead]) -> Books
         *dead_reasons.entry(d.reason.clone()).or_default() += 1;
         match d.id.and_then(|id| fates.get(id as usize).map(|f| (id, *f))) {
             None => misplaced.push(format!("dead letter not from this test: {d:?}")),
-            Some((id, Fate::Done)) => misplaced.push(format!("{id} (done at once) dead-lettered {}", d.reason)),
+            Some((id, Fate::Done)) => {
+                misplaced.push(format!("{id} (done at once) dead-lettered {}", d.reason))
+            }
             Some((id, Fate::Reject)) if d.reason != "rejected" => {
                 misplaced.push(format!("{id} (reject) dead-lettered {}", d.reason))
             }
@@ -396,5 +411,9 @@ pub fn describe(ids: &[u64], fates: &[Fate]) -> String {
         .take(20)
         .map(|&id| format!("{id} ({:?})", fates.get(id as usize)))
         .collect();
-    format!("{}{}", v.join(", "), if ids.len() > 20 { ", ..." } else { "" })
+    format!(
+        "{}{}",
+        v.join(", "),
+        if ids.len() > 20 { ", ..." } else { "" }
+    )
 }

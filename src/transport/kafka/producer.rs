@@ -2,7 +2,7 @@
 //!
 //! Design: `send_batch` does its work on the calling thread. `send` hands
 //! its record to one background thread (`kafka-retry-producer`) and waits on
-//! a private reply channel. That thread takes what is queued (plus whatever
+//! a private one-shot reply slot. That thread takes what is queued (plus whatever
 //! arrives within `linger`, up to a size cap) and produces it in one go, so
 //! many threads calling `send` at once share Produce round trips.
 //!
@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -75,7 +75,58 @@ fn codec(c: Compression) -> records::Compression {
 
 struct Job {
     record: OutRecord,
-    reply: Sender<Result<Delivered>>,
+    reply: Replier,
+}
+
+/// Where one `send` waits for its result. A mutex and condvar rather than a
+/// channel: crossbeam's `recv` spins and calls `sched_yield` before it
+/// parks, and with dozens of threads blocked in `send` those yields took
+/// most of the CPU from the sender thread and the broker (bench_kafka, 64
+/// threads on 2 cores). A condvar parks at once.
+#[derive(Default)]
+struct Slot {
+    result: Mutex<Option<Result<Delivered>>>,
+    ready: Condvar,
+}
+
+impl Slot {
+    fn fill(&self, result: Result<Delivered>) {
+        // Plain assignments under the lock: a poisoned lock is still usable.
+        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
+        self.ready.notify_one();
+    }
+
+    fn wait(&self) -> Result<Delivered> {
+        let mut guard = self.result.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(result) = guard.take() {
+                return result;
+            }
+            guard = self.ready.wait(guard).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// The sender's half of a [`Slot`]. Dropped unanswered (the sender thread
+/// died), it answers with an error, so no caller waits forever.
+struct Replier(Option<Arc<Slot>>);
+
+impl Replier {
+    fn send(mut self, result: Result<Delivered>) {
+        if let Some(slot) = self.0.take() {
+            slot.fill(result);
+        }
+    }
+}
+
+impl Drop for Replier {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.fill(Err(Error::Thread(
+                "kafka-retry-producer stopped without replying".into(),
+            )));
+        }
+    }
 }
 
 /// The Kafka producer (see the module docs).
@@ -137,7 +188,8 @@ impl Drop for KafkaProducer {
 impl Producer for KafkaProducer {
     fn send(&self, record: OutRecord) -> Result<Delivered> {
         let queue = self.queue.as_ref().ok_or(Error::Closed)?;
-        let (reply, result) = crossbeam_channel::bounded(1);
+        let slot = Arc::new(Slot::default());
+        let reply = Replier(Some(slot.clone()));
         // Raised before queueing, so the sender never sees a job it has
         // not counted (see `run_sender`).
         self.inner.unanswered.fetch_add(1, Ordering::SeqCst);
@@ -145,9 +197,7 @@ impl Producer for KafkaProducer {
             self.inner.unanswered.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::Closed);
         }
-        result
-            .recv()
-            .map_err(|_| Error::Thread("kafka-retry-producer stopped without replying".into()))?
+        slot.wait()
     }
 
     fn send_batch(&self, records: Vec<OutRecord>) -> Vec<Result<Delivered>> {
@@ -181,9 +231,10 @@ fn run_sender(inner: &Inner, rx: &Receiver<Job>) {
             bytes += estimate(&next.record);
             jobs.push(next);
         }
-        let (records, replies): (Vec<OutRecord>, Vec<Sender<Result<Delivered>>>) =
+        let (records, replies): (Vec<OutRecord>, Vec<Replier>) =
             jobs.into_iter().map(|j| (j.record, j.reply)).unzip();
         let n = records.len();
+        log::trace!("kafka: producing {n} queued send(s)");
         // A bug in produce must not kill the thread every sender depends on.
         let results =
             catch_unwind(AssertUnwindSafe(|| inner.produce(records))).unwrap_or_else(|_| {
@@ -199,8 +250,7 @@ fn run_sender(inner: &Inner, rx: &Receiver<Job>) {
         // then counted once, by its new job.
         inner.unanswered.fetch_sub(n, Ordering::SeqCst);
         for (reply, result) in replies.into_iter().zip(results) {
-            // The caller may have gone away; nothing to do then.
-            let _ = reply.send(result);
+            reply.send(result);
         }
     }
 }
@@ -531,6 +581,41 @@ impl Round<'_> {
         }
         for &i in indices {
             self.retry.push((i, tp.1, clone_error(&e)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn reply_reaches_a_waiting_caller() {
+        let slot = Arc::new(Slot::default());
+        let replier = Replier(Some(slot.clone()));
+        let t = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            replier.send(Ok(Delivered {
+                topic: "t".into(),
+                partition: 2,
+                offset: 7,
+            }));
+        });
+        let got = slot.wait();
+        t.join().unwrap();
+        assert_eq!(got.unwrap().offset, 7);
+    }
+
+    #[test]
+    fn dropped_replier_answers_with_an_error() {
+        let slot = Arc::new(Slot::default());
+        let replier = Replier(Some(slot.clone()));
+        // The sender thread dying with the job in hand drops the replier.
+        thread::spawn(move || drop(replier)).join().unwrap();
+        match slot.wait() {
+            Err(Error::Thread(msg)) => assert!(msg.contains("without replying"), "{msg}"),
+            other => panic!("expected a thread error, got {other:?}"),
         }
     }
 }

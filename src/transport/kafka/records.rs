@@ -50,7 +50,7 @@ use crate::record::{Header, OutRecord, Record};
 
 /// Header added to the single record that stands for a batch we could not
 /// decode; its value is the reason (UTF-8).
-pub(crate) const UNDECODABLE_HEADER: &str = "kafka-retry.undecodable";
+pub(crate) const UNDECODABLE_HEADER: &str = crate::headers::UNDECODABLE;
 
 /// Record batch compression codec (attribute bits 0-2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
