@@ -519,3 +519,53 @@ fn shutdown_reports_uncommitted_work_when_the_broker_is_gone() {
     );
     let _ = unique("x");
 }
+
+/// The relay's heap is bounded: past `max_parked` it pauses the retry topic
+/// instead of growing, and everything is still relayed in the end.
+#[test]
+fn relay_heap_is_bounded() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 1).unwrap();
+    let handled = Arc::new(AtomicU64::new(0));
+    let h = handled.clone();
+    let engine = Engine::builder(broker.clone())
+        .group_id("g")
+        .topics(["t"])
+        .max_parked(50)
+        .max_poll_records(20)
+        .policy(RetryPolicy::new(
+            Duration::from_millis(400),
+            Duration::from_secs(60),
+        ))
+        .handler(move |r: &Record| {
+            if header(r, kafka_retry::ATTEMPTS).is_some() {
+                h.fetch_add(1, Ordering::SeqCst);
+                Outcome::Done
+            } else {
+                Outcome::retry("later")
+            }
+        })
+        .build()
+        .unwrap();
+    let batch: Vec<OutRecord> = (0..500)
+        .map(|i| OutRecord::new("t").key(format!("k{i}")).value("v"))
+        .collect();
+    for r in broker.producer().unwrap().send_batch(batch) {
+        r.unwrap();
+    }
+    let mut max_parked = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while handled.load(Ordering::SeqCst) < 500 && Instant::now() < deadline {
+        max_parked = max_parked.max(engine.stats().parked);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(handled.load(Ordering::SeqCst), 500, "{stats:?}");
+    // One poll past the bound at most: 50 + 20.
+    assert!(max_parked >= 40, "the heap never filled: {max_parked}");
+    assert!(
+        max_parked <= 70,
+        "the heap grew past its bound: {max_parked}"
+    );
+}
