@@ -12,7 +12,8 @@ diagnostics go to stderr. Exit status: 0 ok, 1 error, 2 timeout.
         keyed records (key "key-%05d" % (i % K)), one header, acks=all, with
         produce() + poll(0) in a Python loop and a final flush(); the warm-up
         goes through the same producer first and is not timed.
-        -> {"records", "value_bytes", "seconds", "errors"}
+        -> {"records", "value_bytes", "seconds", "cpu_s" (process CPU: the
+            Python loop and librdkafka's threads), "errors"}
 
     consume --bootstrap B --topic T --count N --group G [--session-timeout-ms 6000]
             [--batch 1000] [--timeout 120]
@@ -22,7 +23,8 @@ diagnostics go to stderr. Exit status: 0 ok, 1 error, 2 timeout.
             "first_s" (constructor to the first record),
             "seconds" (first record to last),
             "from_assign_s" (on_assign to last record),
-            "max_gap_s" (longest wait between two non-empty consume() calls)}
+            "max_gap_s" (longest wait between two non-empty consume() calls),
+            "cpu_s" (process CPU, constructor to last record)}
 """
 
 import argparse
@@ -87,13 +89,15 @@ def produce(ck, args):
         run(args.warmup_topic, args.warmup_count)
         if errors[0]:
             fail("warm-up: %d delivery error(s), first: %s" % (errors[0], errors[1]))
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     run(args.topic, args.count)
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     return {
         "records": args.count,
         "value_bytes": args.count * args.value_bytes,
         "seconds": seconds,
+        "cpu_s": cpu,
         "errors": errors[0],
         "first_error": errors[1],
     }
@@ -114,7 +118,7 @@ def consume(ck, args):
         "session.timeout.ms": args.session_timeout_ms,
         "enable.partition.eof": False,
     }
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     consumer = ck.Consumer(conf)
     consumer.subscribe([args.topic], on_assign=on_assign)
     deadline = start + args.timeout
@@ -145,6 +149,7 @@ def consume(ck, args):
                 value_bytes += len(m.value())
                 got += 1
         last = time.perf_counter()
+        cpu = time.process_time() - cpu
     finally:
         consumer.close()
     return {
@@ -155,6 +160,7 @@ def consume(ck, args):
         "seconds": last - first,
         "from_assign_s": last - (assigned[0] if assigned[0] is not None else first),
         "max_gap_s": max_gap,
+        "cpu_s": cpu,
     }
 
 

@@ -569,6 +569,18 @@ impl Run {
         self.elapsed
             .map_or(0.0, |d| self.n as f64 / d.as_secs_f64())
     }
+
+    /// The rate without the start-up (build to first done). The start-up
+    /// is sometimes 50-200 ms in the second and later runs of this process:
+    /// perf shows the new consumer thread's first allocation (in the memory
+    /// consumer's group join) running glibc's `malloc_consolidate` over the
+    /// chunks the previous run freed, an artefact of many runs in one process.
+    fn rate_after_start(&self) -> f64 {
+        match (self.elapsed, self.first_done) {
+            (Some(all), Some(first)) if all > first => self.n as f64 / (all - first).as_secs_f64(),
+            _ => 0.0,
+        }
+    }
 }
 
 fn run(n: u64, workers: usize, mode: Mode, interval: Duration) -> Result<Run, BoxError> {
@@ -639,13 +651,14 @@ fn secs(d: Option<Duration>) -> String {
 
 fn print_run(label: &str, workers: usize, r: &Run) {
     println!(
-        "{label:<26} {workers:>7} {:>9} {:>8} {:>10} {:>9} {:>11.0} {:>8} {:>8}   {}",
+        "{label:<26} {workers:>7} {:>9} {:>8} {:>10} {:>9} {:>11.0} {:>11.0} {:>8} {:>8}   {}",
         r.n,
         r.first_done
             .map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3)),
         secs(r.first_pass),
         secs(r.elapsed),
         r.rate(),
+        r.rate_after_start(),
         r.stats.retried,
         r.stats.relayed,
         r.cpu

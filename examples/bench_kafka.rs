@@ -71,6 +71,9 @@ struct Rate {
     records: u64,
     value_bytes: u64,
     seconds: f64,
+    /// CPU time of the client's whole process (all threads) meanwhile,
+    /// NaN when unknown. Less sensitive to a busy machine than `seconds`.
+    cpu: f64,
 }
 
 impl Rate {
@@ -85,6 +88,16 @@ impl Rate {
             "{} rec/s, {:.1} MB/s",
             human(self.per_sec()),
             self.mb_per_sec()
+        )
+    }
+    fn cpu_per_record_us(&self) -> f64 {
+        self.cpu * 1e6 / self.records as f64
+    }
+    fn show_cpu(&self) -> String {
+        format!(
+            "{}, {:.2} us CPU/record",
+            self.show(),
+            self.cpu_per_record_us()
         )
     }
 }
@@ -110,12 +123,13 @@ impl ConsumeRun {
     fn show(&self) -> String {
         format!(
             "{} first->last, {} assigned->last (assigned {:.2} s, first record {:.2} s, \
-             longest gap {:.0} ms)",
+             longest gap {:.0} ms, {:.2} us CPU/record)",
             self.rate.show(),
             self.from_assign.show(),
             self.join,
             self.first,
-            self.max_gap * 1e3
+            self.max_gap * 1e3,
+            self.rate.cpu_per_record_us()
         )
     }
 }
@@ -198,7 +212,7 @@ impl Bench {
         count: usize,
         value: &Bytes,
     ) -> Result<Rate, BoxError> {
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), process_cpu());
         let mut i = 0;
         while i < count {
             let n = self.chunk.min(count - i);
@@ -212,6 +226,7 @@ impl Bench {
             records: count as u64,
             value_bytes: (count * value.len()) as u64,
             seconds: start.elapsed().as_secs_f64(),
+            cpu: process_cpu() - cpu,
         })
     }
 
@@ -226,16 +241,17 @@ impl Bench {
         threads: usize,
     ) -> Result<Rate, BoxError> {
         let next = Arc::new(AtomicUsize::new(0));
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), process_cpu());
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let (me, producer, next) = (self.clone(), producer.clone(), next.clone());
                 let (topic, value) = (topic.to_string(), value.clone());
-                std::thread::spawn(move || -> Result<(), String> {
+                std::thread::spawn(move || -> Result<f64, String> {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= count {
-                            return Ok(());
+                            // Gone before the measurement ends: report our CPU.
+                            return Ok(thread_cpu());
                         }
                         producer
                             .send(me.record(&topic, i, &value))
@@ -244,13 +260,15 @@ impl Bench {
                 })
             })
             .collect();
+        let mut threads_cpu = 0.0;
         for h in handles {
-            h.join().map_err(|_| "a send thread panicked")??;
+            threads_cpu += h.join().map_err(|_| "a send thread panicked")??;
         }
         Ok(Rate {
             records: count as u64,
             value_bytes: (count * value.len()) as u64,
             seconds: start.elapsed().as_secs_f64(),
+            cpu: process_cpu() - cpu + threads_cpu,
         })
     }
 
@@ -260,7 +278,7 @@ impl Bench {
         config.session_timeout = self.session;
         config.rebalance_timeout = Duration::from_secs(10);
         config.max_poll_records = self.poll_records;
-        let start = Instant::now();
+        let (start, cpu) = (Instant::now(), process_cpu());
         let mut consumer = self.kafka.consumer(config)?;
         let deadline = start + Duration::from_secs(120);
         let (mut join, mut first, mut prev): (_, _, Option<Instant>) = (None, None, None);
@@ -295,6 +313,8 @@ impl Bench {
             }
         }
         let last = Instant::now();
+        // Consumer's CPU for the whole run: joining costs next to nothing.
+        let cpu = process_cpu() - cpu;
         let _ = consumer.close();
         let first = first.unwrap_or(last);
         let join = join.unwrap_or(first);
@@ -303,11 +323,13 @@ impl Bench {
                 records: got as u64,
                 value_bytes: bytes,
                 seconds: (last - first).as_secs_f64(),
+                cpu,
             },
             from_assign: Rate {
                 records: got as u64,
                 value_bytes: bytes,
                 seconds: (last - join).as_secs_f64(),
+                cpu,
             },
             join: (join - start).as_secs_f64(),
             first: (first - start).as_secs_f64(),
@@ -373,6 +395,7 @@ impl Bench {
             records: v["records"].as_u64().unwrap_or(0),
             value_bytes: v["value_bytes"].as_u64().unwrap_or(0),
             seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
+            cpu: v["cpu_s"].as_f64().unwrap_or(f64::NAN),
         }))
     }
 
@@ -400,6 +423,7 @@ impl Bench {
             records: v["records"].as_u64().unwrap_or(0),
             value_bytes: v["value_bytes"].as_u64().unwrap_or(0),
             seconds: v[secs].as_f64().unwrap_or(f64::NAN),
+            cpu: v["cpu_s"].as_f64().unwrap_or(f64::NAN),
         };
         Ok(Some(ConsumeRun {
             rate: rate("seconds"),
@@ -409,6 +433,31 @@ impl Bench {
             max_gap: v["max_gap_s"].as_f64().unwrap_or(f64::NAN),
         }))
     }
+}
+
+/// CPU seconds used so far by this process's live threads: the sum of
+/// `/proc/self/task/*/schedstat` (nanoseconds, Linux); NaN elsewhere.
+/// Threads that end before a measurement ends must add their own
+/// [`thread_cpu`] to it, as `produce_send` does.
+fn process_cpu() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    tasks
+        .filter_map(|t| t.ok())
+        .filter_map(|t| schedstat(&t.path().join("schedstat")))
+        .sum()
+}
+
+/// CPU seconds used so far by the calling thread (0 where unknown).
+fn thread_cpu() -> f64 {
+    schedstat(std::path::Path::new("/proc/thread-self/schedstat")).unwrap_or(0.0)
+}
+
+fn schedstat(path: &std::path::Path) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let ns: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(ns / 1e9)
 }
 
 fn unique() -> u64 {
@@ -497,6 +546,9 @@ fn main() -> Result<(), BoxError> {
     );
 
     let mut rows: Vec<Row> = Vec::new();
+    // Client CPU per record: (what, ours, librdkafka), microseconds.
+    let mut cpu_rows: Vec<(String, Option<f64>, Option<f64>)> = Vec::new();
+    let cpu = |r: Option<Rate>| r.map(|r| r.cpu_per_record_us());
     // Topics written by librdkafka and by our send_batch, per value size.
     let mut written: Vec<(usize, usize, String, String)> = Vec::new();
     let repeat = bench.repeat;
@@ -528,11 +580,11 @@ fn main() -> Result<(), BoxError> {
                 println!(
                     "produce {name} x {count}: ours send_batch({}): {}",
                     bench.chunk,
-                    r.show()
+                    r.show_cpu()
                 );
                 batch.push(r);
                 if let Some(r) = bench.rdk_produce(&t_rdk, count, size, &warm_rdk, 20_000)? {
-                    println!("produce {name} x {count}: librdkafka: {}", r.show());
+                    println!("produce {name} x {count}: librdkafka: {}", r.show_cpu());
                     rdk.push(r);
                 }
                 for (k, &threads) in bench.send_threads.iter().enumerate() {
@@ -541,7 +593,7 @@ fn main() -> Result<(), BoxError> {
                     let r = bench.produce_send(&producer, &t_send, count, &value, threads)?;
                     println!(
                         "produce {name} x {count}: ours send x{threads} threads: {}",
-                        r.show()
+                        r.show_cpu()
                     );
                     send[k].push(r);
                 }
@@ -550,17 +602,15 @@ fn main() -> Result<(), BoxError> {
                 }
             }
             let rdk = median(&rdk, Rate::per_sec);
-            rows.push(Row::Rate(
-                format!("produce {name}, send_batch({}) x1 thread", bench.chunk),
-                median(&batch, Rate::per_sec),
-                rdk,
-            ));
+            let what = format!("produce {name}, send_batch({}) x1 thread", bench.chunk);
+            let ours = median(&batch, Rate::per_sec);
+            cpu_rows.push((what.clone(), cpu(ours), cpu(rdk)));
+            rows.push(Row::Rate(what, ours, rdk));
             for (k, &threads) in bench.send_threads.iter().enumerate() {
-                rows.push(Row::Rate(
-                    format!("produce {name}, send x{threads} threads"),
-                    median(&send[k], Rate::per_sec),
-                    rdk,
-                ));
+                let what = format!("produce {name}, send x{threads} threads");
+                let ours = median(&send[k], Rate::per_sec);
+                cpu_rows.push((what.clone(), cpu(ours), cpu(rdk)));
+                rows.push(Row::Rate(what, ours, rdk));
             }
         }
     }
@@ -609,10 +659,19 @@ fn main() -> Result<(), BoxError> {
                 }
                 let by_rate = |r: &ConsumeRun| r.rate.per_sec();
                 let by_assign = |r: &ConsumeRun| r.from_assign.per_sec();
-                rows.push(Row::Rate(
-                    format!("consume {name} (written by {writer}), first record -> last"),
+                let (o, r) = (
                     median(&ours, by_rate).map(|r| r.rate),
                     median(&rdk, by_rate).map(|r| r.rate),
+                );
+                cpu_rows.push((
+                    format!("consume {name} (written by {writer})"),
+                    cpu(o),
+                    cpu(r),
+                ));
+                rows.push(Row::Rate(
+                    format!("consume {name} (written by {writer}), first record -> last"),
+                    o,
+                    r,
                 ));
                 rows.push(Row::Rate(
                     format!("consume {name} (written by {writer}), assigned -> last"),
@@ -640,6 +699,24 @@ fn main() -> Result<(), BoxError> {
     }
 
     print_table(&rows, bench.session, repeat);
+    if !cpu_rows.is_empty() {
+        println!();
+        println!(
+            "Client process CPU per record (all threads; librdkafka's includes the Python \
+             loop); ratio > 1 means ours uses less."
+        );
+        println!();
+        println!("| measurement | ours | librdkafka | ratio |");
+        println!("|---|---|---|---|");
+        let show = |x: &Option<f64>| x.map_or("-".into(), |us| format!("{us:.2} us"));
+        for (what, ours, rdk) in &cpu_rows {
+            let ratio = match (ours, rdk) {
+                (Some(o), Some(r)) if *o > 0.0 => format!("{:.2}x", r / o),
+                _ => "-".into(),
+            };
+            println!("| {what} | {} | {} | {ratio} |", show(ours), show(rdk));
+        }
+    }
     Ok(())
 }
 

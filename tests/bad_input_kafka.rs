@@ -68,8 +68,11 @@ enum Via {
     Confluent,
     /// `Peer` with kafka-python.
     KafkaPython,
-    /// `tests/py/bad_input.py` (kafka-python, raw header key bytes).
+    /// `tests/py/bad_input.py produce` (kafka-python, raw header key bytes).
     RawKeys,
+    /// `tests/py/bad_input.py produce-corrupt`: a record batch with a wrong
+    /// CRC (Tansu stores it; Apache Kafka refuses it, so Tansu only).
+    CorruptBatch,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +94,10 @@ enum Expect {
     /// headers first and unchanged, then `retry.reason` and
     /// `retry.dead-reason = malformed`.
     Malformed,
+    /// An undecodable batch: on the dead-letter topic as one record holding
+    /// the raw batch (so the case name is in its value), no key, reason
+    /// `undecodable record batch: ...`, `retry.dead-reason = malformed`.
+    Undecodable,
 }
 
 type Hdr = (Vec<u8>, Option<Vec<u8>>);
@@ -181,8 +188,9 @@ impl Builder {
 }
 
 /// Every bad (and a few good) inputs. `origin` is the engine's topic,
-/// `foreign` an existing topic that is not, `big` the size of the big values.
-fn cases(origin: &str, foreign: &str, big: usize) -> Vec<Case> {
+/// `foreign` an existing topic that is not, `big` the size of the big
+/// values; `corrupt`: also write batches with a wrong CRC.
+fn cases(origin: &str, foreign: &str, big: usize, corrupt: bool) -> Vec<Case> {
     use Dest::*;
     use Expect::*;
     use Via::*;
@@ -515,6 +523,17 @@ fn cases(origin: &str, foreign: &str, big: usize) -> Vec<Case> {
     );
     b.payload(RawKeys, Some(b""), Some(b"v"));
     b.add("raw-key-origin", Origin, raw, Handled);
+    if corrupt {
+        b.payload(CorruptBatch, Some(b"k"), Some(b"corrupt"));
+        let hs = plus(vec![h("user", "u")], valid_retry(o, now));
+        b.add("corrupt-batch-retry", Retry, hs, Undecodable);
+        b.add(
+            "corrupt-batch-origin",
+            Origin,
+            vec![h("user", "u")],
+            Undecodable,
+        );
+    }
     b.cases
 }
 
@@ -537,8 +556,11 @@ fn peer_record(c: &Case) -> PeerRecord {
     }
 }
 
-/// Writes records with `tests/py/bad_input.py` (raw header key bytes).
-fn produce_raw_keys(topic: &str, cases: &[&Case]) {
+/// Writes records with `tests/py/bad_input.py <cmd>`.
+fn bad_input_py(cmd: &str, topic: &str, cases: &[&Case]) {
+    if cases.is_empty() {
+        return;
+    }
     let py = common::require_python();
     let script = common::repo_root()
         .join("tests")
@@ -561,13 +583,7 @@ fn produce_raw_keys(topic: &str, cases: &[&Case]) {
         .collect();
     let mut child = Command::new(&py)
         .arg(&script)
-        .args([
-            "produce",
-            "--bootstrap",
-            &kafka_bootstrap(),
-            "--topic",
-            topic,
-        ])
+        .args([cmd, "--bootstrap", &kafka_bootstrap(), "--topic", topic])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -691,7 +707,7 @@ fn bad_input_ends_handled_or_dead_lettered() {
         "the engine never got its partition"
     );
 
-    let all = cases(&origin, &foreign, big);
+    let all = cases(&origin, &foreign, big, common::broker_is_tansu());
     let started = Instant::now();
     let producer = transport.producer().unwrap();
     for dest in [Dest::Retry, Dest::Origin] {
@@ -726,11 +742,16 @@ fn bad_input_ends_handled_or_dead_lettered() {
                 .collect();
             Peer::new().with_client(client).produce(topic, &recs, &[]);
         }
-        let raw: Vec<&Case> = all
-            .iter()
-            .filter(|c| c.dest == dest && c.via == Via::RawKeys)
-            .collect();
-        produce_raw_keys(topic, &raw);
+        for (via, cmd) in [
+            (Via::RawKeys, "produce"),
+            (Via::CorruptBatch, "produce-corrupt"),
+        ] {
+            let cases: Vec<&Case> = all
+                .iter()
+                .filter(|c| c.dest == dest && c.via == via)
+                .collect();
+            bad_input_py(cmd, topic, &cases);
+        }
     }
     let produced_in = started.elapsed();
 
@@ -763,14 +784,14 @@ fn bad_input_ends_handled_or_dead_lettered() {
 
     let malformed: Vec<&Case> = all
         .iter()
-        .filter(|c| c.expect == Expect::Malformed)
+        .filter(|c| matches!(c.expect, Expect::Malformed | Expect::Undecodable))
         .collect();
     let handled_deliveries: usize = all
         .iter()
         .map(|c| match c.expect {
             Expect::Handled => 1,
             Expect::HandledAfterRetry => 2,
-            Expect::Malformed => 0,
+            Expect::Malformed | Expect::Undecodable => 0,
         })
         .sum::<usize>()
         + 2;
@@ -791,7 +812,18 @@ fn bad_input_ends_handled_or_dead_lettered() {
     }
     let mut dead_by_case: HashMap<String, Vec<&Record>> = HashMap::new();
     for r in &dead {
-        dead_by_case.entry(case_name(r)).or_default().push(r);
+        // An undecodable batch has no headers of its own any more: find its
+        // case by name in the raw bytes.
+        let name = all
+            .iter()
+            .filter(|c| c.expect == Expect::Undecodable)
+            .find(|c| {
+                r.value
+                    .as_deref()
+                    .is_some_and(|v| v.windows(c.name.len()).any(|w| w == c.name.as_bytes()))
+            })
+            .map_or_else(|| case_name(r), |c| c.name.clone());
+        dead_by_case.entry(name).or_default().push(r);
     }
     for c in &all {
         let got = by_case.get(&c.name).cloned().unwrap_or_default();
@@ -868,6 +900,26 @@ fn bad_input_ends_handled_or_dead_lettered() {
                     }
                 }
             }
+            Expect::Undecodable => {
+                let ok = died.len() == 1
+                    && got.is_empty()
+                    && died[0].key.is_none()
+                    && died[0]
+                        .headers
+                        .first()
+                        .is_some_and(|h| &h.key[..] == b"kafka-retry.undecodable")
+                    && header_str(died[0], kafka_retry::REASON)
+                        .is_some_and(|v| v.starts_with("undecodable record batch"))
+                    && header_str(died[0], kafka_retry::DEAD_REASON) == Some("malformed");
+                if !ok {
+                    failures.push(format!(
+                        "{}: want one undecodable dead letter, got {} handled and {:?}",
+                        c.name,
+                        got.len(),
+                        died.iter().map(|r| show(&r.headers)).collect::<Vec<_>>()
+                    ));
+                }
+            }
             Expect::Malformed => {
                 if died.len() != 1 || !got.is_empty() {
                     failures.push(format!(
@@ -925,7 +977,7 @@ fn bad_input_ends_handled_or_dead_lettered() {
 
     let count = |d: Dest| all.iter().filter(|c| c.dest == d).count();
     println!(
-        "bad inputs tried: {} ({} on the retry topic, {} on the origin topic; by this crate {}, confluent-kafka {}, kafka-python {}, raw-key script {}), produced in {:?}",
+        "bad inputs tried: {} ({} on the retry topic, {} on the origin topic; by this crate {}, confluent-kafka {}, kafka-python {}, raw-key script {}, corrupt batches {}), produced in {:?}",
         all.len(),
         count(Dest::Retry),
         count(Dest::Origin),
@@ -933,13 +985,15 @@ fn bad_input_ends_handled_or_dead_lettered() {
         all.iter().filter(|c| c.via == Via::Confluent).count(),
         all.iter().filter(|c| c.via == Via::KafkaPython).count(),
         all.iter().filter(|c| c.via == Via::RawKeys).count(),
+        all.iter().filter(|c| c.via == Via::CorruptBatch).count(),
         produced_in
     );
     println!(
-        "outcomes: handled {} (of which retried once first {}), dead-lettered malformed {}; good records behind them handled {:?} after being written",
-        all.iter().filter(|c| c.expect != Expect::Malformed).count(),
+        "outcomes: handled {} (of which retried once first {}), dead-lettered malformed {} (undecodable batches among them {}); good records behind them handled {:?} after being written",
+        all.iter().filter(|c| matches!(c.expect, Expect::Handled | Expect::HandledAfterRetry)).count(),
         all.iter().filter(|c| c.expect == Expect::HandledAfterRetry).count(),
         malformed.len(),
+        all.iter().filter(|c| c.expect == Expect::Undecodable).count(),
         finals_in
     );
     println!("stats: {stats:?}");

@@ -209,7 +209,14 @@ impl CrashChild {
     }
 
     /// SIGKILL (`Child::kill` on Unix) and reap.
-    fn kill(mut self) {
+    fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for CrashChild {
+    /// Also on a failed assertion: no child outlives its test.
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -261,6 +268,7 @@ fn crash_loop_loses_nothing() {
             .collect(),
     );
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&dir).unwrap();
     let done_log = dir.join(format!("{group}.done"));
     let stderr = dir.join(format!("{group}.stderr"));
     let dead = Collector::start(transport.clone(), &dlt, Duration::from_secs(2));
@@ -394,6 +402,7 @@ fn crash_loop_loses_nothing() {
         "only {parked_kills} kills hit parked retries with work left: {kills:?}"
     );
     let _ = std::fs::remove_file(&done_log);
+    let _ = std::fs::remove_file(&stderr);
 }
 
 // ---------------------------------------------------------------------------

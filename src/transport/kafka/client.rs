@@ -322,21 +322,28 @@ impl Client {
             };
             let state = match t.error_code {
                 0 | LEADER_NOT_AVAILABLE => {
-                    let n = t
-                        .partitions
-                        .iter()
-                        .map(|p| p.partition_index + 1)
-                        .max()
-                        .unwrap_or(0)
-                        .max(0) as usize;
-                    let mut leaders = vec![-1; n];
+                    // Sized by the number of partitions listed, never by an
+                    // index from the wire: a forged index (i32::MAX) must not
+                    // overflow or allocate gigabytes. Kafka lists every
+                    // partition, so indexes are 0..len.
+                    let mut leaders = vec![-1; t.partitions.len()];
                     for p in &t.partitions {
-                        if let Ok(i) = usize::try_from(p.partition_index) {
-                            leaders[i] = if p.error_code == 0 || p.leader_id.0 >= 0 {
-                                p.leader_id.0
-                            } else {
-                                -1
-                            };
+                        let slot = usize::try_from(p.partition_index)
+                            .ok()
+                            .and_then(|i| leaders.get_mut(i));
+                        match slot {
+                            Some(l) => {
+                                *l = if p.error_code == 0 || p.leader_id.0 >= 0 {
+                                    p.leader_id.0
+                                } else {
+                                    -1
+                                };
+                            }
+                            None => log::warn!(
+                                "metadata for {name}: partition index {} outside 0..{}; ignored",
+                                p.partition_index,
+                                t.partitions.len()
+                            ),
                         }
                     }
                     TopicState::Leaders(leaders)
