@@ -8,15 +8,16 @@ counts as our client. Each subcommand prints one JSON object on stdout;
 diagnostics go to stderr. Exit status: 0 ok, 1 error, 2 timeout.
 
     produce --bootstrap B --topic T --count N --value-bytes S --keys K
-            [--warmup-topic W --warmup-count M] [--linger-ms 5]
+            [--warmup-topic W --warmup-count M] [--linger-ms 5] [--broker-pid P]
         keyed records (key "key-%05d" % (i % K)), one header, acks=all, with
         produce() + poll(0) in a Python loop and a final flush(); the warm-up
         goes through the same producer first and is not timed.
         -> {"records", "value_bytes", "seconds", "cpu_s" (process CPU: the
-            Python loop and librdkafka's threads), "errors"}
+            Python loop and librdkafka's threads), "broker_cpu_s" (with
+            --broker-pid), "errors"}
 
     consume --bootstrap B --topic T --count N --group G [--session-timeout-ms 6000]
-            [--batch 1000] [--timeout 120]
+            [--batch 1000] [--timeout 120] [--broker-pid P]
         subscribes with a new group (auto.offset.reset=earliest) and reads with
         consume(num_messages=batch) until N records arrived.
         -> {"records", "value_bytes", "join_s" (constructor to on_assign),
@@ -24,17 +25,38 @@ diagnostics go to stderr. Exit status: 0 ok, 1 error, 2 timeout.
             "seconds" (first record to last),
             "from_assign_s" (on_assign to last record),
             "max_gap_s" (longest wait between two non-empty consume() calls),
-            "cpu_s" (process CPU, constructor to last record)}
+            "cpu_s" (process CPU, constructor to last record), "broker_cpu_s"}
 """
 
 import argparse
 import json
+import os
 import sys
 import time
 
 # Same record shape as examples/bench_kafka.rs.
 HEADER_KEY = "trace"
 HEADER_VALUE = b"0123456789abcdef"
+
+
+def broker_cpu(pid):
+    """CPU seconds used by the broker's live threads (None without a pid)."""
+    if not pid:
+        return None
+    total = 0
+    task_dir = "/proc/%s/task" % pid
+    for tid in os.listdir(task_dir):
+        try:
+            with open("%s/%s/schedstat" % (task_dir, tid)) as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # thread gone meanwhile
+    return total / 1e9
+
+
+def cpu_delta(pid, before):
+    after = broker_cpu(pid)
+    return None if before is None or after is None else after - before
 
 
 def fail(msg, code=1):
@@ -89,15 +111,17 @@ def produce(ck, args):
         run(args.warmup_topic, args.warmup_count)
         if errors[0]:
             fail("warm-up: %d delivery error(s), first: %s" % (errors[0], errors[1]))
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, broker = time.perf_counter(), time.process_time(), broker_cpu(args.broker_pid)
     run(args.topic, args.count)
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
+    broker = cpu_delta(args.broker_pid, broker)
     return {
         "records": args.count,
         "value_bytes": args.count * args.value_bytes,
         "seconds": seconds,
         "cpu_s": cpu,
+        "broker_cpu_s": broker,
         "errors": errors[0],
         "first_error": errors[1],
     }
@@ -118,7 +142,7 @@ def consume(ck, args):
         "session.timeout.ms": args.session_timeout_ms,
         "enable.partition.eof": False,
     }
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, broker = time.perf_counter(), time.process_time(), broker_cpu(args.broker_pid)
     consumer = ck.Consumer(conf)
     consumer.subscribe([args.topic], on_assign=on_assign)
     deadline = start + args.timeout
@@ -150,6 +174,7 @@ def consume(ck, args):
                 got += 1
         last = time.perf_counter()
         cpu = time.process_time() - cpu
+        broker = cpu_delta(args.broker_pid, broker)
     finally:
         consumer.close()
     return {
@@ -161,6 +186,7 @@ def consume(ck, args):
         "from_assign_s": last - (assigned[0] if assigned[0] is not None else first),
         "max_gap_s": max_gap,
         "cpu_s": cpu,
+        "broker_cpu_s": broker,
     }
 
 
@@ -177,6 +203,7 @@ def main():
     p.add_argument("--warmup-topic", default=None)
     p.add_argument("--warmup-count", type=int, default=0)
     p.add_argument("--linger-ms", type=int, default=5)
+    p.add_argument("--broker-pid", default=None, help="broker pid, to report its CPU")
     p.add_argument("--timeout", type=float, default=120.0)
 
     p = sub.add_parser("consume")
@@ -186,6 +213,7 @@ def main():
     p.add_argument("--group", required=True)
     p.add_argument("--session-timeout-ms", type=int, default=6000)
     p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--broker-pid", default=None, help="broker pid, to report its CPU")
     p.add_argument("--timeout", type=float, default=120.0)
 
     args = ap.parse_args()

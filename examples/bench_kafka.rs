@@ -74,6 +74,8 @@ struct Rate {
     /// CPU time of the client's whole process (all threads) meanwhile,
     /// NaN when unknown. Less sensitive to a busy machine than `seconds`.
     cpu: f64,
+    /// CPU time of the broker process meanwhile (NaN when unknown).
+    broker_cpu: f64,
 }
 
 impl Rate {
@@ -93,11 +95,15 @@ impl Rate {
     fn cpu_per_record_us(&self) -> f64 {
         self.cpu * 1e6 / self.records as f64
     }
+    fn broker_cpu_per_record_us(&self) -> f64 {
+        self.broker_cpu * 1e6 / self.records as f64
+    }
     fn show_cpu(&self) -> String {
         format!(
-            "{}, {:.2} us CPU/record",
+            "{}, CPU/record {:.2} us client, {:.2} us broker",
             self.show(),
-            self.cpu_per_record_us()
+            self.cpu_per_record_us(),
+            self.broker_cpu_per_record_us()
         )
     }
 }
@@ -175,9 +181,18 @@ struct Bench {
     poll_records: usize,
     session: Duration,
     repeat: usize,
+    /// Set by scripts/bench-kafka (`BENCH_BROKER_PID`) when it started the broker.
+    broker_pid: Option<String>,
 }
 
 impl Bench {
+    /// CPU seconds the broker process has used (NaN without its pid).
+    fn broker_cpu(&self) -> f64 {
+        self.broker_pid
+            .as_deref()
+            .map_or(f64::NAN, |pid| tasks_cpu(&format!("/proc/{pid}/task")))
+    }
+
     fn topic(&self, name: &str) -> String {
         format!("bench-{}-{name}", self.run_id)
     }
@@ -212,7 +227,7 @@ impl Bench {
         count: usize,
         value: &Bytes,
     ) -> Result<Rate, BoxError> {
-        let (start, cpu) = (Instant::now(), process_cpu());
+        let (start, cpu, broker) = (Instant::now(), process_cpu(), self.broker_cpu());
         let mut i = 0;
         while i < count {
             let n = self.chunk.min(count - i);
@@ -227,6 +242,7 @@ impl Bench {
             value_bytes: (count * value.len()) as u64,
             seconds: start.elapsed().as_secs_f64(),
             cpu: process_cpu() - cpu,
+            broker_cpu: self.broker_cpu() - broker,
         })
     }
 
@@ -241,7 +257,7 @@ impl Bench {
         threads: usize,
     ) -> Result<Rate, BoxError> {
         let next = Arc::new(AtomicUsize::new(0));
-        let (start, cpu) = (Instant::now(), process_cpu());
+        let (start, cpu, broker) = (Instant::now(), process_cpu(), self.broker_cpu());
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let (me, producer, next) = (self.clone(), producer.clone(), next.clone());
@@ -269,6 +285,7 @@ impl Bench {
             value_bytes: (count * value.len()) as u64,
             seconds: start.elapsed().as_secs_f64(),
             cpu: process_cpu() - cpu + threads_cpu,
+            broker_cpu: self.broker_cpu() - broker,
         })
     }
 
@@ -278,7 +295,7 @@ impl Bench {
         config.session_timeout = self.session;
         config.rebalance_timeout = Duration::from_secs(10);
         config.max_poll_records = self.poll_records;
-        let (start, cpu) = (Instant::now(), process_cpu());
+        let (start, cpu, broker) = (Instant::now(), process_cpu(), self.broker_cpu());
         let mut consumer = self.kafka.consumer(config)?;
         let deadline = start + Duration::from_secs(120);
         let (mut join, mut first, mut prev): (_, _, Option<Instant>) = (None, None, None);
@@ -315,6 +332,7 @@ impl Bench {
         let last = Instant::now();
         // Consumer's CPU for the whole run: joining costs next to nothing.
         let cpu = process_cpu() - cpu;
+        let broker_cpu = self.broker_cpu() - broker;
         let _ = consumer.close();
         let first = first.unwrap_or(last);
         let join = join.unwrap_or(first);
@@ -324,12 +342,14 @@ impl Bench {
                 value_bytes: bytes,
                 seconds: (last - first).as_secs_f64(),
                 cpu,
+                broker_cpu,
             },
             from_assign: Rate {
                 records: got as u64,
                 value_bytes: bytes,
                 seconds: (last - join).as_secs_f64(),
                 cpu,
+                broker_cpu,
             },
             join: (join - start).as_secs_f64(),
             first: (first - start).as_secs_f64(),
@@ -342,11 +362,14 @@ impl Bench {
         let Some(py) = &self.python else {
             return Ok(None);
         };
-        let out = Command::new(py)
-            .arg(SCRIPT)
+        let mut cmd = Command::new(py);
+        cmd.arg(SCRIPT)
             .args(args)
-            .args(["--bootstrap", &self.bootstrap])
-            .output()?;
+            .args(["--bootstrap", &self.bootstrap]);
+        if let Some(pid) = &self.broker_pid {
+            cmd.args(["--broker-pid", pid]);
+        }
+        let out = cmd.output()?;
         if !out.status.success() {
             return Err(format!(
                 "{SCRIPT} {}: {}: {}",
@@ -396,6 +419,7 @@ impl Bench {
             value_bytes: v["value_bytes"].as_u64().unwrap_or(0),
             seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
             cpu: v["cpu_s"].as_f64().unwrap_or(f64::NAN),
+            broker_cpu: v["broker_cpu_s"].as_f64().unwrap_or(f64::NAN),
         }))
     }
 
@@ -424,6 +448,7 @@ impl Bench {
             value_bytes: v["value_bytes"].as_u64().unwrap_or(0),
             seconds: v[secs].as_f64().unwrap_or(f64::NAN),
             cpu: v["cpu_s"].as_f64().unwrap_or(f64::NAN),
+            broker_cpu: v["broker_cpu_s"].as_f64().unwrap_or(f64::NAN),
         };
         Ok(Some(ConsumeRun {
             rate: rate("seconds"),
@@ -440,7 +465,12 @@ impl Bench {
 /// Threads that end before a measurement ends must add their own
 /// [`thread_cpu`] to it, as `produce_send` does.
 fn process_cpu() -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+    tasks_cpu("/proc/self/task")
+}
+
+/// CPU seconds of the live threads under a `/proc/<pid>/task` directory.
+fn tasks_cpu(dir: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(dir) else {
         return f64::NAN;
     };
     tasks
@@ -532,6 +562,9 @@ fn main() -> Result<(), BoxError> {
         poll_records: env_usize("BENCH_POLL_RECORDS", 1000).max(1),
         session: Duration::from_millis(env_usize("BENCH_SESSION_MS", 6000) as u64),
         repeat: env_usize("BENCH_REPEAT", 1).max(1),
+        broker_pid: std::env::var("BENCH_BROKER_PID")
+            .ok()
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
     });
     println!(
         "bench_kafka: broker {bootstrap} ({}), {} cores; {PARTITIONS} partitions, {KEYS} keys, \
@@ -547,8 +580,9 @@ fn main() -> Result<(), BoxError> {
 
     let mut rows: Vec<Row> = Vec::new();
     // Client CPU per record: (what, ours, librdkafka), microseconds.
-    let mut cpu_rows: Vec<(String, Option<f64>, Option<f64>)> = Vec::new();
-    let cpu = |r: Option<Rate>| r.map(|r| r.cpu_per_record_us());
+    #[allow(clippy::type_complexity)]
+    let mut cpu_rows: Vec<(String, Option<(f64, f64)>, Option<(f64, f64)>)> = Vec::new();
+    let cpu = |r: Option<Rate>| r.map(|r| (r.cpu_per_record_us(), r.broker_cpu_per_record_us()));
     // Topics written by librdkafka and by our send_batch, per value size.
     let mut written: Vec<(usize, usize, String, String)> = Vec::new();
     let repeat = bench.repeat;
@@ -702,19 +736,36 @@ fn main() -> Result<(), BoxError> {
     if !cpu_rows.is_empty() {
         println!();
         println!(
-            "Client process CPU per record (all threads; librdkafka's includes the Python \
-             loop); ratio > 1 means ours uses less."
+            "CPU per record, microseconds: the client process (all threads; librdkafka's \
+             includes the Python loop) and the broker serving it; ratio = librdkafka/ours \
+             (> 1: ours uses less)."
         );
         println!();
-        println!("| measurement | ours | librdkafka | ratio |");
-        println!("|---|---|---|---|");
-        let show = |x: &Option<f64>| x.map_or("-".into(), |us| format!("{us:.2} us"));
+        println!(
+            "| measurement | ours client | librdkafka client | ratio | broker for ours \
+             | broker for librdkafka | ratio |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        let show = |x: Option<f64>| match x {
+            Some(us) if us.is_finite() => format!("{us:.2}"),
+            _ => "-".into(),
+        };
+        let ratio = |o: Option<f64>, r: Option<f64>| match (o, r) {
+            (Some(o), Some(r)) if o > 0.0 && r.is_finite() => format!("{:.2}x", r / o),
+            _ => "-".into(),
+        };
         for (what, ours, rdk) in &cpu_rows {
-            let ratio = match (ours, rdk) {
-                (Some(o), Some(r)) if *o > 0.0 => format!("{:.2}x", r / o),
-                _ => "-".into(),
-            };
-            println!("| {what} | {} | {} | {ratio} |", show(ours), show(rdk));
+            let (oc, ob) = (ours.map(|x| x.0), ours.map(|x| x.1));
+            let (rc, rb) = (rdk.map(|x| x.0), rdk.map(|x| x.1));
+            println!(
+                "| {what} | {} | {} | {} | {} | {} | {} |",
+                show(oc),
+                show(rc),
+                ratio(oc, rc),
+                show(ob),
+                show(rb),
+                ratio(ob, rb)
+            );
         }
     }
     Ok(())

@@ -46,7 +46,14 @@ impl OffsetTracker {
         if offset < front {
             return;
         }
-        let idx = match self.pending.binary_search_by_key(&offset, |&(o, _)| o) {
+        // Offsets are nearly always contiguous: try the direct index first.
+        let guess = (offset - front) as usize;
+        let idx = if self.pending.get(guess).is_some_and(|&(o, _)| o == offset) {
+            Ok(guess)
+        } else {
+            self.pending.binary_search_by_key(&offset, |&(o, _)| o)
+        };
+        let idx = match idx {
             Ok(i) => i,
             Err(_) => return,
         };

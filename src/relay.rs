@@ -55,24 +55,6 @@ struct Parked {
     failures: u32,
 }
 
-// Min-heap on (due, seq): BinaryHeap is a max-heap, so compare reversed.
-impl Ord for Parked {
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        (other.due, other.seq).cmp(&(self.due, self.seq))
-    }
-}
-impl PartialOrd for Parked {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-impl PartialEq for Parked {
-    fn eq(&self, other: &Self) -> bool {
-        self.seq == other.seq
-    }
-}
-impl Eq for Parked {}
-
 struct Part {
     epoch: u64,
     tracker: OffsetTracker,
@@ -89,26 +71,28 @@ enum Route {
 struct Relay {
     ctx: Arc<Context>,
     consumer: Box<dyn Consumer>,
-    heap: BinaryHeap<Parked>,
+    heap: SlabHeap,
     parts: HashMap<TopicPartition, Part>,
     next_seq: u64,
     next_epoch: u64,
     paused: bool,
     topic_cache: HashMap<String, (Option<i32>, Instant)>,
     last_commit: Instant,
+    anchor: (Instant, i64),
 }
 
 pub(crate) fn run(ctx: Arc<Context>, consumer: Box<dyn Consumer>) -> Result<(), String> {
     let mut r = Relay {
         ctx,
         consumer,
-        heap: BinaryHeap::new(),
+        heap: SlabHeap::default(),
         parts: HashMap::new(),
         next_seq: 0,
         next_epoch: 0,
         paused: false,
         topic_cache: HashMap::new(),
         last_commit: Instant::now(),
+        anchor: (Instant::now(), now_us()),
     };
     let mut backoff = Duration::from_millis(50);
     while !r.ctx.signal.stopping() {
@@ -120,11 +104,8 @@ pub(crate) fn run(ctx: Arc<Context>, consumer: Box<dyn Consumer>) -> Result<(), 
                 log::warn!("relay commit failed (retried next interval): {e}");
             }
         }
-        let timeout = match r.heap.peek() {
-            Some(p) => p
-                .due
-                .saturating_duration_since(Instant::now())
-                .min(IDLE_POLL),
+        let timeout = match r.heap.peek_due() {
+            Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_POLL),
             None => IDLE_POLL,
         };
         match r.consumer.poll(timeout) {
@@ -220,8 +201,17 @@ impl Relay {
                     ^ fnv(info.origin_topic.as_bytes());
                 let wait = self.ctx.policy.interval_for(info.attempts.max(1), seed);
                 let due_ms = info.enqueued_at.saturating_add(wait.as_millis() as i64);
-                // Converted to the monotonic clock once, here.
-                Instant::now() + Duration::from_millis(due_ms.saturating_sub(now).max(0) as u64)
+                // Wall-clock due time to the monotonic clock, through one
+                // (Instant, wall µs) anchor per second: records due in the
+                // same millisecond share one instant and one wake-up, and
+                // the instant is never before the wall-clock due time.
+                if self.anchor.0.elapsed() > Duration::from_secs(1) {
+                    self.anchor = (Instant::now(), now_us());
+                }
+                let (ai, aus) = self.anchor;
+                ai + Duration::from_micros(
+                    due_ms.saturating_mul(1000).saturating_sub(aus).max(0) as u64
+                )
             }
             Plan::Malformed(reason) => {
                 log::warn!(
@@ -303,8 +293,8 @@ impl Relay {
             let now = Instant::now();
             let mut batch = Vec::new();
             while batch.len() < RELAY_BATCH {
-                match self.heap.peek() {
-                    Some(p) if p.due <= now => {}
+                match self.heap.peek_due() {
+                    Some(due) if due <= now => {}
                     _ => break,
                 }
                 let Some(p) = self.heap.pop() else { break };
@@ -320,11 +310,14 @@ impl Relay {
                 return;
             }
             let now_wall = now_ms();
-            let routes: Vec<Route> = batch.iter().map(|p| self.route(p, now_wall)).collect();
+            let mut routes: Vec<Route> = batch.iter().map(|p| self.route(p, now_wall)).collect();
+            // Move the records out for the write; the routes keep their kind.
             let out: Vec<OutRecord> = routes
-                .iter()
+                .iter_mut()
                 .filter_map(|r| match r {
-                    Route::Origin(o) | Route::Dead(o, _) => Some(o.clone()),
+                    Route::Origin(o) | Route::Dead(o, _) => {
+                        Some(std::mem::replace(o, OutRecord::new("")))
+                    }
                     Route::Drop(_) => None,
                 })
                 .collect();
@@ -504,6 +497,84 @@ impl Relay {
         }
         result
     }
+}
+
+/// A heap entry: ordered by (due, seq), pointing at its record's slot.
+#[derive(PartialEq, Eq)]
+struct Key {
+    due: Instant,
+    seq: u64,
+    slot: usize,
+}
+// Min-heap on (due, seq): BinaryHeap is a max-heap, so compare reversed.
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The relay's time-ordered heap. Sifting moves only small keys; the
+/// records (a few hundred bytes each) stay put in a slab.
+#[derive(Default)]
+struct SlabHeap {
+    keys: BinaryHeap<Key>,
+    slab: Vec<Option<Parked>>,
+    free: Vec<usize>,
+}
+
+impl SlabHeap {
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+    fn peek_due(&self) -> Option<Instant> {
+        self.keys.peek().map(|k| k.due)
+    }
+    fn push(&mut self, p: Parked) {
+        let key = |slot| Key {
+            due: p.due,
+            seq: p.seq,
+            slot,
+        };
+        let slot = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slab.push(None);
+                self.slab.len() - 1
+            }
+        };
+        let k = key(slot);
+        self.slab[slot] = Some(p);
+        self.keys.push(k);
+    }
+    fn pop(&mut self) -> Option<Parked> {
+        let k = self.keys.pop()?;
+        self.free.push(k.slot);
+        self.slab[k.slot].take()
+    }
+    fn retain(&mut self, f: impl Fn(&Parked) -> bool) {
+        let slab = &mut self.slab;
+        let free = &mut self.free;
+        self.keys.retain(|k| {
+            let keep = slab[k.slot].as_ref().is_some_and(&f);
+            if !keep {
+                slab[k.slot] = None;
+                free.push(k.slot);
+            }
+            keep
+        });
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
