@@ -34,15 +34,20 @@
 //!   librdkafka with `produce()` + `poll(0)` in a Python loop and a final
 //!   `flush()`. Records are built inside the timed loop on both sides.
 //! - `consume`: a new group member reads a topic from the beginning
-//!   (earliest reset) until it has every record; throughput counts from the
-//!   first record to the last, so the join is excluded. Both clients read
-//!   the topic librdkafka wrote and the one our `send_batch` wrote (needs
-//!   `produce` in the same run).
+//!   (earliest reset) until it has every record. Two rates: first record to
+//!   last (the join excluded), and assignment to last (also counts the
+//!   start-offset lookups and the first Fetch). Both clients read the topic
+//!   librdkafka wrote and the one our `send_batch` wrote (needs `produce` in
+//!   the same run).
 //! - `join`: time from creating a new group member to its assignment and to
 //!   its first record (Tansu completes a join after about half the session
 //!   timeout; both use `BENCH_SESSION_MS`).
 //!
-//! MB/s counts value bytes (10^6 bytes), not keys, headers or framing.
+//! MB/s counts value bytes (10^6 bytes), not keys, headers or framing. A
+//! second table gives CPU per record of each client process (all threads,
+//! from `/proc`) and of the broker while serving it (when
+//! `BENCH_BROKER_PID` is set, as scripts/bench-kafka does): unlike rates,
+//! these barely move when other work shares the machine.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::engine::{now_ms, Context, JOB_BATCH};
+use crate::engine::{deadline_after, now_ms, Context, JOB_BATCH};
 use crate::partitioner::murmur2;
 use crate::pool::{Completion, Job, Lease};
 use crate::record::{Record, TopicPartition};
@@ -38,6 +38,10 @@ struct Dispatcher {
     completions: Receiver<Vec<Completion>>,
     round_robin: usize,
     last_commit: Instant,
+    /// Last `poll(ZERO)` while the workers are saturated.
+    last_zero_poll: Instant,
+    /// Set when the engine cannot go on (a worker is gone).
+    failed: Option<String>,
 }
 
 pub(crate) fn run(
@@ -55,11 +59,18 @@ pub(crate) fn run(
         completions,
         round_robin: 0,
         last_commit: Instant::now(),
+        last_zero_poll: Instant::now(),
+        failed: None,
     };
     let mut backoff = Duration::from_millis(50);
     while !d.ctx.signal.stopping() {
         d.drain_completions();
         d.flush_outboxes();
+        if let Some(why) = d.failed.take() {
+            log::error!("{}: consumer thread stops: {why}", d.ctx.group_id);
+            let _ = d.shutdown();
+            return Err(why);
+        }
         if d.last_commit.elapsed() >= d.ctx.commit_interval {
             d.commit_all();
         }
@@ -69,6 +80,13 @@ pub(crate) fn run(
             if let Ok(batch) = d.completions.recv_timeout(Duration::from_millis(20)) {
                 d.complete(batch);
             }
+            // Paused partitions return nothing; poll only now and then for
+            // group events and unpaused partitions, not after every
+            // completion (each poll may be a Fetch round trip on Kafka).
+            if d.last_zero_poll.elapsed() < Duration::from_millis(20) {
+                continue;
+            }
+            d.last_zero_poll = Instant::now();
             d.consumer.poll(Duration::ZERO)
         } else {
             d.consumer.poll(POLL_TIMEOUT)
@@ -122,7 +140,7 @@ impl Dispatcher {
             ConsumerEvent::Revoked(tps) => {
                 log::info!("{}: revoking {}", self.ctx.group_id, list(&tps));
                 self.ctx.counters.rebalances.fetch_add(1, Ordering::Relaxed);
-                let deadline = Instant::now() + self.ctx.revoke_timeout;
+                let deadline = deadline_after(self.ctx.revoke_timeout);
                 self.release(&tps, Some(deadline));
             }
             ConsumerEvent::Lost(tps) => {
@@ -205,7 +223,16 @@ impl Dispatcher {
                 let batch: Vec<Job> = outbox.drain(..n).collect();
                 match self.job_txs[w].try_send(batch) {
                     Ok(()) => {}
-                    Err(TrySendError::Full(batch)) | Err(TrySendError::Disconnected(batch)) => {
+                    Err(TrySendError::Disconnected(batch)) => {
+                        // Workers catch every panic, so this is a bug; stop
+                        // rather than keep its partitions paused forever.
+                        self.failed = Some(format!("worker {w} is gone"));
+                        for job in batch.into_iter().rev() {
+                            outbox.push_front(job);
+                        }
+                        break;
+                    }
+                    Err(TrySendError::Full(batch)) => {
                         for job in batch.into_iter().rev() {
                             outbox.push_front(job);
                         }
@@ -390,8 +417,16 @@ impl Dispatcher {
             if busy == 0 {
                 return;
             }
-            match self.completions.recv_deadline(deadline) {
+            // A shutdown during a revoke wait shortens the wait to the
+            // shutdown's own deadline.
+            let limit = match self.ctx.signal.deadline() {
+                Some(d) if self.ctx.signal.stopping() => deadline.min(d),
+                _ => deadline,
+            };
+            let step = limit.min(Instant::now() + Duration::from_millis(50));
+            match self.completions.recv_deadline(step) {
                 Ok(batch) => self.complete(batch),
+                Err(_) if Instant::now() < limit => {}
                 Err(_) => {
                     log::warn!(
                         "{}: {busy} records still running at the deadline; abandoned, the next owner re-reads them",

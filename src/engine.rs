@@ -23,6 +23,14 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// `Instant::now() + d`, or a point a century away when `d` is too large
+/// to add (`Duration::MAX` as "no deadline" must not panic).
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// Shared stop signal. `stop` ends the polling loops; `abandon` tells
 /// workers to skip queued jobs (their records stay uncommitted and are
 /// re-read later, never lost).
@@ -484,6 +492,10 @@ impl Threads {
                 Err(_) => break,
             }
         }
+        // Whatever is still running past the deadline stops waiting on the
+        // broker: workers retrying a write give up (their records stay
+        // uncommitted), even if the consumer thread died before saying so.
+        self.signal.abandon.store(true, Ordering::Release);
         for (name, handle) in self.handles.drain(..) {
             // A thread that signalled is past its work (the signal is sent
             // by a guard on its way out), so joining it cannot block long.
@@ -565,7 +577,7 @@ impl Engine {
     /// panicked. Nothing unfinished is committed, so it is re-read later.
     pub fn shutdown(mut self, timeout: Duration) -> Result<()> {
         match self.threads.take() {
-            Some(mut t) => t.stop(Instant::now() + timeout),
+            Some(mut t) => t.stop(deadline_after(timeout)),
             None => Ok(()),
         }
     }

@@ -183,8 +183,20 @@ pub(crate) fn malformed_headers(original: &[Header], reason: &str) -> Vec<Header
     out
 }
 
+/// Our own header names; a user's other `retry.*` headers pass through.
+const OWN: [&str; 8] = [
+    ORIGIN_TOPIC,
+    ORIGIN_PARTITION,
+    ORIGIN_OFFSET,
+    FIRST_RECEIVED_AT,
+    ENQUEUED_AT,
+    ATTEMPTS,
+    REASON,
+    DEAD_REASON,
+];
+
 fn is_retry_header(h: &Header) -> bool {
-    h.key.starts_with(b"retry.")
+    OWN.iter().any(|name| &h.key[..] == name.as_bytes())
 }
 
 /// Cuts `reason` to at most [`MAX_REASON_BYTES`] on a char boundary.

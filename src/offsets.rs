@@ -32,7 +32,7 @@ impl OffsetTracker {
             }
         }
         self.pending.push_back((offset, false));
-        self.next = Some(offset + 1);
+        self.next = Some(offset.saturating_add(1));
         true
     }
 

@@ -156,8 +156,16 @@ impl RetryPolicy {
         // configured minimum.
         let frac = (splitmix(seed ^ u64::from(attempts)) >> 11) as f64 / (1u64 << 53) as f64;
         let jittered = capped * (1.0 - b.jitter * frac);
-        Duration::from_secs_f64(jittered.max(self.retry_interval.as_secs_f64()))
+        // A huge max_interval (Duration::MAX) must not panic the relay.
+        Duration::try_from_secs_f64(jittered.max(self.retry_interval.as_secs_f64()))
+            .unwrap_or(b.max_interval)
     }
+}
+
+/// `d` in whole milliseconds, saturating at `i64::MAX` (a `Duration::MAX`
+/// "forever" must not wrap to a negative number).
+pub(crate) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// A tiny, well-mixed hash step (SplitMix64) for deterministic jitter.
@@ -256,6 +264,21 @@ mod tests {
             );
             assert_eq!(w, j.interval_for(4, seed), "jitter must be deterministic");
         }
+    }
+
+    #[test]
+    fn huge_durations_neither_panic_nor_wrap() {
+        let p = RetryPolicy::new(Duration::from_secs(1), Duration::MAX).with_backoff(
+            2.0,
+            Duration::MAX,
+            0.5,
+        );
+        p.validate().unwrap();
+        for attempts in [1, 10, 100, 2000, u32::MAX] {
+            assert!(p.interval_for(attempts, 3) >= Duration::from_secs(1));
+        }
+        assert_eq!(millis(Duration::MAX), i64::MAX);
+        assert_eq!(millis(Duration::from_millis(1500)), 1500);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::engine::{now_ms, panic_message, Context};
 use crate::handler::{Handler, Outcome};
 use crate::headers::{self, DeadReason, RetryInfo};
 use crate::offsets::OffsetTracker;
+use crate::policy::millis;
 use crate::record::{OutRecord, Record, TopicPartition};
 
 /// One assignment of one partition to this engine. A new lease is made on
@@ -63,7 +64,7 @@ pub(crate) struct Completion {
 }
 
 /// Longest a worker holds finished records before reporting them.
-const COMPLETION_FLUSH: Duration = Duration::from_millis(20);
+const COMPLETION_FLUSH: Duration = Duration::from_millis(1);
 
 pub(crate) fn run_worker(
     ctx: Arc<Context>,
@@ -73,12 +74,18 @@ pub(crate) fn run_worker(
 ) {
     // Ends when the consumer thread drops its sender (shutdown by disconnection).
     for batch in jobs.iter() {
-        let mut out = Vec::with_capacity(batch.len());
+        let mut out: Vec<Completion> = Vec::with_capacity(batch.len());
         let mut last_flush = Instant::now();
         for job in batch {
-            // Report finished records every so often inside a long batch,
-            // so slow handlers do not hold back commits and revokes.
-            if !out.is_empty() && last_flush.elapsed() >= COMPLETION_FLUSH {
+            // Report finished records before moving to another partition
+            // and at least every millisecond, so a slow record never holds
+            // back the commits (or a revoke) of records finished before it
+            // in other partitions. Within one partition a slow record holds
+            // back at most its own predecessors' reports, for its duration.
+            let switch = out
+                .last()
+                .is_some_and(|c| !Arc::ptr_eq(&c.lease, &job.lease));
+            if !out.is_empty() && (switch || last_flush.elapsed() >= COMPLETION_FLUSH) {
                 let n = out.len();
                 if completions
                     .send(std::mem::replace(&mut out, Vec::with_capacity(n)))
@@ -91,7 +98,20 @@ pub(crate) fn run_worker(
             let done = if job.lease.is_revoked() || ctx.signal.abandoning() {
                 false
             } else {
-                process(&ctx, &*handler, &job)
+                // The handler's panics are caught inside; this catches our
+                // own (a user-supplied Producer, a logger) so the worker
+                // never dies. The record stays uncommitted.
+                catch_unwind(AssertUnwindSafe(|| process(&ctx, &*handler, &job))).unwrap_or_else(
+                    |panic| {
+                        log::error!(
+                            "{}@{}: worker failed outside the handler: {}",
+                            job.lease.tp,
+                            job.record.offset,
+                            panic_message(&*panic)
+                        );
+                        false
+                    },
+                )
             };
             out.push(Completion {
                 lease: job.lease,
@@ -109,7 +129,6 @@ pub(crate) fn run_worker(
 /// the retry or dead-letter topic).
 fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
     let record = &job.record;
-    let now = now_ms();
     if let Some(reason) = record
         .header(headers::UNDECODABLE)
         .and_then(|h| h.value.as_ref())
@@ -122,9 +141,23 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
         let hs = headers::malformed_headers(&record.headers, &reason);
         return dead_letter(ctx, job, hs, DeadReason::Malformed);
     }
+    let outcome = match catch_unwind(AssertUnwindSafe(|| handler.handle(record))) {
+        Ok(o) => o,
+        Err(panic) => {
+            ctx.counters.panics.fetch_add(1, Ordering::Relaxed);
+            let msg = format!("handler panicked: {}", panic_message(&*panic));
+            log::warn!("{}@{}: {msg}", record.topic_partition(), record.offset);
+            Outcome::Retry(msg)
+        }
+    };
+    if outcome == Outcome::Done {
+        ctx.counters.done.fetch_add(1, Ordering::Relaxed);
+        return true;
+    }
     // A relayed record carries its history; a fresh one starts it. Bad
     // retry headers on the origin topic are not the handler's problem: the
-    // record is handled and, if it fails, starts a fresh history.
+    // record was handled and, as it failed, starts a fresh history.
+    let now = now_ms();
     let info = if RetryInfo::present(record) {
         RetryInfo::parse(record, now).unwrap_or_else(|m| {
             log::debug!(
@@ -138,20 +171,8 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
     } else {
         RetryInfo::first(record, job.received_ms)
     };
-    let outcome = match catch_unwind(AssertUnwindSafe(|| handler.handle(record))) {
-        Ok(o) => o,
-        Err(panic) => {
-            ctx.counters.panics.fetch_add(1, Ordering::Relaxed);
-            let msg = format!("handler panicked: {}", panic_message(&*panic));
-            log::warn!("{}@{}: {msg}", record.topic_partition(), record.offset);
-            Outcome::Retry(msg)
-        }
-    };
     match outcome {
-        Outcome::Done => {
-            ctx.counters.done.fetch_add(1, Ordering::Relaxed);
-            true
-        }
+        Outcome::Done => true,
         Outcome::Reject(reason) => {
             let hs = info.headers(&record.headers, &reason, Some(DeadReason::Rejected));
             dead_letter(ctx, job, hs, DeadReason::Rejected)
@@ -168,7 +189,7 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
                 }
             }
             let age = now.saturating_sub(next.first_received_at);
-            if age > ctx.policy.max_retry_duration.as_millis() as i64 {
+            if age > millis(ctx.policy.max_retry_duration) {
                 let hs = next.headers(&record.headers, &reason, Some(DeadReason::Expired));
                 return dead_letter(ctx, job, hs, DeadReason::Expired);
             }
@@ -180,7 +201,7 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
                 headers: next.headers(&record.headers, &reason, None),
                 timestamp: None,
             };
-            let ok = send_until_acked(ctx, &job.lease, out);
+            let ok = send_until_acked(ctx, &job.lease, out, true);
             if ok {
                 ctx.counters.retried.fetch_add(1, Ordering::Relaxed);
             }
@@ -216,7 +237,7 @@ fn dead_letter(
         headers,
         timestamp: None,
     };
-    let ok = send_until_acked(ctx, &job.lease, out);
+    let ok = send_until_acked(ctx, &job.lease, out, false);
     if ok {
         ctx.counters.dead(reason);
     }
@@ -226,9 +247,28 @@ fn dead_letter(
 /// Sends until the broker acknowledges, backing off on errors. Gives up
 /// (false: the record stays uncommitted) only when the lease is revoked or
 /// the engine abandons work: an error never turns into a lost record.
-pub(crate) fn send_until_acked(ctx: &Context, lease: &Lease, record: OutRecord) -> bool {
+///
+/// With `restamp`, each new attempt rewrites `retry.enqueued-at` to now: the
+/// relay counts the interval from it, so a write that succeeded only after
+/// an outage must not come back early.
+pub(crate) fn send_until_acked(
+    ctx: &Context,
+    lease: &Lease,
+    mut record: OutRecord,
+    restamp: bool,
+) -> bool {
     let mut backoff = Duration::from_millis(50);
+    let mut first = true;
     loop {
+        if restamp && !first {
+            let now = now_ms().to_string();
+            for h in record.headers.iter_mut() {
+                if &h.key[..] == headers::ENQUEUED_AT.as_bytes() {
+                    h.value = Some(now.clone().into());
+                }
+            }
+        }
+        first = false;
         match ctx.producer.send(record.clone()) {
             Ok(_) => return true,
             Err(e) => {

@@ -21,9 +21,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{now_ms, Context};
+use crate::engine::{deadline_after, now_ms, Context};
 use crate::headers::{self, DeadReason, RetryInfo};
 use crate::offsets::OffsetTracker;
+use crate::policy::millis;
 use crate::record::{OutRecord, Partitioning, Record, TopicPartition};
 use crate::transport::{Consumer, ConsumerEvent};
 
@@ -200,7 +201,7 @@ impl Relay {
                     .wrapping_add(info.origin_offset as u64)
                     ^ fnv(info.origin_topic.as_bytes());
                 let wait = self.ctx.policy.interval_for(info.attempts.max(1), seed);
-                let due_ms = info.enqueued_at.saturating_add(wait.as_millis() as i64);
+                let due_ms = info.enqueued_at.saturating_add(millis(wait));
                 // Wall-clock due time to the monotonic clock, through one
                 // (Instant, wall µs) anchor per second: records due in the
                 // same millisecond share one instant and one wake-up, and
@@ -209,9 +210,9 @@ impl Relay {
                     self.anchor = (Instant::now(), now_us());
                 }
                 let (ai, aus) = self.anchor;
-                ai + Duration::from_micros(
-                    due_ms.saturating_mul(1000).saturating_sub(aus).max(0) as u64
-                )
+                let ahead = due_ms.saturating_mul(1000).saturating_sub(aus).max(0) as u64;
+                ai.checked_add(Duration::from_micros(ahead))
+                    .unwrap_or_else(|| deadline_after(Duration::MAX))
             }
             Plan::Malformed(reason) => {
                 log::warn!(
@@ -279,9 +280,17 @@ impl Relay {
             // Unknown because the broker is unreachable: assume it exists,
             // the write will fail and be retried rather than dead-lettering
             // a good record on a transient error.
+            // Remembered for a few seconds, so an outage costs one lookup
+            // per topic rather than one per parked record.
             Err(e) => {
                 log::warn!("relay: partition count of {topic}: {e}");
-                Some(1)
+                let retry_at = Instant::now()
+                    .checked_sub(TOPIC_CACHE_TTL - Duration::from_secs(5))
+                    .unwrap_or_else(Instant::now);
+                // Some(0): exists, partition unknown (the default partitioner is used).
+                self.topic_cache
+                    .insert(topic.to_string(), (Some(0), retry_at));
+                Some(0)
             }
         }
     }
@@ -289,7 +298,9 @@ impl Relay {
     /// Writes every due record (in batches) and marks the acknowledged ones
     /// done; failed writes are re-parked with backoff.
     fn deliver_due(&mut self) {
-        loop {
+        // Stop between batches on shutdown: what is not written stays
+        // parked and uncommitted, and the next relay re-reads it.
+        while !self.ctx.signal.stopping() {
             let now = Instant::now();
             let mut batch = Vec::new();
             while batch.len() < RELAY_BATCH {
@@ -406,7 +417,7 @@ impl Relay {
             ),
             Plan::Retry(info) => {
                 let age = now.saturating_sub(info.first_received_at);
-                if age > self.ctx.policy.max_retry_duration.as_millis() as i64 {
+                if age > millis(self.ctx.policy.max_retry_duration) {
                     let reason = record
                         .header(headers::REASON)
                         .and_then(|h| h.value.as_deref())
@@ -452,7 +463,7 @@ impl Relay {
             );
             self.consumer.pause(&tps);
             self.paused = true;
-        } else if self.paused && self.heap.len() <= max - max / 4 {
+        } else if self.paused && self.heap.len() <= max - max.div_ceil(4) {
             let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
             self.consumer.resume(&tps);
             self.paused = false;

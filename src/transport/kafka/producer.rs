@@ -215,8 +215,9 @@ fn run_sender(inner: &Inner, rx: &Receiver<Job>) {
         let mut jobs = vec![first];
         while bytes < cap {
             // Every unanswered send is in hand: its caller is blocked, so no
-            // one else is about to add a record; stop lingering. Only this
-            // thread lowers `unanswered`, so the check cannot miss a job.
+            // one else is about to add a record; stop lingering. While this
+            // thread runs only it lowers `unanswered` (a caller lowers it only
+            // when the queue is gone), so the check cannot miss a job.
             if inner.unanswered.load(Ordering::SeqCst) <= jobs.len() {
                 break;
             }
