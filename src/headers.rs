@@ -341,6 +341,17 @@ mod tests {
     }
 
     #[test]
+    fn a_users_own_retry_prefixed_header_passes_through() {
+        let user = vec![Header::new("retry.policy", "gentle"), Header::new("a", "1")];
+        let info = RetryInfo::first(&record(vec![]), NOW);
+        let hs = info.headers(&user, "r", None);
+        assert_eq!(hs[0], Header::new("retry.policy", "gentle"));
+        let again = info.headers(&hs, "r2", Some(DeadReason::Expired));
+        assert_eq!(again[..2], user[..]);
+        assert_eq!(again.iter().filter(|h| &h.key[..] == REASON.as_bytes()).count(), 1);
+    }
+
+    #[test]
     fn reasons_are_truncated_on_a_char_boundary() {
         let long = "é".repeat(2000);
         let t = truncate(&long);
