@@ -348,7 +348,13 @@ mod tests {
         assert_eq!(hs[0], Header::new("retry.policy", "gentle"));
         let again = info.headers(&hs, "r2", Some(DeadReason::Expired));
         assert_eq!(again[..2], user[..]);
-        assert_eq!(again.iter().filter(|h| &h.key[..] == REASON.as_bytes()).count(), 1);
+        assert_eq!(
+            again
+                .iter()
+                .filter(|h| &h.key[..] == REASON.as_bytes())
+                .count(),
+            1
+        );
     }
 
     #[test]

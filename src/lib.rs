@@ -9,6 +9,7 @@ mod handler;
 mod headers;
 mod offsets;
 mod partitioner;
+mod pending;
 mod policy;
 mod pool;
 mod record;
@@ -24,6 +25,7 @@ pub use headers::{
     ORIGIN_PARTITION, ORIGIN_TOPIC, REASON,
 };
 pub use partitioner::{murmur2, partition_for_key};
+pub use pending::{Completer, Pending};
 pub use policy::{Backoff, RetryPolicy};
 pub use record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartition};
 pub use stats::{DeadLettered, Stats};

@@ -12,6 +12,7 @@ use crate::engine::{now_ms, panic_message, Context};
 use crate::handler::{Handler, Outcome};
 use crate::headers::{self, DeadReason, RetryInfo};
 use crate::offsets::OffsetTracker;
+use crate::pending::Pending;
 use crate::policy::millis;
 use crate::record::{OutRecord, Record, TopicPartition};
 
@@ -75,8 +76,13 @@ pub(crate) fn run_worker(
     // Ends when the consumer thread drops its sender (shutdown by disconnection).
     for batch in jobs.iter() {
         let mut out: Vec<Completion> = Vec::with_capacity(batch.len());
+        // Writes to the retry or dead-letter topic still waiting for their
+        // acknowledgement: the worker goes on with the next records meanwhile,
+        // so a round trip per retry does not cap the worker's throughput.
+        let mut writes: Vec<Write> = Vec::new();
         let mut last_flush = Instant::now();
         for job in batch {
+            reap(&ctx, &mut writes, &mut out, false);
             // Report finished records before moving to another partition
             // and at least every millisecond, so a slow record never holds
             // back the commits (or a revoke) of records finished before it
@@ -95,8 +101,8 @@ pub(crate) fn run_worker(
                 }
                 last_flush = Instant::now();
             }
-            let done = if job.lease.is_revoked() || ctx.signal.abandoning() {
-                false
+            let step = if job.lease.is_revoked() || ctx.signal.abandoning() {
+                Step::Finished(false)
             } else {
                 // The handler's panics are caught inside; this catches our
                 // own (a user-supplied Producer, a logger) so the worker
@@ -109,25 +115,122 @@ pub(crate) fn run_worker(
                             job.record.offset,
                             panic_message(&*panic)
                         );
-                        false
+                        Step::Finished(false)
                     },
                 )
             };
-            out.push(Completion {
-                lease: job.lease,
-                offset: job.record.offset,
-                done,
-            });
+            match step {
+                Step::Finished(done) => out.push(Completion {
+                    lease: job.lease,
+                    offset: job.record.offset,
+                    done,
+                }),
+                Step::Writing(pending, record, kind) => writes.push(Write {
+                    lease: job.lease,
+                    offset: job.record.offset,
+                    pending,
+                    record,
+                    kind,
+                }),
+            }
         }
+        reap(&ctx, &mut writes, &mut out, true);
         if completions.send(out).is_err() {
             return;
         }
     }
 }
 
-/// Handles one record; true when it is done (handled, or acknowledged on
-/// the retry or dead-letter topic).
-fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
+/// What a write is for, counted once acknowledged.
+#[derive(Clone, Copy)]
+enum Kind {
+    Retry,
+    Dead(DeadReason),
+}
+
+/// What `process` did with a record.
+enum Step {
+    /// Done (`true`) or skipped (`false`).
+    Finished(bool),
+    /// A write to the retry or dead-letter topic is in flight.
+    Writing(Pending, OutRecord, Kind),
+}
+
+/// A write in flight, with what is needed to send it again.
+struct Write {
+    lease: Arc<Lease>,
+    offset: i64,
+    pending: Pending,
+    record: OutRecord,
+    kind: Kind,
+}
+
+/// Moves acknowledged writes to `out`. A failed write falls back to
+/// [`send_until_acked`] (blocking, with backoff). With `block`, waits for
+/// every write.
+fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block: bool) {
+    if writes.is_empty() {
+        return;
+    }
+    let mut i = 0;
+    while i < writes.len() {
+        let result = if block {
+            // Wait in steps, so a revoke or a shutdown stops the wait (the
+            // record then stays uncommitted; the write may still land,
+            // which is a duplicate, never a loss).
+            loop {
+                let step = Instant::now() + Duration::from_millis(50);
+                if let Some(r) = writes[i].pending.wait_deadline(step) {
+                    break Some(r);
+                }
+                if writes[i].lease.is_revoked() || ctx.signal.abandoning() {
+                    break None;
+                }
+            }
+        } else {
+            writes[i].pending.try_take()
+        };
+        let Some(result) = result else {
+            if block {
+                let w = writes.swap_remove(i);
+                out.push(Completion {
+                    lease: w.lease,
+                    offset: w.offset,
+                    done: false,
+                });
+            } else {
+                i += 1;
+            }
+            continue;
+        };
+        let w = writes.swap_remove(i);
+        let done = match result {
+            Ok(_) => true,
+            Err(e) => {
+                ctx.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("write to {} failed, retrying: {e}", w.record.topic);
+                send_until_acked(ctx, &w.lease, w.record, matches!(w.kind, Kind::Retry))
+            }
+        };
+        if done {
+            match w.kind {
+                Kind::Retry => {
+                    ctx.counters.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                Kind::Dead(reason) => ctx.counters.dead(reason),
+            }
+        }
+        out.push(Completion {
+            lease: w.lease,
+            offset: w.offset,
+            done,
+        });
+    }
+}
+
+/// Handles one record: done, skipped, or a write in flight (done once the
+/// retry or dead-letter topic acknowledges it).
+fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> Step {
     let record = &job.record;
     if let Some(reason) = record
         .header(headers::UNDECODABLE)
@@ -152,7 +255,7 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
     };
     if outcome == Outcome::Done {
         ctx.counters.done.fetch_add(1, Ordering::Relaxed);
-        return true;
+        return Step::Finished(true);
     }
     // A relayed record carries its history; a fresh one starts it. Bad
     // retry headers on the origin topic are not the handler's problem: the
@@ -172,7 +275,7 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
         RetryInfo::first(record, job.received_ms)
     };
     match outcome {
-        Outcome::Done => true,
+        Outcome::Done => Step::Finished(true),
         Outcome::Reject(reason) => {
             let hs = info.headers(&record.headers, &reason, Some(DeadReason::Rejected));
             dead_letter(ctx, job, hs, DeadReason::Rejected)
@@ -201,11 +304,7 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> bool {
                 headers: next.headers(&record.headers, &reason, None),
                 timestamp: None,
             };
-            let ok = send_until_acked(ctx, &job.lease, out, true);
-            if ok {
-                ctx.counters.retried.fetch_add(1, Ordering::Relaxed);
-            }
-            ok
+            Step::Writing(ctx.producer.send_async(out.clone()), out, Kind::Retry)
         }
     }
 }
@@ -217,7 +316,7 @@ fn dead_letter(
     job: &Job,
     headers: Vec<crate::record::Header>,
     reason: DeadReason,
-) -> bool {
+) -> Step {
     let record = &job.record;
     let Some(topic) = &ctx.dead_letter_topic else {
         log::warn!(
@@ -227,7 +326,7 @@ fn dead_letter(
             reason.as_str()
         );
         ctx.counters.dropped.fetch_add(1, Ordering::Relaxed);
-        return true;
+        return Step::Finished(true);
     };
     let out = OutRecord {
         topic: topic.clone(),
@@ -237,11 +336,11 @@ fn dead_letter(
         headers,
         timestamp: None,
     };
-    let ok = send_until_acked(ctx, &job.lease, out, false);
-    if ok {
-        ctx.counters.dead(reason);
-    }
-    ok
+    Step::Writing(
+        ctx.producer.send_async(out.clone()),
+        out,
+        Kind::Dead(reason),
+    )
 }
 
 /// Sends until the broker acknowledges, backing off on errors. Gives up

@@ -131,6 +131,14 @@ pub trait Producer: Send + Sync + Debug {
     /// Kafka). An `Err` means the record may or may not have been written.
     fn send(&self, record: OutRecord) -> Result<Delivered>;
 
+    /// Queues one record and returns at once; the [`Pending`](crate::Pending)
+    /// says when the broker acknowledged it (or the write failed). Lets one
+    /// thread keep many writes in flight. Transports that cannot queue
+    /// answer synchronously, which is the default.
+    fn send_async(&self, record: OutRecord) -> crate::Pending {
+        crate::Pending::ready(self.send(record))
+    }
+
     /// Writes several records, batched where the transport can, and returns
     /// once every one is acknowledged or failed; results are in input order.
     fn send_batch(&self, records: Vec<OutRecord>) -> Vec<Result<Delivered>> {

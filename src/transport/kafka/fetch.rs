@@ -239,6 +239,11 @@ impl Fetcher {
                     ));
                     self.conns.remove(&leader);
                     self.retry_at.insert(leader, Instant::now() + backoff);
+                    // The leader may be gone for good: re-read who leads
+                    // these partitions, as Java does after a disconnect.
+                    for (tp, _) in &list {
+                        refresh.insert(tp.topic.clone());
+                    }
                     trouble = true;
                 }
             }
@@ -492,6 +497,10 @@ impl Fetcher {
             let resp = match reply {
                 Ok(r) => r,
                 Err(e) => {
+                    // Maybe the leader moved: look it up again next time.
+                    for tp in &tps {
+                        refresh.insert(tp.topic.clone());
+                    }
                     first_err.get_or_insert(e);
                     continue;
                 }

@@ -1016,11 +1016,14 @@ impl Consumer for GroupConsumer {
                     self.signals.report(&gen, Signal::Rebalance);
                     return Err(Error::Rebalance(err.to_string()));
                 }
-                _ if is_transient(&err) && tries < attempts => {
+                // 7 REQUEST_TIMED_OUT: Kafka 3.x passes an append timeout on
+                // __consumer_offsets through as is; Java retries it on a
+                // rediscovered coordinator, so do we.
+                _ if (is_transient(&err) || code == Some(7)) && tries < attempts => {
                     tries += 1;
                     if matches!(
                         code,
-                        Some(code::COORDINATOR_NOT_AVAILABLE | code::NOT_COORDINATOR) | None
+                        Some(code::COORDINATOR_NOT_AVAILABLE | code::NOT_COORDINATOR | 7) | None
                     ) {
                         self.coord.reset();
                     }

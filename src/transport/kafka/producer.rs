@@ -21,9 +21,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -37,6 +37,7 @@ use super::errors::{
 use super::records::{self, encode_batch};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
+use crate::pending::{Completer, Pending};
 use crate::record::{Delivered, OutRecord, Partitioning};
 use crate::transport::Producer;
 
@@ -75,58 +76,9 @@ fn codec(c: Compression) -> records::Compression {
 
 struct Job {
     record: OutRecord,
-    reply: Replier,
-}
-
-/// Where one `send` waits for its result. A mutex and condvar rather than a
-/// channel: crossbeam's `recv` spins and calls `sched_yield` before it
-/// parks, and with dozens of threads blocked in `send` those yields took
-/// most of the CPU from the sender thread and the broker (bench_kafka, 64
-/// threads on 2 cores). A condvar parks at once.
-#[derive(Default)]
-struct Slot {
-    result: Mutex<Option<Result<Delivered>>>,
-    ready: Condvar,
-}
-
-impl Slot {
-    fn fill(&self, result: Result<Delivered>) {
-        // Plain assignments under the lock: a poisoned lock is still usable.
-        *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-        self.ready.notify_one();
-    }
-
-    fn wait(&self) -> Result<Delivered> {
-        let mut guard = self.result.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(result) = guard.take() {
-                return result;
-            }
-            guard = self.ready.wait(guard).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
-
-/// The sender's half of a [`Slot`]. Dropped unanswered (the sender thread
-/// died), it answers with an error, so no caller waits forever.
-struct Replier(Option<Arc<Slot>>);
-
-impl Replier {
-    fn send(mut self, result: Result<Delivered>) {
-        if let Some(slot) = self.0.take() {
-            slot.fill(result);
-        }
-    }
-}
-
-impl Drop for Replier {
-    fn drop(&mut self) {
-        if let Some(slot) = self.0.take() {
-            slot.fill(Err(Error::Thread(
-                "kafka-retry-producer stopped without replying".into(),
-            )));
-        }
-    }
+    /// Answers the caller's [`Pending`]; dropped unanswered (the sender
+    /// thread died) it answers with an error, so no caller waits forever.
+    reply: Completer,
 }
 
 /// The Kafka producer (see the module docs).
@@ -187,17 +139,22 @@ impl Drop for KafkaProducer {
 
 impl Producer for KafkaProducer {
     fn send(&self, record: OutRecord) -> Result<Delivered> {
-        let queue = self.queue.as_ref().ok_or(Error::Closed)?;
-        let slot = Arc::new(Slot::default());
-        let reply = Replier(Some(slot.clone()));
+        self.send_async(record).wait()
+    }
+
+    fn send_async(&self, record: OutRecord) -> Pending {
+        let Some(queue) = self.queue.as_ref() else {
+            return Pending::ready(Err(Error::Closed));
+        };
+        let (pending, reply) = Pending::new();
         // Raised before queueing, so the sender never sees a job it has
         // not counted (see `run_sender`).
         self.inner.unanswered.fetch_add(1, Ordering::SeqCst);
-        if queue.send(Job { record, reply }).is_err() {
+        if let Err(e) = queue.send(Job { record, reply }) {
             self.inner.unanswered.fetch_sub(1, Ordering::SeqCst);
-            return Err(Error::Closed);
+            e.into_inner().reply.complete(Err(Error::Closed));
         }
-        slot.wait()
+        pending
     }
 
     fn send_batch(&self, records: Vec<OutRecord>) -> Vec<Result<Delivered>> {
@@ -232,7 +189,7 @@ fn run_sender(inner: &Inner, rx: &Receiver<Job>) {
             bytes += estimate(&next.record);
             jobs.push(next);
         }
-        let (records, replies): (Vec<OutRecord>, Vec<Replier>) =
+        let (records, replies): (Vec<OutRecord>, Vec<Completer>) =
             jobs.into_iter().map(|j| (j.record, j.reply)).unzip();
         let n = records.len();
         log::trace!("kafka: producing {n} queued send(s)");
@@ -251,7 +208,7 @@ fn run_sender(inner: &Inner, rx: &Receiver<Job>) {
         // then counted once, by its new job.
         inner.unanswered.fetch_sub(n, Ordering::SeqCst);
         for (reply, result) in replies.into_iter().zip(results) {
-            reply.send(result);
+            reply.complete(result);
         }
     }
 }
@@ -304,7 +261,15 @@ impl Inner {
                 }
                 break;
             }
-            thread::sleep(config.retry_backoff);
+            // Exponential back-off up to 1 s (as KIP-580): a broker that is
+            // failing over (KRaft fences it after ~9 s) is outlasted by the
+            // default retries instead of failing fast.
+            let backoff = config
+                .retry_backoff
+                .saturating_mul(1 << (attempt - 1).min(10))
+                .min(config.retry_backoff.max(Duration::from_secs(1)));
+            let left = config.delivery_timeout.saturating_sub(start.elapsed());
+            thread::sleep(backoff.min(left));
             // Refresh what moved; a topic the broker now says is gone fails
             // with UnknownTopic instead of burning the retries.
             let mut topics: Vec<String> = stale.into_iter().collect();
@@ -589,34 +554,12 @@ impl Round<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
-    fn reply_reaches_a_waiting_caller() {
-        let slot = Arc::new(Slot::default());
-        let replier = Replier(Some(slot.clone()));
-        let t = thread::spawn(move || {
-            thread::sleep(Duration::from_millis(20));
-            replier.send(Ok(Delivered {
-                topic: "t".into(),
-                partition: 2,
-                offset: 7,
-            }));
-        });
-        let got = slot.wait();
-        t.join().unwrap();
-        assert_eq!(got.unwrap().offset, 7);
-    }
-
-    #[test]
-    fn dropped_replier_answers_with_an_error() {
-        let slot = Arc::new(Slot::default());
-        let replier = Replier(Some(slot.clone()));
-        // The sender thread dying with the job in hand drops the replier.
-        thread::spawn(move || drop(replier)).join().unwrap();
-        match slot.wait() {
-            Err(Error::Thread(msg)) => assert!(msg.contains("without replying"), "{msg}"),
-            other => panic!("expected a thread error, got {other:?}"),
-        }
+    fn dropped_reply_answers_with_an_error() {
+        let (pending, reply) = Pending::new();
+        // The sender thread dying with the job in hand drops the completer.
+        thread::spawn(move || drop(reply)).join().unwrap();
+        assert!(matches!(pending.wait(), Err(Error::Thread(_))));
     }
 }
