@@ -49,6 +49,7 @@
 //! `BENCH_BROKER_PID` is set, as scripts/bench-kafka does): unlike rates,
 //! these barely move when other work shares the machine.
 
+use std::collections::VecDeque;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -56,8 +57,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use kafka_retry::{
-    ConsumerConfig, ConsumerEvent, Header, KafkaConfig, KafkaTransport, OutRecord, Producer,
-    Transport,
+    ConsumerConfig, ConsumerEvent, Header, KafkaConfig, KafkaTransport, OutRecord, Pending,
+    Producer, Transport,
 };
 
 type BoxError = Box<dyn std::error::Error>;
@@ -183,6 +184,8 @@ struct Bench {
     keys: Vec<Bytes>,
     chunk: usize,
     send_threads: Vec<usize>,
+    /// Most unacknowledged `send_async` writes (`BENCH_ASYNC_WINDOW`).
+    async_window: usize,
     poll_records: usize,
     session: Duration,
     repeat: usize,
@@ -290,6 +293,44 @@ impl Bench {
             value_bytes: (count * value.len()) as u64,
             seconds: start.elapsed().as_secs_f64(),
             cpu: process_cpu() - cpu + threads_cpu,
+            broker_cpu: self.broker_cpu() - broker,
+        })
+    }
+
+    /// `count` records through `send_async` from one thread, at most
+    /// `window` unacknowledged: past it, waits on the oldest `Pending`;
+    /// then waits on all. Every result must be Ok.
+    fn produce_async(
+        &self,
+        producer: &dyn Producer,
+        topic: &str,
+        count: usize,
+        value: &Bytes,
+        window: usize,
+    ) -> Result<Rate, BoxError> {
+        let (start, cpu, broker) = (Instant::now(), process_cpu(), self.broker_cpu());
+        let mut pending: VecDeque<Pending> = VecDeque::with_capacity(window + 1);
+        let check = |p: Pending| -> Result<(), BoxError> {
+            p.wait()
+                .map(|_| ())
+                .map_err(|e| format!("send_async to {topic}: {e}").into())
+        };
+        for i in 0..count {
+            pending.push_back(producer.send_async(self.record(topic, i, value)));
+            if pending.len() > window {
+                if let Some(p) = pending.pop_front() {
+                    check(p)?;
+                }
+            }
+        }
+        for p in pending {
+            check(p)?;
+        }
+        Ok(Rate {
+            records: count as u64,
+            value_bytes: (count * value.len()) as u64,
+            seconds: start.elapsed().as_secs_f64(),
+            cpu: process_cpu() - cpu,
             broker_cpu: self.broker_cpu() - broker,
         })
     }
@@ -564,6 +605,7 @@ fn main() -> Result<(), BoxError> {
             .collect(),
         chunk: env_usize("BENCH_CHUNK", 10_000).max(1),
         send_threads,
+        async_window: env_usize("BENCH_ASYNC_WINDOW", 10_000).max(1),
         poll_records: env_usize("BENCH_POLL_RECORDS", 1000).max(1),
         session: Duration::from_millis(env_usize("BENCH_SESSION_MS", 6000) as u64),
         repeat: env_usize("BENCH_REPEAT", 1).max(1),
@@ -603,10 +645,17 @@ fn main() -> Result<(), BoxError> {
         let warm_value = value_of(100);
         bench.produce_batch(&*producer, &warm_ours, 20_000, &warm_value)?;
         bench.produce_send(&producer, &warm_ours, 2_000, &warm_value, 64)?;
+        bench.produce_async(
+            &*producer,
+            &warm_ours,
+            20_000,
+            &warm_value,
+            bench.async_window,
+        )?;
         for &(size, count) in &sizes {
             let value = value_of(size);
             let name = size_name(size);
-            let (mut batch, mut rdk) = (Vec::new(), Vec::new());
+            let (mut batch, mut rdk, mut asyn) = (Vec::new(), Vec::new(), Vec::new());
             let mut send: Vec<Vec<Rate>> = vec![Vec::new(); bench.send_threads.len()];
             // Repetitions interleave the clients, so that a busy spell on a
             // shared machine does not land on one client only.
@@ -626,6 +675,16 @@ fn main() -> Result<(), BoxError> {
                     println!("produce {name} x {count}: librdkafka: {}", r.show_cpu());
                     rdk.push(r);
                 }
+                let t_async = bench.topic(&format!("{size}-async-{rep}"));
+                bench.create(&t_async)?;
+                let r =
+                    bench.produce_async(&*producer, &t_async, count, &value, bench.async_window)?;
+                println!(
+                    "produce {name} x {count}: ours send_async (window {}) x1 thread: {}",
+                    bench.async_window,
+                    r.show_cpu()
+                );
+                asyn.push(r);
                 for (k, &threads) in bench.send_threads.iter().enumerate() {
                     let t_send = bench.topic(&format!("{size}-send{threads}-{rep}"));
                     bench.create(&t_send)?;
@@ -643,6 +702,13 @@ fn main() -> Result<(), BoxError> {
             let rdk = median(&rdk, Rate::per_sec);
             let what = format!("produce {name}, send_batch({}) x1 thread", bench.chunk);
             let ours = median(&batch, Rate::per_sec);
+            cpu_rows.push((what.clone(), cpu(ours), cpu(rdk)));
+            rows.push(Row::Rate(what, ours, rdk));
+            let what = format!(
+                "produce {name}, send_async x1 thread (window {})",
+                bench.async_window
+            );
+            let ours = median(&asyn, Rate::per_sec);
             cpu_rows.push((what.clone(), cpu(ours), cpu(rdk)));
             rows.push(Row::Rate(what, ours, rdk));
             for (k, &threads) in bench.send_threads.iter().enumerate() {

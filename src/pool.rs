@@ -14,7 +14,7 @@ use crate::headers::{self, DeadReason, RetryInfo};
 use crate::offsets::OffsetTracker;
 use crate::pending::Pending;
 use crate::policy::millis;
-use crate::record::{OutRecord, Record, TopicPartition};
+use crate::record::{Delivered, OutRecord, Record, TopicPartition};
 
 /// One assignment of one partition to this engine. A new lease is made on
 /// every assignment, so completions of a revoked lease can never mark
@@ -175,18 +175,7 @@ fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block
     let mut i = 0;
     while i < writes.len() {
         let result = if block {
-            // Wait in steps, so a revoke or a shutdown stops the wait (the
-            // record then stays uncommitted; the write may still land,
-            // which is a duplicate, never a loss).
-            loop {
-                let step = Instant::now() + Duration::from_millis(50);
-                if let Some(r) = writes[i].pending.wait_deadline(step) {
-                    break Some(r);
-                }
-                if writes[i].lease.is_revoked() || ctx.signal.abandoning() {
-                    break None;
-                }
-            }
+            await_ack(ctx, &writes[i].lease, &writes[i].pending)
         } else {
             writes[i].pending.try_take()
         };
@@ -343,41 +332,17 @@ fn dead_letter(
     )
 }
 
-/// Sends until the broker acknowledges, backing off on errors. Gives up
+/// Sends again, after a failed write, until the broker acknowledges,
+/// backing off between attempts. Gives up
 /// (false: the record stays uncommitted) only when the lease is revoked or
 /// the engine abandons work: an error never turns into a lost record.
 ///
 /// With `restamp`, each new attempt rewrites `retry.enqueued-at` to now: the
 /// relay counts the interval from it, so a write that succeeded only after
 /// an outage must not come back early.
-pub(crate) fn send_until_acked(
-    ctx: &Context,
-    lease: &Lease,
-    mut record: OutRecord,
-    restamp: bool,
-) -> bool {
+fn send_until_acked(ctx: &Context, lease: &Lease, mut record: OutRecord, restamp: bool) -> bool {
     let mut backoff = Duration::from_millis(50);
-    let mut first = true;
     loop {
-        if restamp && !first {
-            let now = now_ms().to_string();
-            for h in record.headers.iter_mut() {
-                if &h.key[..] == headers::ENQUEUED_AT.as_bytes() {
-                    h.value = Some(now.clone().into());
-                }
-            }
-        }
-        first = false;
-        match ctx.producer.send(record.clone()) {
-            Ok(_) => return true,
-            Err(e) => {
-                ctx.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "write to {} failed, retrying in {backoff:?}: {e}",
-                    record.topic
-                );
-            }
-        }
         let until = Instant::now() + backoff;
         while Instant::now() < until {
             if lease.is_revoked() || ctx.signal.abandoning() {
@@ -386,5 +351,40 @@ pub(crate) fn send_until_acked(
             std::thread::sleep(Duration::from_millis(10).min(backoff));
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
+        if restamp {
+            let now = now_ms().to_string();
+            for h in record.headers.iter_mut() {
+                if &h.key[..] == headers::ENQUEUED_AT.as_bytes() {
+                    h.value = Some(now.clone().into());
+                }
+            }
+        }
+        let pending = ctx.producer.send_async(record.clone());
+        match await_ack(ctx, lease, &pending) {
+            Some(Ok(_)) => return true,
+            Some(Err(e)) => {
+                ctx.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "write to {} failed, retrying in {backoff:?}: {e}",
+                    record.topic
+                );
+            }
+            None => return false,
+        }
+    }
+}
+
+/// Waits for a write's acknowledgement in short steps, so a revoke or a
+/// shutdown ends the wait (`None`: the record stays uncommitted; the write
+/// may still land, which is a duplicate, never a loss). A broker outage can
+/// hold a single write for the producer's whole delivery timeout.
+fn await_ack(ctx: &Context, lease: &Lease, pending: &Pending) -> Option<crate::Result<Delivered>> {
+    loop {
+        if let Some(r) = pending.wait_deadline(Instant::now() + Duration::from_millis(50)) {
+            return Some(r);
+        }
+        if lease.is_revoked() || ctx.signal.abandoning() {
+            return None;
+        }
     }
 }

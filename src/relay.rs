@@ -332,7 +332,25 @@ impl Relay {
                     Route::Drop(_) => None,
                 })
                 .collect();
-            let mut results = self.ctx.producer.send_batch(out).into_iter();
+            // Queued one by one, the writes still share requests (the
+            // producer coalesces what is queued); waited for in steps so a
+            // shutdown is not held up by an unreachable broker.
+            let pending: Vec<crate::Pending> = out
+                .into_iter()
+                .map(|o| self.ctx.producer.send_async(o))
+                .collect();
+            let signal = &self.ctx.signal;
+            let mut results = pending.into_iter().map(|p| loop {
+                let step = Instant::now() + Duration::from_millis(50);
+                if let Some(r) = p.wait_deadline(step) {
+                    break r;
+                }
+                if signal.stopping() {
+                    break Err(crate::Error::Shutdown(
+                        "relay stopped before the write was acknowledged".into(),
+                    ));
+                }
+            });
             for (mut p, route) in batch.into_iter().zip(routes) {
                 let result: crate::Result<()> = match &route {
                     Route::Drop(reason) => {

@@ -46,6 +46,7 @@ pub struct KafkaConfig {
     pub(crate) fetch_min_bytes: i32,
     pub(crate) partition_fetch_max_bytes: i32,
     pub(crate) heartbeat_interval: Option<Duration>,
+    pub(crate) metadata_max_age: Duration,
     pub(crate) topic_partitions: i32,
     pub(crate) replication_factor: i16,
 }
@@ -69,6 +70,7 @@ impl Default for KafkaConfig {
             fetch_min_bytes: 1,
             partition_fetch_max_bytes: 1024 * 1024,
             heartbeat_interval: None,
+            metadata_max_age: Duration::from_secs(5 * 60),
             topic_partitions: -1,
             replication_factor: -1,
         }
@@ -206,6 +208,16 @@ impl KafkaConfig {
         self
     }
 
+    /// How often a group consumer that leads its group re-reads the partition
+    /// counts of the group's topics, like Java's `metadata.max.age.ms`: when a
+    /// topic gained partitions (or a subscribed topic now exists), the leader
+    /// starts a rebalance so that the new partitions get an owner. Followers
+    /// never check. Defaults to 5 min.
+    pub fn metadata_max_age(mut self, age: Duration) -> Self {
+        self.metadata_max_age = age;
+        self
+    }
+
     /// Partitions of topics created with a non-positive partition count;
     /// `-1` leaves it to the broker (`num.partitions`). Defaults to `-1`.
     pub fn topic_partitions(mut self, partitions: i32) -> Self {
@@ -292,6 +304,10 @@ impl KafkaConfig {
                 "must be more than zero",
             ));
         }
+        if self.metadata_max_age.is_zero() {
+            // Zero would mean a Metadata request on every fetch round.
+            return Err(Error::config("metadata_max_age", "must be more than zero"));
+        }
         if self.topic_partitions == 0 || self.topic_partitions < -1 {
             return Err(Error::config("topic_partitions", "must be positive or -1"));
         }
@@ -330,5 +346,9 @@ mod tests {
         );
         assert_eq!(field(KafkaConfig::new("a:1").acks(0)), "acks");
         assert_eq!(field(KafkaConfig::new("a:1").batch_size(0)), "batch_size");
+        assert_eq!(
+            field(KafkaConfig::new("a:1").metadata_max_age(Duration::ZERO)),
+            "metadata_max_age"
+        );
     }
 }

@@ -29,12 +29,33 @@
 //! target: heartbeats continue (Kafka counts them even while it answers 27)
 //! and commits at that generation still work, as Kafka accepts them while the
 //! group is preparing the rebalance.
+//!
+//! # New partitions (leader only)
+//!
+//! The coordinator does not notice that a topic gained partitions, or that a
+//! subscribed topic was created: only the leader's assignor reads partition
+//! counts. So, like Java, the leader remembers the counts it assigned from
+//! ([`MetadataWatch`]) and, every `metadata_max_age`, re-reads them from a
+//! poll. When one differs it reports `Rebalance` for its own generation, so
+//! the member goes through the same `Revoked` -> rejoin path as for a 27; the
+//! leader's JoinGroup makes the coordinator rebalance the (stable) group, and
+//! every member is then assigned from the new counts.
+//!
+//! Kafka rebalances a stable group on any JoinGroup from its leader; Tansu
+//! (0.6) only when the member's metadata changed, and otherwise answers with
+//! the current generation and keeps the old assignment. So the rejoin also
+//! carries new metadata (see [`subscription`]); both coordinators rebalance
+//! on that. Should a coordinator still keep the generation, the leader
+//! keeps comparing against the counts of the assignment in force and asks
+//! again at the next check.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_protocol_subscription::ConsumerProtocolSubscription;
 use kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use kafka_protocol::messages::heartbeat_request::HeartbeatRequest;
 use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
@@ -47,10 +68,10 @@ use kafka_protocol::messages::offset_fetch_request::{
 };
 use kafka_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
 use kafka_protocol::messages::{ApiKey, GroupId, TopicName};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::assignor;
-use super::client::Client;
+use super::client::{Client, TopicState};
 use super::config::KafkaConfig;
 use super::conn::{Connection, KafkaRequest};
 use super::errors::{code_name, kafka_error};
@@ -275,6 +296,68 @@ fn ms(d: Duration) -> i32 {
     i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
 }
 
+/// What the leader assigned from, and when to compare it with the cluster.
+#[derive(Debug)]
+struct MetadataWatch {
+    /// Partition count per topic of the group's subscriptions; `None`: the
+    /// topic did not exist.
+    counts: BTreeMap<String, Option<i32>>,
+    next_check: Instant,
+}
+
+/// JoinGroup metadata: the v0 subscription to `topics`, whose `user_data`
+/// counts the rebalances this member asked for (none: no user data, the
+/// plain subscription). Coordinators rebalance a stable group when a member
+/// rejoins with different metadata (Kafka and Tansu alike), which Tansu
+/// needs to honour a leader's rejoin. The count only changes when the member
+/// asks for a rebalance, so ordinary rejoins do not look like new metadata
+/// (that would cost the group an extra rebalance on Tansu). Range assignors
+/// (ours, Java's, librdkafka's) ignore user data.
+fn subscription(topics: &[String], rebalance_requests: u32) -> Result<Bytes> {
+    if rebalance_requests == 0 {
+        return assignor::encode_subscription(topics);
+    }
+    let mut sub = ConsumerProtocolSubscription::default();
+    sub.topics = topics
+        .iter()
+        .map(|t| StrBytes::from_string(t.clone()))
+        .collect();
+    sub.user_data = Some(Bytes::copy_from_slice(&rebalance_requests.to_be_bytes()));
+    let mut buf = BytesMut::new();
+    buf.put_i16(0);
+    sub.encode(&mut buf, 0)
+        .map_err(|e| Error::Protocol(format!("encode consumer subscription: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// The first difference between what the leader assigned from and a
+/// Metadata answer for the same topics, described for the log; `None` when
+/// nothing changed. A topic the answer is unsure about (an error, no
+/// partitions listed yet, left out of the reply) counts as unchanged: a
+/// transient metadata error must not rebalance the whole group.
+fn metadata_change(
+    assigned: &BTreeMap<String, Option<i32>>,
+    now: &std::collections::HashMap<String, TopicState>,
+) -> Option<String> {
+    for (topic, &before) in assigned {
+        let after = match now.get(topic) {
+            Some(TopicState::Missing) => None,
+            Some(TopicState::Leaders(l)) if !l.is_empty() => {
+                Some(i32::try_from(l.len()).unwrap_or(i32::MAX))
+            }
+            Some(TopicState::Leaders(_)) | Some(TopicState::Failed(_)) | None => continue,
+        };
+        if after != before {
+            let show = |n: Option<i32>| match n {
+                Some(n) => format!("{n} partitions"),
+                None => "missing".to_string(),
+            };
+            return Some(format!("{topic}: {} -> {}", show(before), show(after)));
+        }
+    }
+    None
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Not in a generation; the next poll joins.
@@ -300,6 +383,14 @@ pub(crate) struct GroupConsumer {
     fetcher: Fetcher,
     signals: Arc<Signals>,
     heartbeat: Option<JoinHandle<()>>,
+    /// Set while this member leads the current generation.
+    watch: Option<MetadataWatch>,
+    /// Rebalances this member asked for (see [`subscription`]).
+    rebalance_requests: u32,
+    /// After asking for a rebalance: the generation it was asked in and the
+    /// counts that generation was assigned from, in case the coordinator
+    /// keeps that generation (then those counts are still in force).
+    requested_in: Option<(i32, BTreeMap<String, Option<i32>>)>,
 }
 
 impl std::fmt::Debug for GroupConsumer {
@@ -348,6 +439,9 @@ impl GroupConsumer {
             assignment: Vec::new(),
             signals,
             heartbeat: Some(heartbeat),
+            watch: None,
+            rebalance_requests: 0,
+            requested_in: None,
         })
     }
 
@@ -402,6 +496,54 @@ impl GroupConsumer {
         }
     }
 
+    /// The leader's periodic partition-count check (module docs, "New
+    /// partitions"). Does nothing unless this member leads an Active
+    /// generation and `metadata_max_age` passed since the last check, so
+    /// polls in between cost one clock read. One Metadata request without
+    /// retries (a failure just waits for the next check), so a poll is held
+    /// up for one round trip at most.
+    fn check_metadata(&mut self) {
+        if self.phase != Phase::Active {
+            return;
+        }
+        let Some(watch) = self.watch.as_mut() else {
+            return;
+        };
+        if Instant::now() < watch.next_check {
+            return;
+        }
+        let topics: Vec<String> = watch.counts.keys().cloned().collect();
+        let answer = self.client.fetch_metadata_once(&topics);
+        watch.next_check = Instant::now() + self.client.config().metadata_max_age;
+        let change = match answer {
+            Ok(states) => metadata_change(&watch.counts, &states),
+            Err(e) => {
+                log::debug!(
+                    "group {}: partition count check failed, retrying in {:?}: {e}",
+                    self.config.group_id,
+                    self.client.config().metadata_max_age
+                );
+                None
+            }
+        };
+        let Some(change) = change else {
+            return;
+        };
+        log::info!(
+            "group {}: {change} since the assignment; rebalancing",
+            self.config.group_id
+        );
+        // The rejoin records the new counts; until then nothing to compare.
+        let Some(watch) = self.watch.take() else {
+            return;
+        };
+        if let Some(gen) = self.current() {
+            self.rebalance_requests = self.rebalance_requests.wrapping_add(1).max(1);
+            self.requested_in = Some((gen.id, watch.counts));
+            self.signals.report(&gen, Signal::Rebalance);
+        }
+    }
+
     /// Joins (JoinGroup, SyncGroup), retrying transient failures; on success
     /// the member is Active with its new assignment.
     fn join(&mut self) -> Result<Vec<TopicPartition>> {
@@ -409,9 +551,10 @@ impl GroupConsumer {
         self.signals.set_target(None);
         self.assignment.clear();
         self.fetcher.clear();
+        self.watch = None;
         let group = self.config.group_id.clone();
         let cfg = self.client.config().clone();
-        let metadata = assignor::encode_subscription(&self.config.topics)?;
+        let metadata = subscription(&self.config.topics, self.rebalance_requests)?;
         let attempts = cfg.max_retries.max(3) + 2;
         let mut failures = 0u32;
         let mut fail = |what: Error| -> Result<()> {
@@ -532,7 +675,7 @@ impl GroupConsumer {
                 resp.members.len()
             );
 
-            let assignments = if leader {
+            let (assignments, counts) = if leader {
                 let members: Vec<(String, Vec<String>)> = resp
                     .members
                     .iter()
@@ -561,8 +704,13 @@ impl GroupConsumer {
                         self.config.group_id
                     );
                 }
-                let plan =
-                    assignor::range_assign(&members, |t| self.client.cached_partition_count(t))?;
+                // The counts assigned from, for the leader's later checks.
+                let mut counts = BTreeMap::new();
+                let plan = assignor::range_assign(&members, |t| {
+                    let n = self.client.cached_partition_count(t)?;
+                    counts.insert(t.to_string(), n.filter(|&n| n > 0));
+                    Ok(n)
+                })?;
                 let mut out = Vec::with_capacity(plan.len());
                 for (member, parts) in plan {
                     let mut a = SyncGroupRequestAssignment::default();
@@ -570,9 +718,9 @@ impl GroupConsumer {
                     a.assignment = assignor::encode_assignment(&parts)?;
                     out.push(a);
                 }
-                out
+                (out, Some(counts))
             } else {
-                Vec::new()
+                (Vec::new(), None)
             };
 
             let member_id = self.member_id.clone();
@@ -639,6 +787,23 @@ impl GroupConsumer {
             self.assignment = parts.clone();
             self.fetcher.assign(&parts);
             self.signals.set_target(self.current());
+            let counts = match (counts, self.requested_in.take()) {
+                (Some(_), Some((asked_in, before))) if asked_in == generation => {
+                    // The coordinator kept the generation, and with it the
+                    // old assignment: compare against what is in force, so
+                    // that the next check asks again.
+                    log::warn!(
+                        "group {}: the coordinator did not rebalance generation {generation} \
+                         on request; asking again in {:?}",
+                        self.config.group_id,
+                        cfg.metadata_max_age
+                    );
+                    Some(before)
+                }
+                (counts, _) => counts,
+            };
+            let next_check = Instant::now() + cfg.metadata_max_age;
+            self.watch = counts.map(|counts| MetadataWatch { counts, next_check });
             log::info!(
                 "group {}: member {} has generation {generation}, assigned {:?}",
                 self.config.group_id,
@@ -933,6 +1098,7 @@ impl Consumer for GroupConsumer {
             return Err(Error::Closed);
         }
         let deadline = Instant::now() + timeout;
+        self.check_metadata();
         if let Some(ev) = self.handle_signal() {
             return Ok(ev);
         }
@@ -969,6 +1135,7 @@ impl Consumer for GroupConsumer {
             );
             fetched = true;
             // A rebalance reported mid-poll ends the poll early.
+            self.check_metadata();
             if let Some(ev) = self.handle_signal() {
                 return Ok(ev);
             }
@@ -1232,6 +1399,76 @@ mod tests {
         s.report(&gen(5), Signal::Rebalance);
         assert_eq!(s.take(), Some(Signal::Fenced(25)));
         assert_eq!(s.take(), None, "taken once");
+    }
+
+    #[test]
+    fn metadata_change_sees_growth_creation_and_deletion_only() {
+        use std::collections::HashMap;
+        let assigned: BTreeMap<String, Option<i32>> =
+            [("orders".to_string(), Some(2)), ("late".to_string(), None)]
+                .into_iter()
+                .collect();
+        let answer = |orders: TopicState, late: TopicState| -> HashMap<String, TopicState> {
+            [("orders".to_string(), orders), ("late".to_string(), late)]
+                .into_iter()
+                .collect()
+        };
+        let two = || TopicState::Leaders(vec![1, 1]);
+        // Same counts, even with a partition between leaders: no change.
+        assert_eq!(
+            metadata_change(
+                &assigned,
+                &answer(TopicState::Leaders(vec![1, -1]), TopicState::Missing)
+            ),
+            None
+        );
+        // Unsure answers are not changes.
+        for unsure in [TopicState::Failed(5), TopicState::Leaders(Vec::new())] {
+            assert_eq!(
+                metadata_change(&assigned, &answer(unsure, TopicState::Missing)),
+                None
+            );
+        }
+        assert_eq!(metadata_change(&assigned, &HashMap::new()), None);
+        // Growth.
+        assert_eq!(
+            metadata_change(
+                &assigned,
+                &answer(TopicState::Leaders(vec![1; 4]), TopicState::Missing)
+            )
+            .as_deref(),
+            Some("orders: 2 partitions -> 4 partitions")
+        );
+        // A subscribed topic that now exists.
+        assert_eq!(
+            metadata_change(&assigned, &answer(two(), two())).as_deref(),
+            Some("late: missing -> 2 partitions")
+        );
+        // A deleted topic (Java rebalances too: its partitions are gone).
+        assert_eq!(
+            metadata_change(&assigned, &answer(TopicState::Missing, TopicState::Missing))
+                .as_deref(),
+            Some("orders: 2 partitions -> missing")
+        );
+    }
+
+    #[test]
+    fn rebalance_requests_change_the_metadata_but_not_the_topics() {
+        let topics = vec!["a".to_string(), "b".to_string()];
+        let plain = subscription(&topics, 0).unwrap();
+        assert_eq!(plain, assignor::encode_subscription(&topics).unwrap());
+        let first = subscription(&topics, 1).unwrap();
+        let second = subscription(&topics, 2).unwrap();
+        assert_ne!(plain, first);
+        assert_ne!(first, second);
+        assert_eq!(first, subscription(&topics, 1).unwrap(), "stable per count");
+        for m in [&plain, &first, &second] {
+            assert_eq!(assignor::decode_subscription(m).unwrap(), topics);
+        }
+        // Java reads it as v0 with user data: version, topics, bytes.
+        let mut tail = first.slice(first.len() - 8..);
+        assert_eq!(tail.split_to(4).as_ref(), &4i32.to_be_bytes());
+        assert_eq!(tail.as_ref(), &1u32.to_be_bytes());
     }
 
     #[test]

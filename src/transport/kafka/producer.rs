@@ -224,7 +224,7 @@ struct Chunk {
 
 impl Inner {
     /// Produces `records` and returns one result per record, in order.
-    fn produce(&self, records: Vec<OutRecord>) -> Vec<Result<Delivered>> {
+    fn produce(&self, mut records: Vec<OutRecord>) -> Vec<Result<Delivered>> {
         let config = self.client.config();
         let mut results: Vec<Option<Result<Delivered>>> =
             (0..records.len()).map(|_| None).collect();
@@ -244,7 +244,7 @@ impl Inner {
             let mut retry: Vec<(usize, i32, Error)> = Vec::new();
             let mut stale: HashSet<String> = HashSet::new();
             let mut round = Round {
-                records: &records,
+                records: &mut records,
                 results: &mut results,
                 retry: &mut retry,
                 stale: &mut stale,
@@ -302,13 +302,18 @@ impl Inner {
     /// The partition for a record: explicit, Java's murmur2 of the key, or
     /// round robin for keyless records.
     fn partition(&self, r: &OutRecord, counts: &mut HashMap<String, Result<i32>>) -> Result<i32> {
-        let count = counts.entry(r.topic.clone()).or_insert_with(|| {
-            match self.client.cached_partition_count(&r.topic) {
+        // Looked up before `entry`, which would clone the topic per record.
+        if !counts.contains_key(&r.topic) {
+            let count = match self.client.cached_partition_count(&r.topic) {
                 Ok(Some(n)) => Ok(n),
                 Ok(None) => Err(Error::UnknownTopic(r.topic.clone())),
                 Err(e) => Err(e),
-            }
-        });
+            };
+            counts.insert(r.topic.clone(), count);
+        }
+        let Some(count) = counts.get(&r.topic) else {
+            return Err(Error::Protocol("partition count missing (bug)".into()));
+        };
         let n = match count {
             Ok(n) => *n,
             Err(e) => return Err(clone_error(e)),
@@ -340,13 +345,18 @@ impl Inner {
         let chunk_limit = config.batch_size.saturating_sub(BATCH_OVERHEAD).max(1);
 
         // Partition -> record indices, input order kept within a partition.
-        let mut by_tp: BTreeMap<Tp, Vec<usize>> = BTreeMap::new();
+        // Keyed by the borrowed topic: one String per partition, not per record.
+        let mut by_tp: BTreeMap<(&str, i32), Vec<usize>> = BTreeMap::new();
         for &(i, p) in todo {
             by_tp
-                .entry((round.records[i].topic.clone(), p))
+                .entry((round.records[i].topic.as_str(), p))
                 .or_default()
                 .push(i);
         }
+        let by_tp: Vec<(Tp, Vec<usize>)> = by_tp
+            .into_iter()
+            .map(|((t, p), indices)| ((t.to_string(), p), indices))
+            .collect();
         // Leader -> partitions -> size-bounded chunks.
         let mut by_leader: BTreeMap<i32, Vec<Vec<Chunk>>> = BTreeMap::new();
         for (tp, indices) in by_tp {
@@ -396,12 +406,18 @@ impl Inner {
         let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
         let mut sent: Vec<Chunk> = Vec::with_capacity(chunks.len());
         for chunk in chunks {
+            // Lent to the encoder and put back (a retry needs them again):
+            // a clone would cost three allocations per record.
             let recs: Vec<OutRecord> = chunk
                 .indices
                 .iter()
-                .map(|&i| round.records[i].clone())
+                .map(|&i| std::mem::replace(&mut round.records[i], OutRecord::new(String::new())))
                 .collect();
-            match encode_batch(&recs, now, codec(config.compression)) {
+            let encoded = encode_batch(&recs, now, codec(config.compression));
+            for (&i, r) in chunk.indices.iter().zip(recs) {
+                round.records[i] = r;
+            }
+            match encoded {
                 Ok(batch) => {
                     let mut pd = PartitionProduceData::default();
                     pd.index = chunk.tp.1;
@@ -513,7 +529,9 @@ fn plan_requests(partitions: Vec<Vec<Chunk>>) -> Vec<Vec<Chunk>> {
 
 /// Where one pass files its outcomes.
 struct Round<'a> {
-    records: &'a [OutRecord],
+    /// Mutable only so that `send_request` can lend records to the encoder
+    /// without cloning them; every record is back in place when it returns.
+    records: &'a mut [OutRecord],
     results: &'a mut Vec<Option<Result<Delivered>>>,
     retry: &'a mut Vec<(usize, i32, Error)>,
     stale: &'a mut HashSet<String>,
