@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::engine::{deadline_after, now_ms, Context, JOB_BATCH};
+use crate::engine::{commit_offsets, deadline_after, now_ms, Context, JOB_BATCH};
 use crate::partitioner::murmur2;
 use crate::pool::{Completion, Job, Lease};
 use crate::record::{Record, TopicPartition};
@@ -335,30 +335,13 @@ impl Dispatcher {
                 Some((tp.clone(), w))
             })
             .collect();
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        match self.consumer.commit(&offsets) {
-            Ok(()) => {
-                for (tp, o) in &offsets {
-                    if let Some(p) = self.parts.get(tp) {
-                        p.lease.tracker().committed(*o);
-                    }
-                }
-                self.ctx
-                    .counters
-                    .last_commit_ms
-                    .store(now_ms(), Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                self.ctx
-                    .counters
-                    .commit_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                Err(e)
+        commit_offsets(&mut *self.consumer, &self.ctx.counters, &offsets)?;
+        for (tp, o) in &offsets {
+            if let Some(p) = self.parts.get(tp) {
+                p.lease.tracker().committed(*o);
             }
         }
+        Ok(())
     }
 
     /// Gives partitions up. With a deadline (clean revoke) running records

@@ -31,6 +31,29 @@ pub(crate) fn deadline_after(d: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
+/// Commits `offsets` (nothing to do when empty), counting failures and
+/// stamping the time of the last success. Shared by the consumer thread and
+/// the relay.
+pub(crate) fn commit_offsets(
+    consumer: &mut dyn crate::transport::Consumer,
+    counters: &Counters,
+    offsets: &[(crate::record::TopicPartition, i64)],
+) -> Result<()> {
+    if offsets.is_empty() {
+        return Ok(());
+    }
+    match consumer.commit(offsets) {
+        Ok(()) => {
+            counters.last_commit_ms.store(now_ms(), Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            counters.commit_errors.fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        }
+    }
+}
+
 /// Shared stop signal. `stop` ends the polling loops; `abandon` tells
 /// workers to skip queued jobs (their records stay uncommitted and are
 /// re-read later, never lost).

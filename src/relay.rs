@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{deadline_after, now_ms, Context};
+use crate::engine::{commit_offsets, deadline_after, now_ms, Context};
 use crate::headers::{self, DeadReason, RetryInfo};
 use crate::offsets::OffsetTracker;
 use crate::policy::millis;
@@ -494,26 +494,13 @@ impl Relay {
             .iter()
             .filter_map(|(tp, p)| Some((tp.clone(), p.tracker.to_commit()?)))
             .collect();
-        if offsets.is_empty() {
-            return Ok(());
-        }
-        match self.consumer.commit(&offsets) {
-            Ok(()) => {
-                for (tp, o) in &offsets {
-                    if let Some(p) = self.parts.get_mut(tp) {
-                        p.tracker.committed(*o);
-                    }
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.ctx
-                    .counters
-                    .commit_errors
-                    .fetch_add(1, Ordering::Relaxed);
-                Err(e)
+        commit_offsets(&mut *self.consumer, &self.ctx.counters, &offsets)?;
+        for (tp, o) in &offsets {
+            if let Some(p) = self.parts.get_mut(tp) {
+                p.tracker.committed(*o);
             }
         }
+        Ok(())
     }
 
     fn shutdown(mut self) -> Result<(), String> {
