@@ -19,13 +19,11 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
 struct Part {
     lease: Arc<Lease>,
-    /// Records of this lease dispatched and not yet completed (queued,
-    /// running, or in the outbox).
-    outstanding: usize,
-    /// Records of this lease waiting in an outbox for a full worker queue.
-    outboxed: usize,
     paused: bool,
 }
+
+/// Relaxed is enough: the counters are touched by the consumer thread only.
+const R: Ordering = Ordering::Relaxed;
 
 struct Dispatcher {
     ctx: Arc<Context>,
@@ -130,8 +128,6 @@ impl Dispatcher {
                         tp.clone(),
                         Part {
                             lease: Lease::new(tp),
-                            outstanding: 0,
-                            outboxed: 0,
                             paused: false,
                         },
                     );
@@ -162,19 +158,19 @@ impl Dispatcher {
         let received_ms = now_ms();
         let workers = self.job_txs.len();
         let mut count = 0;
-        let mut current: Option<(TopicPartition, Arc<Lease>)> = None;
+        let mut current: Option<Arc<Lease>> = None;
         for record in records {
             // Records come grouped by partition: look the lease up once per run.
             if current
                 .as_ref()
-                .is_none_or(|(tp, _)| tp.partition != record.partition || tp.topic != record.topic)
+                .is_none_or(|l| l.tp.partition != record.partition || l.tp.topic != record.topic)
             {
                 current = self
                     .parts
                     .get(&record.topic_partition())
-                    .map(|p| (p.lease.tp.clone(), p.lease.clone()));
+                    .map(|p| p.lease.clone());
             }
-            let Some((tp, lease)) = &current else {
+            let Some(lease) = &current else {
                 log::warn!(
                     "record {}@{} from an unassigned partition ignored",
                     record.topic_partition(),
@@ -192,10 +188,8 @@ impl Dispatcher {
                     self.round_robin % workers
                 }
             };
-            if let Some(p) = self.parts.get_mut(tp) {
-                p.outstanding += 1;
-                p.outboxed += 1;
-            }
+            lease.outstanding.fetch_add(1, R);
+            lease.outboxed.fetch_add(1, R);
             self.outbox[worker].push_back(Job {
                 record,
                 lease: lease.clone(),
@@ -221,9 +215,15 @@ impl Dispatcher {
             while !outbox.is_empty() {
                 let n = outbox.len().min(JOB_BATCH);
                 let batch: Vec<Job> = outbox.drain(..n).collect();
+                for job in &batch {
+                    job.lease.outboxed.fetch_sub(1, R);
+                }
                 match self.job_txs[w].try_send(batch) {
                     Ok(()) => {}
                     Err(TrySendError::Disconnected(batch)) => {
+                        for job in &batch {
+                            job.lease.outboxed.fetch_add(1, R);
+                        }
                         // Workers catch every panic, so this is a bug; stop
                         // rather than keep its partitions paused forever.
                         self.failed = Some(format!("worker {w} is gone"));
@@ -233,6 +233,9 @@ impl Dispatcher {
                         break;
                     }
                     Err(TrySendError::Full(batch)) => {
+                        for job in &batch {
+                            job.lease.outboxed.fetch_add(1, R);
+                        }
                         for job in batch.into_iter().rev() {
                             outbox.push_front(job);
                         }
@@ -241,24 +244,14 @@ impl Dispatcher {
                 }
             }
         }
-        // Recount what is still waiting per partition.
-        for p in self.parts.values_mut() {
-            p.outboxed = 0;
-        }
-        for outbox in &self.outbox {
-            for job in outbox {
-                if let Some(p) = self.parts.get_mut(&job.lease.tp) {
-                    p.outboxed += 1;
-                }
-            }
-        }
         let mut pause = Vec::new();
         let mut resume = Vec::new();
         for (tp, p) in self.parts.iter_mut() {
-            if p.outboxed > 0 && !p.paused {
+            let waiting = p.lease.outboxed.load(R);
+            if waiting > 0 && !p.paused {
                 p.paused = true;
                 pause.push(tp.clone());
-            } else if p.outboxed == 0 && p.paused {
+            } else if waiting == 0 && p.paused {
                 p.paused = false;
                 resume.push(tp.clone());
             }
@@ -301,11 +294,8 @@ impl Dispatcher {
                 j += 1;
             }
             drop(tracker);
-            if let Some(p) = self.parts.get_mut(&lease.tp) {
-                if Arc::ptr_eq(&p.lease, lease) {
-                    p.outstanding = p.outstanding.saturating_sub(j - i);
-                }
-            }
+            // A stale lease's counter is simply never read again.
+            lease.outstanding.fetch_sub(j - i, R);
             i = j;
         }
         self.ctx
@@ -370,22 +360,21 @@ impl Dispatcher {
     fn drop_outboxed(&mut self, matches: impl Fn(&Lease) -> bool) {
         let mut skipped = 0;
         for outbox in &mut self.outbox {
-            let before = outbox.len();
-            outbox.retain(|job| !matches(&job.lease));
-            skipped += before - outbox.len();
+            outbox.retain(|job| {
+                if !matches(&job.lease) {
+                    return true;
+                }
+                job.lease.outboxed.fetch_sub(1, R);
+                job.lease.outstanding.fetch_sub(1, R);
+                skipped += 1;
+                false
+            });
         }
         if skipped > 0 {
             self.ctx
                 .counters
                 .in_flight
                 .fetch_sub(skipped as i64, Ordering::Relaxed);
-            // Recount outstanding/outboxed from scratch for the affected parts.
-            for p in self.parts.values_mut() {
-                if matches(&p.lease) {
-                    p.outstanding = p.outstanding.saturating_sub(p.outboxed);
-                    p.outboxed = 0;
-                }
-            }
         }
     }
 
@@ -395,7 +384,7 @@ impl Dispatcher {
             let busy: usize = tps
                 .iter()
                 .filter_map(|tp| self.parts.get(tp))
-                .map(|p| p.outstanding)
+                .map(|p| p.lease.outstanding.load(R))
                 .sum();
             if busy == 0 {
                 return;

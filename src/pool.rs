@@ -2,7 +2,7 @@
 //! retries and dead letters.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,11 @@ pub(crate) struct Lease {
     /// Offsets of this lease; locked by the consumer thread only (never
     /// contended), kept here so a completion needs no map lookup.
     tracker: Mutex<OffsetTracker>,
+    /// Records dispatched and not yet completed (queued, running, or in an
+    /// outbox). Consumer thread only: atomics just to make `Lease` `Sync`.
+    pub outstanding: AtomicUsize,
+    /// Of those, records waiting in an outbox for a full worker queue.
+    pub outboxed: AtomicUsize,
 }
 
 impl Lease {
@@ -35,6 +40,8 @@ impl Lease {
             tp,
             revoked: AtomicBool::new(false),
             tracker: Mutex::new(OffsetTracker::default()),
+            outstanding: AtomicUsize::new(0),
+            outboxed: AtomicUsize::new(0),
         })
     }
 
