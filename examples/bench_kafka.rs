@@ -7,6 +7,7 @@
 //! ```text
 //! scripts/bench-kafka                      # every section
 //! scripts/bench-kafka produce consume join # or some of them
+//! scripts/bench-kafka engine               # examples/bench_engine_kafka.rs
 //! ```
 //!
 //! which is `scripts/test-broker cargo run --release --example bench_kafka --
@@ -23,6 +24,7 @@
 //! `BENCH_N_SMALL` (200000 records at 100 B), `BENCH_N_LARGE` (50000 at
 //! 1 KiB), `BENCH_CHUNK` (10000 records per `send_batch`),
 //! `BENCH_SEND_THREADS` (`4,64`: one concurrent-`send` run per count),
+//! `BENCH_ASYNC_WINDOW` (10000: most unacknowledged `send_async` writes),
 //! `BENCH_POLL_RECORDS` (1000, our `max_poll_records`; librdkafka's
 //! `consume(num_messages=1000)`), `BENCH_SESSION_MS` (6000, both consumers),
 //! `BENCH_REPEAT` (1: run every measurement that many times, clients
@@ -30,9 +32,13 @@
 //! `BENCH_LIBRDKAFKA=0` (ours only, e.g. under a profiler).
 //!
 //! - `produce`: ours with `send_batch` in chunks from one thread (as the
-//!   relay does) and with `send` from N threads (as handler workers do);
-//!   librdkafka with `produce()` + `poll(0)` in a Python loop and a final
-//!   `flush()`. Records are built inside the timed loop on both sides.
+//!   relay does), with `send_async` from one thread (keeps up to
+//!   `BENCH_ASYNC_WINDOW` `Pending`s, waits on the oldest past that and on
+//!   all at the end; every one must be Ok: the fair counterpart of
+//!   librdkafka's loop) and with blocking `send` from N threads (each
+//!   waits for its acknowledgement); librdkafka with `produce()` +
+//!   `poll(0)` in a Python loop and a final `flush()`. Records are built
+//!   inside the timed loop on both sides.
 //! - `consume`: a new group member reads a topic from the beginning
 //!   (earliest reset) until it has every record. Two rates: first record to
 //!   last (the join excluded), and assignment to last (also counts the

@@ -12,8 +12,33 @@ use crate::record::Delivered;
 /// threads waiting those yields starved the thread that answers them.
 #[derive(Debug, Default)]
 struct Slot {
-    result: Mutex<Option<Result<Delivered>>>,
+    state: Mutex<State>,
     ready: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    result: Option<Result<Delivered>>,
+    /// Threads blocked in `ready.wait`. `notify_all` is a system call even
+    /// with nobody waiting, and most results land before anyone waits
+    /// (pipelined writes): notify only when someone does.
+    waiters: u32,
+}
+
+impl Slot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fill(&self, result: Result<Delivered>) {
+        let mut st = self.lock();
+        st.result = Some(result);
+        let wake = st.waiters > 0;
+        drop(st);
+        if wake {
+            self.ready.notify_all();
+        }
+    }
 }
 
 /// The outcome of a write that may still be in flight.
@@ -49,43 +74,43 @@ impl Pending {
 
     /// Blocks until the result is known.
     pub fn wait(self) -> Result<Delivered> {
-        let mut guard = self.0.result.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.0.lock();
         loop {
-            if let Some(result) = guard.take() {
+            if let Some(result) = st.result.take() {
                 return result;
             }
-            guard = self.0.ready.wait(guard).unwrap_or_else(|e| e.into_inner());
+            st.waiters += 1;
+            st = self.0.ready.wait(st).unwrap_or_else(|e| e.into_inner());
+            st.waiters -= 1;
         }
     }
 
     /// Blocks until the result is known or `deadline` passes (then `None`,
     /// and this `Pending` can be asked again).
     pub fn wait_deadline(&self, deadline: Instant) -> Option<Result<Delivered>> {
-        let mut guard = self.0.result.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.0.lock();
         loop {
-            if let Some(result) = guard.take() {
+            if let Some(result) = st.result.take() {
                 return Some(result);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
             }
-            guard = self
+            st.waiters += 1;
+            st = self
                 .0
                 .ready
-                .wait_timeout(guard, left)
+                .wait_timeout(st, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+            st.waiters -= 1;
         }
     }
 
     /// The result if it is known, without blocking.
     pub fn try_take(&self) -> Option<Result<Delivered>> {
-        self.0
-            .result
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        self.0.lock().result.take()
     }
 }
 
@@ -93,8 +118,7 @@ impl Completer {
     /// Answers the [`Pending`].
     pub fn complete(mut self, result: Result<Delivered>) {
         if let Some(slot) = self.0.take() {
-            *slot.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(result);
-            slot.ready.notify_all();
+            slot.fill(result);
         }
     }
 }
@@ -102,10 +126,9 @@ impl Completer {
 impl Drop for Completer {
     fn drop(&mut self) {
         if let Some(slot) = self.0.take() {
-            *slot.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(Err(Error::Thread(
+            slot.fill(Err(Error::Thread(
                 "the write was dropped without an answer".into(),
             )));
-            slot.ready.notify_all();
         }
     }
 }
