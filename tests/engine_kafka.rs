@@ -32,37 +32,5 @@ fn smoke() {
     assert_eq!(env.read(&t, 1, Duration::from_secs(20)).len(), 1);
 }
 
-#[test]
-fn retry_redelivers_after_interval() {
-    scenarios::retry_redelivers_after_interval(&env());
-}
-
-#[test]
-fn expiry_and_reject_dead_letter() {
-    scenarios::expiry_and_reject_dead_letter(&env());
-}
-
-#[test]
-fn panic_is_caught_and_retried() {
-    scenarios::panic_is_caught_and_retried(&env());
-}
-
-#[test]
-fn malformed_retry_headers_are_dead_lettered() {
-    scenarios::malformed_retry_headers_are_dead_lettered(&env());
-}
-
-#[test]
-fn per_key_order_holds() {
-    scenarios::per_key_order_holds(&env());
-}
-
-#[test]
-fn two_engines_split_and_take_over() {
-    scenarios::two_engines_split_and_take_over(&env());
-}
-
-#[test]
-fn restart_resumes_after_commit() {
-    scenarios::restart_resumes_after_commit(&env());
-}
+// Every scenario of tests/scenarios, as one #[test] each.
+scenario_tests!(env());

@@ -12,6 +12,31 @@ use kafka_retry::{
     RetryPolicy, Transport,
 };
 
+/// Declares one `#[test]` per scenario, each running it on `$env`, so every
+/// transport runs the same list.
+#[macro_export]
+macro_rules! scenario_tests {
+    ($env:expr) => {
+        $crate::scenario_tests!(@each $env;
+            retry_redelivers_after_interval,
+            expiry_and_reject_dead_letter,
+            panic_is_caught_and_retried,
+            malformed_retry_headers_are_dead_lettered,
+            per_key_order_holds,
+            two_engines_split_and_take_over,
+            restart_resumes_after_commit,
+        );
+    };
+    (@each $env:expr; $($name:ident,)*) => {
+        $(
+            #[test]
+            fn $name() {
+                scenarios::$name(&$env);
+            }
+        )*
+    };
+}
+
 /// A transport plus what differs between brokers.
 #[derive(Clone)]
 pub struct Env {
