@@ -446,6 +446,11 @@ impl Dispatcher {
         if let Err(e) = self.commit(&tps) {
             problems.push(format!("final commit of {} failed: {e}", wanted.join(", ")));
         }
+        if !problems.is_empty() {
+            self.ctx
+                .signal
+                .report(format!("not committed: {}", problems.join("; ")));
+        }
         // Disconnect the workers so they exit once their queue is drained.
         self.job_txs.clear();
         if let Err(e) = self.consumer.close() {

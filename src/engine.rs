@@ -62,9 +62,22 @@ pub(crate) struct Signal {
     pub stop: AtomicBool,
     pub abandon: AtomicBool,
     pub deadline: Mutex<Option<Instant>>,
+    /// What a stopping thread could not finish, said before its last
+    /// blocking step (leaving the group), so the shutdown error names it
+    /// even when that step outlasts the deadline.
+    reports: Mutex<Vec<(String, String)>>,
 }
 
 impl Signal {
+    /// Records what the current thread could not finish.
+    pub(crate) fn report(&self, problem: String) {
+        let name = std::thread::current().name().unwrap_or("?").to_string();
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((name, problem));
+    }
+
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
     }
@@ -523,7 +536,24 @@ impl Threads {
             // A thread that signalled is past its work (the signal is sent
             // by a guard on its way out), so joining it cannot block long.
             if !finished.contains(&name) {
-                problems.push(format!("{name} still running at the deadline"));
+                let reports = self
+                    .signal
+                    .reports
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let said: Vec<&str> = reports
+                    .iter()
+                    .filter(|(n, _)| *n == name)
+                    .map(|(_, p)| p.as_str())
+                    .collect();
+                if said.is_empty() {
+                    problems.push(format!("{name} still running at the deadline"));
+                } else {
+                    problems.push(format!(
+                        "{name} still running at the deadline: {}",
+                        said.join("; ")
+                    ));
+                }
                 continue;
             }
             match handle.join() {

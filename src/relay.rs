@@ -508,6 +508,9 @@ impl Relay {
         let result = self
             .commit()
             .map_err(|e| format!("relay final commit failed: {e}"));
+        if let Err(e) = &result {
+            self.ctx.signal.report(e.clone());
+        }
         if let Err(e) = self.consumer.close() {
             log::debug!("relay leave group: {e}");
         }
