@@ -537,3 +537,135 @@ fn relay_heap_is_bounded() {
         "the heap grew past its bound: {max_parked}"
     );
 }
+
+/// Wraps the memory broker; on demand a consumer reports its partitions
+/// `Lost` (as after a session expiry) and rejoins as a new member.
+#[derive(Debug, Clone)]
+struct Losing {
+    inner: MemoryBroker,
+    lose: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct LosingConsumer {
+    broker: MemoryBroker,
+    config: ConsumerConfig,
+    inner: Box<dyn Consumer>,
+    lose: Arc<AtomicBool>,
+}
+
+impl Transport for Losing {
+    fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
+        Ok(Box::new(LosingConsumer {
+            broker: self.inner.clone(),
+            inner: self.inner.consumer(config.clone())?,
+            config,
+            lose: self.lose.clone(),
+        }))
+    }
+    fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
+        self.inner.producer()
+    }
+    fn create_topic(&self, topic: &str, partitions: i32, rf: i16) -> kafka_retry::Result<()> {
+        Transport::create_topic(&self.inner, topic, partitions, rf)
+    }
+    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+        self.inner.partition_count(topic)
+    }
+}
+
+impl Consumer for LosingConsumer {
+    fn poll(&mut self, timeout: Duration) -> kafka_retry::Result<ConsumerEvent> {
+        // Only the main group (not the relay's) loses its partitions.
+        if !self.config.group_id.ends_with("-relay") && self.lose.swap(false, Ordering::SeqCst) {
+            let lost = self.inner.assignment();
+            // A fenced member: a new one joins in its place.
+            self.inner = self.broker.consumer(self.config.clone())?;
+            return Ok(ConsumerEvent::Lost(lost));
+        }
+        self.inner.poll(timeout)
+    }
+    fn pause(&mut self, p: &[TopicPartition]) {
+        self.inner.pause(p)
+    }
+    fn resume(&mut self, p: &[TopicPartition]) {
+        self.inner.resume(p)
+    }
+    fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> kafka_retry::Result<()> {
+        self.inner.commit(offsets)
+    }
+    fn assignment(&self) -> Vec<TopicPartition> {
+        self.inner.assignment()
+    }
+    fn close(&mut self) -> kafka_retry::Result<()> {
+        self.inner.close()
+    }
+}
+
+/// Partitions lost without a clean revoke (session expiry): in-flight work
+/// is abandoned uncommitted, the new assignment re-reads it, nothing is lost.
+#[test]
+fn lost_partitions_are_reread_not_lost() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 3).unwrap();
+    let n = 3_000u64;
+    let batch: Vec<OutRecord> = (0..n)
+        .map(|i| {
+            OutRecord::new("t")
+                .key(format!("k{i}"))
+                .value(i.to_string())
+        })
+        .collect();
+    for r in broker.producer().unwrap().send_batch(batch) {
+        r.unwrap();
+    }
+    let lose = Arc::new(AtomicBool::new(false));
+    let done: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let d = done.clone();
+    let engine = Engine::builder(Losing {
+        inner: broker.clone(),
+        lose: lose.clone(),
+    })
+    .group_id("g")
+    .topics(["t"])
+    .workers(2)
+    .commit_interval(Duration::from_millis(10))
+    .handler(move |r: &Record| {
+        std::thread::sleep(Duration::from_micros(200));
+        let id: u64 = std::str::from_utf8(r.value.as_deref().unwrap())
+            .unwrap()
+            .parse()
+            .unwrap();
+        d.lock().unwrap().push(id);
+        Outcome::Done
+    })
+    .build()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while done.lock().unwrap().len() < 500 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    lose.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all = |d: &Vec<u64>| d.iter().copied().collect::<HashSet<u64>>().len() as u64;
+    while all(&done.lock().unwrap()) < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert!(!lose.load(Ordering::SeqCst), "the loss was never injected");
+    assert!(stats.rebalances >= 1, "{stats:?}");
+    let d = done.lock().unwrap();
+    assert_eq!(all(&d), n, "records lost after a Lost event");
+    println!(
+        "lost partitions: {n} records, {} handled twice",
+        d.len() as u64 - n
+    );
+    for p in 0..3 {
+        assert_eq!(
+            broker.committed("g", "t", p),
+            Some(broker.end_offset("t", p).unwrap()),
+            "partition {p} fully committed by the new member"
+        );
+    }
+}
