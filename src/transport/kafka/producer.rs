@@ -17,11 +17,11 @@
 //!   passed since the oldest arrived, or the thread holds every unanswered
 //!   record (callers block until answered, so nobody else is about to add
 //!   one, and waiting out `linger` would only idle them).
-//! - Requests in flight: write full requests, or what is on hand when every
-//!   unanswered record is in hand and its caller blocks (`send`,
-//!   `send_batch`); otherwise read the oldest reply first (records keep
-//!   queueing meanwhile). A small request costs the broker about as much as
-//!   a big one, and an async caller is usually about to add more.
+//! - Requests in flight: write full requests, or the rest of `send_batch`
+//!   calls when nothing else is unanswered; otherwise read the oldest reply
+//!   first (records keep queueing meanwhile). A small request costs the
+//!   broker about as much as a big one, and async callers, or `send` callers
+//!   waking up, are usually about to add more.
 //!
 //! Invariants:
 //! - A record is reported delivered only from the reply to the request that
@@ -107,8 +107,9 @@ struct Job {
     /// Answers the caller; dropped unanswered (the sender thread died) it
     /// answers with an error, so no caller waits forever.
     reply: Reply,
-    /// Whether the caller blocks until answered (`send`, `send_batch`).
-    blocking: bool,
+    /// Whether it came with a whole `send_batch`, whose caller waits for
+    /// all of it and adds nothing meanwhile.
+    batch: bool,
 }
 
 /// Where a record's result goes.
@@ -276,8 +277,8 @@ impl Drop for KafkaProducer {
 }
 
 impl KafkaProducer {
-    /// Queues one record; `blocking`: its caller waits for the answer.
-    fn enqueue(&self, record: OutRecord, blocking: bool) -> Pending {
+    /// Queues one record for `send` / `send_async`.
+    fn enqueue(&self, record: OutRecord) -> Pending {
         let Some(queue) = self.queue.as_ref() else {
             return Pending::ready(Err(Error::Closed));
         };
@@ -288,7 +289,7 @@ impl KafkaProducer {
         let job = Job {
             record,
             reply: Reply::One(reply),
-            blocking,
+            batch: false,
         };
         if let Err(e) = queue.send(Work::One(job)) {
             self.inner.unanswered.fetch_sub(1, Ordering::SeqCst);
@@ -302,11 +303,11 @@ impl KafkaProducer {
 
 impl Producer for KafkaProducer {
     fn send(&self, record: OutRecord) -> Result<Delivered> {
-        self.enqueue(record, true).wait()
+        self.send_async(record).wait()
     }
 
     fn send_async(&self, record: OutRecord) -> Pending {
-        self.enqueue(record, false)
+        self.enqueue(record)
     }
 
     fn send_batch(&self, records: Vec<OutRecord>) -> Vec<Result<Delivered>> {
@@ -327,7 +328,7 @@ impl Producer for KafkaProducer {
                     slot: Some(slot.clone()),
                     index,
                 }),
-                blocking: true,
+                batch: true,
             })
             .collect();
         self.inner.unanswered.fetch_add(n, Ordering::SeqCst);
@@ -378,8 +379,8 @@ struct Meta {
     /// Already resent once on a new connection after its connection broke,
     /// without counting a failure.
     reconnected: bool,
-    /// Whether the caller blocks until answered (see [`Job::blocking`]).
-    blocking: bool,
+    /// See [`Job::batch`].
+    batch: bool,
 }
 
 /// A record in the sender thread's hands.
@@ -441,6 +442,10 @@ struct SenderState<'a> {
     held: usize,
     /// Next request's write order.
     seq: u64,
+    /// When the last reply was read: records that arrived before it had
+    /// to wait anyway, so `linger` counts from here for them (callers just
+    /// answered get their time to send again).
+    last_reply: Option<Instant>,
     /// Partition counts, kept for one step.
     counts: HashMap<String, Result<i32>>,
     /// Whether callers may still queue records.
@@ -460,6 +465,7 @@ impl<'a> SenderState<'a> {
             links: HashMap::new(),
             held: 0,
             seq: 0,
+            last_reply: None,
             counts: HashMap::new(),
             open: true,
         }
@@ -492,12 +498,13 @@ impl<'a> SenderState<'a> {
                 return true;
             }
             // A full request, or nothing more is coming: every unanswered
-            // record is in hand and its caller blocks until answered (an
-            // async caller may be about to add more; then wait for a
-            // reply instead of writing a small request).
+            // record is in hand and came with a whole `send_batch` (the
+            // rest of a big batch). Otherwise wait for a reply rather than
+            // write a small request: an async caller may be about to add
+            // more, and `send` callers just answered are waking up to.
             if self.backlog_bytes >= REQUEST_BYTES
                 || (self.inner.unanswered.load(Ordering::SeqCst) <= self.held
-                    && self.backlog.iter().all(|i| i.meta.blocking))
+                    && self.backlog.iter().all(|i| i.meta.batch))
             {
                 self.send_some();
                 return true;
@@ -541,13 +548,15 @@ impl<'a> SenderState<'a> {
     }
 
     /// With nothing in flight: waits for more records until a request is
-    /// full, `linger` has passed since the oldest queued record arrived, or
-    /// every unanswered record is in hand.
+    /// full, `linger` has passed since the oldest queued record arrived (or
+    /// since the last reply, if later), or every unanswered record is in
+    /// hand.
     fn linger(&mut self, rx: &Receiver<Work>) {
         let Some(oldest) = self.backlog.iter().map(|i| i.meta.arrived).min() else {
             return;
         };
-        let deadline = oldest + self.config.linger;
+        let start = self.last_reply.map_or(oldest, |t| t.max(oldest));
+        let deadline = start + self.config.linger;
         while self.open && self.backlog_bytes < REQUEST_BYTES {
             // Every unanswered record is in hand: its caller is blocked, so
             // no one else is about to add one; stop lingering. While this
@@ -604,7 +613,7 @@ impl<'a> SenderState<'a> {
                         arrived: now,
                         failures: 0,
                         reconnected: false,
-                        blocking: job.blocking,
+                        batch: job.batch,
                     },
                 });
             }
@@ -875,6 +884,7 @@ impl<'a> SenderState<'a> {
             Some(conn) => conn.receive(flight.sent),
             None => Err(Error::Protocol("producer connection missing (bug)".into())),
         };
+        self.last_reply = Some(Instant::now());
         match result {
             Ok(resp) => self.file_response(&resp, flight.chunks),
             Err(e) => {
