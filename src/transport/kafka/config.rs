@@ -41,6 +41,7 @@ pub struct KafkaConfig {
     pub(crate) compression: Compression,
     pub(crate) linger: Duration,
     pub(crate) batch_size: usize,
+    pub(crate) max_in_flight: usize,
     pub(crate) fetch_max_bytes: i32,
     pub(crate) fetch_max_wait: Duration,
     pub(crate) fetch_min_bytes: i32,
@@ -65,6 +66,7 @@ impl Default for KafkaConfig {
             compression: Compression::None,
             linger: Duration::from_millis(5),
             batch_size: 1024 * 1024,
+            max_in_flight: 5,
             fetch_max_bytes: 50 * 1024 * 1024,
             fetch_max_wait: Duration::from_millis(500),
             fetch_min_bytes: 1,
@@ -173,6 +175,26 @@ impl KafkaConfig {
     /// `message.max.bytes`). Defaults to 1 MiB.
     pub fn batch_size(mut self, bytes: usize) -> Self {
         self.batch_size = bytes;
+        self
+    }
+
+    /// Most Produce requests the producer keeps unanswered on one broker
+    /// connection, like Java's `max.in.flight.requests.per.connection`:
+    /// while the broker works on one request, the producer encodes and
+    /// writes the next ones.
+    ///
+    /// Ordering: without an idempotent producer, a request that fails with
+    /// a retriable error (leader moved, timeout, dropped connection) is
+    /// retried after later requests to the same partition may already have
+    /// been written, so with more than one in flight a retried record can
+    /// land after records sent after it. New records of a partition wait
+    /// while that partition has records waiting to be retried, but requests
+    /// already in flight cannot be held back. `1` keeps each partition in
+    /// the order records were sent, at the cost of one round trip per
+    /// request. Records that are retried by the caller (or the engine's
+    /// retry topic) leave the order anyway. Defaults to 5.
+    pub fn max_in_flight(mut self, requests: usize) -> Self {
+        self.max_in_flight = requests;
         self
     }
 
@@ -288,6 +310,9 @@ impl KafkaConfig {
         if self.batch_size == 0 {
             return Err(Error::config("batch_size", "must be more than zero"));
         }
+        if self.max_in_flight == 0 {
+            return Err(Error::config("max_in_flight", "must be more than zero"));
+        }
         let ints = [
             ("fetch_max_bytes", self.fetch_max_bytes),
             ("fetch_min_bytes", self.fetch_min_bytes),
@@ -346,6 +371,10 @@ mod tests {
         );
         assert_eq!(field(KafkaConfig::new("a:1").acks(0)), "acks");
         assert_eq!(field(KafkaConfig::new("a:1").batch_size(0)), "batch_size");
+        assert_eq!(
+            field(KafkaConfig::new("a:1").max_in_flight(0)),
+            "max_in_flight"
+        );
         assert_eq!(
             field(KafkaConfig::new("a:1").metadata_max_age(Duration::ZERO)),
             "metadata_max_age"

@@ -1,13 +1,18 @@
 //! One connection to one broker: framing, correlation ids, version
 //! negotiation (ApiVersions) and typed request/response calls.
 //!
-//! Invariant: at most one request is in flight per connection and every
-//! reply is read completely before the next request is written. After any
-//! I/O error, timeout or correlation mismatch the connection is *poisoned*
-//! (a late reply would otherwise answer the next request): every later call
-//! fails at once and the owner drops it and connects again.
+//! Invariant: replies are read in the order their requests were written
+//! (the broker answers one connection's requests in order), each completely
+//! before the next. [`Connection::call`] keeps one request in flight;
+//! [`Connection::send`] and [`Connection::receive`] let the producer keep
+//! several. After any I/O error, timeout or correlation mismatch the
+//! connection is *poisoned* (a late reply would otherwise answer the next
+//! request): every later call fails at once, every request still
+//! outstanding is lost, and the owner drops it and connects again.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -107,10 +112,25 @@ pub(crate) struct Connection {
     /// Broker ranges from ApiVersions: (api key, min, max).
     broker_versions: Vec<(i16, i16, i16)>,
     correlation: i32,
+    /// Correlation ids of the requests written and not yet answered, oldest
+    /// first.
+    outstanding: VecDeque<i32>,
     client_id: StrBytes,
     max_frame: usize,
     /// Why the connection is unusable, once it is.
     broken: Option<String>,
+}
+
+/// A request written by [`Connection::send`] whose reply is still to be
+/// read with [`Connection::receive`].
+pub(crate) struct Sent<R> {
+    correlation: i32,
+    version: i16,
+    deadline: Instant,
+    timeout: Duration,
+    /// "Produce v11 to host:port", for errors.
+    ctx: String,
+    _reply: PhantomData<fn() -> R>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -158,6 +178,7 @@ impl Connection {
             addr: addr.to_string(),
             broker_versions: Vec::new(),
             correlation: 0,
+            outstanding: VecDeque::new(),
             client_id: StrBytes::from_string(config.client_id.clone()),
             max_frame: FRAME_SLACK.saturating_add(config.fetch_max_bytes.max(0) as usize),
             broken: None,
@@ -318,24 +339,19 @@ impl Connection {
         self.broken.is_some()
     }
 
-    /// Sends one request and returns the reply body (after its header).
-    fn round_trip<R: KafkaRequest>(
+    /// Encodes `req` at `version` and writes it, without waiting for the
+    /// reply: read it later with [`Connection::receive`]. Several requests
+    /// may be outstanding; the broker answers them in order, and replies
+    /// must be read in the order the requests were sent. The reply must
+    /// arrive within `timeout` of this call.
+    pub(crate) fn send<R: KafkaRequest>(
         &mut self,
-        req: &R,
         version: i16,
+        req: &R,
         timeout: Duration,
-    ) -> Result<Bytes> {
-        let ctx_s = format!("{} v{version} to {}", api_name(R::KEY), self.addr);
-        let ctx = || ctx_s.clone();
-        if let Some(why) = &self.broken {
-            return Err(Error::io(
-                ctx(),
-                io::Error::new(
-                    io::ErrorKind::NotConnected,
-                    format!("connection unusable: {why}"),
-                ),
-            ));
-        }
+    ) -> Result<Sent<R>> {
+        let ctx = format!("{} v{version} to {}", api_name(R::KEY), self.addr);
+        self.usable(&ctx)?;
         let correlation = self.correlation;
         self.correlation = self.correlation.checked_add(1).unwrap_or(0);
 
@@ -348,50 +364,132 @@ impl Connection {
         buf.put_i32(0); // length, patched below
         encode_request_header_into_buffer(&mut buf, &header)
             .and_then(|()| req.encode(&mut buf, version))
-            .map_err(|e| Error::Protocol(format!("encode {}: {e}", ctx())))?;
+            .map_err(|e| Error::Protocol(format!("encode {ctx}: {e}")))?;
         let len = i32::try_from(buf.len() - 4)
-            .map_err(|_| Error::Protocol(format!("encode {}: request too large", ctx())))?;
+            .map_err(|_| Error::Protocol(format!("encode {ctx}: request too large")))?;
         buf[..4].copy_from_slice(&len.to_be_bytes());
 
         let deadline = Instant::now() + timeout;
-        let result = self.exchange(&buf, deadline).and_then(|mut frame| {
-            let header_version = R::Response::header_version(version);
-            let header = ResponseHeader::decode(&mut frame, header_version)
-                .map_err(|e| FrameError::Protocol(format!("bad response header: {e}")))?;
-            if header.correlation_id != correlation {
-                return Err(FrameError::Protocol(format!(
-                    "correlation id {} does not match request {correlation}",
-                    header.correlation_id
-                )));
-            }
-            Ok(frame)
-        });
-        match result {
-            Ok(body) => Ok(body),
-            Err(e) => {
-                let err = match e {
-                    FrameError::Io(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        Error::Timeout(format!("{} after {timeout:?}", ctx()))
-                    }
-                    FrameError::Io(e) => Error::io(ctx(), e),
-                    FrameError::Protocol(m) => Error::Protocol(format!("{}: {m}", ctx())),
-                };
-                self.broken = Some(err.to_string());
-                Err(err)
-            }
+        if let Err(e) = self.write_frame(&buf, deadline) {
+            return Err(self.poison(&ctx, timeout, e));
+        }
+        self.outstanding.push_back(correlation);
+        Ok(Sent {
+            correlation,
+            version,
+            deadline,
+            timeout,
+            ctx,
+            _reply: PhantomData,
+        })
+    }
+
+    /// Reads and decodes the reply to `sent`, which must be the oldest
+    /// request still unanswered on this connection.
+    pub(crate) fn receive<R: KafkaRequest>(&mut self, sent: Sent<R>) -> Result<R::Response> {
+        let version = sent.version;
+        let mut body = self.receive_body(&sent, R::Response::header_version(version))?;
+        R::Response::decode(&mut body, version).map_err(|e| {
+            Error::Protocol(format!(
+                "decode {} v{version} reply from {}: {e}",
+                api_name(R::KEY),
+                self.addr
+            ))
+        })
+    }
+
+    /// Requests sent and not yet answered.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// `Err` naming `ctx` once the connection is poisoned.
+    fn usable(&self, ctx: &str) -> Result<()> {
+        match &self.broken {
+            None => Ok(()),
+            Some(why) => Err(Error::io(
+                ctx.to_string(),
+                io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    format!("connection unusable: {why}"),
+                ),
+            )),
         }
     }
 
-    /// Writes a whole request frame and reads a whole reply frame.
-    fn exchange(&mut self, request: &[u8], deadline: Instant) -> Result<Bytes, FrameError> {
+    /// Marks the connection unusable after `e` and returns `e` as an
+    /// [`Error`] (a timeout becomes [`Error::Timeout`]).
+    fn poison(&mut self, ctx: &str, timeout: Duration, e: FrameError) -> Error {
+        let err = match e {
+            FrameError::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Error::Timeout(format!("{ctx} after {timeout:?}"))
+            }
+            FrameError::Io(e) => Error::io(ctx.to_string(), e),
+            FrameError::Protocol(m) => Error::Protocol(format!("{ctx}: {m}")),
+        };
+        self.broken = Some(err.to_string());
+        self.outstanding.clear();
+        err
+    }
+
+    /// Reads the reply to `sent` and returns its body (after the header).
+    fn receive_body<R>(&mut self, sent: &Sent<R>, header_version: i16) -> Result<Bytes> {
+        self.usable(&sent.ctx)?;
+        let result = match self.outstanding.front() {
+            Some(&c) if c == sent.correlation => {
+                self.read_frame(sent.deadline).and_then(|mut frame| {
+                    let header = ResponseHeader::decode(&mut frame, header_version)
+                        .map_err(|e| FrameError::Protocol(format!("bad response header: {e}")))?;
+                    if header.correlation_id != sent.correlation {
+                        return Err(FrameError::Protocol(format!(
+                            "correlation id {} does not match request {}",
+                            header.correlation_id, sent.correlation
+                        )));
+                    }
+                    Ok(frame)
+                })
+            }
+            _ => Err(FrameError::Protocol(format!(
+                "reply to request {} read out of order (bug)",
+                sent.correlation
+            ))),
+        };
+        match result {
+            Ok(body) => {
+                self.outstanding.pop_front();
+                Ok(body)
+            }
+            Err(e) => Err(self.poison(&sent.ctx, sent.timeout, e)),
+        }
+    }
+
+    /// Sends one request and returns the reply body (after its header).
+    fn round_trip<R: KafkaRequest>(
+        &mut self,
+        req: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        let sent = self.send(version, req, timeout)?;
+        self.receive_body(&sent, R::Response::header_version(version))
+    }
+
+    /// Writes a whole request frame.
+    fn write_frame(&mut self, request: &[u8], deadline: Instant) -> Result<(), FrameError> {
         self.tcp.set_write_timeout(Some(left(deadline)?))?;
         self.stream.write_all(request)?;
         self.stream.flush()?;
+        Ok(())
+    }
+
+    /// Reads a whole reply frame (after its length).
+    fn read_frame(&mut self, deadline: Instant) -> Result<Bytes, FrameError> {
         let mut len = [0u8; 4];
         self.read_full(&mut len, deadline)?;
         let len = i32::from_be_bytes(len);
@@ -502,7 +600,9 @@ mod tests {
                     return seen;
                 }
                 let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
-                s.read_exact(&mut frame).unwrap();
+                if s.read_exact(&mut frame).is_err() {
+                    return seen;
+                }
                 let key = i16::from_be_bytes([frame[0], frame[1]]);
                 let version = i16::from_be_bytes([frame[2], frame[3]]);
                 let corr = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
@@ -510,10 +610,16 @@ mod tests {
                 match reply(key, version, corr) {
                     Some(body) => {
                         // A body starting with 0x7f is sent as-is (a raw length).
+                        let mut out = Vec::new();
                         if body.first() != Some(&0x7f) {
-                            s.write_all(&(body.len() as i32).to_be_bytes()).unwrap();
+                            out.extend_from_slice(&(body.len() as i32).to_be_bytes());
                         }
-                        s.write_all(&body).unwrap();
+                        out.extend_from_slice(&body);
+                        // The client may be gone (it dropped a poisoned
+                        // connection with requests still unanswered).
+                        if s.write_all(&out).is_err() {
+                            return seen;
+                        }
                     }
                     None => std::thread::sleep(Duration::from_secs(2)),
                 }
@@ -602,6 +708,64 @@ mod tests {
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
         assert!(start.elapsed() < Duration::from_secs(1));
         assert!(conn.is_broken());
+        drop(conn);
+        broker.join().unwrap();
+    }
+
+    #[test]
+    fn pipelined_requests_are_answered_in_order() {
+        let (addr, broker) = fake_broker(|key, _version, corr| match key {
+            18 => Some(api_versions_body(corr, 0, &[(18, 0, 2), (3, 1, 12)], true)),
+            // Metadata v12 with a flexible header: the correlation id,
+            // no tagged fields, then a body we never decode here.
+            3 if corr == 3 => Some([&99i32.to_be_bytes()[..], &[0]].concat()),
+            _ => Some([&corr.to_be_bytes()[..], &[0]].concat()),
+        });
+        let mut conn = Connection::connect(&addr, &config()).unwrap();
+        let req = MetadataRequest::default();
+        let t = Duration::from_secs(2);
+        let sent: Vec<_> = (0..3).map(|_| conn.send(12, &req, t).unwrap()).collect();
+        assert_eq!(conn.in_flight(), 3);
+        let mut sent = sent.into_iter();
+        let (first, second, third) = (
+            sent.next().unwrap(),
+            sent.next().unwrap(),
+            sent.next().unwrap(),
+        );
+        // Replies are read oldest first: the third cannot jump the queue.
+        let err = conn
+            .receive_body(&third, 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("out of order"), "{err}");
+        assert!(conn.is_broken() && conn.in_flight() == 0);
+        drop((first, second));
+        drop(conn);
+        broker.join().unwrap();
+
+        // In order: each reply matches; a wrong id poisons the connection.
+        let (addr, broker) = fake_broker(|key, _version, corr| match key {
+            18 => Some(api_versions_body(corr, 0, &[(18, 0, 2), (3, 1, 12)], true)),
+            3 if corr == 3 => Some([&99i32.to_be_bytes()[..], &[0]].concat()),
+            _ => Some([&corr.to_be_bytes()[..], &[0]].concat()),
+        });
+        let mut conn = Connection::connect(&addr, &config()).unwrap();
+        let sent: Vec<_> = (0..3).map(|_| conn.send(12, &req, t).unwrap()).collect();
+        let mut sent = sent.into_iter();
+        for _ in 0..2 {
+            let s = sent.next().unwrap();
+            assert!(conn.receive_body(&s, 1).is_ok());
+        }
+        assert_eq!(conn.in_flight(), 1);
+        let err = conn
+            .receive_body(&sent.next().unwrap(), 1)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("correlation id 99"), "{err}");
+        assert!(conn.is_broken() && conn.in_flight() == 0);
+        assert!(conn.send(12, &req, t).is_err());
         drop(conn);
         broker.join().unwrap();
     }
