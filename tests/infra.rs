@@ -270,10 +270,11 @@ fn drop_closes_connections_and_stops_listening() {
         t.elapsed()
     );
     assert!(is_closed(&mut c));
-    assert!(
-        TcpStream::connect(&addr).is_err(),
-        "still listening after drop"
-    );
+    // Not asserted: that connecting to `addr` now fails. Tests run in
+    // parallel and the freed ephemeral port may already belong to another
+    // test's listener (seen once in CI-like runs). The join inside drop,
+    // timed above, is what shows the listener thread stopped.
+    let _ = addr;
 }
 
 #[test]
