@@ -274,7 +274,6 @@ fn drop_closes_connections_and_stops_listening() {
     // parallel and the freed ephemeral port may already belong to another
     // test's listener (seen once in CI-like runs). The join inside drop,
     // timed above, is what shows the listener thread stopped.
-    let _ = addr;
 }
 
 #[test]
