@@ -285,7 +285,10 @@ impl EngineBuilder {
         self
     }
 
-    /// Records queued per worker before fetching pauses. Defaults to 1024.
+    /// Records queued per worker before fetching pauses. Records travel to
+    /// a worker in batches of up to 256, and the queue holds
+    /// `ceil(records / 256)` batches, so when records trickle in one at a
+    /// time it fills with fewer records than this. Defaults to 1024.
     pub fn queue_capacity(mut self, records: usize) -> Self {
         self.queue_capacity = records;
         self
