@@ -640,6 +640,15 @@ impl<'a> SenderState<'a> {
         }
     }
 
+    /// Answers every record of `metas` with (a copy of) `e`.
+    fn fail_all(&mut self, metas: Vec<Meta>, e: &Error) {
+        let answers = metas
+            .into_iter()
+            .map(|m| (m.reply, Err(clone_error(e))))
+            .collect();
+        self.answer(answers);
+    }
+
     fn is_blocked(&self, topic: &str, partition: i32) -> bool {
         self.blocked
             .get(topic)
@@ -791,14 +800,7 @@ impl<'a> SenderState<'a> {
                     topics.entry(chunk.tp.0.clone()).or_default().push(pd);
                     sent.push(chunk);
                 }
-                Err(e) => {
-                    let answers = chunk
-                        .metas
-                        .into_iter()
-                        .map(|m| (m.reply, Err(clone_error(&e))))
-                        .collect();
-                    self.answer(answers);
-                }
+                Err(e) => self.fail_all(chunk.metas, &e),
             }
         }
         if sent.is_empty() {
@@ -943,12 +945,7 @@ impl<'a> SenderState<'a> {
                 Some(p) => p,
                 None => {
                     let e = Error::Protocol(format!("{ctx}: partition missing from the reply"));
-                    let answers = chunk
-                        .metas
-                        .into_iter()
-                        .map(|m| (m.reply, Err(clone_error(&e))))
-                        .collect();
-                    self.answer(answers);
+                    self.fail_all(chunk.metas, &e);
                     continue;
                 }
             };
@@ -996,14 +993,11 @@ impl<'a> SenderState<'a> {
             Error::Io { .. } | Error::Timeout(_) => true,
             _ => false,
         };
-        let mut answers = Vec::new();
         if !retriable {
-            for m in metas {
-                answers.push((m.reply, Err(clone_error(&e))));
-            }
-            self.answer(answers);
+            self.fail_all(metas, &e);
             return;
         }
+        let mut answers = Vec::new();
         let refresh = match &e {
             Error::Kafka { code, .. } => needs_metadata_refresh(*code),
             _ => true,
