@@ -13,7 +13,7 @@ use kafka_retry::{
     Consumer, ConsumerConfig, ConsumerEvent, Delivered, Engine, Error, MemoryBroker, OutRecord,
     Outcome, Producer, Record, RetryPolicy, TopicPartition, Transport,
 };
-use scenarios::{header, unique, Env};
+use scenarios::{header, wait_until, Env};
 
 fn env() -> Env {
     Env {
@@ -35,10 +35,7 @@ fn smoke() {
         .build()
         .unwrap();
     broker.produce(OutRecord::new("t").value("x")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while engine.stats().done < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(Duration::from_secs(5), || engine.stats().done >= 1);
     assert_eq!(engine.stats().done, 1);
     engine.shutdown(Duration::from_secs(5)).unwrap();
     assert_eq!(broker.committed("g", "t", 0), Some(1));
@@ -99,10 +96,7 @@ fn dead_lettering_off_drops_with_a_counter() {
         .build()
         .unwrap();
     broker.produce(OutRecord::new("t").value("x")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while engine.stats().dropped < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(Duration::from_secs(5), || engine.stats().dropped >= 1);
     assert_eq!(engine.stats().dropped, 1);
     engine.shutdown(Duration::from_secs(5)).unwrap();
     assert!(!broker.topics().contains(&"g-dlt".to_string()));
@@ -139,12 +133,9 @@ fn watermark_waits_for_a_slow_record() {
             .produce(OutRecord::new("t").key(format!("k{i}")).value("fast"))
             .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
     // Records keyed to the slow record's worker wait behind it (per-key
     // order); the other three workers finish theirs.
-    while engine.stats().done < 25 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(Duration::from_secs(5), || engine.stats().done >= 25);
     assert!(
         engine.stats().done >= 25,
         "fast records finished behind the slow one"
@@ -156,10 +147,9 @@ fn watermark_waits_for_a_slow_record() {
         broker.committed("g", "t", 0)
     );
     release.store(true, Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while broker.committed("g", "t", 0) != Some(51) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(Duration::from_secs(5), || {
+        broker.committed("g", "t", 0) == Some(51)
+    });
     assert_eq!(broker.committed("g", "t", 0), Some(51));
     engine.shutdown(Duration::from_secs(5)).unwrap();
 }
@@ -468,10 +458,7 @@ fn shutdown_reports_uncommitted_work_when_the_broker_is_gone() {
         .build()
         .unwrap();
     broker.produce(OutRecord::new("t").value("x")).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while engine.stats().done < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(Duration::from_secs(5), || engine.stats().done >= 1);
     broken.store(true, Ordering::SeqCst);
     let t0 = Instant::now();
     let err = engine.shutdown(Duration::from_secs(1)).unwrap_err();
@@ -485,7 +472,6 @@ fn shutdown_reports_uncommitted_work_when_the_broker_is_gone() {
         msg.contains("t-0@1"),
         "error names what was not committed: {msg}"
     );
-    let _ = unique("x");
 }
 
 /// The relay's heap is bounded: past `max_parked` it pauses the retry topic

@@ -116,7 +116,8 @@ fn key_of(r: &Record) -> String {
     String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned()
 }
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+/// Polls `f` every 10 ms until it holds or `timeout` passes; its last answer.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if f() {
