@@ -202,7 +202,7 @@ impl Bench {
 
     /// Creates `topic` and waits until metadata shows every partition.
     fn create(&self, topic: &str) -> Result<(), BoxError> {
-        self.kafka.create_topic(topic, PARTITIONS, -1)?;
+        self.kafka.create_topic(topic, PARTITIONS, None)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.kafka.partition_count(topic)? != Some(PARTITIONS) {
             if Instant::now() > deadline {

@@ -212,7 +212,7 @@ impl Bench {
     }
 
     fn create(&self, topic: &str) -> Result<(), BoxError> {
-        self.kafka.create_topic(topic, PARTITIONS, -1)?;
+        self.kafka.create_topic(topic, PARTITIONS, None)?;
         // Wait until metadata knows it (the broker may lag the create).
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.kafka.partition_count(topic)? != Some(PARTITIONS) {
@@ -599,7 +599,7 @@ fn main() -> Result<(), BoxError> {
         // The defaults, spelled out: they are what the table compares.
         kafka: KafkaTransport::connect(
             KafkaConfig::new(&bootstrap)
-                .acks(-1)
+                .acks(kafka_retry::Acks::All)
                 .linger(LINGER)
                 .batch_size(BATCH_SIZE),
         )?,

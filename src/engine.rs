@@ -3,7 +3,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+pub(crate) use crate::clock::{deadline_after, now_ms};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -13,23 +15,6 @@ use crate::policy::RetryPolicy;
 use crate::stats::{Counters, Stats};
 use crate::transport::{ConsumerConfig, OffsetReset, Producer, Transport};
 use crate::{consumer, pool, relay};
-
-/// Wall-clock time in ms since the Unix epoch. Used only for header values;
-/// every wait uses `Instant`.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// `Instant::now() + d`, or a point a century away when `d` is too large
-/// to add (`Duration::MAX` as "no deadline" must not panic).
-pub(crate) fn deadline_after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600))
-}
 
 /// Commits `offsets` (nothing to do when empty), counting failures and
 /// stamping the time of the last success. Shared by the consumer thread and
@@ -135,7 +120,7 @@ pub struct EngineBuilder {
     retry_topic: Option<String>,
     dead_letter_topic: Option<Option<String>>,
     topic_partitions: Option<i32>,
-    replication_factor: i16,
+    replication_factor: Option<i16>,
     commit_interval: Duration,
     revoke_timeout: Duration,
     session_timeout: Duration,
@@ -172,7 +157,7 @@ impl EngineBuilder {
             retry_topic: None,
             dead_letter_topic: None,
             topic_partitions: None,
-            replication_factor: -1,
+            replication_factor: None,
             commit_interval: Duration::from_secs(1),
             revoke_timeout: Duration::from_secs(10),
             session_timeout: Duration::from_secs(10),
@@ -239,10 +224,11 @@ impl EngineBuilder {
         self
     }
 
-    /// Replication factor for created topics, -1 for the broker default.
-    /// Defaults to -1.
+    /// Replication factor of the retry and dead-letter topics created by
+    /// `build` (at least 1). Defaults to the broker's
+    /// `default.replication.factor`.
     pub fn replication_factor(mut self, replication_factor: i16) -> Self {
-        self.replication_factor = replication_factor;
+        self.replication_factor = Some(replication_factor);
         self
     }
 

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod clock;
 mod consumer;
 mod engine;
 mod error;
@@ -29,6 +30,6 @@ pub use pending::{Completer, Pending};
 pub use policy::{Backoff, RetryPolicy};
 pub use record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartition};
 pub use stats::{DeadLettered, Stats};
-pub use transport::kafka::{Compression, KafkaConfig, KafkaTransport};
+pub use transport::kafka::{Acks, Compression, KafkaConfig, KafkaTransport};
 pub use transport::memory::MemoryBroker;
 pub use transport::{Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, Producer, Transport};

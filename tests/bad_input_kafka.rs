@@ -665,8 +665,8 @@ fn bad_input_ends_handled_or_dead_lettered() {
     let (transport, big) = transport();
     let origin = unique("bad-origin");
     let foreign = unique("bad-foreign");
-    transport.create_topic(&origin, 1, -1).unwrap();
-    transport.create_topic(&foreign, 1, -1).unwrap();
+    transport.create_topic(&origin, 1, None).unwrap();
+    transport.create_topic(&foreign, 1, None).unwrap();
     let group = unique("g-bad");
     let retry_topic = format!("{group}-retry");
     let dlt = format!("{group}-dlt");

@@ -237,7 +237,12 @@ impl Transport for Faulty {
             sends: self.sends.clone(),
         }))
     }
-    fn create_topic(&self, topic: &str, partitions: i32, rf: i16) -> kafka_retry::Result<()> {
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        rf: Option<i16>,
+    ) -> kafka_retry::Result<()> {
         self.inner.create_topic(topic, partitions, rf)
     }
     fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
@@ -552,7 +557,12 @@ impl Transport for Losing {
     fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
         self.inner.producer()
     }
-    fn create_topic(&self, topic: &str, partitions: i32, rf: i16) -> kafka_retry::Result<()> {
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        rf: Option<i16>,
+    ) -> kafka_retry::Result<()> {
         Transport::create_topic(&self.inner, topic, partitions, rf)
     }
     fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {

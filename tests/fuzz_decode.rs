@@ -1193,7 +1193,7 @@ fn smoke() {
     let kafka = KafkaTransport::connect(client_config(&broker.addr())).expect("connect");
     assert_eq!(kafka.partition_count(TOPIC).unwrap(), Some(PARTITIONS));
     assert_eq!(kafka.partition_count("other").unwrap(), None);
-    kafka.create_topic("new", 1, 1).unwrap();
+    kafka.create_topic("new", 1, Some(1)).unwrap();
     let producer = kafka.producer().unwrap();
     let d = producer
         .send(OutRecord::new(TOPIC).partition(1).value("v"))
@@ -1382,7 +1382,9 @@ impl Child {
                 let Some(k) = self.kafka() else { return };
                 self.broker.target(key, false);
                 let _ = self.timed("partition_count", || k.partition_count(TOPIC));
-                let _ = self.timed("create_topic", || k.create_topic(&format!("n{i}"), 1, 1));
+                let _ = self.timed("create_topic", || {
+                    k.create_topic(&format!("n{i}"), 1, Some(1))
+                });
             }
             Target::Produce => {
                 let Some(k) = self.kafka() else { return };

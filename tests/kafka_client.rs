@@ -52,10 +52,10 @@ fn smoke() {
 fn create_topic_twice_is_ok() {
     let kafka = transport();
     let topic = unique("create-twice");
-    kafka.create_topic(&topic, 3, -1).unwrap();
+    kafka.create_topic(&topic, 3, None).unwrap();
     assert_eq!(kafka.partition_count(&topic).unwrap(), Some(3));
     kafka
-        .create_topic(&topic, 3, -1)
+        .create_topic(&topic, 3, None)
         .expect("second create is Ok");
     assert_eq!(kafka.partition_count(&topic).unwrap(), Some(3));
 }
@@ -126,7 +126,7 @@ fn produce_to_missing_topic_is_unknown_topic() {
 fn produced_records_read_back_byte_for_byte() {
     let kafka = transport();
     let topic = unique("roundtrip");
-    kafka.create_topic(&topic, 1, -1).unwrap();
+    kafka.create_topic(&topic, 1, None).unwrap();
     let p = producer(&kafka);
     let binary: Vec<u8> = (0..=255u8).collect();
     let sent = vec![
@@ -196,7 +196,7 @@ fn produced_records_read_back_byte_for_byte() {
 fn keyed_records_follow_the_java_partitioner() {
     let kafka = transport();
     let topic = unique("keyed");
-    kafka.create_topic(&topic, 5, -1).unwrap();
+    kafka.create_topic(&topic, 5, None).unwrap();
     let p = producer(&kafka);
     let keys: Vec<String> = (0..50).map(|i| format!("key-{i}")).collect();
     let results = p.send_batch(
@@ -236,7 +236,7 @@ fn keyed_records_follow_the_java_partitioner() {
 fn concurrent_sends_get_distinct_offsets() {
     let kafka = transport();
     let topic = unique("concurrent");
-    kafka.create_topic(&topic, 1, -1).unwrap();
+    kafka.create_topic(&topic, 1, None).unwrap();
     let p = producer(&kafka);
     let threads = 16;
     let per_thread = 25;
@@ -274,7 +274,7 @@ fn concurrent_sends_get_distinct_offsets() {
 fn send_batch_of_ten_thousand() {
     let kafka = transport();
     let topic = unique("batch10k");
-    kafka.create_topic(&topic, 3, -1).unwrap();
+    kafka.create_topic(&topic, 3, None).unwrap();
     let p = producer(&kafka);
     let records: Vec<OutRecord> = (0..10_000)
         .map(|i| {
@@ -577,7 +577,7 @@ fn interop_confluent_reads_what_we_produce() {
     let kafka = transport();
     for compression in [Compression::None, Compression::Gzip, Compression::Snappy] {
         let topic = unique("interop-produce");
-        kafka.create_topic(&topic, 2, -1).unwrap();
+        kafka.create_topic(&topic, 2, None).unwrap();
         let config = KafkaConfig::new(kafka_bootstrap()).compression(compression);
         let p = KafkaTransport::connect(config).unwrap().producer().unwrap();
         let sent = vec![
@@ -633,7 +633,7 @@ fn interop_kafka_python_partitions_like_us() {
     // kafka-python's default partitioner is Java's murmur2 (librdkafka's is not).
     let kafka = transport();
     let topic = unique("interop-keys");
-    kafka.create_topic(&topic, 6, -1).unwrap();
+    kafka.create_topic(&topic, 6, None).unwrap();
     let keys: Vec<String> = (0..30).map(|i| format!("customer-{i}")).collect();
     let records: Vec<common::PeerRecord> = keys
         .iter()

@@ -134,7 +134,7 @@ fn smoke() {
     let kafka = transport();
     let topic = unique("group-smoke");
     let group = unique("g-smoke");
-    kafka.create_topic(&topic, 4, -1).unwrap();
+    kafka.create_topic(&topic, 4, None).unwrap();
     let producer = kafka.producer().unwrap();
     produce(&producer, &topic, 4, 3, "before");
 
@@ -196,7 +196,7 @@ fn committed_offsets_resume_a_new_member() {
     let kafka = transport();
     let topic = unique("group-resume");
     let group = unique("g-resume");
-    kafka.create_topic(&topic, 2, -1).unwrap();
+    kafka.create_topic(&topic, 2, None).unwrap();
     let producer = kafka.producer().unwrap();
     produce(&producer, &topic, 2, 5, "r");
 
@@ -280,7 +280,7 @@ fn two_members_split_then_one_takes_over_after_close() {
     let kafka = transport();
     let topic = unique("group-two");
     let group = unique("g-two");
-    kafka.create_topic(&topic, 4, -1).unwrap();
+    kafka.create_topic(&topic, 4, None).unwrap();
     produce(&kafka.producer().unwrap(), &topic, 4, 2, "t");
 
     let mut a = kafka.consumer(config(&group, &topic)).unwrap();
@@ -357,7 +357,7 @@ fn slow_caller_keeps_membership_thanks_to_heartbeats() {
     let kafka = transport();
     let topic = unique("group-slow");
     let group = unique("g-slow");
-    kafka.create_topic(&topic, 2, -1).unwrap();
+    kafka.create_topic(&topic, 2, None).unwrap();
     let producer = kafka.producer().unwrap();
     let mut a = kafka.consumer(config(&group, &topic)).unwrap();
     assert_eq!(join(&mut *a), tps(&topic, 0..2));
@@ -403,7 +403,7 @@ fn without_heartbeats_a_slow_caller_is_fenced() {
     let kafka = transport();
     let topic = unique("group-noheart");
     let group = unique("g-noheart");
-    kafka.create_topic(&topic, 2, -1).unwrap();
+    kafka.create_topic(&topic, 2, None).unwrap();
     let mut a = slow_kafka.consumer(config(&group, &topic)).unwrap();
     assert_eq!(join(&mut *a), tps(&topic, 0..2));
     let joined = Instant::now();
@@ -443,7 +443,7 @@ fn heartbeats_continue_between_revoked_and_the_next_poll() {
     let kafka = transport();
     let topic = unique("group-revslow");
     let group = unique("g-revslow");
-    kafka.create_topic(&topic, 2, -1).unwrap();
+    kafka.create_topic(&topic, 2, None).unwrap();
     let mut a = kafka.consumer(config(&group, &topic)).unwrap();
     assert_eq!(join(&mut *a), tps(&topic, 0..2));
     let b = join_in_background(&kafka, config(&group, &topic));
@@ -472,7 +472,7 @@ fn pause_and_resume_skip_nothing() {
     let kafka = transport();
     let topic = unique("group-pause");
     let group = unique("g-pause");
-    kafka.create_topic(&topic, 2, -1).unwrap();
+    kafka.create_topic(&topic, 2, None).unwrap();
     produce(&kafka.producer().unwrap(), &topic, 2, 20, "p");
     let mut cfg = config(&group, &topic);
     cfg.max_poll_records = 5;
@@ -520,7 +520,7 @@ fn pause_and_resume_skip_nothing() {
 fn earliest_and_latest_reset() {
     let kafka = transport();
     let topic = unique("group-reset");
-    kafka.create_topic(&topic, 1, -1).unwrap();
+    kafka.create_topic(&topic, 1, None).unwrap();
     let producer = kafka.producer().unwrap();
     // One batch per record: Tansu 0.6 (memory storage) answers ListOffsets
     // "latest" with the newest batch's base offset + 1, which is only the
@@ -571,7 +571,7 @@ fn leave_on_drop_lets_the_other_member_take_over_quickly() {
     let kafka = transport_with(|c| c.heartbeat_interval(Some(Duration::from_millis(300))));
     let topic = unique("group-drop");
     let group = unique("g-drop");
-    kafka.create_topic(&topic, 2, -1).unwrap();
+    kafka.create_topic(&topic, 2, None).unwrap();
     let cfg = |g: &str| {
         let mut c = config(g, &topic);
         c.session_timeout = session;

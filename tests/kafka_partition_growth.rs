@@ -228,7 +228,7 @@ fn topic_created_after_the_group_formed_is_assigned() {
     let existing = unique("growth-existing");
     let late = unique("growth-late");
     let group = unique("g-growth");
-    kafka.create_topic(&existing, 2, -1).unwrap();
+    kafka.create_topic(&existing, 2, None).unwrap();
     let cfg = config(&group, &[&existing, &late]);
 
     let started = Instant::now();
@@ -250,7 +250,7 @@ fn topic_created_after_the_group_formed_is_assigned() {
     println!("group formed in {:?}: {before:?}", started.elapsed());
 
     let created = Instant::now();
-    kafka.create_topic(&late, 2, -1).unwrap();
+    kafka.create_topic(&late, 2, None).unwrap();
     produce(&kafka.producer().unwrap(), &late, &[0, 1], "late");
 
     let mut all = tps(&existing, 0..2);
@@ -310,7 +310,7 @@ fn no_rebalance_while_partition_counts_stay_the_same() {
     let topic = unique("growth-quiet");
     let missing = unique("growth-never");
     let group = unique("g-quiet");
-    kafka.create_topic(&topic, 2, -1).unwrap();
+    kafka.create_topic(&topic, 2, None).unwrap();
     let cfg = config(&group, &[&topic, &missing]);
     let a = Member::spawn(&kafka, cfg.clone());
     let b = Member::spawn(&kafka, cfg);
@@ -462,7 +462,7 @@ fn grown_topic_is_reassigned() {
     let kafka = transport(Duration::from_millis(500));
     let topic = unique("growth-grown");
     let group = unique("g-grown");
-    kafka.create_topic(&topic, 2, -1).unwrap();
+    kafka.create_topic(&topic, 2, None).unwrap();
     let mut c = kafka.consumer(config(&group, &[&topic])).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -250,9 +250,9 @@ fn unknown_topics_and_bad_configs_are_errors() {
         ));
     }
     assert!(broker.create_topic("bad name", 1).is_err());
-    assert!(Transport::create_topic(&broker, "x", 1, 0).is_err());
-    Transport::create_topic(&broker, "x", 3, -1).unwrap();
-    Transport::create_topic(&broker, "x", 5, 1).unwrap(); // exists: unchanged
+    assert!(Transport::create_topic(&broker, "x", 1, Some(0)).is_err());
+    Transport::create_topic(&broker, "x", 3, None).unwrap();
+    Transport::create_topic(&broker, "x", 5, Some(1)).unwrap(); // exists: unchanged
     assert_eq!(broker.partition_count("x").unwrap(), Some(3));
 
     let mut cfg = ConsumerConfig::new("g", ["t"]);

@@ -254,7 +254,7 @@ fn crash_loop_loses_nothing() {
     let group = common::unique("crash");
     let dlt = format!("{group}-dlt");
     for t in [&topic, &format!("{group}-retry"), &dlt] {
-        transport.create_topic(t, partitions, -1).unwrap();
+        transport.create_topic(t, partitions, None).unwrap();
     }
     let n = 5_000;
     // Done 60 %, retry once 20 %, reject 8 %, panic once 7 %, always retry 5 %.
@@ -426,7 +426,7 @@ fn rebalance_under_load_loses_nothing() {
     let group = common::unique("rebalance");
     let dlt = format!("{group}-dlt");
     for t in [&topic, &format!("{group}-retry"), &dlt] {
-        admin.create_topic(t, partitions, -1).unwrap();
+        admin.create_topic(t, partitions, None).unwrap();
     }
     // Fates are drawn as ids are produced; the producer thread appends.
     reliability::quiet_injected_panics();

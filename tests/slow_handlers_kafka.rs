@@ -103,7 +103,7 @@ fn slow_handlers_do_not_get_the_member_evicted() {
     let transport: Arc<dyn Transport> =
         Arc::new(KafkaTransport::connect(config).expect("connect to the test broker"));
     let topic = unique("slow");
-    transport.create_topic(&topic, PARTITIONS, -1).unwrap();
+    transport.create_topic(&topic, PARTITIONS, None).unwrap();
     let group = unique("g-slow");
 
     // handled[i]: how many times record i was handled.

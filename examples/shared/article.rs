@@ -24,7 +24,7 @@ pub fn run(
 ) -> Result<(), BoxError> {
     let start = Instant::now();
     let t = move || format!("[{:>5} ms]", start.elapsed().as_millis());
-    transport.create_topic(topic, 3, -1)?;
+    transport.create_topic(topic, 3, None)?;
 
     let created: Arc<Mutex<HashSet<String>>> = Arc::default();
     let finished: Arc<Mutex<Vec<String>>> = Arc::default();

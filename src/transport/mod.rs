@@ -154,9 +154,15 @@ pub trait Transport: Send + Sync + Debug + 'static {
     /// A producer. Cheap to share; engines call this once.
     fn producer(&self) -> Result<Arc<dyn Producer>>;
 
-    /// Creates a topic. A topic that already exists is success.
-    /// `replication_factor` -1 means the broker's default.
-    fn create_topic(&self, topic: &str, partitions: i32, replication_factor: i16) -> Result<()>;
+    /// Creates a topic with `partitions` (at least 1) partitions. A topic
+    /// that already exists is success. `replication_factor` `None` leaves it
+    /// to the broker (`default.replication.factor` on Kafka).
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: Option<i16>,
+    ) -> Result<()>;
 
     /// Number of partitions of `topic`, `None` if it does not exist.
     fn partition_count(&self, topic: &str) -> Result<Option<i32>>;

@@ -69,7 +69,7 @@ pub fn now_ms() -> i64 {
 impl Env {
     pub fn topic(&self, name: &str, partitions: i32) -> String {
         let t = unique(name);
-        self.transport.create_topic(&t, partitions, -1).unwrap();
+        self.transport.create_topic(&t, partitions, None).unwrap();
         t
     }
 

@@ -466,36 +466,40 @@ impl Client {
 
     /// Creates a topic (CreateTopics to any broker; TOPIC_ALREADY_EXISTS is
     /// success) and waits until metadata shows it with leaders, so the next
-    /// produce finds it. Non-positive `partitions` / `replication_factor`
-    /// use the config's `topic_partitions` / `replication_factor`.
+    /// produce finds it. `replication_factor` `None` is the broker's
+    /// `default.replication.factor`.
     pub(crate) fn create_topic(
         &self,
         topic: &str,
         partitions: i32,
-        replication_factor: i16,
+        replication_factor: Option<i16>,
     ) -> Result<()> {
-        let partitions = if partitions > 0 {
-            partitions
-        } else {
-            self.config.topic_partitions
-        };
-        let rf = if replication_factor > 0 {
-            replication_factor
-        } else {
-            self.config.replication_factor
-        };
+        if partitions < 1 {
+            return Err(Error::config(
+                "topic_partitions",
+                format!("{partitions} for topic {topic} is not at least 1"),
+            ));
+        }
+        if let Some(rf) = replication_factor.filter(|&rf| rf < 1) {
+            return Err(Error::config(
+                "replication_factor",
+                format!("{rf} for topic {topic} is not at least 1"),
+            ));
+        }
+        // -1 is CreateTopics' "broker default" (v4+).
+        let rf = replication_factor.unwrap_or(-1);
         let timeout = self.config.request_timeout;
         let ctx = format!("CreateTopics {topic}");
         let mut attempt = 0;
         loop {
             let resp = self.with_admin(self.config.max_retries, |c| {
                 let v = c.version(ApiKey::CreateTopics)?;
-                if v < 4 && (partitions < 0 || rf < 0) {
+                if v < 4 && rf < 0 {
                     // v2-3 have no "broker default" (-1).
                     return Err(Error::config(
-                        "topic_partitions",
+                        "replication_factor",
                         format!(
-                            "broker {} speaks CreateTopics v{v}, which needs explicit partitions and replication factor",
+                            "broker {} speaks CreateTopics v{v}, which needs an explicit replication factor",
                             c.addr()
                         ),
                     ));

@@ -19,6 +19,32 @@ pub enum Compression {
     Snappy,
 }
 
+/// How many replicas must hold a produced batch before the broker answers.
+///
+/// There is no `acks=0`: the engine counts a record as done only once the
+/// broker acknowledged its copy, and an `acks=0` Produce gets no reply at
+/// all, so there would be no offset to report and no loss to detect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Acks {
+    /// Every in-sync replica (`acks=all`, `-1`): survives the leader's loss.
+    #[default]
+    All,
+    /// The partition leader only (`acks=1`): lost if the leader dies before
+    /// followers copy it.
+    Leader,
+}
+
+impl Acks {
+    /// The value of ProduceRequest's `acks` field.
+    pub(crate) fn wire(self) -> i16 {
+        match self {
+            Acks::All => -1,
+            Acks::Leader => 1,
+        }
+    }
+}
+
 /// Kafka client settings.
 ///
 /// ```
@@ -37,7 +63,7 @@ pub struct KafkaConfig {
     pub(crate) retry_backoff: Duration,
     pub(crate) max_retries: u32,
     pub(crate) delivery_timeout: Duration,
-    pub(crate) acks: i16,
+    pub(crate) acks: Acks,
     pub(crate) compression: Compression,
     pub(crate) linger: Duration,
     pub(crate) batch_size: usize,
@@ -48,8 +74,6 @@ pub struct KafkaConfig {
     pub(crate) partition_fetch_max_bytes: i32,
     pub(crate) heartbeat_interval: Option<Duration>,
     pub(crate) metadata_max_age: Duration,
-    pub(crate) topic_partitions: i32,
-    pub(crate) replication_factor: i16,
 }
 
 impl Default for KafkaConfig {
@@ -62,7 +86,7 @@ impl Default for KafkaConfig {
             retry_backoff: Duration::from_millis(100),
             max_retries: 10,
             delivery_timeout: Duration::from_secs(120),
-            acks: -1,
+            acks: Acks::All,
             compression: Compression::None,
             linger: Duration::from_millis(5),
             batch_size: 1024 * 1024,
@@ -73,8 +97,6 @@ impl Default for KafkaConfig {
             partition_fetch_max_bytes: 1024 * 1024,
             heartbeat_interval: None,
             metadata_max_age: Duration::from_secs(5 * 60),
-            topic_partitions: -1,
-            replication_factor: -1,
         }
     }
 }
@@ -149,10 +171,9 @@ impl KafkaConfig {
         self
     }
 
-    /// Produce acknowledgements: `-1` (all in-sync replicas) or `1` (leader
-    /// only). `0` is refused by [`KafkaConfig::validate`]: without a reply
-    /// there is no offset to report. Defaults to `-1`.
-    pub fn acks(mut self, acks: i16) -> Self {
+    /// Produce acknowledgements: [`Acks::All`] (every in-sync replica) or
+    /// [`Acks::Leader`]. Defaults to [`Acks::All`].
+    pub fn acks(mut self, acks: Acks) -> Self {
         self.acks = acks;
         self
     }
@@ -240,21 +261,6 @@ impl KafkaConfig {
         self
     }
 
-    /// Partitions of topics created with a non-positive partition count;
-    /// `-1` leaves it to the broker (`num.partitions`). Defaults to `-1`.
-    pub fn topic_partitions(mut self, partitions: i32) -> Self {
-        self.topic_partitions = partitions;
-        self
-    }
-
-    /// Replication factor of topics created with a non-positive replication
-    /// factor; `-1` leaves it to the broker (`default.replication.factor`).
-    /// Defaults to `-1`.
-    pub fn replication_factor(mut self, replication_factor: i16) -> Self {
-        self.replication_factor = replication_factor;
-        self
-    }
-
     /// Checks the settings; [`KafkaTransport::connect`](crate::KafkaTransport::connect)
     /// calls it. The error names the bad field.
     ///
@@ -301,12 +307,6 @@ impl KafkaConfig {
                 return Err(Error::config(field, "must fit in i32 milliseconds"));
             }
         }
-        if self.acks != -1 && self.acks != 1 {
-            return Err(Error::config(
-                "acks",
-                format!("{} is not supported (use -1 or 1)", self.acks),
-            ));
-        }
         if self.batch_size == 0 {
             return Err(Error::config("batch_size", "must be more than zero"));
         }
@@ -332,15 +332,6 @@ impl KafkaConfig {
         if self.metadata_max_age.is_zero() {
             // Zero would mean a Metadata request on every fetch round.
             return Err(Error::config("metadata_max_age", "must be more than zero"));
-        }
-        if self.topic_partitions == 0 || self.topic_partitions < -1 {
-            return Err(Error::config("topic_partitions", "must be positive or -1"));
-        }
-        if self.replication_factor == 0 || self.replication_factor < -1 {
-            return Err(Error::config(
-                "replication_factor",
-                "must be positive or -1",
-            ));
         }
         Ok(())
     }
@@ -369,7 +360,6 @@ mod tests {
             field(KafkaConfig::new("a:1").request_timeout(Duration::ZERO)),
             "request_timeout"
         );
-        assert_eq!(field(KafkaConfig::new("a:1").acks(0)), "acks");
         assert_eq!(field(KafkaConfig::new("a:1").batch_size(0)), "batch_size");
         assert_eq!(
             field(KafkaConfig::new("a:1").max_in_flight(0)),

@@ -14,7 +14,7 @@ pub(crate) mod records;
 
 use std::sync::Arc;
 
-pub use config::{Compression, KafkaConfig};
+pub use config::{Acks, Compression, KafkaConfig};
 
 use crate::error::Result;
 use crate::transport::{Consumer, ConsumerConfig, Producer, Transport};
@@ -26,7 +26,7 @@ use client::Client;
 /// ```no_run
 /// use kafka_retry::{KafkaConfig, KafkaTransport, Transport};
 /// let kafka = KafkaTransport::connect(KafkaConfig::new("127.0.0.1:9092"))?;
-/// kafka.create_topic("orders", 3, -1)?;
+/// kafka.create_topic("orders", 3, None)?;
 /// assert_eq!(kafka.partition_count("orders")?, Some(3));
 /// # Ok::<(), kafka_retry::Error>(())
 /// ```
@@ -102,7 +102,12 @@ impl Transport for KafkaTransport {
         Ok(Arc::new(producer::KafkaProducer::new(self.client.clone())?))
     }
 
-    fn create_topic(&self, topic: &str, partitions: i32, replication_factor: i16) -> Result<()> {
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: Option<i16>,
+    ) -> Result<()> {
         self.client
             .create_topic(topic, partitions, replication_factor)
     }

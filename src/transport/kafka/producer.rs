@@ -47,7 +47,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -60,6 +60,7 @@ use super::errors::{
     clone_error, code_name, is_retriable_code, kafka_error, needs_metadata_refresh,
 };
 use super::records::{self, encode_batch};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 use crate::pending::{Completer, Pending};
@@ -86,12 +87,6 @@ fn estimate(r: &OutRecord) -> usize {
         .map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
         .sum();
     36 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + headers
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn codec(c: Compression) -> records::Compression {
@@ -807,7 +802,7 @@ impl<'a> SenderState<'a> {
             return;
         }
         let mut req = ProduceRequest::default();
-        req.acks = self.config.acks;
+        req.acks = self.config.acks.wire();
         req.timeout_ms = i32::try_from(self.config.request_timeout.as_millis()).unwrap_or(i32::MAX);
         req.topic_data = topics
             .into_iter()

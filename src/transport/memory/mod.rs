@@ -31,10 +31,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 use crate::record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartition};
@@ -62,13 +63,6 @@ fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// An in-process, thread-safe broker with Kafka's semantics: topics with
@@ -679,13 +673,18 @@ impl Transport for MemoryBroker {
         }))
     }
 
-    /// `replication_factor` must be -1 (broker default) or at least 1; the
-    /// memory broker has no replicas and ignores it otherwise.
-    fn create_topic(&self, topic: &str, partitions: i32, replication_factor: i16) -> Result<()> {
-        if replication_factor == 0 || replication_factor < -1 {
+    /// `replication_factor`, when given, must be at least 1; the memory
+    /// broker has no replicas and ignores it otherwise.
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: Option<i16>,
+    ) -> Result<()> {
+        if let Some(rf) = replication_factor.filter(|&rf| rf < 1) {
             return Err(Error::config(
                 "replication_factor",
-                format!("{replication_factor} is neither -1 nor at least 1"),
+                format!("{rf} is not at least 1"),
             ));
         }
         self.inner.create_topic(topic, partitions)
