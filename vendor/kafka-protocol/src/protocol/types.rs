@@ -1231,4 +1231,29 @@ mod tests {
         test_encoder_decoder(CompactBytes, vec![1, 2, 3, 4], &[5, 1, 2, 3, 4]);
         test_encoder_decoder(CompactBytes, None::<Vec<u8>>, &[0]);
     }
+
+    // kafka-retry patch: a forged element count must end in an error, not in
+    // a reservation of count * size_of::<T>() bytes. Vec<Vec<i32>> elements
+    // are 24 bytes, so without the bound this asks for ~48 GiB at once and
+    // the allocator aborts the test process.
+    #[test]
+    fn forged_array_counts_do_not_reserve() {
+        let mut buf = bytes::Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+        let r: Result<Option<Vec<Vec<i32>>>> = Array(Array(Int32)).decode(&mut buf);
+        assert!(r.is_err());
+        // CompactArray: unsigned varint 2^31 (i32::MAX + 1 = count + 1).
+        let mut buf = bytes::Bytes::from_static(&[0x80, 0x80, 0x80, 0x80, 0x08, 0]);
+        let r: Result<Option<Vec<Vec<i32>>>> = CompactArray(CompactArray(Int32)).decode(&mut buf);
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn forged_string_lengths_are_refused() {
+        let mut buf = bytes::Bytes::from_static(&[0x7f, 0xff, b'a', b'b']);
+        let r: Result<Option<std::string::String>> = String.decode(&mut buf);
+        assert!(r.is_err());
+        let mut buf = bytes::Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff, 1, 2]);
+        let r: Result<Option<Vec<u8>>> = Bytes.decode(&mut buf);
+        assert!(r.is_err());
+    }
 }
