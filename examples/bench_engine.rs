@@ -23,19 +23,21 @@
 //! is shared, and the wait column shows how much of a slow run was other
 //! jobs (or the engine's own threads outnumbering the cores).
 
+#[path = "shared/bench.rs"]
+mod bench;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bench::{id_of, percentile, thread_times, BoxError, ThreadTime};
 use bytes::Bytes;
 use kafka_retry::{
     Engine, Header, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy, Stats, Transport,
     ATTEMPTS, ENQUEUED_AT, FIRST_RECEIVED_AT, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC,
     REASON,
 };
-
-type BoxError = Box<dyn std::error::Error>;
 
 /// Key length in bytes (`key-000042`).
 const KEY_BYTES: usize = 10;
@@ -47,9 +49,8 @@ const KEYS: u64 = 10_000;
 const PARTITIONS: i32 = 8;
 
 fn main() -> Result<(), BoxError> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s || a == "all");
+    let sections = bench::Sections::from_args();
+    let want = |s: &str| sections.want(s);
     let started = Instant::now();
     let mut summary: Vec<String> = Vec::new();
     println!(
@@ -128,21 +129,11 @@ fn rss_kib() -> i64 {
 }
 
 fn key(id: u64) -> Bytes {
-    Bytes::from(format!("key-{:06}", id % KEYS))
+    bench::key(id, KEYS, 6)
 }
 
 fn value(id: u64) -> Bytes {
-    let mut v = vec![b'x'; VALUE_BYTES];
-    v[..8].copy_from_slice(&id.to_le_bytes());
-    Bytes::from(v)
-}
-
-fn id_of(r: &Record) -> u64 {
-    r.value
-        .as_deref()
-        .and_then(|v| v.get(..8))
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
+    bench::value(id, VALUE_BYTES)
 }
 
 fn header_i64(r: &Record, name: &str) -> Option<i64> {
@@ -156,21 +147,7 @@ fn produce_all(
     broker: &MemoryBroker,
     records: impl Iterator<Item = OutRecord>,
 ) -> Result<(), BoxError> {
-    let producer = broker.producer()?;
-    let mut chunk = Vec::with_capacity(10_000);
-    let flush = |chunk: &mut Vec<OutRecord>| -> Result<(), BoxError> {
-        for r in producer.send_batch(std::mem::take(chunk)) {
-            r?;
-        }
-        Ok(())
-    };
-    for r in records {
-        chunk.push(r);
-        if chunk.len() == 10_000 {
-            flush(&mut chunk)?;
-        }
-    }
-    flush(&mut chunk)
+    bench::send_chunked(&*broker.producer()?, records, 10_000, "produce")
 }
 
 /// Polls `stats` every millisecond until `done` is true; the elapsed time,
@@ -188,74 +165,30 @@ fn wait_for(engine: &Engine, limit: Duration, done: impl Fn(&Stats) -> bool) -> 
     }
 }
 
-/// Per thread of this process, by thread id: its (15-character) name, CPU
-/// time and time spent runnable but waiting for a core (both ns) and times
-/// it was scheduled in (about one per wake-up), from
-/// `/proc/self/task/*/schedstat`.
-fn thread_times() -> HashMap<u32, (String, u64, u64, u64)> {
-    let mut out = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        let sched = std::fs::read_to_string(e.path().join("schedstat")).unwrap_or_default();
-        let mut f = sched
-            .split_whitespace()
-            .map(|v| v.parse::<u64>().unwrap_or(0));
-        let (cpu, wait, slices) = (
-            f.next().unwrap_or(0),
-            f.next().unwrap_or(0),
-            f.next().unwrap_or(0),
-        );
-        out.insert(tid, (comm.trim().to_string(), cpu, wait, slices));
-    }
-    out
-}
-
 /// CPU seconds, seconds waiting for a core and times scheduled in
 /// (thousands) per engine thread kind between two snapshots.
-fn cpu_by_role(
-    before: &HashMap<u32, (String, u64, u64, u64)>,
-    after: &HashMap<u32, (String, u64, u64, u64)>,
-) -> String {
+fn cpu_by_role(before: &HashMap<u32, ThreadTime>, after: &HashMap<u32, ThreadTime>) -> String {
     let mut roles: Vec<(&str, f64, f64, u64)> = vec![
         ("consumer", 0.0, 0.0, 0),
         ("workers", 0.0, 0.0, 0),
         ("relay", 0.0, 0.0, 0),
     ];
-    for (tid, (comm, cpu, wait, slices)) in after {
+    for (tid, t) in after {
         let (c0, w0, s0) = before
             .get(tid)
-            .map_or((0, 0, 0), |(_, c, w, s)| (*c, *w, *s));
-        let role = if comm.starts_with("kafka-retry-con") {
-            0
-        } else if comm.starts_with("kafka-retry-wor") {
-            1
-        } else if comm.starts_with("kafka-retry-rel") {
-            2
-        } else {
+            .map_or((0, 0, 0), |b| (b.cpu, b.wait, b.slices));
+        let Some(role) = roles.iter_mut().find(|r| r.0 == bench::role(&t.name)) else {
             continue;
         };
-        roles[role].1 += cpu.saturating_sub(c0) as f64 / 1e9;
-        roles[role].2 += wait.saturating_sub(w0) as f64 / 1e9;
-        roles[role].3 += slices.saturating_sub(s0);
+        role.1 += t.cpu.saturating_sub(c0) as f64 / 1e9;
+        role.2 += t.wait.saturating_sub(w0) as f64 / 1e9;
+        role.3 += t.slices.saturating_sub(s0);
     }
     roles
         .iter()
         .map(|(r, c, w, n)| format!("{r} {c:.2}+{w:.2} ({:.1}k)", *n as f64 / 1e3))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 /// Retry headers as the engine writes them, for a record from
@@ -566,8 +499,7 @@ struct Run {
 
 impl Run {
     fn rate(&self) -> f64 {
-        self.elapsed
-            .map_or(0.0, |d| self.n as f64 / d.as_secs_f64())
+        bench::rate(self.n, self.elapsed)
     }
 
     /// The rate without the start-up (build to first done). The start-up
@@ -576,10 +508,7 @@ impl Run {
     /// consumer's group join) running glibc's `malloc_consolidate` over the
     /// chunks the previous run freed, an artefact of many runs in one process.
     fn rate_after_start(&self) -> f64 {
-        match (self.elapsed, self.first_done) {
-            (Some(all), Some(first)) if all > first => self.n as f64 / (all - first).as_secs_f64(),
-            _ => 0.0,
-        }
+        bench::rate_between(self.n, self.first_done, self.elapsed)
     }
 }
 
@@ -615,31 +544,15 @@ fn run(n: u64, workers: usize, mode: Mode, interval: Duration) -> Result<Run, Bo
         .policy(RetryPolicy::new(interval, Duration::from_secs(3600)))
         .build()?;
     // First pass: every record done or parked; then the retries' tail.
-    let mut first_done = None;
-    let mut first_pass = None;
-    let mut elapsed = None;
-    while t0.elapsed() < Duration::from_secs(60) {
-        let s = engine.stats();
-        if first_done.is_none() && s.done > 0 {
-            first_done = Some(t0.elapsed());
-        }
-        if first_pass.is_none() && s.done + s.retried >= n {
-            first_pass = Some(t0.elapsed());
-        }
-        if s.done >= n {
-            elapsed = Some(t0.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let m = bench::watch(&engine, t0, Duration::from_secs(60), n, |s| s.done > 0);
     let cpu = cpu_by_role(&cpu0, &thread_times());
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10))?;
     Ok(Run {
         n,
-        first_done,
-        first_pass,
-        elapsed,
+        first_done: m.first,
+        first_pass: m.first_pass,
+        elapsed: m.all_done,
         stats,
         cpu,
     })
@@ -717,12 +630,7 @@ fn describe(series: &[(usize, f64, Vec<f64>)]) -> String {
 }
 
 fn throughput(summary: &mut Vec<String>, tp0: bool, tp10: bool) -> Result<(), BoxError> {
-    let env = |name: &str, default: u64| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let env = bench::env_u64;
     let n0 = env("BENCH_N", 2_000_000);
     let n10 = (n0 / 4).max(1000);
     let repeat = env("BENCH_REPEAT", 2) as usize;

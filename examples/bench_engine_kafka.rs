@@ -35,18 +35,20 @@
 //! from `/proc` (this process, all threads) and, with `BENCH_BROKER_PID`
 //! (set by scripts/bench-kafka), the broker's.
 
+#[path = "shared/bench.rs"]
+mod bench;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use bench::{env_u64, human, id_of, process_cpu, BoxError};
 use bytes::Bytes;
 use kafka_retry::{
     Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Producer, Record, RetryPolicy, Stats,
     Transport, ATTEMPTS,
 };
-
-type BoxError = Box<dyn std::error::Error>;
 
 const PARTITIONS: i32 = 6;
 const KEYS: u64 = 10_000;
@@ -56,71 +58,19 @@ const CHUNK: usize = 10_000;
 /// A run that has not finished after this long is reported as timed out.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
-
 fn key(id: u64) -> Bytes {
-    Bytes::from(format!("key-{:05}", id % KEYS))
+    bench::key(id, KEYS, 5)
 }
 
 fn value(id: u64) -> Bytes {
-    let mut v = vec![b'x'; VALUE_BYTES];
-    v[..8].copy_from_slice(&id.to_le_bytes());
-    Bytes::from(v)
-}
-
-fn id_of(r: &Record) -> u64 {
-    r.value
-        .as_deref()
-        .and_then(|v| v.get(..8))
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u64::from_le_bytes)
-}
-
-/// CPU seconds of the live threads under a `/proc/<pid>/task` directory
-/// (NaN where unknown).
-fn tasks_cpu(dir: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(dir) else {
-        return f64::NAN;
-    };
-    tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| {
-            let text = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
-            let ns: f64 = text.split_whitespace().next()?.parse().ok()?;
-            Some(ns / 1e9)
-        })
-        .sum()
+    bench::value(id, VALUE_BYTES)
 }
 
 /// CPU seconds per thread kind of this process (engine threads by name).
 fn cpu_by_role() -> HashMap<&'static str, f64> {
     let mut out = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        let sched = std::fs::read_to_string(e.path().join("schedstat")).unwrap_or_default();
-        let ns: f64 = sched
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        // Thread names are cut to 15 characters.
-        let role = match comm.trim() {
-            c if c.starts_with("kafka-retry-con") => "consumer",
-            c if c.starts_with("kafka-retry-wor") => "workers",
-            c if c.starts_with("kafka-retry-rel") => "relay",
-            c if c.starts_with("kafka-retry-pro") => "producer",
-            c if c.starts_with("kafka-retry-hea") => "heartbeat",
-            _ => "other",
-        };
-        *out.entry(role).or_insert(0.0) += ns / 1e9;
+    for t in bench::thread_times().values() {
+        *out.entry(bench::role(&t.name)).or_insert(0.0) += t.cpu as f64 / 1e9;
     }
     out
 }
@@ -168,16 +118,12 @@ struct Run {
 
 impl Run {
     fn rate(&self) -> f64 {
-        self.all_done
-            .map_or(0.0, |d| self.n as f64 / d.as_secs_f64())
+        bench::rate(self.n, self.all_done)
     }
     /// From the assignment on: start-offset lookups, fetches, handling,
     /// commits (and the retries' round trips), without the group join.
     fn rate_after_assigned(&self) -> f64 {
-        match (self.all_done, self.assigned) {
-            (Some(all), Some(first)) if all > first => self.n as f64 / (all - first).as_secs_f64(),
-            _ => 0.0,
-        }
+        bench::rate_between(self.n, self.assigned, self.all_done)
     }
 }
 
@@ -195,37 +141,21 @@ struct Bench {
 
 impl Bench {
     fn broker_cpu(&self) -> f64 {
-        self.broker_pid
-            .as_deref()
-            .map_or(f64::NAN, |pid| tasks_cpu(&format!("/proc/{pid}/task")))
+        bench::broker_cpu(self.broker_pid.as_deref())
     }
 
     /// Creates `topic` and waits until metadata shows every partition.
     fn create(&self, topic: &str) -> Result<(), BoxError> {
-        self.kafka.create_topic(topic, PARTITIONS, None)?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.kafka.partition_count(topic)? != Some(PARTITIONS) {
-            if Instant::now() > deadline {
-                return Err(format!("topic {topic} has no {PARTITIONS} partitions").into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        bench::create_topic(&self.kafka, topic, PARTITIONS)
     }
 
     fn preload(&self, topic: &str, n: u64) -> Result<(), BoxError> {
-        let mut i = 0;
-        while i < n {
-            let end = (i + CHUNK as u64).min(n);
-            let batch: Vec<OutRecord> = (i..end)
-                .map(|id| OutRecord::new(topic).key(key(id)).value(value(id)))
-                .collect();
-            for r in self.producer.send_batch(batch) {
-                r.map_err(|e| format!("pre-load {topic}: {e}"))?;
-            }
-            i = end;
-        }
-        Ok(())
+        bench::send_chunked(
+            &*self.producer,
+            (0..n).map(|id| OutRecord::new(topic).key(key(id)).value(value(id))),
+            CHUNK,
+            &format!("pre-load {topic}"),
+        )
     }
 
     fn run(&self, n: u64, mode: Mode) -> Result<Run, BoxError> {
@@ -259,11 +189,7 @@ impl Bench {
                 }
             }
         };
-        let (cpu0, broker0, roles0) = (
-            tasks_cpu("/proc/self/task"),
-            self.broker_cpu(),
-            cpu_by_role(),
-        );
+        let (cpu0, broker0, roles0) = (process_cpu(), self.broker_cpu(), cpu_by_role());
         let mut builder = Engine::builder(self.kafka.clone())
             .group_id(&group)
             .topics([name.as_str()])
@@ -279,22 +205,8 @@ impl Bench {
         }
         let engine = builder.build()?;
         let build = t0.elapsed();
-        let (mut assigned, mut first_pass, mut all_done) = (None, None, None);
-        while t0.elapsed() < RUN_LIMIT {
-            let s = engine.stats();
-            if assigned.is_none() && s.assigned_partitions > 0 {
-                assigned = Some(t0.elapsed());
-            }
-            if first_pass.is_none() && s.done + s.retried >= n {
-                first_pass = Some(t0.elapsed());
-            }
-            if s.done >= n {
-                all_done = Some(t0.elapsed());
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        let cpu = tasks_cpu("/proc/self/task") - cpu0;
+        let m = bench::watch(&engine, t0, RUN_LIMIT, n, |s| s.assigned_partitions > 0);
+        let cpu = process_cpu() - cpu0;
         let broker_cpu = self.broker_cpu() - broker0;
         let roles1 = cpu_by_role();
         let roles = ROLES
@@ -317,10 +229,10 @@ impl Bench {
         Ok(Run {
             n,
             build,
-            assigned,
+            assigned: m.first,
             first_record,
-            first_pass,
-            all_done,
+            first_pass: m.first_pass,
+            all_done: m.all_done,
             stats,
             cpu,
             broker_cpu,
@@ -331,16 +243,6 @@ impl Bench {
 
 fn secs(d: Option<Duration>) -> String {
     d.map_or("TIMEOUT".into(), |d| format!("{:.2} s", d.as_secs_f64()))
-}
-
-fn human(x: f64) -> String {
-    if x >= 1e6 {
-        format!("{:.2}M", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1}k", x / 1e3)
-    } else {
-        format!("{x:.0}")
-    }
 }
 
 fn print_run(label: &str, r: &Run) {
@@ -374,28 +276,13 @@ fn print_run(label: &str, r: &Run) {
     }
 }
 
-/// The run with the median rate (the upper one of an even count).
-fn median(runs: &[Run]) -> Option<&Run> {
-    let mut v: Vec<&Run> = runs.iter().collect();
-    v.sort_by(|a, b| a.rate().total_cmp(&b.rate()));
-    v.get(v.len() / 2).copied()
-}
-
 fn main() -> Result<(), BoxError> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s || a == "all");
+    let sections = bench::Sections::from_args();
     let bootstrap = std::env::var("KAFKA_BOOTSTRAP")
         .map_err(|_| "KAFKA_BOOTSTRAP is not set: run through scripts/bench-kafka")?;
     let kafka = KafkaTransport::connect(KafkaConfig::new(&bootstrap))?;
     let producer = kafka.producer()?;
-    let run_id = format!(
-        "{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() % 100_000)
-    );
+    let run_id = bench::run_id();
     let bench = Bench {
         kafka,
         producer,
@@ -407,9 +294,7 @@ fn main() -> Result<(), BoxError> {
             .ok()
             .and_then(|v| v.trim().parse().ok())
             .filter(|&n: &usize| n > 0),
-        broker_pid: std::env::var("BENCH_BROKER_PID")
-            .ok()
-            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+        broker_pid: bench::broker_pid_from_env(),
         seq: AtomicU64::new(0),
     };
     let repeat = env_u64("BENCH_REPEAT", 1).max(1) as usize;
@@ -435,7 +320,7 @@ fn main() -> Result<(), BoxError> {
 
     let mut rows: Vec<(Mode, Vec<Run>)> = Vec::new();
     for (mode, n, section) in [(Mode::NoRetry, n0, "tp0"), (Mode::Retry10, n10, "tp10")] {
-        if !want(section) {
+        if !sections.want(section) {
             continue;
         }
         let mut runs = Vec::new();
@@ -468,7 +353,10 @@ fn main() -> Result<(), BoxError> {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for (mode, runs) in &rows {
-        let Some(r) = median(runs) else { continue };
+        // The run with the median rate (the upper one of an even count).
+        let Some(r) = bench::median_by(runs, Run::rate) else {
+            continue;
+        };
         let firsts: Vec<String> = runs.iter().map(|r| secs(r.first_record)).collect();
         println!(
             "| {} | {} | {} (runs: {}) | {} | {} | {} | {} / {} | {:.2} us, {:.2} us |",

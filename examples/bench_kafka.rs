@@ -55,19 +55,21 @@
 //! `BENCH_BROKER_PID` is set, as scripts/bench-kafka does): unlike rates,
 //! these barely move when other work shares the machine.
 
+#[path = "shared/bench.rs"]
+mod bench;
+
 use std::collections::VecDeque;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use bench::{human, median_by, process_cpu, thread_cpu, BoxError};
 use bytes::Bytes;
 use kafka_retry::{
     ConsumerConfig, ConsumerEvent, Header, KafkaConfig, KafkaTransport, OutRecord, Pending,
     Producer, Transport,
 };
-
-type BoxError = Box<dyn std::error::Error>;
 
 const PARTITIONS: i32 = 6;
 const KEYS: usize = 10_000;
@@ -154,9 +156,7 @@ impl ConsumeRun {
 
 /// The element with the median `key` (the upper one of an even count).
 fn median<T: Copy>(v: &[T], key: impl Fn(&T) -> f64) -> Option<T> {
-    let mut sorted: Vec<T> = v.to_vec();
-    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    sorted.get(sorted.len() / 2).copied()
+    median_by(v, key).copied()
 }
 
 /// A table row: what, ours, librdkafka, and whether bigger is better.
@@ -165,21 +165,8 @@ enum Row {
     Secs(String, Option<f64>, Option<f64>),
 }
 
-fn human(x: f64) -> String {
-    if x >= 1e6 {
-        format!("{:.2}M", x / 1e6)
-    } else if x >= 1e3 {
-        format!("{:.1}k", x / 1e3)
-    } else {
-        format!("{x:.0}")
-    }
-}
-
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
+    bench::env_u64(name, default as u64) as usize
 }
 
 struct Bench {
@@ -202,9 +189,7 @@ struct Bench {
 impl Bench {
     /// CPU seconds the broker process has used (NaN without its pid).
     fn broker_cpu(&self) -> f64 {
-        self.broker_pid
-            .as_deref()
-            .map_or(f64::NAN, |pid| tasks_cpu(&format!("/proc/{pid}/task")))
+        bench::broker_cpu(self.broker_pid.as_deref())
     }
 
     fn topic(&self, name: &str) -> String {
@@ -212,16 +197,7 @@ impl Bench {
     }
 
     fn create(&self, topic: &str) -> Result<(), BoxError> {
-        self.kafka.create_topic(topic, PARTITIONS, None)?;
-        // Wait until metadata knows it (the broker may lag the create).
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.kafka.partition_count(topic)? != Some(PARTITIONS) {
-            if Instant::now() > deadline {
-                return Err(format!("topic {topic} has no {PARTITIONS} partitions").into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        bench::create_topic(&self.kafka, topic, PARTITIONS)
     }
 
     fn record(&self, topic: &str, i: usize, value: &Bytes) -> OutRecord {
@@ -241,23 +217,14 @@ impl Bench {
         count: usize,
         value: &Bytes,
     ) -> Result<Rate, BoxError> {
-        let (start, cpu, broker) = (Instant::now(), process_cpu(), self.broker_cpu());
-        let mut i = 0;
-        while i < count {
-            let n = self.chunk.min(count - i);
-            let batch: Vec<OutRecord> = (i..i + n).map(|j| self.record(topic, j, value)).collect();
-            for r in producer.send_batch(batch) {
-                r.map_err(|e| format!("send_batch to {topic}: {e}"))?;
-            }
-            i += n;
-        }
-        Ok(Rate {
-            records: count as u64,
-            value_bytes: (count * value.len()) as u64,
-            seconds: start.elapsed().as_secs_f64(),
-            cpu: process_cpu() - cpu,
-            broker_cpu: self.broker_cpu() - broker,
-        })
+        let meter = self.meter();
+        bench::send_chunked(
+            producer,
+            (0..count).map(|j| self.record(topic, j, value)),
+            self.chunk,
+            &format!("send_batch to {topic}"),
+        )?;
+        Ok(meter.rate(self, count, value, 0.0))
     }
 
     /// `count` records through `send`, from `threads` threads pulling record
@@ -271,7 +238,7 @@ impl Bench {
         threads: usize,
     ) -> Result<Rate, BoxError> {
         let next = Arc::new(AtomicUsize::new(0));
-        let (start, cpu, broker) = (Instant::now(), process_cpu(), self.broker_cpu());
+        let meter = self.meter();
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 let (me, producer, next) = (self.clone(), producer.clone(), next.clone());
@@ -294,13 +261,7 @@ impl Bench {
         for h in handles {
             threads_cpu += h.join().map_err(|_| "a send thread panicked")??;
         }
-        Ok(Rate {
-            records: count as u64,
-            value_bytes: (count * value.len()) as u64,
-            seconds: start.elapsed().as_secs_f64(),
-            cpu: process_cpu() - cpu + threads_cpu,
-            broker_cpu: self.broker_cpu() - broker,
-        })
+        Ok(meter.rate(self, count, value, threads_cpu))
     }
 
     /// `count` records through `send_async` from one thread, at most
@@ -314,7 +275,7 @@ impl Bench {
         value: &Bytes,
         window: usize,
     ) -> Result<Rate, BoxError> {
-        let (start, cpu, broker) = (Instant::now(), process_cpu(), self.broker_cpu());
+        let meter = self.meter();
         let mut pending: VecDeque<Pending> = VecDeque::with_capacity(window + 1);
         let check = |p: Pending| -> Result<(), BoxError> {
             p.wait()
@@ -332,13 +293,17 @@ impl Bench {
         for p in pending {
             check(p)?;
         }
-        Ok(Rate {
-            records: count as u64,
-            value_bytes: (count * value.len()) as u64,
-            seconds: start.elapsed().as_secs_f64(),
-            cpu: process_cpu() - cpu,
-            broker_cpu: self.broker_cpu() - broker,
-        })
+        Ok(meter.rate(self, count, value, 0.0))
+    }
+
+    /// Starts measuring a produce run: wall clock, this process's and the
+    /// broker's CPU time.
+    fn meter(&self) -> Meter {
+        Meter {
+            start: Instant::now(),
+            cpu: process_cpu(),
+            broker_cpu: self.broker_cpu(),
+        }
     }
 
     /// A new group member reads `count` records of `topic` from the start.
@@ -512,34 +477,25 @@ impl Bench {
     }
 }
 
-/// CPU seconds used so far by this process's live threads: the sum of
-/// `/proc/self/task/*/schedstat` (nanoseconds, Linux); NaN elsewhere.
-/// Threads that end before a measurement ends must add their own
-/// [`thread_cpu`] to it, as `produce_send` does.
-fn process_cpu() -> f64 {
-    tasks_cpu("/proc/self/task")
+/// A produce measurement under way, from [`Bench::meter`].
+struct Meter {
+    start: Instant,
+    cpu: f64,
+    broker_cpu: f64,
 }
 
-/// CPU seconds of the live threads under a `/proc/<pid>/task` directory.
-fn tasks_cpu(dir: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir(dir) else {
-        return f64::NAN;
-    };
-    tasks
-        .filter_map(|t| t.ok())
-        .filter_map(|t| schedstat(&t.path().join("schedstat")))
-        .sum()
-}
-
-/// CPU seconds used so far by the calling thread (0 where unknown).
-fn thread_cpu() -> f64 {
-    schedstat(std::path::Path::new("/proc/thread-self/schedstat")).unwrap_or(0.0)
-}
-
-fn schedstat(path: &std::path::Path) -> Option<f64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let ns: f64 = text.split_whitespace().next()?.parse().ok()?;
-    Some(ns / 1e9)
+impl Meter {
+    /// The rate of `count` records of `value` since the start; `extra_cpu`
+    /// is the CPU of threads that ended meanwhile (see [`process_cpu`]).
+    fn rate(&self, bench: &Bench, count: usize, value: &Bytes, extra_cpu: f64) -> Rate {
+        Rate {
+            records: count as u64,
+            value_bytes: (count * value.len()) as u64,
+            seconds: self.start.elapsed().as_secs_f64(),
+            cpu: process_cpu() - self.cpu + extra_cpu,
+            broker_cpu: bench.broker_cpu() - self.broker_cpu,
+        }
+    }
 }
 
 fn unique() -> u64 {
@@ -563,9 +519,8 @@ fn size_name(size: usize) -> String {
 }
 
 fn main() -> Result<(), BoxError> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let want = |s: &str| args.is_empty() || args.iter().any(|a| a == s || a == "all");
+    let sections = bench::Sections::from_args();
+    let want = |s: &str| sections.want(s);
     let bootstrap = std::env::var("KAFKA_BOOTSTRAP")
         .map_err(|_| "KAFKA_BOOTSTRAP is not set: run through scripts/bench-kafka")?;
     let python = std::env::var("KAFKA_RETRY_PYTHON")
@@ -588,13 +543,7 @@ fn main() -> Result<(), BoxError> {
         .filter_map(|s| s.trim().parse().ok())
         .filter(|&n| n > 0)
         .collect();
-    let run_id = format!(
-        "{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() % 100_000)
-    );
+    let run_id = bench::run_id();
     let bench = Arc::new(Bench {
         // The defaults, spelled out: they are what the table compares.
         kafka: KafkaTransport::connect(
@@ -615,9 +564,7 @@ fn main() -> Result<(), BoxError> {
         poll_records: env_usize("BENCH_POLL_RECORDS", 1000).max(1),
         session: Duration::from_millis(env_usize("BENCH_SESSION_MS", 6000) as u64),
         repeat: env_usize("BENCH_REPEAT", 1).max(1),
-        broker_pid: std::env::var("BENCH_BROKER_PID")
-            .ok()
-            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
+        broker_pid: bench::broker_pid_from_env(),
     });
     println!(
         "bench_kafka: broker {bootstrap} ({}), {} cores; {PARTITIONS} partitions, {KEYS} keys, \
