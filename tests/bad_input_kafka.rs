@@ -16,8 +16,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -561,11 +559,6 @@ fn bad_input_py(cmd: &str, topic: &str, cases: &[&Case]) {
     if cases.is_empty() {
         return;
     }
-    let py = common::require_python();
-    let script = common::repo_root()
-        .join("tests")
-        .join("py")
-        .join("bad_input.py");
     let b = |v: &Option<Vec<u8>>| v.as_deref().map(b64_encode);
     let input: String = cases
         .iter()
@@ -581,28 +574,10 @@ fn bad_input_py(cmd: &str, topic: &str, cases: &[&Case]) {
             )
         })
         .collect();
-    let mut child = Command::new(&py)
-        .arg(&script)
-        .args([cmd, "--bootstrap", &kafka_bootstrap(), "--topic", topic])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {} {}: {e}", py.display(), script.display()));
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input.as_bytes());
-    }
-    let out = child.wait_with_output().expect("wait for bad_input.py");
-    assert!(
-        out.status.success(),
-        "bad_input.py failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .count();
+    let args = [cmd, "--bootstrap", &kafka_bootstrap(), "--topic", topic];
+    let lines = common::py_try_run("bad_input.py", &args, Some(input))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .len();
     assert_eq!(lines, cases.len(), "bad_input.py acknowledged every record");
 }
 

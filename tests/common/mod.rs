@@ -93,7 +93,12 @@ pub fn repo_root() -> PathBuf {
 
 /// `tests/py/peer.py`.
 pub fn peer_script() -> PathBuf {
-    repo_root().join("tests").join("py").join("peer.py")
+    py_script("peer.py")
+}
+
+/// `tests/py/<name>`.
+pub fn py_script(name: &str) -> PathBuf {
+    repo_root().join("tests").join("py").join(name)
 }
 
 /// A name no other test (in this or any earlier run) uses:
@@ -381,26 +386,37 @@ pub fn peer_run(args: &[&str], stdin: Option<String>) -> Vec<Value> {
 /// Runs `peer.py <args>` with `stdin`; returns the JSON lines it printed, or a
 /// message with its exit status and stderr.
 pub fn peer_try_run(args: &[&str], stdin: Option<String>) -> Result<Vec<Value>, String> {
+    py_try_run("peer.py", args, stdin)
+}
+
+/// Runs `tests/py/<script> <args>` with `stdin`; returns the JSON lines it
+/// printed, or a message with its exit status and stderr.
+pub fn py_try_run(
+    script: &str,
+    args: &[&str],
+    stdin: Option<String>,
+) -> Result<Vec<Value>, String> {
     let py = require_python();
+    let path = py_script(script);
     let mut child = Command::new(&py)
-        .arg(peer_script())
+        .arg(&path)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {} {}: {e}", py.display(), peer_script().display()));
+        .unwrap_or_else(|e| panic!("spawn {} {}: {e}", py.display(), path.display()));
     if let Some(mut pipe) = child.stdin.take() {
         // A write error means the script died early; its stderr says why.
         let _ = pipe.write_all(stdin.unwrap_or_default().as_bytes());
     }
     let out = child
         .wait_with_output()
-        .unwrap_or_else(|e| panic!("wait for peer.py: {e}"));
+        .unwrap_or_else(|e| panic!("wait for {script}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
         return Err(format!(
-            "peer.py {} failed ({}):\nstderr: {}\nstdout: {stdout}",
+            "{script} {} failed ({}):\nstderr: {}\nstdout: {stdout}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr)
@@ -409,7 +425,7 @@ pub fn peer_try_run(args: &[&str], stdin: Option<String>) -> Result<Vec<Value>, 
     Ok(stdout
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("peer.py printed {l:?}: {e}")))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{script} printed {l:?}: {e}")))
         .collect())
 }
 

@@ -28,11 +28,15 @@ partition "partition" (default 0). Apache Kafka refuses such a batch
 """
 
 import argparse
-import base64
 import json
+import os
 import socket
 import struct
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import fail, unb64  # noqa: E402
+from common import read_records as common_read_records  # noqa: E402
 
 
 class RawKey(str):
@@ -47,34 +51,8 @@ class RawKey(str):
         return self.raw
 
 
-def unb64(text):
-    return None if text is None else base64.b64decode(text)
-
-
-def fail(msg):
-    sys.stderr.write("bad_input.py: %s\n" % msg)
-    sys.exit(1)
-
-
 def read_records():
-    records = []
-    for n, line in enumerate(sys.stdin, 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-            records.append(
-                {
-                    "key": unb64(obj.get("key")),
-                    "value": unb64(obj.get("value")),
-                    "headers": [(RawKey(unb64(k)), unb64(v)) for k, v in (obj.get("headers") or [])],
-                    "partition": obj.get("partition"),
-                }
-            )
-        except (ValueError, TypeError, AttributeError) as e:
-            fail("stdin line %d: bad record %r: %s" % (n, line, e))
-    return records
+    return common_read_records(header_key=lambda k: RawKey(unb64(k)))
 
 
 def produce_corrupt(args, records):

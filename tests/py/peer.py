@@ -26,51 +26,12 @@ Exit status: 0 ok, 1 client error, 2 timeout. Diagnostics go to stderr.
 """
 
 import argparse
-import base64
-import json
+import os
 import sys
 import time
 
-
-def b64(data):
-    return None if data is None else base64.b64encode(bytes(data)).decode("ascii")
-
-
-def unb64(text):
-    return None if text is None else base64.b64decode(text)
-
-
-def emit(obj):
-    # One line per record, flushed at once: tests read stdout as a stream.
-    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
-    sys.stdout.flush()
-
-
-def fail(msg, code=1):
-    sys.stderr.write("peer.py: %s\n" % msg)
-    sys.exit(code)
-
-
-def read_records():
-    records = []
-    for n, line in enumerate(sys.stdin, 1):
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            obj = json.loads(line)
-            records.append(
-                {
-                    "key": unb64(obj.get("key")),
-                    "value": unb64(obj.get("value")),
-                    "headers": [(str(k), unb64(v)) for k, v in (obj.get("headers") or [])],
-                    "partition": obj.get("partition"),
-                    "timestamp": obj.get("timestamp"),
-                }
-            )
-        except (ValueError, TypeError, AttributeError) as e:
-            fail("stdin line %d: bad record %r: %s" % (n, line, e))
-    return records
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import b64, emit, fail, read_records, unb64  # noqa: E402
 
 
 def record_json(topic_partition, offset, key, value, headers, timestamp):
