@@ -30,6 +30,8 @@
 //! `src/transport/kafka/records.rs` and by `fuzz/` (cargo-fuzz targets
 //! `decode_records` and `retry_headers`).
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -41,6 +43,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::fake_broker::{R, W};
 use kafka_retry::{
     Consumer, ConsumerConfig, ConsumerEvent, Engine, Header, KafkaConfig, KafkaTransport,
     MemoryBroker, OutRecord, Outcome, Producer, Record, RetryPolicy, TopicPartition, Transport,
@@ -439,125 +442,6 @@ const OFFERED: &[(i16, i16, i16)] = &[
 const TOPIC: &str = "t";
 const PARTITIONS: i32 = 2;
 
-/// Big-endian writer for Kafka's classic (non-flexible) encodings.
-#[derive(Default)]
-struct W(Vec<u8>);
-
-impl W {
-    fn i8(&mut self, v: i8) -> &mut W {
-        self.0.push(v as u8);
-        self
-    }
-    fn i16(&mut self, v: i16) -> &mut W {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn i32(&mut self, v: i32) -> &mut W {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn i64(&mut self, v: i64) -> &mut W {
-        self.0.extend_from_slice(&v.to_be_bytes());
-        self
-    }
-    fn str(&mut self, s: &str) -> &mut W {
-        self.i16(s.len() as i16);
-        self.0.extend_from_slice(s.as_bytes());
-        self
-    }
-    fn nstr(&mut self, s: Option<&str>) -> &mut W {
-        match s {
-            Some(s) => self.str(s),
-            None => self.i16(-1),
-        }
-    }
-    fn bytes(&mut self, b: Option<&[u8]>) -> &mut W {
-        match b {
-            Some(b) => {
-                self.i32(b.len() as i32);
-                self.0.extend_from_slice(b);
-                self
-            }
-            None => self.i32(-1),
-        }
-    }
-    fn uvarint(&mut self, mut v: u64) -> &mut W {
-        while v >= 0x80 {
-            self.0.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
-        self
-    }
-    fn varint(&mut self, v: i64) -> &mut W {
-        self.uvarint(((v << 1) ^ (v >> 63)) as u64)
-    }
-    fn vbytes(&mut self, b: Option<&[u8]>) -> &mut W {
-        match b {
-            Some(b) => {
-                self.varint(b.len() as i64);
-                self.0.extend_from_slice(b);
-                self
-            }
-            None => self.varint(-1),
-        }
-    }
-}
-
-/// Reader for the requests the client sends (trusted, but never panics).
-struct R<'a>(&'a [u8]);
-
-impl<'a> R<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn i8(&mut self) -> Option<i8> {
-        Some(self.take(1)?[0] as i8)
-    }
-    fn i16(&mut self) -> Option<i16> {
-        let b = self.take(2)?;
-        Some(i16::from_be_bytes([b[0], b[1]]))
-    }
-    fn i32(&mut self) -> Option<i32> {
-        let b = self.take(4)?;
-        Some(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-    fn i64(&mut self) -> Option<i64> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Some(i64::from_be_bytes(a))
-    }
-    fn nstr(&mut self) -> Option<Option<String>> {
-        let n = self.i16()?;
-        if n < 0 {
-            return Some(None);
-        }
-        Some(Some(
-            String::from_utf8_lossy(self.take(n as usize)?).into_owned(),
-        ))
-    }
-    fn str(&mut self) -> Option<String> {
-        self.nstr()?
-    }
-    fn nbytes(&mut self) -> Option<Option<&'a [u8]>> {
-        let n = self.i32()?;
-        if n < 0 {
-            return Some(None);
-        }
-        Some(Some(self.take(n as usize)?))
-    }
-    fn count(&mut self) -> Option<usize> {
-        let n = self.i32()?;
-        Some(n.max(0) as usize)
-    }
-}
-
 /// A magic-2 record batch of three records at `base`, uncompressed.
 fn record_batch(base: i64) -> Vec<u8> {
     let ts = 1_700_000_000_000i64;
@@ -683,73 +567,42 @@ fn answer(key: i16, version: i16, mut body: R<'_>, state: &State) -> Vec<u8> {
             let _transactional_id = body.nstr();
             let _acks = body.i16();
             let _timeout = body.i32();
-            let mut reply: Vec<(String, Vec<i32>)> = Vec::new();
-            for _ in 0..body.count().unwrap_or(0) {
-                let Some(name) = body.str() else { break };
-                let mut parts = Vec::new();
-                for _ in 0..body.count().unwrap_or(0) {
-                    let (Some(p), Some(_records)) = (body.i32(), body.nbytes()) else {
-                        break;
-                    };
-                    parts.push(p);
-                }
-                reply.push((name, parts));
-            }
-            w.i32(reply.len() as i32);
-            for (name, parts) in &reply {
-                w.str(name).i32(parts.len() as i32);
-                for p in parts {
-                    let base = offsets.fetch_add(10, Ordering::Relaxed) as i64;
-                    w.i32(*p).i16(0).i64(base).i64(-1);
-                }
-            }
+            let reply = body.topics(|b| {
+                let (Some(p), Some(_records)) = (b.i32(), b.nbytes()) else {
+                    return None;
+                };
+                Some(p)
+            });
+            w.topics(&reply, |w, p| {
+                let base = offsets.fetch_add(10, Ordering::Relaxed) as i64;
+                w.i32(*p).i16(0).i64(base).i64(-1);
+            });
             w.i32(0);
         }
         api::FETCH => {
             let _ = (body.i32(), body.i32(), body.i32(), body.i32(), body.i8());
-            let mut reply: Vec<(String, Vec<(i32, i64)>)> = Vec::new();
-            for _ in 0..body.count().unwrap_or(0) {
-                let Some(name) = body.str() else { break };
-                let mut parts = Vec::new();
-                for _ in 0..body.count().unwrap_or(0) {
-                    let (Some(p), Some(offset), Some(_max)) = (body.i32(), body.i64(), body.i32())
-                    else {
-                        break;
-                    };
-                    parts.push((p, offset));
-                }
-                reply.push((name, parts));
-            }
-            w.i32(0).i32(reply.len() as i32);
-            for (name, parts) in &reply {
-                w.str(name).i32(parts.len() as i32);
-                for &(p, offset) in parts {
-                    w.i32(p).i16(0).i64(offset + 3).i64(offset + 3).i32(-1);
-                    w.bytes(Some(&record_batch(offset)));
-                }
-            }
+            let reply = body.topics(|b| {
+                let (Some(p), Some(offset), Some(_max)) = (b.i32(), b.i64(), b.i32()) else {
+                    return None;
+                };
+                Some((p, offset))
+            });
+            w.i32(0).topics(&reply, |w, &(p, offset)| {
+                w.i32(p).i16(0).i64(offset + 3).i64(offset + 3).i32(-1);
+                w.bytes(Some(&record_batch(offset)));
+            });
         }
         api::LIST_OFFSETS => {
             let _replica = body.i32();
-            let mut reply: Vec<(String, Vec<i32>)> = Vec::new();
-            for _ in 0..body.count().unwrap_or(0) {
-                let Some(name) = body.str() else { break };
-                let mut parts = Vec::new();
-                for _ in 0..body.count().unwrap_or(0) {
-                    let (Some(p), Some(_ts)) = (body.i32(), body.i64()) else {
-                        break;
-                    };
-                    parts.push(p);
-                }
-                reply.push((name, parts));
-            }
-            w.i32(reply.len() as i32);
-            for (name, parts) in &reply {
-                w.str(name).i32(parts.len() as i32);
-                for p in parts {
-                    w.i32(*p).i16(0).i64(-1).i64(0);
-                }
-            }
+            let reply = body.topics(|b| {
+                let (Some(p), Some(_ts)) = (b.i32(), b.i64()) else {
+                    return None;
+                };
+                Some(p)
+            });
+            w.topics(&reply, |w, p| {
+                w.i32(*p).i16(0).i64(-1).i64(0);
+            });
         }
         api::FIND_COORDINATOR => {
             w.i16(0).i32(0).str("127.0.0.1").i32(i32::from(port));
@@ -778,26 +631,15 @@ fn answer(key: i16, version: i16, mut body: R<'_>, state: &State) -> Vec<u8> {
         }
         api::OFFSET_COMMIT => {
             let _ = (body.str(), body.i32(), body.str(), body.i64());
-            let mut reply: Vec<(String, Vec<i32>)> = Vec::new();
-            for _ in 0..body.count().unwrap_or(0) {
-                let Some(name) = body.str() else { break };
-                let mut parts = Vec::new();
-                for _ in 0..body.count().unwrap_or(0) {
-                    let (Some(p), Some(_o), Some(_m)) = (body.i32(), body.i64(), body.nstr())
-                    else {
-                        break;
-                    };
-                    parts.push(p);
-                }
-                reply.push((name, parts));
-            }
-            w.i32(reply.len() as i32);
-            for (name, parts) in &reply {
-                w.str(name).i32(parts.len() as i32);
-                for p in parts {
-                    w.i32(*p).i16(0);
-                }
-            }
+            let reply = body.topics(|b| {
+                let (Some(p), Some(_o), Some(_m)) = (b.i32(), b.i64(), b.nstr()) else {
+                    return None;
+                };
+                Some(p)
+            });
+            w.topics(&reply, |w, p| {
+                w.i32(*p).i16(0);
+            });
         }
         api::CREATE_TOPICS => {
             let name = body.count().and_then(|_| body.str()).unwrap_or_default();
@@ -1593,14 +1435,7 @@ fn run_child(name: &str, env: &[(&str, String)], limit_memory: bool, budget: Dur
     cmd.arg("-c")
         .arg(format!("{limit}exec \"$0\" \"$@\""))
         .arg(&exe)
-        .args([
-            "--exact",
-            name,
-            "--ignored",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .args(common::child_test_args(name))
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -368,13 +368,7 @@ fn tansu_behind_proxy_round_trip_cut_restore() {
 /// test below) so that this process's environment is left alone.
 #[test]
 fn kafka_bootstrap_panics_with_instructions_when_unset() {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_calls_kafka_bootstrap",
-            "--ignored",
-            "--nocapture",
-        ])
+    let out = common::child_test("child_calls_kafka_bootstrap")
         .env_remove("KAFKA_BOOTSTRAP")
         .output()
         .unwrap();

@@ -21,7 +21,7 @@ mod reliability;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +36,18 @@ fn kafka(bootstrap: &str) -> Arc<dyn Transport> {
         .request_timeout(Duration::from_secs(5))
         .fetch_max_wait(Duration::from_millis(50));
     Arc::new(KafkaTransport::connect(config).expect("connect to the test broker"))
+}
+
+/// A fresh origin topic `<name>-in` and group `<name>`, with the group's
+/// retry and dead-letter topics, each made by `create`: (topic, group, dlt).
+fn topics(name: &str, create: impl Fn(&str)) -> (String, String, String) {
+    let topic = common::unique(&format!("{name}-in"));
+    let group = common::unique(name);
+    let dlt = format!("{group}-dlt");
+    for t in [&topic, &format!("{group}-retry"), &dlt] {
+        create(t);
+    }
+    (topic, group, dlt)
 }
 
 /// Produces every record, failing the test on any error.
@@ -155,14 +167,7 @@ impl CrashChild {
             "=== crash child started at {:?}",
             std::time::SystemTime::now()
         );
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = common::child_test("crash_child")
             .env(CHILD_BOOTSTRAP, bootstrap)
             .env(CHILD_TOPIC, topic)
             .env(CHILD_GROUP, group)
@@ -250,12 +255,9 @@ fn crash_loop_loses_nothing() {
     let bootstrap = common::kafka_bootstrap();
     let transport = kafka(&bootstrap);
     let partitions = 4;
-    let topic = common::unique("crash-in");
-    let group = common::unique("crash");
-    let dlt = format!("{group}-dlt");
-    for t in [&topic, &format!("{group}-retry"), &dlt] {
-        transport.create_topic(t, partitions, None).unwrap();
-    }
+    let (topic, group, dlt) = topics("crash", |t| {
+        transport.create_topic(t, partitions, None).unwrap()
+    });
     let n = 5_000;
     // Done 60 %, retry once 20 %, reject 8 %, panic once 7 %, always retry 5 %.
     let fates = fates(&mut rng, n, [60, 20, 8, 7, 5]);
@@ -422,12 +424,9 @@ fn rebalance_under_load_loses_nothing() {
     let bootstrap = common::kafka_bootstrap();
     let admin = kafka(&bootstrap);
     let partitions = 6;
-    let topic = common::unique("rebalance-in");
-    let group = common::unique("rebalance");
-    let dlt = format!("{group}-dlt");
-    for t in [&topic, &format!("{group}-retry"), &dlt] {
-        admin.create_topic(t, partitions, None).unwrap();
-    }
+    let (topic, group, dlt) = topics("rebalance", |t| {
+        admin.create_topic(t, partitions, None).unwrap()
+    });
     // Fates are drawn as ids are produced; the producer thread appends.
     reliability::quiet_injected_panics();
     let fate_log: Arc<Mutex<Vec<Fate>>> = Arc::default();
@@ -707,12 +706,7 @@ fn broker_outage_loses_nothing() {
     let broker = common::TansuBroker::start_behind_proxy();
     let proxy = broker.proxy();
     let partitions = 3;
-    let topic = common::unique("outage-in");
-    let group = common::unique("outage");
-    let dlt = format!("{group}-dlt");
-    for t in [&topic, &format!("{group}-retry"), &dlt] {
-        broker.create_topic(t, partitions);
-    }
+    let (topic, group, dlt) = topics("outage", |t| broker.create_topic(t, partitions));
     let client = || -> Arc<dyn Transport> {
         let config = KafkaConfig::new(broker.bootstrap())
             .request_timeout(Duration::from_secs(2))

@@ -22,6 +22,7 @@
 //!   plain consumers get UNKNOWN_TOPIC_OR_PARTITION.
 #![allow(dead_code)]
 
+pub mod fake_broker;
 pub mod proxy;
 
 use std::io::{self, Read, Write};
@@ -136,6 +137,27 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The arguments that make this test binary run just its ignored test
+/// `name`, on one thread: the child half of a test that needs a process of
+/// its own (to kill it, cap its memory or change its environment).
+pub fn child_test_args(name: &str) -> [&str; 5] {
+    [
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]
+}
+
+/// This test binary, set to run just its ignored test `name` (see
+/// [`child_test_args`]).
+pub fn child_test(name: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary path"));
+    cmd.args(child_test_args(name));
+    cmd
 }
 
 /// Turns on `env_logger` (RUST_LOG=kafka_retry=debug ...) once per test binary.
