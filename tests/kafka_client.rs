@@ -4,24 +4,20 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_retry::{
     Compression, Delivered, Error, Header, KafkaConfig, KafkaTransport, OutRecord, Producer,
     Transport,
 };
 
-use common::{kafka_bootstrap, unique};
+use common::{kafka_bootstrap, raw_kafka, unique};
 
 fn transport() -> KafkaTransport {
     KafkaTransport::connect(
@@ -94,6 +90,13 @@ fn unreachable_bootstrap_names_the_address() {
 // ---------------------------------------------------------------------------
 // Producer
 
+/// Creates a fresh topic named after `name` with `partitions` partitions.
+fn new_topic(kafka: &KafkaTransport, name: &str, partitions: i32) -> String {
+    let topic = unique(name);
+    kafka.create_topic(&topic, partitions, None).unwrap();
+    topic
+}
+
 fn producer(kafka: &KafkaTransport) -> Arc<dyn Producer> {
     kafka.producer().expect("producer")
 }
@@ -125,8 +128,7 @@ fn produce_to_missing_topic_is_unknown_topic() {
 #[test]
 fn produced_records_read_back_byte_for_byte() {
     let kafka = transport();
-    let topic = unique("roundtrip");
-    kafka.create_topic(&topic, 1, None).unwrap();
+    let topic = new_topic(&kafka, "roundtrip", 1);
     let p = producer(&kafka);
     let binary: Vec<u8> = (0..=255u8).collect();
     let sent = vec![
@@ -195,8 +197,7 @@ fn produced_records_read_back_byte_for_byte() {
 #[test]
 fn keyed_records_follow_the_java_partitioner() {
     let kafka = transport();
-    let topic = unique("keyed");
-    kafka.create_topic(&topic, 5, None).unwrap();
+    let topic = new_topic(&kafka, "keyed", 5);
     let p = producer(&kafka);
     let keys: Vec<String> = (0..50).map(|i| format!("key-{i}")).collect();
     let results = p.send_batch(
@@ -235,8 +236,7 @@ fn keyed_records_follow_the_java_partitioner() {
 #[test]
 fn concurrent_sends_get_distinct_offsets() {
     let kafka = transport();
-    let topic = unique("concurrent");
-    kafka.create_topic(&topic, 1, None).unwrap();
+    let topic = new_topic(&kafka, "concurrent", 1);
     let p = producer(&kafka);
     let threads = 16;
     let per_thread = 25;
@@ -273,8 +273,7 @@ fn concurrent_sends_get_distinct_offsets() {
 #[test]
 fn send_batch_of_ten_thousand() {
     let kafka = transport();
-    let topic = unique("batch10k");
-    kafka.create_topic(&topic, 3, None).unwrap();
+    let topic = new_topic(&kafka, "batch10k", 3);
     let p = producer(&kafka);
     let records: Vec<OutRecord> = (0..10_000)
         .map(|i| {
@@ -322,10 +321,7 @@ fn raw_fetch(
     from: i64,
     count: usize,
 ) -> Vec<RawRecord> {
-    let mut stream = TcpStream::connect(bootstrap).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    let mut stream = raw_kafka::connect(bootstrap);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut out: Vec<RawRecord> = Vec::new();
     let mut offset = from;
@@ -351,25 +347,15 @@ fn raw_fetch(
         req.topics = vec![ft];
         // Fetch v4: the oldest version Kafka 4 keeps, not flexible.
         let version = 4;
-        let mut header = RequestHeader::default();
-        header.request_api_key = ApiKey::Fetch as i16;
-        header.request_api_version = version;
-        header.correlation_id = correlation;
-        header.client_id = Some(StrBytes::from_static_str("raw-fetch"));
+        let resp: FetchResponse = raw_kafka::call(
+            &mut stream,
+            ApiKey::Fetch,
+            version,
+            correlation,
+            "raw-fetch",
+            &req,
+        );
         correlation += 1;
-        let mut buf = BytesMut::new();
-        header.encode(&mut buf, 1).unwrap();
-        req.encode(&mut buf, version).unwrap();
-        stream.write_all(&(buf.len() as i32).to_be_bytes()).unwrap();
-        stream.write_all(&buf).unwrap();
-        let mut len = [0u8; 4];
-        stream.read_exact(&mut len).unwrap();
-        let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
-        stream.read_exact(&mut frame).unwrap();
-        let mut frame = Bytes::from(frame);
-        let rh = ResponseHeader::decode(&mut frame, 0).unwrap();
-        assert_eq!(rh.correlation_id, correlation - 1);
-        let resp = FetchResponse::decode(&mut frame, version).unwrap();
         let part = &resp.responses[0].partitions[0];
         assert_eq!(part.error_code, 0, "fetch error");
         let data = part.records.clone().unwrap_or_default();
@@ -576,8 +562,7 @@ fn retries_are_bounded() {
 fn interop_confluent_reads_what_we_produce() {
     let kafka = transport();
     for compression in [Compression::None, Compression::Gzip, Compression::Snappy] {
-        let topic = unique("interop-produce");
-        kafka.create_topic(&topic, 2, None).unwrap();
+        let topic = new_topic(&kafka, "interop-produce", 2);
         let config = KafkaConfig::new(kafka_bootstrap()).compression(compression);
         let p = KafkaTransport::connect(config).unwrap().producer().unwrap();
         let sent = vec![
@@ -632,8 +617,7 @@ fn interop_confluent_reads_what_we_produce() {
 fn interop_kafka_python_partitions_like_us() {
     // kafka-python's default partitioner is Java's murmur2 (librdkafka's is not).
     let kafka = transport();
-    let topic = unique("interop-keys");
-    kafka.create_topic(&topic, 6, None).unwrap();
+    let topic = new_topic(&kafka, "interop-keys", 6);
     let keys: Vec<String> = (0..30).map(|i| format!("customer-{i}")).collect();
     let records: Vec<common::PeerRecord> = keys
         .iter()

@@ -14,26 +14,23 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreatePartitionsRequest,
-    CreatePartitionsResponse, RequestHeader, ResponseHeader, TopicName,
+    CreatePartitionsResponse, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_retry::{
     ConsumerConfig, ConsumerEvent, KafkaConfig, KafkaTransport, OutRecord, Producer,
     TopicPartition, Transport,
 };
 
-use common::{eventually, kafka_bootstrap, unique};
+use common::{eventually, kafka_bootstrap, raw_kafka, unique};
 
 const SESSION: Duration = Duration::from_secs(2);
 
@@ -205,6 +202,22 @@ fn split_is(members: &[&Member], expect: &[TopicPartition]) -> bool {
     owned == want
 }
 
+/// Two members with `cfg`, once they have split `topic`'s 2 partitions.
+fn settled_pair(kafka: &KafkaTransport, cfg: ConsumerConfig, topic: &str) -> (Member, Member) {
+    let a = Member::spawn(kafka, cfg.clone());
+    let b = Member::spawn(kafka, cfg);
+    let both = [&a, &b];
+    assert!(
+        eventually(Duration::from_secs(30), || split_is(
+            &both,
+            &tps(topic, 0..2)
+        )),
+        "the group did not settle on {topic}'s 2 partitions:\n{}",
+        describe(&both)
+    );
+    (a, b)
+}
+
 fn describe(members: &[&Member]) -> String {
     members
         .iter()
@@ -232,17 +245,8 @@ fn topic_created_after_the_group_formed_is_assigned() {
     let cfg = config(&group, &[&existing, &late]);
 
     let started = Instant::now();
-    let a = Member::spawn(&kafka, cfg.clone());
-    let b = Member::spawn(&kafka, cfg);
+    let (a, b) = settled_pair(&kafka, cfg, &existing);
     let both = [&a, &b];
-    assert!(
-        eventually(Duration::from_secs(30), || split_is(
-            &both,
-            &tps(&existing, 0..2)
-        )),
-        "the group did not settle on {existing}'s 2 partitions:\n{}",
-        describe(&both)
-    );
     let before = [
         a.settled_assignment().unwrap(),
         b.settled_assignment().unwrap(),
@@ -312,17 +316,8 @@ fn no_rebalance_while_partition_counts_stay_the_same() {
     let group = unique("g-quiet");
     kafka.create_topic(&topic, 2, None).unwrap();
     let cfg = config(&group, &[&topic, &missing]);
-    let a = Member::spawn(&kafka, cfg.clone());
-    let b = Member::spawn(&kafka, cfg);
+    let (a, b) = settled_pair(&kafka, cfg, &topic);
     let both = [&a, &b];
-    assert!(
-        eventually(Duration::from_secs(30), || split_is(
-            &both,
-            &tps(&topic, 0..2)
-        )),
-        "the group did not settle:\n{}",
-        describe(&both)
-    );
     // Heartbeats of a late rejoin could still be on the way: start the
     // quiet period once both members have held their assignment a while.
     thread::sleep(SESSION / 2);
@@ -362,49 +357,17 @@ fn no_rebalance_while_partition_counts_stay_the_same() {
 // Raw admin calls (the crate has no CreatePartitions: the engine never grows
 // topics).
 
-/// Sends one request on `stream` and decodes the reply.
-fn raw_call<Req, Resp>(stream: &mut TcpStream, key: ApiKey, version: i16, req: &Req) -> Resp
-where
-    Req: Encodable + HeaderVersion,
-    Resp: Decodable + HeaderVersion,
-{
-    let mut header = RequestHeader::default();
-    header.request_api_key = key as i16;
-    header.request_api_version = version;
-    header.correlation_id = 7;
-    header.client_id = Some(StrBytes::from_static_str("partition-growth-test"));
-    let mut buf = BytesMut::new();
-    header
-        .encode(&mut buf, Req::header_version(version))
-        .unwrap();
-    req.encode(&mut buf, version).unwrap();
-    stream.write_all(&(buf.len() as i32).to_be_bytes()).unwrap();
-    stream.write_all(&buf).unwrap();
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).unwrap();
-    let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
-    stream.read_exact(&mut frame).unwrap();
-    let mut frame = Bytes::from(frame);
-    let rh = ResponseHeader::decode(&mut frame, Resp::header_version(version)).unwrap();
-    assert_eq!(rh.correlation_id, 7);
-    Resp::decode(&mut frame, version).unwrap()
-}
-
-fn connect(bootstrap: &str) -> TcpStream {
-    let stream = TcpStream::connect(bootstrap).expect("connect to the broker");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-}
+const CLIENT_ID: &str = "partition-growth-test";
 
 /// The CreatePartitions version to use with the broker, `None` if it has
 /// none in common with kafka-protocol's 0..=3.
 fn create_partitions_version(bootstrap: &str) -> Option<i16> {
-    let resp: ApiVersionsResponse = raw_call(
-        &mut connect(bootstrap),
+    let resp: ApiVersionsResponse = raw_kafka::call(
+        &mut raw_kafka::connect(bootstrap),
         ApiKey::ApiVersions,
         0,
+        7,
+        CLIENT_ID,
         &ApiVersionsRequest::default(),
     );
     assert_eq!(resp.error_code, 0, "ApiVersions failed");
@@ -425,10 +388,12 @@ fn grow(bootstrap: &str, version: i16, topic: &str, count: i32) {
     let mut req = CreatePartitionsRequest::default();
     req.topics = vec![t];
     req.timeout_ms = 10_000;
-    let resp: CreatePartitionsResponse = raw_call(
-        &mut connect(bootstrap),
+    let resp: CreatePartitionsResponse = raw_kafka::call(
+        &mut raw_kafka::connect(bootstrap),
         ApiKey::CreatePartitions,
         version,
+        7,
+        CLIENT_ID,
         &req,
     );
     for r in &resp.results {

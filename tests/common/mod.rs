@@ -24,6 +24,7 @@
 
 pub mod fake_broker;
 pub mod proxy;
+pub mod raw_kafka;
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
