@@ -211,6 +211,32 @@ fn retry_headers(
     ]
 }
 
+/// Puts records 0..n on `<origin>-retry` as the engine would have parked
+/// them (record i from partition i mod PARTITIONS, offset i), first
+/// received at `first` and enqueued at `enqueued(i)`.
+fn produce_retries(
+    broker: &MemoryBroker,
+    origin: &str,
+    n: u64,
+    first: i64,
+    enqueued: impl Fn(u64) -> i64,
+) -> Result<(), BoxError> {
+    let retry_topic = format!("{origin}-retry");
+    produce_all(
+        broker,
+        (0..n).map(|i| {
+            let p = (i % PARTITIONS as u64) as i32;
+            OutRecord {
+                headers: retry_headers(origin, p, i as i64, first, enqueued(i)),
+                ..OutRecord::new(retry_topic.as_str())
+                    .key(key(i))
+                    .value(value(i))
+                    .partition(p)
+            }
+        }),
+    )
+}
+
 // ---------------------------------------------------------------- memory
 
 fn memory(summary: &mut Vec<String>) -> Result<(), BoxError> {
@@ -242,19 +268,7 @@ fn memory(summary: &mut Vec<String>) -> Result<(), BoxError> {
     broker.create_topic("mem-retry", PARTITIONS)?;
     let r0 = rss_kib();
     let now = now_ms();
-    produce_all(
-        &broker,
-        (0..N as u64).map(|i| {
-            let p = (i % PARTITIONS as u64) as i32;
-            OutRecord {
-                headers: retry_headers("mem", p, i as i64, now, now),
-                ..OutRecord::new("mem-retry")
-                    .key(key(i))
-                    .value(value(i))
-                    .partition(p)
-            }
-        }),
-    )?;
+    produce_retries(&broker, "mem", N as u64, now, |_| now)?;
     let r1 = rss_kib();
     let engine = Engine::builder(broker.clone())
         .group_id("mem")
@@ -320,22 +334,11 @@ fn lateness_run() -> Result<Lateness, BoxError> {
     broker.create_topic("lat", PARTITIONS)?;
     broker.create_topic("lat-retry", PARTITIONS)?;
     let base = now_ms();
-    produce_all(
-        &broker,
-        (0..N as u64).map(|i| {
-            let p = (i % PARTITIONS as u64) as i32;
-            // 7919 is prime to N: a permutation, so due times are shuffled
-            // across and within partitions.
-            let enqueued = base + (i * 7919 % N as u64) as i64 * LAT_SPREAD_MS / N as i64;
-            OutRecord {
-                headers: retry_headers("lat", p, i as i64, base, enqueued),
-                ..OutRecord::new("lat-retry")
-                    .key(key(i))
-                    .value(value(i))
-                    .partition(p)
-            }
-        }),
-    )?;
+    // 7919 is prime to N: a permutation, so due times are shuffled across
+    // and within partitions.
+    produce_retries(&broker, "lat", N as u64, base, |i| {
+        base + (i * 7919 % N as u64) as i64 * LAT_SPREAD_MS / N as i64
+    })?;
     // (hop lateness in ms with µs fractions, relay write lateness in whole ms)
     let seen: Arc<Mutex<Vec<(f64, i64)>>> = Arc::new(Mutex::new(Vec::with_capacity(N)));
     let count = Arc::new(AtomicU64::new(0));
