@@ -231,14 +231,7 @@ fn cases(origin: &str, foreign: &str, big: usize, corrupt: bool) -> Vec<Case> {
     b.payload(Ours, Some(b"k"), Some(payload));
     b.add("no-retry-headers", Retry, vec![h("user", "u")], Malformed);
     let missing = |name: &str| user(retry_with(o, now, name, None));
-    for name in [
-        kafka_retry::ORIGIN_TOPIC,
-        kafka_retry::ORIGIN_PARTITION,
-        kafka_retry::ORIGIN_OFFSET,
-        kafka_retry::FIRST_RECEIVED_AT,
-        kafka_retry::ENQUEUED_AT,
-        kafka_retry::ATTEMPTS,
-    ] {
+    for name in common::REQUIRED_RETRY_HEADERS {
         b.add(&format!("missing-{name}"), Retry, missing(name), Malformed);
     }
     let bad = |name: &str, v: &[u8]| user(retry_with(o, now, name, Some(Some(v))));

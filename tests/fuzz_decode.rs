@@ -135,14 +135,7 @@ enum Intent {
 
 /// Retry headers for case `i`, user headers around them.
 fn random_retry_headers(rng: &mut Rng, i: usize, origin: &str, now: i64) -> (Vec<Header>, Intent) {
-    let names = [
-        kafka_retry::ORIGIN_TOPIC,
-        kafka_retry::ORIGIN_PARTITION,
-        kafka_retry::ORIGIN_OFFSET,
-        kafka_retry::FIRST_RECEIVED_AT,
-        kafka_retry::ENQUEUED_AT,
-        kafka_retry::ATTEMPTS,
-    ];
+    let names = common::REQUIRED_RETRY_HEADERS;
     let valid = |name: &str| -> Vec<u8> {
         match name {
             kafka_retry::ORIGIN_TOPIC => origin.as_bytes().to_vec(),

@@ -161,6 +161,18 @@ pub fn child_test(name: &str) -> Command {
     cmd
 }
 
+/// The retry headers the relay requires on a retry-topic record: a record
+/// missing any of them is dead-lettered as malformed (`retry.reason` is
+/// optional).
+pub const REQUIRED_RETRY_HEADERS: [&str; 6] = [
+    kafka_retry::ORIGIN_TOPIC,
+    kafka_retry::ORIGIN_PARTITION,
+    kafka_retry::ORIGIN_OFFSET,
+    kafka_retry::FIRST_RECEIVED_AT,
+    kafka_retry::ENQUEUED_AT,
+    kafka_retry::ATTEMPTS,
+];
+
 /// Turns on `env_logger` (RUST_LOG=kafka_retry=debug ...) once per test binary.
 pub fn init_log() {
     let _ = env_logger::builder().is_test(true).try_init();
