@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use kafka_retry::{
     Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats, Transport,
 };
-use reliability::{balance, describe, fates, out_record, Collector, Fate, Rng};
+use reliability::{balance, describe, fates, out_record, Books, Collector, Fate, Rng};
 
 fn kafka(bootstrap: &str) -> Arc<dyn Transport> {
     let config = KafkaConfig::new(bootstrap)
@@ -697,6 +697,45 @@ fn names_partition_offset(text: &str, topic: &str) -> bool {
     })
 }
 
+/// Whether every id below `n` is handled or dead-lettered within `timeout`.
+fn all_covered(
+    handled: &Mutex<HashMap<u64, u32>>,
+    dead: &Collector,
+    n: u64,
+    timeout: Duration,
+) -> bool {
+    common::eventually(timeout, || {
+        let h = handled.lock().unwrap();
+        let d = dead.ids();
+        (0..n).all(|id| h.contains_key(&id) || d.contains(&id))
+    })
+}
+
+/// Fails the test unless every record came out (`all`, from
+/// [`all_covered`]) and none landed in the wrong place; `after` names what
+/// the records had to survive.
+fn assert_all_accounted(
+    all: bool,
+    after: &str,
+    books: &Books,
+    fates: &[Fate],
+    dead: &Collector,
+    stats: &Stats,
+) {
+    assert!(
+        all,
+        "lost {} after {after}: {}\nreader errors: {:?}\nstats: {stats:?}",
+        books.lost.len(),
+        describe(&books.lost, fates),
+        dead.errors()
+    );
+    assert!(
+        books.misplaced.is_empty(),
+        "misplaced: {:?}",
+        &books.misplaced[..books.misplaced.len().min(20)]
+    );
+}
+
 #[test]
 fn broker_outage_loses_nothing() {
     let started = Instant::now();
@@ -778,11 +817,7 @@ fn broker_outage_loses_nothing() {
     let dead = Collector::start(transport.clone(), &dlt, Duration::from_secs(2));
     let n = (n1 + n2) as u64;
     let recovered = Instant::now();
-    let all = common::eventually(Duration::from_secs(60), || {
-        let h = handled.lock().unwrap();
-        let d = dead.ids();
-        (0..n).all(|id| h.contains_key(&id) || d.contains(&id))
-    });
+    let all = all_covered(&handled, &dead, n, Duration::from_secs(60));
     let catch_up = recovered.elapsed();
     dead.settle(Duration::from_millis(500), Duration::from_secs(5));
     let after = engine.stats();
@@ -809,18 +844,7 @@ fn broker_outage_loses_nothing() {
         after.relayed,
         after.rebalances
     );
-    assert!(
-        all,
-        "lost {} after the outage: {}\nreader errors: {:?}\nstats: {after:?}",
-        books.lost.len(),
-        describe(&books.lost, &fates_all),
-        dead.errors()
-    );
-    assert!(
-        books.misplaced.is_empty(),
-        "misplaced: {:?}",
-        &books.misplaced[..books.misplaced.len().min(20)]
-    );
+    assert_all_accounted(all, "the outage", &books, &fates_all, &dead, &after);
     assert!(before.parked > 0, "no retry was parked across the outage");
     assert!(
         refused > 0,
@@ -854,11 +878,7 @@ fn broker_outage_loses_nothing() {
     proxy.restore();
     let restored = Instant::now();
     let n = fates_all.len() as u64;
-    let all = common::eventually(Duration::from_secs(60), || {
-        let h = handled.lock().unwrap();
-        let d = dead.ids();
-        (0..n).all(|id| h.contains_key(&id) || d.contains(&id))
-    });
+    let all = all_covered(&handled, &dead, n, Duration::from_secs(60));
     let catch_up = restored.elapsed();
     dead.settle(Duration::from_millis(500), Duration::from_secs(5));
     let books = balance(&fates_all, &handled.lock().unwrap(), &dead.snapshot());
@@ -872,18 +892,7 @@ fn broker_outage_loses_nothing() {
         after.send_errors,
         after.commit_errors
     );
-    assert!(
-        all,
-        "lost {} after the stall: {}\nreader errors: {:?}\nstats: {after:?}",
-        books.lost.len(),
-        describe(&books.lost, &fates_all),
-        dead.errors()
-    );
-    assert!(
-        books.misplaced.is_empty(),
-        "misplaced: {:?}",
-        &books.misplaced[..books.misplaced.len().min(20)]
-    );
+    assert_all_accounted(all, "the stall", &books, &fates_all, &dead, &after);
     drop(dead);
     engine
         .shutdown(Duration::from_secs(10))
