@@ -18,7 +18,7 @@ use kafka_retry::{
     OutRecord, Producer, Record, TopicPartition, Transport,
 };
 
-use common::{kafka_bootstrap, unique};
+use common::{kafka_bootstrap, tps, unique};
 
 const SESSION: Duration = Duration::from_secs(2);
 
@@ -42,11 +42,12 @@ fn config(group: &str, topic: &str) -> ConsumerConfig {
     c
 }
 
-fn tps(topic: &str, parts: impl IntoIterator<Item = i32>) -> Vec<TopicPartition> {
-    parts
-        .into_iter()
-        .map(|p| TopicPartition::new(topic, p))
-        .collect()
+/// A fresh topic `group-<name>` with `partitions` partitions and a fresh
+/// group name `g-<name>`.
+fn topic_and_group(kafka: &KafkaTransport, name: &str, partitions: i32) -> (String, String) {
+    let topic = unique(&format!("group-{name}"));
+    kafka.create_topic(&topic, partitions, None).unwrap();
+    (topic, unique(&format!("g-{name}")))
 }
 
 /// Writes `per_partition` records to each of `partitions` partitions, values
@@ -132,9 +133,7 @@ fn assert_contiguous(records: &[Record], expect: &BTreeMap<TopicPartition, (i64,
 #[test]
 fn smoke() {
     let kafka = transport();
-    let topic = unique("group-smoke");
-    let group = unique("g-smoke");
-    kafka.create_topic(&topic, 4, None).unwrap();
+    let (topic, group) = topic_and_group(&kafka, "smoke", 4);
     let producer = kafka.producer().unwrap();
     produce(&producer, &topic, 4, 3, "before");
 
@@ -194,9 +193,7 @@ fn smoke() {
 #[test]
 fn committed_offsets_resume_a_new_member() {
     let kafka = transport();
-    let topic = unique("group-resume");
-    let group = unique("g-resume");
-    kafka.create_topic(&topic, 2, None).unwrap();
+    let (topic, group) = topic_and_group(&kafka, "resume", 2);
     let producer = kafka.producer().unwrap();
     produce(&producer, &topic, 2, 5, "r");
 
@@ -278,9 +275,7 @@ fn last_assigned(seen: &[Seen]) -> Option<&Vec<TopicPartition>> {
 #[test]
 fn two_members_split_then_one_takes_over_after_close() {
     let kafka = transport();
-    let topic = unique("group-two");
-    let group = unique("g-two");
-    kafka.create_topic(&topic, 4, None).unwrap();
+    let (topic, group) = topic_and_group(&kafka, "two", 4);
     produce(&kafka.producer().unwrap(), &topic, 4, 2, "t");
 
     let mut a = kafka.consumer(config(&group, &topic)).unwrap();
@@ -355,9 +350,7 @@ fn join_in_background(
 #[test]
 fn slow_caller_keeps_membership_thanks_to_heartbeats() {
     let kafka = transport();
-    let topic = unique("group-slow");
-    let group = unique("g-slow");
-    kafka.create_topic(&topic, 2, None).unwrap();
+    let (topic, group) = topic_and_group(&kafka, "slow", 2);
     let producer = kafka.producer().unwrap();
     let mut a = kafka.consumer(config(&group, &topic)).unwrap();
     assert_eq!(join(&mut *a), tps(&topic, 0..2));
@@ -401,9 +394,7 @@ fn without_heartbeats_a_slow_caller_is_fenced() {
     // and A's late heartbeat learns it was fenced: Lost.
     let slow_kafka = transport_with(|c| c.heartbeat_interval(Some(SESSION * 3)));
     let kafka = transport();
-    let topic = unique("group-noheart");
-    let group = unique("g-noheart");
-    kafka.create_topic(&topic, 2, None).unwrap();
+    let (topic, group) = topic_and_group(&kafka, "noheart", 2);
     let mut a = slow_kafka.consumer(config(&group, &topic)).unwrap();
     assert_eq!(join(&mut *a), tps(&topic, 0..2));
     let joined = Instant::now();
@@ -441,9 +432,7 @@ fn without_heartbeats_a_slow_caller_is_fenced() {
 #[test]
 fn heartbeats_continue_between_revoked_and_the_next_poll() {
     let kafka = transport();
-    let topic = unique("group-revslow");
-    let group = unique("g-revslow");
-    kafka.create_topic(&topic, 2, None).unwrap();
+    let (topic, group) = topic_and_group(&kafka, "revslow", 2);
     let mut a = kafka.consumer(config(&group, &topic)).unwrap();
     assert_eq!(join(&mut *a), tps(&topic, 0..2));
     let b = join_in_background(&kafka, config(&group, &topic));
@@ -470,9 +459,7 @@ fn heartbeats_continue_between_revoked_and_the_next_poll() {
 #[test]
 fn pause_and_resume_skip_nothing() {
     let kafka = transport();
-    let topic = unique("group-pause");
-    let group = unique("g-pause");
-    kafka.create_topic(&topic, 2, None).unwrap();
+    let (topic, group) = topic_and_group(&kafka, "pause", 2);
     produce(&kafka.producer().unwrap(), &topic, 2, 20, "p");
     let mut cfg = config(&group, &topic);
     cfg.max_poll_records = 5;
@@ -569,9 +556,7 @@ fn leave_on_drop_lets_the_other_member_take_over_quickly() {
     // A longer session, so that "well before the session timeout" means something.
     let session = Duration::from_secs(8);
     let kafka = transport_with(|c| c.heartbeat_interval(Some(Duration::from_millis(300))));
-    let topic = unique("group-drop");
-    let group = unique("g-drop");
-    kafka.create_topic(&topic, 2, None).unwrap();
+    let (topic, group) = topic_and_group(&kafka, "drop", 2);
     let cfg = |g: &str| {
         let mut c = config(g, &topic);
         c.session_timeout = session;

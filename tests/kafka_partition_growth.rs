@@ -30,7 +30,7 @@ use kafka_retry::{
     TopicPartition, Transport,
 };
 
-use common::{eventually, kafka_bootstrap, raw_kafka, unique};
+use common::{eventually, kafka_bootstrap, raw_kafka, tps, unique};
 
 const SESSION: Duration = Duration::from_secs(2);
 
@@ -49,13 +49,6 @@ fn config(group: &str, topics: &[&str]) -> ConsumerConfig {
     c.rebalance_timeout = Duration::from_secs(10);
     c.client_id = "partition-growth-test".into();
     c
-}
-
-fn tps(topic: &str, parts: impl IntoIterator<Item = i32>) -> Vec<TopicPartition> {
-    parts
-        .into_iter()
-        .map(|p| TopicPartition::new(topic, p))
-        .collect()
 }
 
 /// One record per listed partition, value `"<tag>-<partition>"`.

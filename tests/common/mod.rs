@@ -173,6 +173,14 @@ pub const REQUIRED_RETRY_HEADERS: [&str; 6] = [
     kafka_retry::ATTEMPTS,
 ];
 
+/// `topic`'s partitions `parts`.
+pub fn tps(topic: &str, parts: impl IntoIterator<Item = i32>) -> Vec<kafka_retry::TopicPartition> {
+    parts
+        .into_iter()
+        .map(|p| kafka_retry::TopicPartition::new(topic, p))
+        .collect()
+}
+
 /// Turns on `env_logger` (RUST_LOG=kafka_retry=debug ...) once per test binary.
 pub fn init_log() {
     let _ = env_logger::builder().is_test(true).try_init();
