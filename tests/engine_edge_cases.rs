@@ -2,20 +2,12 @@
 //! enqueued-at after the handler, huge durations. Each asserts the right
 //! behaviour (each failed before its fix).
 
-use std::time::{Duration, Instant};
+mod scenarios;
+
+use std::time::Duration;
 
 use kafka_retry::{Engine, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy};
-
-fn wait_until(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    f()
-}
+use scenarios::wait_until;
 
 /// A done record of partition 0 is held in the worker's completion buffer
 /// while the same worker runs a slow record of partition 1: partition 0
