@@ -3,22 +3,18 @@
 #![deny(missing_docs)]
 
 mod clock;
-mod consumer;
 mod engine;
 mod error;
 mod handler;
 mod headers;
-mod offsets;
 mod partitioner;
 mod pending;
 mod policy;
-mod pool;
 mod record;
-mod relay;
 mod stats;
 mod transport;
 
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{Engine, EngineBuilder, Health, ThreadFailure};
 pub use error::{Error, Result};
 pub use handler::{Handler, Outcome};
 pub use headers::{

@@ -169,6 +169,24 @@ impl OutRecord {
         self.partitioning = Partitioning::Explicit(partition);
         self
     }
+
+    /// The engine's one copy of a read record onto another topic (retry,
+    /// dead-letter, origin): key and value unchanged, `headers` as given.
+    pub(crate) fn forward(
+        record: &Record,
+        topic: String,
+        partitioning: Partitioning,
+        headers: Vec<Header>,
+    ) -> Self {
+        OutRecord {
+            topic,
+            partitioning,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers,
+            timestamp: None,
+        }
+    }
 }
 
 /// Where an acknowledged record was written.

@@ -1,95 +1,19 @@
-//! The engine: builder, start-up, stats and shutdown.
+//! [`EngineBuilder`]: settings, their validation, topic creation, and the
+//! start of the engine's threads.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-pub(crate) use crate::clock::{deadline_after, now_ms};
-
-use crossbeam_channel::{Receiver, Sender};
-
+use super::context::{Context, StopSignal};
+use super::job::JOB_BATCH;
+use super::running::Engine;
+use super::supervisor::Threads;
+use super::{dispatch, relay, worker};
 use crate::error::{Error, Result};
 use crate::handler::Handler;
 use crate::policy::RetryPolicy;
-use crate::stats::{Counters, Stats};
-use crate::transport::{ConsumerConfig, OffsetReset, Producer, Transport};
-use crate::{consumer, pool, relay};
-
-/// Commits `offsets` (nothing to do when empty), counting failures and
-/// stamping the time of the last success. Shared by the consumer thread and
-/// the relay.
-pub(crate) fn commit_offsets(
-    consumer: &mut dyn crate::transport::Consumer,
-    counters: &Counters,
-    offsets: &[(crate::record::TopicPartition, i64)],
-) -> Result<()> {
-    if offsets.is_empty() {
-        return Ok(());
-    }
-    match consumer.commit(offsets) {
-        Ok(()) => {
-            counters.last_commit_ms.store(now_ms(), Ordering::Relaxed);
-            Ok(())
-        }
-        Err(e) => {
-            counters.commit_errors.fetch_add(1, Ordering::Relaxed);
-            Err(e)
-        }
-    }
-}
-
-/// Shared stop signal. `stop` ends the polling loops; `abandon` tells
-/// workers to skip queued jobs (their records stay uncommitted and are
-/// re-read later, never lost).
-#[derive(Debug, Default)]
-pub(crate) struct Signal {
-    pub stop: AtomicBool,
-    pub abandon: AtomicBool,
-    pub deadline: Mutex<Option<Instant>>,
-    /// What a stopping thread could not finish, said before its last
-    /// blocking step (leaving the group), so the shutdown error names it
-    /// even when that step outlasts the deadline.
-    reports: Mutex<Vec<(String, String)>>,
-}
-
-impl Signal {
-    /// Records what the current thread could not finish.
-    pub(crate) fn report(&self, problem: String) {
-        let name = std::thread::current().name().unwrap_or("?").to_string();
-        self.reports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((name, problem));
-    }
-
-    pub(crate) fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Acquire)
-    }
-    pub(crate) fn abandoning(&self) -> bool {
-        self.abandon.load(Ordering::Acquire)
-    }
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Everything the engine's threads share.
-pub(crate) struct Context {
-    pub group_id: String,
-    pub topics: Vec<String>,
-    pub retry_topic: String,
-    pub dead_letter_topic: Option<String>,
-    pub policy: RetryPolicy,
-    pub producer: Arc<dyn Producer>,
-    pub transport: Arc<dyn Transport>,
-    pub counters: Arc<Counters>,
-    pub signal: Arc<Signal>,
-    pub commit_interval: Duration,
-    pub revoke_timeout: Duration,
-    pub max_parked: usize,
-    pub queue_batches: usize,
-}
+use crate::stats::Counters;
+use crate::transport::{ConsumerConfig, OffsetReset, Transport};
 
 /// Builds an [`Engine`]. Every setter's default is listed in its doc;
 /// [`EngineBuilder::build`] validates, creates the retry and dead-letter
@@ -141,9 +65,6 @@ impl std::fmt::Debug for EngineBuilder {
             .finish_non_exhaustive()
     }
 }
-
-/// Records per job batch sent to a worker.
-pub(crate) const JOB_BATCH: usize = 256;
 
 impl EngineBuilder {
     fn new(transport: Arc<dyn Transport>) -> Self {
@@ -381,7 +302,7 @@ impl EngineBuilder {
         }
         let producer = self.transport.producer()?;
         let counters = Arc::new(Counters::default());
-        let signal = Arc::new(Signal::default());
+        let signal = Arc::new(StopSignal::default());
         let ctx = Arc::new(Context {
             group_id: group_id.clone(),
             topics: self.topics.clone(),
@@ -416,12 +337,7 @@ impl EngineBuilder {
             vec![retry_topic.clone()],
         ))?;
 
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
-        let mut threads = Threads {
-            handles: Vec::new(),
-            signal: signal.clone(),
-            done_rx,
-        };
+        let mut threads = Threads::new(signal);
         let (completion_tx, completion_rx) = crossbeam_channel::unbounded();
         let mut job_txs = Vec::with_capacity(self.workers);
         for i in 0..self.workers {
@@ -430,21 +346,21 @@ impl EngineBuilder {
             let ctx = ctx.clone();
             let handler = handler.clone();
             let completion_tx = completion_tx.clone();
-            threads.spawn(format!("kafka-retry-worker-{i}"), &done_tx, move || {
-                pool::run_worker(ctx, handler, rx, completion_tx);
+            threads.spawn(format!("kafka-retry-worker-{i}"), move || {
+                worker::run_worker(ctx, handler, rx, completion_tx);
                 Ok(())
             })?;
         }
         drop(completion_tx);
         {
             let ctx = ctx.clone();
-            threads.spawn("kafka-retry-consumer".into(), &done_tx, move || {
-                consumer::run(ctx, main, job_txs, completion_rx)
+            threads.spawn("kafka-retry-consumer".into(), move || {
+                dispatch::run(ctx, main, job_txs, completion_rx)
             })?;
         }
         {
             let ctx = ctx.clone();
-            threads.spawn("kafka-retry-relay".into(), &done_tx, move || {
+            threads.spawn("kafka-retry-relay".into(), move || {
                 relay::run(ctx, relay_consumer)
             })?;
         }
@@ -453,145 +369,7 @@ impl EngineBuilder {
             self.topics,
             self.workers
         );
-        Ok(Engine {
-            threads: Some(threads),
-            counters,
-        })
-    }
-}
-
-type ThreadResult = std::result::Result<(), String>;
-
-/// The engine's threads. Dropping it before they are handed to an
-/// [`Engine`] (a spawn failed half way) stops the ones already started.
-struct Threads {
-    handles: Vec<(String, JoinHandle<ThreadResult>)>,
-    signal: Arc<Signal>,
-    done_rx: Receiver<String>,
-}
-
-/// Tells the engine a thread ended, even when it panicked.
-struct DoneGuard(String, Sender<String>);
-
-impl Drop for DoneGuard {
-    fn drop(&mut self) {
-        let _ = self.1.send(std::mem::take(&mut self.0));
-    }
-}
-
-impl Threads {
-    fn spawn(
-        &mut self,
-        name: String,
-        done_tx: &Sender<String>,
-        f: impl FnOnce() -> ThreadResult + Send + 'static,
-    ) -> Result<()> {
-        let guard = DoneGuard(name.clone(), done_tx.clone());
-        let handle = thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                let _guard = guard;
-                f()
-            })
-            .map_err(|e| Error::Thread(format!("spawn {name}: {e}")))?;
-        self.handles.push((name, handle));
-        Ok(())
-    }
-
-    /// Signals stop and waits for every thread until `deadline`. Threads
-    /// still running then are left detached and named in the error.
-    fn stop(&mut self, deadline: Instant) -> Result<()> {
-        *self
-            .signal
-            .deadline
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
-        self.signal.stop.store(true, Ordering::Release);
-        let mut problems = Vec::new();
-        let mut finished = std::collections::HashSet::new();
-        while finished.len() < self.handles.len() {
-            match self.done_rx.recv_deadline(deadline) {
-                Ok(name) => {
-                    finished.insert(name);
-                }
-                Err(_) => break,
-            }
-        }
-        // Whatever is still running past the deadline stops waiting on the
-        // broker: workers retrying a write give up (their records stay
-        // uncommitted), even if the consumer thread died before saying so.
-        self.signal.abandon.store(true, Ordering::Release);
-        for (name, handle) in self.handles.drain(..) {
-            // A thread that signalled is past its work (the signal is sent
-            // by a guard on its way out), so joining it cannot block long.
-            if !finished.contains(&name) {
-                let reports = self
-                    .signal
-                    .reports
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                let said: Vec<&str> = reports
-                    .iter()
-                    .filter(|(n, _)| *n == name)
-                    .map(|(_, p)| p.as_str())
-                    .collect();
-                if said.is_empty() {
-                    problems.push(format!("{name} still running at the deadline"));
-                } else {
-                    problems.push(format!(
-                        "{name} still running at the deadline: {}",
-                        said.join("; ")
-                    ));
-                }
-                continue;
-            }
-            match handle.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => problems.push(format!("{name}: {e}")),
-                Err(panic) => problems.push(format!("{name} panicked: {}", panic_message(&*panic))),
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Shutdown(problems.join("; ")))
-        }
-    }
-}
-
-impl Drop for Threads {
-    fn drop(&mut self) {
-        if !self.handles.is_empty() {
-            let _ = self.stop(Instant::now() + Duration::from_secs(10));
-        }
-    }
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
-    }
-}
-
-/// A running retry engine: a consumer thread, a handler pool and a relay.
-///
-/// Dropping it shuts it down with a 10 s deadline, ignoring errors; call
-/// [`Engine::shutdown`] to learn what could not be finished.
-pub struct Engine {
-    threads: Option<Threads>,
-    counters: Arc<Counters>,
-}
-
-impl std::fmt::Debug for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("stats", &self.stats())
-            .finish()
+        Ok(Engine::new(threads, counters))
     }
 }
 
@@ -605,32 +383,5 @@ impl Engine {
     /// Like [`Engine::builder`], for a transport already behind an `Arc`.
     pub fn builder_shared(transport: Arc<dyn Transport>) -> EngineBuilder {
         EngineBuilder::new(transport)
-    }
-
-    /// A snapshot of the counters.
-    pub fn stats(&self) -> Stats {
-        self.counters.snapshot()
-    }
-
-    /// Stops fetching, lets in-flight records finish until shortly before
-    /// `timeout`, commits what is done, leaves the groups and joins every
-    /// thread. Returns within `timeout` (plus a commit round trip); an
-    /// error says what was not finished or committed, or which thread
-    /// panicked. Nothing unfinished is committed, so it is re-read later.
-    pub fn shutdown(mut self, timeout: Duration) -> Result<()> {
-        match self.threads.take() {
-            Some(mut t) => t.stop(deadline_after(timeout)),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        if let Some(mut t) = self.threads.take() {
-            if let Err(e) = t.stop(Instant::now() + Duration::from_secs(10)) {
-                log::warn!("engine dropped: {e}");
-            }
-        }
     }
 }
