@@ -29,10 +29,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use kafka_retry::transport::Transport;
 use kafka_retry::{
-    Engine, Header, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy, Stats, Transport,
-    ATTEMPTS, ENQUEUED_AT, FIRST_RECEIVED_AT, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC,
-    REASON,
+    Engine, Header, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy, Stats, ATTEMPTS,
+    ENQUEUED_AT, FIRST_RECEIVED_AT, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC, REASON,
 };
 
 type BoxError = Box<dyn std::error::Error>;

@@ -41,9 +41,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use kafka_retry::transport::{Producer, Transport};
 use kafka_retry::{
-    Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Producer, Record, RetryPolicy, Stats,
-    Transport, ATTEMPTS,
+    Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats, ATTEMPTS,
 };
 
 type BoxError = Box<dyn std::error::Error>;

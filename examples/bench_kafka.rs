@@ -62,10 +62,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kafka_retry::{
-    ConsumerConfig, ConsumerEvent, Header, KafkaConfig, KafkaTransport, OutRecord, Pending,
-    Producer, Transport,
-};
+use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Pending, Producer, Transport};
+use kafka_retry::{Header, KafkaConfig, KafkaTransport, OutRecord};
 
 type BoxError = Box<dyn std::error::Error>;
 

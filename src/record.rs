@@ -88,7 +88,20 @@ impl Record {
         TopicPartition::new(self.topic.clone(), self.partition)
     }
 
-    /// The value of the last header named `key`, if any.
+    /// The last header named `key`, if any (its value is
+    /// [`Header::value`], `None` for a null value).
+    ///
+    /// ```
+    /// use kafka_retry::{Header, Record};
+    /// let r = Record {
+    ///     topic: "orders".into(), partition: 0, offset: 0, timestamp: 0,
+    ///     key: None, value: None,
+    ///     headers: vec![Header::new("trace", "a"), Header::new("trace", "b")],
+    /// };
+    /// let h = r.header("trace").unwrap();
+    /// assert_eq!(h.value.as_deref(), Some(&b"b"[..]));
+    /// assert!(r.header("missing").is_none());
+    /// ```
     pub fn header(&self, key: &str) -> Option<&Header> {
         self.headers
             .iter()

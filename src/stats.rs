@@ -38,8 +38,9 @@ pub struct Stats {
     pub send_errors: u64,
     /// Failed offset commits (retried on the next interval).
     pub commit_errors: u64,
-    /// Wall-clock time of the last successful commit, ms since the epoch (0 = never).
-    pub last_commit_ms: i64,
+    /// Wall-clock time of the last successful commit, ms since the Unix
+    /// epoch; `None` before the first one.
+    pub last_commit_ms: Option<i64>,
 }
 
 /// Dead-lettered record counts by reason.
@@ -80,6 +81,7 @@ pub(crate) struct Counters {
     pub rebalances: AtomicU64,
     pub send_errors: AtomicU64,
     pub commit_errors: AtomicU64,
+    /// 0 = never.
     pub last_commit_ms: AtomicI64,
 }
 
@@ -113,7 +115,7 @@ impl Counters {
             rebalances: self.rebalances.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
             commit_errors: self.commit_errors.load(Relaxed),
-            last_commit_ms: self.last_commit_ms.load(Relaxed),
+            last_commit_ms: Some(self.last_commit_ms.load(Relaxed)).filter(|&ms| ms > 0),
         }
     }
 }

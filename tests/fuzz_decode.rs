@@ -41,9 +41,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use kafka_retry::transport::{Consumer, ConsumerConfig, ConsumerEvent, Producer, Transport};
 use kafka_retry::{
-    Consumer, ConsumerConfig, ConsumerEvent, Engine, Header, KafkaConfig, KafkaTransport,
-    MemoryBroker, OutRecord, Outcome, Producer, Record, RetryPolicy, TopicPartition, Transport,
+    Engine, Header, KafkaConfig, KafkaTransport, MemoryBroker, OutRecord, Outcome, Record,
+    RetryPolicy, TopicPartition,
 };
 
 // ---------------------------------------------------------------------------

@@ -28,10 +28,8 @@ use kafka_protocol::messages::{
     CreatePartitionsResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use kafka_retry::{
-    ConsumerConfig, ConsumerEvent, KafkaConfig, KafkaTransport, OutRecord, Producer,
-    TopicPartition, Transport,
-};
+use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Producer, Transport};
+use kafka_retry::{KafkaConfig, KafkaTransport, OutRecord, TopicPartition};
 
 use common::{eventually, kafka_bootstrap, unique};
 

@@ -104,7 +104,9 @@ impl Partitions {
             counters.commit_errors.fetch_add(1, Ordering::Relaxed);
             return Err(e);
         }
-        counters.last_commit_ms.store(now_ms(), Ordering::Relaxed);
+        counters
+            .last_commit_ms
+            .store(now_ms().max(1), Ordering::Relaxed);
         for (tp, o) in &offsets {
             if let Some(p) = self.parts.get(tp) {
                 p.lease.tracker().committed(*o);

@@ -304,7 +304,7 @@ impl Relay {
             // Queued one by one, the writes still share requests (the
             // producer coalesces what is queued); waited for in steps so a
             // shutdown is not held up by an unreachable broker.
-            let pending: Vec<crate::Pending> = out
+            let pending: Vec<crate::pending::Pending> = out
                 .into_iter()
                 .map(|o| self.ctx.producer.send_async(o))
                 .collect();

@@ -79,11 +79,12 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 /// in-process member is alive until it is closed or dropped
 /// ([`ConsumerConfig::session_timeout`] is ignored). The rebalance timeout is
 /// honoured: a member that does not poll within it during a rebalance is
-/// evicted and sees [`ConsumerEvent::Lost`](crate::ConsumerEvent::Lost).
+/// evicted and sees [`ConsumerEvent::Lost`](crate::transport::ConsumerEvent::Lost).
 ///
 /// ```
 /// use std::time::Duration;
-/// use kafka_retry::{ConsumerConfig, ConsumerEvent, MemoryBroker, OutRecord, Transport};
+/// use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Transport};
+/// use kafka_retry::{MemoryBroker, OutRecord};
 ///
 /// let broker = MemoryBroker::new();
 /// broker.create_topic("orders", 3)?;
@@ -562,7 +563,7 @@ impl MemoryBroker {
     /// Writes one record, as a [`Producer`] would, and returns where it went.
     ///
     /// Keyed records with [`Partitioning::Default`] go to
-    /// [`partition_for_key`](crate::partition_for_key); keyless ones are
+    /// [`partition_for_key`](crate::transport::partition_for_key); keyless ones are
     /// spread round-robin. Errors: [`Error::UnknownTopic`] (topics are never
     /// created implicitly), [`Error::Config`] for an explicit partition that
     /// does not exist.
