@@ -87,12 +87,14 @@ fn smoke() {
     engine.shutdown(Duration::from_secs(5)).unwrap();
 }
 
+/// attempts, first received at, origin topic, partition, offset.
+type RetryState = (u32, Option<i64>, Option<String>, Option<i32>, Option<i64>);
+
 #[test]
 fn record_accessors_read_the_retry_state() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 2).unwrap();
-    let seen: Arc<Mutex<Vec<(u32, Option<i64>, Option<String>, Option<i32>, Option<i64>)>>> =
-        Arc::default();
+    let seen: Arc<Mutex<Vec<RetryState>>> = Arc::default();
     let s = seen.clone();
     let engine = fast(Engine::builder(broker.clone()))
         .group_id("g")
