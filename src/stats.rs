@@ -7,6 +7,25 @@ use serde::Serialize;
 use crate::headers::DeadReason;
 
 /// A snapshot of an engine's counters, from [`Engine::stats`](crate::Engine::stats).
+/// Serializes with serde, e.g. for a metrics endpoint.
+///
+/// ```
+/// use std::time::Duration;
+/// use kafka_retry::{Engine, MemoryBroker, Outcome};
+/// let broker = MemoryBroker::new();
+/// broker.create_topic("orders", 1)?;
+/// let engine = Engine::builder(broker)
+///     .group_id("billing")
+///     .topics(["orders"])
+///     .handler(|_r| Outcome::Done)
+///     .build()?;
+/// let stats = engine.stats();
+/// assert_eq!(stats.done, 0);
+/// assert_eq!(stats.last_commit_ms, None); // nothing committed yet
+/// println!("{}", serde_json::to_string(&stats).unwrap());
+/// engine.shutdown(Duration::from_secs(5))?;
+/// # Ok::<(), kafka_retry::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Stats {
