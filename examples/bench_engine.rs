@@ -33,10 +33,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bench::{id_of, percentile, thread_times, BoxError, ThreadTime};
 use bytes::Bytes;
+use kafka_retry::transport::Transport;
 use kafka_retry::{
-    Engine, Header, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy, Stats, Transport,
-    ATTEMPTS, ENQUEUED_AT, FIRST_RECEIVED_AT, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC,
-    REASON,
+    Engine, Header, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy, Stats, ATTEMPTS,
+    ENQUEUED_AT, FIRST_RECEIVED_AT, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC, REASON,
 };
 
 /// Key length in bytes (`key-000042`).

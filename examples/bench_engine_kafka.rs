@@ -45,9 +45,9 @@ use std::time::{Duration, Instant};
 
 use bench::{env_u64, human, id_of, process_cpu, BoxError};
 use bytes::Bytes;
+use kafka_retry::transport::{Producer, Transport};
 use kafka_retry::{
-    Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Producer, Record, RetryPolicy, Stats,
-    Transport, ATTEMPTS,
+    Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats, ATTEMPTS,
 };
 
 const PARTITIONS: i32 = 6;

@@ -66,10 +66,8 @@ use std::time::{Duration, Instant};
 
 use bench::{human, median_by, process_cpu, thread_cpu, BoxError};
 use bytes::Bytes;
-use kafka_retry::{
-    ConsumerConfig, ConsumerEvent, Header, KafkaConfig, KafkaTransport, OutRecord, Pending,
-    Producer, Transport,
-};
+use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Pending, Producer, Transport};
+use kafka_retry::{Header, KafkaConfig, KafkaTransport, OutRecord};
 
 const PARTITIONS: i32 = 6;
 const KEYS: usize = 10_000;

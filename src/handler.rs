@@ -26,6 +26,11 @@ impl Outcome {
     }
 
     /// `Outcome::Reject` with a reason.
+    ///
+    /// ```
+    /// use kafka_retry::Outcome;
+    /// assert_eq!(Outcome::reject("bad schema"), Outcome::Reject("bad schema".into()));
+    /// ```
     pub fn reject(reason: impl Into<String>) -> Self {
         Outcome::Reject(reason.into())
     }
@@ -34,17 +39,30 @@ impl Outcome {
 /// Handles records. Called from several worker threads at once; records with
 /// the same key always go to the same worker, in partition order.
 ///
-/// Implemented for closures:
+/// Most handlers are closures, given to
+/// [`EngineBuilder::handler`](crate::EngineBuilder::handler), which infers
+/// the argument's type (`.handler(|r| ...)`). A type with state of its own
+/// implements `Handler` and goes to
+/// [`EngineBuilder::handler_impl`](crate::EngineBuilder::handler_impl):
 ///
 /// ```
-/// use kafka_retry::{Handler, Outcome, Record};
-/// let handler = |r: &Record| match r.value.as_deref() {
-///     Some(b"ok") => Outcome::Done,
-///     _ => Outcome::retry("not yet"),
-/// };
-/// fn takes(_: impl Handler) {}
-/// takes(handler);
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use kafka_retry::{Engine, Handler, MemoryBroker, Outcome, Record};
+///
+/// struct Counting(AtomicU64);
+/// impl Handler for Counting {
+///     fn handle(&self, r: &Record) -> Outcome {
+///         self.0.fetch_add(1, Ordering::Relaxed);
+///         match r.value.as_deref() {
+///             Some(b"ok") => Outcome::Done,
+///             _ => Outcome::retry("not yet"),
+///         }
+///     }
+/// }
+/// let builder = Engine::builder(MemoryBroker::new()).handler_impl(Counting(AtomicU64::new(0)));
 /// ```
+///
+/// Closures implement `Handler` too, so generic code can take either.
 ///
 /// A redelivered record carries the `retry.*` headers (attempts, first
 /// received time) next to its own. A panic is caught: the worker survives

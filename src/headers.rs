@@ -233,6 +233,57 @@ fn number<T: std::str::FromStr>(record: &Record, name: &str) -> Result<T, Malfor
     })
 }
 
+/// The retry state a record carries, read from its `retry.*` headers. A
+/// missing or unreadable header reads as absent (`None`, or 0 attempts):
+/// these never fail, so a handler can call them on any record.
+///
+/// ```
+/// use kafka_retry::{Header, Record, ATTEMPTS, FIRST_RECEIVED_AT, ORIGIN_TOPIC};
+/// let mut r = Record {
+///     topic: "orders".into(), partition: 0, offset: 7, timestamp: 0,
+///     key: None, value: None, headers: vec![],
+/// };
+/// assert_eq!(r.attempts(), 0); // first delivery
+/// assert_eq!(r.origin_topic(), None);
+/// r.headers.push(Header::new(ATTEMPTS, "2"));
+/// r.headers.push(Header::new(FIRST_RECEIVED_AT, "1700000000000"));
+/// r.headers.push(Header::new(ORIGIN_TOPIC, "orders"));
+/// assert_eq!(r.attempts(), 2);
+/// assert_eq!(r.first_received_at(), Some(1_700_000_000_000));
+/// assert_eq!(r.origin_topic(), Some("orders"));
+/// ```
+impl Record {
+    /// Failed attempts so far (`retry.attempts`): 0 on the first delivery,
+    /// 1 when the record comes back after its first `Retry`, and so on.
+    pub fn attempts(&self) -> u32 {
+        number(self, ATTEMPTS).unwrap_or(0)
+    }
+
+    /// When the record was first read from its origin topic, ms since the
+    /// Unix epoch (`retry.first-received-at`); `None` on the first delivery.
+    pub fn first_received_at(&self) -> Option<i64> {
+        number(self, FIRST_RECEIVED_AT).ok()
+    }
+
+    /// The topic the record was first read from (`retry.origin-topic`);
+    /// `None` on the first delivery.
+    pub fn origin_topic(&self) -> Option<&str> {
+        text(self, ORIGIN_TOPIC).ok()
+    }
+
+    /// The partition the record was first read from
+    /// (`retry.origin-partition`); `None` on the first delivery.
+    pub fn origin_partition(&self) -> Option<i32> {
+        number(self, ORIGIN_PARTITION).ok()
+    }
+
+    /// The offset the record was first read at (`retry.origin-offset`);
+    /// `None` on the first delivery.
+    pub fn origin_offset(&self) -> Option<i64> {
+        number(self, ORIGIN_OFFSET).ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,8 @@
 /// `Utils.murmur2` computes it (seed `0x9747b28c`, signed result).
 ///
 /// ```
-/// assert_eq!(kafka_retry::murmur2(b"21"), -973932308);
-/// assert_eq!(kafka_retry::murmur2(b"abc"), 479470107);
+/// assert_eq!(kafka_retry::transport::murmur2(b"21"), -973932308);
+/// assert_eq!(kafka_retry::transport::murmur2(b"abc"), 479470107);
 /// ```
 pub fn murmur2(data: &[u8]) -> i32 {
     const SEED: u32 = 0x9747_b28c;
@@ -54,7 +54,7 @@ pub fn murmur2(data: &[u8]) -> i32 {
 /// check the partition count first).
 ///
 /// ```
-/// use kafka_retry::partition_for_key;
+/// use kafka_retry::transport::partition_for_key;
 /// assert_eq!(partition_for_key(b"foobar", 10), 6);
 /// assert_eq!(partition_for_key(b"foobar", 3), 0);
 /// ```

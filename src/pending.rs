@@ -1,4 +1,4 @@
-//! A one-shot acknowledgement: what [`Producer::send_async`](crate::Producer::send_async)
+//! A one-shot acknowledgement: what [`Producer::send_async`](crate::transport::Producer::send_async)
 //! returns.
 
 use std::sync::{Arc, Condvar, Mutex};
@@ -44,7 +44,7 @@ impl Slot {
 /// The outcome of a write that may still be in flight.
 ///
 /// ```
-/// use kafka_retry::{Delivered, Pending};
+/// use kafka_retry::{transport::Pending, Delivered};
 /// let (pending, completer) = Pending::new();
 /// completer.complete(Ok(Delivered { topic: "t".into(), partition: 0, offset: 7 }));
 /// assert_eq!(pending.wait().unwrap().offset, 7);

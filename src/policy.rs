@@ -23,8 +23,18 @@ use crate::error::{Error, Result};
 /// let wait = policy.interval_for(3, 0);
 /// assert!(wait <= std::time::Duration::from_secs(20) && wait >= std::time::Duration::from_secs(18));
 /// ```
+///
+/// A missing field takes its default (the same as [`RetryPolicy::default`]):
+/// `retry_interval` 5 s, `max_retry_duration` 1 h, no backoff, no
+/// `max_attempts`.
+///
+/// ```
+/// let policy: kafka_retry::RetryPolicy = serde_json::from_str(r#"{ "max_attempts": 3 }"#).unwrap();
+/// assert_eq!(policy.retry_interval, std::time::Duration::from_secs(5));
+/// assert_eq!(policy.max_attempts, Some(3));
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Wait before the first retry (and every retry without backoff).
     #[serde(with = "duration_serde")]
@@ -230,6 +240,20 @@ mod duration_serde {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_minimal_toml_policy_takes_the_documented_defaults() {
+        let p: RetryPolicy = toml::from_str("max_attempts = 20\n").unwrap();
+        assert_eq!(p.retry_interval, Duration::from_secs(5));
+        assert_eq!(p.max_retry_duration, Duration::from_secs(3600));
+        assert_eq!(p.backoff, None);
+        assert_eq!(p.max_attempts, Some(20));
+        assert_eq!(p, RetryPolicy::default().with_max_attempts(20));
+        let empty: RetryPolicy = toml::from_str("").unwrap();
+        assert_eq!(empty, RetryPolicy::default());
+        // Unknown fields are still refused.
+        assert!(toml::from_str::<RetryPolicy>("retry_intervall = \"5s\"").is_err());
+    }
 
     #[test]
     fn parses_durations() {

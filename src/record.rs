@@ -88,7 +88,20 @@ impl Record {
         TopicPartition::new(self.topic.clone(), self.partition)
     }
 
-    /// The value of the last header named `key`, if any.
+    /// The last header named `key`, if any (its value is
+    /// [`Header::value`], `None` for a null value).
+    ///
+    /// ```
+    /// use kafka_retry::{Header, Record};
+    /// let r = Record {
+    ///     topic: "orders".into(), partition: 0, offset: 0, timestamp: 0,
+    ///     key: None, value: None,
+    ///     headers: vec![Header::new("trace", "a"), Header::new("trace", "b")],
+    /// };
+    /// let h = r.header("trace").unwrap();
+    /// assert_eq!(h.value.as_deref(), Some(&b"b"[..]));
+    /// assert!(r.header("missing").is_none());
+    /// ```
     pub fn header(&self, key: &str) -> Option<&Header> {
         self.headers
             .iter()
@@ -168,6 +181,24 @@ impl OutRecord {
     pub fn partition(mut self, partition: i32) -> Self {
         self.partitioning = Partitioning::Explicit(partition);
         self
+    }
+
+    /// The engine's one copy of a read record onto another topic (retry,
+    /// dead-letter, origin): key and value unchanged, `headers` as given.
+    pub(crate) fn forward(
+        record: &Record,
+        topic: String,
+        partitioning: Partitioning,
+        headers: Vec<Header>,
+    ) -> Self {
+        OutRecord {
+            topic,
+            partitioning,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers,
+            timestamp: None,
+        }
     }
 }
 

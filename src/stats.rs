@@ -7,6 +7,25 @@ use serde::Serialize;
 use crate::headers::DeadReason;
 
 /// A snapshot of an engine's counters, from [`Engine::stats`](crate::Engine::stats).
+/// Serializes with serde, e.g. for a metrics endpoint.
+///
+/// ```
+/// use std::time::Duration;
+/// use kafka_retry::{Engine, MemoryBroker, Outcome};
+/// let broker = MemoryBroker::new();
+/// broker.create_topic("orders", 1)?;
+/// let engine = Engine::builder(broker)
+///     .group_id("billing")
+///     .topics(["orders"])
+///     .handler(|_r| Outcome::Done)
+///     .build()?;
+/// let stats = engine.stats();
+/// assert_eq!(stats.done, 0);
+/// assert_eq!(stats.last_commit_ms, None); // nothing committed yet
+/// println!("{}", serde_json::to_string(&stats).unwrap());
+/// engine.shutdown(Duration::from_secs(5))?;
+/// # Ok::<(), kafka_retry::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Stats {
@@ -38,8 +57,9 @@ pub struct Stats {
     pub send_errors: u64,
     /// Failed offset commits (retried on the next interval).
     pub commit_errors: u64,
-    /// Wall-clock time of the last successful commit, ms since the epoch (0 = never).
-    pub last_commit_ms: i64,
+    /// Wall-clock time of the last successful commit, ms since the Unix
+    /// epoch; `None` before the first one.
+    pub last_commit_ms: Option<i64>,
 }
 
 /// Dead-lettered record counts by reason.
@@ -80,6 +100,7 @@ pub(crate) struct Counters {
     pub rebalances: AtomicU64,
     pub send_errors: AtomicU64,
     pub commit_errors: AtomicU64,
+    /// 0 = never.
     pub last_commit_ms: AtomicI64,
 }
 
@@ -113,7 +134,7 @@ impl Counters {
             rebalances: self.rebalances.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
             commit_errors: self.commit_errors.load(Relaxed),
-            last_commit_ms: self.last_commit_ms.load(Relaxed),
+            last_commit_ms: Some(self.last_commit_ms.load(Relaxed)).filter(|&ms| ms > 0),
         }
     }
 }

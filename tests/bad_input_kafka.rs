@@ -20,9 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{b64_encode, eventually, kafka_bootstrap, unique, Peer, PeerClient, PeerRecord};
+use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Transport};
 use kafka_retry::{
-    ConsumerConfig, ConsumerEvent, Engine, Header, KafkaConfig, KafkaTransport, OutRecord, Outcome,
-    Record, RetryPolicy, Transport,
+    Engine, Header, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy,
 };
 
 const ONE_MIB: usize = 1024 * 1024;
@@ -641,7 +641,7 @@ fn bad_input_ends_handled_or_dead_lettered() {
 
     let seen: Arc<Mutex<Vec<(Instant, Record)>>> = Arc::default();
     let s = seen.clone();
-    let engine = Engine::builder_shared(transport.clone())
+    let engine = Engine::builder(transport.clone())
         .group_id(&group)
         .topics([origin.as_str()])
         .topic_partitions(1)

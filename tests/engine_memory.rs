@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kafka_retry::transport::{Consumer, ConsumerConfig, ConsumerEvent, Producer, Transport};
 use kafka_retry::{
-    Consumer, ConsumerConfig, ConsumerEvent, Delivered, Engine, Error, MemoryBroker, OutRecord,
-    Outcome, Producer, Record, RetryPolicy, TopicPartition, Transport,
+    Delivered, Engine, Error, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy, TopicPartition,
 };
 use scenarios::{header, wait_until, Env};
 
@@ -91,7 +91,7 @@ fn dead_lettering_off_drops_with_a_counter() {
     let engine = Engine::builder(broker.clone())
         .group_id("g")
         .topics(["t"])
-        .dead_letter_topic(None::<String>)
+        .no_dead_letter_topic()
         .handler(|_r: &Record| Outcome::reject("no"))
         .build()
         .unwrap();

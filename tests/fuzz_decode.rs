@@ -44,9 +44,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::fake_broker::{R, W};
+use kafka_retry::transport::{Consumer, ConsumerConfig, ConsumerEvent, Producer, Transport};
 use kafka_retry::{
-    Consumer, ConsumerConfig, ConsumerEvent, Engine, Header, KafkaConfig, KafkaTransport,
-    MemoryBroker, OutRecord, Outcome, Producer, Record, RetryPolicy, TopicPartition, Transport,
+    Engine, Header, KafkaConfig, KafkaTransport, MemoryBroker, OutRecord, Outcome, Record,
+    RetryPolicy, TopicPartition,
 };
 
 // ---------------------------------------------------------------------------

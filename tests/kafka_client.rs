@@ -12,10 +12,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_retry::{
-    Compression, Delivered, Error, Header, KafkaConfig, KafkaTransport, OutRecord, Producer,
-    Transport,
-};
+use kafka_retry::transport::{Producer, Transport};
+use kafka_retry::{Compression, Delivered, Error, Header, KafkaConfig, KafkaTransport, OutRecord};
 
 use common::{kafka_bootstrap, raw_kafka, unique};
 
@@ -210,7 +208,7 @@ fn keyed_records_follow_the_java_partitioner() {
         let d = r.unwrap();
         assert_eq!(
             d.partition,
-            kafka_retry::partition_for_key(k.as_bytes(), 5),
+            kafka_retry::transport::partition_for_key(k.as_bytes(), 5),
             "key {k}"
         );
         per_partition[d.partition as usize] += 1;
@@ -221,7 +219,10 @@ fn keyed_records_follow_the_java_partitioner() {
         assert_eq!(got.len(), n);
         for r in got {
             let key = r.key.expect("keyed");
-            assert_eq!(kafka_retry::partition_for_key(&key, 5), part as i32);
+            assert_eq!(
+                kafka_retry::transport::partition_for_key(&key, 5),
+                part as i32
+            );
         }
     }
     // Keyless records spread over the partitions.
@@ -630,7 +631,7 @@ fn interop_kafka_python_partitions_like_us() {
     for (k, (partition, _)) in keys.iter().zip(placed) {
         assert_eq!(
             partition,
-            kafka_retry::partition_for_key(k.as_bytes(), 6),
+            kafka_retry::transport::partition_for_key(k.as_bytes(), 6),
             "key {k}"
         );
         let ours = p

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kafka_retry::{
-    Consumer, ConsumerConfig, ConsumerEvent, Error, KafkaConfig, KafkaTransport, OffsetReset,
-    OutRecord, Producer, Record, TopicPartition, Transport,
+use kafka_retry::transport::{
+    Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, Producer, Transport,
 };
+use kafka_retry::{Error, KafkaConfig, KafkaTransport, OutRecord, Record, TopicPartition};
 
 use common::{kafka_bootstrap, tps, unique};
 

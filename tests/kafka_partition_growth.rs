@@ -25,10 +25,8 @@ use kafka_protocol::messages::{
     CreatePartitionsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_retry::{
-    ConsumerConfig, ConsumerEvent, KafkaConfig, KafkaTransport, OutRecord, Producer,
-    TopicPartition, Transport,
-};
+use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Producer, Transport};
+use kafka_retry::{KafkaConfig, KafkaTransport, OutRecord, TopicPartition};
 
 use common::{eventually, kafka_bootstrap, raw_kafka, tps, unique};
 

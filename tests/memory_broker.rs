@@ -6,10 +6,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_retry::{
-    partition_for_key, Consumer, ConsumerConfig, ConsumerEvent, Error, Header, MemoryBroker,
-    OffsetReset, OutRecord, Record, TopicPartition, Transport,
+use kafka_retry::transport::{
+    partition_for_key, Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, Transport,
 };
+use kafka_retry::{Error, Header, MemoryBroker, OutRecord, Record, TopicPartition};
 
 const SHORT: Duration = Duration::from_millis(50);
 const LONG: Duration = Duration::from_secs(5);

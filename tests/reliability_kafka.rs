@@ -26,8 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kafka_retry::transport::Transport;
 use kafka_retry::{
-    Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats, Transport,
+    Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats,
 };
 use reliability::{balance, describe, fates, out_record, Books, Collector, Fate, Rng};
 
@@ -95,7 +96,7 @@ fn crash_child() {
         let _ = std::io::stdin().read_line(&mut sink);
         std::process::exit(3);
     });
-    let engine = Engine::builder_shared(kafka(&bootstrap))
+    let engine = Engine::builder(kafka(&bootstrap))
         .group_id(&group)
         .topics([topic.as_str()])
         .workers(4)
@@ -434,7 +435,7 @@ fn rebalance_under_load_loses_nothing() {
     let session = Duration::from_secs(2);
     let make = |name: &'static str| -> Member {
         let h = handled.clone();
-        let engine = Engine::builder_shared(kafka(&bootstrap))
+        let engine = Engine::builder(kafka(&bootstrap))
             .group_id(&group)
             .topics([topic.as_str()])
             .workers(3)
@@ -768,7 +769,7 @@ fn broker_outage_loses_nothing() {
     let handled: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
     let make = |group: &str, commit: Duration| {
         let h = handled.clone();
-        Engine::builder_shared(transport.clone())
+        Engine::builder(transport.clone())
             .group_id(group)
             .topics([topic.as_str()])
             .workers(3)

@@ -23,9 +23,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{eventually, kafka_bootstrap, unique};
-use kafka_retry::{
-    Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, Stats, Transport,
-};
+use kafka_retry::transport::Transport;
+use kafka_retry::{Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, Stats};
 
 const PARTITIONS: i32 = 4;
 /// Records written while the engines run.
@@ -111,7 +110,7 @@ fn slow_handlers_do_not_get_the_member_evicted() {
     let slow_started: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let make = || {
         let (h, s) = (handled.clone(), slow_started.clone());
-        Engine::builder_shared(transport.clone())
+        Engine::builder(transport.clone())
             .group_id(&group)
             .topics([topic.as_str()])
             .workers(WORKERS)

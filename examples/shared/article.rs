@@ -8,9 +8,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafka_retry::{
-    ConsumerConfig, ConsumerEvent, Engine, OutRecord, Outcome, Record, RetryPolicy, Transport,
-};
+use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Transport};
+use kafka_retry::{Engine, OutRecord, Outcome, Record, RetryPolicy};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -54,7 +53,7 @@ pub fn run(
         }
     };
 
-    let engine = Engine::builder_shared(transport.clone())
+    let engine = Engine::builder(transport.clone())
         .group_id(group)
         .topics([topic])
         .workers(2)

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use kafka_retry::{Engine, OutRecord, Producer, Record, Stats, Transport};
+use kafka_retry::transport::{Producer, Transport};
+use kafka_retry::{Engine, OutRecord, Record, Stats};
 
 pub type BoxError = Box<dyn std::error::Error>;
 

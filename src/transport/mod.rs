@@ -1,10 +1,39 @@
-//! The broker abstraction the engine runs on.
+//! The broker abstraction the engine runs on, for those who implement a
+//! transport or drive one directly.
 //!
 //! The engine needs three things from a broker: a group consumer, an
 //! acknowledged producer and topic admin. The traits model Kafka's semantics
 //! (consumer groups, eager rebalances, committed offsets, partitions), not a
 //! queue's, so the in-process [`MemoryBroker`](crate::MemoryBroker) and the
-//! Kafka client behave the same way under the engine.
+//! [`KafkaTransport`](crate::KafkaTransport) behave the same way under the
+//! engine. An application needs none of this: it hands a transport to
+//! [`Engine::builder`](crate::Engine::builder) and is done.
+//!
+//! # Stability
+//!
+//! [`Transport`], [`Consumer`] and [`Producer`] can be implemented outside
+//! this crate, so adding a required method to them is a breaking change and
+//! happens only in a new major (or, before 1.0, minor) version; new methods
+//! with a default body may come in any release. The crate root holds what
+//! an application uses and changes less often.
+//!
+//! ```
+//! use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Transport};
+//! use kafka_retry::{MemoryBroker, OutRecord};
+//! use std::time::Duration;
+//!
+//! let broker = MemoryBroker::new();
+//! broker.create_topic("orders", 1)?;
+//! broker.producer()?.send(OutRecord::new("orders").value("hi"))?;
+//! let mut consumer = broker.consumer(ConsumerConfig::new("peek", ["orders"]))?;
+//! let mut seen = 0;
+//! while seen == 0 {
+//!     if let ConsumerEvent::Records(r) = consumer.poll(Duration::from_millis(100))? {
+//!         seen += r.len();
+//!     }
+//! }
+//! # Ok::<(), kafka_retry::Error>(())
+//! ```
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -15,6 +44,9 @@ use crate::record::{Delivered, OutRecord, Record, TopicPartition};
 
 pub(crate) mod kafka;
 pub(crate) mod memory;
+
+pub use crate::partitioner::{murmur2, partition_for_key};
+pub use crate::pending::{Completer, Pending};
 
 /// Where a consumer starts in a partition that has no committed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -56,7 +88,7 @@ impl ConsumerConfig {
     /// 500 records per poll, client id `kafka-retry`.
     ///
     /// ```
-    /// let c = kafka_retry::ConsumerConfig::new("billing", ["orders"]);
+    /// let c = kafka_retry::transport::ConsumerConfig::new("billing", ["orders"]);
     /// assert_eq!(c.topics, vec!["orders".to_string()]);
     /// ```
     pub fn new<I, S>(group_id: impl Into<String>, topics: I) -> Self
@@ -131,12 +163,12 @@ pub trait Producer: Send + Sync + Debug {
     /// Kafka). An `Err` means the record may or may not have been written.
     fn send(&self, record: OutRecord) -> Result<Delivered>;
 
-    /// Queues one record and returns at once; the [`Pending`](crate::Pending)
+    /// Queues one record and returns at once; the [`Pending`]
     /// says when the broker acknowledged it (or the write failed). Lets one
     /// thread keep many writes in flight. Transports that cannot queue
     /// answer synchronously, which is the default.
-    fn send_async(&self, record: OutRecord) -> crate::Pending {
-        crate::Pending::ready(self.send(record))
+    fn send_async(&self, record: OutRecord) -> Pending {
+        Pending::ready(self.send(record))
     }
 
     /// Writes several records, batched where the transport can, and returns
@@ -166,4 +198,47 @@ pub trait Transport: Send + Sync + Debug + 'static {
 
     /// Number of partitions of `topic`, `None` if it does not exist.
     fn partition_count(&self, topic: &str) -> Result<Option<i32>>;
+}
+
+/// A shared transport is a transport: `Arc<MemoryBroker>`,
+/// `Arc<dyn Transport>`.
+impl<T: Transport + ?Sized> Transport for Arc<T> {
+    fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
+        (**self).consumer(config)
+    }
+    fn producer(&self) -> Result<Arc<dyn Producer>> {
+        (**self).producer()
+    }
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: Option<i16>,
+    ) -> Result<()> {
+        (**self).create_topic(topic, partitions, replication_factor)
+    }
+    fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
+        (**self).partition_count(topic)
+    }
+}
+
+/// A boxed transport is a transport: `Box<dyn Transport>`.
+impl<T: Transport + ?Sized> Transport for Box<T> {
+    fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
+        (**self).consumer(config)
+    }
+    fn producer(&self) -> Result<Arc<dyn Producer>> {
+        (**self).producer()
+    }
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        replication_factor: Option<i16>,
+    ) -> Result<()> {
+        (**self).create_topic(topic, partitions, replication_factor)
+    }
+    fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
+        (**self).partition_count(topic)
+    }
 }

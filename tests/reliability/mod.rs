@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kafka_retry::{ConsumerConfig, ConsumerEvent, OutRecord, Outcome, Record, Transport};
+use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Transport};
+use kafka_retry::{OutRecord, Outcome, Record};
 
 /// `KAFKA_RETRY_SEED` (decimal or 0x-hex), else a fixed default.
 pub fn seed() -> u64 {

@@ -7,10 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use kafka_retry::{
-    ConsumerConfig, ConsumerEvent, Engine, EngineBuilder, Header, OutRecord, Outcome, Record,
-    RetryPolicy, Transport,
-};
+use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Transport};
+use kafka_retry::{Engine, EngineBuilder, Header, OutRecord, Outcome, Record, RetryPolicy};
 
 /// Declares one `#[test]` per scenario, each running it on `$env`, so every
 /// transport runs the same list.
@@ -74,7 +72,7 @@ impl Env {
     }
 
     pub fn builder(&self, group: &str, topics: &[&str]) -> EngineBuilder {
-        Engine::builder_shared(self.transport.clone())
+        Engine::builder(self.transport.clone())
             .group_id(group)
             .topics(topics.iter().copied())
             .session_timeout(self.session_timeout)

@@ -24,7 +24,7 @@ use client::Client;
 /// admin over a synchronous client (`std::net::TcpStream`, no async runtime).
 ///
 /// ```no_run
-/// use kafka_retry::{KafkaConfig, KafkaTransport, Transport};
+/// use kafka_retry::{transport::Transport, KafkaConfig, KafkaTransport};
 /// let kafka = KafkaTransport::connect(KafkaConfig::new("127.0.0.1:9092"))?;
 /// kafka.create_topic("orders", 3, None)?;
 /// assert_eq!(kafka.partition_count("orders")?, Some(3));

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::group::{Group, GroupState, Member};
-use super::{lock, to_record, Inner, Partition, Signal, Topic};
+use super::{lock, to_record, Inner, Partition, Topic, WakeFlag};
 use crate::error::{Error, Result};
 use crate::record::{Record, TopicPartition};
 use crate::transport::{Consumer, ConsumerConfig, ConsumerEvent, OffsetReset};
@@ -58,7 +58,7 @@ pub(super) struct MemoryConsumer {
     inner: Arc<Inner>,
     group: Arc<Group>,
     /// Raised by group changes and by producers of watched topics.
-    signal: Arc<Signal>,
+    signal: Arc<WakeFlag>,
     config: ConsumerConfig,
     /// `None` before the first join and after an eviction.
     member_id: Option<String>,
@@ -124,7 +124,7 @@ impl MemoryConsumer {
         Ok(MemoryConsumer {
             inner,
             group,
-            signal: Signal::new(),
+            signal: WakeFlag::new(),
             config,
             member_id: None,
             generation: -1,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Inner, Signal};
+use super::{Inner, WakeFlag};
 use crate::record::TopicPartition;
 
 pub(super) struct Group {
@@ -46,7 +46,7 @@ pub(super) struct Member {
     pub(super) generation: i32,
     pub(super) assignment: Vec<TopicPartition>,
     /// Raised to wake the member's `poll`.
-    pub(super) signal: Arc<Signal>,
+    pub(super) signal: Arc<WakeFlag>,
 }
 
 impl GroupState {

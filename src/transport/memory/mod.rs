@@ -8,7 +8,7 @@
 //!   partition its own `Mutex<Vec<Stored>>` log plus an atomic `end`
 //!   (= log length) so "is there data?" needs no lock. Producers of different
 //!   partitions never contend.
-//! - Each group has one `Mutex<GroupState>`. Each member has a [`Signal`]
+//! - Each group has one `Mutex<GroupState>`. Each member has a [`WakeFlag`]
 //!   (a sticky "something happened" flag with its own `Condvar`) and blocks
 //!   on it, never on the group lock, so producers never touch group locks.
 //! - Group changes (rebalance started, generation formed, eviction) raise
@@ -79,11 +79,12 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 /// in-process member is alive until it is closed or dropped
 /// ([`ConsumerConfig::session_timeout`] is ignored). The rebalance timeout is
 /// honoured: a member that does not poll within it during a rebalance is
-/// evicted and sees [`ConsumerEvent::Lost`](crate::ConsumerEvent::Lost).
+/// evicted and sees [`ConsumerEvent::Lost`](crate::transport::ConsumerEvent::Lost).
 ///
 /// ```
 /// use std::time::Duration;
-/// use kafka_retry::{ConsumerConfig, ConsumerEvent, MemoryBroker, OutRecord, Transport};
+/// use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Transport};
+/// use kafka_retry::{MemoryBroker, OutRecord};
 ///
 /// let broker = MemoryBroker::new();
 /// broker.create_topic("orders", 3)?;
@@ -136,7 +137,7 @@ struct Topic {
     round_robin: AtomicUsize,
     /// Signals of members blocked in `poll` on this topic, and their count,
     /// read without the lock by producers.
-    waiters: Mutex<Vec<Arc<Signal>>>,
+    waiters: Mutex<Vec<Arc<WakeFlag>>>,
     waiter_count: AtomicUsize,
 }
 
@@ -199,13 +200,13 @@ impl Topic {
             .ok_or_else(|| no_such_partition(&self.name, n, p))
     }
 
-    fn add_waiter(&self, signal: &Arc<Signal>) {
+    fn add_waiter(&self, signal: &Arc<WakeFlag>) {
         let mut w = lock(&self.waiters);
         w.push(Arc::clone(signal));
         self.waiter_count.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn remove_waiter(&self, signal: &Arc<Signal>) {
+    fn remove_waiter(&self, signal: &Arc<WakeFlag>) {
         let mut w = lock(&self.waiters);
         if let Some(i) = w.iter().position(|s| Arc::ptr_eq(s, signal)) {
             w.swap_remove(i);
@@ -226,15 +227,15 @@ impl Topic {
 }
 
 /// A member's wake-up flag: sticky until the member lowers it.
-struct Signal {
+struct WakeFlag {
     raised: AtomicBool,
     lock: Mutex<()>,
     cond: Condvar,
 }
 
-impl Signal {
-    fn new() -> Arc<Signal> {
-        Arc::new(Signal {
+impl WakeFlag {
+    fn new() -> Arc<WakeFlag> {
+        Arc::new(WakeFlag {
             raised: AtomicBool::new(false),
             lock: Mutex::new(()),
             cond: Condvar::new(),
@@ -562,7 +563,7 @@ impl MemoryBroker {
     /// Writes one record, as a [`Producer`] would, and returns where it went.
     ///
     /// Keyed records with [`Partitioning::Default`] go to
-    /// [`partition_for_key`](crate::partition_for_key); keyless ones are
+    /// [`partition_for_key`](crate::transport::partition_for_key); keyless ones are
     /// spread round-robin. Errors: [`Error::UnknownTopic`] (topics are never
     /// created implicitly), [`Error::Config`] for an explicit partition that
     /// does not exist.

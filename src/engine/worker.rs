@@ -1,75 +1,28 @@
 //! The handler pool: worker threads that run the user's handler and write
 //! retries and dead letters.
+//!
+//! A worker keeps its writes to the retry and dead-letter topics in flight
+//! while it handles the next records, and reports a record done only once
+//! its write is acknowledged.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::engine::{now_ms, panic_message, Context};
+use super::context::Context;
+use super::job::{Completion, Job};
+use super::lease::Lease;
+use super::supervisor::panic_message;
+use super::writes::{await_ack, send_until_acked};
+use crate::clock::now_ms;
 use crate::handler::{Handler, Outcome};
 use crate::headers::{self, DeadReason, RetryInfo};
-use crate::offsets::OffsetTracker;
 use crate::pending::Pending;
 use crate::policy::millis;
-use crate::record::{Delivered, OutRecord, Record, TopicPartition};
-
-/// One assignment of one partition to this engine. A new lease is made on
-/// every assignment, so completions of a revoked lease can never mark
-/// offsets done in a later assignment of the same partition.
-#[derive(Debug)]
-pub(crate) struct Lease {
-    pub tp: TopicPartition,
-    /// Set on revoke: workers skip this lease's queued jobs.
-    pub revoked: AtomicBool,
-    /// Offsets of this lease; locked by the consumer thread only (never
-    /// contended), kept here so a completion needs no map lookup.
-    tracker: Mutex<OffsetTracker>,
-    /// Records dispatched and not yet completed (queued, running, or in an
-    /// outbox). Consumer thread only: atomics just to make `Lease` `Sync`.
-    pub outstanding: AtomicUsize,
-    /// Of those, records waiting in an outbox for a full worker queue.
-    pub outboxed: AtomicUsize,
-}
-
-impl Lease {
-    pub(crate) fn new(tp: TopicPartition) -> Arc<Self> {
-        Arc::new(Lease {
-            tp,
-            revoked: AtomicBool::new(false),
-            tracker: Mutex::new(OffsetTracker::default()),
-            outstanding: AtomicUsize::new(0),
-            outboxed: AtomicUsize::new(0),
-        })
-    }
-
-    pub(crate) fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
-        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub(crate) fn is_revoked(&self) -> bool {
-        self.revoked.load(Ordering::Acquire)
-    }
-}
-
-/// A record for a worker.
-pub(crate) struct Job {
-    pub record: Record,
-    pub lease: Arc<Lease>,
-    /// When the consumer thread received it (wall clock, ms).
-    pub received_ms: i64,
-}
-
-/// A worker's answer for one job. `done == false` means skipped (the lease
-/// was revoked or the engine is abandoning work): the offset stays
-/// uncommitted and the record is read again later.
-pub(crate) struct Completion {
-    pub lease: Arc<Lease>,
-    pub offset: i64,
-    pub done: bool,
-}
+use crate::record::{OutRecord, Partitioning};
 
 /// Longest a worker holds finished records before reporting them.
 const COMPLETION_FLUSH: Duration = Duration::from_millis(1);
@@ -108,7 +61,7 @@ pub(crate) fn run_worker(
                 }
                 last_flush = Instant::now();
             }
-            let step = if job.lease.is_revoked() || ctx.signal.abandoning() {
+            let step = if gives_up(&ctx, &job.lease) {
                 Step::Finished(false)
             } else {
                 // The handler's panics are caught inside; this catches our
@@ -182,7 +135,7 @@ fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block
     let mut i = 0;
     while i < writes.len() {
         let result = if block {
-            await_ack(ctx, &writes[i].lease, &writes[i].pending)
+            await_ack(&writes[i].pending, || gives_up(ctx, &writes[i].lease))
         } else {
             writes[i].pending.try_take()
         };
@@ -205,7 +158,12 @@ fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block
             Err(e) => {
                 ctx.counters.send_errors.fetch_add(1, Ordering::Relaxed);
                 log::warn!("write to {} failed, retrying: {e}", w.record.topic);
-                send_until_acked(ctx, &w.lease, w.record, matches!(w.kind, Kind::Retry))
+                {
+                    let lease = &w.lease;
+                    send_until_acked(ctx, w.record, matches!(w.kind, Kind::Retry), || {
+                        gives_up(ctx, lease)
+                    })
+                }
             }
         };
         if done {
@@ -292,14 +250,12 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> Step {
                 let hs = next.headers(&record.headers, &reason, Some(DeadReason::Expired));
                 return dead_letter(ctx, job, hs, DeadReason::Expired);
             }
-            let out = OutRecord {
-                topic: ctx.retry_topic.clone(),
-                partitioning: Default::default(),
-                key: record.key.clone(),
-                value: record.value.clone(),
-                headers: next.headers(&record.headers, &reason, None),
-                timestamp: None,
-            };
+            let out = OutRecord::forward(
+                record,
+                ctx.retry_topic.clone(),
+                Partitioning::Default,
+                next.headers(&record.headers, &reason, None),
+            );
             Step::Writing(ctx.producer.send_async(out.clone()), out, Kind::Retry)
         }
     }
@@ -324,14 +280,7 @@ fn dead_letter(
         ctx.counters.dropped.fetch_add(1, Ordering::Relaxed);
         return Step::Finished(true);
     };
-    let out = OutRecord {
-        topic: topic.clone(),
-        partitioning: Default::default(),
-        key: record.key.clone(),
-        value: record.value.clone(),
-        headers,
-        timestamp: None,
-    };
+    let out = OutRecord::forward(record, topic.clone(), Partitioning::Default, headers);
     Step::Writing(
         ctx.producer.send_async(out.clone()),
         out,
@@ -339,59 +288,8 @@ fn dead_letter(
     )
 }
 
-/// Sends again, after a failed write, until the broker acknowledges,
-/// backing off between attempts. Gives up
-/// (false: the record stays uncommitted) only when the lease is revoked or
-/// the engine abandons work: an error never turns into a lost record.
-///
-/// With `restamp`, each new attempt rewrites `retry.enqueued-at` to now: the
-/// relay counts the interval from it, so a write that succeeded only after
-/// an outage must not come back early.
-fn send_until_acked(ctx: &Context, lease: &Lease, mut record: OutRecord, restamp: bool) -> bool {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let until = Instant::now() + backoff;
-        while Instant::now() < until {
-            if lease.is_revoked() || ctx.signal.abandoning() {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(10).min(backoff));
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-        if restamp {
-            let now = now_ms().to_string();
-            for h in record.headers.iter_mut() {
-                if &h.key[..] == headers::ENQUEUED_AT.as_bytes() {
-                    h.value = Some(now.clone().into());
-                }
-            }
-        }
-        let pending = ctx.producer.send_async(record.clone());
-        match await_ack(ctx, lease, &pending) {
-            Some(Ok(_)) => return true,
-            Some(Err(e)) => {
-                ctx.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "write to {} failed, retrying in {backoff:?}: {e}",
-                    record.topic
-                );
-            }
-            None => return false,
-        }
-    }
-}
-
-/// Waits for a write's acknowledgement in short steps, so a revoke or a
-/// shutdown ends the wait (`None`: the record stays uncommitted; the write
-/// may still land, which is a duplicate, never a loss). A broker outage can
-/// hold a single write for the producer's whole delivery timeout.
-fn await_ack(ctx: &Context, lease: &Lease, pending: &Pending) -> Option<crate::Result<Delivered>> {
-    loop {
-        if let Some(r) = pending.wait_deadline(Instant::now() + Duration::from_millis(50)) {
-            return Some(r);
-        }
-        if lease.is_revoked() || ctx.signal.abandoning() {
-            return None;
-        }
-    }
+/// A worker stops waiting for a record's write (and skips queued records)
+/// once its partition is revoked or the engine abandons work.
+fn gives_up(ctx: &Context, lease: &Lease) -> bool {
+    lease.is_revoked() || ctx.signal.abandoning()
 }

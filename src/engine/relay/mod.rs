@@ -11,19 +11,30 @@
 //! - The heap is bounded by `max_parked`: past it the relay pauses its
 //!   retry partitions instead of growing.
 //!
+//! - A parked record carries the [`Lease`] of the assignment that read it:
+//!   once that lease is revoked, the record is dropped (uncommitted) and
+//!   the next owner re-reads it.
+//!
 //! The wait for the next due record is the consumer's own `poll(timeout)`
 //! with the timeout set to that due time: it plays the part of
 //! `recv_deadline` and wakes early only for new records or group events.
 
-use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap};
+mod heap;
+
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{commit_offsets, deadline_after, now_ms, Context};
+use self::heap::SlabHeap;
+use super::backoff::Backoff;
+use super::context::Context;
+use super::lease::Lease;
+use super::partitions::Partitions;
+use super::poll::Poller;
+use super::writes::await_ack;
+use crate::clock::{deadline_after, now_ms};
 use crate::headers::{self, DeadReason, RetryInfo};
-use crate::offsets::OffsetTracker;
 use crate::policy::millis;
 use crate::record::{OutRecord, Partitioning, Record, TopicPartition};
 use crate::transport::{Consumer, ConsumerEvent};
@@ -46,19 +57,12 @@ enum Plan {
 }
 
 struct Parked {
-    due: Instant,
-    seq: u64,
-    /// Which assignment of the partition parked it; stale after a revoke.
-    epoch: u64,
+    /// The assignment of the partition that parked it; stale once revoked.
+    lease: Arc<Lease>,
     record: Record,
     plan: Plan,
     /// Failed writes so far, for backoff.
     failures: u32,
-}
-
-struct Part {
-    epoch: u64,
-    tracker: OffsetTracker,
 }
 
 /// A due record and where it goes.
@@ -72,10 +76,8 @@ enum Route {
 struct Relay {
     ctx: Arc<Context>,
     consumer: Box<dyn Consumer>,
-    heap: SlabHeap,
-    parts: HashMap<TopicPartition, Part>,
-    next_seq: u64,
-    next_epoch: u64,
+    heap: SlabHeap<Parked>,
+    parts: Partitions,
     paused: bool,
     topic_cache: HashMap<String, (Option<i32>, Instant)>,
     last_commit: Instant,
@@ -87,15 +89,13 @@ pub(crate) fn run(ctx: Arc<Context>, consumer: Box<dyn Consumer>) -> Result<(), 
         ctx,
         consumer,
         heap: SlabHeap::default(),
-        parts: HashMap::new(),
-        next_seq: 0,
-        next_epoch: 0,
+        parts: Partitions::default(),
         paused: false,
         topic_cache: HashMap::new(),
         last_commit: Instant::now(),
         anchor: (Instant::now(), now_us()),
     };
-    let mut backoff = Duration::from_millis(50);
+    let mut poller = Poller::new("relay consumer", r.ctx.retry_topic.clone());
     while !r.ctx.signal.stopping() {
         r.deliver_due();
         r.update_pause();
@@ -109,24 +109,12 @@ pub(crate) fn run(ctx: Arc<Context>, consumer: Box<dyn Consumer>) -> Result<(), 
             Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_POLL),
             None => IDLE_POLL,
         };
-        match r.consumer.poll(timeout) {
-            Ok(event) => {
-                backoff = Duration::from_millis(50);
-                r.handle(event);
-            }
-            Err(crate::Error::Closed) => return Err("relay consumer closed".into()),
-            Err(e) => {
-                log::warn!(
-                    "relay poll {} failed, retrying in {backoff:?}: {e}",
-                    r.ctx.retry_topic
-                );
-                // Keep relaying what is due while the poll side recovers.
-                let until = Instant::now() + backoff;
-                while Instant::now() < until && !r.ctx.signal.stopping() {
-                    r.deliver_due();
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+        match poller.poll(&mut *r.consumer, timeout)? {
+            Some(event) => r.handle(event),
+            // Keep relaying what is due while the poll side recovers.
+            None => {
+                let signal = r.ctx.signal.clone();
+                poller.back_off(&signal, || r.deliver_due());
             }
         }
     }
@@ -144,16 +132,7 @@ impl Relay {
             ConsumerEvent::Assigned(tps) => {
                 log::info!("relay: assigned {}", tps.len());
                 self.paused = false;
-                for tp in tps {
-                    self.next_epoch += 1;
-                    self.parts.insert(
-                        tp,
-                        Part {
-                            epoch: self.next_epoch,
-                            tracker: OffsetTracker::default(),
-                        },
-                    );
-                }
+                self.parts.assign(tps);
             }
             ConsumerEvent::Revoked(tps) => {
                 if let Err(e) = self.commit() {
@@ -168,15 +147,9 @@ impl Relay {
     /// Parked records of released partitions are dropped uncommitted: the
     /// next owner re-reads and re-parks them.
     fn release(&mut self, tps: &[TopicPartition]) {
-        for tp in tps {
-            self.parts.remove(tp);
-        }
-        let parts = &self.parts;
-        self.heap.retain(|p| {
-            parts
-                .get(&p.record.topic_partition())
-                .is_some_and(|x| x.epoch == p.epoch)
-        });
+        self.parts.revoke(tps);
+        self.parts.remove(tps);
+        self.heap.retain(|p| !p.lease.is_revoked());
         self.ctx
             .counters
             .parked
@@ -185,13 +158,13 @@ impl Relay {
 
     fn park(&mut self, record: Record) {
         let tp = record.topic_partition();
-        let Some(part) = self.parts.get_mut(&tp) else {
+        let Some(part) = self.parts.get(&tp) else {
             return;
         };
-        if !part.tracker.track(record.offset) {
+        if !part.lease.tracker().track(record.offset) {
             return;
         }
-        let epoch = part.epoch;
+        let lease = part.lease.clone();
         let now = now_ms();
         let plan = self.plan(&record, now);
         let due = match &plan {
@@ -222,15 +195,15 @@ impl Relay {
                 Instant::now()
             }
         };
-        self.next_seq += 1;
-        self.heap.push(Parked {
+        self.heap.push(
             due,
-            seq: self.next_seq,
-            epoch,
-            record,
-            plan,
-            failures: 0,
-        });
+            Parked {
+                lease,
+                record,
+                plan,
+                failures: 0,
+            },
+        );
         self.ctx
             .counters
             .parked
@@ -309,11 +282,7 @@ impl Relay {
                     _ => break,
                 }
                 let Some(p) = self.heap.pop() else { break };
-                let live = self
-                    .parts
-                    .get(&p.record.topic_partition())
-                    .is_some_and(|x| x.epoch == p.epoch);
-                if live {
+                if !p.lease.is_revoked() {
                     batch.push(p);
                 }
             }
@@ -335,21 +304,17 @@ impl Relay {
             // Queued one by one, the writes still share requests (the
             // producer coalesces what is queued); waited for in steps so a
             // shutdown is not held up by an unreachable broker.
-            let pending: Vec<crate::Pending> = out
+            let pending: Vec<crate::pending::Pending> = out
                 .into_iter()
                 .map(|o| self.ctx.producer.send_async(o))
                 .collect();
             let signal = &self.ctx.signal;
-            let mut results = pending.into_iter().map(|p| loop {
-                let step = Instant::now() + Duration::from_millis(50);
-                if let Some(r) = p.wait_deadline(step) {
-                    break r;
-                }
-                if signal.stopping() {
-                    break Err(crate::Error::Shutdown(
+            let mut results = pending.into_iter().map(|p| {
+                await_ack(&p, || signal.stopping()).unwrap_or_else(|| {
+                    Err(crate::Error::Shutdown(
                         "relay stopped before the write was acknowledged".into(),
-                    ));
-                }
+                    ))
+                })
             });
             for (mut p, route) in batch.into_iter().zip(routes) {
                 let result: crate::Result<()> = match &route {
@@ -380,23 +345,16 @@ impl Relay {
                     },
                 };
                 match result {
-                    Ok(()) => {
-                        if let Some(part) = self.parts.get_mut(&p.record.topic_partition()) {
-                            part.tracker.done(p.record.offset);
-                        }
-                    }
+                    Ok(()) => p.lease.tracker().done(p.record.offset),
                     Err(e) => {
                         self.ctx
                             .counters
                             .send_errors
                             .fetch_add(1, Ordering::Relaxed);
                         p.failures += 1;
-                        let wait = Duration::from_millis(50 << p.failures.min(5));
+                        let wait = Backoff::after_failures(p.failures);
                         log::warn!("relay: write failed, retrying in {wait:?}: {e}");
-                        p.due = Instant::now() + wait;
-                        self.next_seq += 1;
-                        p.seq = self.next_seq;
-                        self.heap.push(p);
+                        self.heap.push(Instant::now() + wait, p);
                     }
                 }
             }
@@ -415,14 +373,7 @@ impl Relay {
         let dead = |headers, reason: DeadReason| -> Route {
             match &self.ctx.dead_letter_topic {
                 Some(t) => Route::Dead(
-                    OutRecord {
-                        topic: t.clone(),
-                        partitioning: Partitioning::Default,
-                        key: record.key.clone(),
-                        value: record.value.clone(),
-                        headers,
-                        timestamp: None,
-                    },
+                    OutRecord::forward(record, t.clone(), Partitioning::Default, headers),
                     reason,
                 ),
                 None => Route::Drop(reason),
@@ -456,16 +407,14 @@ impl Relay {
                         }
                         _ => Partitioning::Default,
                     };
-                    Route::Origin(OutRecord {
-                        topic: info.origin_topic.clone(),
+                    // Headers travel as they are: first-received-at and
+                    // attempts must survive the hop.
+                    Route::Origin(OutRecord::forward(
+                        record,
+                        info.origin_topic.clone(),
                         partitioning,
-                        key: record.key.clone(),
-                        value: record.value.clone(),
-                        // Headers travel as they are: first-received-at and
-                        // attempts must survive the hop.
-                        headers: record.headers.clone(),
-                        timestamp: None,
-                    })
+                        record.headers.clone(),
+                    ))
                 }
             }
         }
@@ -474,7 +423,7 @@ impl Relay {
     fn update_pause(&mut self) {
         let max = self.ctx.max_parked;
         if !self.paused && self.heap.len() >= max {
-            let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+            let tps = self.parts.keys();
             log::info!(
                 "relay: {} records parked (max {max}); pausing the retry topic",
                 self.heap.len()
@@ -482,25 +431,15 @@ impl Relay {
             self.consumer.pause(&tps);
             self.paused = true;
         } else if self.paused && self.heap.len() <= max - max.div_ceil(4) {
-            let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+            let tps = self.parts.keys();
             self.consumer.resume(&tps);
             self.paused = false;
         }
     }
 
     fn commit(&mut self) -> crate::Result<()> {
-        let offsets: Vec<(TopicPartition, i64)> = self
-            .parts
-            .iter()
-            .filter_map(|(tp, p)| Some((tp.clone(), p.tracker.to_commit()?)))
-            .collect();
-        commit_offsets(&mut *self.consumer, &self.ctx.counters, &offsets)?;
-        for (tp, o) in &offsets {
-            if let Some(p) = self.parts.get_mut(tp) {
-                p.tracker.committed(*o);
-            }
-        }
-        Ok(())
+        self.parts
+            .commit_all(&mut *self.consumer, &self.ctx.counters)
     }
 
     fn shutdown(mut self) -> Result<(), String> {
@@ -515,77 +454,6 @@ impl Relay {
             log::debug!("relay leave group: {e}");
         }
         result
-    }
-}
-
-/// A heap entry: ordered by (due, seq), pointing at its record's slot.
-#[derive(PartialEq, Eq)]
-struct Key {
-    due: Instant,
-    seq: u64,
-    slot: usize,
-}
-// Min-heap on (due, seq): BinaryHeap is a max-heap, so compare reversed.
-impl Ord for Key {
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        (other.due, other.seq).cmp(&(self.due, self.seq))
-    }
-}
-impl PartialOrd for Key {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-
-/// The relay's time-ordered heap. Sifting moves only small keys; the
-/// records (a few hundred bytes each) stay put in a slab.
-#[derive(Default)]
-struct SlabHeap {
-    keys: BinaryHeap<Key>,
-    slab: Vec<Option<Parked>>,
-    free: Vec<usize>,
-}
-
-impl SlabHeap {
-    fn len(&self) -> usize {
-        self.keys.len()
-    }
-    fn peek_due(&self) -> Option<Instant> {
-        self.keys.peek().map(|k| k.due)
-    }
-    fn push(&mut self, p: Parked) {
-        let key = |slot| Key {
-            due: p.due,
-            seq: p.seq,
-            slot,
-        };
-        let slot = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slab.push(None);
-                self.slab.len() - 1
-            }
-        };
-        let k = key(slot);
-        self.slab[slot] = Some(p);
-        self.keys.push(k);
-    }
-    fn pop(&mut self) -> Option<Parked> {
-        let k = self.keys.pop()?;
-        self.free.push(k.slot);
-        self.slab[k.slot].take()
-    }
-    fn retain(&mut self, f: impl Fn(&Parked) -> bool) {
-        let slab = &mut self.slab;
-        let free = &mut self.free;
-        self.keys.retain(|k| {
-            let keep = slab[k.slot].as_ref().is_some_and(&f);
-            if !keep {
-                slab[k.slot] = None;
-                free.push(k.slot);
-            }
-            keep
-        });
     }
 }
 

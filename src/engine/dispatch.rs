@@ -1,26 +1,25 @@
 //! The consumer thread: polls the origin topics, dispatches records to the
 //! workers by key, tracks offsets and commits the done watermark.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::engine::{commit_offsets, deadline_after, now_ms, Context, JOB_BATCH};
+use super::context::Context;
+use super::job::{Completion, Job, JOB_BATCH};
+use super::lease::Lease;
+use super::partitions::Partitions;
+use super::poll::Poller;
+use crate::clock::{deadline_after, now_ms};
 use crate::partitioner::murmur2;
-use crate::pool::{Completion, Job, Lease};
 use crate::record::{Record, TopicPartition};
 use crate::transport::{Consumer, ConsumerEvent};
 
 /// Longest a poll blocks, so stop requests and commits are noticed.
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
-
-struct Part {
-    lease: Arc<Lease>,
-    paused: bool,
-}
 
 /// Relaxed is enough: the counters are touched by the consumer thread only.
 const R: Ordering = Ordering::Relaxed;
@@ -28,7 +27,7 @@ const R: Ordering = Ordering::Relaxed;
 struct Dispatcher {
     ctx: Arc<Context>,
     consumer: Box<dyn Consumer>,
-    parts: HashMap<TopicPartition, Part>,
+    parts: Partitions,
     /// Per worker: jobs the worker's full queue could not take yet. FIFO per
     /// worker keeps per-key order (a key always maps to one worker).
     outbox: Vec<VecDeque<Job>>,
@@ -52,7 +51,7 @@ pub(crate) fn run(
         outbox: job_txs.iter().map(|_| VecDeque::new()).collect(),
         ctx,
         consumer,
-        parts: HashMap::new(),
+        parts: Partitions::default(),
         job_txs,
         completions,
         round_robin: 0,
@@ -60,7 +59,7 @@ pub(crate) fn run(
         last_zero_poll: Instant::now(),
         failed: None,
     };
-    let mut backoff = Duration::from_millis(50);
+    let mut poller = Poller::new("consumer", format!("{:?}", d.ctx.topics));
     while !d.ctx.signal.stopping() {
         d.drain_completions();
         d.flush_outboxes();
@@ -72,7 +71,7 @@ pub(crate) fn run(
         if d.last_commit.elapsed() >= d.ctx.commit_interval {
             d.commit_all();
         }
-        let polled = if d.outbox.iter().any(|o| !o.is_empty()) {
+        let timeout = if d.outbox.iter().any(|o| !o.is_empty()) {
             // Workers are saturated: wait for one to finish something
             // rather than poll (paused partitions return nothing anyway).
             if let Ok(batch) = d.completions.recv_timeout(Duration::from_millis(20)) {
@@ -85,24 +84,13 @@ pub(crate) fn run(
                 continue;
             }
             d.last_zero_poll = Instant::now();
-            d.consumer.poll(Duration::ZERO)
+            Duration::ZERO
         } else {
-            d.consumer.poll(POLL_TIMEOUT)
+            POLL_TIMEOUT
         };
-        match polled {
-            Ok(event) => {
-                backoff = Duration::from_millis(50);
-                d.handle(event);
-            }
-            Err(crate::Error::Closed) => return Err("consumer closed".into()),
-            Err(e) => {
-                log::warn!(
-                    "poll {:?} failed, retrying in {backoff:?}: {e}",
-                    d.ctx.topics
-                );
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-            }
+        match poller.poll(&mut *d.consumer, timeout)? {
+            Some(event) => d.handle(event),
+            None => poller.back_off(&d.ctx.signal, || {}),
         }
     }
     d.shutdown()
@@ -123,15 +111,7 @@ impl Dispatcher {
             ConsumerEvent::Records(records) => self.dispatch(records),
             ConsumerEvent::Assigned(tps) => {
                 log::info!("{}: assigned {}", self.ctx.group_id, list(&tps));
-                for tp in tps {
-                    self.parts.insert(
-                        tp.clone(),
-                        Part {
-                            lease: Lease::new(tp),
-                            paused: false,
-                        },
-                    );
-                }
+                self.parts.assign(tps);
             }
             ConsumerEvent::Revoked(tps) => {
                 log::info!("{}: revoking {}", self.ctx.group_id, list(&tps));
@@ -307,8 +287,10 @@ impl Dispatcher {
     /// Commits the done watermark of every partition that moved.
     fn commit_all(&mut self) {
         self.last_commit = Instant::now();
-        let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
-        if let Err(e) = self.commit(&tps) {
+        if let Err(e) = self
+            .parts
+            .commit_all(&mut *self.consumer, &self.ctx.counters)
+        {
             log::warn!(
                 "{}: commit failed (retried next interval): {e}",
                 self.ctx.group_id
@@ -317,21 +299,8 @@ impl Dispatcher {
     }
 
     fn commit(&mut self, tps: &[TopicPartition]) -> crate::Result<()> {
-        let offsets: Vec<(TopicPartition, i64)> = tps
-            .iter()
-            .filter_map(|tp| {
-                let p = self.parts.get(tp)?;
-                let w = p.lease.tracker().to_commit()?;
-                Some((tp.clone(), w))
-            })
-            .collect();
-        commit_offsets(&mut *self.consumer, &self.ctx.counters, &offsets)?;
-        for (tp, o) in &offsets {
-            if let Some(p) = self.parts.get(tp) {
-                p.lease.tracker().committed(*o);
-            }
-        }
-        Ok(())
+        self.parts
+            .commit(&mut *self.consumer, &self.ctx.counters, tps)
     }
 
     /// Gives partitions up. With a deadline (clean revoke) running records
@@ -339,11 +308,7 @@ impl Dispatcher {
     /// one (lost) nothing is committed. Queued jobs are skipped either way:
     /// the next owner reads them from the committed offset.
     fn release(&mut self, tps: &[TopicPartition], deadline: Option<Instant>) {
-        for tp in tps {
-            if let Some(p) = self.parts.get(tp) {
-                p.lease.revoked.store(true, Ordering::Release);
-            }
-        }
+        self.parts.revoke(tps);
         self.drop_outboxed(|lease| tps.contains(&lease.tp));
         if let Some(deadline) = deadline {
             self.wait_outstanding(tps, deadline);
@@ -351,9 +316,7 @@ impl Dispatcher {
                 log::warn!("{}: commit on revoke failed: {e}", self.ctx.group_id);
             }
         }
-        for tp in tps {
-            self.parts.remove(tp);
-        }
+        self.parts.remove(tps);
     }
 
     /// Removes outbox jobs whose lease matches; they count as skipped.
@@ -420,9 +383,9 @@ impl Dispatcher {
             .checked_sub(margin.min(Duration::from_secs(2)))
             .unwrap_or(now);
         self.drop_outboxed(|_| true);
-        let tps: Vec<TopicPartition> = self.parts.keys().cloned().collect();
+        let tps = self.parts.keys();
         self.wait_outstanding(&tps, drain_until);
-        self.ctx.signal.abandon.store(true, Ordering::Release);
+        self.ctx.signal.request_abandon();
         let mut unfinished = 0;
         for p in self.parts.values() {
             unfinished += p.lease.tracker().in_flight();
@@ -435,12 +398,11 @@ impl Dispatcher {
                 self.ctx.group_id
             );
         }
-        let wanted: Vec<String> = tps
+        let wanted: Vec<String> = self
+            .parts
+            .to_commit(&tps)
             .iter()
-            .filter_map(|tp| {
-                let w = self.parts.get(tp)?.lease.tracker().to_commit()?;
-                Some(format!("{tp}@{w}"))
-            })
+            .map(|(tp, w)| format!("{tp}@{w}"))
             .collect();
         let mut problems = Vec::new();
         if let Err(e) = self.commit(&tps) {

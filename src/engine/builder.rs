@@ -1,0 +1,640 @@
+//! [`EngineBuilder`]: settings, their validation, topic creation, and the
+//! start of the engine's threads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::context::{Context, StopSignal};
+use super::job::JOB_BATCH;
+use super::running::Engine;
+use super::supervisor::Threads;
+use super::topics::{check_derived_topic, check_topic, MissingTopics};
+use super::{dispatch, relay, worker};
+use crate::error::{Error, Result};
+use crate::handler::{Handler, Outcome};
+use crate::policy::RetryPolicy;
+use crate::record::Record;
+use crate::stats::Counters;
+use crate::transport::{ConsumerConfig, OffsetReset, Transport};
+
+/// Builds an [`Engine`]. Every setter's default is listed in its doc;
+/// [`EngineBuilder::build`] validates, creates the retry and dead-letter
+/// topics when missing, and starts the threads.
+///
+/// ```
+/// use std::time::Duration;
+/// use kafka_retry::{Engine, MemoryBroker, Outcome, RetryPolicy};
+///
+/// let broker = MemoryBroker::new();
+/// broker.create_topic("orders", 2)?;
+/// let engine = Engine::builder(broker.clone())
+///     .group_id("billing")
+///     .topics(["orders"])
+///     .handler(|r| match r.value.as_deref() {
+///         Some(b"Create") => Outcome::Done,
+///         _ => Outcome::retry("order not created yet"),
+///     })
+///     .policy(RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(5)))
+///     .build()?;
+/// engine.shutdown(Duration::from_secs(5))?;
+/// # Ok::<(), kafka_retry::Error>(())
+/// ```
+pub struct EngineBuilder {
+    transport: Arc<dyn Transport>,
+    group_id: Option<String>,
+    topics: Vec<String>,
+    handler: Option<Arc<dyn Handler>>,
+    workers: usize,
+    policy: RetryPolicy,
+    retry_topic: Option<String>,
+    /// `None`: the default name; `Some(None)`: dead-lettering off.
+    dead_letter_topic: Option<Option<String>>,
+    relay_group_id: Option<String>,
+    missing_topics: MissingTopics,
+    topic_partitions: Option<i32>,
+    replication_factor: Option<i16>,
+    commit_interval: Duration,
+    revoke_timeout: Duration,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    offset_reset: OffsetReset,
+    max_parked: usize,
+    queue_capacity: usize,
+    max_poll_records: usize,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("workers", &self.workers)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts building an engine on `transport`: a
+    /// [`MemoryBroker`](crate::MemoryBroker), a
+    /// [`KafkaTransport`](crate::KafkaTransport), or either behind an `Arc`
+    /// or a `Box` (so one transport can serve several engines, and
+    /// `Arc<dyn Transport>` works too).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kafka_retry::{transport::Transport, Engine, MemoryBroker};
+    /// let shared: Arc<dyn Transport> = Arc::new(MemoryBroker::new());
+    /// let a = Engine::builder(shared.clone()).group_id("billing");
+    /// let b = Engine::builder(shared).group_id("shipping");
+    /// ```
+    pub fn builder(transport: impl Transport) -> EngineBuilder {
+        EngineBuilder::new(Arc::new(transport))
+    }
+}
+
+/// `Engine::builder(MemoryBroker::new())`, for the setters' examples.
+macro_rules! doc_builder {
+    () => {
+        "let b = kafka_retry::Engine::builder(kafka_retry::MemoryBroker::new())"
+    };
+}
+
+impl EngineBuilder {
+    fn new(transport: Arc<dyn Transport>) -> Self {
+        EngineBuilder {
+            transport,
+            group_id: None,
+            topics: Vec::new(),
+            handler: None,
+            workers: 4,
+            policy: RetryPolicy::default(),
+            retry_topic: None,
+            dead_letter_topic: None,
+            relay_group_id: None,
+            missing_topics: MissingTopics::Fail,
+            topic_partitions: None,
+            replication_factor: None,
+            commit_interval: Duration::from_secs(1),
+            revoke_timeout: Duration::from_secs(10),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(30),
+            offset_reset: OffsetReset::Earliest,
+            max_parked: 100_000,
+            queue_capacity: 1024,
+            max_poll_records: 500,
+        }
+    }
+
+    /// Consumer group id. Required. The retry and dead-letter topics and
+    /// the relay's group are named after it unless set.
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .group_id("billing");
+    /// ```
+    pub fn group_id(mut self, group_id: impl Into<String>) -> Self {
+        self.group_id = Some(group_id.into());
+        self
+    }
+
+    /// Origin topics to consume. Required, at least one.
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .topics(["orders", "payments"]);
+    /// ```
+    pub fn topics<I, S>(mut self, topics: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.topics = topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The record handler, a closure. Required (this or
+    /// [`EngineBuilder::handler_impl`]). Called from several worker threads
+    /// at once; see [`Handler`].
+    ///
+    /// ```
+    /// use kafka_retry::Outcome;
+    #[doc = doc_builder!()]
+    ///     .handler(|r| {
+    ///         if r.attempts() >= 3 {
+    ///             Outcome::reject("tried three times")
+    ///         } else if r.value.is_some() {
+    ///             Outcome::Done
+    ///         } else {
+    ///             Outcome::retry("no value yet")
+    ///         }
+    ///     });
+    /// ```
+    pub fn handler<F>(mut self, handler: F) -> Self
+    where
+        F: Fn(&Record) -> Outcome + Send + Sync + 'static,
+    {
+        self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// The record handler, a type implementing [`Handler`] (for handlers
+    /// with state of their own). Required (this or
+    /// [`EngineBuilder::handler`]).
+    ///
+    /// ```
+    /// use kafka_retry::{Handler, Outcome, Record};
+    /// struct Billing;
+    /// impl Handler for Billing {
+    ///     fn handle(&self, _r: &Record) -> Outcome {
+    ///         Outcome::Done
+    ///     }
+    /// }
+    #[doc = doc_builder!()]
+    ///     .handler_impl(Billing);
+    /// ```
+    pub fn handler_impl(mut self, handler: impl Handler) -> Self {
+        self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Worker threads running the handler. Defaults to 4.
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .workers(8);
+    /// ```
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// Retry policy. Defaults to [`RetryPolicy::default`]: every 5 s for up to 1 h.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kafka_retry::RetryPolicy;
+    #[doc = doc_builder!()]
+    ///     .policy(RetryPolicy::new(Duration::from_secs(1), Duration::from_secs(600)));
+    /// ```
+    pub fn policy(mut self, policy: RetryPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Retry topic. Defaults to `<group>-retry`.
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .retry_topic("billing.retry");
+    /// ```
+    pub fn retry_topic(mut self, topic: impl Into<String>) -> Self {
+        self.retry_topic = Some(topic.into());
+        self
+    }
+
+    /// Dead-letter topic. Defaults to `<group>-dlt`; see
+    /// [`EngineBuilder::no_dead_letter_topic`] to switch dead-lettering off.
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .dead_letter_topic("billing.dlt");
+    /// ```
+    pub fn dead_letter_topic(mut self, topic: impl Into<String>) -> Self {
+        self.dead_letter_topic = Some(Some(topic.into()));
+        self
+    }
+
+    /// Switches dead-lettering off: given-up records are dropped with a
+    /// warning and counted in [`Stats::dropped`](crate::Stats::dropped).
+    /// Defaults to dead-lettering on `<group>-dlt`.
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .no_dead_letter_topic();
+    /// ```
+    pub fn no_dead_letter_topic(mut self) -> Self {
+        self.dead_letter_topic = Some(None);
+        self
+    }
+
+    /// Consumer group of the relay, which reads the retry topic: grant it
+    /// read access to the retry topic (ACLs) and watch its lag to see how
+    /// many records are parked. Defaults to `<group>-relay`.
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .relay_group_id("billing-retry-relay");
+    /// ```
+    pub fn relay_group_id(mut self, group_id: impl Into<String>) -> Self {
+        self.relay_group_id = Some(group_id.into());
+        self
+    }
+
+    /// What `build()` does when an origin topic does not exist: fail, or
+    /// start and handle its records once it is created. Defaults to
+    /// [`MissingTopics::Fail`].
+    ///
+    /// While an origin topic is missing its partition count is unknown, so
+    /// retry and dead-letter topics created by `build()` get
+    /// [`EngineBuilder::topic_partitions`] partitions when set, else the
+    /// largest count among the origin topics that exist, else 1.
+    ///
+    /// ```
+    /// use kafka_retry::MissingTopics;
+    #[doc = doc_builder!()]
+    ///     .missing_topics(MissingTopics::Wait)
+    ///     .topic_partitions(6);
+    /// ```
+    pub fn missing_topics(mut self, missing: MissingTopics) -> Self {
+        self.missing_topics = missing;
+        self
+    }
+
+    /// Partitions for retry and dead-letter topics created by `build`.
+    /// Defaults to the largest partition count among the origin topics
+    /// (1 when none exists yet, see [`EngineBuilder::missing_topics`]).
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .topic_partitions(12);
+    /// ```
+    pub fn topic_partitions(mut self, partitions: i32) -> Self {
+        self.topic_partitions = Some(partitions);
+        self
+    }
+
+    /// Replication factor of the retry and dead-letter topics created by
+    /// `build` (at least 1). Defaults to the broker's
+    /// `default.replication.factor`.
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .replication_factor(3);
+    /// ```
+    pub fn replication_factor(mut self, replication_factor: i16) -> Self {
+        self.replication_factor = Some(replication_factor);
+        self
+    }
+
+    /// How often done offsets are committed. Defaults to 1 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    #[doc = doc_builder!()]
+    ///     .commit_interval(Duration::from_millis(500));
+    /// ```
+    pub fn commit_interval(mut self, interval: Duration) -> Self {
+        self.commit_interval = interval;
+        self
+    }
+
+    /// On a rebalance, how long in-flight records of revoked partitions may
+    /// take to finish before they are abandoned (and re-read by the new
+    /// owner). Defaults to 10 s; must be below the rebalance timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    #[doc = doc_builder!()]
+    ///     .revoke_timeout(Duration::from_secs(5));
+    /// ```
+    pub fn revoke_timeout(mut self, timeout: Duration) -> Self {
+        self.revoke_timeout = timeout;
+        self
+    }
+
+    /// Group session timeout. Defaults to 10 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    #[doc = doc_builder!()]
+    ///     .session_timeout(Duration::from_secs(6));
+    /// ```
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.session_timeout = timeout;
+        self
+    }
+
+    /// Group rebalance timeout. Defaults to 30 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    #[doc = doc_builder!()]
+    ///     .rebalance_timeout(Duration::from_secs(60));
+    /// ```
+    pub fn rebalance_timeout(mut self, timeout: Duration) -> Self {
+        self.rebalance_timeout = timeout;
+        self
+    }
+
+    /// Where to start without a committed offset. Defaults to earliest.
+    ///
+    /// ```
+    /// use kafka_retry::transport::OffsetReset;
+    #[doc = doc_builder!()]
+    ///     .offset_reset(OffsetReset::Latest);
+    /// ```
+    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.offset_reset = reset;
+        self
+    }
+
+    /// Most records the relay keeps parked in memory; past it, the relay
+    /// pauses its retry partitions until the heap drains to 3/4 of it.
+    /// Defaults to 100,000.
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .max_parked(10_000);
+    /// ```
+    pub fn max_parked(mut self, max: usize) -> Self {
+        self.max_parked = max;
+        self
+    }
+
+    /// Records queued per worker before fetching pauses. Records travel to
+    /// a worker in batches of up to 256, and the queue holds
+    /// `ceil(records / 256)` batches, so when records trickle in one at a
+    /// time it fills with fewer records than this. Defaults to 1024.
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .queue_capacity(4096);
+    /// ```
+    pub fn queue_capacity(mut self, records: usize) -> Self {
+        self.queue_capacity = records;
+        self
+    }
+
+    /// Most records per poll. Defaults to 500.
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .max_poll_records(1000);
+    /// ```
+    pub fn max_poll_records(mut self, records: usize) -> Self {
+        self.max_poll_records = records;
+        self
+    }
+
+    /// Validates, creates missing retry and dead-letter topics, and starts
+    /// the consumer, worker and relay threads. A bad setting is an
+    /// [`Error::Config`] naming its field.
+    ///
+    /// ```
+    /// use kafka_retry::{Engine, Error, MemoryBroker, Outcome};
+    /// let err = Engine::builder(MemoryBroker::new())
+    ///     .group_id("my billing")
+    ///     .topics(["orders"])
+    ///     .handler(|_r| Outcome::Done)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::Config { field: "group_id", .. }), "{err}");
+    /// ```
+    pub fn build(self) -> Result<Engine> {
+        let group_id = match &self.group_id {
+            Some(g) if !g.trim().is_empty() => g.clone(),
+            _ => {
+                return Err(Error::config(
+                    "group_id",
+                    "is required and must not be empty",
+                ))
+            }
+        };
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(Error::config(
+                "topics",
+                "at least one non-empty topic is required",
+            ));
+        }
+        for t in &self.topics {
+            check_topic("topics", t)?;
+        }
+        let handler = self
+            .handler
+            .clone()
+            .ok_or_else(|| Error::config("handler", "is required"))?;
+        if self.workers == 0 || self.workers > 1024 {
+            return Err(Error::config(
+                "workers",
+                format!("{} is outside 1..=1024", self.workers),
+            ));
+        }
+        self.policy.validate()?;
+        if self.commit_interval.is_zero() {
+            return Err(Error::config(
+                "commit_interval",
+                "must be greater than zero",
+            ));
+        }
+        if self.revoke_timeout >= self.rebalance_timeout {
+            return Err(Error::config(
+                "revoke_timeout",
+                format!(
+                    "{:?} must be shorter than rebalance_timeout {:?}",
+                    self.revoke_timeout, self.rebalance_timeout
+                ),
+            ));
+        }
+        if self.max_parked == 0 {
+            return Err(Error::config("max_parked", "must be at least 1"));
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::config("queue_capacity", "must be at least 1"));
+        }
+        if self.max_poll_records == 0 {
+            return Err(Error::config("max_poll_records", "must be at least 1"));
+        }
+        let retry_topic = match &self.retry_topic {
+            Some(t) => {
+                check_topic("retry_topic", t)?;
+                t.clone()
+            }
+            None => {
+                let t = format!("{group_id}-retry");
+                check_derived_topic(&group_id, "retry topic", "retry_topic(...)", &t)?;
+                t
+            }
+        };
+        let dead_letter_topic = match &self.dead_letter_topic {
+            Some(Some(t)) => {
+                check_topic("dead_letter_topic", t)?;
+                Some(t.clone())
+            }
+            Some(None) => None,
+            None => {
+                let t = format!("{group_id}-dlt");
+                check_derived_topic(
+                    &group_id,
+                    "dead-letter topic",
+                    "dead_letter_topic(...) or no_dead_letter_topic()",
+                    &t,
+                )?;
+                Some(t)
+            }
+        };
+        if self.topics.contains(&retry_topic) {
+            return Err(Error::config(
+                "retry_topic",
+                "must not be one of the origin topics",
+            ));
+        }
+        if let Some(d) = &dead_letter_topic {
+            if d == &retry_topic || self.topics.contains(d) {
+                return Err(Error::config(
+                    "dead_letter_topic",
+                    "must differ from the retry topic and the origin topics",
+                ));
+            }
+        }
+        let relay_group_id = match &self.relay_group_id {
+            Some(g) if g.trim().is_empty() => {
+                return Err(Error::config("relay_group_id", "must not be empty"))
+            }
+            Some(g) if *g == group_id => {
+                return Err(Error::config(
+                    "relay_group_id",
+                    format!("must differ from group_id `{group_id}`"),
+                ))
+            }
+            Some(g) => g.clone(),
+            None => format!("{group_id}-relay"),
+        };
+        if let Some(p) = self.topic_partitions.filter(|&p| p < 1) {
+            return Err(Error::config(
+                "topic_partitions",
+                format!("{p} is not at least 1"),
+            ));
+        }
+        let mut max_partitions = None;
+        for t in &self.topics {
+            match self.transport.partition_count(t)? {
+                Some(n) => max_partitions = Some(max_partitions.unwrap_or(0).max(n)),
+                None => match self.missing_topics {
+                    MissingTopics::Fail => return Err(Error::UnknownTopic(t.clone())),
+                    MissingTopics::Wait => log::warn!(
+                        "{group_id}: origin topic {t} does not exist; its records are handled once it is created"
+                    ),
+                },
+            }
+        }
+        let partitions = self.topic_partitions.or(max_partitions).unwrap_or(1);
+        for t in std::iter::once(&retry_topic).chain(dead_letter_topic.iter()) {
+            if self.transport.partition_count(t)?.is_none() {
+                log::info!("creating topic {t} with {partitions} partitions");
+                self.transport
+                    .create_topic(t, partitions, self.replication_factor)?;
+            }
+        }
+        let producer = self.transport.producer()?;
+        let counters = Arc::new(Counters::default());
+        let signal = Arc::new(StopSignal::default());
+        let ctx = Arc::new(Context {
+            group_id: group_id.clone(),
+            topics: self.topics.clone(),
+            retry_topic: retry_topic.clone(),
+            dead_letter_topic,
+            policy: self.policy.clone(),
+            producer,
+            transport: self.transport.clone(),
+            counters: counters.clone(),
+            signal: signal.clone(),
+            commit_interval: self.commit_interval,
+            revoke_timeout: self.revoke_timeout,
+            max_parked: self.max_parked,
+            queue_batches: self.queue_capacity.div_ceil(JOB_BATCH).max(1),
+        });
+        let consumer_config = |group: String, topics: Vec<String>| ConsumerConfig {
+            group_id: group,
+            topics,
+            offset_reset: self.offset_reset,
+            session_timeout: self.session_timeout,
+            rebalance_timeout: self.rebalance_timeout,
+            max_poll_records: self.max_poll_records,
+            client_id: format!("kafka-retry-{group_id}"),
+        };
+        // Create both group members before starting any thread, so a broker
+        // error surfaces from build() and not from a thread later.
+        let main = self
+            .transport
+            .consumer(consumer_config(group_id.clone(), self.topics.clone()))?;
+        let relay_consumer = self.transport.consumer(consumer_config(
+            relay_group_id.clone(),
+            vec![retry_topic.clone()],
+        ))?;
+
+        let mut threads = Threads::new(signal);
+        let (completion_tx, completion_rx) = crossbeam_channel::unbounded();
+        let mut job_txs = Vec::with_capacity(self.workers);
+        for i in 0..self.workers {
+            let (tx, rx) = crossbeam_channel::bounded(ctx.queue_batches);
+            job_txs.push(tx);
+            let ctx = ctx.clone();
+            let handler = handler.clone();
+            let completion_tx = completion_tx.clone();
+            threads.spawn(format!("kafka-retry-worker-{i}"), move || {
+                worker::run_worker(ctx, handler, rx, completion_tx);
+                Ok(())
+            })?;
+        }
+        drop(completion_tx);
+        {
+            let ctx = ctx.clone();
+            threads.spawn("kafka-retry-consumer".into(), move || {
+                dispatch::run(ctx, main, job_txs, completion_rx)
+            })?;
+        }
+        {
+            let ctx = ctx.clone();
+            threads.spawn("kafka-retry-relay".into(), move || {
+                relay::run(ctx, relay_consumer)
+            })?;
+        }
+        log::info!(
+            "engine started: group {group_id}, topics {:?}, retry topic {retry_topic} (relay group {relay_group_id}), {} workers",
+            self.topics,
+            self.workers
+        );
+        Ok(Engine::new(threads, counters))
+    }
+}

@@ -1,0 +1,35 @@
+//! The engine: a consumer thread dispatching records to a handler pool,
+//! and a relay sending parked records back when they are due.
+//!
+//! Layers, each file importing only files below it:
+//!
+//! - `builder` (settings, validation, start) and `running` (the
+//!   [`Engine`] handle) start and stop the threads through `supervisor`;
+//! - the threads: `dispatch` (the consumer thread), `worker` (the handler
+//!   pool), `relay/` (heap and relay thread);
+//! - what the threads share: `poll` (polling with backoff), `writes`
+//!   (acknowledged writes), `partitions` (owned partitions and the
+//!   watermark commit), `lease` (fencing of stale assignments), `job`,
+//!   `watermark` (the offset tracker), `backoff` (the one retry schedule)
+//!   and `context` (settings, counters, the stop signal).
+
+mod backoff;
+mod builder;
+mod context;
+mod dispatch;
+mod job;
+mod lease;
+mod partitions;
+mod poll;
+mod relay;
+mod running;
+mod supervisor;
+mod topics;
+mod watermark;
+mod worker;
+mod writes;
+
+pub use builder::EngineBuilder;
+pub use running::Engine;
+pub use supervisor::{Health, ThreadFailure};
+pub use topics::MissingTopics;

@@ -1,0 +1,109 @@
+//! [`Engine`]: a running engine, its stats, health and shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::supervisor::{Health, HealthState, Threads, DROP_TIMEOUT};
+use crate::clock::deadline_after;
+use crate::error::Result;
+use crate::stats::{Counters, Stats};
+
+/// A running retry engine: a consumer thread, a handler pool and a relay.
+///
+/// Made by [`EngineBuilder::build`](crate::EngineBuilder::build). The relay
+/// reads the retry topic in its own consumer group, `<group>-relay` unless
+/// set with [`EngineBuilder::relay_group_id`](crate::EngineBuilder::relay_group_id):
+/// grant it read access to the retry topic and watch its lag.
+///
+/// Dropping an engine shuts it down and **blocks** until its threads
+/// finish, for up to 10 s (in-flight records finish, what is done is
+/// committed); it logs that at info level, and a failure at warn level.
+/// Call [`Engine::shutdown`] to choose the deadline and learn what could
+/// not be finished.
+///
+/// ```
+/// use std::time::Duration;
+/// use kafka_retry::{Engine, MemoryBroker, OutRecord, Outcome};
+/// use kafka_retry::transport::Transport;
+///
+/// let broker = MemoryBroker::new();
+/// broker.create_topic("orders", 1)?;
+/// let engine = Engine::builder(broker.clone())
+///     .group_id("billing")
+///     .topics(["orders"])
+///     .handler(|_r| Outcome::Done)
+///     .build()?;
+/// broker.producer()?.send(OutRecord::new("orders").value("Create"))?;
+/// while engine.stats().done < 1 {
+///     std::thread::sleep(Duration::from_millis(10));
+/// }
+/// assert!(engine.health().is_healthy());
+/// engine.shutdown(Duration::from_secs(5))?;
+/// # Ok::<(), kafka_retry::Error>(())
+/// ```
+pub struct Engine {
+    threads: Option<Threads>,
+    counters: Arc<Counters>,
+    health: Arc<HealthState>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(threads: Threads, counters: Arc<Counters>) -> Self {
+        Engine {
+            health: threads.health(),
+            threads: Some(threads),
+            counters,
+        }
+    }
+
+    /// A snapshot of the counters; see [`Stats`] and the example on
+    /// [`Engine`].
+    pub fn stats(&self) -> Stats {
+        self.counters.snapshot()
+    }
+
+    /// Which of the engine's threads died, and why. Cheap (one atomic
+    /// load while healthy), so a liveness probe can call it often; see
+    /// [`Health`] for an example.
+    pub fn health(&self) -> Health {
+        self.health.snapshot()
+    }
+
+    /// Stops fetching, lets in-flight records finish until shortly before
+    /// `timeout`, commits what is done, leaves the groups and joins every
+    /// thread. Returns within `timeout` (plus a commit round trip); an
+    /// error says what was not finished or committed, or which thread
+    /// panicked. Nothing unfinished is committed, so it is re-read later.
+    /// See the example on [`Engine`].
+    pub fn shutdown(mut self, timeout: Duration) -> Result<()> {
+        match self.threads.take() {
+            Some(mut t) => t.stop(deadline_after(timeout)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(mut t) = self.threads.take() {
+            if t.is_empty() {
+                return;
+            }
+            log::info!(
+                "engine dropped without shutdown(): stopping it, which may take up to {DROP_TIMEOUT:?}; \
+                 call Engine::shutdown(deadline) to choose the deadline"
+            );
+            if let Err(e) = t.stop(Instant::now() + DROP_TIMEOUT) {
+                log::warn!("engine dropped: {e}");
+            }
+        }
+    }
+}

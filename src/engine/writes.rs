@@ -1,0 +1,82 @@
+//! Acknowledged writes: waiting for a broker's acknowledgement without
+//! missing a stop, and sending again until acknowledged, by the engine's
+//! one backoff schedule. An error never turns into a lost record: a write
+//! that is given up on leaves its record uncommitted.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::backoff::Backoff;
+use super::context::Context;
+use crate::clock::now_ms;
+use crate::error::Result;
+use crate::headers;
+use crate::pending::Pending;
+use crate::record::{Delivered, OutRecord};
+
+/// Step of every wait for an acknowledgement, so a stop is noticed.
+const ACK_STEP: Duration = Duration::from_millis(50);
+/// Step of the wait between attempts.
+const SLEEP_STEP: Duration = Duration::from_millis(10);
+
+/// Waits for a write's acknowledgement in short steps, so `give_up` (a
+/// revoke, a shutdown) ends the wait (`None`: the record stays
+/// uncommitted; the write may still land, which is a duplicate, never a
+/// loss). A broker outage can hold a single write for the producer's whole
+/// delivery timeout.
+pub(crate) fn await_ack(
+    pending: &Pending,
+    give_up: impl Fn() -> bool,
+) -> Option<Result<Delivered>> {
+    loop {
+        if let Some(r) = pending.wait_deadline(Instant::now() + ACK_STEP) {
+            return Some(r);
+        }
+        if give_up() {
+            return None;
+        }
+    }
+}
+
+/// Sends again, after a failed write, until the broker acknowledges,
+/// backing off between attempts. Gives up (false: the record stays
+/// uncommitted) only when `give_up` says so.
+///
+/// With `restamp`, each new attempt rewrites `retry.enqueued-at` to now: the
+/// relay counts the interval from it, so a write that succeeded only after
+/// an outage must not come back early.
+pub(crate) fn send_until_acked(
+    ctx: &Context,
+    mut record: OutRecord,
+    restamp: bool,
+    give_up: impl Fn() -> bool,
+) -> bool {
+    let mut backoff = Backoff::default();
+    loop {
+        let wait = backoff.next_wait();
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if give_up() {
+                return false;
+            }
+            std::thread::sleep(SLEEP_STEP.min(wait));
+        }
+        if restamp {
+            let now = now_ms().to_string();
+            for h in record.headers.iter_mut() {
+                if &h.key[..] == headers::ENQUEUED_AT.as_bytes() {
+                    h.value = Some(now.clone().into());
+                }
+            }
+        }
+        let pending = ctx.producer.send_async(record.clone());
+        match await_ack(&pending, &give_up) {
+            Some(Ok(_)) => return true,
+            Some(Err(e)) => {
+                ctx.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                log::warn!("write to {} failed, retrying: {e}", record.topic);
+            }
+            None => return false,
+        }
+    }
+}
