@@ -56,6 +56,7 @@ impl Error {
     }
 
     /// An I/O error with context.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))] // only the Kafka client does I/O
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod clock;
 mod engine;
@@ -24,5 +25,7 @@ pub use headers::{
 pub use policy::{Backoff, RetryPolicy};
 pub use record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartition};
 pub use stats::{DeadLettered, Stats};
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub use transport::kafka::{Acks, Compression, KafkaConfig, KafkaTransport};
 pub use transport::memory::MemoryBroker;

@@ -88,6 +88,8 @@ impl Engine {
     /// let a = Engine::builder(shared.clone()).group_id("billing");
     /// let b = Engine::builder(shared).group_id("shipping");
     /// ```
+    // `KafkaTransport` exists only with the `kafka` feature.
+    #[cfg_attr(not(feature = "kafka"), allow(rustdoc::broken_intra_doc_links))]
     pub fn builder(transport: impl Transport) -> EngineBuilder {
         EngineBuilder::new(Arc::new(transport))
     }

@@ -35,6 +35,9 @@
 //! # Ok::<(), kafka_retry::Error>(())
 //! ```
 
+// The docs above link `KafkaTransport`, which needs the `kafka` feature.
+#![cfg_attr(not(feature = "kafka"), allow(rustdoc::broken_intra_doc_links))]
+
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +45,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::record::{Delivered, OutRecord, Record, TopicPartition};
 
+#[cfg(feature = "kafka")]
 pub(crate) mod kafka;
 pub(crate) mod memory;
 
