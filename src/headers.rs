@@ -61,7 +61,8 @@ impl DeadReason {
 
 /// The parsed retry headers of a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RetryInfo {
+#[cfg_attr(feature = "fuzzing", allow(missing_docs))] // public only in `unstable`
+pub struct RetryInfo {
     pub origin_topic: String,
     pub origin_partition: i32,
     pub origin_offset: i64,
@@ -72,7 +73,7 @@ pub(crate) struct RetryInfo {
 
 /// A retry header that is missing or invalid.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Malformed(pub String);
+pub struct Malformed(pub String);
 
 impl RetryInfo {
     /// Info for a record read from its origin topic for the first time.

@@ -14,6 +14,9 @@ mod policy;
 mod record;
 mod stats;
 pub mod transport;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod unstable;
 
 pub use engine::{Engine, EngineBuilder, Health, MissingTopics, ThreadFailure};
 pub use error::{Error, Result};

@@ -1,8 +1,6 @@
 //! Fuzzes `decode_records` with arbitrary bytes.
 //!
-//! The codec is compiled straight from the crate's sources: records.rs only
-//! needs `crate::error` and `crate::record`, so nothing in the library has to
-//! be made public for this target.
+//! The decoder comes from `kafka_retry::unstable` (feature `fuzzing`).
 //!
 //! Input: byte 0 = flags (bit 0: fix up the CRC of every batch that can be
 //! framed, so mutations get past the checksum into the decompressors and the
@@ -10,15 +8,7 @@
 //! bytes of one Fetch partition.
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../src/error.rs"]
-mod error;
-#[allow(dead_code)]
-#[path = "../../src/record.rs"]
-mod record;
-#[allow(dead_code)]
-#[path = "../../src/transport/kafka/records.rs"]
-mod records;
+use kafka_retry::unstable::records;
 
 libfuzzer_sys::fuzz_target!(|input: &[u8]| {
     let (flags, from, data) = match input {

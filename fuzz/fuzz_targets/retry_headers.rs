@@ -2,9 +2,7 @@
 //! on arbitrary headers, the headers written for a retry or a dead letter,
 //! and reason truncation.
 //!
-//! Like `decode_records`, the module is compiled straight from the crate's
-//! sources (it only needs `crate::record`), so nothing in the library has to
-//! be made public for this target.
+//! The parser comes from `kafka_retry::unstable` (feature `fuzzing`).
 //!
 //! Input: bytes 0..8 = "now" in ms (big-endian, masked to a sane range),
 //! then headers as `key_len (1 byte) | key | value_len (1 byte, 255 = null) |
@@ -12,16 +10,9 @@
 //! names, so the fuzzer reaches the number parsing without guessing names.
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../src/record.rs"]
-mod record;
-#[allow(dead_code)]
-#[path = "../../src/headers.rs"]
-mod headers;
-
 use bytes::Bytes;
-use headers::{DeadReason, RetryInfo};
-use record::{Header, Record};
+use kafka_retry::unstable::headers::{self, DeadReason};
+use kafka_retry::{Header, Record};
 
 const NAMES: [&str; 6] = [
     headers::ORIGIN_TOPIC,
@@ -70,7 +61,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         value: None,
         headers: hs.clone(),
     };
-    match RetryInfo::parse(&record, now) {
+    match headers::parse(&record, now) {
         Ok(info) => {
             // What the README promises of a valid record.
             assert!(!info.origin_topic.is_empty());
@@ -81,11 +72,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             // Writing the headers again and reading them back is lossless,
             // and user headers stay first, in order.
             let reason = String::from_utf8_lossy(data).into_owned();
-            let out = info.headers(&hs, &reason, Some(DeadReason::Expired));
+            let out = headers::write(&info, &hs, &reason, Some(DeadReason::Expired));
             let user: Vec<&Header> = hs.iter().filter(|h| !h.key.starts_with(b"retry.")).collect();
             assert!(out.iter().take(user.len()).eq(user.iter().copied()));
             let again = Record { headers: out, ..record.clone() };
-            assert_eq!(RetryInfo::parse(&again, now).as_ref(), Ok(&info));
+            assert_eq!(headers::parse(&again, now).as_ref(), Ok(&info));
             let written = again.header(headers::REASON).and_then(|h| h.value.clone()).unwrap_or_default();
             assert!(written.len() <= headers::MAX_REASON_BYTES);
             assert!(std::str::from_utf8(&written).is_ok());
@@ -93,7 +84,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         Err(m) => {
             assert!(!m.0.is_empty());
             // A dead letter keeps every header but the reason ones, in order.
-            let dead = headers::malformed_headers(&hs, &m.0);
+            let dead = headers::malformed(&hs, &m.0);
             let kept: Vec<&Header> = hs
                 .iter()
                 .filter(|h| &h.key[..] != headers::REASON.as_bytes() && &h.key[..] != headers::DEAD_REASON.as_bytes())

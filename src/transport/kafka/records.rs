@@ -391,7 +391,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 
 /// The records of a Fetch partition's record bytes.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Decoded {
+pub struct Decoded {
     /// Records at or above the fetch offset, in offset order (strictly
     /// ascending), control records left out.
     pub records: Vec<Record>,
@@ -418,12 +418,7 @@ pub(crate) struct Decoded {
 /// - Decoding may stop early (before the end of `data`) once the batches
 ///   decompressed in this call hold 128 MiB; `next_offset` then points at the
 ///   first batch not decoded.
-pub(crate) fn decode_records(
-    topic: &str,
-    partition: i32,
-    data: Bytes,
-    from_offset: i64,
-) -> Decoded {
+pub fn decode_records(topic: &str, partition: i32, data: Bytes, from_offset: i64) -> Decoded {
     decode_with_caps(
         topic,
         partition,
