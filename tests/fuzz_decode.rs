@@ -27,7 +27,7 @@
 //! (default 40). A long run:
 //! `KAFKA_RETRY_FUZZ_ITERS=20000 KAFKA_RETRY_FUZZ_SECS=900 KAFKA_RETRY_FUZZ_SEED=7 cargo test --test fuzz_decode -- --nocapture`.
 //! Record-batch decoding alone is fuzzed by the unit tests of
-//! `src/transport/kafka/records.rs` and by `fuzz/` (cargo-fuzz targets
+//! `src/transport/kafka/records/` and by `fuzz/` (cargo-fuzz targets
 //! `decode_records` and `retry_headers`).
 
 mod common;

@@ -4,20 +4,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// Compression of produced record batches. Consumers read every codec
-/// (none, gzip, snappy, lz4, zstd) whatever this says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Compression {
-    /// No compression.
-    #[default]
-    None,
-    /// Gzip (pure-Rust deflate).
-    Gzip,
-    /// Snappy with Java's xerial framing. Tansu's SQL storage cannot re-encode
-    /// it: prefer `None` or `Gzip` with Tansu.
-    Snappy,
-}
+/// The codec's enum is the public one (one list of codecs, no mapping).
+pub use super::records::Compression;
 
 /// How many replicas must hold a produced batch before the broker answers.
 ///

@@ -54,12 +54,12 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
 use super::client::{topic_name, Client, TopicState};
-use super::config::{Compression, KafkaConfig};
+use super::config::KafkaConfig;
 use super::conn::{Connection, Sent};
 use super::errors::{
     clone_error, code_name, is_retriable_code, kafka_error, needs_metadata_refresh,
 };
-use super::records::{self, encode_batch};
+use super::records::encode_batch;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
@@ -87,14 +87,6 @@ fn estimate(r: &OutRecord) -> usize {
         .map(|h| 10 + h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
         .sum();
     36 + r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + headers
-}
-
-fn codec(c: Compression) -> records::Compression {
-    match c {
-        Compression::None => records::Compression::None,
-        Compression::Gzip => records::Compression::Gzip,
-        Compression::Snappy => records::Compression::Snappy,
-    }
 }
 
 struct Job {
@@ -787,7 +779,7 @@ impl<'a> SenderState<'a> {
         let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
         let mut sent: Vec<Chunk> = Vec::with_capacity(chunks.len());
         for chunk in chunks {
-            match encode_batch(&chunk.records, now, codec(self.config.compression)) {
+            match encode_batch(&chunk.records, now, self.config.compression) {
                 Ok(batch) => {
                     let mut pd = PartitionProduceData::default();
                     pd.index = chunk.tp.1;

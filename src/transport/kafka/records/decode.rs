@@ -1,0 +1,468 @@
+//! Walking the record batches of a Fetch partition.
+
+use bytes::Bytes;
+
+use super::compression::{inflate, Compression};
+use super::*;
+use crate::record::{Header, Record};
+
+/// Decompressed size cap per batch: a zip bomb becomes an undecodable
+/// record instead of eating the memory.
+const MAX_INFLATED_BATCH: usize = 64 << 20;
+/// Decompressed bytes one `decode_records` call may hold (records keep
+/// slices of the decompressed buffers alive). When the next batch would go
+/// over it, decoding stops there and `next_offset` points at that batch, so
+/// the next fetch picks it up; the first compressed batch is always decoded.
+const MAX_INFLATED_PER_CALL: usize = 128 << 20;
+/// The records of a Fetch partition's record bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Decoded {
+    /// Records at or above the fetch offset, in offset order (strictly
+    /// ascending), control records left out.
+    pub records: Vec<Record>,
+    /// The offset to fetch next: past the last whole batch walked, never
+    /// below the fetch offset nor at or below a returned record's offset.
+    pub next_offset: i64,
+}
+
+/// Decodes every whole batch in a Fetch partition's `records` bytes.
+///
+/// - Records below `from_offset` and control batches are dropped (control
+///   batches still move `next_offset` past them).
+/// - A truncated last batch (Kafka cuts fetch responses by bytes) is ignored;
+///   `next_offset` then points at it.
+/// - A batch that cannot be decoded (bad CRC, unknown codec, legacy magic 0/1,
+///   corrupt varints, decompressed size over 64 MiB, ...) becomes ONE record
+///   with no key, `value` = the raw batch bytes and a
+///   [`UNDECODABLE_HEADER`] header holding the reason, at the batch's base
+///   offset (or at the fetch position if the batch starts below it), so the
+///   engine can dead-letter it and the partition never stalls.
+/// - A length field below any format's minimum leaves no way to find the next
+///   batch: the rest of the buffer becomes one undecodable record at the
+///   current position and decoding stops one offset further.
+/// - Decoding may stop early (before the end of `data`) once the batches
+///   decompressed in this call hold 128 MiB; `next_offset` then points at the
+///   first batch not decoded.
+pub fn decode_records(topic: &str, partition: i32, data: Bytes, from_offset: i64) -> Decoded {
+    decode_with_caps(
+        topic,
+        partition,
+        data,
+        from_offset,
+        MAX_INFLATED_BATCH,
+        MAX_INFLATED_PER_CALL,
+    )
+}
+
+/// [`decode_records`] with the decompression caps as parameters (tests use
+/// small ones).
+pub(super) fn decode_with_caps(
+    topic: &str,
+    partition: i32,
+    data: Bytes,
+    from_offset: i64,
+    batch_cap: usize,
+    call_budget: usize,
+) -> Decoded {
+    let mut w = Walker {
+        topic,
+        partition,
+        records: Vec::new(),
+        pos: from_offset,
+        inflated: 0,
+        batch_cap,
+        call_budget,
+    };
+    let mut off = 0usize;
+    loop {
+        let rest = data.get(off..).unwrap_or_default();
+        if rest.len() < LOG_OVERHEAD {
+            break; // truncated tail (or the end)
+        }
+        let base = be_i64(rest, 0);
+        let length = be_i32(rest, 8);
+        let len = match usize::try_from(length) {
+            Ok(len) if len >= MIN_ENTRY_LEN => len,
+            _ => {
+                let raw = data.slice(off..);
+                w.broken_framing(raw, length);
+                break;
+            }
+        };
+        let total = match LOG_OVERHEAD.checked_add(len) {
+            Some(total) if total <= rest.len() => total,
+            _ => break, // truncated tail: fetched again from `next_offset`
+        };
+        let entry = data.slice(off..off + total);
+        let magic = rest.get(OFF_MAGIC).map_or(-1, |&m| m as i8);
+        let step = match magic {
+            2 => w.batch(entry, base),
+            0 | 1 => {
+                // A legacy entry's offset is that of its last (inner) message.
+                let reason = format!("legacy message format magic {magic} is not supported");
+                w.undecodable(entry, base, base.saturating_add(1), -1, reason);
+                Step::Next
+            }
+            _ => {
+                let reason = format!("unknown record batch magic {magic}");
+                w.undecodable(entry, base, base.saturating_add(1), -1, reason);
+                Step::Next
+            }
+        };
+        if step == Step::Stop {
+            break;
+        }
+        off += total;
+    }
+    Decoded {
+        records: w.records,
+        next_offset: w.pos,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Go on with the next batch.
+    Next,
+    /// Stop before this batch (decompression budget spent).
+    Stop,
+}
+
+struct Walker<'a> {
+    topic: &'a str,
+    partition: i32,
+    records: Vec<Record>,
+    /// Lowest offset not yet covered: fetch offset, then past every batch
+    /// walked. Records below it are dropped, so output offsets ascend.
+    pos: i64,
+    /// Decompressed bytes held by this call.
+    inflated: usize,
+    /// Decompressed size cap per batch.
+    batch_cap: usize,
+    /// Decompressed bytes this call may hold (see `MAX_INFLATED_PER_CALL`).
+    call_budget: usize,
+}
+
+impl Walker<'_> {
+    /// One whole magic-2 batch (`entry.len()` = 12 + its length field).
+    fn batch(&mut self, entry: Bytes, base: i64) -> Step {
+        if entry.len() < HEADER_LEN {
+            let reason = format!(
+                "record batch of {} bytes is shorter than its 61-byte header",
+                entry.len()
+            );
+            self.undecodable(entry, base, base.saturating_add(1), -1, reason);
+            return Step::Next;
+        }
+        let last_delta = be_i32(&entry, OFF_LAST_OFFSET_DELTA);
+        // Java advances by base + last_offset_delta + 1 even for control,
+        // empty or compacted batches; so do we.
+        let next = base
+            .saturating_add(i64::from(last_delta.max(0)))
+            .saturating_add(1);
+        if next <= self.pos {
+            return Step::Next; // wholly below the fetch position
+        }
+        let max_ts = be_i64(&entry, OFF_MAX_TIMESTAMP);
+
+        let stored = be_u32(&entry, OFF_CRC);
+        let computed = crc32c::crc32c(entry.get(OFF_ATTRIBUTES..).unwrap_or_default());
+        if stored != computed {
+            let reason = format!("crc mismatch: expected {stored:#010x} got {computed:#010x}");
+            self.undecodable(entry, base, next, max_ts, reason);
+            return Step::Next;
+        }
+
+        let attributes = be_i16(&entry, OFF_ATTRIBUTES);
+        if attributes & ATTR_CONTROL != 0 {
+            // Transaction markers: never delivered, but skipped over.
+            self.pos = self.pos.max(next);
+            return Step::Next;
+        }
+        let codec = attributes & ATTR_CODEC_MASK;
+        let Some(compression) = Compression::from_id(codec) else {
+            let reason = format!("unsupported compression codec {codec}");
+            self.undecodable(entry, base, next, max_ts, reason);
+            return Step::Next;
+        };
+        let count = be_i32(&entry, OFF_RECORD_COUNT);
+        let Ok(count) = usize::try_from(count) else {
+            let reason = format!("negative record count {count}");
+            self.undecodable(entry, base, next, max_ts, reason);
+            return Step::Next;
+        };
+        if count == 0 {
+            // Compaction can leave empty batches (never compressed); skip.
+            self.pos = self.pos.max(next);
+            return Step::Next;
+        }
+
+        let payload = if compression == Compression::None {
+            entry.slice(HEADER_LEN..)
+        } else {
+            let input = entry.get(HEADER_LEN..).unwrap_or_default();
+            match inflate(compression, input, self.batch_cap) {
+                Ok(buf) => {
+                    if self.inflated > 0
+                        && self.inflated.saturating_add(buf.len()) > self.call_budget
+                    {
+                        return Step::Stop;
+                    }
+                    self.inflated = self.inflated.saturating_add(buf.len());
+                    Bytes::from(buf)
+                }
+                Err(e) => {
+                    let reason = format!("{} decompression failed: {e}", compression.name());
+                    self.undecodable(entry, base, next, max_ts, reason);
+                    return Step::Next;
+                }
+            }
+        };
+
+        let batch = BatchInfo {
+            base,
+            last_delta,
+            count,
+            base_ts: be_i64(&entry, OFF_BASE_TIMESTAMP),
+            log_append_ts: (attributes & ATTR_LOG_APPEND_TIME != 0).then_some(max_ts),
+        };
+        let start = self.records.len();
+        // Capped by the bytes that could hold that many records.
+        self.records
+            .reserve(count.min(payload.len() / MIN_RECORD_LEN + 1));
+        match self.parse_records(&payload, &batch) {
+            Ok(()) => {
+                self.pos = self.pos.max(next);
+            }
+            Err(reason) => {
+                self.records.truncate(start);
+                self.undecodable(entry, base, next, max_ts, reason);
+            }
+        }
+        Step::Next
+    }
+
+    /// Appends the batch's records at or above `self.pos`; on error the
+    /// caller truncates what was appended.
+    fn parse_records(&mut self, payload: &Bytes, batch: &BatchInfo) -> Result<(), String> {
+        let mut cur = Cursor::new(payload, payload.len());
+        let mut prev_delta: i64 = -1;
+        for i in 0..batch.count {
+            let at = |e: String| format!("record {i}: {e}");
+            let len = cur.varint().map_err(at)?;
+            let len = usize::try_from(len).map_err(|_| at(format!("negative length {len}")))?;
+            let end = cur
+                .pos
+                .checked_add(len)
+                .filter(|&end| end <= payload.len())
+                .ok_or_else(|| at(format!("length {len} overruns the batch")))?;
+            let mut rc = Cursor {
+                buf: payload,
+                pos: cur.pos,
+                end,
+            };
+            let (delta, record) = self.parse_record(&mut rc, batch).map_err(at)?;
+            if rc.pos != end {
+                return Err(at(format!("{} unread bytes at its end", end - rc.pos)));
+            }
+            cur.pos = end;
+            // Offsets must ascend inside the batch and stay within it, or the
+            // offset bookkeeping downstream (and `next_offset`) would lie.
+            if i64::from(delta) <= prev_delta {
+                return Err(at(format!(
+                    "offset delta {delta} not above the previous {prev_delta}"
+                )));
+            }
+            if delta > batch.last_delta {
+                return Err(at(format!(
+                    "offset delta {delta} beyond the last offset delta {}",
+                    batch.last_delta
+                )));
+            }
+            prev_delta = i64::from(delta);
+            if let Some(record) = record {
+                self.records.push(record);
+            }
+        }
+        if cur.pos != payload.len() {
+            return Err(format!(
+                "{} bytes left after the last of {} records",
+                payload.len() - cur.pos,
+                batch.count
+            ));
+        }
+        Ok(())
+    }
+
+    /// One record body; `None` when it sits below the fetch position.
+    fn parse_record(
+        &self,
+        c: &mut Cursor<'_>,
+        batch: &BatchInfo,
+    ) -> Result<(i32, Option<Record>), String> {
+        let _attributes = c.u8()?;
+        let ts_delta = c.varlong()?;
+        let delta = c.varint()?;
+        let key = c.nullable()?;
+        let value = c.nullable()?;
+        let header_count = c.varint()?;
+        let header_count = usize::try_from(header_count)
+            .map_err(|_| format!("negative header count {header_count}"))?;
+        // A header takes at least 2 bytes: cap the reservation by that.
+        let mut headers = Vec::with_capacity(header_count.min(c.remaining() / 2));
+        for h in 0..header_count {
+            let key_len = c.varint()?;
+            let key_len = usize::try_from(key_len)
+                .map_err(|_| format!("header {h}: negative key length {key_len}"))?;
+            let key = c.bytes(key_len).map_err(|e| format!("header {h}: {e}"))?;
+            let value = c.nullable().map_err(|e| format!("header {h}: {e}"))?;
+            headers.push(Header { key, value });
+        }
+        let offset = batch
+            .base
+            .checked_add(i64::from(delta))
+            .ok_or_else(|| format!("offset {} + {delta} overflows", batch.base))?;
+        if offset < self.pos {
+            return Ok((delta, None));
+        }
+        let timestamp = batch
+            .log_append_ts
+            .unwrap_or_else(|| batch.base_ts.wrapping_add(ts_delta));
+        Ok((
+            delta,
+            Some(Record {
+                topic: self.topic.to_string(),
+                partition: self.partition,
+                offset,
+                timestamp,
+                key,
+                value,
+                headers,
+            }),
+        ))
+    }
+
+    /// One record standing for a batch we could not decode, at the batch's
+    /// base offset (or the current position if the batch starts below it);
+    /// `next` is where the batch ends according to its header.
+    fn undecodable(&mut self, raw: Bytes, base: i64, next: i64, timestamp: i64, reason: String) {
+        if next <= self.pos {
+            return; // wholly below the fetch position: already consumed
+        }
+        let offset = base.max(self.pos);
+        log::warn!(
+            "{}-{} offset {offset}: undecodable record batch ({} bytes): {reason}",
+            self.topic,
+            self.partition,
+            raw.len()
+        );
+        self.records.push(Record {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset,
+            timestamp,
+            key: None,
+            value: Some(raw),
+            headers: vec![Header {
+                key: Bytes::from_static(UNDECODABLE_HEADER.as_bytes()),
+                value: Some(Bytes::from(reason)),
+            }],
+        });
+        self.pos = next.max(offset.saturating_add(1));
+    }
+
+    /// A length field no format allows: the rest of the buffer is one
+    /// undecodable record at the current position (its base offset field is
+    /// as suspect as its length).
+    fn broken_framing(&mut self, raw: Bytes, length: i32) {
+        let reason = format!("record batch length {length} is invalid");
+        let at = self.pos;
+        self.undecodable(raw, at, at.saturating_add(1), -1, reason);
+    }
+}
+
+/// Batch header fields the record parser needs.
+struct BatchInfo {
+    base: i64,
+    last_delta: i32,
+    count: usize,
+    base_ts: i64,
+    /// `Some(max_timestamp)` for LogAppendTime batches: every record's
+    /// timestamp is the broker's append time.
+    log_append_ts: Option<i64>,
+}
+
+/// A bounds-checked reader over `buf[pos..end]` handing out zero-copy
+/// slices of `buf`.
+pub(super) struct Cursor<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+    end: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub(super) fn new(buf: &'a Bytes, end: usize) -> Self {
+        Cursor { buf, pos: 0, end }
+    }
+
+    fn remaining(&self) -> usize {
+        self.end.saturating_sub(self.pos)
+    }
+
+    fn u8(&mut self) -> Result<u8, String> {
+        if self.pos >= self.end {
+            return Err("truncated".into());
+        }
+        let b = self.buf.get(self.pos).copied().ok_or("truncated")?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    /// Zigzag varint of at most 5 bytes. Like Java's `ByteUtils.readVarint`,
+    /// bits beyond 32 in the fifth byte are dropped.
+    pub(super) fn varint(&mut self) -> Result<i32, String> {
+        let mut raw = 0u32;
+        for i in 0..5 {
+            let b = self.u8().map_err(|_| "truncated varint".to_string())?;
+            raw |= u32::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
+            }
+        }
+        Err("varint overflows".into())
+    }
+
+    /// Zigzag varlong of at most 10 bytes.
+    pub(super) fn varlong(&mut self) -> Result<i64, String> {
+        let mut raw = 0u64;
+        for i in 0..10 {
+            let b = self.u8().map_err(|_| "truncated varlong".to_string())?;
+            raw |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
+        }
+        Err("varlong overflows".into())
+    }
+
+    fn bytes(&mut self, len: usize) -> Result<Bytes, String> {
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&end| end <= self.end && end <= self.buf.len())
+            .ok_or_else(|| format!("length {len} overruns the record"))?;
+        let b = self.buf.slice(self.pos..end);
+        self.pos = end;
+        Ok(b)
+    }
+
+    /// Varint length then bytes; -1 is null (distinct from empty).
+    fn nullable(&mut self) -> Result<Option<Bytes>, String> {
+        let len = self.varint()?;
+        if len == -1 {
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| format!("invalid length {len}"))?;
+        self.bytes(len).map(Some)
+    }
+}
