@@ -562,7 +562,13 @@ fn retries_are_bounded() {
 #[test]
 fn interop_confluent_reads_what_we_produce() {
     let kafka = transport();
-    for compression in [Compression::None, Compression::Gzip, Compression::Snappy] {
+    for compression in [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
         let topic = new_topic(&kafka, "interop-produce", 2);
         let config = KafkaConfig::new(kafka_bootstrap()).compression(compression);
         let p = KafkaTransport::connect(config).unwrap().producer().unwrap();
