@@ -1,0 +1,438 @@
+//! The `kafka-retry-producer` thread: its loop (take in records, write a
+//! request, read a reply, wait for a retry), its own connection per leader
+//! with the requests in flight on it, and the filing of replies.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+
+use super::batching::REQUEST_BYTES;
+use super::state::{Chunk, Flight, Inner, Item, Meta, Reply, SenderState, Work};
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::record::Delivered;
+use crate::transport::kafka::client::topic_name;
+use crate::transport::kafka::conn::Connection;
+use crate::transport::kafka::errors::{clone_error, code_name, kafka_error};
+use crate::transport::kafka::records::encode_batch;
+
+/// The sender loop (see the module docs). A bug that panics must not kill
+/// the thread every caller depends on: the records it held are failed and
+/// it starts over with new connections.
+pub(super) fn run_sender(inner: &Inner, rx: &Receiver<Work>) {
+    let mut sender = SenderState::new(inner);
+    loop {
+        match catch_unwind(AssertUnwindSafe(|| sender.step(rx))) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(_) => {
+                log::error!("kafka-retry-producer panicked; failing the records it held");
+                let open = sender.open;
+                sender.abandon("kafka-retry-producer panicked while producing");
+                sender = SenderState::new(inner);
+                sender.open = open;
+            }
+        }
+    }
+}
+
+impl<'a> SenderState<'a> {
+    /// One turn of the loop: take in records, then write one request or
+    /// read one reply or wait for a retry. `false` once the queue is closed
+    /// and every record answered.
+    pub(super) fn step(&mut self, rx: &Receiver<Work>) -> bool {
+        self.counts.clear();
+        if self.held == 0 {
+            if !self.open {
+                return false;
+            }
+            match rx.recv() {
+                Ok(work) => self.intake(work),
+                Err(_) => {
+                    self.open = false;
+                    return false;
+                }
+            }
+        }
+        self.drain(rx);
+        self.release_due();
+        let in_flight = self.in_flight();
+        if self.sendable() {
+            if in_flight == 0 {
+                self.linger(rx);
+                self.send_some();
+                return true;
+            }
+            // A full request, or nothing more is coming: every unanswered
+            // record is in hand and came with a whole `send_batch` (the
+            // rest of a big batch). Otherwise wait for a reply rather than
+            // write a small request: an async caller may be about to add
+            // more, and `send` callers just answered are waking up to.
+            if self.backlog_bytes >= REQUEST_BYTES
+                || (self.inner.unanswered.load(Ordering::SeqCst) <= self.held
+                    && self.backlog.iter().all(|i| i.meta.batch))
+            {
+                self.send_some();
+                return true;
+            }
+        }
+        if in_flight > 0 {
+            self.read_oldest();
+            return true;
+        }
+        // Only parked records (and records blocked behind them): wait for
+        // the first to be due, taking in new records meanwhile.
+        match self.waiting.iter().map(|(d, _)| *d).min() {
+            Some(due) if self.open => match rx.recv_deadline(due) {
+                Ok(work) => self.intake(work),
+                Err(RecvTimeoutError::Disconnected) => self.open = false,
+                Err(RecvTimeoutError::Timeout) => {}
+            },
+            Some(due) => thread::sleep(due.saturating_duration_since(Instant::now())),
+            None => {
+                // Nothing held after all (`held` is off: a bug). Never spin.
+                log::error!(
+                    "kafka-retry-producer: {} record(s) counted but not held",
+                    self.held
+                );
+                self.held = 0;
+            }
+        }
+        true
+    }
+
+    /// Takes in what is queued, without blocking, until a request's worth
+    /// is on hand.
+    pub(super) fn drain(&mut self, rx: &Receiver<Work>) {
+        while self.open && self.backlog_bytes < REQUEST_BYTES {
+            match rx.try_recv() {
+                Ok(work) => self.intake(work),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => self.open = false,
+            }
+        }
+    }
+
+    /// With nothing in flight: waits for more records until a request is
+    /// full, `linger` has passed since the oldest queued record arrived (or
+    /// since the last reply, if later), or every unanswered record is in
+    /// hand.
+    pub(super) fn linger(&mut self, rx: &Receiver<Work>) {
+        let Some(oldest) = self.backlog.iter().map(|i| i.meta.arrived).min() else {
+            return;
+        };
+        let start = self.last_reply.map_or(oldest, |t| t.max(oldest));
+        let deadline = start + self.config.linger;
+        while self.open && self.backlog_bytes < REQUEST_BYTES {
+            // Every unanswered record is in hand: its caller is blocked, so
+            // no one else is about to add one; stop lingering. While this
+            // thread runs only it lowers `unanswered` (a caller lowers it
+            // only when the queue is gone), so the check cannot miss a record.
+            if self.inner.unanswered.load(Ordering::SeqCst) <= self.held {
+                break;
+            }
+            let work = match rx.try_recv() {
+                Ok(w) => w,
+                Err(TryRecvError::Disconnected) => {
+                    self.open = false;
+                    break;
+                }
+                Err(TryRecvError::Empty) => match rx.recv_deadline(deadline) {
+                    Ok(w) => w,
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.open = false;
+                        break;
+                    }
+                },
+            };
+            self.intake(work);
+        }
+    }
+
+    /// Answers records the thread holds (lowering the counts first: a
+    /// caller that sends again right away is then counted once, by its new
+    /// record).
+    pub(super) fn answer(&mut self, answers: Vec<(Reply, Result<Delivered>)>) {
+        if answers.is_empty() {
+            return;
+        }
+        self.held -= answers.len();
+        self.inner
+            .unanswered
+            .fetch_sub(answers.len(), Ordering::SeqCst);
+        for (reply, result) in answers {
+            reply.complete(result);
+        }
+    }
+
+    /// Answers every record of `metas` with (a copy of) `e`.
+    pub(super) fn fail_all(&mut self, metas: Vec<Meta>, e: &Error) {
+        let answers = metas
+            .into_iter()
+            .map(|m| (m.reply, Err(clone_error(e))))
+            .collect();
+        self.answer(answers);
+    }
+
+    pub(super) fn in_flight(&self) -> usize {
+        self.links.values().map(|l| l.flights.len()).sum()
+    }
+
+    /// Encodes and writes one Produce request to `leader`, first reading
+    /// the oldest reply there if `max_in_flight` requests are unanswered.
+    pub(super) fn send_request(&mut self, leader: i32, chunks: Vec<Chunk>) {
+        let max = self.config.max_in_flight.max(1);
+        while self
+            .links
+            .get(&leader)
+            .is_some_and(|l| l.flights.len() >= max)
+        {
+            self.read_reply(leader);
+        }
+        let link = self.links.entry(leader).or_default();
+        if link.conn.is_none() {
+            if let Some(t) = link.last_failure {
+                let wait = self.config.retry_backoff.saturating_sub(t.elapsed());
+                if !wait.is_zero() {
+                    thread::sleep(wait);
+                }
+            }
+            match self.inner.client.connect_node(leader) {
+                Ok(c) => {
+                    link.conn = Some(c);
+                    link.last_failure = None;
+                }
+                Err(e) => {
+                    link.last_failure = Some(Instant::now());
+                    for chunk in chunks {
+                        self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, clone_error(&e));
+                    }
+                    return;
+                }
+            }
+        }
+
+        let now = now_ms();
+        let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
+        let mut sent: Vec<Chunk> = Vec::with_capacity(chunks.len());
+        for chunk in chunks {
+            match encode_batch(&chunk.records, now, self.config.compression) {
+                Ok(batch) => {
+                    let mut pd = PartitionProduceData::default();
+                    pd.index = chunk.tp.1;
+                    pd.records = Some(batch);
+                    topics.entry(chunk.tp.0.clone()).or_default().push(pd);
+                    sent.push(chunk);
+                }
+                Err(e) => self.fail_all(chunk.metas, &e),
+            }
+        }
+        if sent.is_empty() {
+            return;
+        }
+        let mut req = ProduceRequest::default();
+        req.acks = self.config.acks.wire();
+        req.timeout_ms = i32::try_from(self.config.request_timeout.as_millis()).unwrap_or(i32::MAX);
+        req.topic_data = topics
+            .into_iter()
+            .map(|(t, parts)| {
+                let mut td = TopicProduceData::default();
+                td.name = topic_name(&t);
+                td.partition_data = parts;
+                td
+            })
+            .collect();
+        // The reply may take up to the broker-side timeout plus the trip.
+        let timeout = self.config.request_timeout + self.config.request_timeout / 2;
+        let link = self.links.entry(leader).or_default();
+        let result = match link.conn.as_mut() {
+            Some(conn) => conn
+                .version(ApiKey::Produce)
+                .and_then(|v| conn.send(v, &req, timeout)),
+            None => Err(Error::Protocol("producer connection missing (bug)".into())),
+        };
+        drop(req);
+        match result {
+            Ok(s) => {
+                self.seq += 1;
+                link.flights.push_back(Flight {
+                    sent: s,
+                    chunks: sent,
+                    seq: self.seq,
+                });
+            }
+            Err(e) => {
+                if link.conn.as_ref().is_some_and(Connection::is_broken) {
+                    // Whatever was in flight on it is lost with it.
+                    let mut lost: Vec<Chunk> = self.break_link(leader);
+                    lost.extend(sent);
+                    self.connection_failed(lost, &e);
+                } else {
+                    for chunk in sent {
+                        self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, clone_error(&e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops `leader`'s connection; returns the chunks of every request
+    /// that was in flight on it, oldest first.
+    pub(super) fn break_link(&mut self, leader: i32) -> Vec<Chunk> {
+        let Some(link) = self.links.get_mut(&leader) else {
+            return Vec::new();
+        };
+        link.conn = None;
+        link.flights.drain(..).flat_map(|f| f.chunks).collect()
+    }
+
+    /// Reads the oldest reply of all connections.
+    pub(super) fn read_oldest(&mut self) {
+        let oldest = self
+            .links
+            .iter()
+            .filter_map(|(&id, l)| l.flights.front().map(|f| (f.seq, id)))
+            .min();
+        if let Some((_, leader)) = oldest {
+            self.read_reply(leader);
+        }
+    }
+
+    /// Reads the oldest reply from `leader` and files it.
+    pub(super) fn read_reply(&mut self, leader: i32) {
+        let Some(link) = self.links.get_mut(&leader) else {
+            return;
+        };
+        let Some(flight) = link.flights.pop_front() else {
+            return;
+        };
+        let result = match link.conn.as_mut() {
+            Some(conn) => conn.receive(flight.sent),
+            None => Err(Error::Protocol("producer connection missing (bug)".into())),
+        };
+        self.last_reply = Some(Instant::now());
+        match result {
+            Ok(resp) => self.file_response(&resp, flight.chunks),
+            Err(e) => {
+                let mut lost = flight.chunks;
+                lost.extend(self.break_link(leader));
+                self.connection_failed(lost, &e);
+            }
+        }
+    }
+
+    /// Files the chunks of requests lost with their connection: after an
+    /// I/O error each record gets one immediate resend on a new connection
+    /// (an idle connection the broker closed fails that way), then the
+    /// usual retry rules apply.
+    pub(super) fn connection_failed(&mut self, chunks: Vec<Chunk>, e: &Error) {
+        let mut resend: Vec<Item> = Vec::new();
+        for chunk in chunks {
+            let mut records = Vec::new();
+            let mut metas = Vec::new();
+            for (record, mut meta) in chunk.records.into_iter().zip(chunk.metas) {
+                if matches!(e, Error::Io { .. }) && !meta.reconnected {
+                    meta.reconnected = true;
+                    resend.push(Item { record, meta });
+                } else {
+                    records.push(record);
+                    metas.push(meta);
+                }
+            }
+            if !metas.is_empty() {
+                self.fail_or_retry(&chunk.tp, records, metas, clone_error(e));
+            }
+        }
+        if !resend.is_empty() {
+            log::debug!(
+                "kafka: {e}; resending {} record(s) on a new connection",
+                resend.len()
+            );
+        }
+        for item in resend.into_iter().rev() {
+            self.backlog_bytes += item.meta.size;
+            self.backlog.push_front(item);
+        }
+    }
+
+    pub(super) fn file_response(&mut self, resp: &ProduceResponse, chunks: Vec<Chunk>) {
+        for chunk in chunks {
+            let (topic, partition) = &chunk.tp;
+            let ctx = format!("Produce {topic}-{partition}");
+            let part = resp
+                .responses
+                .iter()
+                .filter(|t| &*t.name.0 == topic.as_str())
+                .flat_map(|t| t.partition_responses.iter())
+                .find(|p| p.index == *partition);
+            let part = match part {
+                Some(p) => p,
+                None => {
+                    let e = Error::Protocol(format!("{ctx}: partition missing from the reply"));
+                    self.fail_all(chunk.metas, &e);
+                    continue;
+                }
+            };
+            match part.error_code {
+                0 => {
+                    let base = part.base_offset;
+                    let answers = chunk
+                        .metas
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, m)| {
+                            let delivered = Delivered {
+                                topic: topic.clone(),
+                                partition: *partition,
+                                offset: base + k as i64,
+                            };
+                            (m.reply, Ok(delivered))
+                        })
+                        .collect();
+                    self.answer(answers);
+                }
+                code => {
+                    let ctx = match &part.error_message {
+                        Some(m) if !m.is_empty() => format!("{ctx} ({})", &**m),
+                        _ => ctx,
+                    };
+                    log::debug!("kafka: {ctx}: {} ({code})", code_name(code));
+                    self.fail_or_retry(
+                        &chunk.tp,
+                        chunk.records,
+                        chunk.metas,
+                        kafka_error(ctx, code),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Answers every record held with an error (after a panic).
+    pub(super) fn abandon(&mut self, why: &str) {
+        let mut replies: Vec<Reply> = Vec::new();
+        replies.extend(self.backlog.drain(..).map(|i| i.meta.reply));
+        replies.extend(self.waiting.drain(..).map(|(_, i)| i.meta.reply));
+        for link in self.links.values_mut() {
+            for flight in link.flights.drain(..) {
+                for chunk in flight.chunks {
+                    replies.extend(chunk.metas.into_iter().map(|m| m.reply));
+                }
+            }
+        }
+        // Records dropped while unwinding answered themselves (a dropped
+        // Completer answers with an error) but are still counted in `held`.
+        self.inner.unanswered.fetch_sub(self.held, Ordering::SeqCst);
+        self.held = 0;
+        for reply in replies {
+            reply.complete(Err(Error::Thread(why.to_string())));
+        }
+    }
+}
