@@ -42,10 +42,12 @@
 //!   parked, in flight); `Inner::unanswered` counts those plus the ones
 //!   still in the channel. Both are lowered before a record is answered.
 //!
-//! Files: this one is the front ([`KafkaProducer`], what callers queue);
-//! `batching` accumulates records per partition and plans requests,
+//! Files: this one is the front ([`KafkaProducer`]: queueing records, and
+//! waiting for them: a `send_batch` waits on one `PendingBatch`, woken once
+//! for the whole batch); `state` holds the types the front and the thread
+//! share; `batching` accumulates records per partition and plans requests;
 //! `sender` is the `kafka-retry-producer` thread (connections, requests in
-//! flight, replies), `retry` parks failed records and decides what an error
+//! flight, replies); `retry` parks failed records and decides what an error
 //! means for them.
 
 mod batching;
@@ -54,7 +56,7 @@ mod sender;
 mod state;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::Sender;
@@ -65,89 +67,7 @@ use crate::pending::Pending;
 use crate::record::{Delivered, OutRecord};
 use crate::transport::Producer;
 use sender::run_sender;
-use state::{Inner, Job, Reply, Work};
-
-/// The results of one `send_batch`, woken once when the last lands: a
-/// [`Pending`] per record would wake the waiting caller once per record
-/// whenever it runs ahead of the answers.
-#[derive(Default)]
-pub(super) struct BatchSlot {
-    pub(super) state: Mutex<BatchState>,
-    pub(super) done: Condvar,
-}
-
-#[derive(Default)]
-pub(super) struct BatchState {
-    pub(super) results: Vec<Option<Result<Delivered>>>,
-    pub(super) left: usize,
-}
-
-impl BatchSlot {
-    pub(super) fn new(n: usize) -> Arc<BatchSlot> {
-        Arc::new(BatchSlot {
-            state: Mutex::new(BatchState {
-                results: (0..n).map(|_| None).collect(),
-                left: n,
-            }),
-            done: Condvar::new(),
-        })
-    }
-
-    pub(super) fn lock(&self) -> MutexGuard<'_, BatchState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Blocks until every record is answered; results in input order.
-    pub(super) fn wait(&self) -> Vec<Result<Delivered>> {
-        let mut st = self.lock();
-        while st.left > 0 {
-            st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-        std::mem::take(&mut st.results)
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::Protocol("record not answered (bug)".into()))))
-            .collect()
-    }
-}
-
-/// The answering half for one record of a [`BatchSlot`]; dropped
-/// unanswered, it answers with an error.
-pub(super) struct BatchReply {
-    pub(super) slot: Option<Arc<BatchSlot>>,
-    pub(super) index: usize,
-}
-
-impl BatchReply {
-    pub(super) fn complete(mut self, result: Result<Delivered>) {
-        self.fill(result);
-    }
-
-    pub(super) fn fill(&mut self, result: Result<Delivered>) {
-        let Some(slot) = self.slot.take() else {
-            return;
-        };
-        let mut st = slot.lock();
-        if let Some(r) = st.results.get_mut(self.index) {
-            if r.is_none() {
-                *r = Some(result);
-                st.left -= 1;
-            }
-        }
-        let last = st.left == 0;
-        drop(st);
-        if last {
-            slot.done.notify_all();
-        }
-    }
-}
-
-impl Drop for BatchReply {
-    fn drop(&mut self) {
-        self.fill(Err(Error::Thread(
-            "the write was dropped without an answer".into(),
-        )));
-    }
-}
+use state::{Inner, Job, Work};
 
 /// The Kafka producer (see the module docs).
 pub(crate) struct KafkaProducer {
@@ -209,7 +129,7 @@ impl KafkaProducer {
         self.inner.unanswered.fetch_add(1, Ordering::SeqCst);
         let job = Job {
             record,
-            reply: Reply::One(reply),
+            reply,
             batch: false,
         };
         if let Err(e) = queue.send(Work::One(job)) {
@@ -239,16 +159,15 @@ impl Producer for KafkaProducer {
             return Vec::new();
         }
         let n = records.len();
-        let slot = BatchSlot::new(n);
+        // One slot for the whole batch: the caller wakes once, when the
+        // last record is answered (see `PendingBatch`).
+        let (pending, completers) = Pending::batch(n);
         let jobs: Vec<Job> = records
             .into_iter()
-            .enumerate()
-            .map(|(index, record)| Job {
+            .zip(completers)
+            .map(|(record, reply)| Job {
                 record,
-                reply: Reply::Batch(BatchReply {
-                    slot: Some(slot.clone()),
-                    index,
-                }),
+                reply,
                 batch: true,
             })
             .collect();
@@ -261,7 +180,7 @@ impl Producer for KafkaProducer {
                 }
             }
         }
-        slot.wait()
+        pending.wait()
     }
 }
 

@@ -13,9 +13,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
 use super::batching::REQUEST_BYTES;
-use super::state::{Chunk, Flight, Inner, Item, Meta, Reply, SenderState, Work};
+use super::state::{Chunk, Flight, Inner, Item, Meta, SenderState, Work};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::pending::Completer;
 use crate::record::Delivered;
 use crate::transport::kafka::client::topic_name;
 use crate::transport::kafka::conn::Connection;
@@ -159,7 +160,7 @@ impl<'a> SenderState<'a> {
     /// Answers records the thread holds (lowering the counts first: a
     /// caller that sends again right away is then counted once, by its new
     /// record).
-    pub(super) fn answer(&mut self, answers: Vec<(Reply, Result<Delivered>)>) {
+    pub(super) fn answer(&mut self, answers: Vec<(Completer, Result<Delivered>)>) {
         if answers.is_empty() {
             return;
         }
@@ -417,7 +418,7 @@ impl<'a> SenderState<'a> {
 
     /// Answers every record held with an error (after a panic).
     pub(super) fn abandon(&mut self, why: &str) {
-        let mut replies: Vec<Reply> = Vec::new();
+        let mut replies: Vec<Completer> = Vec::new();
         replies.extend(self.backlog.drain(..).map(|i| i.meta.reply));
         replies.extend(self.waiting.drain(..).map(|(_, i)| i.meta.reply));
         for link in self.links.values_mut() {

@@ -10,39 +10,23 @@ use std::time::Instant;
 
 use kafka_protocol::messages::ProduceRequest;
 
-use super::BatchReply;
 use crate::error::Result;
 use crate::pending::Completer;
-use crate::record::{Delivered, OutRecord};
+use crate::record::OutRecord;
 use crate::transport::kafka::client::Client;
 use crate::transport::kafka::config::KafkaConfig;
 use crate::transport::kafka::conn::{Connection, Sent};
 
 pub(super) struct Job {
     pub(super) record: OutRecord,
-    /// Answers the caller; dropped unanswered (the sender thread died) it
-    /// answers with an error, so no caller waits forever.
-    pub(super) reply: Reply,
+    /// Answers the caller (a `send` / `send_async` caller's `Pending`, or
+    /// one result of a `send_batch`'s `PendingBatch`); dropped unanswered
+    /// (the sender thread died) it answers with an error, so no caller
+    /// waits forever.
+    pub(super) reply: Completer,
     /// Whether it came with a whole `send_batch`, whose caller waits for
     /// all of it and adds nothing meanwhile.
     pub(super) batch: bool,
-}
-
-/// Where a record's result goes.
-pub(super) enum Reply {
-    /// A `send` / `send_async` caller's [`Pending`].
-    One(Completer),
-    /// One record of a `send_batch`.
-    Batch(BatchReply),
-}
-
-impl Reply {
-    pub(super) fn complete(self, result: Result<Delivered>) {
-        match self {
-            Reply::One(c) => c.complete(result),
-            Reply::Batch(b) => b.complete(result),
-        }
-    }
 }
 
 /// What callers queue for the sender thread.
@@ -66,7 +50,7 @@ pub(super) type Tp = (String, i32);
 
 /// What the sender thread keeps of a record besides the record itself.
 pub(super) struct Meta {
-    pub(super) reply: Reply,
+    pub(super) reply: Completer,
     pub(super) partition: i32,
     /// [`estimate`] of the record.
     pub(super) size: usize,
