@@ -10,10 +10,63 @@ use crate::record::OutRecord;
 use crate::transport::kafka::client::TopicState;
 use crate::transport::kafka::errors::{clone_error, is_retriable_code, needs_metadata_refresh};
 
+/// What the producer does with records whose write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Answer them with the error.
+    Fail,
+    /// Park them for a retry with back-off, while `max_retries` and
+    /// `delivery_timeout` allow.
+    Retry {
+        /// Refresh their topic's metadata before the retry (the leader may
+        /// have moved).
+        refresh_metadata: bool,
+        /// When the error broke a connection that had requests in flight:
+        /// resend each record once, at once, on a new connection, without
+        /// counting a failure (an idle connection the broker closed fails
+        /// this way).
+        resend_at_once: bool,
+    },
+}
+
+/// The producer's one decision on an error: every failed write of a record
+/// the sender thread holds goes through here (`fail_or_retry`, and
+/// `SenderState::connection_failed` for `resend_at_once`).
+///
+/// Kept in one place so that the crate-wide classification of the control
+/// path (`retry::classify`) can take it over in one edit. Until then these
+/// are the producer's own rules, unchanged:
+/// - Kafka codes: the retriable ones retry, refreshing metadata when the
+///   code says it is stale (`NOT_LEADER_OR_FOLLOWER`, ...); others fail.
+/// - I/O errors and timeouts retry with a metadata refresh; an I/O error
+///   first resends at once on a new connection.
+/// - Anything else fails (protocol errors, unknown topics, ...).
+///
+/// Two failures are answered without asking: a record whose partition
+/// cannot be found (`SenderState::intake_one`, before the thread holds it)
+/// and a batch that cannot be encoded (it never will be).
+pub(super) fn on_error(e: &Error) -> Action {
+    match e {
+        Error::Kafka { code, .. } if is_retriable_code(*code) => Action::Retry {
+            refresh_metadata: needs_metadata_refresh(*code),
+            resend_at_once: false,
+        },
+        Error::Io { .. } => Action::Retry {
+            refresh_metadata: true,
+            resend_at_once: true,
+        },
+        Error::Timeout(_) => Action::Retry {
+            refresh_metadata: true,
+            resend_at_once: false,
+        },
+        _ => Action::Fail,
+    }
+}
+
 impl<'a> SenderState<'a> {
-    /// Retriable errors (leader moves, timeouts, dropped connections) park
-    /// the records for a retry unless they are out of retries or time; the
-    /// rest are answered with `e`.
+    /// What [`on_error`] says: park the records for a retry (leader moves,
+    /// timeouts, dropped connections) unless they are out of retries or
+    /// time, or answer them with `e`.
     pub(super) fn fail_or_retry(
         &mut self,
         tp: &Tp,
@@ -21,20 +74,16 @@ impl<'a> SenderState<'a> {
         metas: Vec<Meta>,
         e: Error,
     ) {
-        let retriable = match &e {
-            Error::Kafka { code, .. } => is_retriable_code(*code),
-            Error::Io { .. } | Error::Timeout(_) => true,
-            _ => false,
+        let refresh = match on_error(&e) {
+            Action::Fail => {
+                self.fail_all(metas, &e);
+                return;
+            }
+            Action::Retry {
+                refresh_metadata, ..
+            } => refresh_metadata,
         };
-        if !retriable {
-            self.fail_all(metas, &e);
-            return;
-        }
         let mut answers = Vec::new();
-        let refresh = match &e {
-            Error::Kafka { code, .. } => needs_metadata_refresh(*code),
-            _ => true,
-        };
         let config = self.config;
         let now = Instant::now();
         let mut parked = 0;
@@ -138,5 +187,39 @@ impl<'a> SenderState<'a> {
             self.backlog.push_front(item);
         }
         self.answer(answers);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::kafka::errors::kafka_error;
+
+    fn retry(refresh_metadata: bool, resend_at_once: bool) -> Action {
+        Action::Retry {
+            refresh_metadata,
+            resend_at_once,
+        }
+    }
+
+    #[test]
+    fn on_error_keeps_the_producer_rules() {
+        let io = Error::io("read", std::io::Error::other("reset"));
+        assert_eq!(on_error(&io), retry(true, true));
+        assert_eq!(
+            on_error(&Error::Timeout("reply".into())),
+            retry(true, false)
+        );
+        // NOT_LEADER_OR_FOLLOWER: retry after a metadata refresh.
+        assert_eq!(on_error(&kafka_error("Produce t-0", 6)), retry(true, false));
+        // REQUEST_TIMED_OUT: retriable, metadata still good.
+        assert_eq!(
+            on_error(&kafka_error("Produce t-0", 7)),
+            retry(false, false)
+        );
+        // MESSAGE_TOO_LARGE: not retriable.
+        assert_eq!(on_error(&kafka_error("Produce t-0", 10)), Action::Fail);
+        assert_eq!(on_error(&Error::Protocol("bad reply".into())), Action::Fail);
+        assert_eq!(on_error(&Error::UnknownTopic("t".into())), Action::Fail);
     }
 }

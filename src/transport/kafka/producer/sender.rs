@@ -13,6 +13,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
 use super::batching::REQUEST_BYTES;
+use super::retry::{on_error, Action};
 use super::state::{Chunk, Flight, Inner, Item, Meta, SenderState, Work};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -232,6 +233,8 @@ impl<'a> SenderState<'a> {
                     topics.entry(chunk.tp.0.clone()).or_default().push(pd);
                     sent.push(chunk);
                 }
+                // Not a retry decision: a batch that cannot be encoded never
+                // will be (see `on_error`).
                 Err(e) => self.fail_all(chunk.metas, &e),
             }
         }
@@ -334,12 +337,19 @@ impl<'a> SenderState<'a> {
     /// (an idle connection the broker closed fails that way), then the
     /// usual retry rules apply.
     pub(super) fn connection_failed(&mut self, chunks: Vec<Chunk>, e: &Error) {
+        let resend_at_once = matches!(
+            on_error(e),
+            Action::Retry {
+                resend_at_once: true,
+                ..
+            }
+        );
         let mut resend: Vec<Item> = Vec::new();
         for chunk in chunks {
             let mut records = Vec::new();
             let mut metas = Vec::new();
             for (record, mut meta) in chunk.records.into_iter().zip(chunk.metas) {
-                if matches!(e, Error::Io { .. }) && !meta.reconnected {
+                if resend_at_once && !meta.reconnected {
                     meta.reconnected = true;
                     resend.push(Item { record, meta });
                 } else {
@@ -377,7 +387,7 @@ impl<'a> SenderState<'a> {
                 Some(p) => p,
                 None => {
                     let e = Error::Protocol(format!("{ctx}: partition missing from the reply"));
-                    self.fail_all(chunk.metas, &e);
+                    self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, e);
                     continue;
                 }
             };
