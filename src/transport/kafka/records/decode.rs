@@ -318,9 +318,11 @@ impl Walker<'_> {
             let value = c.nullable().map_err(|e| format!("header {h}: {e}"))?;
             headers.push(Header { key, value });
         }
+        // i64::MAX is no offset: no next offset would follow it.
         let offset = batch
             .base
             .checked_add(i64::from(delta))
+            .filter(|&o| o < i64::MAX)
             .ok_or_else(|| format!("offset {} + {delta} overflows", batch.base))?;
         if offset < self.pos {
             return Ok((delta, None));
@@ -350,6 +352,11 @@ impl Walker<'_> {
             return; // wholly below the fetch position: already consumed
         }
         let offset = base.max(self.pos);
+        if offset == i64::MAX {
+            // A record there could never be fetched past (no offset follows
+            // it), and no Kafka log reaches it: a forged base offset.
+            return;
+        }
         log::warn!(
             "{}-{} offset {offset}: undecodable record batch ({} bytes): {reason}",
             self.topic,

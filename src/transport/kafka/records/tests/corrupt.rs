@@ -450,3 +450,30 @@ fn fuzz_no_panic() {
         assert!(decoded > 0 && undecodable > 0);
     }
 }
+
+/// Found by cargo-fuzz: a batch at base offset i64::MAX became a record at
+/// i64::MAX with `next_offset` i64::MAX, so the fetcher would read it forever.
+#[test]
+fn batch_at_the_last_offset_is_dropped() {
+    let good = batch_at(&small_records(2, "a"), 5, Compression::None);
+    for bad in [
+        // Legacy magic: undecodable at its base offset.
+        {
+            let mut b = batch_at(&small_records(1, "x"), 0, Compression::None);
+            set_base(&mut b, i64::MAX);
+            b[16] = 0;
+            b
+        },
+        // A valid batch whose one record sits at i64::MAX.
+        batch_at(&small_records(1, "y"), i64::MAX, Compression::None),
+        // A valid batch that reaches i64::MAX on its second record.
+        batch_at(&small_records(2, "z"), i64::MAX - 1, Compression::None),
+    ] {
+        let mut data = good.clone();
+        data.extend(&bad);
+        let d = decode(&data, 0);
+        check_sane(&d, 0, "batch at i64::MAX");
+        assert_eq!(d.records[0].offset, 5);
+        assert!(d.records.iter().all(|r| r.offset < i64::MAX));
+    }
+}
