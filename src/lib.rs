@@ -19,7 +19,7 @@ mod stats;
 mod transport;
 
 pub use engine::{Engine, EngineBuilder};
-pub use error::{Error, Result};
+pub use error::{Error, KafkaCode, Result};
 pub use handler::{Handler, Outcome};
 pub use headers::{
     DeadReason, ATTEMPTS, DEAD_REASON, ENQUEUED_AT, FIRST_RECEIVED_AT, ORIGIN_OFFSET,

@@ -21,15 +21,12 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::config::KafkaConfig;
 use super::conn::Connection;
-use super::errors::{check, code_name, is_retriable_code, kafka_error};
-use crate::error::{Error, Result};
+use super::errors::{check, code_name};
+use crate::error::{Error, KafkaCode, Result};
 
-/// UNKNOWN_TOPIC_OR_PARTITION.
-const UNKNOWN_TOPIC: i16 = 3;
-/// LEADER_NOT_AVAILABLE.
-const LEADER_NOT_AVAILABLE: i16 = 5;
-/// TOPIC_ALREADY_EXISTS.
-const TOPIC_ALREADY_EXISTS: i16 = 36;
+const UNKNOWN_TOPIC: i16 = KafkaCode::UNKNOWN_TOPIC_OR_PARTITION.code();
+const LEADER_NOT_AVAILABLE: i16 = KafkaCode::LEADER_NOT_AVAILABLE.code();
+const TOPIC_ALREADY_EXISTS: i16 = KafkaCode::TOPIC_ALREADY_EXISTS.code();
 
 /// What one Metadata reply says about one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,13 +108,13 @@ fn connect_first(addrs: &[String], config: &KafkaConfig) -> Result<Connection> {
         Error::Io { context, source } => (context, source),
         other => (
             "connect (last broker)".to_string(),
-            io::Error::other(other.to_string()),
+            Arc::new(io::Error::other(other.to_string())),
         ),
     };
-    Err(Error::io(
-        format!("{}; {context}", earlier.join("; ")),
+    Err(Error::Io {
+        context: format!("{}; {context}", earlier.join("; ")),
         source,
-    ))
+    })
 }
 
 pub(crate) fn topic_name(t: &str) -> TopicName {
@@ -202,12 +199,12 @@ impl Client {
         let state = self.fetch_metadata(&[topic.to_string()])?;
         match state.get(topic) {
             None | Some(TopicState::Missing) => Err(Error::UnknownTopic(topic.to_string())),
-            Some(TopicState::Failed(code)) => Err(kafka_error(format!("Metadata {topic}"), *code)),
+            Some(TopicState::Failed(code)) => Err(Error::kafka(format!("Metadata {topic}"), *code)),
             Some(TopicState::Leaders(leaders)) => {
                 let ctx = format!("Metadata {topic}-{partition}");
                 match usize::try_from(partition).ok().and_then(|p| leaders.get(p)) {
-                    None => Err(kafka_error(ctx, UNKNOWN_TOPIC)),
-                    Some(&l) if l < 0 => Err(kafka_error(ctx, LEADER_NOT_AVAILABLE)),
+                    None => Err(Error::kafka(ctx, UNKNOWN_TOPIC)),
+                    Some(&l) if l < 0 => Err(Error::kafka(ctx, LEADER_NOT_AVAILABLE)),
                     Some(&l) => Ok(l),
                 }
             }
@@ -241,13 +238,13 @@ impl Client {
                 None | Some(TopicState::Missing) => return Ok(None),
                 Some(TopicState::Leaders(l)) if !l.is_empty() => return Ok(Some(l.len() as i32)),
                 Some(TopicState::Leaders(_)) => {
-                    kafka_error(format!("Metadata {topic}"), LEADER_NOT_AVAILABLE)
+                    Error::kafka(format!("Metadata {topic}"), LEADER_NOT_AVAILABLE)
                 }
-                Some(TopicState::Failed(code)) if is_retriable_code(*code) => {
-                    kafka_error(format!("Metadata {topic}"), *code)
+                Some(TopicState::Failed(code)) if KafkaCode::from(*code).is_retriable() => {
+                    Error::kafka(format!("Metadata {topic}"), *code)
                 }
                 Some(TopicState::Failed(code)) => {
-                    return Err(kafka_error(format!("Metadata {topic}"), *code))
+                    return Err(Error::kafka(format!("Metadata {topic}"), *code))
                 }
             };
             attempt += 1;
@@ -520,7 +517,9 @@ impl Client {
                 .ok_or_else(|| Error::Protocol(format!("{ctx}: topic missing from the reply")))?;
             match result.error_code {
                 0 | TOPIC_ALREADY_EXISTS => break,
-                code if is_retriable_code(code) && attempt < self.config.max_retries => {
+                code if KafkaCode::from(code).is_retriable()
+                    && attempt < self.config.max_retries =>
+                {
                     // NOT_CONTROLLER (41) and friends: new metadata, try again.
                     log::debug!("kafka: {ctx}: {} ({code}); retrying", code_name(code));
                     attempt += 1;
@@ -532,7 +531,7 @@ impl Client {
                         Some(m) if !m.is_empty() => format!("{ctx} ({})", &**m),
                         _ => ctx,
                     };
-                    return Err(kafka_error(ctx, code));
+                    return Err(Error::kafka(ctx, code));
                 }
             }
         }

@@ -31,7 +31,7 @@ use kafka_protocol::protocol::{
 };
 
 use super::config::KafkaConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, KafkaCode, Result};
 
 /// A byte stream to a broker. Plain TCP today; a TLS stream slots in here.
 pub(crate) trait ReadWrite: Read + Write {}
@@ -92,8 +92,7 @@ pub(crate) const OUR_VERSIONS: &[(ApiKey, i16, i16)] = &[
 
 /// The ApiVersions version we try first (wire notes §2).
 const API_VERSIONS_FIRST: i16 = 3;
-/// UNSUPPORTED_VERSION.
-const UNSUPPORTED_VERSION: i16 = 35;
+const UNSUPPORTED_VERSION: i16 = KafkaCode::UNSUPPORTED_VERSION.code();
 /// Frame bytes allowed beyond `fetch_max_bytes` (headers, metadata of big
 /// clusters). Frames are capped before we allocate for them.
 const FRAME_SLACK: usize = 100 * 1024 * 1024;
@@ -212,7 +211,7 @@ impl Connection {
                 continue;
             }
             if resp.error_code != 0 {
-                return Err(super::errors::kafka_error(
+                return Err(Error::kafka(
                     format!("ApiVersions v{version} to {}", self.addr),
                     resp.error_code,
                 ));

@@ -26,7 +26,7 @@ use super::client::Client;
 use super::conn::Connection;
 use super::errors::{code_name, needs_metadata_refresh};
 use super::records::decode_records;
-use crate::error::Result;
+use crate::error::{Error, KafkaCode, Result};
 use crate::record::{Record, TopicPartition};
 use crate::transport::OffsetReset;
 
@@ -413,7 +413,7 @@ impl Fetcher {
                             state.position = Some(decoded.next_offset);
                         }
                     }
-                    1 => {
+                    c if c == KafkaCode::OFFSET_OUT_OF_RANGE.code() => {
                         log::warn!(
                             "fetch {tp}: offset {from} is out of range; resetting to the {} offset",
                             match self.reset {
@@ -423,7 +423,7 @@ impl Fetcher {
                         );
                         resets.push(tp);
                     }
-                    code if needs_metadata_refresh(code) => {
+                    code if needs_metadata_refresh(code.into()) => {
                         log::debug!("fetch {tp}: error {code} ({}); re-routing", code_name(code));
                         refresh.insert(tp.topic);
                     }
@@ -512,17 +512,15 @@ impl Fetcher {
                         continue;
                     }
                     if p.error_code != 0 {
-                        if needs_metadata_refresh(p.error_code) {
+                        if needs_metadata_refresh(p.error_code.into()) {
                             refresh.insert(tp.topic.clone());
                         }
-                        first_err.get_or_insert(super::errors::kafka_error(
-                            format!("ListOffsets {tp}"),
-                            p.error_code,
-                        ));
+                        first_err
+                            .get_or_insert(Error::kafka(format!("ListOffsets {tp}"), p.error_code));
                         continue;
                     }
                     if p.offset < 0 {
-                        first_err.get_or_insert(crate::error::Error::Protocol(format!(
+                        first_err.get_or_insert(Error::Protocol(format!(
                             "ListOffsets {tp}: broker answered offset {}",
                             p.offset
                         )));

@@ -74,7 +74,7 @@ use super::assignor;
 use super::client::{Client, TopicState};
 use super::config::KafkaConfig;
 use super::conn::{Connection, KafkaRequest};
-use super::errors::{code_name, kafka_error};
+use super::errors::code_name;
 use super::fetch::Fetcher;
 use crate::error::{Error, Result};
 use crate::record::TopicPartition;
@@ -260,7 +260,7 @@ fn find_coordinator(client: &Client, group: &str) -> Result<String> {
         (resp.error_code, resp.host.to_string(), resp.port)
     };
     if code != 0 {
-        return Err(kafka_error(ctx, code));
+        return Err(Error::kafka(ctx, code));
     }
     if host.is_empty() || !(1..=65535).contains(&port) {
         return Err(Error::Protocol(format!(
@@ -279,7 +279,7 @@ fn is_transient(e: &Error) -> bool {
     match e {
         Error::Io { .. } | Error::Timeout(_) => true,
         Error::Kafka { code, .. } => matches!(
-            *code,
+            code.code(),
             code::COORDINATOR_LOAD_IN_PROGRESS
                 | code::COORDINATOR_NOT_AVAILABLE
                 | code::NOT_COORDINATOR
@@ -607,7 +607,7 @@ impl GroupConsumer {
                 code::MEMBER_ID_REQUIRED => {
                     // Kafka (v4+) and Tansu (always) hand out the id first;
                     // rejoin at once with it.
-                    fail(kafka_error(
+                    fail(Error::kafka(
                         format!("JoinGroup {}", self.config.group_id),
                         resp.error_code,
                     ))?;
@@ -615,7 +615,7 @@ impl GroupConsumer {
                     continue;
                 }
                 code::UNKNOWN_MEMBER_ID => {
-                    fail(kafka_error(
+                    fail(Error::kafka(
                         format!("JoinGroup {}", self.config.group_id),
                         resp.error_code,
                     ))?;
@@ -625,7 +625,7 @@ impl GroupConsumer {
                 code::ILLEGAL_GENERATION
                 | code::REBALANCE_IN_PROGRESS
                 | code::COORDINATOR_LOAD_IN_PROGRESS => {
-                    fail(kafka_error(
+                    fail(Error::kafka(
                         format!("JoinGroup {}", self.config.group_id),
                         resp.error_code,
                     ))?;
@@ -633,7 +633,7 @@ impl GroupConsumer {
                     continue;
                 }
                 code::COORDINATOR_NOT_AVAILABLE | code::NOT_COORDINATOR => {
-                    fail(kafka_error(
+                    fail(Error::kafka(
                         format!("JoinGroup {}", self.config.group_id),
                         resp.error_code,
                     ))?;
@@ -642,7 +642,7 @@ impl GroupConsumer {
                     continue;
                 }
                 c => {
-                    return Err(kafka_error(
+                    return Err(Error::kafka(
                         format!("JoinGroup {}", self.config.group_id),
                         c,
                     ))
@@ -754,7 +754,7 @@ impl GroupConsumer {
                 | code::ILLEGAL_GENERATION
                 | code::UNKNOWN_MEMBER_ID) => {
                     // Another rebalance started (or we were dropped): join again.
-                    fail(kafka_error(
+                    fail(Error::kafka(
                         format!("SyncGroup {}", self.config.group_id),
                         c,
                     ))?;
@@ -766,7 +766,7 @@ impl GroupConsumer {
                 c @ (code::COORDINATOR_NOT_AVAILABLE
                 | code::NOT_COORDINATOR
                 | code::COORDINATOR_LOAD_IN_PROGRESS) => {
-                    fail(kafka_error(
+                    fail(Error::kafka(
                         format!("SyncGroup {}", self.config.group_id),
                         c,
                     ))?;
@@ -775,7 +775,7 @@ impl GroupConsumer {
                     continue;
                 }
                 c => {
-                    return Err(kafka_error(
+                    return Err(Error::kafka(
                         format!("SyncGroup {}", self.config.group_id),
                         c,
                     ))
@@ -912,7 +912,7 @@ impl GroupConsumer {
             ) {
                 self.coord.reset();
             }
-            Err(kafka_error(format!("{ctx}{what}"), code))
+            Err(Error::kafka(format!("{ctx}{what}"), code))
         };
         if version >= 8 {
             let g = resp
@@ -992,7 +992,7 @@ impl GroupConsumer {
         }
         match first {
             None => Ok(()),
-            Some((tp, c)) => Err(kafka_error(format!("OffsetCommit {group} {tp}"), c)),
+            Some((tp, c)) => Err(Error::kafka(format!("OffsetCommit {group} {tp}"), c)),
         }
     }
 
@@ -1047,10 +1047,10 @@ impl GroupConsumer {
                 }
                 code::COORDINATOR_NOT_AVAILABLE | code::NOT_COORDINATOR => {
                     self.coord.reset();
-                    last = Some(kafka_error(format!("LeaveGroup {group}"), code));
+                    last = Some(Error::kafka(format!("LeaveGroup {group}"), code));
                     continue;
                 }
-                c => Err(kafka_error(format!("LeaveGroup {group}"), c)),
+                c => Err(Error::kafka(format!("LeaveGroup {group}"), c)),
             };
         }
         Err(last.unwrap_or_else(|| Error::Protocol(format!("LeaveGroup {group}: gave up"))))
@@ -1170,10 +1170,7 @@ impl Consumer for GroupConsumer {
                 Ok(()) => return Ok(()),
                 Err(e) => e,
             };
-            let code = match &err {
-                Error::Kafka { code, .. } => Some(*code),
-                _ => None,
-            };
+            let code = err.kafka_code().map(|c| c.code());
             match code {
                 Some(c @ (code::ILLEGAL_GENERATION | code::UNKNOWN_MEMBER_ID)) => {
                     self.signals.report(&gen, Signal::Fenced(c));
@@ -1321,7 +1318,7 @@ fn heartbeat_loop(
                         failures = 0;
                     }
                 } else {
-                    failed(&mut failures, &code_name(c));
+                    failed(&mut failures, code_name(c));
                     next = Instant::now() + backoff(failures);
                 }
             }
