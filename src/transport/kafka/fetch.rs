@@ -24,8 +24,9 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::client::Client;
 use super::conn::Connection;
-use super::errors::{code_name, needs_metadata_refresh};
+use super::errors::code_name;
 use super::records::decode_records;
+use super::retry::{classify_code, Action, Backoff};
 use crate::error::{Error, KafkaCode, Result};
 use crate::record::{Record, TopicPartition};
 use crate::transport::OffsetReset;
@@ -273,12 +274,10 @@ impl Fetcher {
         self.end_round(trouble);
     }
 
-    /// Back-off after a failure: `retry_backoff` doubled per consecutive
-    /// failing round, at most 1 s (or `retry_backoff` if that is larger).
+    /// Back-off after a failure: the client's [`Backoff`], counting this
+    /// round's failure after the failing rounds before it.
     fn backoff(&self) -> Duration {
-        let base = self.client.config().retry_backoff;
-        base.saturating_mul(1 << self.failures.min(16))
-            .min(base.max(Duration::from_secs(1)))
+        Backoff::new(self.client.config()).delay(self.failures.saturating_add(1))
     }
 
     fn end_round(&mut self, trouble: bool) {
@@ -423,7 +422,7 @@ impl Fetcher {
                         );
                         resets.push(tp);
                     }
-                    code if needs_metadata_refresh(code.into()) => {
+                    code if classify_code(code.into()) == Action::Rediscover => {
                         log::debug!("fetch {tp}: error {code} ({}); re-routing", code_name(code));
                         refresh.insert(tp.topic);
                     }
@@ -512,7 +511,7 @@ impl Fetcher {
                         continue;
                     }
                     if p.error_code != 0 {
-                        if needs_metadata_refresh(p.error_code.into()) {
+                        if classify_code(p.error_code.into()) == Action::Rediscover {
                             refresh.insert(tp.topic.clone());
                         }
                         first_err
