@@ -404,7 +404,7 @@ impl EngineBuilder {
             session_timeout: self.session_timeout,
             rebalance_timeout: self.rebalance_timeout,
             max_poll_records: self.max_poll_records,
-            client_id: format!("kafka-retry-{group_id}"),
+            client_id: Some(format!("kafka-retry-{group_id}")),
         };
         // Create both group members before starting any thread, so a broker
         // error surfaces from build() and not from a thread later.

@@ -186,14 +186,14 @@ pub(crate) fn create_topics(code: i16) -> Vec<u8> {
     W::default().i32(0).i32(1).str("t").i16(code).i16(-1).0
 }
 
-/// JoinGroup v0 failing with `code`.
-pub(crate) fn join_group_error(code: i16) -> Vec<u8> {
+/// JoinGroup v0 failing with `code`, handing out `member_id`.
+pub(crate) fn join_group_error(code: i16, member_id: &str) -> Vec<u8> {
     W::default()
         .i16(code)
         .i32(-1)
         .str("")
         .str("")
-        .str("")
+        .str(member_id)
         .i32(0)
         .0
 }

@@ -102,11 +102,6 @@ impl Backoff {
         }
     }
 
-    /// The same, with a different cap.
-    pub(crate) fn capped(self, cap: Duration) -> Backoff {
-        Backoff::between(self.base, cap)
-    }
-
     /// The wait after `failures` consecutive failures (1 = the first):
     /// `base * 2^(failures - 1)`, at most the cap.
     pub(crate) fn delay(&self, failures: u32) -> Duration {
