@@ -299,12 +299,15 @@ impl Fetcher {
         }
     }
 
+    /// One Metadata request for `topics`, no retries: fetch rounds are the
+    /// retry loop here (with their own back-off), and a poll must return on
+    /// time during an outage, not wait out a retry budget.
     fn refresh(&self, topics: &BTreeSet<String>) {
         if topics.is_empty() {
             return;
         }
         let topics: Vec<String> = topics.iter().cloned().collect();
-        if let Err(e) = self.client.refresh_metadata(&topics) {
+        if let Err(e) = self.client.fetch_metadata_once(&topics) {
             self.complain(format_args!("metadata refresh for {topics:?} failed: {e}"));
         }
     }
