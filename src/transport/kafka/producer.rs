@@ -56,12 +56,10 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use super::client::{topic_name, Client, TopicState};
 use super::config::{Compression, KafkaConfig};
 use super::conn::{Connection, Sent};
-use super::errors::{
-    clone_error, code_name, is_retriable_code, kafka_error, needs_metadata_refresh,
-};
+use super::errors::{code_name, needs_metadata_refresh};
 use super::records::{self, encode_batch};
 use crate::clock::now_ms;
-use crate::error::{Error, Result};
+use crate::error::{Error, KafkaCode, Result};
 use crate::partitioner::partition_for_key;
 use crate::pending::{Completer, Pending};
 use crate::record::{Delivered, OutRecord, Partitioning};
@@ -639,7 +637,7 @@ impl<'a> SenderState<'a> {
     fn fail_all(&mut self, metas: Vec<Meta>, e: &Error) {
         let answers = metas
             .into_iter()
-            .map(|m| (m.reply, Err(clone_error(e))))
+            .map(|m| (m.reply, Err(e.clone())))
             .collect();
         self.answer(answers);
     }
@@ -776,7 +774,7 @@ impl<'a> SenderState<'a> {
                 Err(e) => {
                     link.last_failure = Some(Instant::now());
                     for chunk in chunks {
-                        self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, clone_error(&e));
+                        self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, e.clone());
                     }
                     return;
                 }
@@ -840,7 +838,7 @@ impl<'a> SenderState<'a> {
                     self.connection_failed(lost, &e);
                 } else {
                     for chunk in sent {
-                        self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, clone_error(&e));
+                        self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, e.clone());
                     }
                 }
             }
@@ -911,7 +909,7 @@ impl<'a> SenderState<'a> {
                 }
             }
             if !metas.is_empty() {
-                self.fail_or_retry(&chunk.tp, records, metas, clone_error(e));
+                self.fail_or_retry(&chunk.tp, records, metas, e.clone());
             }
         }
         if !resend.is_empty() {
@@ -972,7 +970,7 @@ impl<'a> SenderState<'a> {
                         &chunk.tp,
                         chunk.records,
                         chunk.metas,
-                        kafka_error(ctx, code),
+                        Error::kafka(ctx, code),
                     );
                 }
             }
@@ -984,7 +982,7 @@ impl<'a> SenderState<'a> {
     /// rest are answered with `e`.
     fn fail_or_retry(&mut self, tp: &Tp, records: Vec<OutRecord>, metas: Vec<Meta>, e: Error) {
         let retriable = match &e {
-            Error::Kafka { code, .. } => is_retriable_code(*code),
+            Error::Kafka { code, .. } => code.is_retriable(),
             Error::Io { .. } | Error::Timeout(_) => true,
             _ => false,
         };
@@ -1004,7 +1002,7 @@ impl<'a> SenderState<'a> {
             meta.failures += 1;
             let spent = meta.arrived.elapsed();
             if meta.failures > config.max_retries || spent >= config.delivery_timeout {
-                answers.push((meta.reply, Err(clone_error(&e))));
+                answers.push((meta.reply, Err(e.clone())));
                 continue;
             }
             // Exponential back-off up to 1 s (as KIP-580): a broker that is
@@ -1142,7 +1140,7 @@ impl Inner {
         };
         let n = match count {
             Ok(n) => *n,
-            Err(e) => return Err(clone_error(e)),
+            Err(e) => return Err(e.clone()),
         };
         match r.partitioning {
             Partitioning::Explicit(p) if p >= 0 && p < n => Ok(p),
@@ -1153,7 +1151,10 @@ impl Inner {
                         counts.insert(r.topic.clone(), Ok(m));
                         Ok(p)
                     }
-                    Some(_) => Err(kafka_error(format!("Produce {}-{p}", r.topic), 3)),
+                    Some(_) => Err(Error::kafka(
+                        format!("Produce {}-{p}", r.topic),
+                        KafkaCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    )),
                     None => Err(Error::UnknownTopic(r.topic.clone())),
                 }
             }
