@@ -19,7 +19,7 @@ pub mod transport;
 pub mod unstable;
 
 pub use engine::{Engine, EngineBuilder, Health, MissingTopics, ThreadFailure};
-pub use error::{Error, Result};
+pub use error::{Error, KafkaCode, Result};
 pub use handler::{Handler, Outcome};
 pub use headers::{
     DeadReason, ATTEMPTS, DEAD_REASON, ENQUEUED_AT, FIRST_RECEIVED_AT, ORIGIN_OFFSET,

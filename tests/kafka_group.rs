@@ -38,7 +38,7 @@ fn config(group: &str, topic: &str) -> ConsumerConfig {
     let mut c = ConsumerConfig::new(group, [topic]);
     c.session_timeout = SESSION;
     c.rebalance_timeout = Duration::from_secs(10);
-    c.client_id = "kafka-group-test".into();
+    c.client_id = Some("kafka-group-test".into());
     c
 }
 

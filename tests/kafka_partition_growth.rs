@@ -45,7 +45,7 @@ fn config(group: &str, topics: &[&str]) -> ConsumerConfig {
     let mut c = ConsumerConfig::new(group, topics.iter().copied());
     c.session_timeout = SESSION;
     c.rebalance_timeout = Duration::from_secs(10);
-    c.client_id = "partition-growth-test".into();
+    c.client_id = Some("partition-growth-test".into());
     c
 }
 

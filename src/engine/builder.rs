@@ -593,7 +593,9 @@ impl EngineBuilder {
             session_timeout: self.session_timeout,
             rebalance_timeout: self.rebalance_timeout,
             max_poll_records: self.max_poll_records,
-            client_id: format!("kafka-retry-{group_id}"),
+            // The transport's client id (`KafkaConfig::client_id`), so the
+            // id a user set is the one the broker logs and quotas see.
+            client_id: None,
         };
         // Create both group members before starting any thread, so a broker
         // error surfaces from build() and not from a thread later.

@@ -78,22 +78,30 @@ pub struct ConsumerConfig {
     pub session_timeout: Duration,
     /// How long the group waits for members to rejoin during a rebalance,
     /// i.e. how long the caller has between [`ConsumerEvent::Revoked`] and
-    /// its next [`Consumer::poll`].
+    /// its next [`Consumer::poll`]. Defaults to 30 s, as
+    /// [`EngineBuilder::rebalance_timeout`](crate::EngineBuilder::rebalance_timeout).
     pub rebalance_timeout: Duration,
     /// Most records one `poll` returns.
     pub max_poll_records: usize,
-    /// Client id sent to the broker, used in logs.
-    pub client_id: String,
+    /// Client id of this group member (brokers build member ids from it and
+    /// show it in group listings). `None`: the transport's own, i.e.
+    /// [`KafkaConfig::client_id`](crate::KafkaConfig::client_id) on Kafka and
+    /// `"kafka-retry"` on the memory broker.
+    pub client_id: Option<String>,
 }
 
 impl ConsumerConfig {
     /// A config for `group_id` reading `topics`, with defaults for the rest:
-    /// earliest reset, 10 s session timeout, 60 s rebalance timeout,
-    /// 500 records per poll, client id `kafka-retry`.
+    /// earliest reset, 10 s session timeout, 30 s rebalance timeout (the
+    /// engine's default too), 500 records per poll, the transport's client
+    /// id.
     ///
     /// ```
+    /// use std::time::Duration;
     /// let c = kafka_retry::transport::ConsumerConfig::new("billing", ["orders"]);
     /// assert_eq!(c.topics, vec!["orders".to_string()]);
+    /// assert_eq!(c.rebalance_timeout, Duration::from_secs(30));
+    /// assert_eq!(c.client_id, None);
     /// ```
     pub fn new<I, S>(group_id: impl Into<String>, topics: I) -> Self
     where
@@ -105,9 +113,9 @@ impl ConsumerConfig {
             topics: topics.into_iter().map(Into::into).collect(),
             offset_reset: OffsetReset::Earliest,
             session_timeout: Duration::from_secs(10),
-            rebalance_timeout: Duration::from_secs(60),
+            rebalance_timeout: Duration::from_secs(30),
             max_poll_records: 500,
-            client_id: "kafka-retry".to_string(),
+            client_id: None,
         }
     }
 }

@@ -21,15 +21,13 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::config::KafkaConfig;
 use super::conn::Connection;
-use super::errors::{check, code_name, is_retriable_code, kafka_error};
-use crate::error::{Error, Result};
+use super::errors::check;
+use super::retry::{classify, Action, Backoff, Retry};
+use crate::error::{Error, KafkaCode, Result};
 
-/// UNKNOWN_TOPIC_OR_PARTITION.
-const UNKNOWN_TOPIC: i16 = 3;
-/// LEADER_NOT_AVAILABLE.
-const LEADER_NOT_AVAILABLE: i16 = 5;
-/// TOPIC_ALREADY_EXISTS.
-const TOPIC_ALREADY_EXISTS: i16 = 36;
+const UNKNOWN_TOPIC: i16 = KafkaCode::UNKNOWN_TOPIC_OR_PARTITION.code();
+const LEADER_NOT_AVAILABLE: i16 = KafkaCode::LEADER_NOT_AVAILABLE.code();
+const TOPIC_ALREADY_EXISTS: i16 = KafkaCode::TOPIC_ALREADY_EXISTS.code();
 
 /// What one Metadata reply says about one topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,13 +109,13 @@ fn connect_first(addrs: &[String], config: &KafkaConfig) -> Result<Connection> {
         Error::Io { context, source } => (context, source),
         other => (
             "connect (last broker)".to_string(),
-            io::Error::other(other.to_string()),
+            Arc::new(io::Error::other(other.to_string())),
         ),
     };
-    Err(Error::io(
-        format!("{}; {context}", earlier.join("; ")),
+    Err(Error::Io {
+        context: format!("{}; {context}", earlier.join("; ")),
         source,
-    ))
+    })
 }
 
 pub(crate) fn topic_name(t: &str) -> TopicName {
@@ -202,12 +200,12 @@ impl Client {
         let state = self.fetch_metadata(&[topic.to_string()])?;
         match state.get(topic) {
             None | Some(TopicState::Missing) => Err(Error::UnknownTopic(topic.to_string())),
-            Some(TopicState::Failed(code)) => Err(kafka_error(format!("Metadata {topic}"), *code)),
+            Some(TopicState::Failed(code)) => Err(Error::kafka(format!("Metadata {topic}"), *code)),
             Some(TopicState::Leaders(leaders)) => {
                 let ctx = format!("Metadata {topic}-{partition}");
                 match usize::try_from(partition).ok().and_then(|p| leaders.get(p)) {
-                    None => Err(kafka_error(ctx, UNKNOWN_TOPIC)),
-                    Some(&l) if l < 0 => Err(kafka_error(ctx, LEADER_NOT_AVAILABLE)),
+                    None => Err(Error::kafka(ctx, UNKNOWN_TOPIC)),
+                    Some(&l) if l < 0 => Err(Error::kafka(ctx, LEADER_NOT_AVAILABLE)),
                     Some(&l) => Ok(l),
                 }
             }
@@ -232,30 +230,26 @@ impl Client {
 
     /// Partition count, `None` if the topic does not exist (always reads
     /// metadata for it). A topic still being created (no partitions or
-    /// LEADER_NOT_AVAILABLE) is retried up to `max_retries`.
+    /// LEADER_NOT_AVAILABLE) is retried, sharing one budget with dropped
+    /// connections.
     pub(crate) fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
-        let mut attempt = 0;
-        loop {
-            let state = self.fetch_metadata(&[topic.to_string()])?;
-            let last = match state.get(topic) {
-                None | Some(TopicState::Missing) => return Ok(None),
-                Some(TopicState::Leaders(l)) if !l.is_empty() => return Ok(Some(l.len() as i32)),
-                Some(TopicState::Leaders(_)) => {
-                    kafka_error(format!("Metadata {topic}"), LEADER_NOT_AVAILABLE)
+        let ctx = || format!("Metadata {topic}");
+        Retry::new(&self.config).run(
+            "Metadata",
+            &mut (),
+            |_| {
+                let state = self.fetch_metadata_once(&[topic.to_string()])?;
+                match state.get(topic) {
+                    None | Some(TopicState::Missing) => Ok(None),
+                    Some(TopicState::Leaders(l)) if !l.is_empty() => Ok(Some(l.len() as i32)),
+                    Some(TopicState::Leaders(_)) => {
+                        Err(Error::kafka(ctx(), KafkaCode::LEADER_NOT_AVAILABLE))
+                    }
+                    Some(TopicState::Failed(code)) => Err(Error::kafka(ctx(), *code)),
                 }
-                Some(TopicState::Failed(code)) if is_retriable_code(*code) => {
-                    kafka_error(format!("Metadata {topic}"), *code)
-                }
-                Some(TopicState::Failed(code)) => {
-                    return Err(kafka_error(format!("Metadata {topic}"), *code))
-                }
-            };
-            attempt += 1;
-            if attempt > self.config.max_retries {
-                return Err(last);
-            }
-            thread::sleep(self.config.retry_backoff);
-        }
+            },
+            |_, e| classify(e),
+        )
     }
 
     /// Re-reads metadata for these topics (and the broker list); call after
@@ -264,28 +258,25 @@ impl Client {
         self.fetch_metadata(topics).map(|_| ())
     }
 
-    /// One Metadata request (retried on connection errors); updates the cache
-    /// and returns what it says about each requested topic.
+    /// Metadata for these topics (retried per [`classify`]); updates the
+    /// cache and returns what the reply says about each requested topic.
     pub(crate) fn fetch_metadata(&self, topics: &[String]) -> Result<HashMap<String, TopicState>> {
-        self.metadata_with_retries(topics, self.config.max_retries)
+        Retry::new(&self.config).run(
+            "Metadata",
+            &mut (),
+            |_| self.fetch_metadata_once(topics),
+            |_, e| classify(e),
+        )
     }
 
-    /// [`Client::fetch_metadata`] with a single attempt, for callers that
-    /// run their own bounded retry loop (no retries nested in retries).
+    /// One Metadata request, no retries, for callers that run their own
+    /// [`Retry`] (no retries nested in retries).
     pub(crate) fn fetch_metadata_once(
         &self,
         topics: &[String],
     ) -> Result<HashMap<String, TopicState>> {
-        self.metadata_with_retries(topics, 0)
-    }
-
-    fn metadata_with_retries(
-        &self,
-        topics: &[String],
-        retries: u32,
-    ) -> Result<HashMap<String, TopicState>> {
         let timeout = self.config.request_timeout;
-        let resp = self.with_admin(retries, |c| {
+        let resp = self.admin_call(|c| {
             let v = c.version(ApiKey::Metadata)?;
             let mut req = MetadataRequest::default();
             req.topics = Some(
@@ -365,33 +356,18 @@ impl Client {
         Ok(states)
     }
 
-    /// Runs `f` on the admin connection (any broker), reconnecting with
-    /// backoff and retrying on connection errors up to `retries` times.
-    /// `f` must not call back into `with_admin` (it would deadlock).
-    fn with_admin<T>(
-        &self,
-        retries: u32,
-        mut f: impl FnMut(&mut Connection) -> Result<T>,
-    ) -> Result<T> {
+    /// Runs `f` once on the admin connection (any broker), connecting
+    /// first if there is none; a connection `f` broke is dropped, so the
+    /// next call (a retry) connects again. `f` must not call back into
+    /// `admin_call` (it would deadlock).
+    fn admin_call<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut slot = lock(&self.admin);
-        let mut attempt = 0;
-        loop {
-            let result = match self.ensure_admin_conn(&mut slot) {
-                Err(e) => Err(e),
-                Ok(conn) => f(conn),
-            };
-            if slot.conn.as_ref().is_some_and(|c| c.is_broken()) {
-                slot.conn = None;
-                slot.last_failure = Some(Instant::now());
-            }
-            match result {
-                Err(e) if is_connection_error(&e) && attempt < retries => {
-                    log::debug!("kafka: {e}; retrying");
-                    attempt += 1;
-                }
-                other => return other,
-            }
+        let result = self.ensure_admin_conn(&mut slot).and_then(f);
+        if slot.conn.as_ref().is_some_and(|c| c.is_broken()) {
+            slot.conn = None;
+            slot.last_failure = Some(Instant::now());
         }
+        result
     }
 
     fn ensure_admin_conn<'a>(&self, slot: &'a mut Slot) -> Result<&'a mut Connection> {
@@ -422,7 +398,9 @@ impl Client {
     /// Runs `f` on the pooled connection to `node_id` (for short requests:
     /// produce, list offsets). A broken or stale connection is replaced
     /// (after `retry_backoff`); if `f` fails because the connection dropped,
-    /// it runs once more on a new one. `f` must not call `with_node` itself.
+    /// it runs once more on a new one (an idle pooled connection may have
+    /// been closed by the broker, `connections.max.idle.ms`). Other errors
+    /// are the caller's. `f` must not call `with_node` itself.
     pub(crate) fn with_node<T>(
         &self,
         node_id: i32,
@@ -433,35 +411,40 @@ impl Client {
             pool.entry(node_id).or_default().clone()
         };
         let mut slot = lock(&slot);
-        let mut retried = false;
-        loop {
-            if slot.conn.is_none() {
-                self.wait_backoff(slot.last_failure);
-                match self.connect_node(node_id) {
-                    Ok(c) => slot.conn = Some(c),
-                    Err(e) => {
-                        slot.last_failure = Some(Instant::now());
-                        return Err(e);
+        Retry::new(&self.config).retries(1).run(
+            "pooled request",
+            &mut *slot,
+            |slot| {
+                if slot.conn.is_none() {
+                    self.wait_backoff(slot.last_failure);
+                    match self.connect_node(node_id) {
+                        Ok(c) => slot.conn = Some(c),
+                        Err(e) => {
+                            slot.last_failure = Some(Instant::now());
+                            return Err(e);
+                        }
                     }
                 }
-            }
-            let result = match slot.conn.as_mut() {
-                Some(conn) => f(conn),
-                None => Err(Error::Protocol("pooled connection missing".into())),
-            };
-            if slot.conn.as_ref().is_some_and(|c| c.is_broken()) {
-                slot.conn = None;
-                slot.last_failure = Some(Instant::now());
-                // An idle pooled connection may have been closed by the
-                // broker (connections.max.idle.ms): one more try on a new one.
-                if !retried && matches!(result, Err(Error::Io { .. })) {
-                    retried = true;
-                    slot.last_failure = None;
-                    continue;
+                match slot.conn.as_mut() {
+                    Some(conn) => f(conn),
+                    None => Err(Error::Protocol("pooled connection missing".into())),
                 }
-            }
-            return result;
-        }
+            },
+            |slot, e| {
+                let broke = slot.conn.as_ref().is_some_and(|c| c.is_broken());
+                if broke {
+                    slot.conn = None;
+                    slot.last_failure = Some(Instant::now());
+                }
+                if broke && matches!(e, Error::Io { .. }) {
+                    // The retry reconnects at once (see Retry::pause).
+                    slot.last_failure = None;
+                    Action::Reconnect
+                } else {
+                    Action::Fail
+                }
+            },
+        )
     }
 
     /// Creates a topic (CreateTopics to any broker; TOPIC_ALREADY_EXISTS is
@@ -488,82 +471,139 @@ impl Client {
         }
         // -1 is CreateTopics' "broker default" (v4+).
         let rf = replication_factor.unwrap_or(-1);
+        Retry::new(&self.config).run(
+            "CreateTopics",
+            &mut (),
+            |_| self.create_topic_once(topic, partitions, rf),
+            |_, e| {
+                let action = classify(e);
+                if matches!(action, Action::Retry | Action::Rediscover) {
+                    // NOT_CONTROLLER (41) and friends: new metadata, try again.
+                    let _ = self.fetch_metadata_once(&[]);
+                }
+                action
+            },
+        )?;
+        self.wait_for_topic(topic)
+    }
+
+    /// One CreateTopics request; TOPIC_ALREADY_EXISTS is success.
+    fn create_topic_once(&self, topic: &str, partitions: i32, rf: i16) -> Result<()> {
         let timeout = self.config.request_timeout;
         let ctx = format!("CreateTopics {topic}");
-        let mut attempt = 0;
-        loop {
-            let resp = self.with_admin(self.config.max_retries, |c| {
-                let v = c.version(ApiKey::CreateTopics)?;
-                if v < 4 && rf < 0 {
-                    // v2-3 have no "broker default" (-1).
-                    return Err(Error::config(
-                        "replication_factor",
-                        format!(
-                            "broker {} speaks CreateTopics v{v}, which needs an explicit replication factor",
-                            c.addr()
-                        ),
-                    ));
-                }
-                let mut t = CreatableTopic::default();
-                t.name = topic_name(topic);
-                t.num_partitions = partitions;
-                t.replication_factor = rf;
-                let mut req = CreateTopicsRequest::default();
-                req.topics = vec![t];
-                req.timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-                c.call(v, &req, timeout)
-            })?;
-            let result = resp
-                .topics
-                .iter()
-                .find(|t| &*t.name.0 == topic)
-                .ok_or_else(|| Error::Protocol(format!("{ctx}: topic missing from the reply")))?;
-            match result.error_code {
-                0 | TOPIC_ALREADY_EXISTS => break,
-                code if is_retriable_code(code) && attempt < self.config.max_retries => {
-                    // NOT_CONTROLLER (41) and friends: new metadata, try again.
-                    log::debug!("kafka: {ctx}: {} ({code}); retrying", code_name(code));
-                    attempt += 1;
-                    thread::sleep(self.config.retry_backoff);
-                    let _ = self.refresh_metadata(&[]);
-                }
-                code => {
-                    let ctx = match &result.error_message {
-                        Some(m) if !m.is_empty() => format!("{ctx} ({})", &**m),
-                        _ => ctx,
-                    };
-                    return Err(kafka_error(ctx, code));
-                }
+        let resp = self.admin_call(|c| {
+            let v = c.version(ApiKey::CreateTopics)?;
+            if v < 4 && rf < 0 {
+                // v2-3 have no "broker default" (-1).
+                return Err(Error::config(
+                    "replication_factor",
+                    format!(
+                        "broker {} speaks CreateTopics v{v}, which needs an explicit replication factor",
+                        c.addr()
+                    ),
+                ));
+            }
+            let mut t = CreatableTopic::default();
+            t.name = topic_name(topic);
+            t.num_partitions = partitions;
+            t.replication_factor = rf;
+            let mut req = CreateTopicsRequest::default();
+            req.topics = vec![t];
+            req.timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+            c.call(v, &req, timeout)
+        })?;
+        let result = resp
+            .topics
+            .iter()
+            .find(|t| &*t.name.0 == topic)
+            .ok_or_else(|| Error::Protocol(format!("{ctx}: topic missing from the reply")))?;
+        match result.error_code {
+            0 | TOPIC_ALREADY_EXISTS => Ok(()),
+            code => {
+                let ctx = match &result.error_message {
+                    Some(m) if !m.is_empty() => format!("{ctx} ({})", &**m),
+                    _ => ctx,
+                };
+                Err(Error::kafka(ctx, code))
             }
         }
-        self.wait_for_topic(topic)
     }
 
     /// Waits (bounded by `request_timeout`) until metadata shows `topic` with
     /// a leader for every partition.
     fn wait_for_topic(&self, topic: &str) -> Result<()> {
-        let deadline = Instant::now() + self.config.request_timeout;
-        let backoff = self.config.retry_backoff.min(Duration::from_millis(50));
-        loop {
-            let state = self.fetch_metadata(&[topic.to_string()])?;
-            if let Some(TopicState::Leaders(l)) = state.get(topic) {
-                if !l.is_empty() && l.iter().all(|&x| x >= 0) {
-                    return Ok(());
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(Error::Timeout(format!(
-                    "topic {topic} created but not visible in metadata after {:?} (last: {:?})",
-                    self.config.request_timeout,
-                    state.get(topic)
-                )));
-            }
-            thread::sleep(backoff);
-        }
+        let timeout = self.config.request_timeout;
+        let poll = self.config.retry_backoff.min(Duration::from_millis(50));
+        // The last answer about the topic when it was not ready yet.
+        let mut last: Option<Option<TopicState>> = None;
+        Retry::new(&self.config)
+            .retries(u32::MAX)
+            .backoff(Backoff::between(poll, poll))
+            .deadline(Instant::now() + timeout)
+            .run(
+                "wait for a new topic",
+                &mut last,
+                |last| {
+                    *last = None;
+                    let state = self.fetch_metadata_once(&[topic.to_string()])?;
+                    let found = state.get(topic).cloned();
+                    if let Some(TopicState::Leaders(l)) = &found {
+                        if !l.is_empty() && l.iter().all(|&x| x >= 0) {
+                            return Ok(());
+                        }
+                    }
+                    *last = Some(found);
+                    Err(Error::kafka(
+                        format!("Metadata {topic}"),
+                        KafkaCode::LEADER_NOT_AVAILABLE,
+                    ))
+                },
+                |_, e| classify(e),
+            )
+            .map_err(|e| match last {
+                Some(last) => Error::Timeout(format!(
+                    "topic {topic} created but not visible in metadata after {timeout:?} \
+                     (last: {last:?})"
+                )),
+                None => e,
+            })
     }
 }
 
-/// Errors after which the same request may work on a new connection.
-pub(crate) fn is_connection_error(e: &Error) -> bool {
-    matches!(e, Error::Io { .. } | Error::Timeout(_))
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{api, create_topics, FakeBroker};
+    use super::*;
+
+    fn client(broker: &FakeBroker) -> Arc<Client> {
+        let config = KafkaConfig::new(broker.addr())
+            .retry_backoff(Duration::from_millis(5))
+            .max_retries(5);
+        Client::bootstrap(config).unwrap()
+    }
+
+    #[test]
+    fn a_retriable_code_is_retried_and_a_fatal_one_fails_at_once() {
+        // NOT_CONTROLLER twice, then created.
+        let broker = FakeBroker::start(|r, n| {
+            (r.key == api::CREATE_TOPICS).then(|| create_topics(if n < 2 { 41 } else { 0 }))
+        });
+        client(&broker).create_topic("t", 1, Some(1)).unwrap();
+        assert_eq!(broker.count(api::CREATE_TOPICS), 3);
+
+        // INVALID_PARTITIONS: no retry.
+        let broker =
+            FakeBroker::start(|r, _| (r.key == api::CREATE_TOPICS).then(|| create_topics(37)));
+        let err = client(&broker).create_topic("t", 1, Some(1)).unwrap_err();
+        assert_eq!(err.kafka_code(), Some(KafkaCode::new(37)), "{err}");
+        assert!(err.to_string().contains("INVALID_PARTITIONS"), "{err}");
+        assert_eq!(broker.count(api::CREATE_TOPICS), 1);
+
+        // The budget is max_retries: 1 + 5 attempts, then the last error.
+        let broker =
+            FakeBroker::start(|r, _| (r.key == api::CREATE_TOPICS).then(|| create_topics(41)));
+        let err = client(&broker).create_topic("t", 1, Some(1)).unwrap_err();
+        assert_eq!(err.kafka_code(), Some(KafkaCode::NOT_CONTROLLER), "{err}");
+        assert_eq!(broker.count(api::CREATE_TOPICS), 6);
+    }
 }

@@ -31,7 +31,7 @@ use kafka_protocol::protocol::{
 };
 
 use super::config::KafkaConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, KafkaCode, Result};
 
 /// A byte stream to a broker. Plain TCP today; a TLS stream slots in here.
 pub(crate) trait ReadWrite: Read + Write {}
@@ -92,8 +92,7 @@ pub(crate) const OUR_VERSIONS: &[(ApiKey, i16, i16)] = &[
 
 /// The ApiVersions version we try first (wire notes §2).
 const API_VERSIONS_FIRST: i16 = 3;
-/// UNSUPPORTED_VERSION.
-const UNSUPPORTED_VERSION: i16 = 35;
+const UNSUPPORTED_VERSION: i16 = KafkaCode::UNSUPPORTED_VERSION.code();
 /// Frame bytes allowed beyond `fetch_max_bytes` (headers, metadata of big
 /// clusters). Frames are capped before we allocate for them.
 const FRAME_SLACK: usize = 100 * 1024 * 1024;
@@ -212,7 +211,7 @@ impl Connection {
                 continue;
             }
             if resp.error_code != 0 {
-                return Err(super::errors::kafka_error(
+                return Err(Error::kafka(
                     format!("ApiVersions v{version} to {}", self.addr),
                     resp.error_code,
                 ));
@@ -490,13 +489,14 @@ impl Connection {
 
     /// Reads a whole reply frame (after its length).
     fn read_frame(&mut self, deadline: Instant) -> Result<Bytes, FrameError> {
-        let mut len = [0u8; 4];
-        self.read_full(&mut len, deadline)?;
-        let len = i32::from_be_bytes(len);
+        let mut raw = [0u8; 4];
+        self.read_full(&mut raw, deadline)?;
+        let len = i32::from_be_bytes(raw);
         if len < 4 || len as usize > self.max_frame {
             return Err(FrameError::Protocol(format!(
-                "reply frame length {len} outside 4..={}",
-                self.max_frame
+                "reply frame length {len} outside 4..={}{}",
+                self.max_frame,
+                not_kafka_hint(raw)
             )));
         }
         let mut frame = vec![0u8; len as usize];
@@ -524,6 +524,20 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// What an impossible frame length suggests about the other end: its first
+/// bytes as text when they are printable (`HTTP`, `SSH-`), or a TLS record
+/// (0x15 alert, 0x16 handshake, then version 0x03). Empty when nothing fits.
+fn not_kafka_hint(first: [u8; 4]) -> String {
+    if matches!(first, [0x15 | 0x16, 0x03, ..]) {
+        return ": not a Kafka broker? the reply is a TLS record (a TLS listener?)".to_string();
+    }
+    if first.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        let text: String = first.iter().map(|&b| char::from(b)).collect();
+        return format!(": not a Kafka broker? the reply starts with {text:?}");
+    }
+    String::new()
 }
 
 fn left(deadline: Instant) -> io::Result<Duration> {
@@ -768,6 +782,42 @@ mod tests {
         assert!(conn.send(12, &req, t).is_err());
         drop(conn);
         broker.join().unwrap();
+    }
+
+    /// A server that answers anything with `reply`, once.
+    fn not_kafka(reply: &'static [u8]) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 64];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(reply);
+            std::thread::sleep(Duration::from_millis(500));
+        });
+        addr
+    }
+
+    #[test]
+    fn a_reply_from_something_else_says_what_it_probably_is() {
+        let addr = not_kafka(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        let err = Connection::connect(&addr, &config())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(r#"not a Kafka broker? the reply starts with "HTTP""#),
+            "{err}"
+        );
+        assert!(err.contains(&addr), "{err}");
+
+        // A TLS alert (fatal, protocol_version).
+        let addr = not_kafka(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46]);
+        let err = Connection::connect(&addr, &config())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a TLS listener?"), "{err}");
+
+        assert_eq!(not_kafka_hint([0x7f, 0xff, 0xff, 0xff]), "");
     }
 
     #[test]

@@ -1,19 +1,32 @@
-//! Kafka error codes turned into [`Error`]s.
+//! The one table of Kafka error codes: names and "retriable" flags come
+//! from `kafka_protocol::ResponseError` (Kafka's own list), looked up here
+//! and nowhere else. [`KafkaCode`](crate::KafkaCode) calls into it; what the
+//! client *does* about a code is [`retry::classify`](super::retry::classify).
 
-use std::io;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use kafka_protocol::error::ResponseError;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, KafkaCode, Result};
 
-/// Kafka's name of an error code, e.g. `NOT_LEADER_OR_FOLLOWER` for 6.
-pub(crate) fn code_name(code: i16) -> String {
-    match ResponseError::try_from_code(code) {
-        None => "NONE".to_string(),
-        Some(ResponseError::Unknown(c)) => format!("UNKNOWN_CODE_{c}"),
-        // The crate's variant names are Kafka's names in CamelCase.
-        Some(e) => screaming_snake(&format!("{e:?}")),
-    }
+/// Codes `ResponseError` knows, with Kafka's SCREAMING_SNAKE names, built
+/// once from the crate's variant names (which are Kafka's names in
+/// CamelCase).
+fn table() -> &'static HashMap<i16, &'static str> {
+    static TABLE: OnceLock<HashMap<i16, &'static str>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        (-1..=i16::from(u8::MAX))
+            .filter_map(|code| match ResponseError::try_from_code(code) {
+                None | Some(ResponseError::Unknown(_)) => None,
+                Some(e) => {
+                    let name: &'static str =
+                        Box::leak(screaming_snake(&format!("{e:?}")).into_boxed_str());
+                    Some((code, name))
+                }
+            })
+            .collect()
+    })
 }
 
 fn screaming_snake(camel: &str) -> String {
@@ -27,68 +40,45 @@ fn screaming_snake(camel: &str) -> String {
     out
 }
 
-/// `Error::Kafka` for `code`, with `context` naming the API and target
-/// (e.g. `"Produce orders-3"`).
-pub(crate) fn kafka_error(context: impl Into<String>, code: i16) -> Error {
-    Error::Kafka {
-        context: context.into(),
-        code,
-        name: code_name(code),
-    }
-}
-
-/// `Ok` for code 0, else [`kafka_error`].
-pub(crate) fn check(context: impl Into<String>, code: i16) -> Result<()> {
+/// Kafka's name of an error code, e.g. `NOT_LEADER_OR_FOLLOWER` for 6;
+/// `NONE` for 0, `UNKNOWN` for a code Kafka's list lacks.
+pub(crate) fn code_name(code: i16) -> &'static str {
     if code == 0 {
-        Ok(())
-    } else {
-        Err(kafka_error(context, code))
+        return "NONE";
     }
+    table().get(&code).copied().unwrap_or("UNKNOWN")
 }
 
-/// Whether a Kafka code is worth retrying the same request for (after a
-/// metadata refresh for the leader ones). Per Java's `RetriableException`.
-pub(crate) fn is_retriable_code(code: i16) -> bool {
+/// Java's `RetriableException` flag for a code (false for 0 and unknown).
+pub(crate) fn code_is_retriable(code: i16) -> bool {
     match ResponseError::try_from_code(code) {
         None => false,
         Some(e) => e.is_retriable(),
     }
 }
 
-/// Codes after which the leader or topic may have moved: refresh metadata.
-pub(crate) fn needs_metadata_refresh(code: i16) -> bool {
-    matches!(code, 3 | 5 | 6 | 13 | 74 | 75 | 100)
+/// `Ok` for code 0, else [`Error::Kafka`] with `context` naming the API and
+/// target (e.g. `"Produce orders-3"`).
+pub(crate) fn check(context: impl Into<String>, code: i16) -> Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Error::kafka(context, code))
+    }
 }
 
-/// A copy of `e` (our `Error` holds an `io::Error`, which is not `Clone`),
-/// for handing one failure to every record of a failed request.
-pub(crate) fn clone_error(e: &Error) -> Error {
-    match e {
-        Error::Config { field, reason } => Error::Config {
-            field,
-            reason: reason.clone(),
-        },
-        Error::Io { context, source } => Error::Io {
-            context: context.clone(),
-            source: io::Error::new(source.kind(), source.to_string()),
-        },
-        Error::Kafka {
-            context,
-            code,
-            name,
-        } => Error::Kafka {
-            context: context.clone(),
-            code: *code,
-            name: name.clone(),
-        },
-        Error::Protocol(m) => Error::Protocol(m.clone()),
-        Error::UnknownTopic(t) => Error::UnknownTopic(t.clone()),
-        Error::Timeout(m) => Error::Timeout(m.clone()),
-        Error::Rebalance(m) => Error::Rebalance(m.clone()),
-        Error::Closed => Error::Closed,
-        Error::Thread(m) => Error::Thread(m.clone()),
-        Error::Shutdown(m) => Error::Shutdown(m.clone()),
-    }
+/// Codes after which the leader or topic may have moved: refresh metadata.
+pub(crate) fn needs_metadata_refresh(code: KafkaCode) -> bool {
+    matches!(
+        code,
+        KafkaCode::UNKNOWN_TOPIC_OR_PARTITION
+            | KafkaCode::LEADER_NOT_AVAILABLE
+            | KafkaCode::NOT_LEADER_OR_FOLLOWER
+            | KafkaCode::NETWORK_EXCEPTION
+            | KafkaCode::FENCED_LEADER_EPOCH
+            | KafkaCode::UNKNOWN_LEADER_EPOCH
+            | KafkaCode::UNKNOWN_TOPIC_ID
+    )
 }
 
 #[cfg(test)]
@@ -101,18 +91,55 @@ mod tests {
         assert_eq!(code_name(3), "UNKNOWN_TOPIC_OR_PARTITION");
         assert_eq!(code_name(36), "TOPIC_ALREADY_EXISTS");
         assert_eq!(code_name(-1), "UNKNOWN_SERVER_ERROR");
-        assert_eq!(code_name(9999), "UNKNOWN_CODE_9999");
+        assert_eq!(code_name(0), "NONE");
+        assert_eq!(code_name(9999), "UNKNOWN");
     }
 
+    /// Every named constant carries the name Kafka gives its number.
     #[test]
-    fn kafka_error_displays_context_and_name() {
-        let e = kafka_error("Produce orders-3", 6);
-        assert_eq!(
-            e.to_string(),
-            "Produce orders-3: kafka error 6 (NOT_LEADER_OR_FOLLOWER)"
-        );
-        assert!(e.is_retriable());
+    fn constants_match_the_table() {
+        let named = [
+            (KafkaCode::UNKNOWN_SERVER_ERROR, "UNKNOWN_SERVER_ERROR"),
+            (KafkaCode::OFFSET_OUT_OF_RANGE, "OFFSET_OUT_OF_RANGE"),
+            (
+                KafkaCode::UNKNOWN_TOPIC_OR_PARTITION,
+                "UNKNOWN_TOPIC_OR_PARTITION",
+            ),
+            (KafkaCode::LEADER_NOT_AVAILABLE, "LEADER_NOT_AVAILABLE"),
+            (KafkaCode::NOT_LEADER_OR_FOLLOWER, "NOT_LEADER_OR_FOLLOWER"),
+            (KafkaCode::REQUEST_TIMED_OUT, "REQUEST_TIMED_OUT"),
+            (KafkaCode::NETWORK_EXCEPTION, "NETWORK_EXCEPTION"),
+            (
+                KafkaCode::COORDINATOR_LOAD_IN_PROGRESS,
+                "COORDINATOR_LOAD_IN_PROGRESS",
+            ),
+            (
+                KafkaCode::COORDINATOR_NOT_AVAILABLE,
+                "COORDINATOR_NOT_AVAILABLE",
+            ),
+            (KafkaCode::NOT_COORDINATOR, "NOT_COORDINATOR"),
+            (KafkaCode::NOT_ENOUGH_REPLICAS, "NOT_ENOUGH_REPLICAS"),
+            (
+                KafkaCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+            ),
+            (KafkaCode::ILLEGAL_GENERATION, "ILLEGAL_GENERATION"),
+            (KafkaCode::UNKNOWN_MEMBER_ID, "UNKNOWN_MEMBER_ID"),
+            (KafkaCode::REBALANCE_IN_PROGRESS, "REBALANCE_IN_PROGRESS"),
+            (KafkaCode::UNSUPPORTED_VERSION, "UNSUPPORTED_VERSION"),
+            (KafkaCode::TOPIC_ALREADY_EXISTS, "TOPIC_ALREADY_EXISTS"),
+            (KafkaCode::NOT_CONTROLLER, "NOT_CONTROLLER"),
+            (KafkaCode::FENCED_LEADER_EPOCH, "FENCED_LEADER_EPOCH"),
+            (KafkaCode::UNKNOWN_LEADER_EPOCH, "UNKNOWN_LEADER_EPOCH"),
+            (KafkaCode::MEMBER_ID_REQUIRED, "MEMBER_ID_REQUIRED"),
+            (KafkaCode::INVALID_RECORD, "INVALID_RECORD"),
+            (KafkaCode::UNKNOWN_TOPIC_ID, "UNKNOWN_TOPIC_ID"),
+        ];
+        for (code, name) in named {
+            assert_eq!(code.name(), name, "{}", code.code());
+        }
+        assert!(code_is_retriable(6) && !code_is_retriable(87) && !code_is_retriable(0));
         assert!(check("x", 0).is_ok());
-        assert!(is_retriable_code(6) && !is_retriable_code(87));
+        assert!(check("x", 6).is_err());
     }
 }

@@ -24,9 +24,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::client::Client;
 use super::conn::Connection;
-use super::errors::{code_name, needs_metadata_refresh};
+use super::errors::code_name;
 use super::records::decode_records;
-use crate::error::Result;
+use super::retry::{classify_code, Action, Backoff};
+use crate::error::{Error, KafkaCode, Result};
 use crate::record::{Record, TopicPartition};
 use crate::transport::OffsetReset;
 
@@ -273,12 +274,10 @@ impl Fetcher {
         self.end_round(trouble);
     }
 
-    /// Back-off after a failure: `retry_backoff` doubled per consecutive
-    /// failing round, at most 1 s (or `retry_backoff` if that is larger).
+    /// Back-off after a failure: the client's [`Backoff`], counting this
+    /// round's failure after the failing rounds before it.
     fn backoff(&self) -> Duration {
-        let base = self.client.config().retry_backoff;
-        base.saturating_mul(1 << self.failures.min(16))
-            .min(base.max(Duration::from_secs(1)))
+        Backoff::new(self.client.config()).delay(self.failures.saturating_add(1))
     }
 
     fn end_round(&mut self, trouble: bool) {
@@ -300,12 +299,15 @@ impl Fetcher {
         }
     }
 
+    /// One Metadata request for `topics`, no retries: fetch rounds are the
+    /// retry loop here (with their own back-off), and a poll must return on
+    /// time during an outage, not wait out a retry budget.
     fn refresh(&self, topics: &BTreeSet<String>) {
         if topics.is_empty() {
             return;
         }
         let topics: Vec<String> = topics.iter().cloned().collect();
-        if let Err(e) = self.client.refresh_metadata(&topics) {
+        if let Err(e) = self.client.fetch_metadata_once(&topics) {
             self.complain(format_args!("metadata refresh for {topics:?} failed: {e}"));
         }
     }
@@ -413,7 +415,7 @@ impl Fetcher {
                             state.position = Some(decoded.next_offset);
                         }
                     }
-                    1 => {
+                    c if c == KafkaCode::OFFSET_OUT_OF_RANGE.code() => {
                         log::warn!(
                             "fetch {tp}: offset {from} is out of range; resetting to the {} offset",
                             match self.reset {
@@ -423,7 +425,7 @@ impl Fetcher {
                         );
                         resets.push(tp);
                     }
-                    code if needs_metadata_refresh(code) => {
+                    code if classify_code(code.into()) == Action::Rediscover => {
                         log::debug!("fetch {tp}: error {code} ({}); re-routing", code_name(code));
                         refresh.insert(tp.topic);
                     }
@@ -512,17 +514,15 @@ impl Fetcher {
                         continue;
                     }
                     if p.error_code != 0 {
-                        if needs_metadata_refresh(p.error_code) {
+                        if classify_code(p.error_code.into()) == Action::Rediscover {
                             refresh.insert(tp.topic.clone());
                         }
-                        first_err.get_or_insert(super::errors::kafka_error(
-                            format!("ListOffsets {tp}"),
-                            p.error_code,
-                        ));
+                        first_err
+                            .get_or_insert(Error::kafka(format!("ListOffsets {tp}"), p.error_code));
                         continue;
                     }
                     if p.offset < 0 {
-                        first_err.get_or_insert(crate::error::Error::Protocol(format!(
+                        first_err.get_or_insert(Error::Protocol(format!(
                             "ListOffsets {tp}: broker answered offset {}",
                             p.offset
                         )));

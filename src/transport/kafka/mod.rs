@@ -7,10 +7,13 @@ pub(crate) mod client;
 pub(crate) mod config;
 pub(crate) mod conn;
 pub(crate) mod errors;
+#[cfg(test)]
+pub(crate) mod fake;
 pub(crate) mod fetch;
 pub(crate) mod group;
 pub(crate) mod producer;
 pub(crate) mod records;
+pub(crate) mod retry;
 
 use std::sync::Arc;
 

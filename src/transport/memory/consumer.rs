@@ -148,7 +148,8 @@ impl MemoryConsumer {
             let Some(id) = self.member_id.clone() else {
                 // (Re)join as a fresh member.
                 st.next_member += 1;
-                let id = format!("{}-{:010}", self.config.client_id, st.next_member);
+                let client_id = self.config.client_id.as_deref().unwrap_or("kafka-retry");
+                let id = format!("{client_id}-{:010}", st.next_member);
                 st.members.insert(
                     id.clone(),
                     Member {

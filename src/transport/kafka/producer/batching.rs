@@ -8,10 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::state::{Chunk, Inner, Item, Job, Meta, SenderState, Tp, Work};
-use crate::error::{Error, Result};
+use crate::error::{Error, KafkaCode, Result};
 use crate::partitioner::partition_for_key;
 use crate::record::{OutRecord, Partitioning};
-use crate::transport::kafka::errors::{clone_error, kafka_error};
 
 /// Batch header bytes (record batch v2).
 pub(super) const BATCH_OVERHEAD: usize = 61;
@@ -201,7 +200,7 @@ impl Inner {
         };
         let n = match count {
             Ok(n) => *n,
-            Err(e) => return Err(clone_error(e)),
+            Err(e) => return Err(e.clone()),
         };
         match r.partitioning {
             Partitioning::Explicit(p) if p >= 0 && p < n => Ok(p),
@@ -212,7 +211,10 @@ impl Inner {
                         counts.insert(r.topic.clone(), Ok(m));
                         Ok(p)
                     }
-                    Some(_) => Err(kafka_error(format!("Produce {}-{p}", r.topic), 3)),
+                    Some(_) => Err(Error::kafka(
+                        format!("Produce {}-{p}", r.topic),
+                        KafkaCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    )),
                     None => Err(Error::UnknownTopic(r.topic.clone())),
                 }
             }

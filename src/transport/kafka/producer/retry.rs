@@ -8,7 +8,7 @@ use super::state::{Item, Meta, Parked, SenderState, Tp};
 use crate::error::Error;
 use crate::record::OutRecord;
 use crate::transport::kafka::client::TopicState;
-use crate::transport::kafka::errors::{clone_error, is_retriable_code, needs_metadata_refresh};
+use crate::transport::kafka::errors::needs_metadata_refresh;
 
 /// What the producer does with records whose write failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub(super) enum Action {
 /// and a batch that cannot be encoded (it never will be).
 pub(super) fn on_error(e: &Error) -> Action {
     match e {
-        Error::Kafka { code, .. } if is_retriable_code(*code) => Action::Retry {
+        Error::Kafka { code, .. } if code.is_retriable() => Action::Retry {
             refresh_metadata: needs_metadata_refresh(*code),
             resend_at_once: false,
         },
@@ -91,7 +91,7 @@ impl<'a> SenderState<'a> {
             meta.failures += 1;
             let spent = meta.arrived.elapsed();
             if meta.failures > config.max_retries || spent >= config.delivery_timeout {
-                answers.push((meta.reply, Err(clone_error(&e))));
+                answers.push((meta.reply, Err(e.clone())));
                 continue;
             }
             // Exponential back-off up to 1 s (as KIP-580): a broker that is
@@ -193,7 +193,7 @@ impl<'a> SenderState<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::kafka::errors::kafka_error;
+    use crate::error::KafkaCode;
 
     fn retry(refresh_metadata: bool, resend_at_once: bool) -> Action {
         Action::Retry {
@@ -211,14 +211,23 @@ mod tests {
             retry(true, false)
         );
         // NOT_LEADER_OR_FOLLOWER: retry after a metadata refresh.
-        assert_eq!(on_error(&kafka_error("Produce t-0", 6)), retry(true, false));
+        assert_eq!(
+            on_error(&Error::kafka(
+                "Produce t-0",
+                KafkaCode::NOT_LEADER_OR_FOLLOWER
+            )),
+            retry(true, false)
+        );
         // REQUEST_TIMED_OUT: retriable, metadata still good.
         assert_eq!(
-            on_error(&kafka_error("Produce t-0", 7)),
+            on_error(&Error::kafka("Produce t-0", KafkaCode::REQUEST_TIMED_OUT)),
             retry(false, false)
         );
         // MESSAGE_TOO_LARGE: not retriable.
-        assert_eq!(on_error(&kafka_error("Produce t-0", 10)), Action::Fail);
+        assert_eq!(
+            on_error(&Error::kafka("Produce t-0", KafkaCode::from(10))),
+            Action::Fail
+        );
         assert_eq!(on_error(&Error::Protocol("bad reply".into())), Action::Fail);
         assert_eq!(on_error(&Error::UnknownTopic("t".into())), Action::Fail);
     }

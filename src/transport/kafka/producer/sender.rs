@@ -21,7 +21,7 @@ use crate::pending::Completer;
 use crate::record::Delivered;
 use crate::transport::kafka::client::topic_name;
 use crate::transport::kafka::conn::Connection;
-use crate::transport::kafka::errors::{clone_error, code_name, kafka_error};
+use crate::transport::kafka::errors::code_name;
 use crate::transport::kafka::records::encode_batch;
 
 /// The sender loop (see the module docs). A bug that panics must not kill
@@ -178,7 +178,7 @@ impl<'a> SenderState<'a> {
     pub(super) fn fail_all(&mut self, metas: Vec<Meta>, e: &Error) {
         let answers = metas
             .into_iter()
-            .map(|m| (m.reply, Err(clone_error(e))))
+            .map(|m| (m.reply, Err(e.clone())))
             .collect();
         self.answer(answers);
     }
@@ -214,7 +214,7 @@ impl<'a> SenderState<'a> {
                 Err(e) => {
                     link.last_failure = Some(Instant::now());
                     for chunk in chunks {
-                        self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, clone_error(&e));
+                        self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, e.clone());
                     }
                     return;
                 }
@@ -280,7 +280,7 @@ impl<'a> SenderState<'a> {
                     self.connection_failed(lost, &e);
                 } else {
                     for chunk in sent {
-                        self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, clone_error(&e));
+                        self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, e.clone());
                     }
                 }
             }
@@ -358,7 +358,7 @@ impl<'a> SenderState<'a> {
                 }
             }
             if !metas.is_empty() {
-                self.fail_or_retry(&chunk.tp, records, metas, clone_error(e));
+                self.fail_or_retry(&chunk.tp, records, metas, e.clone());
             }
         }
         if !resend.is_empty() {
@@ -419,7 +419,7 @@ impl<'a> SenderState<'a> {
                         &chunk.tp,
                         chunk.records,
                         chunk.metas,
-                        kafka_error(ctx, code),
+                        Error::kafka(ctx, code),
                     );
                 }
             }

@@ -1,0 +1,199 @@
+//! A scripted fake broker on 127.0.0.1 for unit tests of the request paths:
+//! it records every request's header and answers with hand-encoded replies
+//! at the oldest versions we speak (non-flexible, so no tagged fields).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+/// One request as the fake broker saw it.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    pub(crate) key: i16,
+    pub(crate) client_id: Option<String>,
+}
+
+/// API keys the tests script.
+pub(crate) mod api {
+    pub(crate) const METADATA: i16 = 3;
+    pub(crate) const FIND_COORDINATOR: i16 = 10;
+    pub(crate) const JOIN_GROUP: i16 = 11;
+    pub(crate) const API_VERSIONS: i16 = 18;
+    pub(crate) const CREATE_TOPICS: i16 = 19;
+}
+
+/// The one version offered per API (the oldest we speak).
+const VERSIONS: &[(i16, i16)] = &[
+    (api::API_VERSIONS, 0),
+    (api::METADATA, 1),
+    (api::CREATE_TOPICS, 2),
+    (api::FIND_COORDINATOR, 0),
+    (api::JOIN_GROUP, 0),
+    (14, 0), // SyncGroup
+    (12, 0), // Heartbeat
+    (13, 0), // LeaveGroup
+    (9, 1),  // OffsetFetch
+    (8, 2),  // OffsetCommit
+];
+
+/// Big-endian writer for reply bodies.
+#[derive(Default)]
+pub(crate) struct W(pub(crate) Vec<u8>);
+
+impl W {
+    pub(crate) fn i8(mut self, v: i8) -> W {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub(crate) fn i16(mut self, v: i16) -> W {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub(crate) fn i32(mut self, v: i32) -> W {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub(crate) fn str(self, s: &str) -> W {
+        let mut w = self.i16(s.len() as i16);
+        w.0.extend_from_slice(s.as_bytes());
+        w
+    }
+}
+
+/// A fake broker; `reply(request, n)` answers the `n`th request (from 0)
+/// with that API key with a body (after the correlation id), or `None` to
+/// use the default answer: ApiVersions, Metadata naming this broker and
+/// topic `t` (one partition), FindCoordinator naming this broker. Anything
+/// else unscripted closes the connection.
+pub(crate) struct FakeBroker {
+    addr: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+type Reply = dyn Fn(&Seen, usize) -> Option<Vec<u8>> + Send + Sync;
+
+impl FakeBroker {
+    pub(crate) fn start(
+        reply: impl Fn(&Seen, usize) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let reply: Arc<Reply> = Arc::new(reply);
+        let (s, a) = (seen.clone(), addr.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (s, a, reply) = (s.clone(), a.clone(), reply.clone());
+                thread::spawn(move || serve(conn, &a, &s, &*reply));
+            }
+        });
+        FakeBroker { addr, seen }
+    }
+
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Requests seen so far, in arrival order.
+    pub(crate) fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Requests with API `key` seen so far.
+    pub(crate) fn count(&self, key: i16) -> usize {
+        self.seen().iter().filter(|s| s.key == key).count()
+    }
+}
+
+fn serve(mut conn: TcpStream, addr: &str, seen: &Mutex<Vec<Seen>>, reply: &Reply) {
+    let port: i32 = addr.rsplit(':').next().unwrap().parse().unwrap();
+    loop {
+        let mut len = [0u8; 4];
+        if conn.read_exact(&mut len).is_err() {
+            return;
+        }
+        let mut frame = vec![0u8; i32::from_be_bytes(len) as usize];
+        if conn.read_exact(&mut frame).is_err() {
+            return;
+        }
+        let key = i16::from_be_bytes([frame[0], frame[1]]);
+        let corr = [frame[4], frame[5], frame[6], frame[7]];
+        let id_len = i16::from_be_bytes([frame[8], frame[9]]);
+        let client_id = (id_len >= 0)
+            .then(|| String::from_utf8_lossy(&frame[10..10 + id_len as usize]).into_owned());
+        let request = Seen { key, client_id };
+        let n = {
+            let mut seen = seen.lock().unwrap();
+            seen.push(request.clone());
+            seen.iter().filter(|s| s.key == key).count() - 1
+        };
+        let body = match reply(&request, n) {
+            Some(b) => b,
+            None => match key {
+                api::API_VERSIONS => api_versions(),
+                api::METADATA => metadata(port),
+                api::FIND_COORDINATOR => W::default().i16(0).i32(0).str("127.0.0.1").i32(port).0,
+                _ => return,
+            },
+        };
+        let mut out = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(&corr);
+        out.extend_from_slice(&body);
+        if conn.write_all(&out).is_err() {
+            return;
+        }
+    }
+}
+
+/// ApiVersions v0-2 body (the client falls back to reading it as v0).
+fn api_versions() -> Vec<u8> {
+    let mut w = W::default().i16(0).i32(VERSIONS.len() as i32);
+    for &(key, v) in VERSIONS {
+        w = w.i16(key).i16(v).i16(v);
+    }
+    w.i32(0).0
+}
+
+/// Metadata v1: this broker as node 0 and controller; topic `t` with one
+/// partition led by it.
+fn metadata(port: i32) -> Vec<u8> {
+    W::default()
+        .i32(1)
+        .i32(0)
+        .str("127.0.0.1")
+        .i32(port)
+        .i16(-1) // rack: null
+        .i32(0) // controller
+        .i32(1)
+        .i16(0)
+        .str("t")
+        .i8(0)
+        .i32(1)
+        .i16(0)
+        .i32(0) // partition 0
+        .i32(0) // leader
+        .i32(1)
+        .i32(0) // replicas
+        .i32(1)
+        .i32(0) // isr
+        .0
+}
+
+/// CreateTopics v2 for topic `t`: `code`, no message.
+pub(crate) fn create_topics(code: i16) -> Vec<u8> {
+    W::default().i32(0).i32(1).str("t").i16(code).i16(-1).0
+}
+
+/// JoinGroup v0 failing with `code`, handing out `member_id`.
+pub(crate) fn join_group_error(code: i16, member_id: &str) -> Vec<u8> {
+    W::default()
+        .i16(code)
+        .i32(-1)
+        .str("")
+        .str("")
+        .str(member_id)
+        .i32(0)
+        .0
+}

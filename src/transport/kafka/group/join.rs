@@ -1,0 +1,382 @@
+//! Joining and leaving: JoinGroup (with the member-id-required round), the
+//! leader's range assignment, SyncGroup, and LeaveGroup. One join is one
+//! attempt of the retry driver; a stale membership (22/25/27 from SyncGroup)
+//! makes the driver rejoin at once, a moved coordinator makes it find the
+//! coordinator again.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_protocol_subscription::ConsumerProtocolSubscription;
+use kafka_protocol::messages::join_group_request::{JoinGroupRequest, JoinGroupRequestProtocol};
+use kafka_protocol::messages::join_group_response::{JoinGroupResponse, JoinGroupResponseMember};
+use kafka_protocol::messages::leave_group_request::{LeaveGroupRequest, MemberIdentity};
+use kafka_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRequestAssignment};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+use super::super::assignor;
+use super::super::errors::check;
+use super::super::retry::{Action, Retry};
+use super::coordinator::{group_id, ms};
+use super::watch::MetadataWatch;
+use super::{GroupConsumer, Phase, PROTOCOL_TYPE};
+use crate::error::{Error, KafkaCode, Result};
+use crate::record::TopicPartition;
+
+/// What a successful JoinGroup says.
+struct Joined {
+    generation: i32,
+    leader: bool,
+    /// Every member and its subscription metadata (leader only).
+    members: Vec<JoinGroupResponseMember>,
+}
+
+/// The leader's plan: an assignment per member, and the partition counts it
+/// was made from.
+type Plan = (
+    Vec<SyncGroupRequestAssignment>,
+    BTreeMap<String, Option<i32>>,
+);
+
+/// JoinGroup metadata: the v0 subscription to `topics`, whose `user_data`
+/// counts the rebalances this member asked for (none: no user data, the
+/// plain subscription). Coordinators rebalance a stable group when a member
+/// rejoins with different metadata (Kafka and Tansu alike), which Tansu
+/// needs to honour a leader's rejoin. The count only changes when the member
+/// asks for a rebalance, so ordinary rejoins do not look like new metadata
+/// (that would cost the group an extra rebalance on Tansu). Range assignors
+/// (ours, Java's, librdkafka's) ignore user data.
+pub(super) fn subscription(topics: &[String], rebalance_requests: u32) -> Result<Bytes> {
+    if rebalance_requests == 0 {
+        return assignor::encode_subscription(topics);
+    }
+    let mut sub = ConsumerProtocolSubscription::default();
+    sub.topics = topics
+        .iter()
+        .map(|t| StrBytes::from_string(t.clone()))
+        .collect();
+    sub.user_data = Some(Bytes::copy_from_slice(&rebalance_requests.to_be_bytes()));
+    let mut buf = BytesMut::new();
+    buf.put_i16(0);
+    sub.encode(&mut buf, 0)
+        .map_err(|e| Error::Protocol(format!("encode consumer subscription: {e}")))?;
+    Ok(buf.freeze())
+}
+
+impl GroupConsumer {
+    /// Joins (JoinGroup, SyncGroup) through the retry driver; on success
+    /// the member is Active with its new assignment.
+    pub(super) fn join(&mut self) -> Result<Vec<TopicPartition>> {
+        // No generation to heartbeat for while joining.
+        self.membership.set_target(None);
+        self.assignment.clear();
+        self.fetcher.clear();
+        self.watch = None;
+        let metadata = subscription(&self.config.topics, self.rebalance_requests)?;
+        Retry::new(self.client.config()).run(
+            "join",
+            self,
+            |me| me.join_once(&metadata),
+            |me, e| {
+                if e.kafka_code() == Some(KafkaCode::UNKNOWN_MEMBER_ID) {
+                    me.member_id.clear();
+                }
+                me.coord.recover(e)
+            },
+        )
+    }
+
+    /// One join: JoinGroup, the assignment if we lead, SyncGroup.
+    fn join_once(&mut self, metadata: &Bytes) -> Result<Vec<TopicPartition>> {
+        let joined = self.join_group(metadata)?;
+        let (assignments, counts) = if joined.leader {
+            let (assignments, counts) = self.assign(&joined.members)?;
+            (assignments, Some(counts))
+        } else {
+            (Vec::new(), None)
+        };
+        let parts = self.sync_group(joined.generation, assignments)?;
+        self.activate(joined.generation, &parts, counts);
+        Ok(parts)
+    }
+
+    /// The JoinGroup read timeout: the broker parks it until every member
+    /// has rejoined (up to the rebalance timeout, plus the initial delay for
+    /// a new group), as it parks a follower's SyncGroup until the leader's.
+    /// Java allows 5 s more.
+    fn join_timeout(&self) -> Duration {
+        self.config.rebalance_timeout + Duration::from_secs(5)
+    }
+
+    /// JoinGroup until the coordinator accepts us. A first JoinGroup without
+    /// a member id may be answered MEMBER_ID_REQUIRED with the id to use
+    /// (Kafka v4+, Tansu always): that is a step of the protocol, not a
+    /// failure, so it is sent again at once within this attempt.
+    fn join_group(&mut self, metadata: &Bytes) -> Result<Joined> {
+        let ctx = format!("JoinGroup {}", self.config.group_id);
+        let mut resp = self.send_join_group(metadata)?;
+        if resp.error_code == KafkaCode::MEMBER_ID_REQUIRED.code() {
+            self.member_id = resp.member_id.to_string();
+            resp = self.send_join_group(metadata)?;
+            if resp.error_code == KafkaCode::MEMBER_ID_REQUIRED.code() {
+                // The driver rejoins with this one.
+                self.member_id = resp.member_id.to_string();
+            }
+        }
+        check(&ctx, resp.error_code)?;
+        if resp.member_id.is_empty() || resp.generation_id < 0 {
+            return Err(Error::Protocol(format!(
+                "{ctx}: reply has member id {:?} and generation {}",
+                &*resp.member_id, resp.generation_id
+            )));
+        }
+        if let Some(name) = &resp.protocol_name {
+            if &**name != assignor::RANGE {
+                return Err(Error::Protocol(format!(
+                    "{ctx}: group chose protocol {:?}, we only speak {:?}",
+                    &**name,
+                    assignor::RANGE
+                )));
+            }
+        }
+        self.member_id = resp.member_id.to_string();
+        let leader = resp.leader == resp.member_id;
+        log::debug!(
+            "group {}: joined generation {} as {} ({}), {} members listed",
+            self.config.group_id,
+            resp.generation_id,
+            self.member_id,
+            if leader { "leader" } else { "follower" },
+            resp.members.len()
+        );
+        Ok(Joined {
+            generation: resp.generation_id,
+            leader,
+            members: resp.members,
+        })
+    }
+
+    fn send_join_group(&mut self, metadata: &Bytes) -> Result<JoinGroupResponse> {
+        let (session, rebalance) = (
+            ms(self.config.session_timeout),
+            ms(self.config.rebalance_timeout),
+        );
+        let member_id = self.member_id.clone();
+        let gid = group_id(&self.config.group_id);
+        let md = metadata.clone();
+        let timeout = self.join_timeout();
+        let (_, resp) = self.coord.call(timeout, |v| {
+            let mut req = JoinGroupRequest::default();
+            req.group_id = gid;
+            req.session_timeout_ms = session;
+            if v >= 1 {
+                req.rebalance_timeout_ms = rebalance;
+            }
+            req.member_id = StrBytes::from_string(member_id);
+            req.protocol_type = StrBytes::from_static_str(PROTOCOL_TYPE);
+            let mut p = JoinGroupRequestProtocol::default();
+            p.name = StrBytes::from_static_str(assignor::RANGE);
+            p.metadata = md;
+            req.protocols = vec![p];
+            req
+        })?;
+        Ok(resp)
+    }
+
+    /// The leader's range assignment of every member's subscription, from
+    /// fresh partition counts.
+    fn assign(&self, members: &[JoinGroupResponseMember]) -> Result<Plan> {
+        let group = &self.config.group_id;
+        let members: Vec<(String, Vec<String>)> = members
+            .iter()
+            .map(|m| {
+                let topics = assignor::decode_subscription(&m.metadata).unwrap_or_else(|e| {
+                    log::warn!(
+                        "group {group}: member {} sent unreadable metadata ({e}); it gets nothing",
+                        &*m.member_id
+                    );
+                    Vec::new()
+                });
+                (m.member_id.to_string(), topics)
+            })
+            .collect();
+        let mut all_topics: Vec<String> = members.iter().flat_map(|(_, t)| t.clone()).collect();
+        all_topics.sort();
+        all_topics.dedup();
+        // Fresh partition counts: a topic may have grown.
+        if let Err(e) = self.client.refresh_metadata(&all_topics) {
+            log::warn!("group {group}: metadata refresh before assigning: {e}");
+        }
+        // The counts assigned from, for the leader's later checks.
+        let mut counts = BTreeMap::new();
+        let plan = assignor::range_assign(&members, |t| {
+            let n = self.client.cached_partition_count(t)?;
+            counts.insert(t.to_string(), n.filter(|&n| n > 0));
+            Ok(n)
+        })?;
+        let mut out = Vec::with_capacity(plan.len());
+        for (member, parts) in plan {
+            let mut a = SyncGroupRequestAssignment::default();
+            a.member_id = StrBytes::from_string(member);
+            a.assignment = assignor::encode_assignment(&parts)?;
+            out.push(a);
+        }
+        Ok((out, counts))
+    }
+
+    /// SyncGroup: the leader sends every member's assignment, followers
+    /// none; each gets its own back.
+    fn sync_group(
+        &mut self,
+        generation: i32,
+        assignments: Vec<SyncGroupRequestAssignment>,
+    ) -> Result<Vec<TopicPartition>> {
+        let member_id = self.member_id.clone();
+        let gid = group_id(&self.config.group_id);
+        let timeout = self.join_timeout();
+        let (_, resp) = self.coord.call(timeout, |v| {
+            let mut req = SyncGroupRequest::default();
+            req.group_id = gid;
+            req.generation_id = generation;
+            req.member_id = StrBytes::from_string(member_id);
+            if v >= 5 {
+                req.protocol_type = Some(StrBytes::from_static_str(PROTOCOL_TYPE));
+                req.protocol_name = Some(StrBytes::from_static_str(assignor::RANGE));
+            }
+            req.assignments = assignments;
+            req
+        })?;
+        check(
+            format!("SyncGroup {}", self.config.group_id),
+            resp.error_code,
+        )?;
+        assignor::decode_assignment(&resp.assignment)
+    }
+
+    /// Enters `generation` with `parts`: fetch them, heartbeat for it, watch
+    /// partition counts if we lead, read start positions.
+    fn activate(
+        &mut self,
+        generation: i32,
+        parts: &[TopicPartition],
+        counts: Option<BTreeMap<String, Option<i32>>>,
+    ) {
+        self.generation = generation;
+        self.phase = Phase::Active;
+        self.assignment = parts.to_vec();
+        self.fetcher.assign(parts);
+        self.membership.set_target(self.current());
+        let max_age = self.client.config().metadata_max_age;
+        let counts = match (counts, self.requested_in.take()) {
+            (Some(_), Some((asked_in, before))) if asked_in == generation => {
+                // The coordinator kept the generation, and with it the
+                // old assignment: compare against what is in force, so
+                // that the next check asks again.
+                log::warn!(
+                    "group {}: the coordinator did not rebalance generation {generation} \
+                     on request; asking again in {max_age:?}",
+                    self.config.group_id,
+                );
+                Some(before)
+            }
+            (counts, _) => counts,
+        };
+        let next_check = Instant::now() + max_age;
+        self.watch = counts.map(|counts| MetadataWatch { counts, next_check });
+        log::info!(
+            "group {}: member {} has generation {generation}, assigned {:?}",
+            self.config.group_id,
+            self.member_id,
+            parts.iter().map(|tp| tp.to_string()).collect::<Vec<_>>()
+        );
+        // Positions now, so that "latest" means "as of the assignment";
+        // what fails is retried on the next polls.
+        if let Err(e) = self.init_positions() {
+            log::warn!(
+                "group {}: reading start offsets: {e}; will retry",
+                self.config.group_id
+            );
+        }
+    }
+
+    /// LeaveGroup, retried once (after a reconnect or a new coordinator).
+    /// A member the coordinator no longer knows has nothing to leave.
+    pub(super) fn leave(&mut self) -> Result<()> {
+        if self.member_id.is_empty() {
+            return Ok(());
+        }
+        Retry::new(self.client.config()).retries(1).run(
+            "LeaveGroup",
+            self,
+            GroupConsumer::leave_once,
+            |me, e| match me.coord.recover(e) {
+                // Nothing to rejoin: we are leaving.
+                Action::Rejoin => Action::Fail,
+                a => a,
+            },
+        )
+    }
+
+    fn leave_once(&mut self) -> Result<()> {
+        let group = self.config.group_id.clone();
+        let member = self.member_id.clone();
+        let timeout = self.client.config().request_timeout;
+        let (_, resp) = self.coord.call(timeout, |v| {
+            let mut req = LeaveGroupRequest::default();
+            req.group_id = group_id(&group);
+            if v >= 3 {
+                let mut m = MemberIdentity::default();
+                m.member_id = StrBytes::from_string(member.clone());
+                if v >= 5 {
+                    m.reason = Some(StrBytes::from_static_str("consumer closed"));
+                }
+                req.members = vec![m];
+            } else {
+                req.member_id = StrBytes::from_string(member.clone());
+            }
+            req
+        })?;
+        let code = if resp.error_code != 0 {
+            resp.error_code
+        } else {
+            resp.members
+                .iter()
+                .map(|m| m.error_code)
+                .find(|&c| c != 0)
+                .unwrap_or(0)
+        };
+        // Already gone (session expired): nothing to leave.
+        if code == KafkaCode::UNKNOWN_MEMBER_ID.code() {
+            log::debug!("group {group}: member {member} was already gone");
+            return Ok(());
+        }
+        check(format!("LeaveGroup {group}"), code)?;
+        log::debug!("group {group}: member {member} left");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebalance_requests_change_the_metadata_but_not_the_topics() {
+        let topics = vec!["a".to_string(), "b".to_string()];
+        let plain = subscription(&topics, 0).unwrap();
+        assert_eq!(plain, assignor::encode_subscription(&topics).unwrap());
+        let first = subscription(&topics, 1).unwrap();
+        let second = subscription(&topics, 2).unwrap();
+        assert_ne!(plain, first);
+        assert_ne!(first, second);
+        assert_eq!(first, subscription(&topics, 1).unwrap(), "stable per count");
+        for m in [&plain, &first, &second] {
+            assert_eq!(assignor::decode_subscription(m).unwrap(), topics);
+        }
+        // Java reads it as v0 with user data: version, topics, bytes.
+        let mut tail = first.slice(first.len() - 8..);
+        assert_eq!(tail.split_to(4).as_ref(), &4i32.to_be_bytes());
+        assert_eq!(tail.as_ref(), &1u32.to_be_bytes());
+    }
+}

@@ -1,0 +1,473 @@
+//! A classic-protocol (JoinGroup / SyncGroup / Heartbeat) consumer group
+//! member with eager rebalances and the range assignor.
+//!
+//! # Threads and who owns what
+//!
+//! The caller's thread (the "poll side") owns the membership: it joins,
+//! syncs, commits and leaves on its own coordinator connection, and fetches
+//! on one connection per leader (`fetch.rs`). A background thread named
+//! `kafka-retry-heartbeat` heartbeats on a *second* coordinator connection,
+//! so a caller that does not poll for a long while keeps its membership.
+//!
+//! They share one [`Membership`] (mutex + condvar, `membership.rs`):
+//! - the poll side publishes the generation to heartbeat for (`target`), or
+//!   `None` while it is joining (no generation to heartbeat for) or closed;
+//! - the heartbeat thread (and a failed commit) report what the coordinator
+//!   said about *that* generation, a [`GenerationEnd`]: `Rebalance` (27)
+//!   or `Fenced` (22/25).
+//!   A report is only stored if `target` is still the generation the
+//!   heartbeat was sent for, and changing `target` clears it, so the poll
+//!   side never acts on a stale report from an earlier generation.
+//!
+//! # Event sequence (see [`ConsumerEvent`])
+//!
+//! `Unjoined --poll--> join --> Assigned(p) --> Active`
+//! `Active --(Rebalance reported)--poll--> Revoked(p) --> RevokedPending`
+//! `RevokedPending --poll--> join --> Assigned(q)`
+//! `Active --(Fenced reported)--poll--> Lost(p) --> Unjoined`
+//!
+//! Between `Revoked` and the next poll the generation stays the heartbeat
+//! target: heartbeats continue (Kafka counts them even while it answers 27)
+//! and commits at that generation still work, as Kafka accepts them while the
+//! group is preparing the rebalance.
+//!
+//! # New partitions (leader only)
+//!
+//! The coordinator does not notice that a topic gained partitions, or that a
+//! subscribed topic was created: only the leader's assignor reads partition
+//! counts. So, like Java, the leader remembers the counts it assigned from
+//! ([`MetadataWatch`], `watch.rs`) and, every `metadata_max_age`, re-reads them from a
+//! poll. When one differs it reports `Rebalance` for its own generation, so
+//! the member goes through the same `Revoked` -> rejoin path as for a 27; the
+//! leader's JoinGroup makes the coordinator rebalance the (stable) group, and
+//! every member is then assigned from the new counts.
+//!
+//! Kafka rebalances a stable group on any JoinGroup from its leader; Tansu
+//! (0.6) only when the member's metadata changed, and otherwise answers with
+//! the current generation and keeps the old assignment. So the rejoin also
+//! carries new metadata (see [`subscription`](join::subscription)); both coordinators rebalance
+//! on that. Should a coordinator still keep the generation, the leader
+//! keeps comparing against the counts of the assignment in force and asks
+//! again at the next check.
+
+//!
+//! # Files
+//!
+//! - `mod.rs`: the member ([`GroupConsumer`]) and its poll / commit / close;
+//! - `coordinator.rs`: finding and talking to the coordinator;
+//! - `join.rs`: JoinGroup, the leader's assignment, SyncGroup, LeaveGroup;
+//! - `offsets.rs`: OffsetFetch (start positions) and OffsetCommit;
+//! - `heartbeat.rs`: the heartbeat thread;
+//! - `membership.rs`: the state the poll side and the heartbeat thread share;
+//! - `watch.rs`: the leader's partition-count watch.
+//!
+//! Every request goes through the retry driver (`retry.rs`).
+
+mod coordinator;
+mod heartbeat;
+mod join;
+mod membership;
+mod offsets;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::client::Client;
+use super::fetch::Fetcher;
+use crate::error::{Error, KafkaCode, Result};
+use crate::record::TopicPartition;
+use crate::transport::{Consumer, ConsumerConfig, ConsumerEvent};
+use coordinator::Coordinator;
+use membership::{Generation, GenerationEnd, Membership};
+use watch::MetadataWatch;
+
+const PROTOCOL_TYPE: &str = "consumer";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Not in a generation; the next poll joins.
+    Unjoined,
+    /// Assigned and fetching.
+    Active,
+    /// `Revoked` was returned; the next poll rejoins.
+    RevokedPending,
+    Closed,
+}
+
+/// A classic consumer group member (see the module docs).
+pub(crate) struct GroupConsumer {
+    client: Arc<Client>,
+    config: ConsumerConfig,
+    coord: Coordinator,
+    /// Member id the coordinator gave us; kept across rejoins (cleared on 25).
+    member_id: String,
+    /// Current generation; -1 when not a member (cleared on 22/25).
+    generation: i32,
+    phase: Phase,
+    assignment: Vec<TopicPartition>,
+    fetcher: Fetcher,
+    membership: Arc<Membership>,
+    heartbeat: Option<JoinHandle<()>>,
+    /// Set while this member leads the current generation.
+    watch: Option<MetadataWatch>,
+    /// Rebalances this member asked for (see [`subscription`]).
+    rebalance_requests: u32,
+    /// After asking for a rebalance: the generation it was asked in and the
+    /// counts that generation was assigned from, in case the coordinator
+    /// keeps that generation (then those counts are still in force).
+    requested_in: Option<(i32, BTreeMap<String, Option<i32>>)>,
+}
+
+impl std::fmt::Debug for GroupConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupConsumer")
+            .field("group", &self.config.group_id)
+            .field("member_id", &self.member_id)
+            .field("generation", &self.generation)
+            .field("phase", &self.phase)
+            .field("assignment", &self.assignment)
+            .finish()
+    }
+}
+
+impl GroupConsumer {
+    /// A member of `config.group_id`, not yet joined (the first poll joins).
+    /// Starts the heartbeat thread, idle until the join completes.
+    pub(crate) fn new(client: Arc<Client>, config: ConsumerConfig) -> Result<GroupConsumer> {
+        validate(&config)?;
+        let membership = Arc::new(Membership::default());
+        let interval = client
+            .config()
+            .heartbeat_interval
+            .unwrap_or(config.session_timeout / 3)
+            .max(Duration::from_millis(10));
+        // A heartbeat that takes longer than the session is useless anyway.
+        let timeout = client.config().request_timeout.min(config.session_timeout);
+        let heartbeat = heartbeat::spawn(
+            client.clone(),
+            config.group_id.clone(),
+            config.client_id.clone(),
+            membership.clone(),
+            interval,
+            timeout,
+        )?;
+        Ok(GroupConsumer {
+            coord: Coordinator::new(
+                client.clone(),
+                config.group_id.clone(),
+                config.client_id.as_deref(),
+            ),
+            fetcher: Fetcher::new(client.clone(), config.offset_reset),
+            client,
+            config,
+            member_id: String::new(),
+            generation: -1,
+            phase: Phase::Unjoined,
+            assignment: Vec::new(),
+            membership,
+            heartbeat: Some(heartbeat),
+            watch: None,
+            rebalance_requests: 0,
+            requested_in: None,
+        })
+    }
+
+    fn current(&self) -> Option<Generation> {
+        (self.generation >= 0).then(|| Generation {
+            id: self.generation,
+            member_id: self.member_id.clone(),
+        })
+    }
+
+    /// Applies a pending heartbeat/commit report; returns the event to hand
+    /// to the caller, if any.
+    fn handle_generation_end(&mut self) -> Option<ConsumerEvent> {
+        match self.membership.take_end()? {
+            GenerationEnd::Fenced(c) => {
+                log::warn!(
+                    "group {}: member {} fenced from generation {} ({}); rejoining",
+                    self.config.group_id,
+                    self.member_id,
+                    self.generation,
+                    c.name()
+                );
+                self.generation = -1;
+                if c == KafkaCode::UNKNOWN_MEMBER_ID {
+                    self.member_id.clear();
+                }
+                self.membership.set_target(None);
+                self.fetcher.clear();
+                let lost = std::mem::take(&mut self.assignment);
+                let was = self.phase;
+                self.phase = Phase::Unjoined;
+                // After Revoked the caller already let the partitions go.
+                (was == Phase::Active).then_some(ConsumerEvent::Lost(lost))
+            }
+            GenerationEnd::Rebalance if self.phase == Phase::Active => {
+                log::info!(
+                    "group {}: rebalance in progress; revoking {} partitions",
+                    self.config.group_id,
+                    self.assignment.len()
+                );
+                self.phase = Phase::RevokedPending;
+                // Buffered records are dropped: whoever gets the partitions
+                // next starts from the committed offsets.
+                self.fetcher.clear();
+                Some(ConsumerEvent::Revoked(self.assignment.clone()))
+            }
+            GenerationEnd::Rebalance => None,
+        }
+    }
+
+    /// Stops the heartbeat thread and waits for it.
+    fn stop_heartbeat(&mut self) -> Result<()> {
+        self.membership.stop();
+        match self.heartbeat.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| Error::Thread("kafka-retry-heartbeat panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn validate(config: &ConsumerConfig) -> Result<()> {
+    if config.group_id.is_empty() {
+        return Err(Error::config("group_id", "must not be empty"));
+    }
+    if config.topics.is_empty() || config.topics.iter().any(|t| t.is_empty()) {
+        return Err(Error::config(
+            "topics",
+            "need at least one non-empty topic name",
+        ));
+    }
+    if config.max_poll_records == 0 {
+        return Err(Error::config("max_poll_records", "must be more than zero"));
+    }
+    for (field, d) in [
+        ("session_timeout", config.session_timeout),
+        ("rebalance_timeout", config.rebalance_timeout),
+    ] {
+        if d.is_zero() || d.as_millis() > i32::MAX as u128 {
+            return Err(Error::config(field, "must be between 1 ms and i32::MAX ms"));
+        }
+    }
+    Ok(())
+}
+
+impl Consumer for GroupConsumer {
+    fn poll(&mut self, timeout: Duration) -> Result<ConsumerEvent> {
+        if self.phase == Phase::Closed {
+            return Err(Error::Closed);
+        }
+        let deadline = Instant::now() + timeout;
+        self.check_metadata();
+        if let Some(ev) = self.handle_generation_end() {
+            return Ok(ev);
+        }
+        if matches!(self.phase, Phase::Unjoined | Phase::RevokedPending) {
+            // Blocks for as long as the broker takes to complete the
+            // rebalance, which may exceed `timeout`.
+            let parts = self.join()?;
+            return Ok(ConsumerEvent::Assigned(parts));
+        }
+        let max = self.config.max_poll_records;
+        let fetch_max_wait = self.client.config().fetch_max_wait;
+        let mut fetched = false;
+        loop {
+            let records = self.fetcher.take(max);
+            if !records.is_empty() {
+                return Ok(ConsumerEvent::Records(records));
+            }
+            let now = Instant::now();
+            if fetched && now >= deadline {
+                return Ok(ConsumerEvent::Records(Vec::new()));
+            }
+            // Once per poll: with the coordinator down this costs a
+            // connect attempt, which must not repeat within one poll.
+            if !fetched && !self.fetcher.missing_positions().is_empty() {
+                if let Err(e) = self.init_positions() {
+                    log::warn!(
+                        "group {}: reading start offsets: {e}; will retry",
+                        self.config.group_id
+                    );
+                }
+            }
+            self.fetcher.fetch_round(
+                fetch_max_wait.min(deadline.saturating_duration_since(Instant::now())),
+            );
+            fetched = true;
+            // A rebalance reported mid-poll ends the poll early.
+            self.check_metadata();
+            if let Some(ev) = self.handle_generation_end() {
+                return Ok(ev);
+            }
+        }
+    }
+
+    fn pause(&mut self, partitions: &[TopicPartition]) {
+        self.fetcher.pause(partitions, true);
+    }
+
+    fn resume(&mut self, partitions: &[TopicPartition]) {
+        self.fetcher.pause(partitions, false);
+    }
+
+    fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
+        if self.phase == Phase::Closed {
+            return Err(Error::Closed);
+        }
+        let Some(gen) = self.current() else {
+            return Err(Error::Rebalance(format!(
+                "group {}: not a member of a generation, cannot commit",
+                self.config.group_id
+            )));
+        };
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.commit_offsets(&gen, offsets)
+    }
+
+    fn assignment(&self) -> Vec<TopicPartition> {
+        self.assignment.clone()
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if self.phase == Phase::Closed {
+            return Err(Error::Closed);
+        }
+        self.phase = Phase::Closed;
+        // Stop heartbeating first so no heartbeat races the LeaveGroup.
+        self.membership.stop();
+        let left = self.leave();
+        self.generation = -1;
+        self.member_id.clear();
+        self.assignment.clear();
+        self.fetcher.clear();
+        self.fetcher.disconnect();
+        self.coord.reset();
+        let joined = self.stop_heartbeat();
+        left.and(joined)
+    }
+}
+
+impl Drop for GroupConsumer {
+    fn drop(&mut self) {
+        if self.phase != Phase::Closed {
+            if let Err(e) = self.close() {
+                log::debug!("group {}: close on drop: {e}", self.config.group_id);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_is_validated() {
+        let ok = ConsumerConfig::new("g", ["t"]);
+        assert!(validate(&ok).is_ok());
+        let field = |c: ConsumerConfig| match validate(&c) {
+            Err(Error::Config { field, .. }) => field,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert_eq!(field(ConsumerConfig::new("", ["t"])), "group_id");
+        assert_eq!(
+            field(ConsumerConfig::new("g", Vec::<String>::new())),
+            "topics"
+        );
+        let mut c = ok.clone();
+        c.max_poll_records = 0;
+        assert_eq!(field(c), "max_poll_records");
+        let mut c = ok;
+        c.session_timeout = Duration::from_secs(u64::MAX / 4);
+        assert_eq!(field(c), "session_timeout");
+    }
+
+    mod against_a_fake_broker {
+        use super::super::super::fake::{api, join_group_error, FakeBroker};
+        use super::*;
+        use crate::transport::kafka::config::KafkaConfig;
+
+        /// A member of group `g` on `broker`, whose transport's client id is
+        /// `transport-id`; its first poll joins.
+        fn member(broker: &FakeBroker, client_id: Option<&str>) -> GroupConsumer {
+            let config = KafkaConfig::new(broker.addr())
+                .client_id("transport-id")
+                .retry_backoff(Duration::from_millis(5))
+                .max_retries(5);
+            let client = Client::bootstrap(config).unwrap();
+            let mut c = ConsumerConfig::new("g", ["t"]);
+            c.client_id = client_id.map(str::to_string);
+            GroupConsumer::new(client, c).unwrap()
+        }
+
+        fn join_error(m: &mut GroupConsumer) -> Option<KafkaCode> {
+            m.poll(Duration::from_millis(10)).unwrap_err().kafka_code()
+        }
+
+        /// 23 INCONSISTENT_GROUP_PROTOCOL: not retriable.
+        const FATAL: i16 = 23;
+
+        fn join_client_ids(broker: &FakeBroker) -> Vec<Option<String>> {
+            let seen = broker.seen();
+            seen.into_iter()
+                .filter(|s| s.key == api::JOIN_GROUP)
+                .map(|s| s.client_id)
+                .collect()
+        }
+
+        #[test]
+        fn members_send_the_transports_client_id_unless_given_their_own() {
+            let broker = FakeBroker::start(|r, _| {
+                (r.key == api::JOIN_GROUP).then(|| join_group_error(FATAL, ""))
+            });
+            let mut m = member(&broker, None);
+            assert_eq!(join_error(&mut m), Some(KafkaCode::new(FATAL)));
+            assert_eq!(join_client_ids(&broker), vec![Some("transport-id".into())]);
+
+            let broker = FakeBroker::start(|r, _| {
+                (r.key == api::JOIN_GROUP).then(|| join_group_error(FATAL, ""))
+            });
+            let mut m = member(&broker, Some("member-id"));
+            assert_eq!(join_error(&mut m), Some(KafkaCode::new(FATAL)));
+            assert_eq!(join_client_ids(&broker), vec![Some("member-id".into())]);
+        }
+
+        #[test]
+        fn join_retries_retriable_codes_and_fails_at_once_on_fatal_ones() {
+            // COORDINATOR_LOAD_IN_PROGRESS twice, then fatal: three JoinGroups.
+            let broker = FakeBroker::start(|r, n| {
+                (r.key == api::JOIN_GROUP)
+                    .then(|| join_group_error(if n < 2 { 14 } else { FATAL }, ""))
+            });
+            let mut m = member(&broker, None);
+            assert_eq!(join_error(&mut m), Some(KafkaCode::new(FATAL)));
+            assert_eq!(broker.count(api::JOIN_GROUP), 3);
+
+            // MEMBER_ID_REQUIRED is a protocol step: the second JoinGroup
+            // carries the id, within one attempt; the fatal code then ends it.
+            let broker = FakeBroker::start(|r, n| {
+                (r.key == api::JOIN_GROUP).then(|| {
+                    if n == 0 {
+                        join_group_error(KafkaCode::MEMBER_ID_REQUIRED.code(), "m-1")
+                    } else {
+                        join_group_error(FATAL, "")
+                    }
+                })
+            });
+            let mut m = member(&broker, None);
+            assert_eq!(join_error(&mut m), Some(KafkaCode::new(FATAL)));
+            assert_eq!(broker.count(api::JOIN_GROUP), 2);
+            assert_eq!(m.member_id, "m-1");
+            // The coordinator was found once: no failure made us look again.
+            assert_eq!(broker.count(api::FIND_COORDINATOR), 1);
+        }
+    }
+}
