@@ -34,7 +34,7 @@ pub struct Decoded {
 /// - A batch that cannot be decoded (bad CRC, unknown codec, legacy magic 0/1,
 ///   corrupt varints, decompressed size over 64 MiB, ...) becomes ONE record
 ///   with no key, `value` = the raw batch bytes and a
-///   [`UNDECODABLE_HEADER`] header holding the reason, at the batch's base
+///   `kafka-retry.undecodable` header holding the reason, at the batch's base
 ///   offset (or at the fetch position if the batch starts below it), so the
 ///   engine can dead-letter it and the partition never stalls.
 /// - A length field below any format's minimum leaves no way to find the next
