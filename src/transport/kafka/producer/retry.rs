@@ -8,7 +8,7 @@ use super::state::{Item, Meta, Parked, SenderState, Tp};
 use crate::error::Error;
 use crate::record::OutRecord;
 use crate::transport::kafka::client::TopicState;
-use crate::transport::kafka::errors::needs_metadata_refresh;
+use crate::transport::kafka::retry::{classify, Action as Class};
 
 /// What the producer does with records whose write failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,33 +33,36 @@ pub(super) enum Action {
 /// the sender thread holds goes through here (`fail_or_retry`, and
 /// `SenderState::connection_failed` for `resend_at_once`).
 ///
-/// Kept in one place so that the crate-wide classification of the control
-/// path (`retry::classify`) can take it over in one edit. Until then these
-/// are the producer's own rules, unchanged:
-/// - Kafka codes: the retriable ones retry, refreshing metadata when the
-///   code says it is stale (`NOT_LEADER_OR_FOLLOWER`, ...); others fail.
-/// - I/O errors and timeouts retry with a metadata refresh; an I/O error
-///   first resends at once on a new connection.
-/// - Anything else fails (protocol errors, unknown topics, ...).
+/// It applies the client's one classification ([`classify`], shared with
+/// the group and admin paths) to a batch of records:
+/// - `Retry` (a retriable code whose metadata is still good): park and
+///   retry on the same leader;
+/// - `Rediscover` (the leader or coordinator moved, a timeout code):
+///   refresh the topic's metadata first;
+/// - `Reconnect` (I/O errors, timeouts): refresh too, and an I/O error on a
+///   connection with requests in flight resends them at once on a new one
+///   (an idle connection the broker closed fails this way);
+/// - `Rejoin` and `Fail`: answer the records with the error (group codes
+///   mean nothing to a Produce).
 ///
 /// Two failures are answered without asking: a record whose partition
 /// cannot be found (`SenderState::intake_one`, before the thread holds it)
 /// and a batch that cannot be encoded (it never will be).
 pub(super) fn on_error(e: &Error) -> Action {
-    match e {
-        Error::Kafka { code, .. } if code.is_retriable() => Action::Retry {
-            refresh_metadata: needs_metadata_refresh(*code),
+    match classify(e) {
+        Class::Retry => Action::Retry {
+            refresh_metadata: false,
             resend_at_once: false,
         },
-        Error::Io { .. } => Action::Retry {
-            refresh_metadata: true,
-            resend_at_once: true,
-        },
-        Error::Timeout(_) => Action::Retry {
+        Class::Rediscover => Action::Retry {
             refresh_metadata: true,
             resend_at_once: false,
         },
-        _ => Action::Fail,
+        Class::Reconnect => Action::Retry {
+            refresh_metadata: true,
+            resend_at_once: matches!(e, Error::Io { .. }),
+        },
+        Class::Rejoin | Class::Fail => Action::Fail,
     }
 }
 
@@ -203,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn on_error_keeps_the_producer_rules() {
+    fn on_error_applies_the_client_classification() {
         let io = Error::io("read", std::io::Error::other("reset"));
         assert_eq!(on_error(&io), retry(true, true));
         assert_eq!(
@@ -218,10 +221,21 @@ mod tests {
             )),
             retry(true, false)
         );
-        // REQUEST_TIMED_OUT: retriable, metadata still good.
+        // REQUEST_TIMED_OUT: the broker may be failing over; refresh.
         assert_eq!(
             on_error(&Error::kafka("Produce t-0", KafkaCode::REQUEST_TIMED_OUT)),
+            retry(true, false)
+        );
+        // A retriable code with good metadata (NOT_ENOUGH_REPLICAS, 19):
+        // retry on the same leader.
+        assert_eq!(
+            on_error(&Error::kafka("Produce t-0", KafkaCode::from(19))),
             retry(false, false)
+        );
+        // A group code means nothing to a Produce: fail.
+        assert_eq!(
+            on_error(&Error::kafka("Produce t-0", KafkaCode::from(27))),
+            Action::Fail
         );
         // MESSAGE_TOO_LARGE: not retriable.
         assert_eq!(
