@@ -30,5 +30,8 @@ pub use record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartit
 pub use stats::{DeadLettered, Stats};
 #[cfg(feature = "kafka")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
-pub use transport::kafka::{Acks, Compression, KafkaConfig, KafkaTransport};
+pub use transport::kafka::{
+    Acks, Compression, KafkaConfig, KafkaTransport, Sasl, SaslMechanism, SecurityProtocol, Token,
+    TokenProvider,
+};
 pub use transport::memory::MemoryBroker;

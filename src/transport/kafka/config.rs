@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::sasl::Sasl;
+use super::security::SecurityProtocol;
 use crate::error::{Error, Result};
 
 /// The codec's enum is the public one (one list of codecs, no mapping).
@@ -62,6 +64,8 @@ pub struct KafkaConfig {
     pub(crate) partition_fetch_max_bytes: i32,
     pub(crate) heartbeat_interval: Option<Duration>,
     pub(crate) metadata_max_age: Duration,
+    pub(crate) security_protocol: SecurityProtocol,
+    pub(crate) sasl: Option<Sasl>,
 }
 
 impl Default for KafkaConfig {
@@ -85,6 +89,8 @@ impl Default for KafkaConfig {
             partition_fetch_max_bytes: 1024 * 1024,
             heartbeat_interval: None,
             metadata_max_age: Duration::from_secs(5 * 60),
+            security_protocol: SecurityProtocol::Plaintext,
+            sasl: None,
         }
     }
 }
@@ -249,6 +255,21 @@ impl KafkaConfig {
         self
     }
 
+    /// How connections are secured: [`SecurityProtocol::Plaintext`],
+    /// `Ssl`, `SaslPlaintext` or `SaslSsl` (`security.protocol`). The SASL
+    /// ones need [`KafkaConfig::sasl`]. Defaults to `Plaintext`.
+    pub fn security_protocol(mut self, protocol: SecurityProtocol) -> Self {
+        self.security_protocol = protocol;
+        self
+    }
+
+    /// SASL mechanism and credentials, for `SaslPlaintext` and `SaslSsl`.
+    /// Defaults to none.
+    pub fn sasl(mut self, sasl: Sasl) -> Self {
+        self.sasl = Some(sasl);
+        self
+    }
+
     /// Checks the settings; [`KafkaTransport::connect`](crate::KafkaTransport::connect)
     /// calls it. The error names the bad field.
     ///
@@ -320,6 +341,26 @@ impl KafkaConfig {
         if self.metadata_max_age.is_zero() {
             // Zero would mean a Metadata request on every fetch round.
             return Err(Error::config("metadata_max_age", "must be more than zero"));
+        }
+        match (self.security_protocol.uses_sasl(), &self.sasl) {
+            (true, None) => {
+                return Err(Error::config(
+                    "sasl",
+                    format!(
+                        "security protocol {} needs a SASL mechanism and credentials",
+                        self.security_protocol
+                    ),
+                ))
+            }
+            (false, Some(s)) => return Err(Error::config(
+                "security_protocol",
+                format!(
+                    "{} does not authenticate, yet SASL {} is set: use SASL_SSL or SASL_PLAINTEXT",
+                    self.security_protocol,
+                    s.mechanism()
+                ),
+            )),
+            _ => {}
         }
         Ok(())
     }

@@ -14,10 +14,14 @@ pub(crate) mod group;
 pub(crate) mod producer;
 pub(crate) mod records;
 pub(crate) mod retry;
+pub(crate) mod sasl;
+pub(crate) mod security;
 
 use std::sync::Arc;
 
 pub use config::{Acks, Compression, KafkaConfig};
+pub use sasl::{Sasl, SaslMechanism, Token, TokenProvider};
+pub use security::SecurityProtocol;
 
 use crate::error::Result;
 use crate::transport::{Consumer, ConsumerConfig, Producer, Transport};
