@@ -342,6 +342,14 @@ impl KafkaConfig {
             // Zero would mean a Metadata request on every fetch round.
             return Err(Error::config("metadata_max_age", "must be more than zero"));
         }
+        // SKELETON GUARD: remove when TLS and SASL are wired into conn.rs.
+        // Until then a secured setting must fail, never connect in the clear.
+        if self.security_protocol != SecurityProtocol::Plaintext {
+            return Err(Error::config(
+                "security_protocol",
+                format!("{} is not supported yet", self.security_protocol),
+            ));
+        }
         match (self.security_protocol.uses_sasl(), &self.sasl) {
             (true, None) => {
                 return Err(Error::config(
