@@ -360,14 +360,16 @@ impl KafkaConfig {
                     ),
                 ))
             }
-            (false, Some(s)) => return Err(Error::config(
-                "security_protocol",
-                format!(
+            (false, Some(s)) => {
+                return Err(Error::config(
+                    "security_protocol",
+                    format!(
                     "{} does not authenticate, yet SASL {} is set: use SASL_SSL or SASL_PLAINTEXT",
                     self.security_protocol,
                     s.mechanism()
                 ),
-            )),
+                ))
+            }
             _ => {}
         }
         Ok(())

@@ -109,14 +109,8 @@ impl Transport for KafkaTransport {
         Ok(Arc::new(producer::KafkaProducer::new(self.client.clone())?))
     }
 
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        replication_factor: Option<i16>,
-    ) -> Result<()> {
-        self.client
-            .create_topic(topic, partitions, replication_factor)
+    fn create_topic(&self, topic: &str, partitions: i32, replication: Option<i16>) -> Result<()> {
+        self.client.create_topic(topic, partitions, replication)
     }
 
     fn partition_count(&self, topic: &str) -> Result<Option<i32>> {

@@ -146,14 +146,15 @@ impl GroupConsumer {
             .max(Duration::from_millis(10));
         // A heartbeat that takes longer than the session is useless anyway.
         let timeout = client.config().request_timeout.min(config.session_timeout);
-        let heartbeat = heartbeat::spawn(
-            client.clone(),
-            config.group_id.clone(),
-            config.client_id.clone(),
-            membership.clone(),
+        let heartbeat = heartbeat::Heartbeat {
+            client: client.clone(),
+            group: config.group_id.clone(),
+            client_id: config.client_id.clone(),
+            membership: membership.clone(),
             interval,
             timeout,
-        )?;
+        }
+        .spawn()?;
         Ok(GroupConsumer {
             coord: Coordinator::new(
                 client.clone(),
