@@ -72,6 +72,19 @@ fn try_produce(
     peer_try_run(&args, Some(input))
 }
 
+/// peer.py consume as a member of group `g` (through FindCoordinator and the
+/// advertised coordinator address). Tansu answers a JoinGroup after about half
+/// the session timeout; librdkafka's default heartbeat interval (3 s) exceeds
+/// this session timeout, and a rebalance would re-deliver records.
+const GROUP_ARGS: [&str; 6] = [
+    "--group",
+    "g",
+    "--session-timeout-ms",
+    "2000",
+    "--config",
+    "heartbeat.interval.ms=500",
+];
+
 /// Produces 3 records and reads them back with librdkafka using `config`.
 fn round_trip(front: &SecureFront, config: &[String]) {
     let topic = unique("secure-front");
@@ -82,7 +95,7 @@ fn round_trip(front: &SecureFront, config: &[String]) {
     assert_eq!(out.len(), 3, "{out:?}");
     let peer = Peer::on(&front.bootstrap);
     let mut extra = config_args(config);
-    extra.extend_from_slice(&["--group", "g", "--session-timeout-ms", "2000"]);
+    extra.extend_from_slice(&GROUP_ARGS);
     let got = peer
         .try_consume(&topic, 3, Duration::from_secs(20), &extra)
         .unwrap_or_else(|e| panic!("{e}\nfront end log:\n{}", front.log_text()));
@@ -317,16 +330,7 @@ fn librdkafka_reauthenticates_within_session_lifetime() {
         let config = config.clone();
         std::thread::spawn(move || {
             let mut extra = config_args(&config);
-            // librdkafka's default heartbeat interval (3 s) exceeds this
-            // session timeout: a rebalance would re-deliver records.
-            extra.extend_from_slice(&[
-                "--group",
-                "g",
-                "--session-timeout-ms",
-                "3000",
-                "--config",
-                "heartbeat.interval.ms=500",
-            ]);
+            extra.extend_from_slice(&GROUP_ARGS);
             Peer::on(&bootstrap).try_consume(&topic, 8, Duration::from_secs(25), &extra)
         })
     };
@@ -467,6 +471,25 @@ fn sasl_authenticate_versions_on_the_wire() {
     }
     assert_eq!(front.authentications(), 3);
     assert_eq!(front.refused(), 3);
+
+    // SaslHandshake v0: the PLAIN token then travels unframed (a bare
+    // length-prefixed token, answered by an empty one), as with Kafka.
+    let mut s = raw_kafka::connect(&front.bootstrap);
+    let req = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    let resp: SaslHandshakeResponse =
+        raw_kafka::call(&mut s, ApiKey::SaslHandshake, 0, 1, "raw", &req);
+    assert_eq!(resp.error_code, 0);
+    let token = format!("\0{USER}\0{PASSWORD}");
+    s.write_all(&(token.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(token.as_bytes()).unwrap();
+    assert_eq!(raw_frame(&mut s), Some(vec![]), "empty token: success");
+    s.write_all(&raw_request(3, 1, 2, &(-1i32).to_be_bytes()))
+        .unwrap();
+    assert!(
+        raw_frame(&mut s).is_some(),
+        "Metadata after an unframed login"
+    );
+    assert_eq!(front.authentications(), 4);
 
     // Re-authenticating before the lifetime ends keeps the connection; a
     // request after it without re-authenticating closes it.
