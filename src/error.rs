@@ -4,6 +4,8 @@ use std::fmt;
 use std::io;
 use std::sync::Arc;
 
+use crate::engine::ShutdownReport;
+
 /// Everything that can go wrong in `kafka-retry`.
 ///
 /// `Error` is `Clone` (an I/O cause is shared behind an [`Arc`]), so one
@@ -59,8 +61,9 @@ pub enum Error {
     Closed,
     /// A thread panicked or could not be started.
     Thread(String),
-    /// Shutdown finished, but some work was not committed.
-    Shutdown(String),
+    /// Shutdown finished, but not everything: what was abandoned, left
+    /// uncommitted or still running, in a [`ShutdownReport`].
+    Shutdown(Box<ShutdownReport>),
 }
 
 /// A Kafka protocol error code, as a broker sends it in a reply's
@@ -266,7 +269,7 @@ impl fmt::Display for Error {
             Error::Rebalance(m) => write!(f, "rebalance: {m}"),
             Error::Closed => write!(f, "closed"),
             Error::Thread(m) => write!(f, "thread: {m}"),
-            Error::Shutdown(m) => write!(f, "shutdown: {m}"),
+            Error::Shutdown(r) => write!(f, "shutdown: {r}"),
         }
     }
 }

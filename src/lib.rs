@@ -18,7 +18,10 @@ pub mod transport;
 #[doc(hidden)]
 pub mod unstable;
 
-pub use engine::{Engine, EngineBuilder, Health, MissingTopics, ThreadFailure};
+pub use engine::{
+    DeadLetterLimit, DeadLetterTrip, Engine, EngineBuilder, Health, HealthIssue, HealthProbe,
+    HealthStatus, MissingTopics, ShutdownReport, ThreadFailure,
+};
 pub use error::{Error, KafkaCode, Result};
 pub use handler::{Handler, Outcome};
 pub use headers::{

@@ -1,6 +1,6 @@
 //! Engine counters.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
@@ -60,6 +60,11 @@ pub struct Stats {
     /// Wall-clock time of the last successful commit, ms since the Unix
     /// epoch; `None` before the first one.
     pub last_commit_ms: Option<i64>,
+    /// Times the dead-letter limit tripped
+    /// ([`EngineBuilder::dead_letter_limit`](crate::EngineBuilder::dead_letter_limit)).
+    pub dead_letter_trips: u64,
+    /// True while the dead-letter limit keeps the engine paused.
+    pub dead_letter_paused: bool,
 }
 
 /// Dead-lettered record counts by reason.
@@ -102,6 +107,8 @@ pub(crate) struct Counters {
     pub commit_errors: AtomicU64,
     /// 0 = never.
     pub last_commit_ms: AtomicI64,
+    pub dead_letter_trips: AtomicU64,
+    pub dead_letter_paused: AtomicBool,
 }
 
 impl Counters {
@@ -135,6 +142,8 @@ impl Counters {
             send_errors: self.send_errors.load(Relaxed),
             commit_errors: self.commit_errors.load(Relaxed),
             last_commit_ms: Some(self.last_commit_ms.load(Relaxed)).filter(|&ms| ms > 0),
+            dead_letter_trips: self.dead_letter_trips.load(Relaxed),
+            dead_letter_paused: self.dead_letter_paused.load(Relaxed),
         }
     }
 }

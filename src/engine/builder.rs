@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::breaker::{Breaker, DeadLetterLimit};
 use super::context::{Context, StopSignal};
+use super::health::HealthBoard;
 use super::job::JOB_BATCH;
 use super::running::Engine;
 use super::supervisor::Threads;
@@ -61,6 +63,7 @@ pub struct EngineBuilder {
     max_parked: usize,
     queue_capacity: usize,
     max_poll_records: usize,
+    dead_letter_limit: Option<DeadLetterLimit>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -125,6 +128,7 @@ impl EngineBuilder {
             max_parked: 100_000,
             queue_capacity: 1024,
             max_poll_records: 500,
+            dead_letter_limit: None,
         }
     }
 
@@ -419,6 +423,21 @@ impl EngineBuilder {
         self
     }
 
+    /// A dead-letter circuit breaker: more than `limit.limit` records
+    /// dead-lettered within its window pause the engine; see
+    /// [`DeadLetterLimit`]. Defaults to none (no limit).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kafka_retry::DeadLetterLimit;
+    #[doc = doc_builder!()]
+    ///     .dead_letter_limit(DeadLetterLimit::new(100, Duration::from_secs(60)));
+    /// ```
+    pub fn dead_letter_limit(mut self, limit: DeadLetterLimit) -> Self {
+        self.dead_letter_limit = Some(limit);
+        self
+    }
+
     /// Validates, creates missing retry and dead-letter topics, and starts
     /// the consumer, worker and relay threads. A bad setting is an
     /// [`Error::Config`] naming its field.
@@ -486,6 +505,26 @@ impl EngineBuilder {
         }
         if self.max_poll_records == 0 {
             return Err(Error::config("max_poll_records", "must be at least 1"));
+        }
+        if let Some(l) = &self.dead_letter_limit {
+            if l.limit > 1_000_000 {
+                return Err(Error::config(
+                    "dead_letter_limit",
+                    format!("limit {} is above 1,000,000", l.limit),
+                ));
+            }
+            if l.window.is_zero() {
+                return Err(Error::config(
+                    "dead_letter_limit",
+                    "window must be above zero",
+                ));
+            }
+            if l.cool_down.is_some_and(|d| d.is_zero()) {
+                return Err(Error::config(
+                    "dead_letter_limit",
+                    "cool_down must be above zero",
+                ));
+            }
         }
         let retry_topic = match &self.retry_topic {
             Some(t) => {
@@ -571,6 +610,11 @@ impl EngineBuilder {
         let producer = self.transport.producer()?;
         let counters = Arc::new(Counters::default());
         let signal = Arc::new(StopSignal::default());
+        let breaker = self
+            .dead_letter_limit
+            .clone()
+            .map(|l| Arc::new(Breaker::new(l, group_id.clone(), counters.clone())));
+        let health = Arc::new(HealthBoard::new(breaker.clone()));
         let ctx = Arc::new(Context {
             group_id: group_id.clone(),
             topics: self.topics.clone(),
@@ -585,6 +629,8 @@ impl EngineBuilder {
             revoke_timeout: self.revoke_timeout,
             max_parked: self.max_parked,
             queue_batches: self.queue_capacity.div_ceil(JOB_BATCH).max(1),
+            health: health.clone(),
+            breaker: breaker.clone(),
         });
         let consumer_config = |group: String, topics: Vec<String>| ConsumerConfig {
             group_id: group,
@@ -607,7 +653,7 @@ impl EngineBuilder {
             vec![retry_topic.clone()],
         ))?;
 
-        let mut threads = Threads::new(signal);
+        let mut threads = Threads::new(signal, health);
         let (completion_tx, completion_rx) = crossbeam_channel::unbounded();
         let mut job_txs = Vec::with_capacity(self.workers);
         for i in 0..self.workers {
@@ -616,22 +662,22 @@ impl EngineBuilder {
             let ctx = ctx.clone();
             let handler = handler.clone();
             let completion_tx = completion_tx.clone();
-            threads.spawn(format!("kafka-retry-worker-{i}"), move || {
-                worker::run_worker(ctx, handler, rx, completion_tx);
+            threads.spawn(format!("kafka-retry-worker-{i}"), move |status| {
+                worker::run_worker(ctx, handler, rx, completion_tx, status);
                 Ok(())
             })?;
         }
         drop(completion_tx);
         {
             let ctx = ctx.clone();
-            threads.spawn("kafka-retry-consumer".into(), move || {
-                dispatch::run(ctx, main, job_txs, completion_rx)
+            threads.spawn("kafka-retry-consumer".into(), move |status| {
+                dispatch::run(ctx, main, job_txs, completion_rx, status)
             })?;
         }
         {
             let ctx = ctx.clone();
-            threads.spawn("kafka-retry-relay".into(), move || {
-                relay::run(ctx, relay_consumer)
+            threads.spawn("kafka-retry-relay".into(), move |status| {
+                relay::run(ctx, relay_consumer, status)
             })?;
         }
         log::info!(
@@ -639,6 +685,6 @@ impl EngineBuilder {
             self.topics,
             self.workers
         );
-        Ok(Engine::new(threads, counters))
+        Ok(Engine::new(threads, counters, breaker))
     }
 }

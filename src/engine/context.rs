@@ -5,6 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::breaker::Breaker;
+use super::health::HealthBoard;
+use super::shutdown::ShutdownReport;
+use crate::headers::DeadReason;
 use crate::policy::RetryPolicy;
 use crate::stats::Counters;
 use crate::transport::{Producer, Transport};
@@ -17,31 +21,20 @@ pub(crate) struct StopSignal {
     pub stop: AtomicBool,
     pub abandon: AtomicBool,
     pub deadline: Mutex<Option<Instant>>,
-    /// What a stopping thread could not finish, said before its last
-    /// blocking step (leaving the group), so the shutdown error names it
-    /// even when that step outlasts the deadline.
-    reports: Mutex<Vec<(String, String)>>,
+    /// What the stopping threads could not finish, for the shutdown error.
+    shutdown: Mutex<ShutdownReport>,
 }
 
 impl StopSignal {
-    /// Records what the current thread could not finish.
-    pub(crate) fn report(&self, problem: String) {
-        let name = std::thread::current().name().unwrap_or("?").to_string();
-        self.reports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((name, problem));
+    /// Adds to the shutdown report (abandoned records, uncommitted
+    /// partitions, errors).
+    pub(crate) fn add_to_report(&self, f: impl FnOnce(&mut ShutdownReport)) {
+        f(&mut self.shutdown.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    /// What thread `name` reported with [`StopSignal::report`].
-    pub(crate) fn reports_of(&self, name: &str) -> Vec<String> {
-        self.reports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, p)| p.clone())
-            .collect()
+    /// The shutdown report so far, emptied.
+    pub(crate) fn take_report(&self) -> ShutdownReport {
+        std::mem::take(&mut *self.shutdown.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Asks every loop to stop, finishing what it can by `deadline`.
@@ -81,4 +74,32 @@ pub(crate) struct Context {
     pub revoke_timeout: Duration,
     pub max_parked: usize,
     pub queue_batches: usize,
+    pub health: Arc<HealthBoard>,
+    /// The dead-letter limit, when configured.
+    pub breaker: Option<Arc<Breaker>>,
+}
+
+impl Context {
+    /// A record was written to the dead-letter topic (acknowledged).
+    pub(crate) fn dead_lettered(&self, reason: DeadReason) {
+        self.counters.dead(reason);
+        if let Some(b) = &self.breaker {
+            b.record();
+        }
+    }
+
+    /// A record was given up on with dead-lettering off.
+    pub(crate) fn dropped(&self) {
+        self.counters
+            .dropped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(b) = &self.breaker {
+            b.record();
+        }
+    }
+
+    /// True while the dead-letter limit pauses the engine.
+    pub(crate) fn dead_letters_paused(&self) -> bool {
+        self.breaker.as_ref().is_some_and(|b| b.is_open())
+    }
 }

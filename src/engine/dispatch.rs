@@ -13,6 +13,7 @@ use super::job::{Completion, Job, JOB_BATCH};
 use super::lease::Lease;
 use super::partitions::Partitions;
 use super::poll::Poller;
+use super::supervisor::{Doing, ThreadStatus};
 use crate::clock::{deadline_after, now_ms};
 use crate::partitioner::murmur2;
 use crate::record::{Record, TopicPartition};
@@ -39,6 +40,9 @@ struct Dispatcher {
     last_zero_poll: Instant,
     /// Set when the engine cannot go on (a worker is gone).
     failed: Option<String>,
+    /// The dead-letter limit holds the outboxes and pauses everything.
+    held: bool,
+    status: Arc<ThreadStatus>,
 }
 
 pub(crate) fn run(
@@ -46,6 +50,7 @@ pub(crate) fn run(
     consumer: Box<dyn Consumer>,
     job_txs: Vec<Sender<Vec<Job>>>,
     completions: Receiver<Vec<Completion>>,
+    status: Arc<ThreadStatus>,
 ) -> Result<(), String> {
     let mut d = Dispatcher {
         outbox: job_txs.iter().map(|_| VecDeque::new()).collect(),
@@ -58,6 +63,8 @@ pub(crate) fn run(
         last_commit: Instant::now(),
         last_zero_poll: Instant::now(),
         failed: None,
+        held: false,
+        status,
     };
     let mut poller = Poller::new("consumer", format!("{:?}", d.ctx.topics));
     while !d.ctx.signal.stopping() {
@@ -88,7 +95,7 @@ pub(crate) fn run(
         } else {
             POLL_TIMEOUT
         };
-        match poller.poll(&mut *d.consumer, timeout)? {
+        match poller.poll(&mut *d.consumer, timeout, &d.ctx.health.consumer_polls)? {
             Some(event) => d.handle(event),
             None => poller.back_off(&d.ctx.signal, || {}),
         }
@@ -98,7 +105,12 @@ pub(crate) fn run(
 
 impl Dispatcher {
     fn handle(&mut self, event: ConsumerEvent) {
+        let assigned = matches!(event, ConsumerEvent::Assigned(_));
         self.handle_event(event);
+        if assigned && self.held {
+            // New partitions start paused while the limit holds.
+            self.held = false;
+        }
         let c = &self.ctx.counters;
         c.assigned_partitions
             .store(self.parts.len() as i64, Ordering::Relaxed);
@@ -191,6 +203,33 @@ impl Dispatcher {
     /// Hands outbox jobs to workers without blocking, then pauses partitions
     /// that still have jobs waiting and resumes those that have none.
     fn flush_outboxes(&mut self) {
+        // The dead-letter limit: hand nothing out and pause every partition
+        // until it is lifted; what is queued stays queued, nothing skipped.
+        let hold = self.ctx.dead_letters_paused();
+        if hold && !self.held {
+            let tps = self.parts.keys();
+            for p in self.parts.iter_mut() {
+                p.1.paused = true;
+            }
+            self.consumer.pause(&tps);
+            self.held = true;
+            self.ctx
+                .counters
+                .paused_partitions
+                .store(tps.len() as i64, Ordering::Relaxed);
+        }
+        if hold {
+            return;
+        }
+        if self.held {
+            // Lifted: unpause what has no jobs waiting (below).
+            self.held = false;
+            let tps = self.parts.keys();
+            for p in self.parts.iter_mut() {
+                p.1.paused = false;
+            }
+            self.consumer.resume(&tps);
+        }
         for (w, outbox) in self.outbox.iter_mut().enumerate() {
             while !outbox.is_empty() {
                 let n = outbox.len().min(JOB_BATCH);
@@ -287,10 +326,11 @@ impl Dispatcher {
     /// Commits the done watermark of every partition that moved.
     fn commit_all(&mut self) {
         self.last_commit = Instant::now();
-        if let Err(e) = self
-            .parts
-            .commit_all(&mut *self.consumer, &self.ctx.counters)
-        {
+        if let Err(e) = self.parts.commit_all(
+            &mut *self.consumer,
+            &self.ctx.counters,
+            &self.ctx.health.consumer_commits,
+        ) {
             log::warn!(
                 "{}: commit failed (retried next interval): {e}",
                 self.ctx.group_id
@@ -299,8 +339,12 @@ impl Dispatcher {
     }
 
     fn commit(&mut self, tps: &[TopicPartition]) -> crate::Result<()> {
-        self.parts
-            .commit(&mut *self.consumer, &self.ctx.counters, tps)
+        self.parts.commit(
+            &mut *self.consumer,
+            &self.ctx.counters,
+            &self.ctx.health.consumer_commits,
+            tps,
+        )
     }
 
     /// Gives partitions up. With a deadline (clean revoke) running records
@@ -311,7 +355,13 @@ impl Dispatcher {
         self.parts.revoke(tps);
         self.drop_outboxed(|lease| tps.contains(&lease.tp));
         if let Some(deadline) = deadline {
-            self.wait_outstanding(tps, deadline);
+            let busy = self.wait_outstanding(tps, deadline);
+            if busy > 0 {
+                log::warn!(
+                    "{}: {busy} records of revoked partitions still running at the deadline; abandoned, the next owner re-reads them",
+                    self.ctx.group_id
+                );
+            }
             if let Err(e) = self.commit(tps) {
                 log::warn!("{}: commit on revoke failed: {e}", self.ctx.group_id);
             }
@@ -341,8 +391,9 @@ impl Dispatcher {
         }
     }
 
-    /// Waits until no record of `tps` is outstanding, or the deadline.
-    fn wait_outstanding(&mut self, tps: &[TopicPartition], deadline: Instant) {
+    /// Waits until no record of `tps` is outstanding, or the deadline;
+    /// returns how many still are.
+    fn wait_outstanding(&mut self, tps: &[TopicPartition], deadline: Instant) -> usize {
         loop {
             let busy: usize = tps
                 .iter()
@@ -350,7 +401,7 @@ impl Dispatcher {
                 .map(|p| p.lease.outstanding.load(R))
                 .sum();
             if busy == 0 {
-                return;
+                return 0;
             }
             // A shutdown during a revoke wait shortens the wait to the
             // shutdown's own deadline.
@@ -358,17 +409,12 @@ impl Dispatcher {
                 Some(d) if self.ctx.signal.stopping() => deadline.min(d),
                 _ => deadline,
             };
+            self.flush_outboxes();
             let step = limit.min(Instant::now() + Duration::from_millis(50));
             match self.completions.recv_deadline(step) {
                 Ok(batch) => self.complete(batch),
                 Err(_) if Instant::now() < limit => {}
-                Err(_) => {
-                    log::warn!(
-                        "{}: {busy} records still running at the deadline; abandoned, the next owner re-reads them",
-                        self.ctx.group_id
-                    );
-                    return;
-                }
+                Err(_) => return busy,
             }
         }
     }
@@ -382,47 +428,60 @@ impl Dispatcher {
         let drain_until = deadline
             .checked_sub(margin.min(Duration::from_secs(2)))
             .unwrap_or(now);
-        self.drop_outboxed(|_| true);
+        // Records fetched but not yet handed out are worked off too, as
+        // far as the time allows: what is left is abandoned, uncommitted.
         let tps = self.parts.keys();
         self.wait_outstanding(&tps, drain_until);
+        self.drop_outboxed(|_| true);
         self.ctx.signal.request_abandon();
-        let mut unfinished = 0;
-        for p in self.parts.values() {
-            unfinished += p.lease.tracker().in_flight();
-        }
-        if unfinished > 0 {
-            // Not an error: their offsets stay uncommitted and the next
-            // owner (or the next start) reads them again.
-            log::info!(
-                "{}: {unfinished} records left unfinished at shutdown",
-                self.ctx.group_id
-            );
-        }
+        // Collect what finished while abandoning, then commit it.
+        self.drain_completions();
         let wanted: Vec<String> = self
             .parts
             .to_commit(&tps)
             .iter()
             .map(|(tp, w)| format!("{tp}@{w}"))
             .collect();
-        let mut problems = Vec::new();
-        if let Err(e) = self.commit(&tps) {
-            problems.push(format!("final commit of {} failed: {e}", wanted.join(", ")));
+        self.status.step(Doing::Committing);
+        let commit = self.commit(&tps);
+        // One count, one list: records not done, and where each partition
+        // will be read again (nothing unfinished is committed).
+        let (abandoned, uncommitted) = self.parts.unfinished();
+        let error = commit
+            .err()
+            .map(|e| format!("final commit of {} failed: {e}", wanted.join(", ")));
+        if abandoned > 0 || !uncommitted.is_empty() || error.is_some() {
+            let from: Vec<String> = uncommitted
+                .iter()
+                .map(|(tp, o)| format!("{tp} from offset {o}"))
+                .collect();
+            log::warn!(
+                "{}: shutdown: {abandoned} records abandoned, not committed: {}{}",
+                self.ctx.group_id,
+                if from.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    from.join(", ")
+                },
+                error
+                    .as_deref()
+                    .map(|e| format!("; {e}"))
+                    .unwrap_or_default()
+            );
         }
-        if !problems.is_empty() {
-            self.ctx
-                .signal
-                .report(format!("not committed: {}", problems.join("; ")));
-        }
+        self.ctx.signal.add_to_report(|r| {
+            r.abandoned += abandoned;
+            r.uncommitted.extend(uncommitted);
+            r.errors.extend(error);
+        });
         // Disconnect the workers so they exit once their queue is drained.
         self.job_txs.clear();
+        self.status.step(Doing::LeavingGroup);
         if let Err(e) = self.consumer.close() {
             log::debug!("leave group: {e}");
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("not committed: {}", problems.join("; ")))
-        }
+        self.status.step(Doing::Idle);
+        Ok(())
     }
 }
 

@@ -7,6 +7,9 @@
 //!   [`Engine`] handle) start and stop the threads through `supervisor`;
 //! - the threads: `dispatch` (the consumer thread), `worker` (the handler
 //!   pool), `relay/` (heap and relay thread);
+//! - `health` (running / degraded / stopped, from atomics), `breaker`
+//!   (the dead-letter limit) and `shutdown` (what a shutdown could not
+//!   finish);
 //! - what the threads share: `poll` (polling with backoff), `writes`
 //!   (acknowledged writes), `partitions` (owned partitions and the
 //!   watermark commit), `lease` (fencing of stale assignments), `job`,
@@ -14,22 +17,27 @@
 //!   and `context` (settings, counters, the stop signal).
 
 mod backoff;
+mod breaker;
 mod builder;
 mod context;
 mod dispatch;
+mod health;
 mod job;
 mod lease;
 mod partitions;
 mod poll;
 mod relay;
 mod running;
+mod shutdown;
 mod supervisor;
 mod topics;
 mod watermark;
 mod worker;
 mod writes;
 
+pub use breaker::{DeadLetterLimit, DeadLetterTrip};
 pub use builder::EngineBuilder;
+pub use health::{Health, HealthIssue, HealthProbe, HealthStatus, ThreadFailure};
 pub use running::Engine;
-pub use supervisor::{Health, ThreadFailure};
+pub use shutdown::ShutdownReport;
 pub use topics::MissingTopics;

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::health::Streak;
 use super::lease::Lease;
 use crate::clock::now_ms;
 use crate::error::Result;
@@ -78,6 +79,22 @@ impl Partitions {
         self.parts.iter_mut()
     }
 
+    /// Records read and not done, and per partition the first offset not
+    /// committed (see `OffsetTracker::uncommitted_from`).
+    pub(crate) fn unfinished(&self) -> (u64, Vec<(TopicPartition, i64)>) {
+        let mut abandoned = 0;
+        let mut from = Vec::new();
+        for (tp, p) in &self.parts {
+            let t = p.lease.tracker();
+            abandoned += t.in_flight() as u64;
+            if let Some(o) = t.uncommitted_from() {
+                from.push((tp.clone(), o));
+            }
+        }
+        from.sort();
+        (abandoned, from)
+    }
+
     /// The watermarks of `tps` that moved since their last commit.
     pub(crate) fn to_commit(&self, tps: &[TopicPartition]) -> Vec<(TopicPartition, i64)> {
         tps.iter()
@@ -88,12 +105,14 @@ impl Partitions {
             .collect()
     }
 
-    /// Commits the watermarks of `tps` that moved, counting failures and
-    /// stamping the time of the last success.
+    /// Commits the watermarks of `tps` that moved, counting failures (and
+    /// the failure streak, for health) and stamping the time of the last
+    /// success.
     pub(crate) fn commit(
         &self,
         consumer: &mut dyn Consumer,
         counters: &Counters,
+        streak: &Streak,
         tps: &[TopicPartition],
     ) -> Result<()> {
         let offsets = self.to_commit(tps);
@@ -102,8 +121,10 @@ impl Partitions {
         }
         if let Err(e) = consumer.commit(&offsets) {
             counters.commit_errors.fetch_add(1, Ordering::Relaxed);
+            streak.failed(&e);
             return Err(e);
         }
+        streak.ok();
         counters
             .last_commit_ms
             .store(now_ms().max(1), Ordering::Relaxed);
@@ -120,7 +141,8 @@ impl Partitions {
         &self,
         consumer: &mut dyn Consumer,
         counters: &Counters,
+        streak: &Streak,
     ) -> Result<()> {
-        self.commit(consumer, counters, &self.keys())
+        self.commit(consumer, counters, streak, &self.keys())
     }
 }

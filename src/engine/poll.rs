@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::backoff::Backoff;
 use super::context::StopSignal;
+use super::health::Streak;
 use crate::error::Error;
 use crate::transport::{Consumer, ConsumerEvent};
 
@@ -39,14 +40,17 @@ impl Poller {
         &mut self,
         consumer: &mut dyn Consumer,
         timeout: Duration,
+        streak: &Streak,
     ) -> Result<Option<ConsumerEvent>, String> {
         match consumer.poll(timeout) {
             Ok(event) => {
+                streak.ok();
                 self.backoff.reset();
                 Ok(Some(event))
             }
             Err(Error::Closed) => Err(format!("{} closed", self.what)),
             Err(e) => {
+                streak.failed(&e);
                 let wait = self.backoff.next_wait();
                 log::warn!(
                     "{} poll {} failed, retrying in {wait:?}: {e}",

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::supervisor::{Health, HealthState, Threads, DROP_TIMEOUT};
+use super::breaker::Breaker;
+use super::health::{Health, HealthBoard, HealthProbe};
+use super::supervisor::{Threads, DROP_TIMEOUT};
 use crate::clock::deadline_after;
 use crate::error::Result;
 use crate::stats::{Counters, Stats};
@@ -44,7 +46,8 @@ use crate::stats::{Counters, Stats};
 pub struct Engine {
     threads: Option<Threads>,
     counters: Arc<Counters>,
-    health: Arc<HealthState>,
+    health: Arc<HealthBoard>,
+    breaker: Option<Arc<Breaker>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -56,11 +59,16 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    pub(crate) fn new(threads: Threads, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(
+        threads: Threads,
+        counters: Arc<Counters>,
+        breaker: Option<Arc<Breaker>>,
+    ) -> Self {
         Engine {
             health: threads.health(),
             threads: Some(threads),
             counters,
+            breaker,
         }
     }
 
@@ -70,19 +78,42 @@ impl Engine {
         self.counters.snapshot()
     }
 
-    /// Which of the engine's threads died, and why. Cheap (one atomic
-    /// load while healthy), so a liveness probe can call it often; see
-    /// [`Health`] for an example.
+    /// Running, degraded (and why: the broker unreachable, commits
+    /// failing, the dead-letter limit tripped, a thread died) or stopped.
+    /// Cheap (a few atomic loads while running), so a liveness probe can
+    /// call it often; see [`Health`] for an example.
     pub fn health(&self) -> Health {
         self.health.snapshot()
     }
 
+    /// A cloneable handle that answers [`Engine::health`] from another
+    /// thread, and says `Stopped` once the engine is shut down.
+    pub fn health_probe(&self) -> HealthProbe {
+        HealthProbe(self.health.clone())
+    }
+
+    /// Lifts a tripped dead-letter limit
+    /// ([`EngineBuilder::dead_letter_limit`](crate::EngineBuilder::dead_letter_limit))
+    /// before its cool-down: handing records to the handlers and relaying
+    /// go on. Returns false when it was not tripped (or no limit is set).
+    pub fn resume_dead_letters(&self) -> bool {
+        self.breaker
+            .as_ref()
+            .is_some_and(|b| b.close("resume_dead_letters()"))
+    }
+
     /// Stops fetching, lets in-flight records finish until shortly before
     /// `timeout`, commits what is done, leaves the groups and joins every
-    /// thread. Returns within `timeout` (plus a commit round trip); an
-    /// error says what was not finished or committed, or which thread
-    /// panicked. Nothing unfinished is committed, so it is re-read later.
-    /// See the example on [`Engine`].
+    /// thread. Returns by `timeout`. Nothing unfinished is committed, so
+    /// it is re-read later.
+    ///
+    /// `Ok(())` means everything read was finished and committed and every
+    /// thread stopped. Otherwise [`Error::Shutdown`](crate::Error::Shutdown)
+    /// carries a [`ShutdownReport`](crate::ShutdownReport): how many
+    /// records were abandoned, the partitions and offsets not committed
+    /// (read again from there), the threads still running at the deadline
+    /// and what they were doing, and what failed. See the example on
+    /// [`Engine`].
     pub fn shutdown(mut self, timeout: Duration) -> Result<()> {
         match self.threads.take() {
             Some(mut t) => t.stop(deadline_after(timeout)),

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::context::StopSignal;
+use super::health::HealthBoard;
 use crate::error::{Error, Result};
 
 /// What a thread returns: `Err` says why it could not go on (or finish).
@@ -20,97 +21,68 @@ pub(crate) type ThreadResult = std::result::Result<(), String>;
 /// How long a dropped engine (or a half-started one) waits for its threads.
 pub(crate) const DROP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether the engine's threads are all running, from
-/// [`Engine::health`](crate::Engine::health).
-///
-/// A thread that ends while the engine runs (a consumer closed under it, a
-/// bug that panicked) is listed here at once, and logged at error level
-/// when it happens; a healthy engine has an empty list.
-///
-/// ```
-/// # use std::time::Duration;
-/// use kafka_retry::{Engine, MemoryBroker, Outcome};
-/// let broker = MemoryBroker::new();
-/// broker.create_topic("orders", 1)?;
-/// let engine = Engine::builder(broker.clone())
-///     .group_id("billing")
-///     .topics(["orders"])
-///     .handler(|_r| Outcome::Done)
-///     .build()?;
-/// let health = engine.health();
-/// assert!(health.is_healthy(), "{health}");
-/// engine.shutdown(Duration::from_secs(5))?;
-/// # Ok::<(), kafka_retry::Error>(())
-/// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Health {
-    /// Threads that ended while the engine was running, in the order they
-    /// ended.
-    pub failed: Vec<ThreadFailure>,
-}
-
-/// One thread that ended while the engine was running.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ThreadFailure {
-    /// The thread's name: `kafka-retry-consumer`, `kafka-retry-relay` or
-    /// `kafka-retry-worker-N`.
-    pub thread: String,
-    /// Why it ended: its error, or the panic message.
-    pub reason: String,
-}
-
-impl Health {
-    /// True when every thread of the engine is still running.
-    pub fn is_healthy(&self) -> bool {
-        self.failed.is_empty()
-    }
-}
-
-impl std::fmt::Display for Health {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.failed.is_empty() {
-            return f.write_str("healthy");
-        }
-        for (i, t) in self.failed.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{} died: {}", t.thread, t.reason)?;
-        }
-        Ok(())
-    }
-}
-
-/// Threads that died, written by the dying thread, read by `health()`.
+/// What a thread is doing, for the shutdown error when it is still
+/// running at the deadline. Workers set it around each record (relaxed
+/// stores, no clock read), the consumer and the relay around their last
+/// blocking steps.
 #[derive(Debug, Default)]
-pub(crate) struct HealthState {
-    any: AtomicBool,
-    failed: Mutex<Vec<ThreadFailure>>,
+pub(crate) struct ThreadStatus {
+    doing: AtomicU8,
+    partition: AtomicI32,
+    offset: AtomicI64,
+    since: Mutex<Option<Instant>>,
 }
 
-impl HealthState {
-    fn record(&self, thread: String, reason: String) {
-        self.failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(ThreadFailure { thread, reason });
-        self.any.store(true, Ordering::Release);
+/// One of the steps a [`ThreadStatus`] names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Doing {
+    Idle = 0,
+    /// In the user's handler (partition, offset set).
+    Handler = 1,
+    /// Waiting for the broker to acknowledge a write.
+    AwaitingAck = 2,
+    /// The final commit.
+    Committing = 3,
+    /// Leaving the group (`Consumer::close`).
+    LeavingGroup = 4,
+}
+
+impl ThreadStatus {
+    /// A record enters (or leaves, with `Idle`) the handler.
+    #[inline]
+    pub(crate) fn record(&self, doing: Doing, partition: i32, offset: i64) {
+        self.partition.store(partition, Ordering::Relaxed);
+        self.offset.store(offset, Ordering::Relaxed);
+        self.doing.store(doing as u8, Ordering::Release);
     }
 
-    /// Cheap when healthy: one atomic load.
-    pub(crate) fn snapshot(&self) -> Health {
-        if !self.any.load(Ordering::Acquire) {
-            return Health::default();
-        }
-        Health {
-            failed: self
-                .failed
+    /// A step off the hot path: also notes when it started.
+    pub(crate) fn step(&self, doing: Doing) {
+        *self.since.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.doing.store(doing as u8, Ordering::Release);
+    }
+
+    fn describe(&self) -> Option<String> {
+        let since = || {
+            self.since
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        }
+                .map(|t| format!(" for {:.1} s", t.elapsed().as_secs_f64()))
+                .unwrap_or_default()
+        };
+        let d = self.doing.load(Ordering::Acquire);
+        Some(match d {
+            1 => format!(
+                "in the handler (partition {}, offset {}); a handler cannot be interrupted",
+                self.partition.load(Ordering::Relaxed),
+                self.offset.load(Ordering::Relaxed)
+            ),
+            2 => "waiting for the broker to acknowledge a write".to_string(),
+            3 => format!("in the final commit{}", since()),
+            4 => format!("leaving the group{}", since()),
+            _ => return None,
+        })
     }
 }
 
@@ -118,9 +90,9 @@ impl HealthState {
 /// [`Engine`](crate::Engine) (a spawn failed half way) stops the ones
 /// already started.
 pub(crate) struct Threads {
-    handles: Vec<(String, JoinHandle<ThreadResult>)>,
+    handles: Vec<(String, JoinHandle<ThreadResult>, Arc<ThreadStatus>)>,
     signal: Arc<StopSignal>,
-    health: Arc<HealthState>,
+    health: Arc<HealthBoard>,
     done_tx: Sender<String>,
     done_rx: Receiver<String>,
 }
@@ -135,18 +107,18 @@ impl Drop for DoneGuard {
 }
 
 impl Threads {
-    pub(crate) fn new(signal: Arc<StopSignal>) -> Self {
+    pub(crate) fn new(signal: Arc<StopSignal>, health: Arc<HealthBoard>) -> Self {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         Threads {
             handles: Vec::new(),
             signal,
-            health: Arc::new(HealthState::default()),
+            health,
             done_tx,
             done_rx,
         }
     }
 
-    pub(crate) fn health(&self) -> Arc<HealthState> {
+    pub(crate) fn health(&self) -> Arc<HealthBoard> {
         self.health.clone()
     }
 
@@ -155,8 +127,10 @@ impl Threads {
     pub(crate) fn spawn(
         &mut self,
         name: String,
-        f: impl FnOnce() -> ThreadResult + Send + 'static,
+        f: impl FnOnce(Arc<ThreadStatus>) -> ThreadResult + Send + 'static,
     ) -> Result<()> {
+        let status = Arc::new(ThreadStatus::default());
+        let st = status.clone();
         let guard = DoneGuard(name.clone(), self.done_tx.clone());
         let signal = self.signal.clone();
         let health = self.health.clone();
@@ -165,7 +139,7 @@ impl Threads {
             .name(name.clone())
             .spawn(move || {
                 let _guard = guard;
-                let result = catch_unwind(AssertUnwindSafe(f));
+                let result = catch_unwind(AssertUnwindSafe(move || f(st)));
                 if !signal.stopping() {
                     let reason = match &result {
                         Ok(Ok(())) => "exited while the engine was running".to_string(),
@@ -173,7 +147,7 @@ impl Threads {
                         Err(panic) => format!("panicked: {}", panic_message(&**panic)),
                     };
                     log::error!("{thread_name} died: {reason}");
-                    health.record(thread_name, reason);
+                    health.thread_died(thread_name, reason);
                 }
                 match result {
                     Ok(r) => r,
@@ -182,15 +156,17 @@ impl Threads {
                 }
             })
             .map_err(|e| Error::Thread(format!("spawn {name}: {e}")))?;
-        self.handles.push((name, handle));
+        self.handles.push((name, handle, status));
         Ok(())
     }
 
     /// Signals stop and waits for every thread until `deadline`. Threads
-    /// still running then are left detached and named in the error.
+    /// still running then are left detached and named in the error, with
+    /// what they were doing; so are abandoned records, uncommitted
+    /// partitions and failed final commits (see [`ShutdownReport`]).
     pub(crate) fn stop(&mut self, deadline: Instant) -> Result<()> {
         self.signal.request_stop(deadline);
-        let mut problems = Vec::new();
+        self.health.set_stopped();
         let mut finished = HashSet::new();
         while finished.len() < self.handles.len() {
             match self.done_rx.recv_deadline(deadline) {
@@ -204,31 +180,32 @@ impl Threads {
         // broker: workers retrying a write give up (their records stay
         // uncommitted), even if the consumer thread died before saying so.
         self.signal.request_abandon();
-        for (name, handle) in self.handles.drain(..) {
+        let mut report = self.signal.take_report();
+        for (name, handle, status) in self.handles.drain(..) {
             // A thread that signalled is past its work (the signal is sent
             // by a guard on its way out), so joining it cannot block long.
             if !finished.contains(&name) {
-                let said = self.signal.reports_of(&name);
-                if said.is_empty() {
-                    problems.push(format!("{name} still running at the deadline"));
-                } else {
-                    problems.push(format!(
-                        "{name} still running at the deadline: {}",
-                        said.join("; ")
-                    ));
-                }
+                let doing = status.describe().unwrap_or_else(|| "between steps".into());
+                report.threads_not_stopped.push(format!("{name}: {doing}"));
                 continue;
             }
             match handle.join() {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => problems.push(format!("{name}: {e}")),
-                Err(panic) => problems.push(format!("{name} panicked: {}", panic_message(&*panic))),
+                Ok(Err(e)) => report.errors.push(format!("{name}: {e}")),
+                Err(panic) => report
+                    .errors
+                    .push(format!("{name} panicked: {}", panic_message(&*panic))),
             }
         }
-        if problems.is_empty() {
+        // A late report (a thread that stopped right at the deadline).
+        let late = self.signal.take_report();
+        report.abandoned += late.abandoned;
+        report.uncommitted.extend(late.uncommitted);
+        report.errors.extend(late.errors);
+        if report.is_clean() {
             Ok(())
         } else {
-            Err(Error::Shutdown(problems.join("; ")))
+            Err(Error::Shutdown(Box::new(report)))
         }
     }
 

@@ -19,6 +19,8 @@ pub(crate) struct OffsetTracker {
     next: Option<i64>,
     /// What was last committed (or known committed).
     committed: Option<i64>,
+    /// The first offset tracked.
+    first: Option<i64>,
 }
 
 impl OffsetTracker {
@@ -32,6 +34,7 @@ impl OffsetTracker {
             }
         }
         self.pending.push_back((offset, false));
+        self.first.get_or_insert(offset);
         self.next = Some(offset.saturating_add(1));
         true
     }
@@ -87,6 +90,17 @@ impl OffsetTracker {
         }
     }
 
+    /// The first offset read but not committed (where the next owner
+    /// starts reading again), or `None` when everything read is committed.
+    pub(crate) fn uncommitted_from(&self) -> Option<i64> {
+        let next = self.next?;
+        match self.committed {
+            Some(c) if c >= next => None,
+            Some(c) => Some(c),
+            None => self.first,
+        }
+    }
+
     /// Notes that `offset` was committed.
     pub(crate) fn committed(&mut self, offset: i64) {
         self.committed = Some(self.committed.map_or(offset, |c| c.max(offset)));
@@ -117,6 +131,9 @@ mod tests {
         assert_eq!(t.watermark(), Some(20));
         assert_eq!(t.in_flight(), 0);
         assert_eq!(t.to_commit(), Some(20));
+        assert_eq!(t.uncommitted_from(), Some(12));
+        t.committed(20);
+        assert_eq!(t.uncommitted_from(), None);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crossbeam_channel::{Receiver, Sender};
 use super::context::Context;
 use super::job::{Completion, Job};
 use super::lease::Lease;
-use super::supervisor::panic_message;
+use super::supervisor::{panic_message, Doing, ThreadStatus};
 use super::writes::{await_ack, send_until_acked};
 use crate::clock::now_ms;
 use crate::handler::{Handler, Outcome};
@@ -32,6 +32,7 @@ pub(crate) fn run_worker(
     handler: Arc<dyn Handler>,
     jobs: Receiver<Vec<Job>>,
     completions: Sender<Vec<Completion>>,
+    status: Arc<ThreadStatus>,
 ) {
     // Ends when the consumer thread drops its sender (shutdown by disconnection).
     for batch in jobs.iter() {
@@ -61,14 +62,31 @@ pub(crate) fn run_worker(
                 }
                 last_flush = Instant::now();
             }
+            // The dead-letter limit: no new record reaches the handler
+            // until it is lifted (or the record is no longer ours).
+            if ctx.breaker.is_some() {
+                while ctx.dead_letters_paused() && !gives_up(&ctx, &job.lease) {
+                    reap(&ctx, &mut writes, &mut out, false);
+                    if !out.is_empty() {
+                        let n = out.len();
+                        if completions
+                            .send(std::mem::replace(&mut out, Vec::with_capacity(n)))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
             let step = if gives_up(&ctx, &job.lease) {
                 Step::Finished(false)
             } else {
                 // The handler's panics are caught inside; this catches our
                 // own (a user-supplied Producer, a logger) so the worker
                 // never dies. The record stays uncommitted.
-                catch_unwind(AssertUnwindSafe(|| process(&ctx, &*handler, &job))).unwrap_or_else(
-                    |panic| {
+                catch_unwind(AssertUnwindSafe(|| process(&ctx, &*handler, &job, &status)))
+                    .unwrap_or_else(|panic| {
                         log::error!(
                             "{}@{}: worker failed outside the handler: {}",
                             job.lease.tp,
@@ -76,8 +94,7 @@ pub(crate) fn run_worker(
                             panic_message(&*panic)
                         );
                         Step::Finished(false)
-                    },
-                )
+                    })
             };
             match step {
                 Step::Finished(done) => out.push(Completion {
@@ -94,7 +111,11 @@ pub(crate) fn run_worker(
                 }),
             }
         }
-        reap(&ctx, &mut writes, &mut out, true);
+        if !writes.is_empty() {
+            status.step(Doing::AwaitingAck);
+            reap(&ctx, &mut writes, &mut out, true);
+            status.step(Doing::Idle);
+        }
         if completions.send(out).is_err() {
             return;
         }
@@ -171,7 +192,7 @@ fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block
                 Kind::Retry => {
                     ctx.counters.retried.fetch_add(1, Ordering::Relaxed);
                 }
-                Kind::Dead(reason) => ctx.counters.dead(reason),
+                Kind::Dead(reason) => ctx.dead_lettered(reason),
             }
         }
         out.push(Completion {
@@ -184,7 +205,7 @@ fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block
 
 /// Handles one record: done, skipped, or a write in flight (done once the
 /// retry or dead-letter topic acknowledges it).
-fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> Step {
+fn process(ctx: &Context, handler: &dyn Handler, job: &Job, status: &ThreadStatus) -> Step {
     let record = &job.record;
     if let Some(reason) = record
         .header(headers::UNDECODABLE)
@@ -198,7 +219,10 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> Step {
         let hs = headers::malformed_headers(&record.headers, &reason);
         return dead_letter(ctx, job, hs, DeadReason::Malformed);
     }
-    let outcome = match catch_unwind(AssertUnwindSafe(|| handler.handle(record))) {
+    status.record(Doing::Handler, record.partition, record.offset);
+    let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(record)));
+    status.record(Doing::Idle, record.partition, record.offset);
+    let outcome = match outcome {
         Ok(o) => o,
         Err(panic) => {
             ctx.counters.panics.fetch_add(1, Ordering::Relaxed);
@@ -210,6 +234,11 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job) -> Step {
     if outcome == Outcome::Done {
         ctx.counters.done.fetch_add(1, Ordering::Relaxed);
         return Step::Finished(true);
+    }
+    // Abandoned while in the handler: its offset is no longer committed,
+    // so a write now would only add a duplicate.
+    if gives_up(ctx, &job.lease) {
+        return Step::Finished(false);
     }
     // A relayed record carries its history; a fresh one starts it. Bad
     // retry headers on the origin topic are not the handler's problem: the
@@ -277,7 +306,7 @@ fn dead_letter(
             record.offset,
             reason.as_str()
         );
-        ctx.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        ctx.dropped();
         return Step::Finished(true);
     };
     let out = OutRecord::forward(record, topic.clone(), Partitioning::Default, headers);

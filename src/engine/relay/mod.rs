@@ -32,6 +32,7 @@ use super::context::Context;
 use super::lease::Lease;
 use super::partitions::Partitions;
 use super::poll::Poller;
+use super::supervisor::{Doing, ThreadStatus};
 use super::writes::await_ack;
 use crate::clock::{deadline_after, now_ms};
 use crate::headers::{self, DeadReason, RetryInfo};
@@ -82,9 +83,14 @@ struct Relay {
     topic_cache: HashMap<String, (Option<i32>, Instant)>,
     last_commit: Instant,
     anchor: (Instant, i64),
+    status: Arc<ThreadStatus>,
 }
 
-pub(crate) fn run(ctx: Arc<Context>, consumer: Box<dyn Consumer>) -> Result<(), String> {
+pub(crate) fn run(
+    ctx: Arc<Context>,
+    consumer: Box<dyn Consumer>,
+    status: Arc<ThreadStatus>,
+) -> Result<(), String> {
     let mut r = Relay {
         ctx,
         consumer,
@@ -94,6 +100,7 @@ pub(crate) fn run(ctx: Arc<Context>, consumer: Box<dyn Consumer>) -> Result<(), 
         topic_cache: HashMap::new(),
         last_commit: Instant::now(),
         anchor: (Instant::now(), now_us()),
+        status,
     };
     let mut poller = Poller::new("relay consumer", r.ctx.retry_topic.clone());
     while !r.ctx.signal.stopping() {
@@ -109,7 +116,7 @@ pub(crate) fn run(ctx: Arc<Context>, consumer: Box<dyn Consumer>) -> Result<(), 
             Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_POLL),
             None => IDLE_POLL,
         };
-        match poller.poll(&mut *r.consumer, timeout)? {
+        match poller.poll(&mut *r.consumer, timeout, &r.ctx.health.relay_polls)? {
             Some(event) => r.handle(event),
             // Keep relaying what is due while the poll side recovers.
             None => {
@@ -272,8 +279,9 @@ impl Relay {
     /// done; failed writes are re-parked with backoff.
     fn deliver_due(&mut self) {
         // Stop between batches on shutdown: what is not written stays
-        // parked and uncommitted, and the next relay re-reads it.
-        while !self.ctx.signal.stopping() {
+        // parked and uncommitted, and the next relay re-reads it. The
+        // dead-letter limit holds everything parked too.
+        while !self.ctx.signal.stopping() && !self.ctx.dead_letters_paused() {
             let now = Instant::now();
             let mut batch = Vec::new();
             while batch.len() < RELAY_BATCH {
@@ -311,7 +319,7 @@ impl Relay {
             let signal = &self.ctx.signal;
             let mut results = pending.into_iter().map(|p| {
                 await_ack(&p, || signal.stopping()).unwrap_or_else(|| {
-                    Err(crate::Error::Shutdown(
+                    Err(crate::Error::Timeout(
                         "relay stopped before the write was acknowledged".into(),
                     ))
                 })
@@ -325,13 +333,13 @@ impl Relay {
                             p.record.offset,
                             reason.as_str()
                         );
-                        self.ctx.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.ctx.dropped();
                         Ok(())
                     }
                     _ => match results.next() {
                         Some(Ok(_)) => {
                             match route {
-                                Route::Dead(_, reason) => self.ctx.counters.dead(reason),
+                                Route::Dead(_, reason) => self.ctx.dead_lettered(reason),
                                 _ => {
                                     self.ctx.counters.relayed.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -438,22 +446,31 @@ impl Relay {
     }
 
     fn commit(&mut self) -> crate::Result<()> {
-        self.parts
-            .commit_all(&mut *self.consumer, &self.ctx.counters)
+        self.parts.commit_all(
+            &mut *self.consumer,
+            &self.ctx.counters,
+            &self.ctx.health.relay_commits,
+        )
     }
 
     fn shutdown(mut self) -> Result<(), String> {
         // Parked records stay uncommitted: the next relay re-reads them.
-        let result = self
-            .commit()
-            .map_err(|e| format!("relay final commit failed: {e}"));
-        if let Err(e) = &result {
-            self.ctx.signal.report(e.clone());
+        self.status.step(Doing::Committing);
+        if let Err(e) = self.commit() {
+            let error = format!("relay final commit failed: {e}");
+            log::warn!("{}: {error}", self.ctx.group_id);
+            let (_, uncommitted) = self.parts.unfinished();
+            self.ctx.signal.add_to_report(|r| {
+                r.uncommitted.extend(uncommitted);
+                r.errors.push(error);
+            });
         }
+        self.status.step(Doing::LeavingGroup);
         if let Err(e) = self.consumer.close() {
             log::debug!("relay leave group: {e}");
         }
-        result
+        self.status.step(Doing::Idle);
+        Ok(())
     }
 }
 
