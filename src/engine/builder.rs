@@ -631,6 +631,8 @@ impl EngineBuilder {
             queue_batches: self.queue_capacity.div_ceil(JOB_BATCH).max(1),
             health: health.clone(),
             breaker: breaker.clone(),
+            #[cfg(feature = "metrics")]
+            metrics: super::metrics::Metrics::new(&group_id),
         });
         let consumer_config = |group: String, topics: Vec<String>| ConsumerConfig {
             group_id: group,

@@ -77,6 +77,8 @@ pub(crate) struct Context {
     pub health: Arc<HealthBoard>,
     /// The dead-letter limit, when configured.
     pub breaker: Option<Arc<Breaker>>,
+    #[cfg(feature = "metrics")]
+    pub metrics: super::metrics::Metrics,
 }
 
 impl Context {

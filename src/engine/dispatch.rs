@@ -43,6 +43,8 @@ struct Dispatcher {
     /// The dead-letter limit holds the outboxes and pauses everything.
     held: bool,
     status: Arc<ThreadStatus>,
+    #[cfg(feature = "metrics")]
+    last_publish: Instant,
 }
 
 pub(crate) fn run(
@@ -65,6 +67,8 @@ pub(crate) fn run(
         failed: None,
         held: false,
         status,
+        #[cfg(feature = "metrics")]
+        last_publish: Instant::now(),
     };
     let mut poller = Poller::new("consumer", format!("{:?}", d.ctx.topics));
     while !d.ctx.signal.stopping() {
@@ -77,6 +81,11 @@ pub(crate) fn run(
         }
         if d.last_commit.elapsed() >= d.ctx.commit_interval {
             d.commit_all();
+        }
+        #[cfg(feature = "metrics")]
+        if d.last_publish.elapsed() >= super::metrics::PUBLISH_INTERVAL {
+            d.last_publish = Instant::now();
+            d.publish();
         }
         let timeout = if d.outbox.iter().any(|o| !o.is_empty()) {
             // Workers are saturated: wait for one to finish something
@@ -481,7 +490,17 @@ impl Dispatcher {
             log::debug!("leave group: {e}");
         }
         self.status.step(Doing::Idle);
+        #[cfg(feature = "metrics")]
+        self.publish();
         Ok(())
+    }
+
+    /// Copies the counters into the metrics.
+    #[cfg(feature = "metrics")]
+    fn publish(&self) {
+        self.ctx
+            .metrics
+            .publish(&self.ctx.counters.snapshot(), &self.ctx.health);
     }
 }
 

@@ -24,6 +24,8 @@ mod dispatch;
 mod health;
 mod job;
 mod lease;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod partitions;
 mod poll;
 mod relay;

@@ -220,7 +220,13 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job, status: &ThreadStatu
         return dead_letter(ctx, job, hs, DeadReason::Malformed);
     }
     status.record(Doing::Handler, record.partition, record.offset);
+    #[cfg(feature = "metrics")]
+    let started = Instant::now();
     let outcome = catch_unwind(AssertUnwindSafe(|| handler.handle(record)));
+    #[cfg(feature = "metrics")]
+    ctx.metrics
+        .handler_time
+        .record(started.elapsed().as_secs_f64());
     status.record(Doing::Idle, record.partition, record.offset);
     let outcome = match outcome {
         Ok(o) => o,

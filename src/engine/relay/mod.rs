@@ -64,6 +64,9 @@ struct Parked {
     plan: Plan,
     /// Failed writes so far, for backoff.
     failures: u32,
+    /// When it fell due (first), for the lateness histogram.
+    #[cfg(feature = "metrics")]
+    due: Instant,
 }
 
 /// A due record and where it goes.
@@ -209,6 +212,8 @@ impl Relay {
                 record,
                 plan,
                 failures: 0,
+                #[cfg(feature = "metrics")]
+                due,
             },
         );
         self.ctx
@@ -353,7 +358,15 @@ impl Relay {
                     },
                 };
                 match result {
-                    Ok(()) => p.lease.tracker().done(p.record.offset),
+                    Ok(()) => {
+                        #[cfg(feature = "metrics")]
+                        self.ctx.metrics.relay_lateness.record(
+                            Instant::now()
+                                .saturating_duration_since(p.due)
+                                .as_secs_f64(),
+                        );
+                        p.lease.tracker().done(p.record.offset)
+                    }
                     Err(e) => {
                         self.ctx
                             .counters

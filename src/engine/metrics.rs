@@ -1,0 +1,188 @@
+//! The `metrics` feature: the engine's counters and gauges through the
+//! `metrics` facade, and two histograms (handler time, relay lateness).
+//!
+//! Counters and gauges cost nothing on the hot paths: the consumer thread
+//! copies the [`Stats`] snapshot into handles registered once, every
+//! [`PUBLISH_INTERVAL`] and at shutdown (`Counter::absolute`, so a
+//! counter is exactly the `Stats` field). The histograms are recorded per
+//! record through handles registered once (no per-record key lookup or
+//! allocation in the engine). Handles are registered when the engine is
+//! built: install the recorder before `build()`.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram, Label};
+
+use super::health::{HealthBoard, HealthStatus};
+use crate::stats::Stats;
+
+/// How often the consumer thread publishes the counters and gauges.
+pub(crate) const PUBLISH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Metric names, with their type and meaning (the README's table).
+pub(crate) mod names {
+    pub const RECEIVED: &str = "kafka_retry_records_received_total";
+    pub const DONE: &str = "kafka_retry_records_done_total";
+    pub const RETRIED: &str = "kafka_retry_records_retried_total";
+    pub const RELAYED: &str = "kafka_retry_records_relayed_total";
+    pub const DEAD_LETTERED: &str = "kafka_retry_records_dead_lettered_total";
+    pub const DROPPED: &str = "kafka_retry_records_dropped_total";
+    pub const PANICS: &str = "kafka_retry_handler_panics_total";
+    pub const REBALANCES: &str = "kafka_retry_rebalances_total";
+    pub const SEND_ERRORS: &str = "kafka_retry_send_errors_total";
+    pub const COMMIT_ERRORS: &str = "kafka_retry_commit_errors_total";
+    pub const TRIPS: &str = "kafka_retry_dead_letter_limit_trips_total";
+    pub const IN_FLIGHT: &str = "kafka_retry_records_in_flight";
+    pub const PARKED: &str = "kafka_retry_records_parked";
+    pub const ASSIGNED: &str = "kafka_retry_partitions_assigned";
+    pub const PAUSED: &str = "kafka_retry_partitions_paused";
+    pub const DLT_PAUSED: &str = "kafka_retry_dead_letter_limit_paused";
+    pub const HEALTH: &str = "kafka_retry_health_status";
+    pub const LAST_COMMIT: &str = "kafka_retry_last_commit_timestamp_seconds";
+    pub const HANDLER_TIME: &str = "kafka_retry_handler_duration_seconds";
+    pub const RELAY_LATENESS: &str = "kafka_retry_relay_lateness_seconds";
+}
+
+/// The engine's metric handles, labelled `group`.
+pub(crate) struct Metrics {
+    received: Counter,
+    done: Counter,
+    retried: Counter,
+    relayed: Counter,
+    expired: Counter,
+    rejected: Counter,
+    malformed: Counter,
+    dropped: Counter,
+    panics: Counter,
+    rebalances: Counter,
+    send_errors: Counter,
+    commit_errors: Counter,
+    trips: Counter,
+    in_flight: Gauge,
+    parked: Gauge,
+    assigned: Gauge,
+    paused: Gauge,
+    dlt_paused: Gauge,
+    health: Gauge,
+    last_commit: Gauge,
+    /// Seconds in `Handler::handle`, per record.
+    pub handler_time: Histogram,
+    /// Seconds a relayed (or expired) record left the relay after its due
+    /// time.
+    pub relay_lateness: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn new(group: &str) -> Self {
+        use names::*;
+        describe();
+        let g = || vec![Label::new("group", group.to_string())];
+        let reason = |r: &'static str| {
+            let mut l = g();
+            l.push(Label::new("reason", r));
+            l
+        };
+        Metrics {
+            received: metrics::counter!(RECEIVED, g()),
+            done: metrics::counter!(DONE, g()),
+            retried: metrics::counter!(RETRIED, g()),
+            relayed: metrics::counter!(RELAYED, g()),
+            expired: metrics::counter!(DEAD_LETTERED, reason("expired")),
+            rejected: metrics::counter!(DEAD_LETTERED, reason("rejected")),
+            malformed: metrics::counter!(DEAD_LETTERED, reason("malformed")),
+            dropped: metrics::counter!(DROPPED, g()),
+            panics: metrics::counter!(PANICS, g()),
+            rebalances: metrics::counter!(REBALANCES, g()),
+            send_errors: metrics::counter!(SEND_ERRORS, g()),
+            commit_errors: metrics::counter!(COMMIT_ERRORS, g()),
+            trips: metrics::counter!(TRIPS, g()),
+            in_flight: metrics::gauge!(IN_FLIGHT, g()),
+            parked: metrics::gauge!(PARKED, g()),
+            assigned: metrics::gauge!(ASSIGNED, g()),
+            paused: metrics::gauge!(PAUSED, g()),
+            dlt_paused: metrics::gauge!(DLT_PAUSED, g()),
+            health: metrics::gauge!(HEALTH, g()),
+            last_commit: metrics::gauge!(LAST_COMMIT, g()),
+            handler_time: metrics::histogram!(HANDLER_TIME, g()),
+            relay_lateness: metrics::histogram!(RELAY_LATENESS, g()),
+        }
+    }
+
+    /// Copies a stats snapshot and the health status into the handles.
+    pub(crate) fn publish(&self, s: &Stats, health: &HealthBoard) {
+        self.received.absolute(s.received);
+        self.done.absolute(s.done);
+        self.retried.absolute(s.retried);
+        self.relayed.absolute(s.relayed);
+        self.expired.absolute(s.dead_lettered.expired);
+        self.rejected.absolute(s.dead_lettered.rejected);
+        self.malformed.absolute(s.dead_lettered.malformed);
+        self.dropped.absolute(s.dropped);
+        self.panics.absolute(s.panics);
+        self.rebalances.absolute(s.rebalances);
+        self.send_errors.absolute(s.send_errors);
+        self.commit_errors.absolute(s.commit_errors);
+        self.trips.absolute(s.dead_letter_trips);
+        self.in_flight.set(s.in_flight as f64);
+        self.parked.set(s.parked as f64);
+        self.assigned.set(s.assigned_partitions as f64);
+        self.paused.set(s.paused_partitions as f64);
+        self.dlt_paused
+            .set(if s.dead_letter_paused { 1.0 } else { 0.0 });
+        if let Some(ms) = s.last_commit_ms {
+            self.last_commit.set(ms as f64 / 1000.0);
+        }
+        self.health.set(match health.snapshot().status {
+            HealthStatus::Running => 0.0,
+            HealthStatus::Degraded => 1.0,
+            HealthStatus::Stopped => 2.0,
+        });
+    }
+}
+
+/// Help texts, for recorders that keep them (Prometheus `# HELP`).
+fn describe() {
+    use metrics::Unit;
+    use names::*;
+    metrics::describe_counter!(RECEIVED, "Records read from the origin topics");
+    metrics::describe_counter!(DONE, "Records the handler finished with Done");
+    metrics::describe_counter!(RETRIED, "Records written to the retry topic");
+    metrics::describe_counter!(RELAYED, "Parked records sent back to their origin topic");
+    metrics::describe_counter!(
+        DEAD_LETTERED,
+        "Records written to the dead-letter topic, by reason"
+    );
+    metrics::describe_counter!(DROPPED, "Records given up on with no dead-letter topic");
+    metrics::describe_counter!(PANICS, "Handler panics caught");
+    metrics::describe_counter!(REBALANCES, "Rebalances seen by the consumer thread");
+    metrics::describe_counter!(
+        SEND_ERRORS,
+        "Failed writes to the retry or dead-letter topic"
+    );
+    metrics::describe_counter!(COMMIT_ERRORS, "Failed offset commits");
+    metrics::describe_counter!(TRIPS, "Times the dead-letter limit tripped");
+    metrics::describe_gauge!(IN_FLIGHT, "Records handed to workers and not finished");
+    metrics::describe_gauge!(PARKED, "Records parked in the relay");
+    metrics::describe_gauge!(ASSIGNED, "Origin partitions assigned");
+    metrics::describe_gauge!(PAUSED, "Origin partitions paused");
+    metrics::describe_gauge!(
+        DLT_PAUSED,
+        "1 while the dead-letter limit pauses the engine"
+    );
+    metrics::describe_gauge!(HEALTH, "0 running, 1 degraded, 2 stopped");
+    metrics::describe_gauge!(
+        LAST_COMMIT,
+        Unit::Seconds,
+        "Unix time of the last successful commit"
+    );
+    metrics::describe_histogram!(
+        HANDLER_TIME,
+        Unit::Seconds,
+        "Time in the handler per record"
+    );
+    metrics::describe_histogram!(
+        RELAY_LATENESS,
+        Unit::Seconds,
+        "How late the relay sent a parked record, after its due time"
+    );
+}
