@@ -230,9 +230,10 @@ fn shutdown_with_busy_handlers_reports_what_was_abandoned() {
         .unwrap();
     assert!(wait_until(Duration::from_secs(5), || engine.stats().done >= 50));
     let t0 = Instant::now();
-    let r = report(engine.shutdown(Duration::from_millis(500)));
+    let err = engine.shutdown(Duration::from_millis(500));
     let took = t0.elapsed();
-    println!("{r}");
+    println!("{}", err.as_ref().unwrap_err());
+    let r = report(err);
     assert!(took < Duration::from_millis(800), "shutdown took {took:?}");
     assert!(r.abandoned > 0, "{r}");
     assert!(r.threads_not_stopped.is_empty(), "{r}");
@@ -293,7 +294,9 @@ fn shutdown_names_a_thread_stuck_in_the_handler() {
     broker.produce(OutRecord::new("t").value("0")).unwrap();
     assert!(wait_until(Duration::from_secs(5), || entered.load(Ordering::SeqCst)));
     let t0 = Instant::now();
-    let r = report(engine.shutdown(Duration::from_millis(400)));
+    let err = engine.shutdown(Duration::from_millis(400));
+    println!("{}", err.as_ref().unwrap_err());
+    let r = report(err);
     assert!(
         t0.elapsed() < Duration::from_millis(700),
         "{:?}",
@@ -344,14 +347,15 @@ fn shutdown_with_the_broker_gone_names_partitions_and_stops_every_thread() {
     faulty.broken.store(true, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(200));
     let t0 = Instant::now();
-    let r = report(engine.shutdown(Duration::from_secs(1)));
+    let err = engine.shutdown(Duration::from_secs(1));
     let returned = Instant::now();
+    println!("{}", err.as_ref().unwrap_err());
+    let r = report(err);
     assert!(
         t0.elapsed() < Duration::from_millis(1300),
         "{:?}",
         t0.elapsed()
     );
-    println!("{r}");
     assert!(r.threads_not_stopped.is_empty(), "{r}");
     let tps: Vec<&TopicPartition> = r.uncommitted.iter().map(|(tp, _)| tp).collect();
     assert!(
@@ -433,6 +437,7 @@ fn health_running_degraded_and_stopped() {
         })
     }));
     let h = engine.health();
+    println!("{h}");
     assert_eq!(h.status, HealthStatus::Degraded, "{h}");
     assert!(!h.is_healthy());
     assert!(
@@ -513,6 +518,7 @@ fn dead_letter_limit_pauses_and_resume_goes_on() {
         .commit_interval(Duration::from_millis(20))
         .dead_letter_limit(
             DeadLetterLimit::new(limit, Duration::from_secs(60)).on_trip(move |trip| {
+                println!("on_trip: {trip}");
                 assert_eq!(trip.group, "b");
                 assert_eq!(trip.count, 21);
                 tr.fetch_add(1, Ordering::SeqCst);
@@ -542,6 +548,7 @@ fn dead_letter_limit_pauses_and_resume_goes_on() {
     assert_eq!(trips.load(Ordering::SeqCst), 1);
     assert_eq!(stats.paused_partitions, 1);
     let h = engine.health();
+    println!("{h}");
     assert_eq!(h.status, HealthStatus::Degraded, "{h}");
     assert!(h.issues.contains(&HealthIssue::DeadLetterLimit), "{h}");
     // Still paused: nothing more dead-lettered, nothing committed past it.
