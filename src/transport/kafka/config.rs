@@ -342,9 +342,9 @@ impl KafkaConfig {
             // Zero would mean a Metadata request on every fetch round.
             return Err(Error::config("metadata_max_age", "must be more than zero"));
         }
-        // SKELETON GUARD: remove when TLS and SASL are wired into conn.rs.
-        // Until then a secured setting must fail, never connect in the clear.
-        if self.security_protocol != SecurityProtocol::Plaintext {
+        // SKELETON GUARD: remove when TLS is wired into conn.rs (SASL is).
+        // Until then a TLS setting must fail, never connect in the clear.
+        if self.security_protocol.uses_tls() {
             return Err(Error::config(
                 "security_protocol",
                 format!("{} is not supported yet", self.security_protocol),
@@ -360,14 +360,16 @@ impl KafkaConfig {
                     ),
                 ))
             }
-            (false, Some(s)) => return Err(Error::config(
-                "security_protocol",
-                format!(
+            (false, Some(s)) => {
+                return Err(Error::config(
+                    "security_protocol",
+                    format!(
                     "{} does not authenticate, yet SASL {} is set: use SASL_SSL or SASL_PLAINTEXT",
                     self.security_protocol,
                     s.mechanism()
                 ),
-            )),
+                ))
+            }
             _ => {}
         }
         Ok(())
