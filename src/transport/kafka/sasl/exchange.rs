@@ -72,9 +72,12 @@ pub(crate) fn authenticate(
                 // client answers with a lone %x01 and the server fails the
                 // exchange, usually with its own message.
                 let status = String::from_utf8_lossy(&challenge).into_owned();
-                let status = format!("the broker refused the token: {status}");
-                ex.round(vec![0x01])?;
-                return Err(ex.fail(status));
+                let status = format!("the broker refused the token ({status})");
+                return Err(match ex.round(vec![0x01]) {
+                    Err(Error::Auth { message, .. }) => ex.fail(format!("{status}: {message}")),
+                    Err(other) => other,
+                    Ok(_) => ex.fail(status),
+                });
             }
         }
     }

@@ -14,6 +14,8 @@ mod oauth;
 mod plain;
 mod reauth;
 mod scram;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::sync::Arc;
