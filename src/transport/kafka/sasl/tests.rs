@@ -35,10 +35,13 @@ enum Script {
     OAuthChallenge,
 }
 
+/// (api key, version, auth bytes of a SaslAuthenticate) per frame.
+type Frames = Arc<Mutex<Vec<(i16, i16, Vec<u8>)>>>;
+
 struct Broker {
     addr: String,
     /// (api key, version, auth bytes for SaslAuthenticate) per frame.
-    frames: Arc<Mutex<Vec<(i16, i16, Vec<u8>)>>>,
+    frames: Frames,
 }
 
 impl Broker {
@@ -121,7 +124,7 @@ fn read_varint(b: &[u8], at: &mut usize) -> u32 {
 fn start(script: Script) -> Broker {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let frames: Arc<Mutex<Vec<(i16, i16, Vec<u8>)>>> = Arc::default();
+    let frames: Frames = Arc::default();
     let seen = frames.clone();
     thread::spawn(move || {
         let Ok((mut s, _)) = listener.accept() else {
