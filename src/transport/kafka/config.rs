@@ -128,8 +128,8 @@ impl KafkaConfig {
         self
     }
 
-    /// Time allowed for one TCP connect plus the ApiVersions handshake.
-    /// Defaults to 10 s.
+    /// Time allowed for one TCP connect plus the ApiVersions handshake and,
+    /// with SASL, the authentication exchange. Defaults to 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
