@@ -422,7 +422,8 @@ fn a_running_engine_reports_refused_credentials_and_backs_off() {
         session_lifetime: Some(Duration::from_secs(2)),
         ..FrontOptions::default()
     });
-    let provider = counting(Duration::from_secs(600));
+    // Short tokens: the cache asks the provider again every ~2.4 s.
+    let provider = counting(Duration::from_secs(3));
     let kafka = connect(&front, Sasl::oauthbearer(Shared(provider.clone())));
     let group = unique("sasl-engine");
     let topic = unique("sasl-engine-orders");
@@ -449,12 +450,22 @@ fn a_running_engine_reports_refused_credentials_and_backs_off() {
     // Sessions end within 2 s; re-authentication and reconnects fail.
     assert!(
         common::eventually(Duration::from_secs(15), || engine.stats().auth_failures > 0),
-        "no auth failure counted: {:?}",
-        engine.stats()
+        "no auth failure counted: {:?}\n{}",
+        engine.stats(),
+        logs()
+            .0
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("TRACE")
+                && !l.contains("kafka_retry::transport::kafka::producer"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let before = front.connections();
     thread::sleep(Duration::from_secs(4));
     let attempts = front.connections() - before;
+    eprintln!("{attempts} connection attempts in 4 s after the refusal");
     // Two group consumers (origin, relay), each with a fetch/coordinator
     // connection and a heartbeat thread: a handful per second at most,
     // where a reconnect loop would make hundreds.
