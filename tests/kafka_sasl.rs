@@ -108,13 +108,11 @@ fn read_values(consumer: &mut dyn Consumer, n: usize) -> BTreeSet<String> {
     let mut seen = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while seen.len() < n && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)).expect("poll") {
-            ConsumerEvent::Records(rs) => {
-                for r in rs {
-                    seen.insert(String::from_utf8_lossy(r.value.as_deref().unwrap_or(b"")).into());
-                }
+        if let ConsumerEvent::Records(rs) = consumer.poll(Duration::from_millis(500)).expect("poll")
+        {
+            for r in rs {
+                seen.insert(String::from_utf8_lossy(r.value.as_deref().unwrap_or(b"")).into());
             }
-            _ => {}
         }
     }
     seen
