@@ -223,6 +223,7 @@ fn refused(front: &SecureFront, sasl: Sasl, secret: &str) -> String {
         1,
         "one attempt, no reconnects"
     );
+    eprintln!("{shown}");
     shown
 }
 
@@ -282,26 +283,44 @@ fn reauthentication_keeps_a_long_run_going() {
     let mut consumer = group_consumer(&kafka, &topic);
     let producer: Arc<dyn Producer> = kafka.producer().unwrap();
 
+    // Four writers at once: several Produce requests in flight on the
+    // producer's connection when its re-authentication falls due.
     let mut writer = Some({
         let (producer, topic) = (producer.clone(), topic.clone());
         thread::spawn(move || {
-            let mut sent = 0usize;
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(10) {
-                let batch: Vec<OutRecord> = (sent..sent + 50)
-                    .map(|i| {
-                        OutRecord::new(&topic)
-                            .key(format!("k{}", i % 7))
-                            .value(format!("v{i}"))
+            thread::scope(|scope| {
+                let handles: Vec<_> = (0..4)
+                    .map(|w| {
+                        let (producer, topic) = (&producer, &topic);
+                        scope.spawn(move || {
+                            let mut sent = Vec::new();
+                            let start = Instant::now();
+                            while start.elapsed() < Duration::from_secs(10) {
+                                let batch: Vec<OutRecord> = (sent.len()..sent.len() + 20)
+                                    .map(|i| {
+                                        OutRecord::new(topic)
+                                            .key(format!("k{}", i % 7))
+                                            .value(format!("v{w}-{i}"))
+                                    })
+                                    .collect();
+                                for r in producer.send_batch(batch.clone()) {
+                                    r.expect("produce during re-authentication");
+                                }
+                                sent.extend(batch.iter().map(|r| {
+                                    String::from_utf8_lossy(r.value.as_deref().unwrap())
+                                        .into_owned()
+                                }));
+                                thread::sleep(Duration::from_millis(20));
+                            }
+                            sent
+                        })
                     })
                     .collect();
-                for r in producer.send_batch(batch) {
-                    r.expect("produce during re-authentication");
-                }
-                sent += 50;
-                thread::sleep(Duration::from_millis(50));
-            }
-            sent
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().expect("writer"))
+                    .collect::<BTreeSet<String>>()
+            })
         })
     });
     let mut seen = BTreeSet::new();
@@ -311,7 +330,10 @@ fn reauthentication_keeps_a_long_run_going() {
         if writer.as_ref().is_some_and(|w| w.is_finished()) {
             total = writer.take().map(|w| w.join().expect("writer"));
         }
-        if total.is_some_and(|t| seen.len() >= t) {
+        if total
+            .as_ref()
+            .is_some_and(|t: &BTreeSet<String>| seen.len() >= t.len())
+        {
             break;
         }
         if let ConsumerEvent::Records(rs) = consumer.poll(Duration::from_millis(300)).expect("poll")
@@ -323,8 +345,12 @@ fn reauthentication_keeps_a_long_run_going() {
             }
         }
     }
-    let total = total.expect("writer finished");
-    let want: BTreeSet<String> = (0..total).map(|i| format!("v{i}")).collect();
+    let want = total.expect("writer finished");
+    eprintln!(
+        "{} records, {} re-authentications",
+        want.len(),
+        front.reauthentications()
+    );
     assert_eq!(seen.len(), want.len(), "records lost or extra");
     assert_eq!(seen, want);
     consumer.close().unwrap();

@@ -175,7 +175,7 @@ impl Scram {
         let text = String::from_utf8_lossy(server_final);
         let first = text.split(',').next().unwrap_or("");
         if let Some(e) = first.strip_prefix("e=") {
-            return Err(format!("server says: {e}"));
+            return Err(format!("the broker refused the proof (server-final e={e})"));
         }
         let Some(v) = first.strip_prefix("v=") else {
             return Err("server-final message has no signature (v=)".into());
