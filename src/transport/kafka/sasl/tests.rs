@@ -33,6 +33,8 @@ enum Script {
     ScramFewIterations,
     /// OAUTHBEARER: a JSON error challenge, then code 58.
     OAuthChallenge,
+    /// PLAIN with a 300 ms session; the re-authentication is refused.
+    RefuseReauth,
 }
 
 /// (api key, version, auth bytes of a SaslAuthenticate) per frame.
@@ -131,6 +133,7 @@ fn start(script: Script) -> Broker {
             return;
         };
         let mut scram_nonce = String::new();
+        let mut authentications = 0;
         loop {
             let mut len = [0u8; 4];
             if s.read_exact(&mut len).is_err() {
@@ -188,6 +191,11 @@ fn start(script: Script) -> Broker {
                     let mut r = Auth::default();
                     match &script {
                         Script::Plain { lifetime_ms } => r.lifetime = *lifetime_ms,
+                        Script::RefuseReauth if authentications == 0 => r.lifetime = 300,
+                        Script::RefuseReauth => {
+                            r.error = 58;
+                            r.message = Some("credentials revoked");
+                        }
                         Script::Refuse(m) => {
                             r.error = 58;
                             r.message = Some(m);
@@ -218,6 +226,7 @@ fn start(script: Script) -> Broker {
                         }
                         _ => unreachable!(),
                     }
+                    authentications += 1;
                     W::default()
                         .i16(r.error)
                         .compact(r.message.map(str::as_bytes))
@@ -324,6 +333,27 @@ fn reauthenticates_before_the_session_ends_and_never_mid_flight() {
             AUTHENTICATE,
             METADATA, // C
         ]
+    );
+}
+
+#[test]
+fn a_refused_reauthentication_poisons_the_connection() {
+    let broker = start(Script::RefuseReauth);
+    let sasl = Sasl::plain("u", PASSWORD);
+    let mut conn = Connection::connect(&broker.addr, &config(&broker.addr, sasl)).unwrap();
+    metadata(&mut conn);
+    thread::sleep(Duration::from_millis(300));
+    let err = conn
+        .call(1, &MetadataRequest::default(), Duration::from_secs(2))
+        .unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+    assert!(err.to_string().contains("credentials revoked"), "{err}");
+    assert_eq!(classify(&err), Action::Fail);
+    assert!(conn.is_broken());
+    // Nothing was written after the refused exchange.
+    assert_eq!(
+        broker.keys(),
+        vec![HANDSHAKE, AUTHENTICATE, METADATA, HANDSHAKE, AUTHENTICATE]
     );
 }
 
