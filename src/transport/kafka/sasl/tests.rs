@@ -468,3 +468,26 @@ fn debug_output_hides_secrets() {
     let t = Fixed.token().unwrap();
     assert!(!format!("{t:?}").contains(PASSWORD));
 }
+
+/// SASL_PLAINTEXT is wired; anything with TLS stays refused until the TLS
+/// work lands (the skeleton guard), and SASL needs credentials.
+#[test]
+fn validate_allows_sasl_plaintext_only() {
+    let base = || KafkaConfig::new("a:1").sasl(Sasl::plain("u", "p"));
+    assert!(base()
+        .security_protocol(SecurityProtocol::SaslPlaintext)
+        .validate()
+        .is_ok());
+    for tls in [SecurityProtocol::SaslSsl, SecurityProtocol::Ssl] {
+        let err = base().security_protocol(tls).validate().unwrap_err();
+        assert!(err.to_string().contains("not supported yet"), "{err}");
+    }
+    let err = KafkaConfig::new("a:1")
+        .security_protocol(SecurityProtocol::SaslPlaintext)
+        .validate()
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Config { field: "sasl", .. }),
+        "{err:?}"
+    );
+}
