@@ -504,3 +504,31 @@ fn a_running_engine_reports_refused_credentials_and_backs_off() {
     let _ = engine.shutdown(Duration::from_secs(5));
     assert_no_secret_logged(&[PASSWORD]);
 }
+
+/// SASL configured against a listener without SASL (the plain Tansu): a
+/// clear error within the connect timeout, not a hang.
+#[test]
+fn sasl_against_a_plaintext_listener_fails_clearly() {
+    logs();
+    let config = KafkaConfig::new(common::kafka_bootstrap())
+        .security_protocol(SecurityProtocol::SaslPlaintext)
+        .sasl(Sasl::scram_sha256(USER, PASSWORD))
+        .connect_timeout(Duration::from_secs(3));
+    let start = Instant::now();
+    let err = KafkaTransport::connect(config).unwrap_err();
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
+    let shown = err.to_string();
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    if common::broker_is_tansu() {
+        // Tansu 0.6 answers SaslHandshake with UNSUPPORTED_SASL_MECHANISM.
+        assert!(matches!(err, Error::Auth { .. }), "{err:?}");
+        assert!(
+            shown.contains("UNSUPPORTED_SASL_MECHANISM") && shown.contains("it enables"),
+            "{shown}"
+        );
+    }
+}

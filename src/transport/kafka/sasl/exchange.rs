@@ -122,8 +122,14 @@ impl Exchange<'_> {
             0 => Ok(()),
             UNSUPPORTED_SASL_MECHANISM => {
                 let enabled: Vec<&str> = resp.mechanisms.iter().map(|m| &**m).collect();
+                // Tansu without SASL storage lists the mechanism it refuses.
+                let odd = if enabled.contains(&self.mechanism.as_str()) {
+                    " (it lists the mechanism yet refuses it: is SASL configured on this listener?)"
+                } else {
+                    ""
+                };
                 Err(self.fail(format!(
-                    "the broker does not enable {} (UNSUPPORTED_SASL_MECHANISM); it enables: {}",
+                    "the broker does not enable {} (UNSUPPORTED_SASL_MECHANISM); it enables: {}{odd}",
                     self.mechanism,
                     if enabled.is_empty() {
                         "none".to_string()
