@@ -370,19 +370,30 @@ struct Counting {
     life: Duration,
     /// After this is set, every token is already expired.
     expire: AtomicBool,
+    /// Every token handed out (secrets: never to be logged).
+    issued: Mutex<Vec<String>>,
+}
+
+impl Counting {
+    fn issued(&self) -> Vec<String> {
+        self.issued.lock().unwrap().clone()
+    }
 }
 
 impl TokenProvider for Counting {
     fn token(&self) -> kafka_retry::Result<Token> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if self.expire.load(Ordering::SeqCst) {
-            return Ok(Token {
+        let token = if self.expire.load(Ordering::SeqCst) {
+            Token {
                 value: unsecured_jwt(USER, now_secs() - 60),
                 expires_at: SystemTime::now() - Duration::from_secs(60),
                 extensions: Vec::new(),
-            });
-        }
-        UnsecuredJwt::new(USER).lifetime(self.life).token()
+            }
+        } else {
+            UnsecuredJwt::new(USER).lifetime(self.life).token()?
+        };
+        self.issued.lock().unwrap().push(token.value.clone());
+        Ok(token)
     }
 }
 
@@ -403,6 +414,7 @@ fn counting(life: Duration) -> Arc<Counting> {
         calls: AtomicU32::new(0),
         life,
         expire: AtomicBool::new(false),
+        issued: Mutex::new(Vec::new()),
     })
 }
 
@@ -434,6 +446,8 @@ fn oauthbearer_tokens_are_refreshed_before_they_expire() {
     assert!(front.reauthentications() > 0);
     assert_eq!(front.expired(), 0);
     assert_eq!(front.refused(), 0);
+    let tokens = provider.issued();
+    assert_no_secret_logged(&tokens.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 /// A running engine whose credentials stop working (the token provider
@@ -502,6 +516,8 @@ fn a_running_engine_reports_refused_credentials_and_backs_off() {
         "no error log for the refusal"
     );
     let _ = engine.shutdown(Duration::from_secs(5));
+    let tokens = provider.issued();
+    assert_no_secret_logged(&tokens.iter().map(String::as_str).collect::<Vec<_>>());
     assert_no_secret_logged(&[PASSWORD]);
 }
 
