@@ -64,6 +64,18 @@ pub enum Error {
     /// Shutdown finished, but not everything: what was abandoned, left
     /// uncommitted or still running, in a [`ShutdownReport`].
     Shutdown(Box<ShutdownReport>),
+    /// A broker refused SASL authentication: wrong credentials, a mechanism
+    /// it does not enable, an expired or refused token, or a SCRAM server
+    /// signature that does not verify. Not retriable: the same credentials
+    /// will be refused again. Never carries a password or token.
+    Auth {
+        /// The SASL mechanism, e.g. `"SCRAM-SHA-512"`.
+        mechanism: &'static str,
+        /// The broker, `host:port`.
+        broker: String,
+        /// What went wrong, with the broker's own message when it sent one.
+        message: String,
+    },
 }
 
 /// A Kafka protocol error code, as a broker sends it in a reply's
@@ -270,6 +282,14 @@ impl fmt::Display for Error {
             Error::Closed => write!(f, "closed"),
             Error::Thread(m) => write!(f, "thread: {m}"),
             Error::Shutdown(r) => write!(f, "shutdown: {r}"),
+            Error::Auth {
+                mechanism,
+                broker,
+                message,
+            } => write!(
+                f,
+                "SASL {mechanism} authentication with {broker} failed: {message}"
+            ),
         }
     }
 }

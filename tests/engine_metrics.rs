@@ -70,6 +70,7 @@ fn smoke() {
         "kafka_retry_handler_panics_total",
         "kafka_retry_send_errors_total",
         "kafka_retry_commit_errors_total",
+        "kafka_retry_auth_failures_total",
         "kafka_retry_dead_letter_limit_trips_total",
         "kafka_retry_rebalances_total",
     ] {

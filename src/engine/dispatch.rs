@@ -70,7 +70,11 @@ pub(crate) fn run(
         #[cfg(feature = "metrics")]
         last_publish: Instant::now(),
     };
-    let mut poller = Poller::new("consumer", format!("{:?}", d.ctx.topics));
+    let mut poller = Poller::new(
+        "consumer",
+        format!("{:?}", d.ctx.topics),
+        d.ctx.counters.clone(),
+    );
     while !d.ctx.signal.stopping() {
         d.drain_completions();
         d.flush_outboxes();

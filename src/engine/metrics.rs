@@ -31,6 +31,7 @@ pub(crate) mod names {
     pub const REBALANCES: &str = "kafka_retry_rebalances_total";
     pub const SEND_ERRORS: &str = "kafka_retry_send_errors_total";
     pub const COMMIT_ERRORS: &str = "kafka_retry_commit_errors_total";
+    pub const AUTH_FAILURES: &str = "kafka_retry_auth_failures_total";
     pub const TRIPS: &str = "kafka_retry_dead_letter_limit_trips_total";
     pub const IN_FLIGHT: &str = "kafka_retry_records_in_flight";
     pub const PARKED: &str = "kafka_retry_records_parked";
@@ -57,6 +58,7 @@ pub(crate) struct Metrics {
     rebalances: Counter,
     send_errors: Counter,
     commit_errors: Counter,
+    auth_failures: Counter,
     trips: Counter,
     in_flight: Gauge,
     parked: Gauge,
@@ -95,6 +97,7 @@ impl Metrics {
             rebalances: metrics::counter!(REBALANCES, g()),
             send_errors: metrics::counter!(SEND_ERRORS, g()),
             commit_errors: metrics::counter!(COMMIT_ERRORS, g()),
+            auth_failures: metrics::counter!(AUTH_FAILURES, g()),
             trips: metrics::counter!(TRIPS, g()),
             in_flight: metrics::gauge!(IN_FLIGHT, g()),
             parked: metrics::gauge!(PARKED, g()),
@@ -122,6 +125,7 @@ impl Metrics {
         self.rebalances.absolute(s.rebalances);
         self.send_errors.absolute(s.send_errors);
         self.commit_errors.absolute(s.commit_errors);
+        self.auth_failures.absolute(s.auth_failures);
         self.trips.absolute(s.dead_letter_trips);
         self.in_flight.set(s.in_flight as f64);
         self.parked.set(s.parked as f64);
@@ -160,6 +164,10 @@ fn describe() {
         "Failed writes to the retry or dead-letter topic"
     );
     metrics::describe_counter!(COMMIT_ERRORS, "Failed offset commits");
+    metrics::describe_counter!(
+        AUTH_FAILURES,
+        "Polls and writes refused by SASL authentication"
+    );
     metrics::describe_counter!(TRIPS, "Times the dead-letter limit tripped");
     metrics::describe_gauge!(IN_FLIGHT, "Records handed to workers and not finished");
     metrics::describe_gauge!(PARKED, "Records parked in the relay");

@@ -128,8 +128,8 @@ impl KafkaConfig {
         self
     }
 
-    /// Time allowed for one TCP connect plus the ApiVersions handshake.
-    /// Defaults to 10 s.
+    /// Time allowed for one TCP connect plus the ApiVersions handshake and,
+    /// with SASL, the authentication exchange. Defaults to 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -342,9 +342,9 @@ impl KafkaConfig {
             // Zero would mean a Metadata request on every fetch round.
             return Err(Error::config("metadata_max_age", "must be more than zero"));
         }
-        // SKELETON GUARD: remove when TLS and SASL are wired into conn.rs.
-        // Until then a secured setting must fail, never connect in the clear.
-        if self.security_protocol != SecurityProtocol::Plaintext {
+        // SKELETON GUARD: remove when TLS is wired into conn.rs (SASL is).
+        // Until then a TLS setting must fail, never connect in the clear.
+        if self.security_protocol.uses_tls() {
             return Err(Error::config(
                 "security_protocol",
                 format!("{} is not supported yet", self.security_protocol),

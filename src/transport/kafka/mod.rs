@@ -20,7 +20,7 @@ pub(crate) mod security;
 use std::sync::Arc;
 
 pub use config::{Acks, Compression, KafkaConfig};
-pub use sasl::{Sasl, SaslMechanism, Token, TokenProvider};
+pub use sasl::{Sasl, SaslMechanism, Token, TokenProvider, UnsecuredJwt};
 pub use security::SecurityProtocol;
 
 use crate::error::Result;

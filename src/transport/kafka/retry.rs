@@ -58,7 +58,8 @@ pub(crate) fn classify(e: &Error) -> Action {
         | Error::UnknownTopic(_)
         | Error::Closed
         | Error::Thread(_)
-        | Error::Shutdown(_) => Action::Fail,
+        | Error::Shutdown(_)
+        | Error::Auth { .. } => Action::Fail,
     }
 }
 

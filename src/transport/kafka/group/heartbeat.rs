@@ -129,7 +129,9 @@ fn heartbeat_loop(hb: Heartbeat) {
                 }
             }
             Some(e) => {
-                if failures == 0 {
+                if failures == 0 && matches!(e, Error::Auth { .. }) {
+                    log::error!("group {group}: heartbeat failed: {e}; retrying");
+                } else if failures == 0 {
                     log::warn!("group {group}: heartbeat failed: {e}; retrying");
                 } else {
                     log::debug!("group {group}: heartbeat failed again: {e}");
@@ -163,6 +165,9 @@ fn handle_error(
             false
         }
         Action::Retry | Action::Reconnect | Action::Rediscover => true,
+        // Refused credentials: a failure streak (logged once, then sent
+        // again at the back-off), not a warning at every beat.
+        Action::Fail if matches!(e, Error::Auth { .. }) => true,
         Action::Fail => {
             // Not ours to fix; the next beat tries again at the interval.
             log::warn!("group {group}: heartbeat: {e}");

@@ -301,6 +301,11 @@ impl Consumer for GroupConsumer {
                 fetch_max_wait.min(deadline.saturating_duration_since(Instant::now())),
             );
             fetched = true;
+            // Refused credentials do not heal: tell the caller (the engine
+            // counts them and backs off) instead of fetching nothing forever.
+            if let Some(e) = self.fetcher.take_auth_failure() {
+                return Err(e);
+            }
             // A rebalance reported mid-poll ends the poll early.
             self.check_metadata();
             if let Some(ev) = self.handle_generation_end() {
