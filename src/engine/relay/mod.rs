@@ -120,6 +120,8 @@ pub(crate) fn run(
             }
         }
         let timeout = match r.heap.peek_due() {
+            // Held by the dead-letter limit: what is due waits, no spinning.
+            Some(_) if r.ctx.dead_letters_paused() => IDLE_POLL,
             Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_POLL),
             None => IDLE_POLL,
         };
