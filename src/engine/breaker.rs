@@ -248,3 +248,57 @@ impl Breaker {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(limit: u64, window: Duration) -> Breaker {
+        Breaker::new(
+            DeadLetterLimit::new(limit, window),
+            "g".into(),
+            Arc::default(),
+        )
+    }
+
+    #[test]
+    fn trips_past_the_limit_within_the_window_only() {
+        let b = breaker(5, Duration::from_secs(60));
+        for _ in 0..5 {
+            b.record();
+        }
+        assert!(!b.is_open(), "at the limit, not past it");
+        b.record();
+        assert!(b.is_open());
+        assert_eq!(b.counters.dead_letter_trips.load(Ordering::Relaxed), 1);
+        assert!(b.close("test"));
+        assert!(!b.close("test"), "already closed");
+        // The window starts afresh after a resume.
+        for _ in 0..5 {
+            b.record();
+        }
+        assert!(!b.is_open());
+
+        // Spread wider than the window: never more than the limit in it.
+        let b = breaker(2, Duration::from_millis(30));
+        for _ in 0..6 {
+            b.record();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!b.is_open());
+    }
+
+    #[test]
+    fn a_cool_down_closes_it() {
+        let b = Breaker::new(
+            DeadLetterLimit::new(0, Duration::from_secs(60)).cool_down(Duration::from_millis(30)),
+            "g".into(),
+            Arc::default(),
+        );
+        b.record();
+        assert!(b.is_open());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!b.is_open());
+        assert!(!b.counters.dead_letter_paused.load(Ordering::Relaxed));
+    }
+}
