@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::supervisor::panic_message;
+use super::panic::panic_message;
 use crate::stats::Counters;
 
 type OnTrip = Arc<dyn Fn(&DeadLetterTrip) + Send + Sync>;

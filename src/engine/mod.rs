@@ -26,6 +26,7 @@ mod job;
 mod lease;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod panic;
 mod partitions;
 mod poll;
 mod relay;

@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::context::StopSignal;
 use super::health::HealthBoard;
+use super::panic::panic_message;
 use crate::error::{Error, Result};
 
 /// What a thread returns: `Err` says why it could not go on (or finish).
@@ -219,16 +220,5 @@ impl Drop for Threads {
         if !self.handles.is_empty() {
             let _ = self.stop(Instant::now() + DROP_TIMEOUT);
         }
-    }
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
     }
 }
