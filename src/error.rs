@@ -61,6 +61,16 @@ pub enum Error {
     Thread(String),
     /// Shutdown finished, but some work was not committed.
     Shutdown(String),
+    /// A TLS connection could not be set up: the broker's certificate was
+    /// refused (untrusted, expired, another name), the broker refused ours,
+    /// or the other end does not speak TLS. Not retriable: the settings or
+    /// the broker's certificate must change.
+    Tls {
+        /// What was being done, e.g. `"TLS handshake with k1:9093"`.
+        context: String,
+        /// What went wrong and what to check.
+        reason: String,
+    },
 }
 
 /// A Kafka protocol error code, as a broker sends it in a reply's
@@ -267,6 +277,7 @@ impl fmt::Display for Error {
             Error::Closed => write!(f, "closed"),
             Error::Thread(m) => write!(f, "thread: {m}"),
             Error::Shutdown(m) => write!(f, "shutdown: {m}"),
+            Error::Tls { context, reason } => write!(f, "{context}: {reason}"),
         }
     }
 }

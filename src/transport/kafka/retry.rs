@@ -58,7 +58,8 @@ pub(crate) fn classify(e: &Error) -> Action {
         | Error::UnknownTopic(_)
         | Error::Closed
         | Error::Thread(_)
-        | Error::Shutdown(_) => Action::Fail,
+        | Error::Shutdown(_)
+        | Error::Tls { .. } => Action::Fail,
     }
 }
 
@@ -222,6 +223,10 @@ mod tests {
             Error::Closed,
             Error::config("f", "bad"),
             Error::UnknownTopic("t".into()),
+            Error::Tls {
+                context: "TLS handshake with k:9093".into(),
+                reason: "untrusted".into(),
+            },
         ] {
             assert_eq!(classify(&fatal), Action::Fail, "{fatal}");
         }

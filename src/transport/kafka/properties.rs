@@ -1,0 +1,1 @@
+//! Java `client.properties` / librdkafka settings into a [`KafkaConfig`](super::config::KafkaConfig).

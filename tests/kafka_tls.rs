@@ -1,0 +1,1 @@
+//! TLS against the secure front end.
