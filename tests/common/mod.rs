@@ -25,6 +25,7 @@
 pub mod fake_broker;
 pub mod proxy;
 pub mod raw_kafka;
+pub mod secure;
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};

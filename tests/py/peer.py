@@ -14,7 +14,7 @@ Subcommands (all take --bootstrap HOST:PORT, --client confluent|kafka-python and
 any number of --config K=V client settings, e.g. --config message.max.bytes=2000000):
 
     create-topic --topic T [--partitions N] [--exist-ok]
-    produce      --topic T [--compression gzip|snappy|lz4|zstd] < records.jsonl
+    produce      --topic T [--compression gzip|snappy|lz4|zstd] [--interval-ms N] < records.jsonl
                  prints {"partition": p, "offset": o} per record, in input order
     consume      --topic T --count N [--timeout S] [--group G [--commit]]
                  prints each record (fields above plus "offset"), exits 2 if
@@ -22,7 +22,14 @@ any number of --config K=V client settings, e.g. --config message.max.bytes=2000
     committed    --topic T --group G
                  prints {"partition": p, "offset": o} per partition (-1: none)
 
-Exit status: 0 ok, 1 client error, 2 timeout. Diagnostics go to stderr.
+Security settings are client settings too: --config security.protocol=SASL_SSL
+--config sasl.mechanism=SCRAM-SHA-512 --config ssl.ca.location=ca.pem ... (see
+tests/common/secure.rs); --oauth-token T makes the confluent peer send token T
+for OAUTHBEARER.
+
+Exit status: 0 ok, 1 client error, 2 timeout, 3 authentication failed
+(confluent: librdkafka reported an authentication error). Diagnostics go to
+stderr.
 """
 
 import argparse
@@ -32,6 +39,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import b64, emit, fail, read_records, unb64  # noqa: E402
+
+
+class AuthenticationFailed(Exception):
+    """librdkafka reported an authentication error (exit status 3)."""
 
 
 def record_json(topic_partition, offset, key, value, headers, timestamp):
@@ -55,12 +66,29 @@ class Confluent:
 
         self.ck = confluent_kafka
         self.args = args
-        self.base = {"bootstrap.servers": args.bootstrap}
+        self.auth_error = None
+        self.base = {"bootstrap.servers": args.bootstrap, "error_cb": self._on_error}
         if args.debug:
             self.base["debug"] = args.debug
+        if args.oauth_token:
+            # A fixed OAUTHBEARER token (e.g. an expired one) instead of
+            # librdkafka's own unsecured-token builder (sasl.oauthbearer.config).
+            token = args.oauth_token
+            self.base["oauth_cb"] = lambda _config: (token, time.time() + 3600)
         # --config K=V: any librdkafka property (message.max.bytes, ...).
         # Applied last, so it overrides the defaults set per command.
         self.extra = dict(args.config)
+
+    def _on_error(self, err):
+        # librdkafka reports connection and authentication problems here (they
+        # are retried); an authentication failure ends the run at once.
+        sys.stderr.write("peer.py: client error: %s\n" % err)
+        if err.code() == self.ck.KafkaError._AUTHENTICATION and self.auth_error is None:
+            self.auth_error = str(err)
+
+    def _check_auth(self):
+        if self.auth_error is not None:
+            raise AuthenticationFailed(self.auth_error)
 
     def create_topic(self, topic, partitions, exist_ok):
         from confluent_kafka.admin import AdminClient, NewTopic
@@ -79,7 +107,7 @@ class Confluent:
                 return
             fail("create topic %s: %s" % (topic, err))
 
-    def produce(self, topic, records, compression, linger_ms, timeout):
+    def produce(self, topic, records, compression, linger_ms, timeout, interval_ms=0):
         conf = dict(self.base)
         conf.update({"acks": "all", "linger.ms": linger_ms, "message.timeout.ms": int(timeout * 1000)})
         if compression:
@@ -108,9 +136,12 @@ class Confluent:
                     break
                 except BufferError:
                     producer.poll(0.1)
-        left = producer.flush(timeout)
-        if left:
-            fail("%d record(s) not delivered within %ss" % (left, timeout), 2)
+                    self._check_auth()
+            if interval_ms and i + 1 < len(records):
+                # One record at a time, spread out: a long-lived connection.
+                self._flush(producer, timeout)
+                time.sleep(interval_ms / 1000.0)
+        self._flush(producer, timeout)
         for i, res in enumerate(results):
             if res is None:
                 fail("record %d: no delivery report" % i)
@@ -118,6 +149,19 @@ class Confluent:
             if err is not None:
                 fail("record %d: delivery failed: %s" % (i, err))
             emit({"partition": partition, "offset": offset})
+
+    def _flush(self, producer, timeout):
+        deadline = time.monotonic() + timeout
+        left = len(producer)
+        while left:
+            self._check_auth()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            left = producer.flush(min(remaining, 0.1))
+        self._check_auth()
+        if left:
+            fail("%d record(s) not delivered within %ss" % (left, timeout), 2)
 
     def _consumer(self, group, session_timeout_ms):
         conf = dict(self.base)
@@ -136,7 +180,15 @@ class Confluent:
         return self.ck.Consumer(conf)
 
     def _partitions(self, consumer, topic, timeout):
-        md = consumer.list_topics(topic, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                md = consumer.list_topics(topic, timeout=max(0.05, min(0.5, deadline - time.monotonic())))
+                break
+            except self.ck.KafkaException:
+                self._check_auth()
+                if time.monotonic() >= deadline:
+                    raise
         t = md.topics.get(topic)
         if t is None or t.error is not None:
             fail("topic %s: %s" % (topic, t.error if t else "not in metadata"))
@@ -156,7 +208,8 @@ class Confluent:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     fail("timeout: %d of %d record(s) after %ss" % (got, count, timeout), 2)
-                msg = consumer.poll(min(left, 0.5))
+                msg = consumer.poll(min(left, 0.2))
+                self._check_auth()
                 if msg is None:
                     continue
                 if msg.error():
@@ -339,6 +392,11 @@ def main():
         metavar="K=V",
         help="extra client setting, repeatable: a librdkafka property, or a kafka-python keyword argument",
     )
+    common.add_argument(
+        "--oauth-token",
+        default=None,
+        help="confluent only: the OAUTHBEARER token to send (via oauth_cb), e.g. an expired unsecured JWT",
+    )
 
     ap = argparse.ArgumentParser(description="Peer Kafka client for kafka-retry interop tests")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -351,6 +409,8 @@ def main():
     p.add_argument("--compression", choices=["none", "gzip", "snappy", "lz4", "zstd"], default=None)
     p.add_argument("--linger-ms", type=int, default=5)
     p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--interval-ms", type=int, default=0,
+                   help="confluent only: send one record at a time, waiting for it, then sleep this long")
 
     p = sub.add_parser("consume", parents=[common])
     p.add_argument("--count", type=int, required=True)
@@ -369,6 +429,8 @@ def main():
         run(args)
     except SystemExit:
         raise
+    except AuthenticationFailed as e:
+        fail("%s: authentication failed: %s" % (args.cmd, e), 3)
     except Exception as e:  # noqa: BLE001 - one line on stderr, not a traceback
         fail("%s: %s: %s" % (args.cmd, type(e).__name__, e))
 
@@ -381,7 +443,10 @@ def run(args):
     elif args.cmd == "produce":
         records = read_records()
         comp = None if args.compression in (None, "none") else args.compression
-        client.produce(args.topic, records, comp, args.linger_ms, args.timeout)
+        if args.interval_ms:
+            client.produce(args.topic, records, comp, args.linger_ms, args.timeout, args.interval_ms)
+        else:
+            client.produce(args.topic, records, comp, args.linger_ms, args.timeout)
     elif args.cmd == "consume":
         client.consume(args.topic, args.count, args.timeout, args.group, args.commit, args.session_timeout_ms)
     elif args.cmd == "committed":
