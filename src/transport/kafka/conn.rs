@@ -196,7 +196,7 @@ impl Connection {
             Ok(()) => Ok(conn),
             // ApiVersions never answered: say what a mismatch of
             // security.protocol looks like.
-            Err(e) if conn.broker_versions.is_empty() => Err(setup_hint(e, tls)),
+            Err(e) if conn.broker_versions.is_empty() => Err(setup_hint(e, config)),
             Err(e) => Err(e),
         }
     }
@@ -599,8 +599,10 @@ fn tls_stream(
 }
 
 /// A connection dropped before ApiVersions was answered: the likeliest
-/// cause is a security.protocol that does not match the listener.
-fn setup_hint(e: Error, tls: bool) -> Error {
+/// cause is a security.protocol that does not match the listener, or (over
+/// TLS) a broker that refused our client certificate without an alert
+/// (TLS 1.3 checks it after the client's handshake is done).
+fn setup_hint(e: Error, config: &KafkaConfig) -> Error {
     let Error::Io { context, source } = e else {
         return e;
     };
@@ -614,16 +616,31 @@ fn setup_hint(e: Error, tls: bool) -> Error {
     if !dropped {
         return Error::Io { context, source };
     }
-    let hint = if tls {
-        "the broker closed the TLS connection before answering ApiVersions: it may expect \
-         SASL first (security.protocol=SASL_SSL), or refuse our client certificate"
-    } else {
-        "the broker closed the connection before answering ApiVersions: it may expect TLS \
-         (security.protocol=SSL or SASL_SSL)"
-    };
+    if config.security_protocol.uses_tls() {
+        // Not retried: the same certificate gets the same answer.
+        let why = if config.tls.cert.is_some() {
+            "it may not trust our client certificate (ssl.certificate.location)"
+        } else {
+            "it may require a client certificate (set ssl.certificate.location and \
+             ssl.key.location)"
+        };
+        return Error::Tls {
+            context,
+            reason: format!(
+                "{source}: the broker closed the TLS connection right after the handshake, \
+                 before answering ApiVersions; {why}"
+            ),
+        };
+    }
     Error::io(
         context,
-        io::Error::new(source.kind(), format!("{source}; {hint}")),
+        io::Error::new(
+            source.kind(),
+            format!(
+                "{source}; the broker closed the connection before answering ApiVersions: \
+                 it may expect TLS (security.protocol=SSL or SASL_SSL)"
+            ),
+        ),
     )
 }
 

@@ -672,11 +672,20 @@ mod imp {
                     format!("the broker's certificate is not valid yet ({c:?}): check the clock")
                 }
                 CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => format!(
-                    "the broker's certificate does not name `{addr}` ({c:?}): connect by a \
-                     name the certificate has, or (not advised) turn hostname verification \
-                     off with ssl.endpoint.identification.algorithm=none"
-                ),
+                | CertificateError::NotValidForNameContext { .. } => {
+                    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                    let names = match c {
+                        CertificateError::NotValidForNameContext { presented, .. } => {
+                            format!(" (it names {})", presented.join(", "))
+                        }
+                        _ => String::new(),
+                    };
+                    format!(
+                        "the broker's certificate does not name `{host}`{names}: connect by \
+                         a name the certificate has, or (not advised) turn hostname \
+                         verification off with ssl.endpoint.identification.algorithm=none"
+                    )
+                }
                 other => format!("the broker's certificate was refused: {other:?}"),
             },
             E::AlertReceived(a) => {
