@@ -125,6 +125,16 @@ impl KafkaConfig {
         self
     }
 
+    /// The bootstrap list, as set.
+    ///
+    /// ```
+    /// let config = kafka_retry::KafkaConfig::new("k1:9092, k2:9092");
+    /// assert_eq!(config.bootstrap_servers(), ["k1:9092", "k2:9092"]);
+    /// ```
+    pub fn bootstrap_servers(&self) -> &[String] {
+        &self.bootstrap
+    }
+
     /// Client id sent in every request header (broker logs and quotas).
     /// Defaults to `"kafka-retry"`.
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {

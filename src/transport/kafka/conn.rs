@@ -120,6 +120,7 @@ pub(crate) struct Connection {
     /// Why the connection is unusable, once it is.
     broken: Option<String>,
     /// Whether `stream` is TLS (for error messages).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     tls: bool,
 }
 
