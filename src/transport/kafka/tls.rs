@@ -879,6 +879,61 @@ mod tests {
     }
 
     #[test]
+    fn a_ca_directory_and_a_users_rustls_config() {
+        let (addr, broker) = tls_broker("server.pem", None);
+        Connection::connect(&addr, &ssl(&addr).ssl_ca_location(DIR)).unwrap();
+        broker.join().unwrap();
+
+        let mut roots = RootCertStore::empty();
+        roots.add(certs("ca.pem").remove(0)).unwrap();
+        let own = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (addr, broker) = tls_broker("server.pem", None);
+        // The ssl_* settings are ignored for a custom config.
+        let config = ssl(&addr)
+            .ssl_ca_location(path("other-ca.pem"))
+            .tls_config(Arc::new(own));
+        Connection::connect(&addr, &config).unwrap();
+        broker.join().unwrap();
+    }
+
+    /// Without a CA setting, the system trust store (rustls-native-certs,
+    /// which reads `SSL_CERT_FILE` when set); empty, a clear error. One
+    /// test, so nothing else runs with the variable changed.
+    #[test]
+    fn no_ca_setting_uses_the_system_trust_store() {
+        let no_ca = |addr: &str| {
+            KafkaConfig::new(addr)
+                .connect_timeout(Duration::from_secs(5))
+                .security_protocol(SecurityProtocol::Ssl)
+        };
+        std::env::set_var("SSL_CERT_FILE", path("ca.pem"));
+        let (addr, broker) = tls_broker("server.pem", None);
+        let ok = Connection::connect(&addr, &no_ca(&addr));
+        broker.join().unwrap();
+
+        let empty = std::env::temp_dir().join(format!("kafka-retry-empty-{}", std::process::id()));
+        std::fs::write(&empty, "").unwrap();
+        std::env::set_var("SSL_CERT_FILE", &empty);
+        std::env::set_var("SSL_CERT_DIR", &empty);
+        let none = no_ca("a:1").validate();
+        std::env::remove_var("SSL_CERT_FILE");
+        std::env::remove_var("SSL_CERT_DIR");
+        let _ = std::fs::remove_file(&empty);
+
+        ok.unwrap();
+        let err = none.unwrap_err().to_string();
+        assert!(
+            err.contains("no CA certificate found in the system trust store")
+                && err.contains("set ssl.ca.location"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn untrusted_expired_and_misnamed_certificates_are_tls_errors() {
         let cases = [
             ("server.pem", "other-ca.pem", "not signed by a trusted CA"),
