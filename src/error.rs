@@ -61,6 +61,18 @@ pub enum Error {
     Thread(String),
     /// Shutdown finished, but some work was not committed.
     Shutdown(String),
+    /// A broker refused SASL authentication: wrong credentials, a mechanism
+    /// it does not enable, an expired or refused token, or a SCRAM server
+    /// signature that does not verify. Not retriable: the same credentials
+    /// will be refused again. Never carries a password or token.
+    Auth {
+        /// The SASL mechanism, e.g. `"SCRAM-SHA-512"`.
+        mechanism: &'static str,
+        /// The broker, `host:port`.
+        broker: String,
+        /// What went wrong, with the broker's own message when it sent one.
+        message: String,
+    },
     /// A TLS connection could not be set up: the broker's certificate was
     /// refused (untrusted, expired, another name), the broker refused ours,
     /// or the other end does not speak TLS. Not retriable: the settings or
@@ -277,6 +289,14 @@ impl fmt::Display for Error {
             Error::Closed => write!(f, "closed"),
             Error::Thread(m) => write!(f, "thread: {m}"),
             Error::Shutdown(m) => write!(f, "shutdown: {m}"),
+            Error::Auth {
+                mechanism,
+                broker,
+                message,
+            } => write!(
+                f,
+                "SASL {mechanism} authentication with {broker} failed: {message}"
+            ),
             Error::Tls { context, reason } => write!(f, "{context}: {reason}"),
         }
     }

@@ -37,6 +37,6 @@ pub use stats::{DeadLettered, Stats};
 #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
 pub use transport::kafka::{
     Acks, Compression, KafkaConfig, KafkaTransport, Sasl, SaslMechanism, SecurityProtocol, Token,
-    TokenProvider,
+    TokenProvider, UnsecuredJwt,
 };
 pub use transport::memory::MemoryBroker;

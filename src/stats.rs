@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
+use crate::error::Error;
 use crate::headers::DeadReason;
 
 /// A snapshot of an engine's counters, from [`Engine::stats`](crate::Engine::stats).
@@ -57,6 +58,11 @@ pub struct Stats {
     pub send_errors: u64,
     /// Failed offset commits (retried on the next interval).
     pub commit_errors: u64,
+    /// Polls and writes that failed because a broker refused SASL
+    /// authentication (wrong or rotated credentials, an expired token):
+    /// logged as errors and retried at the longest back-off, never in a
+    /// tight reconnect loop.
+    pub auth_failures: u64,
     /// Wall-clock time of the last successful commit, ms since the Unix
     /// epoch; `None` before the first one.
     pub last_commit_ms: Option<i64>,
@@ -100,6 +106,7 @@ pub(crate) struct Counters {
     pub rebalances: AtomicU64,
     pub send_errors: AtomicU64,
     pub commit_errors: AtomicU64,
+    pub auth_failures: AtomicU64,
     /// 0 = never.
     pub last_commit_ms: AtomicI64,
 }
@@ -112,6 +119,27 @@ impl Counters {
             DeadReason::Malformed => &self.malformed,
         }
         .fetch_add(1, Relaxed);
+    }
+
+    /// Counts `e` when it is an authentication failure; true if it was.
+    pub(crate) fn auth_failed(&self, e: &Error) -> bool {
+        let auth = matches!(e, Error::Auth { .. });
+        if auth {
+            self.auth_failures.fetch_add(1, Relaxed);
+        }
+        auth
+    }
+
+    /// A failed write that will be retried: counted (and as an
+    /// authentication failure when it is one) and logged, as an error when
+    /// the broker refused our credentials (no retry fixes that by itself).
+    pub(crate) fn send_failed(&self, what: &str, e: &Error) {
+        self.send_errors.fetch_add(1, Relaxed);
+        if self.auth_failed(e) {
+            log::error!("{what} failed, retrying: {e}");
+        } else {
+            log::warn!("{what} failed, retrying: {e}");
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -134,6 +162,7 @@ impl Counters {
             rebalances: self.rebalances.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
             commit_errors: self.commit_errors.load(Relaxed),
+            auth_failures: self.auth_failures.load(Relaxed),
             last_commit_ms: Some(self.last_commit_ms.load(Relaxed)).filter(|&ms| ms > 0),
         }
     }

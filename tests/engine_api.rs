@@ -1,6 +1,10 @@
 //! The engine's public API on the memory broker: builder setters, the
 //! retry accessors of `Record`, health, transports behind `Arc` and `Box`.
 
+#[macro_use]
+mod forward;
+mod scenarios;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -8,8 +12,9 @@ use std::time::{Duration, Instant};
 use kafka_retry::transport::{Consumer, ConsumerConfig, ConsumerEvent, Producer, Transport};
 use kafka_retry::{
     Engine, EngineBuilder, Error, Handler, MemoryBroker, MissingTopics, OutRecord, Outcome, Record,
-    RetryPolicy, TopicPartition,
+    RetryPolicy,
 };
+use scenarios::memory_t;
 
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + timeout;
@@ -193,11 +198,8 @@ fn transports_behind_arc_and_box_build_engines() {
 
 #[test]
 fn dead_letter_topic_by_name_or_none() {
-    let broker = MemoryBroker::new();
-    broker.create_topic("t", 1).unwrap();
-    let engine = Engine::builder(broker.clone())
-        .group_id("named")
-        .topics(["t"])
+    let (broker, builder) = memory_t("named", 1);
+    let engine = builder
         .dead_letter_topic("named.dead")
         .handler(|_r| Outcome::reject("never"))
         .build()
@@ -404,21 +406,7 @@ impl Consumer for KillableConsumer {
         }
         self.inner.poll(timeout)
     }
-    fn pause(&mut self, partitions: &[TopicPartition]) {
-        self.inner.pause(partitions)
-    }
-    fn resume(&mut self, partitions: &[TopicPartition]) {
-        self.inner.resume(partitions)
-    }
-    fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> kafka_retry::Result<()> {
-        self.inner.commit(offsets)
-    }
-    fn assignment(&self) -> Vec<TopicPartition> {
-        self.inner.assignment()
-    }
-    fn close(&mut self) -> kafka_retry::Result<()> {
-        self.inner.close()
-    }
+    forward_consumer!(pause, resume, commit, assignment, close);
 }
 
 impl Transport for Killable {
@@ -489,14 +477,8 @@ fn health_names_a_dead_thread_at_once_and_it_is_logged() {
 #[test]
 fn dropping_an_engine_says_it_may_block_once() {
     let _ = logs();
-    let broker = MemoryBroker::new();
-    broker.create_topic("t", 1).unwrap();
-    let engine = Engine::builder(broker.clone())
-        .group_id("dropped-group")
-        .topics(["t"])
-        .handler(|_r| Outcome::Done)
-        .build()
-        .unwrap();
+    let (broker, builder) = memory_t("dropped-group", 1);
+    let engine = builder.handler(|_r| Outcome::Done).build().unwrap();
     let before = logged(log::Level::Info, "engine dropped without shutdown()");
     drop(engine);
     let after = logged(log::Level::Info, "engine dropped without shutdown()");

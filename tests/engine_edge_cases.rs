@@ -7,7 +7,7 @@ mod scenarios;
 use std::time::Duration;
 
 use kafka_retry::{Engine, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy};
-use scenarios::wait_until;
+use scenarios::{memory_t, wait_until};
 
 /// A done record of partition 0 is held in the worker's completion buffer
 /// while the same worker runs a slow record of partition 1: partition 0
@@ -117,11 +117,8 @@ fn enqueued_at_is_when_the_record_was_put_on_the_retry_topic() {
 /// `Instant::now() + timeout`.
 #[test]
 fn shutdown_with_a_huge_timeout_does_not_panic() {
-    let broker = MemoryBroker::new();
-    broker.create_topic("t", 1).unwrap();
-    let engine = Engine::builder(broker.clone())
-        .group_id("g4")
-        .topics(["t"])
+    let (_broker, builder) = memory_t("g4", 1);
+    let engine = builder
         .handler(|_r: &Record| Outcome::Done)
         .build()
         .unwrap();

@@ -1,6 +1,8 @@
 //! The engine on the embedded memory broker: the shared scenarios plus
 //! crash/no-loss and watermark tests that need broker internals.
 
+#[macro_use]
+mod forward;
 mod scenarios;
 
 use std::collections::HashSet;
@@ -13,7 +15,7 @@ use kafka_retry::transport::{Consumer, ConsumerConfig, ConsumerEvent, Producer, 
 use kafka_retry::{
     Delivered, Engine, Error, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy, TopicPartition,
 };
-use scenarios::{header, wait_until, Env};
+use scenarios::{header, memory_t, wait_until, Env};
 
 fn env() -> Env {
     Env {
@@ -26,11 +28,8 @@ fn env() -> Env {
 
 #[test]
 fn smoke() {
-    let broker = MemoryBroker::new();
-    broker.create_topic("t", 1).unwrap();
-    let engine = Engine::builder(broker.clone())
-        .group_id("g")
-        .topics(["t"])
+    let (broker, builder) = memory_t("g", 1);
+    let engine = builder
         .handler(|_r: &Record| Outcome::Done)
         .build()
         .unwrap();
@@ -86,11 +85,8 @@ fn build_validates_and_names_the_field() {
 
 #[test]
 fn dead_lettering_off_drops_with_a_counter() {
-    let broker = MemoryBroker::new();
-    broker.create_topic("t", 1).unwrap();
-    let engine = Engine::builder(broker.clone())
-        .group_id("g")
-        .topics(["t"])
+    let (broker, builder) = memory_t("g", 1);
+    let engine = builder
         .no_dead_letter_topic()
         .handler(|_r: &Record| Outcome::reject("no"))
         .build()
@@ -267,24 +263,13 @@ impl Consumer for FaultyConsumer {
         }
         self.inner.poll(timeout)
     }
-    fn pause(&mut self, p: &[TopicPartition]) {
-        self.inner.pause(p)
-    }
-    fn resume(&mut self, p: &[TopicPartition]) {
-        self.inner.resume(p)
-    }
     fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> kafka_retry::Result<()> {
         if self.broken.load(Ordering::SeqCst) {
             return Err(down());
         }
         self.inner.commit(offsets)
     }
-    fn assignment(&self) -> Vec<TopicPartition> {
-        self.inner.assignment()
-    }
-    fn close(&mut self) -> kafka_retry::Result<()> {
-        self.inner.close()
-    }
+    forward_consumer!(pause, resume, assignment, close);
 }
 
 #[derive(Debug)]
@@ -581,21 +566,7 @@ impl Consumer for LosingConsumer {
         }
         self.inner.poll(timeout)
     }
-    fn pause(&mut self, p: &[TopicPartition]) {
-        self.inner.pause(p)
-    }
-    fn resume(&mut self, p: &[TopicPartition]) {
-        self.inner.resume(p)
-    }
-    fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> kafka_retry::Result<()> {
-        self.inner.commit(offsets)
-    }
-    fn assignment(&self) -> Vec<TopicPartition> {
-        self.inner.assignment()
-    }
-    fn close(&mut self) -> kafka_retry::Result<()> {
-        self.inner.close()
-    }
+    forward_consumer!(pause, resume, commit, assignment, close);
 }
 
 /// Partitions lost without a clean revoke (session expiry): in-flight work

@@ -5,14 +5,25 @@
 //! certificate, and keeps working across KIP-368 re-authentications.
 //!
 //! Each test starts its own front end (and Tansu), so they run in parallel.
+//!
+//! Needs the `kafka` feature (tests/common uses kafka-protocol): an empty
+//! test binary without it.
+#![cfg(feature = "kafka")]
 
 mod common;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::secure::{config_args, unsecured_jwt, FrontOptions, SecureFront, USER};
-use common::{peer_try_run, unique, Peer, PeerRecord};
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use common::secure::{config_args, unsecured_jwt, FrontOptions, SecureFront, PASSWORD, USER};
+use common::{peer_try_run, raw_kafka, unique, Peer, PeerClient, PeerRecord};
 
 fn records(n: usize, tag: &str) -> Vec<PeerRecord> {
     (0..n)
@@ -61,6 +72,19 @@ fn try_produce(
     peer_try_run(&args, Some(input))
 }
 
+/// peer.py consume as a member of group `g` (through FindCoordinator and the
+/// advertised coordinator address). Tansu answers a JoinGroup after about half
+/// the session timeout; librdkafka's default heartbeat interval (3 s) exceeds
+/// this session timeout, and a rebalance would re-deliver records.
+const GROUP_ARGS: [&str; 6] = [
+    "--group",
+    "g",
+    "--session-timeout-ms",
+    "2000",
+    "--config",
+    "heartbeat.interval.ms=500",
+];
+
 /// Produces 3 records and reads them back with librdkafka using `config`.
 fn round_trip(front: &SecureFront, config: &[String]) {
     let topic = unique("secure-front");
@@ -71,7 +95,7 @@ fn round_trip(front: &SecureFront, config: &[String]) {
     assert_eq!(out.len(), 3, "{out:?}");
     let peer = Peer::on(&front.bootstrap);
     let mut extra = config_args(config);
-    extra.extend_from_slice(&["--group", "g", "--session-timeout-ms", "2000"]);
+    extra.extend_from_slice(&GROUP_ARGS);
     let got = peer
         .try_consume(&topic, 3, Duration::from_secs(20), &extra)
         .unwrap_or_else(|e| panic!("{e}\nfront end log:\n{}", front.log_text()));
@@ -306,16 +330,7 @@ fn librdkafka_reauthenticates_within_session_lifetime() {
         let config = config.clone();
         std::thread::spawn(move || {
             let mut extra = config_args(&config);
-            // librdkafka's default heartbeat interval (3 s) exceeds this
-            // session timeout: a rebalance would re-deliver records.
-            extra.extend_from_slice(&[
-                "--group",
-                "g",
-                "--session-timeout-ms",
-                "3000",
-                "--config",
-                "heartbeat.interval.ms=500",
-            ]);
+            extra.extend_from_slice(&GROUP_ARGS);
             Peer::on(&bootstrap).try_consume(&topic, 8, Duration::from_secs(25), &extra)
         })
     };
@@ -397,4 +412,172 @@ fn requests_before_authentication_close_the_connection() {
         "no reply before authentication"
     );
     assert_eq!(front.connections(), 1);
+}
+
+/// SaslHandshake v1 for `mechanism` on a raw connection; asserts success.
+fn raw_handshake(s: &mut std::net::TcpStream, corr: i32, mechanism: &'static str) {
+    let req = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+    let resp: SaslHandshakeResponse =
+        raw_kafka::call(s, ApiKey::SaslHandshake, 1, corr, "raw", &req);
+    assert_eq!(resp.error_code, 0);
+    let mechs: Vec<&str> = resp.mechanisms.iter().map(|m| &**m).collect();
+    assert_eq!(
+        mechs,
+        ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+    );
+}
+
+/// SaslAuthenticate at `version` with a PLAIN token for `password`.
+fn raw_plain(
+    s: &mut std::net::TcpStream,
+    version: i16,
+    corr: i32,
+    password: &str,
+) -> SaslAuthenticateResponse {
+    let token = format!("\0{USER}\0{password}");
+    let req = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token.into_bytes()));
+    raw_kafka::call(s, ApiKey::SaslAuthenticate, version, corr, "raw", &req)
+}
+
+/// The SASL exchange at every SaslAuthenticate version, checked with
+/// kafka-protocol's decoder (v2 is the flexible one): session lifetime,
+/// wrong password (58 + message, then closed), expiry and re-authentication.
+#[test]
+fn sasl_authenticate_versions_on_the_wire() {
+    let front = start(FrontOptions {
+        tls: false,
+        session_lifetime: Some(Duration::from_millis(2000)),
+        ..FrontOptions::default()
+    });
+    for version in 0..=2i16 {
+        let mut s = raw_kafka::connect(&front.bootstrap);
+        raw_handshake(&mut s, 1, "PLAIN");
+        let resp = raw_plain(&mut s, version, 2, PASSWORD);
+        assert_eq!(resp.error_code, 0, "v{version}: {resp:?}");
+        assert_eq!(resp.error_message, None);
+        let lifetime = if version >= 1 { 2000 } else { 0 };
+        assert_eq!(resp.session_lifetime_ms, lifetime, "v{version}");
+
+        let mut s = raw_kafka::connect(&front.bootstrap);
+        raw_handshake(&mut s, 1, "PLAIN");
+        let resp = raw_plain(&mut s, version, 2, "wrong");
+        assert_eq!(resp.error_code, 58, "v{version}: {resp:?}");
+        let msg = resp
+            .error_message
+            .map(|m| m.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("Invalid username or password"), "{msg}");
+        assert!(raw_frame(&mut s).is_none(), "closed after a failed login");
+    }
+    assert_eq!(front.authentications(), 3);
+    assert_eq!(front.refused(), 3);
+
+    // SaslHandshake v0: the PLAIN token then travels unframed (a bare
+    // length-prefixed token, answered by an empty one), as with Kafka.
+    let mut s = raw_kafka::connect(&front.bootstrap);
+    let req = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN"));
+    let resp: SaslHandshakeResponse =
+        raw_kafka::call(&mut s, ApiKey::SaslHandshake, 0, 1, "raw", &req);
+    assert_eq!(resp.error_code, 0);
+    let token = format!("\0{USER}\0{PASSWORD}");
+    s.write_all(&(token.len() as u32).to_be_bytes()).unwrap();
+    s.write_all(token.as_bytes()).unwrap();
+    assert_eq!(raw_frame(&mut s), Some(vec![]), "empty token: success");
+    s.write_all(&raw_request(3, 1, 2, &(-1i32).to_be_bytes()))
+        .unwrap();
+    assert!(
+        raw_frame(&mut s).is_some(),
+        "Metadata after an unframed login"
+    );
+    assert_eq!(front.authentications(), 4);
+
+    // Re-authenticating before the lifetime ends keeps the connection; a
+    // request after it without re-authenticating closes it.
+    let mut s = raw_kafka::connect(&front.bootstrap);
+    raw_handshake(&mut s, 1, "PLAIN");
+    assert_eq!(raw_plain(&mut s, 2, 2, PASSWORD).error_code, 0);
+    std::thread::sleep(Duration::from_millis(1200));
+    raw_handshake(&mut s, 3, "PLAIN");
+    assert_eq!(raw_plain(&mut s, 2, 4, PASSWORD).error_code, 0);
+    assert_eq!(front.reauthentications(), 1);
+    std::thread::sleep(Duration::from_millis(1200));
+    // Over 2 s after the first login, 1.2 s after the second: still served.
+    s.write_all(&raw_request(3, 1, 5, &(-1i32).to_be_bytes()))
+        .unwrap();
+    assert!(raw_frame(&mut s).is_some(), "Metadata within the lifetime");
+    std::thread::sleep(Duration::from_millis(1000));
+    s.write_all(&raw_request(3, 1, 6, &(-1i32).to_be_bytes()))
+        .unwrap();
+    assert!(raw_frame(&mut s).is_none(), "closed after the lifetime");
+    assert_eq!(front.expired(), 1);
+}
+
+#[test]
+fn librdkafka_rejects_a_bad_scram_server_signature() {
+    let front = start(FrontOptions {
+        bad_server_signature: true,
+        ..FrontOptions::default()
+    });
+    let topic = unique("secure-front-bad-signature");
+    front.create_topic(&topic, 1);
+    let config = front.librdkafka_config("SASL_SSL", Some("SCRAM-SHA-512"));
+    let err = try_produce(
+        &front,
+        &topic,
+        &records(1, "x"),
+        &config,
+        &["--timeout", "10"],
+    )
+    .expect_err("librdkafka must refuse a wrong server signature");
+    assert!(err.contains("exit status: 3"), "{err}");
+    assert!(err.contains("ServerSignature"), "{err}");
+    // The front end accepted the client's proof: only the client could tell.
+    assert!(front.authentications() >= 1);
+}
+
+#[test]
+fn librdkafka_rejects_a_scram_server_final_error() {
+    let front = start(FrontOptions {
+        server_final_error: true,
+        ..FrontOptions::default()
+    });
+    let topic = unique("secure-front-final-error");
+    front.create_topic(&topic, 1);
+    let config = front.librdkafka_config("SASL_SSL", Some("SCRAM-SHA-256"));
+    let err = try_produce(
+        &front,
+        &topic,
+        &records(1, "x"),
+        &config,
+        &["--timeout", "10"],
+    )
+    .expect_err("librdkafka must treat e= as a failure");
+    assert!(err.contains("exit status: 3"), "{err}");
+    assert!(err.contains("invalid-proof"), "{err}");
+    assert_eq!(front.authentications(), 0);
+    assert!(front.refused() >= 1);
+}
+
+/// A second independent client: kafka-python over SASL_SSL with SCRAM-SHA-512.
+#[test]
+fn kafka_python_sasl_ssl_scram_sha_512() {
+    let front = start(FrontOptions::default());
+    let topic = unique("secure-front-kafka-python");
+    front.create_topic(&topic, 1);
+    let ca = format!("ssl_cafile={}", front.certs.ca.display());
+    let user = format!("sasl_plain_username={USER}");
+    let pass = format!("sasl_plain_password={PASSWORD}");
+    let config = [
+        "security_protocol=SASL_SSL".to_string(),
+        "sasl_mechanism=SCRAM-SHA-512".to_string(),
+        ca,
+        user,
+        pass,
+    ];
+    let peer = Peer::on(&front.bootstrap).with_client(PeerClient::KafkaPython);
+    let recs = records(3, &topic);
+    peer.produce(&topic, &recs, &config_args(&config));
+    let got = peer.consume(&topic, 3, Duration::from_secs(20), &config_args(&config));
+    assert_eq!(values(&got), values(&recs));
+    assert!(front.authentications() >= 2);
 }

@@ -59,7 +59,11 @@ pub(crate) fn run(
         last_zero_poll: Instant::now(),
         failed: None,
     };
-    let mut poller = Poller::new("consumer", format!("{:?}", d.ctx.topics));
+    let mut poller = Poller::new(
+        "consumer",
+        format!("{:?}", d.ctx.topics),
+        d.ctx.counters.clone(),
+    );
     while !d.ctx.signal.stopping() {
         d.drain_completions();
         d.flush_outboxes();

@@ -2,11 +2,13 @@
 //! failed poll is logged and retried after the engine's one backoff
 //! schedule; a closed consumer ends the thread.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::backoff::Backoff;
 use super::context::StopSignal;
 use crate::error::Error;
+use crate::stats::Counters;
 use crate::transport::{Consumer, ConsumerEvent};
 
 /// Step of the wait after a failed poll, so a stop is noticed.
@@ -21,15 +23,22 @@ pub(crate) struct Poller {
     backoff: Backoff,
     /// The wait owed after the last failed poll.
     owed: Option<Duration>,
+    /// For `auth_failures`.
+    counters: Arc<Counters>,
 }
 
 impl Poller {
-    pub(crate) fn new(what: impl Into<String>, reads: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        what: impl Into<String>,
+        reads: impl Into<String>,
+        counters: Arc<Counters>,
+    ) -> Self {
         Poller {
             what: what.into(),
             reads: reads.into(),
             backoff: Backoff::default(),
             owed: None,
+            counters,
         }
     }
 
@@ -46,6 +55,18 @@ impl Poller {
                 Ok(Some(event))
             }
             Err(Error::Closed) => Err(format!("{} closed", self.what)),
+            Err(e) if self.counters.auth_failed(&e) => {
+                // Refused credentials: every new connection would be
+                // refused too; wait the longest back-off at once.
+                let wait = Backoff::after_failures(u32::MAX);
+                log::error!(
+                    "{} poll {} failed, retrying in {wait:?}: {e}",
+                    self.what,
+                    self.reads
+                );
+                self.owed = Some(wait);
+                Ok(None)
+            }
             Err(e) => {
                 let wait = self.backoff.next_wait();
                 log::warn!(

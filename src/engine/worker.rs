@@ -156,8 +156,8 @@ fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block
         let done = match result {
             Ok(_) => true,
             Err(e) => {
-                ctx.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!("write to {} failed, retrying: {e}", w.record.topic);
+                ctx.counters
+                    .send_failed(&format!("write to {}", w.record.topic), &e);
                 {
                     let lease = &w.lease;
                     send_until_acked(ctx, w.record, matches!(w.kind, Kind::Retry), || {

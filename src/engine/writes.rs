@@ -3,7 +3,6 @@
 //! one backoff schedule. An error never turns into a lost record: a write
 //! that is given up on leaves its record uncommitted.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::backoff::Backoff;
@@ -73,8 +72,8 @@ pub(crate) fn send_until_acked(
         match await_ack(&pending, &give_up) {
             Some(Ok(_)) => return true,
             Some(Err(e)) => {
-                ctx.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                log::warn!("write to {} failed, retrying: {e}", record.topic);
+                ctx.counters
+                    .send_failed(&format!("write to {}", record.topic), &e);
             }
             None => return false,
         }

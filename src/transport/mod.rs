@@ -199,58 +199,42 @@ pub trait Transport: Send + Sync + Debug + 'static {
     fn producer(&self) -> Result<Arc<dyn Producer>>;
 
     /// Creates a topic with `partitions` (at least 1) partitions. A topic
-    /// that already exists is success. `replication_factor` `None` leaves it
-    /// to the broker (`default.replication.factor` on Kafka).
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        replication_factor: Option<i16>,
-    ) -> Result<()>;
+    /// that already exists is success. `replication` is the replication
+    /// factor; `None` leaves it to the broker (`default.replication.factor`
+    /// on Kafka).
+    fn create_topic(&self, topic: &str, partitions: i32, replication: Option<i16>) -> Result<()>;
 
     /// Number of partitions of `topic`, `None` if it does not exist.
     fn partition_count(&self, topic: &str) -> Result<Option<i32>>;
 }
 
-/// A shared transport is a transport: `Arc<MemoryBroker>`,
-/// `Arc<dyn Transport>`.
-impl<T: Transport + ?Sized> Transport for Arc<T> {
-    fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
-        (**self).consumer(config)
-    }
-    fn producer(&self) -> Result<Arc<dyn Producer>> {
-        (**self).producer()
-    }
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        replication_factor: Option<i16>,
-    ) -> Result<()> {
-        (**self).create_topic(topic, partitions, replication_factor)
-    }
-    fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
-        (**self).partition_count(topic)
-    }
+/// Forwards every `Transport` method through a smart pointer.
+macro_rules! transport_through {
+    ($(#[$doc:meta])* $ptr:ident) => {
+        $(#[$doc])*
+        impl<T: Transport + ?Sized> Transport for $ptr<T> {
+            fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
+                (**self).consumer(config)
+            }
+            fn producer(&self) -> Result<Arc<dyn Producer>> {
+                (**self).producer()
+            }
+            fn create_topic(&self, topic: &str, partitions: i32, rf: Option<i16>) -> Result<()> {
+                (**self).create_topic(topic, partitions, rf)
+            }
+            fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
+                (**self).partition_count(topic)
+            }
+        }
+    };
 }
 
-/// A boxed transport is a transport: `Box<dyn Transport>`.
-impl<T: Transport + ?Sized> Transport for Box<T> {
-    fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
-        (**self).consumer(config)
-    }
-    fn producer(&self) -> Result<Arc<dyn Producer>> {
-        (**self).producer()
-    }
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        replication_factor: Option<i16>,
-    ) -> Result<()> {
-        (**self).create_topic(topic, partitions, replication_factor)
-    }
-    fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
-        (**self).partition_count(topic)
-    }
-}
+transport_through!(
+    /// A shared transport is a transport: `Arc<MemoryBroker>`,
+    /// `Arc<dyn Transport>`.
+    Arc
+);
+transport_through!(
+    /// A boxed transport is a transport: `Box<dyn Transport>`.
+    Box
+);

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Transport};
-use kafka_retry::{Engine, EngineBuilder, Header, OutRecord, Outcome, Record, RetryPolicy};
+use kafka_retry::{
+    Engine, EngineBuilder, Header, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy,
+};
 
 /// Declares one `#[test]` per scenario, each running it on `$env`, so every
 /// transport runs the same list.
@@ -62,6 +64,17 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64
+}
+
+/// The memory-broker tests' usual start: a broker with topic `t` of
+/// `partitions` partitions, and a builder for group `group` reading it.
+pub fn memory_t(group: &str, partitions: i32) -> (MemoryBroker, EngineBuilder) {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", partitions).unwrap();
+    let builder = Engine::builder(broker.clone())
+        .group_id(group)
+        .topics(["t"]);
+    (broker, builder)
 }
 
 impl Env {

@@ -95,7 +95,11 @@ pub(crate) fn run(ctx: Arc<Context>, consumer: Box<dyn Consumer>) -> Result<(), 
         last_commit: Instant::now(),
         anchor: (Instant::now(), now_us()),
     };
-    let mut poller = Poller::new("relay consumer", r.ctx.retry_topic.clone());
+    let mut poller = Poller::new(
+        "relay consumer",
+        r.ctx.retry_topic.clone(),
+        r.ctx.counters.clone(),
+    );
     while !r.ctx.signal.stopping() {
         r.deliver_due();
         r.update_pause();
@@ -347,13 +351,11 @@ impl Relay {
                 match result {
                     Ok(()) => p.lease.tracker().done(p.record.offset),
                     Err(e) => {
-                        self.ctx
-                            .counters
-                            .send_errors
-                            .fetch_add(1, Ordering::Relaxed);
                         p.failures += 1;
                         let wait = Backoff::after_failures(p.failures);
-                        log::warn!("relay: write failed, retrying in {wait:?}: {e}");
+                        self.ctx
+                            .counters
+                            .send_failed(&format!("relay: write (next in {wait:?})"), &e);
                         self.heap.push(Instant::now() + wait, p);
                     }
                 }

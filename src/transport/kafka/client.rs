@@ -90,6 +90,10 @@ fn connect_first(addrs: &[String], config: &KafkaConfig) -> Result<Connection> {
     for addr in addrs {
         match Connection::connect(addr, config) {
             Ok(c) => return Ok(c),
+            // Refused credentials: the other brokers of the cluster would
+            // refuse them too, and the error must stay `Error::Auth` (not
+            // retriable), not become one more I/O cause in the list below.
+            Err(e @ Error::Auth { .. }) => return Err(e),
             Err(e) => {
                 log::debug!("kafka: {e}");
                 failures.push(e);

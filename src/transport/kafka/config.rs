@@ -142,8 +142,8 @@ impl KafkaConfig {
         self
     }
 
-    /// Time allowed for one TCP connect plus the ApiVersions handshake.
-    /// Defaults to 10 s.
+    /// Time allowed for one TCP connect plus the ApiVersions handshake and,
+    /// with SASL, the authentication exchange. Defaults to 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -466,18 +466,6 @@ impl KafkaConfig {
         if self.metadata_max_age.is_zero() {
             // Zero would mean a Metadata request on every fetch round.
             return Err(Error::config("metadata_max_age", "must be more than zero"));
-        }
-        // SKELETON GUARD: remove when TLS and SASL are wired into conn.rs.
-        // Until then a secured setting must fail, never connect in the clear.
-        // (TLS is wired: the guard stays for the SASL protocols only.)
-        if matches!(
-            self.security_protocol,
-            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-        ) {
-            return Err(Error::config(
-                "security_protocol",
-                format!("{} is not supported yet", self.security_protocol),
-            ));
         }
         if self.security_protocol.uses_tls() {
             // Files read, PEM parsed, key checked against the certificate,

@@ -23,7 +23,8 @@ use kafka_protocol::messages::{
     HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse,
     ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, SyncGroupRequest,
+    ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest,
     SyncGroupResponse,
 };
 use kafka_protocol::protocol::{
@@ -31,6 +32,7 @@ use kafka_protocol::protocol::{
 };
 
 use super::config::KafkaConfig;
+use super::sasl;
 use crate::error::{Error, KafkaCode, Result};
 
 /// A byte stream to a broker: plain TCP, or rustls over TCP
@@ -70,6 +72,8 @@ kafka_request! {
     OffsetFetchRequest => OffsetFetchResponse, OffsetFetch;
     OffsetCommitRequest => OffsetCommitResponse, OffsetCommit;
     CreateTopicsRequest => CreateTopicsResponse, CreateTopics;
+    SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake;
+    SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate;
 }
 
 /// The versions we speak per API (wire notes §2, "We request"): inside the
@@ -89,6 +93,9 @@ pub(crate) const OUR_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::CreateTopics, 2, 7),
+    // v0 would send the SASL tokens unframed after the handshake.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The ApiVersions version we try first (wire notes §2).
@@ -119,6 +126,8 @@ pub(crate) struct Connection {
     max_frame: usize,
     /// Why the connection is unusable, once it is.
     broken: Option<String>,
+    /// SASL credentials and re-authentication schedule, once authenticated.
+    auth: Option<sasl::Session>,
     /// Whether `stream` is TLS (for error messages).
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     tls: bool,
@@ -191,9 +200,10 @@ impl Connection {
             client_id: StrBytes::from_string(config.client_id.clone()),
             max_frame: FRAME_SLACK.saturating_add(config.fetch_max_bytes.max(0) as usize),
             broken: None,
+            auth: None,
             tls,
         };
-        match conn.setup(deadline) {
+        match conn.setup(config, deadline) {
             Ok(()) => Ok(conn),
             // ApiVersions never answered: say what a mismatch of
             // security.protocol looks like.
@@ -202,10 +212,79 @@ impl Connection {
         }
     }
 
-    /// Connection setup, in one place: ApiVersions now; a TLS stream is
-    /// wrapped around `tcp` in `connect` above and SASL (SaslHandshake +
-    /// SaslAuthenticate) goes here, after ApiVersions, when they are added.
-    fn setup(&mut self, deadline: Instant) -> Result<()> {
+    /// Connection setup, in one place: ApiVersions, then (SASL_PLAINTEXT,
+    /// SASL_SSL) SaslHandshake + SaslAuthenticate. A TLS stream is wrapped
+    /// around `tcp` in `connect` above.
+    fn setup(&mut self, config: &KafkaConfig, deadline: Instant) -> Result<()> {
+        self.negotiate(deadline)?;
+        if config.security_protocol.uses_sasl() {
+            let sasl = config.sasl.clone().ok_or_else(|| {
+                Error::config(
+                    "sasl",
+                    format!("{} needs SASL credentials", config.security_protocol),
+                )
+            })?;
+            let lifetime = sasl::authenticate(self, &sasl, deadline)?;
+            log::debug!(
+                "kafka: SASL {} authenticated to {}{}",
+                sasl.mechanism(),
+                self.addr,
+                lifetime.map_or(String::new(), |l| format!(", session lifetime {l:?}"))
+            );
+            self.auth = Some(sasl::Session::new(sasl, config.connect_timeout, lifetime));
+        }
+        Ok(())
+    }
+
+    /// Whether the broker's session lifetime is nearly over (KIP-368): the
+    /// next request written re-authenticates first, once nothing is in
+    /// flight. A pipelining caller reads its outstanding replies before
+    /// writing when this is true (see `sasl/reauth.rs`).
+    pub(crate) fn reauth_due(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| a.due(Instant::now()))
+    }
+
+    /// Re-authentications done on this connection.
+    #[cfg(test)]
+    pub(crate) fn reauthentications(&self) -> u64 {
+        self.auth.as_ref().map_or(0, |a| a.reauths)
+    }
+
+    /// Runs the SASL exchange again on this connection (nothing is in
+    /// flight). A failure poisons the connection: its session is about to
+    /// end, and the owner's reconnect authenticates afresh (or reports the
+    /// refusal).
+    fn reauthenticate(&mut self) -> Result<()> {
+        let Some(session) = self.auth.take() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + session.timeout;
+        let result = sasl::authenticate(self, &session.sasl, deadline);
+        let mut session = session;
+        match result {
+            Ok(lifetime) => {
+                log::debug!(
+                    "kafka: SASL {} re-authenticated to {}",
+                    session.sasl.mechanism(),
+                    self.addr
+                );
+                session.renewed(lifetime);
+                self.auth = Some(session);
+                Ok(())
+            }
+            Err(e) => {
+                self.auth = Some(session);
+                if self.broken.is_none() {
+                    self.broken = Some(format!("re-authentication failed: {e}"));
+                    self.outstanding.clear();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// ApiVersions (v3, falling back to the broker's max).
+    fn negotiate(&mut self, deadline: Instant) -> Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut version = API_VERSIONS_FIRST;
         for _ in 0..3 {
@@ -367,6 +446,14 @@ impl Connection {
     ) -> Result<Sent<R>> {
         let ctx = format!("{} v{version} to {}", api_name(R::KEY), self.addr);
         self.usable(&ctx)?;
+        if !matches!(
+            R::KEY,
+            ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+        ) && self.outstanding.is_empty()
+            && self.reauth_due()
+        {
+            self.reauthenticate()?;
+        }
         let correlation = self.correlation;
         self.correlation = self.correlation.checked_add(1).unwrap_or(0);
 
@@ -682,6 +769,8 @@ mod tests {
             (ApiKey::OffsetFetch, range::<OffsetFetchRequest>()),
             (ApiKey::OffsetCommit, range::<OffsetCommitRequest>()),
             (ApiKey::CreateTopics, range::<CreateTopicsRequest>()),
+            (ApiKey::SaslHandshake, range::<SaslHandshakeRequest>()),
+            (ApiKey::SaslAuthenticate, range::<SaslAuthenticateRequest>()),
         ];
         assert_eq!(crate_ranges.len(), OUR_VERSIONS.len());
         for (key, (lo, hi)) in crate_ranges {

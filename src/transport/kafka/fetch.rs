@@ -60,6 +60,10 @@ pub(crate) struct Fetcher {
     failures: u32,
     /// Leaders whose connection failed are left alone until then.
     retry_at: HashMap<i32, Instant>,
+    /// A broker refused our SASL credentials during a round: unlike other
+    /// fetch errors it is reported to the caller of `poll` (it will not go
+    /// away by itself), see [`Fetcher::take_auth_failure`].
+    auth_failure: Option<Error>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -115,6 +119,7 @@ impl Fetcher {
             turn: 0,
             failures: 0,
             retry_at: HashMap::new(),
+            auth_failure: None,
         }
     }
 
@@ -234,7 +239,15 @@ impl Fetcher {
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    let backoff = self.backoff();
+                    let backoff = if matches!(e, Error::Auth { .. }) {
+                        // Refused credentials: wait the longest back-off.
+                        Backoff::new(self.client.config()).delay(u32::MAX)
+                    } else {
+                        self.backoff()
+                    };
+                    if matches!(e, Error::Auth { .. }) {
+                        self.auth_failure = Some(e.clone());
+                    }
                     self.complain(format_args!(
                         "fetch from node {leader}: {e}; reconnecting in {backoff:?}"
                     ));
@@ -278,6 +291,11 @@ impl Fetcher {
     /// round's failure after the failing rounds before it.
     fn backoff(&self) -> Duration {
         Backoff::new(self.client.config()).delay(self.failures.saturating_add(1))
+    }
+
+    /// The SASL refusal of the last rounds, if any (once).
+    pub(crate) fn take_auth_failure(&mut self) -> Option<Error> {
+        self.auth_failure.take()
     }
 
     fn end_round(&mut self, trouble: bool) {

@@ -22,7 +22,7 @@ pub(crate) mod tls;
 use std::sync::Arc;
 
 pub use config::{Acks, Compression, KafkaConfig};
-pub use sasl::{Sasl, SaslMechanism, Token, TokenProvider};
+pub use sasl::{Sasl, SaslMechanism, Token, TokenProvider, UnsecuredJwt};
 pub use security::SecurityProtocol;
 
 use crate::error::Result;
@@ -111,14 +111,8 @@ impl Transport for KafkaTransport {
         Ok(Arc::new(producer::KafkaProducer::new(self.client.clone())?))
     }
 
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        replication_factor: Option<i16>,
-    ) -> Result<()> {
-        self.client
-            .create_topic(topic, partitions, replication_factor)
+    fn create_topic(&self, topic: &str, partitions: i32, replication: Option<i16>) -> Result<()> {
+        self.client.create_topic(topic, partitions, replication)
     }
 
     fn partition_count(&self, topic: &str) -> Result<Option<i32>> {

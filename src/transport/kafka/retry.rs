@@ -59,6 +59,7 @@ pub(crate) fn classify(e: &Error) -> Action {
         | Error::Closed
         | Error::Thread(_)
         | Error::Shutdown(_)
+        | Error::Auth { .. }
         | Error::Tls { .. } => Action::Fail,
     }
 }

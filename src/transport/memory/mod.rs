@@ -674,15 +674,10 @@ impl Transport for MemoryBroker {
         }))
     }
 
-    /// `replication_factor`, when given, must be at least 1; the memory
-    /// broker has no replicas and ignores it otherwise.
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        replication_factor: Option<i16>,
-    ) -> Result<()> {
-        if let Some(rf) = replication_factor.filter(|&rf| rf < 1) {
+    /// `replication`, when given, must be at least 1; the memory broker has
+    /// no replicas and ignores it otherwise.
+    fn create_topic(&self, topic: &str, partitions: i32, replication: Option<i16>) -> Result<()> {
+        if let Some(rf) = replication.filter(|&rf| rf < 1) {
             return Err(Error::config(
                 "replication_factor",
                 format!("{rf} is not at least 1"),

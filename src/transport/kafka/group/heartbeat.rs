@@ -21,19 +21,27 @@ use super::coordinator::{group_id, Coordinator};
 use super::membership::{Generation, GenerationEnd, Membership};
 use crate::error::{Error, KafkaCode, Result};
 
-/// Starts the heartbeat thread, idle until a generation is set.
-pub(super) fn spawn(
-    client: Arc<Client>,
-    group: String,
-    client_id: Option<String>,
-    membership: Arc<Membership>,
-    interval: Duration,
-    timeout: Duration,
-) -> Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("kafka-retry-heartbeat".into())
-        .spawn(move || heartbeat_loop(client, group, client_id, membership, interval, timeout))
-        .map_err(|e| Error::Thread(format!("spawn kafka-retry-heartbeat: {e}")))
+/// What the heartbeat thread needs: the group member's identity, the shared
+/// membership, and its schedule.
+pub(super) struct Heartbeat {
+    pub client: Arc<Client>,
+    pub group: String,
+    pub client_id: Option<String>,
+    pub membership: Arc<Membership>,
+    /// Time between beats.
+    pub interval: Duration,
+    /// Bound on one Heartbeat call.
+    pub timeout: Duration,
+}
+
+impl Heartbeat {
+    /// Starts the heartbeat thread, idle until a generation is set.
+    pub(super) fn spawn(self) -> Result<JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name("kafka-retry-heartbeat".into())
+            .spawn(move || heartbeat_loop(self))
+            .map_err(|e| Error::Thread(format!("spawn kafka-retry-heartbeat: {e}")))
+    }
 }
 
 /// Waits until the target generation is due for a heartbeat; `None` once
@@ -76,14 +84,15 @@ fn next_target(
 
 /// The heartbeat thread: every `interval`, heartbeats the current target
 /// generation and reports 27 / 22 / 25 to the poll side.
-fn heartbeat_loop(
-    client: Arc<Client>,
-    group: String,
-    client_id: Option<String>,
-    membership: Arc<Membership>,
-    interval: Duration,
-    timeout: Duration,
-) {
+fn heartbeat_loop(hb: Heartbeat) {
+    let Heartbeat {
+        client,
+        group,
+        client_id,
+        membership,
+        interval,
+        timeout,
+    } = hb;
     let backoff = Backoff::between(
         client.config().retry_backoff.max(Duration::from_millis(20)),
         interval,
@@ -120,7 +129,9 @@ fn heartbeat_loop(
                 }
             }
             Some(e) => {
-                if failures == 0 {
+                if failures == 0 && matches!(e, Error::Auth { .. }) {
+                    log::error!("group {group}: heartbeat failed: {e}; retrying");
+                } else if failures == 0 {
                     log::warn!("group {group}: heartbeat failed: {e}; retrying");
                 } else {
                     log::debug!("group {group}: heartbeat failed again: {e}");
@@ -154,6 +165,9 @@ fn handle_error(
             false
         }
         Action::Retry | Action::Reconnect | Action::Rediscover => true,
+        // Refused credentials: a failure streak (logged once, then sent
+        // again at the back-off), not a warning at every beat.
+        Action::Fail if matches!(e, Error::Auth { .. }) => true,
         Action::Fail => {
             // Not ours to fix; the next beat tries again at the interval.
             log::warn!("group {group}: heartbeat: {e}");

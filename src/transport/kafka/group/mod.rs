@@ -146,14 +146,15 @@ impl GroupConsumer {
             .max(Duration::from_millis(10));
         // A heartbeat that takes longer than the session is useless anyway.
         let timeout = client.config().request_timeout.min(config.session_timeout);
-        let heartbeat = heartbeat::spawn(
-            client.clone(),
-            config.group_id.clone(),
-            config.client_id.clone(),
-            membership.clone(),
+        let heartbeat = heartbeat::Heartbeat {
+            client: client.clone(),
+            group: config.group_id.clone(),
+            client_id: config.client_id.clone(),
+            membership: membership.clone(),
             interval,
             timeout,
-        )?;
+        }
+        .spawn()?;
         Ok(GroupConsumer {
             coord: Coordinator::new(
                 client.clone(),
@@ -300,6 +301,11 @@ impl Consumer for GroupConsumer {
                 fetch_max_wait.min(deadline.saturating_duration_since(Instant::now())),
             );
             fetched = true;
+            // Refused credentials do not heal: tell the caller (the engine
+            // counts them and backs off) instead of fetching nothing forever.
+            if let Some(e) = self.fetcher.take_auth_failure() {
+                return Err(e);
+            }
             // A rebalance reported mid-poll ends the poll early.
             self.check_metadata();
             if let Some(ev) = self.handle_generation_end() {

@@ -198,6 +198,15 @@ impl<'a> SenderState<'a> {
         {
             self.read_reply(leader);
         }
+        // KIP-368: a connection whose SASL session is nearly over
+        // re-authenticates inside its next `send`, which it does only with
+        // nothing in flight: read the replies owed first, so the exchange
+        // never waits behind (or cuts into) a pipelined Produce.
+        while self.links.get(&leader).is_some_and(|l| {
+            !l.flights.is_empty() && l.conn.as_ref().is_some_and(Connection::reauth_due)
+        }) {
+            self.read_reply(leader);
+        }
         let link = self.links.entry(leader).or_default();
         if link.conn.is_none() {
             if let Some(t) = link.last_failure {

@@ -3,14 +3,30 @@
 //! every new connection (KIP-43, KIP-152), and re-authentication before the
 //! broker's session lifetime ends (KIP-368).
 //!
-//! SKELETON: the public surface is fixed here so the configuration and TLS
-//! work can refer to it; the mechanisms are still to be written.
+//! Files: `plain.rs`, `scram.rs` and `oauth.rs` build each mechanism's
+//! messages (pure functions and state machines, tested against the RFC
+//! vectors); `exchange.rs` carries them over a connection and turns
+//! refusals into [`Error::Auth`]; `reauth.rs` decides when a connection
+//! re-authenticates.
+
+mod exchange;
+mod oauth;
+mod plain;
+mod reauth;
+mod scram;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
+
+pub(crate) use exchange::authenticate;
+use oauth::CachedProvider;
+pub use oauth::UnsecuredJwt;
+pub(crate) use reauth::Session;
 
 /// A SASL mechanism (`sasl.mechanism`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +107,30 @@ impl fmt::Debug for Token {
 /// Supplies OAUTHBEARER tokens: your identity provider's client, an AWS MSK
 /// IAM signer, or a fixed token. Called synchronously, on the thread that
 /// opens a connection, whenever a connection authenticates or
-/// re-authenticates and the last token is near its expiry.
+/// re-authenticates and the last token is near its expiry (80% of its
+/// lifetime has passed, as the Java client's default refresh window); in
+/// between, every connection of a transport reuses the last token.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use kafka_retry::{KafkaConfig, Sasl, SecurityProtocol, Token, TokenProvider};
+///
+/// #[derive(Debug)]
+/// struct FromMyIdp;
+/// impl TokenProvider for FromMyIdp {
+///     fn token(&self) -> kafka_retry::Result<Token> {
+///         Ok(Token {
+///             value: "eyJ...".to_string(), // ask the identity provider here
+///             expires_at: SystemTime::now() + Duration::from_secs(3600),
+///             extensions: vec![("logicalCluster".into(), "lkc-abc".into())],
+///         })
+///     }
+/// }
+/// let config = KafkaConfig::new("broker:9092")
+///     .security_protocol(SecurityProtocol::SaslPlaintext)
+///     .sasl(Sasl::oauthbearer(FromMyIdp));
+/// # let _ = config;
+/// ```
 pub trait TokenProvider: Send + Sync + fmt::Debug {
     /// A valid token, or an error saying why none can be had.
     fn token(&self) -> Result<Token>;
@@ -99,14 +138,23 @@ pub trait TokenProvider: Send + Sync + fmt::Debug {
 
 /// What a connection authenticates with: a mechanism and its credentials.
 ///
-/// `Debug` never shows a password or token.
+/// `Debug` never shows a password or token, and neither do errors or logs.
+///
+/// ```
+/// use kafka_retry::{KafkaConfig, Sasl, SaslMechanism, SecurityProtocol};
+/// let sasl = Sasl::with_password(SaslMechanism::ScramSha512, "alice", "s3cret")?;
+/// assert!(!format!("{sasl:?}").contains("s3cret"));
+/// let config = KafkaConfig::new("broker:9092")
+///     .security_protocol(SecurityProtocol::SaslPlaintext)
+///     .sasl(sasl);
+/// assert!(config.validate().is_ok());
+/// # Ok::<(), kafka_retry::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Sasl {
     pub(crate) credentials: Credentials,
 }
 
-// The mechanisms that read these are still to be written.
-#[allow(dead_code)]
 #[derive(Clone)]
 pub(crate) enum Credentials {
     Password {
@@ -114,7 +162,7 @@ pub(crate) enum Credentials {
         username: String,
         password: String,
     },
-    OAuthBearer(Arc<dyn TokenProvider>),
+    OAuthBearer(CachedProvider),
 }
 
 impl Sasl {
@@ -136,7 +184,7 @@ impl Sasl {
     /// `OAUTHBEARER` with tokens from `provider`.
     pub fn oauthbearer(provider: impl TokenProvider + 'static) -> Sasl {
         Sasl {
-            credentials: Credentials::OAuthBearer(Arc::new(provider)),
+            credentials: Credentials::OAuthBearer(CachedProvider::new(Arc::new(provider))),
         }
     }
 
