@@ -18,7 +18,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::config::{Acks, Compression, KafkaConfig};
-use super::sasl::{Sasl, SaslMechanism};
+use super::sasl::{Sasl, SaslMechanism, UnsecuredJwt};
 use super::security::SecurityProtocol;
 use crate::error::{Error, Result};
 
@@ -35,6 +35,7 @@ pub(crate) const APPLIED: &[&str] = &[
     "sasl.password",
     "sasl.jaas.config",
     "sasl.oauthbearer.config",
+    "enable.sasl.oauthbearer.unsecure.jwt",
     "ssl.ca.location",
     "ssl.ca.pem",
     "ssl.certificate.location",
@@ -368,6 +369,7 @@ struct SaslParts {
     password: Option<String>,
     jaas: Option<(String, Option<String>)>,
     oauthbearer_config: Option<String>,
+    unsecure_jwt: bool,
 }
 
 fn apply(entries: Vec<Entry>) -> Result<KafkaConfig> {
@@ -435,6 +437,14 @@ fn apply(entries: Vec<Entry>) -> Result<KafkaConfig> {
             }
             "sasl.oauthbearer.config" => {
                 sasl.oauthbearer_config = Some(v.to_string());
+                config
+            }
+            "enable.sasl.oauthbearer.unsecure.jwt" => {
+                sasl.unsecure_jwt = match v.to_ascii_lowercase().as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(at(field, format!("`{v}` is not true or false"))),
+                };
                 config
             }
             "ssl.ca.location" if v.eq_ignore_ascii_case("probe") => config,
@@ -642,22 +652,77 @@ impl SaslParts {
     }
 }
 
-/// OAUTHBEARER from properties: only librdkafka's unsecured-token settings
-/// could be honoured, and this build has no such token provider; real
-/// tokens come from code.
+/// OAUTHBEARER from properties: only unsecured tokens (`alg: none`, for
+/// development brokers) can come from a file, as librdkafka's
+/// `sasl.oauthbearer.config` with `enable.sasl.oauthbearer.unsecure.jwt=true`
+/// or Java's `OAuthBearerLoginModule` with `unsecuredLoginStringClaim_sub`.
+/// Real tokens come from code: `None` here, and the application adds
+/// `.sasl(Sasl::oauthbearer(provider))` (until then `validate` says SASL
+/// credentials are missing).
 fn oauthbearer(parts: &SaslParts, jaas: Option<&Jaas>) -> Result<Option<Sasl>> {
-    if parts.oauthbearer_config.is_some() || jaas.is_some_and(|j| !j.options.is_empty()) {
-        return Err(Error::config(
-            "sasl.oauthbearer.config",
-            "unsecured OAUTHBEARER tokens from properties are not supported: pass a \
-             TokenProvider with KafkaConfig::sasl(Sasl::oauthbearer(..)) after \
-             from_properties",
-        ));
+    let field = "sasl.oauthbearer.config";
+    if let Some(conf) = &parts.oauthbearer_config {
+        if !parts.unsecure_jwt {
+            return Err(Error::config(
+                field,
+                "builds unsecured tokens (no signature: development brokers only), which \
+                 needs enable.sasl.oauthbearer.unsecure.jwt=true as in librdkafka; for real \
+                 tokens leave it out and pass a TokenProvider with \
+                 KafkaConfig::sasl(Sasl::oauthbearer(..)) after from_properties",
+            ));
+        }
+        return Ok(Some(Sasl::oauthbearer(UnsecuredJwt::from_config(conf)?)));
     }
-    // The token provider is the application's: it adds it with
-    // `.sasl(Sasl::oauthbearer(provider))`; until then `validate` says
-    // SASL credentials are missing.
-    Ok(None)
+    let Some(jaas) = jaas.filter(|j| !j.options.is_empty()) else {
+        return Ok(None);
+    };
+    let mut sub = None;
+    let mut jwt_lifetime = None;
+    let mut extensions = Vec::new();
+    for (k, v) in &jaas.options {
+        match k.as_str() {
+            "unsecuredLoginStringClaim_sub" => sub = Some(v.clone()),
+            "unsecuredLoginLifetimeSeconds" => {
+                let secs = v.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
+                    Error::config(
+                        "sasl.jaas.config",
+                        format!("unsecuredLoginLifetimeSeconds={v:?} is not a positive number"),
+                    )
+                })?;
+                jwt_lifetime = Some(Duration::from_secs(secs));
+            }
+            _ => match k.strip_prefix("unsecuredLoginExtension_") {
+                Some(name) if !name.is_empty() => extensions.push((name.to_string(), v.clone())),
+                _ => {
+                    return Err(Error::config(
+                        "sasl.jaas.config",
+                        format!(
+                            "OAuthBearerLoginModule option `{k}` is not supported (only the \
+                             unsecured-token options unsecuredLoginStringClaim_sub, \
+                             unsecuredLoginLifetimeSeconds, unsecuredLoginExtension_<name>); \
+                             for real tokens pass a TokenProvider with \
+                             KafkaConfig::sasl(Sasl::oauthbearer(..))"
+                        ),
+                    ))
+                }
+            },
+        }
+    }
+    let sub = sub.ok_or_else(|| {
+        Error::config(
+            "sasl.jaas.config",
+            "OAuthBearerLoginModule without unsecuredLoginStringClaim_sub: for real tokens \
+             pass a TokenProvider with KafkaConfig::sasl(Sasl::oauthbearer(..))",
+        )
+    })?;
+    let mut jwt = UnsecuredJwt::new(sub);
+    if let Some(l) = jwt_lifetime {
+        jwt = jwt.lifetime(l);
+    }
+    for (k, v) in extensions {
+        jwt = jwt.extension(k, v);
+    }
+    Ok(Some(Sasl::oauthbearer(jwt)))
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -1029,7 +1094,38 @@ mod tests {
             ("sasl.mechanism", "OAUTHBEARER"),
             ("sasl.oauthbearer.config", "principal=a"),
         ]);
-        assert!(e.contains("TokenProvider"), "{e}");
+        assert!(
+            e.contains("enable.sasl.oauthbearer.unsecure.jwt=true"),
+            "{e}"
+        );
+        // librdkafka's unsecured tokens, opted in.
+        let c = props(&[
+            ("sasl.mechanism", "OAUTHBEARER"),
+            ("enable.sasl.oauthbearer.unsecure.jwt", "true"),
+            ("sasl.oauthbearer.config", "principal=alice lifeSeconds=60"),
+        ])
+        .unwrap();
+        assert_eq!(c.sasl.unwrap().mechanism(), SaslMechanism::OAuthBearer);
+        let e = err(&[
+            ("sasl.mechanism", "OAUTHBEARER"),
+            ("enable.sasl.oauthbearer.unsecure.jwt", "true"),
+            ("sasl.oauthbearer.config", "principal=alice bogus=1"),
+        ]);
+        assert!(e.contains("bogus"), "{e}");
+        // Java's unsecured login module.
+        let c = props(&[(
+            "sasl.jaas.config",
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required \
+             unsecuredLoginStringClaim_sub=\"alice\" unsecuredLoginExtension_traceId=\"7\";",
+        )])
+        .unwrap();
+        assert_eq!(c.sasl.unwrap().mechanism(), SaslMechanism::OAuthBearer);
+        let e = err(&[(
+            "sasl.jaas.config",
+            "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required \
+             clientId=\"x\";",
+        )]);
+        assert!(e.contains("clientId") && e.contains("TokenProvider"), "{e}");
     }
 
     #[test]
