@@ -287,3 +287,44 @@ fn a_key_that_is_not_the_certificates_fails_at_config_time() {
         "no connection for a bad config"
     );
 }
+
+#[test]
+fn sasl_ssl_round_trip_with_every_mechanism() {
+    use common::secure::{PASSWORD, USER};
+    use kafka_retry::{Sasl, UnsecuredJwt};
+    let front = SecureFront::start(FrontOptions {
+        tls: true,
+        sasl: true,
+        ..FrontOptions::default()
+    });
+    let mechanisms = [
+        Sasl::plain(USER, PASSWORD),
+        Sasl::scram_sha256(USER, PASSWORD),
+        Sasl::scram_sha512(USER, PASSWORD),
+        Sasl::oauthbearer(UnsecuredJwt::new(USER)),
+    ];
+    for sasl in mechanisms {
+        let name = sasl.mechanism().to_string();
+        let config = ssl(&front)
+            .security_protocol(SecurityProtocol::SaslSsl)
+            .sasl(sasl);
+        round_trip(&front, config, &[name.into_bytes()]);
+    }
+    assert!(front.authentications() >= 4);
+
+    // The same from a properties file as librdkafka would take it.
+    let file = front.certs.dir.join("sasl_ssl.properties");
+    std::fs::write(
+        &file,
+        format!(
+            "bootstrap.servers={}\nsecurity.protocol=SASL_SSL\nssl.ca.location={}\n\
+             sasl.mechanism=SCRAM-SHA-512\nsasl.username={USER}\nsasl.password={PASSWORD}\n",
+            front.bootstrap,
+            front.certs.ca.display()
+        ),
+    )
+    .unwrap();
+    let config = KafkaConfig::from_properties_file(&file).unwrap();
+    assert!(!format!("{config:?}").contains(PASSWORD));
+    round_trip(&front, config, &[b"scram over tls from a file".to_vec()]);
+}
