@@ -155,6 +155,15 @@ fn wrong_ca_is_a_tls_error_without_retries() {
         "{text}"
     );
     assert!(!err.is_retriable());
+
+    // Two bootstrap addresses: each tried once, and the TLS error comes
+    // back as such (not folded into a retriable I/O error).
+    let twice = format!("{0},{0}", front.bootstrap);
+    let config = ssl(&front)
+        .bootstrap(&twice)
+        .ssl_ca_location(&front.certs.other_ca);
+    let err = connect_error(&front, config, 2);
+    assert!(matches!(err, Error::Tls { .. }), "{err:?}");
 }
 
 /// Forwards connections made to `127.0.0.2:port` (a name the front end's
