@@ -37,7 +37,11 @@ impl Acks {
     }
 }
 
-/// Kafka client settings.
+/// Kafka client settings: typed setters, or Java / librdkafka property
+/// names through [`KafkaConfig::from_properties`] and
+/// [`KafkaConfig::from_properties_file`] (a `client.properties` file). TLS:
+/// [`KafkaConfig::security_protocol`] with the `ssl_*` setters; SASL:
+/// [`KafkaConfig::sasl`]. `Debug` shows no private key, password or token.
 ///
 /// ```
 /// use std::time::Duration;
