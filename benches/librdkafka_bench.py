@@ -84,6 +84,7 @@ def produce(ck, args):
         "delivery.report.only.error": True,
         "on_delivery": on_delivery,
     }
+    conf.update(extra_config(args))
     producer = ck.Producer(conf)
     keys = [("key-%05d" % k).encode() for k in range(args.keys)]
     value = bytes((i * 7) % 251 for i in range(args.value_bytes))
@@ -142,6 +143,7 @@ def consume(ck, args):
         "session.timeout.ms": args.session_timeout_ms,
         "enable.partition.eof": False,
     }
+    conf.update(extra_config(args))
     start, cpu, broker = time.perf_counter(), time.process_time(), broker_cpu(args.broker_pid)
     consumer = ck.Consumer(conf)
     consumer.subscribe([args.topic], on_assign=on_assign)
@@ -190,6 +192,17 @@ def consume(ck, args):
     }
 
 
+def extra_config(args):
+    """`--config K=V` settings (security.protocol, ssl.ca.location, ...)."""
+    out = {}
+    for kv in args.config:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            fail("--config %r: expected KEY=VALUE" % kv)
+        out[k.strip()] = v.strip()
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -205,6 +218,8 @@ def main():
     p.add_argument("--linger-ms", type=int, default=5)
     p.add_argument("--broker-pid", default=None, help="broker pid, to report its CPU")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra librdkafka setting (TLS through a front end), repeatable")
 
     p = sub.add_parser("consume")
     p.add_argument("--bootstrap", required=True)
@@ -215,6 +230,8 @@ def main():
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--broker-pid", default=None, help="broker pid, to report its CPU")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra librdkafka setting (TLS through a front end), repeatable")
 
     args = ap.parse_args()
     try:

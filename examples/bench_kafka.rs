@@ -29,7 +29,10 @@
 //! `consume(num_messages=1000)`), `BENCH_SESSION_MS` (6000, both consumers),
 //! `BENCH_REPEAT` (1: run every measurement that many times, clients
 //! interleaved, and tabulate the median; for a busy machine),
-//! `BENCH_LIBRDKAFKA=0` (ours only, e.g. under a profiler).
+//! `BENCH_LIBRDKAFKA=0` (ours only, e.g. under a profiler),
+//! `BENCH_KAFKA_CONFIG` (a properties file, e.g. `security.protocol=SSL`
+//! and `ssl.ca.location`, read by both clients: `scripts/bench-kafka tls`
+//! sets it to measure through the TLS front end).
 //!
 //! - `produce`: ours with `send_batch` in chunks from one thread (as the
 //!   relay does), with `send_async` from one thread (keeps up to
@@ -182,6 +185,26 @@ struct Bench {
     repeat: usize,
     /// Set by scripts/bench-kafka (`BENCH_BROKER_PID`) when it started the broker.
     broker_pid: Option<String>,
+    /// `key=value` lines of `BENCH_KAFKA_CONFIG`, for librdkafka.
+    extra_config: Vec<String>,
+}
+
+/// Our config and librdkafka's `--config` pairs from `BENCH_KAFKA_CONFIG`
+/// (a properties file), if set; `bootstrap` wins over the file's.
+fn bench_config(bootstrap: &str) -> Result<(KafkaConfig, Vec<String>), BoxError> {
+    let Ok(path) = std::env::var("BENCH_KAFKA_CONFIG") else {
+        return Ok((KafkaConfig::new(bootstrap), Vec::new()));
+    };
+    let ours = KafkaConfig::from_properties_file(&path)?.bootstrap(bootstrap);
+    let text = std::fs::read_to_string(&path)?;
+    let pairs = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
+        .filter(|l| !l.starts_with("bootstrap.servers"))
+        .map(|l| l.replacen(':', "=", usize::from(!l.contains('='))))
+        .collect();
+    Ok((ours, pairs))
 }
 
 impl Bench {
@@ -381,6 +404,9 @@ impl Bench {
         cmd.arg(SCRIPT)
             .args(args)
             .args(["--bootstrap", &self.bootstrap]);
+        for kv in &self.extra_config {
+            cmd.args(["--config", kv]);
+        }
         if let Some(pid) = &self.broker_pid {
             cmd.args(["--broker-pid", pid]);
         }
@@ -542,10 +568,11 @@ fn main() -> Result<(), BoxError> {
         .filter(|&n| n > 0)
         .collect();
     let run_id = bench::run_id();
+    let (config, extra_config) = bench_config(&bootstrap)?;
     let bench = Arc::new(Bench {
         // The defaults, spelled out: they are what the table compares.
         kafka: KafkaTransport::connect(
-            KafkaConfig::new(&bootstrap)
+            config
                 .acks(kafka_retry::Acks::All)
                 .linger(LINGER)
                 .batch_size(BATCH_SIZE),
@@ -563,12 +590,16 @@ fn main() -> Result<(), BoxError> {
         session: Duration::from_millis(env_usize("BENCH_SESSION_MS", 6000) as u64),
         repeat: env_usize("BENCH_REPEAT", 1).max(1),
         broker_pid: bench::broker_pid_from_env(),
+        extra_config,
     });
     println!(
-        "bench_kafka: broker {bootstrap} ({}), {} cores; {PARTITIONS} partitions, {KEYS} keys, \
+        "bench_kafka: broker {bootstrap} ({}{}), {} cores; {PARTITIONS} partitions, {KEYS} keys, \
          one {}-byte header, acks=all, linger {LINGER:?}, batch_size {BATCH_SIZE} B; send_batch chunk {}; \
          max_poll_records {}; session timeout {:?}",
         std::env::var("KAFKA_RETRY_BROKER").unwrap_or_else(|_| "?".into()),
+        std::env::var("BENCH_KAFKA_CONFIG")
+            .map(|p| format!("; settings from {p}: {}", bench.extra_config.join(" ")))
+            .unwrap_or_default(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         HEADER_KEY.len() + HEADER_VALUE.len(),
         bench.chunk,

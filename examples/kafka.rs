@@ -4,6 +4,11 @@
 //! (or set `KAFKA_BOOTSTRAP`). Creates the topics it needs; each run uses
 //! fresh topic and group names, so it can be repeated on the same cluster.
 //! `scripts/test-broker cargo run --example kafka` starts a throw-away Tansu.
+//!
+//! A secured cluster: `cargo run --example kafka -- --config client.properties`
+//! with the Java / librdkafka settings you already use (`security.protocol`,
+//! `ssl.ca.location`, `sasl.mechanism`, ...; see the README's "Security"
+//! section). `--bootstrap` still works and overrides `bootstrap.servers`.
 
 #[path = "shared/article.rs"]
 mod article;
@@ -15,22 +20,39 @@ use kafka_retry::{KafkaConfig, KafkaTransport};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let usage = "usage: kafka [--config client.properties] [--bootstrap host:port]";
     let mut args = std::env::args().skip(1);
-    let mut bootstrap = std::env::var("KAFKA_BOOTSTRAP").ok();
+    let mut bootstrap = None;
+    let mut config_file = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--bootstrap" => bootstrap = args.next(),
-            other => {
-                return Err(format!(
-                    "unknown argument {other:?}; usage: kafka --bootstrap host:port"
-                )
-                .into())
+            "--bootstrap" => bootstrap = Some(args.next().ok_or(usage)?),
+            "--config" => config_file = Some(args.next().ok_or(usage)?),
+            "--help" | "-h" => {
+                println!("{usage}");
+                return Ok(());
             }
+            other => return Err(format!("unknown argument {other:?}; {usage}").into()),
         }
     }
-    let bootstrap =
-        bootstrap.ok_or("no broker: pass --bootstrap host:port or set KAFKA_BOOTSTRAP")?;
-    let transport = KafkaTransport::connect(KafkaConfig::new(&bootstrap))?;
+    let mut config = match &config_file {
+        Some(path) => KafkaConfig::from_properties_file(path)?,
+        None => KafkaConfig::default(),
+    };
+    // --bootstrap, else the file's bootstrap.servers, else KAFKA_BOOTSTRAP.
+    if let Some(b) = bootstrap {
+        config = config.bootstrap(b);
+    } else if config.bootstrap_servers().is_empty() {
+        let b = std::env::var("KAFKA_BOOTSTRAP").map_err(|_| {
+            format!(
+                "no broker: pass --bootstrap host:port, a --config file with \
+                 bootstrap.servers, or set KAFKA_BOOTSTRAP; {usage}"
+            )
+        })?;
+        config = config.bootstrap(b);
+    }
+    let bootstrap = config.bootstrap_servers().join(",");
+    let transport = KafkaTransport::connect(config)?;
     let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     println!("connected to {bootstrap}");
     // Short session timeout: Tansu completes a join after about half of it.

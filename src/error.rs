@@ -76,6 +76,16 @@ pub enum Error {
         /// What went wrong, with the broker's own message when it sent one.
         message: String,
     },
+    /// A TLS connection could not be set up: the broker's certificate was
+    /// refused (untrusted, expired, another name), the broker refused ours,
+    /// or the other end does not speak TLS. Not retriable: the settings or
+    /// the broker's certificate must change.
+    Tls {
+        /// What was being done, e.g. `"TLS handshake with k1:9093"`.
+        context: String,
+        /// What went wrong and what to check.
+        reason: String,
+    },
 }
 
 /// A Kafka protocol error code, as a broker sends it in a reply's
@@ -290,6 +300,7 @@ impl fmt::Display for Error {
                 f,
                 "SASL {mechanism} authentication with {broker} failed: {message}"
             ),
+            Error::Tls { context, reason } => write!(f, "{context}: {reason}"),
         }
     }
 }

@@ -30,6 +30,11 @@ pub use headers::{
 };
 pub use policy::{Backoff, RetryPolicy};
 pub use record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartition};
+/// The rustls this crate is built with (0.23), for
+/// [`KafkaConfig::tls_config`].
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use rustls;
 pub use stats::{DeadLettered, Stats};
 #[cfg(feature = "kafka")]
 #[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]

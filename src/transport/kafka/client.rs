@@ -108,6 +108,15 @@ fn connect_first(addrs: &[String], config: &KafkaConfig) -> Result<Connection> {
         return Err(last);
     }
     // Several addresses: keep the last cause as the source and list the others.
+    // A failure retrying cannot fix (a refused TLS certificate, bad
+    // settings) is returned as it is, not turned into a retriable I/O error.
+    if let Some(fatal) = failures
+        .iter()
+        .chain(std::iter::once(&last))
+        .find(|e| matches!(e, Error::Tls { .. } | Error::Config { .. }))
+    {
+        return Err(fatal.clone());
+    }
     let earlier: Vec<String> = failures.iter().map(|e| e.to_string()).collect();
     let (context, source) = match last {
         Error::Io { context, source } => (context, source),

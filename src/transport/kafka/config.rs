@@ -1,9 +1,11 @@
 //! Settings of the Kafka transport.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::sasl::Sasl;
 use super::security::SecurityProtocol;
+use super::tls::{Pem, TlsSettings};
 use crate::error::{Error, Result};
 
 /// The codec's enum is the public one (one list of codecs, no mapping).
@@ -35,7 +37,11 @@ impl Acks {
     }
 }
 
-/// Kafka client settings.
+/// Kafka client settings: typed setters, or Java / librdkafka property
+/// names through [`KafkaConfig::from_properties`] and
+/// [`KafkaConfig::from_properties_file`] (a `client.properties` file). TLS:
+/// [`KafkaConfig::security_protocol`] with the `ssl_*` setters; SASL:
+/// [`KafkaConfig::sasl`]. `Debug` shows no private key, password or token.
 ///
 /// ```
 /// use std::time::Duration;
@@ -66,6 +72,7 @@ pub struct KafkaConfig {
     pub(crate) metadata_max_age: Duration,
     pub(crate) security_protocol: SecurityProtocol,
     pub(crate) sasl: Option<Sasl>,
+    pub(crate) tls: TlsSettings,
 }
 
 impl Default for KafkaConfig {
@@ -91,6 +98,7 @@ impl Default for KafkaConfig {
             metadata_max_age: Duration::from_secs(5 * 60),
             security_protocol: SecurityProtocol::Plaintext,
             sasl: None,
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -119,6 +127,16 @@ impl KafkaConfig {
             .map(str::to_string)
             .collect();
         self
+    }
+
+    /// The bootstrap list, as set.
+    ///
+    /// ```
+    /// let config = kafka_retry::KafkaConfig::new("k1:9092, k2:9092");
+    /// assert_eq!(config.bootstrap_servers(), ["k1:9092", "k2:9092"]);
+    /// ```
+    pub fn bootstrap_servers(&self) -> &[String] {
+        &self.bootstrap
     }
 
     /// Client id sent in every request header (broker logs and quotas).
@@ -270,6 +288,117 @@ impl KafkaConfig {
         self
     }
 
+    /// Trusts the CA certificates in this PEM file (or every PEM file of
+    /// this directory) instead of the system trust store
+    /// (`ssl.ca.location`). Replaces [`KafkaConfig::ssl_ca_pem`]. Defaults
+    /// to the system trust store.
+    ///
+    /// ```
+    /// use kafka_retry::{KafkaConfig, SecurityProtocol};
+    /// let config = KafkaConfig::new("broker:9093")
+    ///     .security_protocol(SecurityProtocol::Ssl)
+    ///     .ssl_ca_location("/etc/kafka/ca.pem");
+    /// # let _ = config;
+    /// ```
+    pub fn ssl_ca_location(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca = Some(Pem::File(path.into()));
+        self.tls.changed();
+        self
+    }
+
+    /// Trusts the CA certificates in this PEM text (`ssl.ca.pem`). Replaces
+    /// [`KafkaConfig::ssl_ca_location`]. Defaults to the system trust store.
+    pub fn ssl_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.tls.ca = Some(Pem::Text(pem.into()));
+        self.tls.changed();
+        self
+    }
+
+    /// Mutual TLS: the client certificate chain (leaf first) in this PEM
+    /// file (`ssl.certificate.location`); needs a key
+    /// ([`KafkaConfig::ssl_key_location`] or [`KafkaConfig::ssl_key_pem`]).
+    /// Defaults to no client certificate.
+    ///
+    /// ```
+    /// use kafka_retry::{KafkaConfig, SecurityProtocol};
+    /// let config = KafkaConfig::new("broker:9093")
+    ///     .security_protocol(SecurityProtocol::Ssl)
+    ///     .ssl_ca_location("ca.pem")
+    ///     .ssl_certificate_location("client.pem")
+    ///     .ssl_key_location("client.key");
+    /// # let _ = config;
+    /// ```
+    pub fn ssl_certificate_location(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.cert = Some(Pem::File(path.into()));
+        self.tls.changed();
+        self
+    }
+
+    /// Mutual TLS: the client certificate chain as PEM text
+    /// (`ssl.certificate.pem`). Defaults to no client certificate.
+    pub fn ssl_certificate_pem(mut self, pem: impl Into<String>) -> Self {
+        self.tls.cert = Some(Pem::Text(pem.into()));
+        self.tls.changed();
+        self
+    }
+
+    /// Mutual TLS: the client certificate's private key in this PEM file
+    /// (`ssl.key.location`): PKCS#8 (`BEGIN PRIVATE KEY`), PKCS#1
+    /// (`BEGIN RSA PRIVATE KEY`) or SEC1 (`BEGIN EC PRIVATE KEY`), not
+    /// encrypted. Checked against the certificate when the config is
+    /// validated. Defaults to none.
+    pub fn ssl_key_location(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.key = Some(Pem::File(path.into()));
+        self.tls.changed();
+        self
+    }
+
+    /// Mutual TLS: the private key as PEM text (`ssl.key.pem`); never shown
+    /// by `Debug`. Defaults to none.
+    pub fn ssl_key_pem(mut self, pem: impl Into<String>) -> Self {
+        self.tls.key = Some(Pem::Text(pem.into()));
+        self.tls.changed();
+        self
+    }
+
+    /// Whether the broker's certificate must name the host we connect to
+    /// (a DNS name, or an IP address in its IP SANs). `false` is
+    /// `ssl.endpoint.identification.algorithm=none`: the certificate chain,
+    /// validity and signatures are still checked, but any certificate of a
+    /// trusted CA is accepted for any broker; a warning is logged once.
+    /// Defaults to `true` (`https`).
+    pub fn ssl_hostname_verification(mut self, verify: bool) -> Self {
+        self.tls.no_hostname_check = !verify;
+        self.tls.changed();
+        self
+    }
+
+    /// Uses this rustls client config for TLS as it is, instead of building
+    /// one from the `ssl_*` settings (which are then ignored): your own
+    /// verifier, provider, client certificate resolver, ... The crate's
+    /// rustls is re-exported as [`kafka_retry::rustls`](crate::rustls)
+    /// (rustls 0.23). Defaults to none.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kafka_retry::{rustls, KafkaConfig, SecurityProtocol};
+    /// # fn my_rustls_config() -> rustls::ClientConfig { unimplemented!() }
+    /// # fn run() {
+    /// let tls: rustls::ClientConfig = my_rustls_config();
+    /// let config = KafkaConfig::new("broker:9093")
+    ///     .security_protocol(SecurityProtocol::Ssl)
+    ///     .tls_config(Arc::new(tls));
+    /// # let _ = config;
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_config(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls.custom = Some(config);
+        self.tls.changed();
+        self
+    }
+
     /// Checks the settings; [`KafkaTransport::connect`](crate::KafkaTransport::connect)
     /// calls it. The error names the bad field.
     ///
@@ -342,12 +471,19 @@ impl KafkaConfig {
             // Zero would mean a Metadata request on every fetch round.
             return Err(Error::config("metadata_max_age", "must be more than zero"));
         }
-        // SKELETON GUARD: remove when TLS is wired into conn.rs (SASL is).
-        // Until then a TLS setting must fail, never connect in the clear.
         if self.security_protocol.uses_tls() {
+            // Files read, PEM parsed, key checked against the certificate,
+            // a crypto provider found: errors name the setting and file.
+            self.tls.check()?;
+        } else if self.tls.any_set() {
+            // Never connect in the clear when TLS settings say otherwise.
             return Err(Error::config(
                 "security_protocol",
-                format!("{} is not supported yet", self.security_protocol),
+                format!(
+                    "TLS settings (CA, client certificate or rustls config) are set, but \
+                     security.protocol is {}: use SSL or SASL_SSL",
+                    self.security_protocol
+                ),
             ));
         }
         match (self.security_protocol.uses_sasl(), &self.sasl) {

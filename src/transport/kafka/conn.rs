@@ -35,7 +35,8 @@ use super::config::KafkaConfig;
 use super::sasl;
 use crate::error::{Error, KafkaCode, Result};
 
-/// A byte stream to a broker. Plain TCP today; a TLS stream slots in here.
+/// A byte stream to a broker: plain TCP, or rustls over TCP
+/// (`tls::TlsStream`).
 pub(crate) trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
@@ -127,6 +128,9 @@ pub(crate) struct Connection {
     broken: Option<String>,
     /// SASL credentials and re-authentication schedule, once authenticated.
     auth: Option<sasl::Session>,
+    /// Whether `stream` is TLS (for error messages).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    tls: bool,
 }
 
 /// A request written by [`Connection::send`] whose reply is still to be
@@ -180,8 +184,14 @@ impl Connection {
         let tcp = tcp.ok_or_else(|| Error::io(ctx(), last))?;
         tcp.set_nodelay(true).map_err(|e| Error::io(ctx(), e))?;
         let stream_half = tcp.try_clone().map_err(|e| Error::io(ctx(), e))?;
+        let tls = config.security_protocol.uses_tls();
+        let stream: Box<dyn ReadWrite + Send> = if tls {
+            tls_stream(stream_half, addr, config, deadline)?
+        } else {
+            Box::new(stream_half)
+        };
         let mut conn = Connection {
-            stream: Box::new(stream_half),
+            stream,
             tcp,
             addr: addr.to_string(),
             broker_versions: Vec::new(),
@@ -191,9 +201,15 @@ impl Connection {
             max_frame: FRAME_SLACK.saturating_add(config.fetch_max_bytes.max(0) as usize),
             broken: None,
             auth: None,
+            tls,
         };
-        conn.setup(config, deadline)?;
-        Ok(conn)
+        match conn.setup(config, deadline) {
+            Ok(()) => Ok(conn),
+            // ApiVersions never answered: say what a mismatch of
+            // security.protocol looks like.
+            Err(e) if conn.broker_versions.is_empty() => Err(setup_hint(e, config)),
+            Err(e) => Err(e),
+        }
     }
 
     /// Connection setup, in one place: ApiVersions, then (SASL_PLAINTEXT,
@@ -516,6 +532,10 @@ impl Connection {
             {
                 Error::Timeout(format!("{ctx} after {timeout:?}"))
             }
+            #[cfg(feature = "tls")]
+            FrameError::Io(e) if self.tls => {
+                super::tls::stream_error(ctx.to_string(), &self.addr, None, e)
+            }
             FrameError::Io(e) => Error::io(ctx.to_string(), e),
             FrameError::Protocol(m) => Error::Protocol(format!("{ctx}: {m}")),
         };
@@ -618,7 +638,9 @@ impl Connection {
 /// (0x15 alert, 0x16 handshake, then version 0x03). Empty when nothing fits.
 fn not_kafka_hint(first: [u8; 4]) -> String {
     if matches!(first, [0x15 | 0x16, 0x03, ..]) {
-        return ": not a Kafka broker? the reply is a TLS record (a TLS listener?)".to_string();
+        return ": not a Kafka broker? the reply is a TLS record (a TLS listener?): \
+                the broker may expect security.protocol=SSL (or SASL_SSL)"
+            .to_string();
     }
     if first.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
         let text: String = first.iter().map(|&b| char::from(b)).collect();
@@ -627,13 +649,87 @@ fn not_kafka_hint(first: [u8; 4]) -> String {
     String::new()
 }
 
-fn left(deadline: Instant) -> io::Result<Duration> {
+pub(crate) fn left(deadline: Instant) -> io::Result<Duration> {
     let left = deadline.saturating_duration_since(Instant::now());
     if left.is_zero() {
         Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"))
     } else {
         Ok(left)
     }
+}
+
+/// The TLS stream around `tcp`, after its handshake (before `deadline`).
+#[cfg(feature = "tls")]
+fn tls_stream(
+    tcp: TcpStream,
+    addr: &str,
+    config: &KafkaConfig,
+    deadline: Instant,
+) -> Result<Box<dyn ReadWrite + Send>> {
+    Ok(Box::new(super::tls::connect(
+        tcp,
+        addr,
+        &config.tls,
+        deadline,
+    )?))
+}
+
+/// Without the `tls` feature there is no TLS stream (`validate` says so
+/// first; this guards callers that skip it).
+#[cfg(not(feature = "tls"))]
+fn tls_stream(
+    _tcp: TcpStream,
+    _addr: &str,
+    _config: &KafkaConfig,
+    _deadline: Instant,
+) -> Result<Box<dyn ReadWrite + Send>> {
+    Err(super::tls::no_tls_feature())
+}
+
+/// A connection dropped before ApiVersions was answered: the likeliest
+/// cause is a security.protocol that does not match the listener, or (over
+/// TLS) a broker that refused our client certificate without an alert
+/// (TLS 1.3 checks it after the client's handshake is done).
+fn setup_hint(e: Error, config: &KafkaConfig) -> Error {
+    let Error::Io { context, source } = e else {
+        return e;
+    };
+    let dropped = matches!(
+        source.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::BrokenPipe
+    );
+    if !dropped {
+        return Error::Io { context, source };
+    }
+    if config.security_protocol.uses_tls() {
+        // Not retried: the same certificate gets the same answer.
+        let why = if config.tls.cert.is_some() {
+            "it may not trust our client certificate (ssl.certificate.location)"
+        } else {
+            "it may require a client certificate (set ssl.certificate.location and \
+             ssl.key.location)"
+        };
+        return Error::Tls {
+            context,
+            reason: format!(
+                "{source}: the broker closed the TLS connection right after the handshake, \
+                 before answering ApiVersions; {why}"
+            ),
+        };
+    }
+    Error::io(
+        context,
+        io::Error::new(
+            source.kind(),
+            format!(
+                "{source}; the broker closed the connection before answering ApiVersions: \
+                 it may expect TLS (security.protocol=SSL or SASL_SSL)"
+            ),
+        ),
+    )
 }
 
 enum FrameError {

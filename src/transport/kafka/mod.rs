@@ -12,10 +12,12 @@ pub(crate) mod fake;
 pub(crate) mod fetch;
 pub(crate) mod group;
 pub(crate) mod producer;
+pub(crate) mod properties;
 pub(crate) mod records;
 pub(crate) mod retry;
 pub(crate) mod sasl;
 pub(crate) mod security;
+pub(crate) mod tls;
 
 use std::sync::Arc;
 

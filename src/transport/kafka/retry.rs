@@ -59,7 +59,8 @@ pub(crate) fn classify(e: &Error) -> Action {
         | Error::Closed
         | Error::Thread(_)
         | Error::Shutdown(_)
-        | Error::Auth { .. } => Action::Fail,
+        | Error::Auth { .. }
+        | Error::Tls { .. } => Action::Fail,
     }
 }
 
@@ -223,6 +224,10 @@ mod tests {
             Error::Closed,
             Error::config("f", "bad"),
             Error::UnknownTopic("t".into()),
+            Error::Tls {
+                context: "TLS handshake with k:9093".into(),
+                reason: "untrusted".into(),
+            },
         ] {
             assert_eq!(classify(&fatal), Action::Fail, "{fatal}");
         }

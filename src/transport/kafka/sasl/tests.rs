@@ -469,19 +469,35 @@ fn debug_output_hides_secrets() {
     assert!(!format!("{t:?}").contains(PASSWORD));
 }
 
-/// SASL_PLAINTEXT is wired; anything with TLS stays refused until the TLS
-/// work lands (the skeleton guard), and SASL needs credentials.
+/// SASL over plain TCP and over TLS both validate (TLS checks its settings
+/// too); SSL alone does not take SASL credentials, and SASL needs them.
 #[test]
-fn validate_allows_sasl_plaintext_only() {
+fn validate_allows_sasl_over_plaintext_and_tls() {
     let base = || KafkaConfig::new("a:1").sasl(Sasl::plain("u", "p"));
     assert!(base()
         .security_protocol(SecurityProtocol::SaslPlaintext)
         .validate()
         .is_ok());
-    for tls in [SecurityProtocol::SaslSsl, SecurityProtocol::Ssl] {
-        let err = base().security_protocol(tls).validate().unwrap_err();
-        assert!(err.to_string().contains("not supported yet"), "{err}");
-    }
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/tls/ca.pem");
+    #[cfg(feature = "tls")]
+    assert!(base()
+        .security_protocol(SecurityProtocol::SaslSsl)
+        .ssl_ca_location(ca)
+        .validate()
+        .is_ok());
+    #[cfg(not(feature = "tls"))]
+    let _ = ca;
+    let err = base()
+        .security_protocol(SecurityProtocol::Ssl)
+        .validate()
+        .unwrap_err();
+    // Without the `tls` feature, TLS itself is refused first.
+    let want = if cfg!(feature = "tls") {
+        "does not authenticate"
+    } else {
+        "`tls` cargo feature"
+    };
+    assert!(err.to_string().contains(want), "{err}");
     let err = KafkaConfig::new("a:1")
         .security_protocol(SecurityProtocol::SaslPlaintext)
         .validate()
