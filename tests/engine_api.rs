@@ -7,25 +7,14 @@ mod scenarios;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kafka_retry::transport::{Consumer, ConsumerConfig, ConsumerEvent, Producer, Transport};
 use kafka_retry::{
     Engine, EngineBuilder, Error, Handler, MemoryBroker, MissingTopics, OutRecord, Outcome, Record,
     RetryPolicy,
 };
-use scenarios::memory_t;
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    f()
-}
+use scenarios::{memory_t, now_ms, wait_until};
 
 fn fast(b: EngineBuilder) -> EngineBuilder {
     b.policy(RetryPolicy::new(
@@ -507,11 +496,4 @@ fn dropping_an_engine_says_it_may_block_once() {
         logged(log::Level::Info, "engine dropped without shutdown()"),
         after
     );
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }

@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod forward;
+mod scenarios;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -15,17 +16,7 @@ use kafka_retry::{
     DeadLetterLimit, Delivered, Engine, Error, HealthIssue, HealthStatus, MemoryBroker, OutRecord,
     Outcome, Record, RetryPolicy, ShutdownReport, TopicPartition,
 };
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    f()
-}
+use scenarios::wait_until;
 
 /// Log lines of this test binary, with the thread that logged them.
 fn logs() -> &'static Mutex<Vec<(Instant, String, String)>> {
