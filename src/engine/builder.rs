@@ -644,6 +644,8 @@ impl EngineBuilder {
             // The transport's client id (`KafkaConfig::client_id`), so the
             // id a user set is the one the broker logs and quotas see.
             client_id: None,
+            group_instance_id: None,
+            isolation_level: crate::transport::IsolationLevel::ReadUncommitted,
         };
         // Create both group members before starting any thread, so a broker
         // error surfaces from build() and not from a thread later.

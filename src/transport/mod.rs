@@ -63,6 +63,20 @@ pub enum OffsetReset {
     Latest,
 }
 
+/// Which records a consumer reads from partitions written by transactional
+/// producers (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IsolationLevel {
+    /// Every record, including those of open and aborted transactions
+    /// (Kafka's default).
+    #[default]
+    ReadUncommitted,
+    /// Only records below the last stable offset, without those of aborted
+    /// transactions.
+    ReadCommitted,
+}
+
 /// What a group consumer needs to join its group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerConfig {
@@ -88,6 +102,14 @@ pub struct ConsumerConfig {
     /// [`KafkaConfig::client_id`](crate::KafkaConfig::client_id) on Kafka and
     /// `"kafka-retry"` on the memory broker.
     pub client_id: Option<String>,
+    /// Static membership (KIP-345, Kafka's `group.instance.id`): a member
+    /// that comes back with the same id within the session timeout gets its
+    /// partitions back without a rebalance. `None` (the default): dynamic
+    /// membership.
+    pub group_instance_id: Option<String>,
+    /// Which records of transactional producers are read. Default
+    /// [`IsolationLevel::ReadUncommitted`], as Kafka's.
+    pub isolation_level: IsolationLevel,
 }
 
 impl ConsumerConfig {
@@ -116,6 +138,8 @@ impl ConsumerConfig {
             rebalance_timeout: Duration::from_secs(30),
             max_poll_records: 500,
             client_id: None,
+            group_instance_id: None,
+            isolation_level: IsolationLevel::ReadUncommitted,
         }
     }
 }
