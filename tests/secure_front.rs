@@ -72,6 +72,24 @@ fn try_produce(
     peer_try_run(&args, Some(input))
 }
 
+/// One record produced with `config` that must be refused; returns the
+/// error text (exit status and stderr) for the caller's checks.
+fn produce_refused(
+    front: &SecureFront,
+    topic: &str,
+    config: &[String],
+    extra: &[&str],
+    why: &str,
+) -> String {
+    match try_produce(front, topic, &records(1, "x"), config, extra) {
+        Ok(out) => panic!(
+            "{why}: produced {out:?}\nfront end log:\n{}",
+            front.log_text()
+        ),
+        Err(e) => e,
+    }
+}
+
 /// peer.py consume as a member of group `g` (through FindCoordinator and the
 /// advertised coordinator address). Tansu answers a JoinGroup after about half
 /// the session timeout; librdkafka's default heartbeat interval (3 s) exceeds
@@ -171,14 +189,13 @@ fn ssl_only() {
         "security.protocol=SSL".to_string(),
         format!("ssl.ca.location={}", front.certs.other_ca.display()),
     ];
-    let r = try_produce(
+    let err = produce_refused(
         &front,
         &topic,
-        &records(1, "x"),
         &wrong,
         &["--timeout", "3"],
+        "a client trusting another CA must not get through",
     );
-    let err = r.expect_err("a client trusting another CA must not get through");
     assert!(
         err.contains("certificate verify failed") || err.contains("SSL handshake failed"),
         "{err}"
@@ -211,8 +228,13 @@ fn ssl_with_client_certificate() {
     // Without a client certificate the handshake fails.
     let topic = unique("secure-front-no-cert");
     front.create_topic(&topic, 1);
-    let r = try_produce(&front, &topic, &records(1, "x"), &base, &["--timeout", "3"]);
-    assert!(r.is_err(), "no client certificate must be refused: {r:?}");
+    produce_refused(
+        &front,
+        &topic,
+        &base,
+        &["--timeout", "3"],
+        "no client certificate must be refused",
+    );
     // With one signed by another CA too.
     let mut other = base.clone();
     other.push(format!(
@@ -224,16 +246,12 @@ fn ssl_with_client_certificate() {
         front.certs.other_client_key.display()
     ));
     let before = front.tls_failures();
-    let r = try_produce(
+    produce_refused(
         &front,
         &topic,
-        &records(1, "x"),
         &other,
         &["--timeout", "3"],
-    );
-    assert!(
-        r.is_err(),
-        "a certificate from another CA must be refused: {r:?}"
+        "a certificate from another CA must be refused",
     );
     assert!(front.tls_failures() > before);
 }
@@ -255,14 +273,13 @@ fn wrong_password_is_refused() {
                 }
             })
             .collect();
-        let err = try_produce(
+        let err = produce_refused(
             &front,
             &topic,
-            &records(1, "x"),
             &config,
             &["--timeout", "10"],
-        )
-        .expect_err("a wrong password must be refused");
+            "a wrong password must be refused",
+        );
         assert!(err.contains("exit status: 3"), "{err}");
         assert!(err.contains("SASL authentication error"), "{err}");
         assert!(err.contains("Authentication failed"), "{err}");
@@ -286,14 +303,13 @@ fn expired_oauthbearer_token_is_refused() {
         "sasl.mechanism=OAUTHBEARER".to_string(),
     ];
     let expired = unsecured_jwt(USER, now - 60);
-    let err = try_produce(
+    let err = produce_refused(
         &front,
         &topic,
-        &records(1, "x"),
         &config,
         &["--timeout", "10", "--oauth-token", &expired],
-    )
-    .expect_err("an expired token must be refused");
+        "an expired token must be refused",
+    );
     assert!(err.contains("exit status: 3"), "{err}");
     assert!(err.contains("expired"), "{err}");
     assert_eq!(front.authentications(), 0);
@@ -521,14 +537,13 @@ fn librdkafka_rejects_a_bad_scram_server_signature() {
     let topic = unique("secure-front-bad-signature");
     front.create_topic(&topic, 1);
     let config = front.librdkafka_config("SASL_SSL", Some("SCRAM-SHA-512"));
-    let err = try_produce(
+    let err = produce_refused(
         &front,
         &topic,
-        &records(1, "x"),
         &config,
         &["--timeout", "10"],
-    )
-    .expect_err("librdkafka must refuse a wrong server signature");
+        "librdkafka must refuse a wrong server signature",
+    );
     assert!(err.contains("exit status: 3"), "{err}");
     assert!(err.contains("ServerSignature"), "{err}");
     // The front end accepted the client's proof: only the client could tell.
@@ -544,14 +559,13 @@ fn librdkafka_rejects_a_scram_server_final_error() {
     let topic = unique("secure-front-final-error");
     front.create_topic(&topic, 1);
     let config = front.librdkafka_config("SASL_SSL", Some("SCRAM-SHA-256"));
-    let err = try_produce(
+    let err = produce_refused(
         &front,
         &topic,
-        &records(1, "x"),
         &config,
         &["--timeout", "10"],
-    )
-    .expect_err("librdkafka must treat e= as a failure");
+        "librdkafka must treat e= as a failure",
+    );
     assert!(err.contains("exit status: 3"), "{err}");
     assert!(err.contains("invalid-proof"), "{err}");
     assert_eq!(front.authentications(), 0);
