@@ -34,6 +34,23 @@
 //! `BENCH_REPEAT` (1: runs per row, median reported). CPU per record comes
 //! from `/proc` (this process, all threads) and, with `BENCH_BROKER_PID`
 //! (set by scripts/bench-kafka), the broker's.
+//!
+//! `lateness` (only when named: `scripts/bench-kafka lateness`): relay
+//! lateness with `BENCH_LATENESS_N` (100000) records parked at once. Every
+//! record is retried once (its first delivery has no `retry.attempts`
+//! header), so all N sit in the relay (`max_parked` is raised above N;
+//! the peak of `stats().parked` is printed) before the first falls due
+//! after `BENCH_LATENESS_RETRY_MS` (10000; it must exceed the time the
+//! first pass takes, which the table shows). The handler measures, on
+//! the second delivery, lateness = now (wall clock, µs) minus the due time
+//! (`retry.enqueued-at` + the retry interval, what the relay computes):
+//! the time from falling due through the relay's write, the origin fetch
+//! and the queue to a worker. Negative means early and is counted apart
+//! (it must be 0). The run is repeated per consumer fetch setting in
+//! `BENCH_LATENESS_FETCH` (`500:1,100:1,10:1`: `fetch_max_wait` ms and
+//! `fetch_min_bytes` per run, on a transport of its own); after each run
+//! the idle engine is watched for 2 s to show what the setting costs the
+//! broker when nothing arrives (CPU as % of one core).
 
 #[path = "shared/bench.rs"]
 mod bench;
@@ -48,6 +65,7 @@ use bytes::Bytes;
 use kafka_retry::transport::{Producer, Transport};
 use kafka_retry::{
     Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats, ATTEMPTS,
+    ENQUEUED_AT,
 };
 
 const PARTITIONS: i32 = 6;
@@ -241,6 +259,156 @@ impl Bench {
     }
 }
 
+/// One `lateness` run (see the module docs).
+struct Lateness {
+    label: String,
+    n: u64,
+    parked_peak: i64,
+    first_pass: Option<Duration>,
+    all_done: Option<Duration>,
+    /// Lateness of every record handled again, µs, sorted.
+    late_us: Vec<f64>,
+    /// How many were handled before their due time, and the earliest (µs).
+    early: usize,
+    earliest_us: f64,
+    cpu: f64,
+    broker_cpu: f64,
+    /// CPU per second (1.0 = one core) of this process and the broker
+    /// while the engine sat idle afterwards.
+    idle_cpu: f64,
+    idle_broker_cpu: f64,
+}
+
+fn wall_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl Bench {
+    /// All `n` records parked at once, then relayed; lateness per record.
+    fn lateness(
+        &self,
+        bootstrap: &str,
+        n: u64,
+        interval: Duration,
+        fetch_wait: Duration,
+        min_bytes: i32,
+    ) -> Result<Lateness, BoxError> {
+        let kafka = KafkaTransport::connect(
+            KafkaConfig::new(bootstrap)
+                .fetch_max_wait(fetch_wait)
+                .fetch_min_bytes(min_bytes),
+        )?;
+        let k = self.seq.fetch_add(1, Ordering::Relaxed);
+        let name = format!("bench-late-{}-{k}", self.run_id);
+        let group = format!("{name}-g");
+        self.create(&name)?;
+        self.create(&format!("{group}-retry"))?;
+        self.create(&format!("{group}-dlt"))?;
+        self.preload(&name, n)?;
+        let samples = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n as usize)));
+        let interval_us = interval.as_micros() as i64;
+        let handler = {
+            let samples = samples.clone();
+            move |r: &Record| {
+                if r.header(ATTEMPTS).is_none() {
+                    return Outcome::retry("bench");
+                }
+                let now = wall_us();
+                let enqueued = r
+                    .header(ENQUEUED_AT)
+                    .and_then(|h| h.value.as_deref())
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<i64>().ok());
+                if let Some(ms) = enqueued {
+                    let late = now - (ms * 1000 + interval_us);
+                    samples
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(late as f64);
+                }
+                Outcome::Done
+            }
+        };
+        let (cpu0, broker0) = (process_cpu(), self.broker_cpu());
+        let t0 = Instant::now();
+        let engine = Engine::builder(kafka)
+            .group_id(&group)
+            .topics([name.as_str()])
+            .workers(self.workers)
+            .handler(handler)
+            .session_timeout(self.session)
+            .max_parked(n as usize + 10_000)
+            .policy(RetryPolicy::new(interval, Duration::from_secs(3600)))
+            .build()?;
+        let (mut parked_peak, mut first_pass, mut all_done) = (0i64, None, None);
+        while t0.elapsed() < RUN_LIMIT + interval {
+            let s = engine.stats();
+            parked_peak = parked_peak.max(s.parked);
+            if first_pass.is_none() && s.retried >= n {
+                first_pass = Some(t0.elapsed());
+            }
+            if s.done >= n {
+                all_done = Some(t0.elapsed());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (cpu, broker_cpu) = (process_cpu() - cpu0, self.broker_cpu() - broker0);
+        // Idle: what the fetch setting costs when nothing arrives.
+        let idle = Duration::from_secs(2);
+        let (c0, b0) = (process_cpu(), self.broker_cpu());
+        std::thread::sleep(idle);
+        let idle_cpu = (process_cpu() - c0) / idle.as_secs_f64();
+        let idle_broker_cpu = (self.broker_cpu() - b0) / idle.as_secs_f64();
+        if let Err(e) = engine.shutdown(Duration::from_secs(10)) {
+            eprintln!("bench_engine_kafka: shutdown: {e}");
+        }
+        let mut late_us = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
+        late_us.sort_by(f64::total_cmp);
+        let early = late_us.iter().filter(|&&l| l < 0.0).count();
+        Ok(Lateness {
+            label: format!("fetch_max_wait {fetch_wait:?}, fetch_min_bytes {min_bytes}"),
+            n,
+            parked_peak,
+            first_pass,
+            all_done,
+            earliest_us: late_us.first().copied().unwrap_or(0.0).min(0.0),
+            late_us,
+            early,
+            cpu,
+            broker_cpu,
+            idle_cpu,
+            idle_broker_cpu,
+        })
+    }
+}
+
+fn print_lateness(l: &Lateness) {
+    let ms = |q: f64| bench::percentile(&l.late_us, q) / 1e3;
+    println!(
+        "lateness, {}: {} records, parked peak {}, first pass {}, all done {}; lateness ms \
+         p50 {:.1}, p99 {:.1}, max {:.1} over {} samples, early {} (earliest {:.3} ms); \
+         CPU/record {:.2} us client, {:.2} us broker; idle CPU {:.1}% client, {:.1}% broker",
+        l.label,
+        l.n,
+        l.parked_peak,
+        secs(l.first_pass),
+        secs(l.all_done),
+        ms(0.5),
+        ms(0.99),
+        ms(1.0),
+        l.late_us.len(),
+        l.early,
+        l.earliest_us / 1e3,
+        l.cpu * 1e6 / l.n as f64,
+        l.broker_cpu * 1e6 / l.n as f64,
+        l.idle_cpu * 100.0,
+        l.idle_broker_cpu * 100.0
+    );
+}
+
 fn secs(d: Option<Duration>) -> String {
     d.map_or("TIMEOUT".into(), |d| format!("{:.2} s", d.as_secs_f64()))
 }
@@ -317,6 +485,65 @@ fn main() -> Result<(), BoxError> {
     // Warm-up: connections, metadata, broker-side state, allocator.
     let warm = bench.run(10_000, Mode::NoRetry)?;
     print_run("warm-up", &warm);
+
+    // Only when named: it parks N records once per fetch setting.
+    if std::env::args().skip(1).any(|a| a == "lateness") {
+        let n = env_u64("BENCH_LATENESS_N", 100_000).max(1);
+        let interval = Duration::from_millis(env_u64("BENCH_LATENESS_RETRY_MS", 10_000).max(1));
+        let variants: Vec<(u64, i32)> = std::env::var("BENCH_LATENESS_FETCH")
+            .unwrap_or_else(|_| "500:1,100:1,10:1".into())
+            .split(',')
+            .filter_map(|v| {
+                let (w, b) = v.split_once(':')?;
+                Some((w.trim().parse().ok()?, b.trim().parse().ok()?))
+            })
+            .collect();
+        let mut runs = Vec::new();
+        for (wait, min_bytes) in variants {
+            let l = bench.lateness(
+                &bootstrap,
+                n,
+                interval,
+                Duration::from_millis(wait),
+                min_bytes,
+            )?;
+            print_lateness(&l);
+            runs.push(l);
+        }
+        println!();
+        println!(
+            "Relay lateness on Kafka (one Tansu broker): {n} records parked at once, retry \
+             interval {interval:?}, {} workers, {PARTITIONS} partitions; lateness = handled \
+             again minus due (enqueued-at + interval), never negative unless early; idle = the \
+             idle engine over 2 s afterwards.",
+            bench.workers
+        );
+        println!();
+        println!(
+            "| consumer fetch setting | parked peak | first pass (all parked) | all done \
+             | lateness p50 | p99 | max | early | CPU/record client, broker | idle CPU client, broker |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        for l in &runs {
+            let ms = |q: f64| format!("{:.1} ms", bench::percentile(&l.late_us, q) / 1e3);
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.2} us, {:.2} us | {:.1}%, {:.1}% |",
+                l.label,
+                l.parked_peak,
+                secs(l.first_pass),
+                secs(l.all_done),
+                ms(0.5),
+                ms(0.99),
+                ms(1.0),
+                l.early,
+                l.cpu * 1e6 / l.n as f64,
+                l.broker_cpu * 1e6 / l.n as f64,
+                l.idle_cpu * 100.0,
+                l.idle_broker_cpu * 100.0
+            );
+        }
+        println!();
+    }
 
     let mut rows: Vec<(Mode, Vec<Run>)> = Vec::new();
     for (mode, n, section) in [(Mode::NoRetry, n0, "tp0"), (Mode::Retry10, n10, "tp10")] {
