@@ -46,11 +46,14 @@
 //! (`retry.enqueued-at` + the retry interval, what the relay computes):
 //! the time from falling due through the relay's write, the origin fetch
 //! and the queue to a worker. Negative means early and is counted apart
-//! (it must be 0). The run is repeated per consumer fetch setting in
-//! `BENCH_LATENESS_FETCH` (`500:1,100:1,10:1`: `fetch_max_wait` ms and
-//! `fetch_min_bytes` per run, on a transport of its own); after each run
+//! (it must be 0). The run is repeated per client setting in
+//! `BENCH_LATENESS_FETCH` (`500:1,100:1,10:1,1:1,1:1:0`: `fetch_max_wait`
+//! ms, `fetch_min_bytes` and optionally the producer's `linger` ms (default
+//! 5) per run, on a transport of its own: the relay's writes wait out the
+//! linger before they are sent); after each run
 //! the idle engine is watched for 2 s to show what the setting costs the
-//! broker when nothing arrives (CPU as % of one core).
+//! broker when nothing arrives (CPU as % of one core). `BENCH_REPEAT`
+//! rounds over the settings; every run is a row of its own.
 
 #[path = "shared/bench.rs"]
 mod bench;
@@ -294,11 +297,13 @@ impl Bench {
         interval: Duration,
         fetch_wait: Duration,
         min_bytes: i32,
+        linger: Duration,
     ) -> Result<Lateness, BoxError> {
         let kafka = KafkaTransport::connect(
             KafkaConfig::new(bootstrap)
                 .fetch_max_wait(fetch_wait)
-                .fetch_min_bytes(min_bytes),
+                .fetch_min_bytes(min_bytes)
+                .linger(linger),
         )?;
         let k = self.seq.fetch_add(1, Ordering::Relaxed);
         let name = format!("bench-late-{}-{k}", self.run_id);
@@ -369,7 +374,9 @@ impl Bench {
         late_us.sort_by(f64::total_cmp);
         let early = late_us.iter().filter(|&&l| l < 0.0).count();
         Ok(Lateness {
-            label: format!("fetch_max_wait {fetch_wait:?}, fetch_min_bytes {min_bytes}"),
+            label: format!(
+                "fetch_max_wait {fetch_wait:?}, fetch_min_bytes {min_bytes}, linger {linger:?}"
+            ),
             n,
             parked_peak,
             first_pass,
@@ -465,7 +472,6 @@ fn main() -> Result<(), BoxError> {
         broker_pid: bench::broker_pid_from_env(),
         seq: AtomicU64::new(0),
     };
-    let repeat = env_u64("BENCH_REPEAT", 1).max(1) as usize;
     let n0 = env_u64("BENCH_ENGINE_N0", 200_000).max(1);
     let n10 = env_u64("BENCH_ENGINE_N10", 50_000).max(10);
     println!(
@@ -486,30 +492,40 @@ fn main() -> Result<(), BoxError> {
     let warm = bench.run(10_000, Mode::NoRetry)?;
     print_run("warm-up", &warm);
 
+    let repeat = env_u64("BENCH_REPEAT", 1).max(1) as usize;
     // Only when named: it parks N records once per fetch setting.
     if std::env::args().skip(1).any(|a| a == "lateness") {
         let n = env_u64("BENCH_LATENESS_N", 100_000).max(1);
         let interval = Duration::from_millis(env_u64("BENCH_LATENESS_RETRY_MS", 10_000).max(1));
-        let variants: Vec<(u64, i32)> = std::env::var("BENCH_LATENESS_FETCH")
-            .unwrap_or_else(|_| "500:1,100:1,10:1".into())
+        let variants: Vec<(u64, i32, u64)> = std::env::var("BENCH_LATENESS_FETCH")
+            .unwrap_or_else(|_| "500:1,100:1,10:1,1:1,1:1:0".into())
             .split(',')
             .filter_map(|v| {
-                let (w, b) = v.split_once(':')?;
-                Some((w.trim().parse().ok()?, b.trim().parse().ok()?))
+                let mut f = v.split(':').map(str::trim);
+                let wait = f.next()?.parse().ok()?;
+                let min_bytes = f.next()?.parse().ok()?;
+                let linger = f.next().map_or(Some(5), |l| l.parse().ok())?;
+                Some((wait, min_bytes, linger))
             })
             .collect();
         let mut runs = Vec::new();
-        for (wait, min_bytes) in variants {
-            let l = bench.lateness(
-                &bootstrap,
-                n,
-                interval,
-                Duration::from_millis(wait),
-                min_bytes,
-            )?;
-            print_lateness(&l);
-            runs.push(l);
+        // BENCH_REPEAT rounds over the settings, each run its own row: the
+        // tail moves a lot from run to run on a shared machine.
+        for _ in 0..repeat {
+            for &(wait, min_bytes, linger) in &variants {
+                let l = bench.lateness(
+                    &bootstrap,
+                    n,
+                    interval,
+                    Duration::from_millis(wait),
+                    min_bytes,
+                    Duration::from_millis(linger),
+                )?;
+                print_lateness(&l);
+                runs.push(l);
+            }
         }
+        runs.sort_by_key(|l| l.label.clone());
         println!();
         println!(
             "Relay lateness on Kafka (one Tansu broker): {n} records parked at once, retry \
@@ -520,7 +536,7 @@ fn main() -> Result<(), BoxError> {
         );
         println!();
         println!(
-            "| consumer fetch setting | parked peak | first pass (all parked) | all done \
+            "| client setting | parked peak | first pass (all parked) | all done \
              | lateness p50 | p99 | max | early | CPU/record client, broker | idle CPU client, broker |"
         );
         println!("|---|---|---|---|---|---|---|---|---|---|");
@@ -557,6 +573,9 @@ fn main() -> Result<(), BoxError> {
             runs.push(r);
         }
         rows.push((mode, runs));
+    }
+    if rows.is_empty() {
+        return Ok(());
     }
 
     println!();

@@ -23,7 +23,10 @@
 //! `enable.idempotence=false`), 6 partitions, keys `key-00042` (10,000
 //! distinct). Knobs: `BENCH_N_SMALL` (200000 records of 100 B),
 //! `BENCH_N_LARGE` (50000 of 1 KiB), `BENCH_CHUNK` (10000 per `send_batch`),
-//! `BENCH_ASYNC_WINDOW` (10000 unacknowledged `send_async`),
+//! `BENCH_ASYNC_WINDOW` (100000 unacknowledged `send_async`: the limit
+//! librdkafka's `queue.buffering.max.messages` puts on rdkafka, 100000 by
+//! default; with 10000 ours keeps less than one 1 MiB batch of 100-byte
+//! records in flight),
 //! `BENCH_ENGINE_N0` (200000), `BENCH_ENGINE_N10` (50000),
 //! `BENCH_ENGINE_WORKERS` (4), `BENCH_ENGINE_RETRY_MS` (100),
 //! `BENCH_SESSION_MS` (2000, every group member on both sides),
@@ -222,7 +225,7 @@ fn main() -> Result<(), BoxError> {
             .collect(),
         session: Duration::from_millis(env("BENCH_SESSION_MS", 2000)),
         chunk: env("BENCH_CHUNK", 10_000).max(1) as usize,
-        async_window: env("BENCH_ASYNC_WINDOW", 10_000).max(1) as usize,
+        async_window: env("BENCH_ASYNC_WINDOW", 100_000).max(1) as usize,
         workers: env("BENCH_ENGINE_WORKERS", 4).max(1) as usize,
         retry_interval: Duration::from_millis(env("BENCH_ENGINE_RETRY_MS", 100).max(1)),
         seq: AtomicU64::new(0),

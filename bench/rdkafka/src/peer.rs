@@ -58,6 +58,9 @@ pub fn producer(setup: &Setup) -> Result<Prod, BoxError> {
             IN_FLIGHT.to_string(),
         )
         .set("compression.type", "none")
+        // Most unacknowledged records (librdkafka's default, spelled out):
+        // ours gets the same window (`BENCH_ASYNC_WINDOW`).
+        .set("queue.buffering.max.messages", "100000")
         .set("partitioner", "murmur2_random")
         .create_with_context(Deliveries::default())?)
 }
