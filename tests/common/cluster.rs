@@ -226,7 +226,13 @@ impl Cluster {
 
     /// Times `node` was asked for `topic`-`partition` in a request of `api`
     /// (Produce, Fetch, ListOffsets), refused or not.
-    pub fn partition_requests(&self, node: usize, api: ApiKey, topic: &str, partition: i32) -> usize {
+    pub fn partition_requests(
+        &self,
+        node: usize,
+        api: ApiKey,
+        topic: &str,
+        partition: i32,
+    ) -> usize {
         lock(&self.shared.stats)
             .partitions
             .get(&(node, api as i16, topic.to_string(), partition))
@@ -259,7 +265,13 @@ impl Cluster {
 
     /// When `node` first forwarded `topic`-`partition` in an `api` request
     /// (since start or [`Cluster::forget_first_served`]).
-    pub fn first_served(&self, node: usize, api: ApiKey, topic: &str, partition: i32) -> Option<Instant> {
+    pub fn first_served(
+        &self,
+        node: usize,
+        api: ApiKey,
+        topic: &str,
+        partition: i32,
+    ) -> Option<Instant> {
         lock(&self.shared.stats)
             .first_served
             .get(&(node, api as i16, topic.to_string(), partition))
@@ -385,22 +397,36 @@ fn serve(node: usize, mut client: TcpStream, shared: &Arc<Shared>) -> io::Result
 }
 
 /// Decodes a request frame: header and body.
-fn decode_req<T: Decodable>(api: ApiKey, version: i16, frame: &[u8]) -> io::Result<(RequestHeader, T)> {
+fn decode_req<T: Decodable>(
+    api: ApiKey,
+    version: i16,
+    frame: &[u8],
+) -> io::Result<(RequestHeader, T)> {
     let mut b = Bytes::copy_from_slice(frame);
     let h = RequestHeader::decode(&mut b, api.request_header_version(version)).map_err(bad)?;
     let body = T::decode(&mut b, version).map_err(bad)?;
     Ok((h, body))
 }
 
-fn encode_req<T: Encodable>(api: ApiKey, version: i16, h: &RequestHeader, body: &T) -> io::Result<Vec<u8>> {
+fn encode_req<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    h: &RequestHeader,
+    body: &T,
+) -> io::Result<Vec<u8>> {
     let mut b = BytesMut::new();
-    h.encode(&mut b, api.request_header_version(version)).map_err(bad)?;
+    h.encode(&mut b, api.request_header_version(version))
+        .map_err(bad)?;
     body.encode(&mut b, version).map_err(bad)?;
     Ok(b.to_vec())
 }
 
 /// A reply frame: header (correlation id) and body.
-fn encode_resp<T: Encodable + HeaderVersion>(corr: i32, version: i16, body: &T) -> io::Result<Vec<u8>> {
+fn encode_resp<T: Encodable + HeaderVersion>(
+    corr: i32,
+    version: i16,
+    body: &T,
+) -> io::Result<Vec<u8>> {
     let mut b = BytesMut::new();
     let mut h = ResponseHeader::default();
     h.correlation_id = corr;
@@ -409,12 +435,21 @@ fn encode_resp<T: Encodable + HeaderVersion>(corr: i32, version: i16, body: &T) 
     Ok(b.to_vec())
 }
 
-fn decode_resp<T: Decodable + HeaderVersion>(version: i16, mut frame: Bytes) -> io::Result<(ResponseHeader, T)> {
+fn decode_resp<T: Decodable + HeaderVersion>(
+    version: i16,
+    mut frame: Bytes,
+) -> io::Result<(ResponseHeader, T)> {
     let h = ResponseHeader::decode(&mut frame, T::header_version(version)).map_err(bad)?;
     Ok((h, T::decode(&mut frame, version).map_err(bad)?))
 }
 
-fn plan(node: usize, api: ApiKey, version: i16, frame: &[u8], shared: &Arc<Shared>) -> io::Result<Plan> {
+fn plan(
+    node: usize,
+    api: ApiKey,
+    version: i16,
+    frame: &[u8],
+    shared: &Arc<Shared>,
+) -> io::Result<Plan> {
     match api {
         ApiKey::Metadata => {
             let s = shared.clone();
@@ -505,7 +540,12 @@ fn rewrite_coordinator(version: i16, reply: Bytes, shared: &Shared) -> io::Resul
 }
 
 /// Counts the partitions of a request and says which `node` leads.
-fn sort_partitions(node: usize, api: ApiKey, parts: &[(String, i32)], shared: &Shared) -> Vec<bool> {
+fn sort_partitions(
+    node: usize,
+    api: ApiKey,
+    parts: &[(String, i32)],
+    shared: &Shared,
+) -> Vec<bool> {
     let state = lock(&shared.state);
     let mut stats = lock(&shared.stats);
     parts
@@ -535,7 +575,11 @@ fn plan_produce(node: usize, version: i16, frame: &[u8], shared: &Arc<Shared>) -
     let parts: Vec<(String, i32)> = req
         .topic_data
         .iter()
-        .flat_map(|t| t.partition_data.iter().map(|p| (t.name.0.to_string(), p.index)))
+        .flat_map(|t| {
+            t.partition_data
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.index))
+        })
         .collect();
     let mine = sort_partitions(node, api, &parts, shared);
     if mine.iter().all(|m| *m) {
@@ -575,7 +619,8 @@ fn plan_produce(node: usize, version: i16, frame: &[u8], shared: &Arc<Shared>) -
     let state = lock(&shared.state);
     for t in &mut req.topic_data {
         let name = t.name.0.to_string();
-        t.partition_data.retain(|p| state.leader(&name, p.index) == node);
+        t.partition_data
+            .retain(|p| state.leader(&name, p.index) == node);
     }
     drop(state);
     req.topic_data.retain(|t| !t.partition_data.is_empty());
@@ -596,7 +641,11 @@ fn plan_fetch(node: usize, version: i16, frame: &[u8], shared: &Arc<Shared>) -> 
     let parts: Vec<(String, i32)> = req
         .topics
         .iter()
-        .flat_map(|t| t.partitions.iter().map(|p| (t.topic.0.to_string(), p.partition)))
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.topic.0.to_string(), p.partition))
+        })
         .collect();
     let mine = sort_partitions(node, api, &parts, shared);
     if mine.iter().all(|m| *m) {
@@ -616,11 +665,16 @@ fn plan_fetch(node: usize, version: i16, frame: &[u8], shared: &Arc<Shared>) -> 
             pd.high_watermark = -1;
             pd.last_stable_offset = -1;
             pd.log_start_offset = -1;
-            match resp.responses.iter_mut().find(|r| &*r.topic.0 == t.as_str()) {
+            match resp
+                .responses
+                .iter_mut()
+                .find(|r| &*r.topic.0 == t.as_str())
+            {
                 Some(tr) => tr.partitions.push(pd),
                 None => {
                     let mut tr = FetchableTopicResponse::default();
-                    tr.topic = kafka_protocol::messages::TopicName(StrBytes::from_string(t.clone()));
+                    tr.topic =
+                        kafka_protocol::messages::TopicName(StrBytes::from_string(t.clone()));
                     tr.partitions.push(pd);
                     resp.responses.push(tr);
                 }
@@ -635,13 +689,15 @@ fn plan_fetch(node: usize, version: i16, frame: &[u8], shared: &Arc<Shared>) -> 
     let state = lock(&shared.state);
     for t in &mut req.topics {
         let name = t.topic.0.to_string();
-        t.partitions.retain(|p| state.leader(&name, p.partition) == node);
+        t.partitions
+            .retain(|p| state.leader(&name, p.partition) == node);
     }
     drop(state);
     req.topics.retain(|t| !t.partitions.is_empty());
     // Do not long-poll on the partitions led here while the others wait
     // for their refusal.
-    req.max_wait_ms = 0;
+    // (1 ms, not 0: Tansu answers max_wait_ms = 0 with no partitions.)
+    req.max_wait_ms = req.max_wait_ms.min(1);
     let fwd = encode_req(api, version, &h, &req)?;
     Ok(Plan::Rewrite(
         fwd,
@@ -653,13 +709,22 @@ fn plan_fetch(node: usize, version: i16, frame: &[u8], shared: &Arc<Shared>) -> 
     ))
 }
 
-fn plan_list_offsets(node: usize, version: i16, frame: &[u8], shared: &Arc<Shared>) -> io::Result<Plan> {
+fn plan_list_offsets(
+    node: usize,
+    version: i16,
+    frame: &[u8],
+    shared: &Arc<Shared>,
+) -> io::Result<Plan> {
     let api = ApiKey::ListOffsets;
     let (h, req): (_, ListOffsetsRequest) = decode_req(api, version, frame)?;
     let parts: Vec<(String, i32)> = req
         .topics
         .iter()
-        .flat_map(|t| t.partitions.iter().map(|p| (t.name.0.to_string(), p.partition_index)))
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index))
+        })
         .collect();
     let mine = sort_partitions(node, api, &parts, shared);
     if mine.iter().all(|m| *m) {
@@ -684,7 +749,13 @@ fn plan_list_offsets(node: usize, version: i16, frame: &[u8], shared: &Arc<Share
     Ok(Plan::Answer(encode_resp(h.correlation_id, version, &resp)?))
 }
 
-fn plan_group(node: usize, api: ApiKey, version: i16, frame: &[u8], shared: &Arc<Shared>) -> io::Result<Plan> {
+fn plan_group(
+    node: usize,
+    api: ApiKey,
+    version: i16,
+    frame: &[u8],
+    shared: &Arc<Shared>,
+) -> io::Result<Plan> {
     if lock(&shared.state).coordinator() == node {
         lock(&shared.stats)
             .first_group
@@ -692,7 +763,10 @@ fn plan_group(node: usize, api: ApiKey, version: i16, frame: &[u8], shared: &Arc
             .or_insert_with(Instant::now);
         return Ok(Plan::Forward);
     }
-    *lock(&shared.stats).refused.entry((node, api as i16)).or_default() += 1;
+    *lock(&shared.stats)
+        .refused
+        .entry((node, api as i16))
+        .or_default() += 1;
     let corr = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let reply = match api {
         ApiKey::JoinGroup => {

@@ -60,6 +60,12 @@ pub(crate) struct Fetcher {
     /// Rotates the start of `take` and of the partition order in Fetch, so
     /// that no partition starves the others.
     turn: usize,
+    /// Rotates which leader is asked first (and so with the caller's wait)
+    /// in a fetch round. Its own counter: `turn` also moves in `take`, and
+    /// a poll calling `take` twice per round moved it by 3 per round, so
+    /// with 3 leaders the same one always came first (the cluster harness
+    /// of tests/kafka_cluster.rs showed it).
+    leader_turn: usize,
     /// Consecutive fetch rounds that hit an error: drives the back-off, and
     /// only the first round of a streak logs warnings (a broker outage must
     /// not flood the log).
@@ -198,6 +204,7 @@ impl Fetcher {
             parts: BTreeMap::new(),
             conns: HashMap::new(),
             turn: 0,
+            leader_turn: 0,
             failures: 0,
             retry_at: HashMap::new(),
             auth_failure: None,
@@ -302,9 +309,10 @@ impl Fetcher {
             return;
         }
         self.turn = self.turn.wrapping_add(1);
+        self.leader_turn = self.leader_turn.wrapping_add(1);
         let mut leaders: Vec<i32> = by_leader.keys().copied().collect();
         let n = leaders.len();
-        leaders.rotate_left(self.turn % n);
+        leaders.rotate_left(self.leader_turn % n);
         let mut wait = wait;
         let mut resets = Vec::new();
         for leader in leaders {
@@ -312,11 +320,13 @@ impl Fetcher {
                 continue;
             };
             match self.fetch_from(leader, &list, wait, &mut resets, &mut refresh) {
-                // Once a leader gave us records, ask the others without waiting:
-                // the caller gets what is there now.
+                // Once a leader gave us records, ask the others (almost)
+                // without waiting: the caller gets what is there now. 1 ms,
+                // not 0: Tansu answers max_wait_ms = 0 with no partitions at
+                // all, so with 0 the other leaders starved under load.
                 Ok(true) => {
                     log::trace!("fetch from node {leader}: records buffered");
-                    wait = Duration::ZERO
+                    wait = wait.min(Duration::from_millis(1))
                 }
                 Ok(false) => {}
                 Err(e) => {
