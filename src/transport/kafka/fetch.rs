@@ -135,6 +135,15 @@ fn take_fair(
 /// Batches without a producer id are never transactional; control batches
 /// are already left out by the decoder.
 ///
+/// Beyond Java: a transactional batch whose producer's next marker *in the
+/// same reply* is an ABORT is dropped too, listed or not. A producer has
+/// one transaction open at a time, so its batches before an ABORT marker
+/// belong to the aborted transaction: on Kafka this only repeats what the
+/// list says, but Tansu (0.6) lists no aborted transaction at all, and
+/// without this read_committed would read them there. A batch whose marker
+/// is not in the reply is left to the list (never held back: a
+/// transaction bigger than one reply must not stall the partition).
+///
 /// The LSO clip is a second line of defence: a broker honouring
 /// isolation_level 1 never sends data at or above its LSO, but one that
 /// ignores it would otherwise hand out records of open transactions. The
@@ -155,6 +164,22 @@ pub(crate) fn committed_only(
     let mut open: HashSet<i64> = HashSet::new();
     // Inclusive offset ranges of the dropped batches, ascending.
     let mut dropped: Vec<(i64, i64)> = Vec::new();
+    // The nearest later marker of each producer, walking backwards.
+    let mut next_marker: HashMap<i64, Control> = HashMap::new();
+    for b in batches.iter().rev() {
+        if b.producer_id < 0 {
+            continue;
+        }
+        match b.control {
+            Some(c) => {
+                next_marker.insert(b.producer_id, c);
+            }
+            None if b.transactional && next_marker.get(&b.producer_id) == Some(&Control::Abort) => {
+                dropped.push((b.base, b.last));
+            }
+            None => {}
+        }
+    }
     for b in batches {
         if b.producer_id < 0 {
             continue;
@@ -173,6 +198,9 @@ pub(crate) fn committed_only(
         }
     }
     if !dropped.is_empty() {
+        // Both walks may name a batch; ranges never overlap otherwise.
+        dropped.sort_unstable();
+        dropped.dedup();
         let mut i = 0;
         records.retain(|r| {
             while i < dropped.len() && dropped[i].1 < r.offset {
@@ -725,7 +753,7 @@ mod tests {
 
     /// A log with committed, aborted and plain batches of three producers,
     /// interleaved, and the aborted-transaction list a broker sends for it.
-    /// Kept values: their offsets are 0, 1, 5, 6, 9, 10, 15.
+    /// Kept values: their offsets are 0, 1, 5, 6, 9, 10, 15; it ends at 17.
     fn log() -> (Vec<u8>, Vec<(i64, i64)>) {
         let parts = [
             data_batch(0, 7, true, &["c0", "c1"]), // pid 7, committed at 2
@@ -740,8 +768,10 @@ mod tests {
             data_batch(12, 8, true, &["a12", "a13"]), // pid 8, aborted at 14
             marker(14, 8, true),
             data_batch(15, 10, false, &["i15"]), // idempotent, no transaction
+            // pid 11, aborted, its marker beyond this reply: only the list tells.
+            data_batch(16, 11, true, &["a16"]),
         ];
-        (parts.concat(), vec![(8, 12), (8, 3)])
+        (parts.concat(), vec![(8, 12), (11, 16), (8, 3)])
     }
 
     fn values(records: &[Record]) -> Vec<(i64, String)> {
@@ -760,14 +790,14 @@ mod tests {
     fn committed_only_drops_aborted_transactions_per_producer() {
         let (data, aborted) = log();
         let d = decode_records("t", 0, Bytes::from(data), 0);
-        assert_eq!(d.batches.len(), 12);
+        assert_eq!(d.batches.len(), 13);
         let (kept, next) = committed_only(
             d.records.clone(),
             d.next_offset,
             0,
             &d.batches,
             &aborted,
-            16,
+            17,
         );
         let want: Vec<(i64, String)> = [
             (0, "c0"),
@@ -782,12 +812,38 @@ mod tests {
         .map(|(o, v)| (*o, v.to_string()))
         .collect();
         assert_eq!(values(&kept), want);
-        assert_eq!(next, 16);
+        assert_eq!(next, 17);
 
-        // Without the list nothing is dropped (Tansu may hide aborted
-        // records itself; this is what read_uncommitted sees).
-        let (all, _) = committed_only(d.records.clone(), d.next_offset, 0, &d.batches, &[], -1);
-        assert_eq!(all.len(), 11);
+        // Without the list (Tansu sends none), the ABORT markers in the
+        // reply still drop what they abort.
+        let (kept, _) = committed_only(d.records.clone(), d.next_offset, 0, &d.batches, &[], -1);
+        assert_eq!(
+            kept.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![0, 1, 5, 6, 9, 10, 15, 16]
+        );
+        // A reply cut before the markers: only the list can tell, and the
+        // records are not held back.
+        let cut: Vec<u8> = [
+            data_batch(0, 7, true, &["c0", "c1"]),
+            data_batch(2, 8, true, &["a2"]),
+        ]
+        .concat();
+        let d2 = decode_records("t", 0, Bytes::from(cut), 0);
+        let (kept, next) = committed_only(
+            d2.records.clone(),
+            d2.next_offset,
+            0,
+            &d2.batches,
+            &[(8, 2)],
+            -1,
+        );
+        assert_eq!(
+            kept.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert_eq!(next, 3);
+        let (kept, _) = committed_only(d2.records.clone(), d2.next_offset, 0, &d2.batches, &[], -1);
+        assert_eq!(kept.len(), 3);
 
         // The last stable offset caps both the records and the position,
         // never below where the fetch started.
@@ -832,9 +888,9 @@ mod tests {
             // The first Fetch gets the log; later ones nothing new.
             (r.key == api::FETCH).then(|| {
                 if n == 0 {
-                    fetch_v4(16, &aborted, &data)
+                    fetch_v4(17, &aborted, &data)
                 } else {
-                    fetch_v4(16, &[], &[])
+                    fetch_v4(17, &[], &[])
                 }
             })
         });
@@ -856,7 +912,7 @@ mod tests {
             got.iter().map(|r| r.offset).collect::<Vec<_>>(),
             vec![0, 1, 5, 6, 9, 10, 15]
         );
-        assert_eq!(pos, Some(16), "the position moves past aborted records");
+        assert_eq!(pos, Some(17), "the position moves past aborted records");
         // Fetch v4 body: replica, max wait, min bytes, max bytes, isolation.
         let fetch = broker
             .seen()
@@ -866,8 +922,8 @@ mod tests {
         assert_eq!(fetch.body[16], 1, "isolation_level sent");
 
         let (got, pos, broker) = fetch_from_fake(IsolationLevel::ReadUncommitted);
-        assert_eq!(got.len(), 11, "every data record, markers skipped");
-        assert_eq!(pos, Some(16));
+        assert_eq!(got.len(), 12, "every data record, markers skipped");
+        assert_eq!(pos, Some(17));
         let fetch = broker
             .seen()
             .into_iter()
@@ -878,7 +934,7 @@ mod tests {
         // The transport-wide floor turns read_committed on too.
         let (data, aborted) = log();
         let broker = FakeBroker::start(move |r, _| {
-            (r.key == api::FETCH).then(|| fetch_v4(16, &aborted, &data))
+            (r.key == api::FETCH).then(|| fetch_v4(17, &aborted, &data))
         });
         let config = KafkaConfig::new(broker.addr()).isolation_level(IsolationLevel::ReadCommitted);
         let mut f = Fetcher::new(
