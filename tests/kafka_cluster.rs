@@ -185,8 +185,12 @@ fn a_dead_first_bootstrap_address_is_skipped() {
     assert_eq!(d.partition, 2);
     println!("bootstrap with a dead first address: connected in {connected:?}");
     assert!(connected < FAILOVER_BOUND);
-    assert_eq!(cluster.requests(1, ApiKey::Metadata) > 0, true);
+    assert!(cluster.requests(1, ApiKey::Metadata) > 0);
 }
+
+/// What [`produce_until`] reports: acknowledged (value, partition, sent
+/// at), failed sends, the slowest send.
+type Sent = (Vec<(String, i32, Instant)>, usize, Duration);
 
 /// Sends `"<tag>-<i>"` to `partitions` round robin, one acknowledged
 /// record at a time, until `stop`; returns the values acknowledged (with
@@ -197,7 +201,7 @@ fn produce_until(
     partitions: i32,
     tag: &'static str,
     stop: Arc<AtomicBool>,
-) -> thread::JoinHandle<(Vec<(String, i32, Instant)>, usize, Duration)> {
+) -> thread::JoinHandle<Sent> {
     thread::spawn(move || {
         let mut ok = Vec::new();
         let mut failed = 0;
@@ -220,21 +224,6 @@ fn produce_until(
         }
         (ok, failed, slowest)
     })
-}
-
-/// Waits until `f` gives a time (bounded by [`FAILOVER_BOUND`]).
-fn wait_for(what: &str, mut f: impl FnMut() -> Option<Instant>) -> Instant {
-    let deadline = Instant::now() + FAILOVER_BOUND;
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {FAILOVER_BOUND:?}"
-        );
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]
@@ -279,7 +268,7 @@ fn a_leader_move_is_followed_by_producer_and_consumer() {
     // Drain what is left through the cluster.
     let want: Vec<String> = sent.iter().map(|(v, _, _)| v.clone()).collect();
     let until = Instant::now() + Duration::from_secs(10);
-    while loss_and_dups(&want, &seen).0.len() > 0 && Instant::now() < until {
+    while !loss_and_dups(&want, &seen).0.is_empty() && Instant::now() < until {
         poll_for(&mut c, Duration::from_millis(100), &mut seen);
     }
     println!(
@@ -439,7 +428,7 @@ fn a_dead_broker_does_not_stop_the_engine() {
                 .next()
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0);
-            if n % 7 == 0 && r.attempts() == 0 {
+            if n.is_multiple_of(7) && r.attempts() == 0 {
                 r2.fetch_add(1, Ordering::SeqCst);
                 return Outcome::retry("once");
             }
@@ -456,38 +445,13 @@ fn a_dead_broker_does_not_stop_the_engine() {
     let sender = produce_until(producer, t.clone(), 3, "d", stop.clone());
     let seen = |v: &str| handled.lock().unwrap().iter().any(|(x, _)| x == v);
     let started = common::eventually(Duration::from_secs(30), || seen("d-1") && seen("d-7"));
-    if !started {
-        let log = read_all(&t, 100000, Duration::from_secs(3));
-        let mut by: BTreeMap<i32, (usize, Vec<String>)> = BTreeMap::new();
-        for r in &log {
-            let e = by.entry(r.partition).or_default();
-            e.0 += 1;
-            if e.1.len() < 5 {
-                e.1.push(
-                    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
-                );
-            }
-        }
-        eprintln!("LOG: {by:?}");
-    }
-    let so_far: Vec<String> = handled
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(v, _)| v.clone())
-        .collect();
+    let so_far = handled.lock().unwrap().len();
     assert!(
         started,
-        "engine started handling (partition 1 and the retry path): handled {} ({:?}), {} retried, {:?}; fetch routes {:?}, produce routes {:?}",
-        so_far.len(),
-        (0..3).map(|p| {
-            let ns: Vec<usize> = so_far.iter().filter_map(|v| v[2..].parse::<usize>().ok()).filter(|n| n % 3 == p).collect();
-            (p, ns.len(), ns.iter().min().copied())
-        }).collect::<Vec<_>>(),
-        retried.load(Ordering::SeqCst),
+        "engine started handling partition 1 and the retry path: {so_far} handled, {:?}; \
+         fetch routes {:?}",
         engine.stats(),
         cluster.routes(ApiKey::Fetch, &t),
-        cluster.routes(ApiKey::Produce, &t),
     );
     let killed = Instant::now();
     cluster.kill(victim);

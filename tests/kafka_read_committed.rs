@@ -196,7 +196,9 @@ fn the_engine_reads_committed_only_when_asked() {
 /// What Tansu's Fetch reply says at isolation_level 1 about the partition
 /// the transactions went to: (last stable offset, high watermark, aborted
 /// transactions, per batch (base offset, attributes, producer id)).
-fn raw_fetch_committed(topic: &str) -> (i64, i64, Option<Vec<(i64, i64)>>, Vec<(i64, i16, i64)>) {
+type RawFetch = (i64, i64, Option<Vec<(i64, i64)>>, Vec<(i64, i16, i64)>);
+
+fn raw_fetch_committed(topic: &str) -> RawFetch {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
     use kafka_protocol::protocol::StrBytes;
