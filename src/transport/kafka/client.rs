@@ -176,8 +176,16 @@ impl Client {
             Some(a) => a,
             None => {
                 self.refresh_metadata(&[])?;
+                // Retriable, with a metadata refresh (LEADER_NOT_AVAILABLE):
+                // a broker that left the cluster took its leaderships with
+                // it, and the caller's next attempt finds the new leader. A
+                // Protocol error here made a produce to a partition of a
+                // dead broker fail at once (tests/kafka_cluster.rs).
                 self.broker_addr(node_id).ok_or_else(|| {
-                    Error::Protocol(format!("broker {node_id} is not in the cluster metadata"))
+                    Error::kafka(
+                        format!("broker {node_id} is not in the cluster metadata"),
+                        LEADER_NOT_AVAILABLE,
+                    )
                 })?
             }
         };
@@ -317,6 +325,17 @@ impl Client {
                 .iter()
                 .map(|b| (b.node_id.0, format!("{}:{}", &*b.host, b.port)))
                 .collect();
+            // Leaders on brokers that left are unknown now, also for topics
+            // this reply does not cover (a brokers-only refresh): the next
+            // `leader` look-up reads metadata instead of naming a dead node.
+            let Meta { brokers, topics } = &mut *meta;
+            for leaders in topics.values_mut() {
+                for l in leaders.iter_mut() {
+                    if *l >= 0 && !brokers.contains_key(l) {
+                        *l = -1;
+                    }
+                }
+            }
         }
         for t in &resp.topics {
             // v10+ also carry topic ids; we address topics by name only.
