@@ -516,3 +516,49 @@ fn dead_broker(victim: usize) {
     assert_eq!(engine.stats().send_errors, 0);
     engine.shutdown(Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn a_leader_move_that_metadata_shows_late_is_retried_through() {
+    let cluster = Cluster::start(&kafka_bootstrap());
+    let t = topic("cl-lag", 1);
+    let kafka = connect(&cluster);
+    let producer = kafka.producer().unwrap();
+    let send = |v: &str| {
+        let at = Instant::now();
+        let r = producer.send(OutRecord::new(&t).partition(0).value(v.to_string()));
+        (r, at.elapsed())
+    };
+    assert!(send("before").0.is_ok());
+    let lag = Duration::from_secs(1);
+    let moved = Instant::now();
+    cluster.move_leader_lagging(&t, 0, 2, lag);
+    let (r, took) = send("during");
+    let served = cluster.first_served(2, ApiKey::Produce, &t, 0);
+    println!(
+        "leader move with metadata {lag:?} late: send done after {took:?}, on the new leader \
+         {:?} after the move; {} refusals by the old leader, {} metadata requests",
+        served.map(|s| s - moved),
+        cluster.refused(0, ApiKey::Produce),
+        cluster.requests(0, ApiKey::Metadata)
+            + cluster.requests(1, ApiKey::Metadata)
+            + cluster.requests(2, ApiKey::Metadata),
+    );
+    r.expect("the send outlasts the lag within its retries");
+    assert!(
+        took >= lag,
+        "it cannot have been written before metadata showed the move"
+    );
+    assert!(
+        cluster.refused(0, ApiKey::Produce) >= 2,
+        "retried on the old leader meanwhile"
+    );
+    let log = read_all(&t, 2, Duration::from_secs(15));
+    assert_eq!(values_of(&log), vec!["before", "during"]);
+}
+
+fn values_of(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+        .collect()
+}

@@ -88,6 +88,9 @@ struct Shared {
 struct State {
     /// Leaders moved by hand: (topic, partition) -> node.
     moved: HashMap<(String, i32), usize>,
+    /// Moves metadata does not show yet: (topic, partition) -> (the old
+    /// leader metadata still names, until when).
+    lagging: HashMap<(String, i32), (usize, Instant)>,
     coordinator: usize,
     dead: [bool; NODES],
 }
@@ -127,6 +130,14 @@ impl State {
 
     fn coordinator(&self) -> usize {
         self.live(self.coordinator)
+    }
+
+    /// The leader Metadata replies name: the old one while a move lags.
+    fn metadata_leader(&self, topic: &str, partition: i32) -> usize {
+        match self.lagging.get(&(topic.to_string(), partition)) {
+            Some(&(old, until)) if Instant::now() < until && !self.dead[old] => old,
+            _ => self.leader(topic, partition),
+        }
     }
 }
 
@@ -192,6 +203,18 @@ impl Cluster {
         lock(&self.shared.state)
             .moved
             .insert((topic.to_string(), partition), node);
+    }
+
+    /// Like [`Cluster::move_leader`], but Metadata replies keep naming the
+    /// old leader for `lag` (a controller slow to propagate the change):
+    /// meanwhile the old leader refuses and the new one is unknown.
+    pub fn move_leader_lagging(&self, topic: &str, partition: i32, node: usize, lag: Duration) {
+        let mut state = lock(&self.shared.state);
+        let old = state.leader(topic, partition);
+        state
+            .lagging
+            .insert((topic.to_string(), partition), (old, Instant::now() + lag));
+        state.moved.insert((topic.to_string(), partition), node);
     }
 
     /// Moves the group coordinator (of every group) to `node`.
@@ -507,7 +530,7 @@ fn rewrite_metadata(version: i16, reply: Bytes, shared: &Shared) -> io::Result<V
         };
         for p in &mut t.partitions {
             if p.error_code == 0 {
-                p.leader_id = BrokerId(state.leader(&name, p.partition_index) as i32);
+                p.leader_id = BrokerId(state.metadata_leader(&name, p.partition_index) as i32);
                 p.replica_nodes = live.clone();
                 p.isr_nodes = live.clone();
             }
