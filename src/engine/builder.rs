@@ -390,10 +390,12 @@ impl EngineBuilder {
     /// Which records of transactional producers the engine reads (Kafka's
     /// `isolation.level`). Defaults to [`IsolationLevel::ReadUncommitted`],
     /// as Kafka's; with [`IsolationLevel::ReadCommitted`] the handler never
-    /// sees records of aborted or still open transactions. Applies to the
+    /// sees records of aborted transactions, nor of open ones on a broker
+    /// that holds them back as Kafka does (Tansu does not: see the
+    /// README's Kafka section). Applies to the
     /// relay's consumer too (the retry topic holds no transactions, so it
     /// changes nothing there). On Kafka,
-    /// [`KafkaConfig::isolation_level`](crate::KafkaConfig::isolation_level)
+    /// `KafkaConfig::isolation_level` (the `isolation.level` property)
     /// can turn it on for every consumer of a transport; the memory broker
     /// has no transactions, so both levels read the same records there.
     ///
