@@ -7,7 +7,7 @@
 
 /// The record batch v2 decoder of the Kafka client.
 pub mod records {
-    pub use crate::transport::kafka::records::{decode_records, Decoded};
+    pub use crate::transport::kafka::records::{decode_records, BatchSpan, Control, Decoded};
 }
 
 /// The retry header contract: parsing, writing, dead-letter headers.

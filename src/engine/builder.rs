@@ -17,7 +17,7 @@ use crate::handler::{Handler, Outcome};
 use crate::policy::RetryPolicy;
 use crate::record::Record;
 use crate::stats::Counters;
-use crate::transport::{ConsumerConfig, OffsetReset, Transport};
+use crate::transport::{ConsumerConfig, IsolationLevel, OffsetReset, Transport};
 
 /// Builds an [`Engine`]. Every setter's default is listed in its doc;
 /// [`EngineBuilder::build`] validates, creates the retry and dead-letter
@@ -60,6 +60,7 @@ pub struct EngineBuilder {
     session_timeout: Duration,
     rebalance_timeout: Duration,
     offset_reset: OffsetReset,
+    isolation_level: IsolationLevel,
     max_parked: usize,
     queue_capacity: usize,
     max_poll_records: usize,
@@ -125,6 +126,7 @@ impl EngineBuilder {
             session_timeout: Duration::from_secs(10),
             rebalance_timeout: Duration::from_secs(30),
             offset_reset: OffsetReset::Earliest,
+            isolation_level: IsolationLevel::ReadUncommitted,
             max_parked: 100_000,
             queue_capacity: 1024,
             max_poll_records: 500,
@@ -382,6 +384,31 @@ impl EngineBuilder {
     /// ```
     pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
         self.offset_reset = reset;
+        self
+    }
+
+    /// Which records of transactional producers the engine reads (Kafka's
+    /// `isolation.level`). Defaults to [`IsolationLevel::ReadUncommitted`],
+    /// as Kafka's; with [`IsolationLevel::ReadCommitted`] the handler never
+    /// sees records of aborted transactions, nor of open ones on a broker
+    /// that holds them back as Kafka does (Tansu does not: see the
+    /// README's Kafka section). Applies to the
+    /// relay's consumer too (the retry topic holds no transactions, so it
+    /// changes nothing there). On Kafka,
+    /// `KafkaConfig::isolation_level` (the `isolation.level` property)
+    /// can turn it on for every consumer of a transport; the memory broker
+    /// has no transactions, so both levels read the same records there.
+    ///
+    /// The engine's own writes (retry and dead-letter topics, records sent
+    /// back to their origin topic) are not transactional.
+    ///
+    /// ```
+    /// use kafka_retry::transport::IsolationLevel;
+    #[doc = doc_builder!()]
+    ///     .isolation_level(IsolationLevel::ReadCommitted);
+    /// ```
+    pub fn isolation_level(mut self, level: IsolationLevel) -> Self {
+        self.isolation_level = level;
         self
     }
 
@@ -645,7 +672,7 @@ impl EngineBuilder {
             // id a user set is the one the broker logs and quotas see.
             client_id: None,
             group_instance_id: None,
-            isolation_level: crate::transport::IsolationLevel::ReadUncommitted,
+            isolation_level: self.isolation_level,
         };
         // Create both group members before starting any thread, so a broker
         // error surfaces from build() and not from a thread later.

@@ -108,7 +108,8 @@ pub struct ConsumerConfig {
     /// membership.
     pub group_instance_id: Option<String>,
     /// Which records of transactional producers are read. Default
-    /// [`IsolationLevel::ReadUncommitted`], as Kafka's.
+    /// [`IsolationLevel::ReadUncommitted`], as Kafka's. The memory broker
+    /// has no transactions: there both levels read every record.
     pub isolation_level: IsolationLevel,
 }
 

@@ -22,6 +22,7 @@
 //!   plain consumers get UNKNOWN_TOPIC_OR_PARTITION.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod fake_broker;
 pub mod proxy;
 pub mod raw_kafka;

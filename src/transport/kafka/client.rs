@@ -176,8 +176,16 @@ impl Client {
             Some(a) => a,
             None => {
                 self.refresh_metadata(&[])?;
+                // Retriable, with a metadata refresh (LEADER_NOT_AVAILABLE):
+                // a broker that left the cluster took its leaderships with
+                // it, and the caller's next attempt finds the new leader. A
+                // Protocol error here made a produce to a partition of a
+                // dead broker fail at once (tests/kafka_cluster.rs).
                 self.broker_addr(node_id).ok_or_else(|| {
-                    Error::Protocol(format!("broker {node_id} is not in the cluster metadata"))
+                    Error::kafka(
+                        format!("broker {node_id} is not in the cluster metadata"),
+                        LEADER_NOT_AVAILABLE,
+                    )
                 })?
             }
         };
@@ -317,6 +325,17 @@ impl Client {
                 .iter()
                 .map(|b| (b.node_id.0, format!("{}:{}", &*b.host, b.port)))
                 .collect();
+            // Leaders on brokers that left are unknown now, also for topics
+            // this reply does not cover (a brokers-only refresh): the next
+            // `leader` look-up reads metadata instead of naming a dead node.
+            let Meta { brokers, topics } = &mut *meta;
+            for leaders in topics.values_mut() {
+                for l in leaders.iter_mut() {
+                    if *l >= 0 && !brokers.contains_key(l) {
+                        *l = -1;
+                    }
+                }
+            }
         }
         for t in &resp.topics {
             // v10+ also carry topic ids; we address topics by name only.
@@ -585,7 +604,7 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    use super::super::fake::{api, create_topics, FakeBroker};
+    use super::super::fake::{api, create_topics, FakeBroker, W};
     use super::*;
 
     fn client(broker: &FakeBroker) -> Arc<Client> {
@@ -593,6 +612,63 @@ mod tests {
             .retry_backoff(Duration::from_millis(5))
             .max_retries(5);
         Client::bootstrap(config).unwrap()
+    }
+
+    /// Metadata v1: brokers `nodes` (all at `port`), and topic `t` with
+    /// one partition led by `leader` (no topic for `None`).
+    fn metadata(port: i32, nodes: &[i32], leader: Option<i32>) -> Vec<u8> {
+        let mut w = W::default().i32(nodes.len() as i32);
+        for &n in nodes {
+            w = w.i32(n).str("127.0.0.1").i32(port).i16(-1);
+        }
+        let w = w.i32(nodes[0]); // controller
+        let Some(leader) = leader else {
+            return w.i32(0).0;
+        };
+        w.i32(1)
+            .i16(0)
+            .str("t")
+            .i8(0)
+            .i32(1)
+            .i16(0)
+            .i32(0)
+            .i32(leader)
+            .i32(1)
+            .i32(leader)
+            .i32(1)
+            .i32(leader)
+            .0
+    }
+
+    #[test]
+    fn leaders_on_brokers_that_left_are_forgotten() {
+        let port = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let p = port.clone();
+        // Bootstrap: nodes 0 and 1, `t`-0 led by 1. Then node 1 is gone
+        // (a brokers-only refresh), then `t`-0 is led by 0.
+        let broker = FakeBroker::start(move |r, n| {
+            let port = p.load(std::sync::atomic::Ordering::SeqCst);
+            (r.key == api::METADATA).then(|| match n {
+                0 => metadata(port, &[0, 1], Some(1)),
+                1 => metadata(port, &[0], None),
+                _ => metadata(port, &[0], Some(0)),
+            })
+        });
+        let addr_port: i32 = broker.addr().rsplit(':').next().unwrap().parse().unwrap();
+        port.store(addr_port, std::sync::atomic::Ordering::SeqCst);
+        let c = client(&broker);
+        assert_eq!(c.leader("t", 0).unwrap(), 1);
+        c.refresh_metadata(&[]).unwrap();
+        // Not "node 1" from the cache: metadata is read again.
+        assert_eq!(c.leader("t", 0).unwrap(), 0);
+        // A node metadata does not list is retriable with a refresh.
+        let err = c.connect_node(1).unwrap_err();
+        assert_eq!(
+            err.kafka_code(),
+            Some(KafkaCode::LEADER_NOT_AVAILABLE),
+            "{err}"
+        );
+        assert_eq!(classify(&err), Action::Rediscover);
     }
 
     #[test]

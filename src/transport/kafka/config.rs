@@ -7,6 +7,7 @@ use super::sasl::Sasl;
 use super::security::SecurityProtocol;
 use super::tls::{Pem, TlsSettings};
 use crate::error::{Error, Result};
+use crate::transport::IsolationLevel;
 
 /// The codec's enum is the public one (one list of codecs, no mapping).
 pub use super::records::Compression;
@@ -70,6 +71,7 @@ pub struct KafkaConfig {
     pub(crate) partition_fetch_max_bytes: i32,
     pub(crate) heartbeat_interval: Option<Duration>,
     pub(crate) metadata_max_age: Duration,
+    pub(crate) isolation_level: IsolationLevel,
     pub(crate) security_protocol: SecurityProtocol,
     pub(crate) sasl: Option<Sasl>,
     pub(crate) tls: TlsSettings,
@@ -96,6 +98,7 @@ impl Default for KafkaConfig {
             partition_fetch_max_bytes: 1024 * 1024,
             heartbeat_interval: None,
             metadata_max_age: Duration::from_secs(5 * 60),
+            isolation_level: IsolationLevel::ReadUncommitted,
             security_protocol: SecurityProtocol::Plaintext,
             sasl: None,
             tls: TlsSettings::default(),
@@ -270,6 +273,20 @@ impl KafkaConfig {
     /// never check. Defaults to 5 min.
     pub fn metadata_max_age(mut self, age: Duration) -> Self {
         self.metadata_max_age = age;
+        self
+    }
+
+    /// The least isolation level of this transport's consumers
+    /// (`isolation.level` in [`KafkaConfig::from_properties`]): with
+    /// [`IsolationLevel::ReadCommitted`] every consumer reads committed
+    /// records only, whatever its own
+    /// [`ConsumerConfig::isolation_level`](crate::transport::ConsumerConfig::isolation_level)
+    /// (or [`EngineBuilder::isolation_level`](crate::EngineBuilder::isolation_level))
+    /// says; with the default `ReadUncommitted` the consumer's setting
+    /// decides. A floor rather than an override, so that a properties file
+    /// asking for read_committed is never silently downgraded.
+    pub fn isolation_level(mut self, level: IsolationLevel) -> Self {
+        self.isolation_level = level;
         self
     }
 

@@ -12,6 +12,8 @@ use std::thread;
 pub(crate) struct Seen {
     pub(crate) key: i16,
     pub(crate) client_id: Option<String>,
+    /// The request body after the (v1) header.
+    pub(crate) body: Vec<u8>,
 }
 
 /// API keys the tests script.
@@ -20,6 +22,7 @@ pub(crate) mod api {
     pub(crate) const FIND_COORDINATOR: i16 = 10;
     pub(crate) const JOIN_GROUP: i16 = 11;
     pub(crate) const API_VERSIONS: i16 = 18;
+    pub(crate) const FETCH: i16 = 1;
     pub(crate) const CREATE_TOPICS: i16 = 19;
 }
 
@@ -35,6 +38,7 @@ const VERSIONS: &[(i16, i16)] = &[
     (13, 0), // LeaveGroup
     (9, 1),  // OffsetFetch
     (8, 2),  // OffsetCommit
+    (api::FETCH, 4),
 ];
 
 /// Big-endian writer for reply bodies.
@@ -123,7 +127,13 @@ fn serve(mut conn: TcpStream, addr: &str, seen: &Mutex<Vec<Seen>>, reply: &Reply
         let id_len = i16::from_be_bytes([frame[8], frame[9]]);
         let client_id = (id_len >= 0)
             .then(|| String::from_utf8_lossy(&frame[10..10 + id_len as usize]).into_owned());
-        let request = Seen { key, client_id };
+        let body_at = 10 + id_len.max(0) as usize;
+        let body = frame.get(body_at..).unwrap_or_default().to_vec();
+        let request = Seen {
+            key,
+            client_id,
+            body,
+        };
         let n = {
             let mut seen = seen.lock().unwrap();
             seen.push(request.clone());

@@ -10,8 +10,12 @@
 //!   paused: memory stays bounded by one Fetch reply per partition.
 //! - Every partition's state is thrown away on a new assignment: positions
 //!   then come from the committed offsets again (eager rebalance).
+//! - read_committed (see [`committed_only`]): the broker answers up to the
+//!   last stable offset and lists the aborted transactions overlapping the
+//!   reply; their records are dropped here, per reply, as Java's
+//!   `CompletedFetch` does. Positions still move past them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,11 +29,11 @@ use kafka_protocol::protocol::StrBytes;
 use super::client::Client;
 use super::conn::Connection;
 use super::errors::code_name;
-use super::records::decode_records;
+use super::records::{decode_records, BatchSpan, Control};
 use super::retry::{classify_code, Action, Backoff};
 use crate::error::{Error, KafkaCode, Result};
 use crate::record::{Record, TopicPartition};
-use crate::transport::OffsetReset;
+use crate::transport::{IsolationLevel, OffsetReset};
 
 /// ListOffsets timestamps meaning "log start" and "log end".
 const EARLIEST: i64 = -2;
@@ -48,12 +52,20 @@ struct PartState {
 pub(crate) struct Fetcher {
     client: Arc<Client>,
     reset: OffsetReset,
+    /// Fetch with isolation_level 1 and drop aborted transactions.
+    read_committed: bool,
     parts: BTreeMap<TopicPartition, PartState>,
     /// One connection per leader node: a long-poll Fetch blocks its socket.
     conns: HashMap<i32, Connection>,
     /// Rotates the start of `take` and of the partition order in Fetch, so
     /// that no partition starves the others.
     turn: usize,
+    /// Rotates which leader is asked first (and so with the caller's wait)
+    /// in a fetch round. Its own counter: `turn` also moves in `take`, and
+    /// a poll calling `take` twice per round moved it by 3 per round, so
+    /// with 3 leaders the same one always came first (the cluster harness
+    /// of tests/kafka_cluster.rs showed it).
+    leader_turn: usize,
     /// Consecutive fetch rounds that hit an error: drives the back-off, and
     /// only the first round of a streak logs warnings (a broker outage must
     /// not flood the log).
@@ -109,14 +121,118 @@ fn take_fair(
     out
 }
 
+/// What a read_committed consumer keeps of one Fetch partition reply:
+/// `records` (decoded from `from`, whose batches are `batches`) without
+/// those of aborted transactions, and below the last stable offset `lso`
+/// (when the broker gives one, >= 0); returns them and the next fetch
+/// position.
+///
+/// Aborted transactions are `(producer id, first offset)`. As in Java's
+/// `CompletedFetch`: walking the batches in order, a producer's aborted
+/// transaction becomes "open" once a batch of that producer's reaches its
+/// first offset, every transactional data batch of an open producer is
+/// dropped, and the producer's ABORT marker (a control batch) closes it.
+/// Batches without a producer id are never transactional; control batches
+/// are already left out by the decoder.
+///
+/// Beyond Java: a transactional batch whose producer's next marker *in the
+/// same reply* is an ABORT is dropped too, listed or not. A producer has
+/// one transaction open at a time, so its batches before an ABORT marker
+/// belong to the aborted transaction: on Kafka this only repeats what the
+/// list says, but Tansu (0.6) lists no aborted transaction at all, and
+/// without this read_committed would read them there. A batch whose marker
+/// is not in the reply is left to the list (never held back: a
+/// transaction bigger than one reply must not stall the partition).
+///
+/// The LSO clip is a second line of defence: a broker honouring
+/// isolation_level 1 never sends data at or above its LSO, but one that
+/// ignores it would otherwise hand out records of open transactions. The
+/// position then stops at the LSO (never below `from`), so those records
+/// are fetched again once their transaction ended.
+pub(crate) fn committed_only(
+    mut records: Vec<Record>,
+    next: i64,
+    from: i64,
+    batches: &[BatchSpan],
+    aborted: &[(i64, i64)],
+    lso: i64,
+) -> (Vec<Record>, i64) {
+    let mut pending: Vec<(i64, i64)> = aborted.to_vec();
+    // By first offset, so that the walk opens them in log order.
+    pending.sort_by_key(|&(pid, first)| (first, pid));
+    let mut pending = pending.into_iter().peekable();
+    let mut open: HashSet<i64> = HashSet::new();
+    // Inclusive offset ranges of the dropped batches, ascending.
+    let mut dropped: Vec<(i64, i64)> = Vec::new();
+    // The nearest later marker of each producer, walking backwards.
+    let mut next_marker: HashMap<i64, Control> = HashMap::new();
+    for b in batches.iter().rev() {
+        if b.producer_id < 0 {
+            continue;
+        }
+        match b.control {
+            Some(c) => {
+                next_marker.insert(b.producer_id, c);
+            }
+            None if b.transactional && next_marker.get(&b.producer_id) == Some(&Control::Abort) => {
+                dropped.push((b.base, b.last));
+            }
+            None => {}
+        }
+    }
+    for b in batches {
+        if b.producer_id < 0 {
+            continue;
+        }
+        while let Some(&(pid, first)) = pending.peek() {
+            if first > b.last {
+                break;
+            }
+            open.insert(pid);
+            pending.next();
+        }
+        if b.control == Some(Control::Abort) {
+            open.remove(&b.producer_id);
+        } else if b.control.is_none() && b.transactional && open.contains(&b.producer_id) {
+            dropped.push((b.base, b.last));
+        }
+    }
+    if !dropped.is_empty() {
+        // Both walks may name a batch; ranges never overlap otherwise.
+        dropped.sort_unstable();
+        dropped.dedup();
+        let mut i = 0;
+        records.retain(|r| {
+            while i < dropped.len() && dropped[i].1 < r.offset {
+                i += 1;
+            }
+            !(i < dropped.len() && dropped[i].0 <= r.offset)
+        });
+    }
+    let mut next = next;
+    if lso >= 0 {
+        records.retain(|r| r.offset < lso);
+        next = next.min(lso.max(from));
+    }
+    (records, next)
+}
+
 impl Fetcher {
-    pub(crate) fn new(client: Arc<Client>, reset: OffsetReset) -> Self {
+    /// `isolation` is the consumer's; [`KafkaConfig::isolation_level`]
+    /// is a floor over it (read_committed if either asks for it).
+    ///
+    /// [`KafkaConfig::isolation_level`]: crate::KafkaConfig::isolation_level
+    pub(crate) fn new(client: Arc<Client>, reset: OffsetReset, isolation: IsolationLevel) -> Self {
+        let read_committed = isolation == IsolationLevel::ReadCommitted
+            || client.config().isolation_level == IsolationLevel::ReadCommitted;
         Fetcher {
             client,
             reset,
+            read_committed,
             parts: BTreeMap::new(),
             conns: HashMap::new(),
             turn: 0,
+            leader_turn: 0,
             failures: 0,
             retry_at: HashMap::new(),
             auth_failure: None,
@@ -221,9 +337,10 @@ impl Fetcher {
             return;
         }
         self.turn = self.turn.wrapping_add(1);
+        self.leader_turn = self.leader_turn.wrapping_add(1);
         let mut leaders: Vec<i32> = by_leader.keys().copied().collect();
         let n = leaders.len();
-        leaders.rotate_left(self.turn % n);
+        leaders.rotate_left(self.leader_turn % n);
         let mut wait = wait;
         let mut resets = Vec::new();
         for leader in leaders {
@@ -231,11 +348,13 @@ impl Fetcher {
                 continue;
             };
             match self.fetch_from(leader, &list, wait, &mut resets, &mut refresh) {
-                // Once a leader gave us records, ask the others without waiting:
-                // the caller gets what is there now.
+                // Once a leader gave us records, ask the others (almost)
+                // without waiting: the caller gets what is there now. 1 ms,
+                // not 0: Tansu answers max_wait_ms = 0 with no partitions at
+                // all, so with 0 the other leaders starved under load.
                 Ok(true) => {
                     log::trace!("fetch from node {leader}: records buffered");
-                    wait = Duration::ZERO
+                    wait = wait.min(Duration::from_millis(1))
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -388,7 +507,8 @@ impl Fetcher {
         req.max_wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
         req.min_bytes = cfg.fetch_min_bytes;
         req.max_bytes = cfg.fetch_max_bytes;
-        req.isolation_level = 0;
+        // Fetch v4+ (our minimum) carries the isolation level.
+        req.isolation_level = i8::from(self.read_committed);
         req.session_id = 0;
         req.session_epoch = -1;
         req.topics = fetch_topics;
@@ -427,10 +547,28 @@ impl Fetcher {
                             continue;
                         }
                         let decoded = decode_records(name, pd.partition_index, data, from);
-                        got |= !decoded.records.is_empty();
-                        state.buffer.extend(decoded.records);
-                        if decoded.next_offset > from {
-                            state.position = Some(decoded.next_offset);
+                        let (records, next) = if self.read_committed {
+                            let aborted: Vec<(i64, i64)> = pd
+                                .aborted_transactions
+                                .iter()
+                                .flatten()
+                                .map(|a| (a.producer_id.0, a.first_offset))
+                                .collect();
+                            committed_only(
+                                decoded.records,
+                                decoded.next_offset,
+                                from,
+                                &decoded.batches,
+                                &aborted,
+                                pd.last_stable_offset,
+                            )
+                        } else {
+                            (decoded.records, decoded.next_offset)
+                        };
+                        got |= !records.is_empty();
+                        state.buffer.extend(records);
+                        if next > from {
+                            state.position = Some(next);
                         }
                     }
                     c if c == KafkaCode::OFFSET_OUT_OF_RANGE.code() => {
@@ -565,7 +703,251 @@ impl Fetcher {
 
 #[cfg(test)]
 mod tests {
+    use super::super::config::KafkaConfig;
+    use super::super::fake::{api, FakeBroker};
+    use super::super::records::{encode_batch, Compression};
     use super::*;
+    use crate::record::OutRecord;
+    use bytes::Bytes;
+
+    /// A batch at `base` of `values` by producer `pid` (-1: none), with
+    /// the transactional bit when `txn`.
+    fn data_batch(base: i64, pid: i64, txn: bool, values: &[&str]) -> Vec<u8> {
+        let records: Vec<OutRecord> = values
+            .iter()
+            .map(|v| OutRecord::new("t").value(v.to_string()))
+            .collect();
+        stamp(
+            encode_batch(&records, 1, Compression::None).unwrap(),
+            base,
+            pid,
+            if txn { 0x10 } else { 0 },
+        )
+    }
+
+    /// A transaction marker (control batch) of producer `pid` at `base`.
+    fn marker(base: i64, pid: i64, abort: bool) -> Vec<u8> {
+        // Key: version 0, type 0 (ABORT) or 1 (COMMIT); value: version 0,
+        // coordinator epoch 0.
+        let key = vec![0, 0, 0, u8::from(!abort)];
+        let r = OutRecord::new("t").key(key).value(vec![0u8; 6]);
+        stamp(
+            encode_batch(&[r], 1, Compression::None).unwrap(),
+            base,
+            pid,
+            0x30,
+        )
+    }
+
+    /// Sets base offset, producer id and extra attribute bits, then the CRC.
+    fn stamp(batch: Bytes, base: i64, pid: i64, attrs: i16) -> Vec<u8> {
+        let mut v = batch.to_vec();
+        v[..8].copy_from_slice(&base.to_be_bytes());
+        let a = i16::from_be_bytes([v[21], v[22]]) | attrs;
+        v[21..23].copy_from_slice(&a.to_be_bytes());
+        v[43..51].copy_from_slice(&pid.to_be_bytes());
+        let crc = crc32c::crc32c(&v[21..]);
+        v[17..21].copy_from_slice(&crc.to_be_bytes());
+        v
+    }
+
+    /// A log with committed, aborted and plain batches of three producers,
+    /// interleaved, and the aborted-transaction list a broker sends for it.
+    /// Kept values: their offsets are 0, 1, 5, 6, 9, 10, 15; it ends at 17.
+    fn log() -> (Vec<u8>, Vec<(i64, i64)>) {
+        let parts = [
+            data_batch(0, 7, true, &["c0", "c1"]), // pid 7, committed at 2
+            marker(2, 7, false),
+            data_batch(3, 8, true, &["a3", "a4"]), // pid 8, aborted at 7
+            data_batch(5, -1, false, &["p5"]),     // not transactional
+            data_batch(6, 9, true, &["c6"]),       // pid 9, committed at 8
+            marker(7, 8, true),
+            marker(8, 9, false),
+            data_batch(9, 8, true, &["c9", "c10"]), // pid 8 again, committed
+            marker(11, 8, false),
+            data_batch(12, 8, true, &["a12", "a13"]), // pid 8, aborted at 14
+            marker(14, 8, true),
+            data_batch(15, 10, false, &["i15"]), // idempotent, no transaction
+            // pid 11, aborted, its marker beyond this reply: only the list tells.
+            data_batch(16, 11, true, &["a16"]),
+        ];
+        (parts.concat(), vec![(8, 12), (11, 16), (8, 3)])
+    }
+
+    fn values(records: &[Record]) -> Vec<(i64, String)> {
+        records
+            .iter()
+            .map(|r| {
+                (
+                    r.offset,
+                    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn committed_only_drops_aborted_transactions_per_producer() {
+        let (data, aborted) = log();
+        let d = decode_records("t", 0, Bytes::from(data), 0);
+        assert_eq!(d.batches.len(), 13);
+        let (kept, next) = committed_only(
+            d.records.clone(),
+            d.next_offset,
+            0,
+            &d.batches,
+            &aborted,
+            17,
+        );
+        let want: Vec<(i64, String)> = [
+            (0, "c0"),
+            (1, "c1"),
+            (5, "p5"),
+            (6, "c6"),
+            (9, "c9"),
+            (10, "c10"),
+            (15, "i15"),
+        ]
+        .iter()
+        .map(|(o, v)| (*o, v.to_string()))
+        .collect();
+        assert_eq!(values(&kept), want);
+        assert_eq!(next, 17);
+
+        // Without the list (Tansu sends none), the ABORT markers in the
+        // reply still drop what they abort.
+        let (kept, _) = committed_only(d.records.clone(), d.next_offset, 0, &d.batches, &[], -1);
+        assert_eq!(
+            kept.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![0, 1, 5, 6, 9, 10, 15, 16]
+        );
+        // A reply cut before the markers: only the list can tell, and the
+        // records are not held back.
+        let cut: Vec<u8> = [
+            data_batch(0, 7, true, &["c0", "c1"]),
+            data_batch(2, 8, true, &["a2"]),
+        ]
+        .concat();
+        let d2 = decode_records("t", 0, Bytes::from(cut), 0);
+        let (kept, next) = committed_only(
+            d2.records.clone(),
+            d2.next_offset,
+            0,
+            &d2.batches,
+            &[(8, 2)],
+            -1,
+        );
+        assert_eq!(
+            kept.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert_eq!(next, 3);
+        let (kept, _) = committed_only(d2.records.clone(), d2.next_offset, 0, &d2.batches, &[], -1);
+        assert_eq!(kept.len(), 3);
+
+        // The last stable offset caps both the records and the position,
+        // never below where the fetch started.
+        let (kept, next) =
+            committed_only(d.records.clone(), d.next_offset, 0, &d.batches, &aborted, 9);
+        assert_eq!(
+            kept.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![0, 1, 5, 6]
+        );
+        assert_eq!(next, 9);
+        let (kept, next) = committed_only(Vec::new(), 3, 3, &[], &[], 0);
+        assert!(kept.is_empty());
+        assert_eq!(next, 3);
+    }
+
+    /// A Fetch v4 reply for `t`-0: high watermark and LSO `end`, the
+    /// aborted transactions, the record bytes.
+    fn fetch_v4(end: i64, aborted: &[(i64, i64)], data: &[u8]) -> Vec<u8> {
+        let mut w = Vec::new();
+        w.extend_from_slice(&0i32.to_be_bytes()); // throttle
+        w.extend_from_slice(&1i32.to_be_bytes());
+        w.extend_from_slice(&1i16.to_be_bytes());
+        w.push(b't');
+        w.extend_from_slice(&1i32.to_be_bytes());
+        w.extend_from_slice(&0i32.to_be_bytes()); // partition
+        w.extend_from_slice(&0i16.to_be_bytes()); // error
+        w.extend_from_slice(&end.to_be_bytes()); // high watermark
+        w.extend_from_slice(&end.to_be_bytes()); // last stable offset
+        w.extend_from_slice(&(aborted.len() as i32).to_be_bytes());
+        for (pid, first) in aborted {
+            w.extend_from_slice(&pid.to_be_bytes());
+            w.extend_from_slice(&first.to_be_bytes());
+        }
+        w.extend_from_slice(&(data.len() as i32).to_be_bytes());
+        w.extend_from_slice(data);
+        w
+    }
+
+    fn fetch_from_fake(isolation: IsolationLevel) -> (Vec<Record>, Option<i64>, FakeBroker) {
+        let (data, aborted) = log();
+        let broker = FakeBroker::start(move |r, n| {
+            // The first Fetch gets the log; later ones nothing new.
+            (r.key == api::FETCH).then(|| {
+                if n == 0 {
+                    fetch_v4(17, &aborted, &data)
+                } else {
+                    fetch_v4(17, &[], &[])
+                }
+            })
+        });
+        let client = Client::bootstrap(KafkaConfig::new(broker.addr())).unwrap();
+        let mut f = Fetcher::new(client, OffsetReset::Earliest, isolation);
+        let tp = TopicPartition::new("t", 0);
+        f.assign(std::slice::from_ref(&tp));
+        f.set_position(&tp, 0);
+        f.fetch_round(Duration::from_millis(10));
+        let got = f.take(100);
+        let pos = f.parts[&tp].position;
+        (got, pos, broker)
+    }
+
+    #[test]
+    fn read_committed_fetch_drops_what_the_broker_lists_as_aborted() {
+        let (got, pos, broker) = fetch_from_fake(IsolationLevel::ReadCommitted);
+        assert_eq!(
+            got.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![0, 1, 5, 6, 9, 10, 15]
+        );
+        assert_eq!(pos, Some(17), "the position moves past aborted records");
+        // Fetch v4 body: replica, max wait, min bytes, max bytes, isolation.
+        let fetch = broker
+            .seen()
+            .into_iter()
+            .find(|s| s.key == api::FETCH)
+            .unwrap();
+        assert_eq!(fetch.body[16], 1, "isolation_level sent");
+
+        let (got, pos, broker) = fetch_from_fake(IsolationLevel::ReadUncommitted);
+        assert_eq!(got.len(), 12, "every data record, markers skipped");
+        assert_eq!(pos, Some(17));
+        let fetch = broker
+            .seen()
+            .into_iter()
+            .find(|s| s.key == api::FETCH)
+            .unwrap();
+        assert_eq!(fetch.body[16], 0);
+
+        // The transport-wide floor turns read_committed on too.
+        let (data, aborted) = log();
+        let broker = FakeBroker::start(move |r, _| {
+            (r.key == api::FETCH).then(|| fetch_v4(17, &aborted, &data))
+        });
+        let config = KafkaConfig::new(broker.addr()).isolation_level(IsolationLevel::ReadCommitted);
+        let mut f = Fetcher::new(
+            Client::bootstrap(config).unwrap(),
+            OffsetReset::Earliest,
+            IsolationLevel::ReadUncommitted,
+        );
+        let tp = TopicPartition::new("t", 0);
+        f.assign(std::slice::from_ref(&tp));
+        f.set_position(&tp, 0);
+        f.fetch_round(Duration::from_millis(10));
+        assert_eq!(f.take(100).len(), 7);
+    }
 
     fn rec(p: i32, offset: i64) -> Record {
         Record {

@@ -661,6 +661,9 @@ fn to_record(topic: &str, partition: i32, offset: i64, s: &Stored) -> Record {
 }
 
 impl Transport for MemoryBroker {
+    /// [`ConsumerConfig::isolation_level`] changes nothing here: the memory
+    /// broker has no transactions, so every record is committed and both
+    /// levels read the same records.
     fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>> {
         Ok(Box::new(MemoryConsumer::new(
             Arc::clone(&self.inner),

@@ -161,7 +161,7 @@ impl GroupConsumer {
                 config.group_id.clone(),
                 config.client_id.as_deref(),
             ),
-            fetcher: Fetcher::new(client.clone(), config.offset_reset),
+            fetcher: Fetcher::new(client.clone(), config.offset_reset, config.isolation_level),
             client,
             config,
             member_id: String::new(),

@@ -45,6 +45,7 @@ pub(crate) const APPLIED: &[&str] = &[
     "heartbeat.interval.ms",
     "metadata.max.age.ms",
     "enable.idempotence",
+    "isolation.level",
 ];
 
 /// Keys that are accepted and skipped, each with a warning saying where

@@ -29,6 +29,7 @@ use super::config::{Acks, Compression, KafkaConfig};
 
 use super::security::SecurityProtocol;
 use crate::error::{Error, Result};
+use crate::transport::IsolationLevel;
 
 pub(crate) use keys::{APPLIED, IGNORED, REFUSED};
 use sasl_keys::SaslParts;
@@ -244,6 +245,18 @@ fn apply(entries: Vec<Entry>) -> Result<KafkaConfig> {
             "max.partition.fetch.bytes" => config.partition_fetch_max_bytes(int()?),
             "heartbeat.interval.ms" => config.heartbeat_interval(Some(ms()?)),
             "metadata.max.age.ms" => config.metadata_max_age(ms()?),
+            // A consumer key, but applied (not skipped like auto.offset.reset):
+            // ignoring read_committed would hand aborted records to handlers.
+            "isolation.level" => config.isolation_level(match v.to_ascii_lowercase().as_str() {
+                "read_committed" => IsolationLevel::ReadCommitted,
+                "read_uncommitted" => IsolationLevel::ReadUncommitted,
+                _ => {
+                    return Err(at(
+                        field,
+                        format!("`{v}` is not read_committed or read_uncommitted"),
+                    ))
+                }
+            }),
             "enable.idempotence" => match v.to_ascii_lowercase().as_str() {
                 "false" => config,
                 _ => {
@@ -672,5 +685,15 @@ mod tests {
             .to_string();
         assert!(e.contains("cannot read") && e.contains("missing"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn isolation_level_is_applied_not_skipped() {
+        let c = props(&[("isolation.level", "READ_COMMITTED")]).unwrap();
+        assert_eq!(c.isolation_level, IsolationLevel::ReadCommitted);
+        let c = props(&[("isolation.level", "read_uncommitted")]).unwrap();
+        assert_eq!(c.isolation_level, IsolationLevel::ReadUncommitted);
+        let err = props(&[("isolation.level", "serializable")]).unwrap_err();
+        assert!(err.to_string().contains("read_committed"), "{err}");
     }
 }

@@ -23,6 +23,35 @@ pub struct Decoded {
     /// The offset to fetch next: past the last whole batch walked, never
     /// below the fetch offset nor at or below a returned record's offset.
     pub next_offset: i64,
+    /// Every batch walked whose CRC checked out, in order: what a
+    /// read_committed consumer needs to drop aborted transactions.
+    pub batches: Vec<BatchSpan>,
+}
+
+/// Where one record batch lies and who wrote it (for read_committed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSpan {
+    /// Offset of the batch's first record.
+    pub base: i64,
+    /// Offset of the batch's last record (base + last offset delta).
+    pub last: i64,
+    /// The writer's producer id; -1 for non-idempotent producers.
+    pub producer_id: i64,
+    /// Written inside a transaction (attribute bit 4).
+    pub transactional: bool,
+    /// For a control batch, the marker it holds.
+    pub control: Option<Control>,
+}
+
+/// The marker of a control batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// The producer's open transaction was aborted (type 0).
+    Abort,
+    /// The producer's open transaction was committed (type 1).
+    Commit,
+    /// Any other control type (KIP-848 and friends) or an unreadable key.
+    Other,
 }
 
 /// Decodes every whole batch in a Fetch partition's `records` bytes.
@@ -72,6 +101,7 @@ pub(super) fn decode_with_caps(
         inflated: 0,
         batch_cap,
         call_budget,
+        batches: Vec::new(),
     };
     let mut off = 0usize;
     loop {
@@ -117,6 +147,7 @@ pub(super) fn decode_with_caps(
     Decoded {
         records: w.records,
         next_offset: w.pos,
+        batches: w.batches,
     }
 }
 
@@ -141,6 +172,8 @@ struct Walker<'a> {
     batch_cap: usize,
     /// Decompressed bytes this call may hold (see `MAX_INFLATED_PER_CALL`).
     call_budget: usize,
+    /// Spans of the batches walked (see [`Decoded::batches`]).
+    batches: Vec<BatchSpan>,
 }
 
 impl Walker<'_> {
@@ -174,7 +207,15 @@ impl Walker<'_> {
         }
 
         let attributes = be_i16(&entry, OFF_ATTRIBUTES);
-        if attributes & ATTR_CONTROL != 0 {
+        let control = attributes & ATTR_CONTROL != 0;
+        self.batches.push(BatchSpan {
+            base,
+            last: next.saturating_sub(1),
+            producer_id: be_i64(&entry, OFF_PRODUCER_ID),
+            transactional: attributes & ATTR_TRANSACTIONAL != 0,
+            control: control.then(|| control_type(&entry)),
+        });
+        if control {
             // Transaction markers: never delivered, but skipped over.
             self.pos = self.pos.max(next);
             return Step::Next;
@@ -385,6 +426,28 @@ impl Walker<'_> {
         let reason = format!("record batch length {length} is invalid");
         let at = self.pos;
         self.undecodable(raw, at, at.saturating_add(1), -1, reason);
+    }
+}
+
+/// The marker type of a control batch: the key of its first record is
+/// `version: i16, type: i16` (control batches are never compressed).
+fn control_type(entry: &Bytes) -> Control {
+    let payload = entry.slice(HEADER_LEN.min(entry.len())..);
+    let mut c = Cursor::new(&payload, payload.len());
+    let key = (|| {
+        let _len = c.varint()?;
+        let _attributes = c.u8()?;
+        let _ts_delta = c.varlong()?;
+        let _offset_delta = c.varint()?;
+        c.nullable()
+    })();
+    match key {
+        Ok(Some(k)) if k.len() >= 4 => match be_i16(&k, 2) {
+            0 => Control::Abort,
+            1 => Control::Commit,
+            _ => Control::Other,
+        },
+        _ => Control::Other,
     }
 }
 

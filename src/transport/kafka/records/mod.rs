@@ -51,8 +51,10 @@ mod tests;
 
 pub use compression::Compression;
 pub use decode::decode_records;
+#[cfg(not(any(test, feature = "fuzzing")))]
+pub(crate) use decode::{BatchSpan, Control};
 #[cfg(any(test, feature = "fuzzing"))]
-pub use decode::Decoded;
+pub use decode::{BatchSpan, Control, Decoded};
 pub(crate) use encode::encode_batch;
 
 /// Header added to the single record that stands for a batch we could not
@@ -67,6 +69,7 @@ const OFF_ATTRIBUTES: usize = 21;
 const OFF_LAST_OFFSET_DELTA: usize = 23;
 const OFF_BASE_TIMESTAMP: usize = 27;
 const OFF_MAX_TIMESTAMP: usize = 35;
+const OFF_PRODUCER_ID: usize = 43;
 const OFF_RECORD_COUNT: usize = 57;
 const HEADER_LEN: usize = 61;
 
@@ -80,6 +83,7 @@ const MIN_RECORD_LEN: usize = 7;
 
 const ATTR_CODEC_MASK: i16 = 0x07;
 const ATTR_LOG_APPEND_TIME: i16 = 0x08;
+const ATTR_TRANSACTIONAL: i16 = 0x10;
 const ATTR_CONTROL: i16 = 0x20;
 
 // Big-endian reads of batch header fields.
