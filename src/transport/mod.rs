@@ -48,9 +48,11 @@ use crate::record::{Delivered, OutRecord, Record, TopicPartition};
 #[cfg(feature = "kafka")]
 pub(crate) mod kafka;
 pub(crate) mod memory;
+mod reader;
 
 pub use crate::partitioner::{murmur2, partition_for_key};
 pub use crate::pending::{Completer, Pending};
+pub use reader::{PartitionOffsets, Reader};
 
 /// Where a consumer starts in a partition that has no committed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -231,6 +233,18 @@ pub trait Transport: Send + Sync + Debug + 'static {
 
     /// Number of partitions of `topic`, `None` if it does not exist.
     fn partition_count(&self, topic: &str) -> Result<Option<i32>>;
+
+    /// A group-less [`Reader`]: offsets, records and committed offsets
+    /// without joining a group. The default fails with
+    /// [`Error::Protocol`](crate::Error::Protocol) saying this transport
+    /// has none (a default body, so transports written outside this crate
+    /// keep compiling); the memory broker and Kafka have one.
+    fn reader(&self) -> Result<Box<dyn Reader>> {
+        Err(crate::Error::Protocol(format!(
+            "reading without a consumer group is not supported by this transport ({})",
+            std::any::type_name::<Self>()
+        )))
+    }
 }
 
 /// Forwards every `Transport` method through a smart pointer.
@@ -249,6 +263,9 @@ macro_rules! transport_through {
             }
             fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
                 (**self).partition_count(topic)
+            }
+            fn reader(&self) -> Result<Box<dyn Reader>> {
+                (**self).reader()
             }
         }
     };

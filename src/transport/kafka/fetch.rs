@@ -283,6 +283,11 @@ impl Fetcher {
         }
     }
 
+    /// The next offset to fetch of an assigned partition, if it has one.
+    pub(crate) fn position(&self, tp: &TopicPartition) -> Option<i64> {
+        self.parts.get(tp).and_then(|p| p.position)
+    }
+
     /// Up to `max` buffered records of unpaused partitions, shared fairly
     /// (see [`take_fair`]).
     pub(crate) fn take(&mut self, max: usize) -> Vec<Record> {

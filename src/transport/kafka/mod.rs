@@ -13,6 +13,7 @@ pub(crate) mod fetch;
 pub(crate) mod group;
 pub(crate) mod producer;
 pub(crate) mod properties;
+pub(crate) mod reader;
 pub(crate) mod records;
 pub(crate) mod retry;
 pub(crate) mod sasl;
@@ -26,7 +27,7 @@ pub use sasl::{Sasl, SaslMechanism, Token, TokenProvider, UnsecuredJwt};
 pub use security::SecurityProtocol;
 
 use crate::error::Result;
-use crate::transport::{Consumer, ConsumerConfig, Producer, Transport};
+use crate::transport::{Consumer, ConsumerConfig, Producer, Reader, Transport};
 use client::Client;
 
 /// The Kafka transport: group consumers, an acknowledged producer and topic
@@ -117,5 +118,9 @@ impl Transport for KafkaTransport {
 
     fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
         self.client.partition_count(topic)
+    }
+
+    fn reader(&self) -> Result<Box<dyn Reader>> {
+        Ok(Box::new(reader::KafkaReader::new(self.client.clone())))
     }
 }

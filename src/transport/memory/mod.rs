@@ -39,10 +39,11 @@ use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 use crate::record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartition};
-use crate::transport::{Consumer, ConsumerConfig, Producer, Transport};
+use crate::transport::{Consumer, ConsumerConfig, Producer, Reader, Transport};
 
 mod consumer;
 mod group;
+mod reader;
 
 use consumer::MemoryConsumer;
 use group::Group;
@@ -691,6 +692,12 @@ impl Transport for MemoryBroker {
 
     fn partition_count(&self, topic: &str) -> Result<Option<i32>> {
         Ok(self.inner.partition_count(topic))
+    }
+
+    fn reader(&self) -> Result<Box<dyn Reader>> {
+        Ok(Box::new(reader::MemoryReader {
+            inner: Arc::clone(&self.inner),
+        }))
     }
 }
 

@@ -70,6 +70,8 @@ mod membership;
 mod offsets;
 mod watch;
 
+pub(crate) use offsets::fetch_committed;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;

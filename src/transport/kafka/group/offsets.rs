@@ -3,6 +3,7 @@
 //! OffsetCommit at the member's generation.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -13,10 +14,10 @@ use kafka_protocol::messages::offset_fetch_request::{
 use kafka_protocol::messages::OffsetFetchResponse;
 use kafka_protocol::protocol::StrBytes;
 
-use super::super::client::topic_name;
+use super::super::client::{topic_name, Client};
 use super::super::errors::check;
 use super::super::retry::{Action, Retry};
-use super::coordinator::group_id;
+use super::coordinator::{group_id, Coordinator};
 use super::membership::{Generation, GenerationEnd};
 use super::GroupConsumer;
 use crate::error::{Error, KafkaCode, Result};
@@ -73,40 +74,9 @@ impl GroupConsumer {
         }
         let group = self.config.group_id.clone();
         let timeout = self.client.config().request_timeout;
-        let (version, resp) = self.coord.call(timeout, |v| {
-            let mut req = OffsetFetchRequest::default();
-            if v >= 8 {
-                // v8+ batches groups; the v1-7 fields must stay at their defaults.
-                let mut g = OffsetFetchRequestGroup::default();
-                g.group_id = group_id(&group);
-                g.topics = Some(
-                    by_topic
-                        .iter()
-                        .map(|(t, parts)| {
-                            let mut x = OffsetFetchRequestTopics::default();
-                            x.name = topic_name(t);
-                            x.partition_indexes = parts.clone();
-                            x
-                        })
-                        .collect(),
-                );
-                req.groups = vec![g];
-            } else {
-                req.group_id = group_id(&group);
-                req.topics = Some(
-                    by_topic
-                        .iter()
-                        .map(|(t, parts)| {
-                            let mut x = OffsetFetchRequestTopic::default();
-                            x.name = topic_name(t);
-                            x.partition_indexes = parts.clone();
-                            x
-                        })
-                        .collect(),
-                );
-            }
-            req
-        })?;
+        let (version, resp) = self
+            .coord
+            .call(timeout, |v| offset_fetch_request(&group, v, &by_topic))?;
         committed_offsets(&group, version, &resp)
     }
 
@@ -191,6 +161,72 @@ impl GroupConsumer {
         }
         Ok(())
     }
+}
+
+/// The committed offsets of `group` for `partitions` (-1 = none), read
+/// group-less: a coordinator connection of its own, no membership, retried
+/// per the client's settings. For [`KafkaReader`](super::super::reader).
+pub(crate) fn fetch_committed(
+    client: &Arc<Client>,
+    group: &str,
+    partitions: &[TopicPartition],
+) -> Result<BTreeMap<TopicPartition, i64>> {
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for tp in partitions {
+        by_topic.entry(&tp.topic).or_default().push(tp.partition);
+    }
+    let timeout = client.config().request_timeout;
+    let mut coord = Coordinator::new(Arc::clone(client), group.to_string(), None);
+    Retry::new(client.config()).run(
+        "OffsetFetch",
+        &mut coord,
+        |coord| {
+            let (version, resp) =
+                coord.call(timeout, |v| offset_fetch_request(group, v, &by_topic))?;
+            committed_offsets(group, version, &resp)
+        },
+        |coord, e| coord.recover(e),
+    )
+}
+
+/// An OffsetFetch request at version `v` for these partitions by topic.
+fn offset_fetch_request(
+    group: &str,
+    v: i16,
+    by_topic: &BTreeMap<&str, Vec<i32>>,
+) -> OffsetFetchRequest {
+    let mut req = OffsetFetchRequest::default();
+    if v >= 8 {
+        // v8+ batches groups; the v1-7 fields must stay at their defaults.
+        let mut g = OffsetFetchRequestGroup::default();
+        g.group_id = group_id(group);
+        g.topics = Some(
+            by_topic
+                .iter()
+                .map(|(t, parts)| {
+                    let mut x = OffsetFetchRequestTopics::default();
+                    x.name = topic_name(t);
+                    x.partition_indexes = parts.clone();
+                    x
+                })
+                .collect(),
+        );
+        req.groups = vec![g];
+    } else {
+        req.group_id = group_id(group);
+        req.topics = Some(
+            by_topic
+                .iter()
+                .map(|(t, parts)| {
+                    let mut x = OffsetFetchRequestTopic::default();
+                    x.name = topic_name(t);
+                    x.partition_indexes = parts.clone();
+                    x
+                })
+                .collect(),
+        );
+    }
+    req
 }
 
 /// The committed offsets in an OffsetFetch reply at `version`; the first
