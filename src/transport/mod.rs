@@ -104,7 +104,12 @@ pub struct ConsumerConfig {
     pub client_id: Option<String>,
     /// Static membership (KIP-345, Kafka's `group.instance.id`): a member
     /// that comes back with the same id within the session timeout gets its
-    /// partitions back without a rebalance. `None` (the default): dynamic
+    /// partitions back without a rebalance (it must have stopped with
+    /// [`Consumer::close_for_restart`]; [`Consumer::close`] leaves). Until
+    /// then its partitions are read by nobody. Two live members with one id
+    /// fence each other: the older one gets `FENCED_INSTANCE_ID` (82) from
+    /// then on, fatal for it, as in Java. 1 to 249 characters of
+    /// `[a-zA-Z0-9._-]`; unique per group. `None` (the default): dynamic
     /// membership.
     pub group_instance_id: Option<String>,
     /// Which records of transactional producers are read. Default
@@ -142,6 +147,19 @@ impl ConsumerConfig {
             isolation_level: IsolationLevel::ReadUncommitted,
         }
     }
+}
+
+/// Kafka's rule for `group.instance.id` (as for topic names): 1 to 249
+/// characters of `[a-zA-Z0-9._-]`.
+pub(crate) fn validate_instance_id(id: &str) -> Result<()> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if id.is_empty() || id.len() > 249 || !id.chars().all(legal) {
+        return Err(crate::Error::config(
+            "group_instance_id",
+            format!("{id:?}: need 1 to 249 characters of [a-zA-Z0-9._-]"),
+        ));
+    }
+    Ok(())
 }
 
 /// What one [`Consumer::poll`] saw.
@@ -189,8 +207,19 @@ pub trait Consumer: Send + Debug {
     /// Partitions currently assigned to this member.
     fn assignment(&self) -> Vec<TopicPartition>;
 
-    /// Leaves the group. Later calls fail with [`Error::Closed`](crate::Error::Closed).
+    /// Leaves the group (a final close: LeaveGroup on Kafka, also for a
+    /// static member). Later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn close(&mut self) -> Result<()>;
+
+    /// Closes for a restart: a static member (one with
+    /// [`ConsumerConfig::group_instance_id`]) stops *without* leaving, so
+    /// the group keeps its partitions for it, unassigned, until it comes
+    /// back with the same instance id or its session times out; a dynamic
+    /// member leaves as on [`Consumer::close`]. The default is `close`, for
+    /// transports without static membership.
+    fn close_for_restart(&mut self) -> Result<()> {
+        self.close()
+    }
 }
 
 /// An acknowledged producer, shared by every thread of an engine.

@@ -72,6 +72,8 @@ pub(super) struct MemoryConsumer {
     /// Rotates the partition a poll starts with, for fairness.
     rotation: usize,
     closed: bool,
+    /// Replaced by a newer member with our `group_instance_id`.
+    fenced: bool,
 }
 
 impl fmt::Debug for MemoryConsumer {
@@ -105,6 +107,9 @@ impl MemoryConsumer {
         if config.max_poll_records == 0 {
             return Err(Error::config("max_poll_records", "must be at least 1"));
         }
+        if let Some(id) = &config.group_instance_id {
+            crate::transport::validate_instance_id(id)?;
+        }
         let group = {
             let mut groups = lock(&inner.groups);
             let g = groups.entry(config.group_id.clone()).or_insert_with(|| {
@@ -116,6 +121,8 @@ impl MemoryConsumer {
                         rebalance: None,
                         committed: HashMap::new(),
                         next_member: 0,
+                        instances: HashMap::new(),
+                        fenced: Default::default(),
                     }),
                 })
             });
@@ -133,6 +140,7 @@ impl MemoryConsumer {
             owned: Vec::new(),
             rotation: 0,
             closed: false,
+            fenced: false,
         })
     }
 
@@ -143,13 +151,40 @@ impl MemoryConsumer {
 
     /// Advances the membership state machine by one group event, if there
     /// is one for this member. Called with the group lock held.
-    fn group_step(&mut self, st: &mut GroupState, now: Instant) -> Option<ConsumerEvent> {
+    fn group_step(&mut self, st: &mut GroupState, now: Instant) -> Result<Option<ConsumerEvent>> {
         loop {
+            if let Some(id) = &self.member_id {
+                if st.fenced.remove(id) {
+                    self.fenced = true;
+                    self.member_id = None;
+                    self.awaiting = false;
+                    let lost = self.release();
+                    if !lost.is_empty() {
+                        return Ok(Some(ConsumerEvent::Lost(lost)));
+                    }
+                }
+            }
+            if self.fenced {
+                return Err(self.fenced_error());
+            }
             let Some(id) = self.member_id.clone() else {
                 // (Re)join as a fresh member.
                 st.next_member += 1;
                 let client_id = self.config.client_id.as_deref().unwrap_or("kafka-retry");
                 let id = format!("{client_id}-{:010}", st.next_member);
+                if let Some(instance) = self.config.group_instance_id.clone() {
+                    if st.replace_static(&instance, &id, &self.signal) {
+                        // Stable group: the assignment comes back below
+                        // without a rebalance; else it waits for the
+                        // pending one.
+                        self.member_id = Some(id);
+                        self.awaiting = true;
+                        self.revoke_delivered = false;
+                        st.try_complete(&self.inner);
+                        continue;
+                    }
+                    st.instances.insert(instance, id.clone());
+                }
                 st.members.insert(
                     id.clone(),
                     Member {
@@ -159,6 +194,8 @@ impl MemoryConsumer {
                         generation: -1,
                         assignment: Vec::new(),
                         signal: Arc::clone(&self.signal),
+                        instance_id: self.config.group_instance_id.clone(),
+                        away_until: None,
                     },
                 );
                 self.member_id = Some(id);
@@ -177,13 +214,13 @@ impl MemoryConsumer {
                 if lost.is_empty() {
                     continue;
                 }
-                return Some(ConsumerEvent::Lost(lost));
+                return Ok(Some(ConsumerEvent::Lost(lost)));
             };
             if st.rebalance.is_some() && !m.rejoined {
                 if !self.revoke_delivered && !self.owned.is_empty() {
                     // Still owned until the next poll: the caller may commit.
                     self.revoke_delivered = true;
-                    return Some(ConsumerEvent::Revoked(self.assignment()));
+                    return Ok(Some(ConsumerEvent::Revoked(self.assignment())));
                 }
                 // This poll is the JoinGroup. Eager protocol: give up all.
                 m.rejoined = true;
@@ -199,9 +236,9 @@ impl MemoryConsumer {
                 self.generation = st.generation;
                 let assignment = m.assignment.clone();
                 self.take_assignment(&assignment, &st.committed);
-                return Some(ConsumerEvent::Assigned(assignment));
+                return Ok(Some(ConsumerEvent::Assigned(assignment)));
             }
-            return None;
+            return Ok(None);
         }
     }
 
@@ -282,11 +319,39 @@ impl MemoryConsumer {
         topics
     }
 
-    fn leave(&mut self) {
+    fn fenced_error(&self) -> Error {
+        Error::kafka(
+            format!(
+                "group {}: instance {:?} fenced by a newer member with the same id",
+                self.group.id,
+                self.config.group_instance_id.as_deref().unwrap_or_default()
+            ),
+            82,
+        )
+    }
+
+    /// Leaves the group; with `stay` a static member only goes away for
+    /// its session timeout, keeping its place and assignment.
+    fn leave(&mut self, stay: bool) {
         let group = Arc::clone(&self.group);
         let mut st = lock(&group.state);
+        let now = Instant::now();
         if let Some(id) = self.member_id.take() {
-            st.remove_member(&id, Instant::now(), &self.inner);
+            let kept = match st.members.get_mut(&id) {
+                Some(m) if stay && m.instance_id.is_some() => {
+                    // An unrepresentable timeout: away until removed by a
+                    // new member or a rebalance.
+                    m.away_until = Some(
+                        now.checked_add(self.config.session_timeout)
+                            .unwrap_or(now + Duration::from_secs(86_400 * 365)),
+                    );
+                    true
+                }
+                _ => false,
+            };
+            if !kept && !st.fenced.remove(&id) {
+                st.remove_member(&id, now, &self.inner);
+            }
         }
         drop(st);
         self.release();
@@ -309,7 +374,7 @@ impl Consumer for MemoryConsumer {
             let mut st = lock(&group.state);
             let now = Instant::now();
             st.expire(now, &self.inner);
-            if let Some(event) = self.group_step(&mut st, now) {
+            if let Some(event) = self.group_step(&mut st, now)? {
                 return Ok(event);
             }
             let timed_out = deadline.is_some_and(|d| now >= d);
@@ -367,6 +432,16 @@ impl Consumer for MemoryConsumer {
         let group = Arc::clone(&self.group);
         let mut st = lock(&group.state);
         st.expire(Instant::now(), &self.inner);
+        if let Some(id) = self.member_id.clone().filter(|id| st.fenced.remove(id)) {
+            // Found out here rather than in a poll: the partitions are gone.
+            log::warn!("group {}: member {id} fenced by instance id", group.id);
+            self.fenced = true;
+            self.member_id = None;
+            self.release();
+        }
+        if self.fenced {
+            return Err(self.fenced_error());
+        }
         let Some(id) = self.member_id.as_deref() else {
             return Err(Error::Rebalance(format!(
                 "not a member of group `{}`; poll to join",
@@ -408,7 +483,15 @@ impl Consumer for MemoryConsumer {
         if self.closed {
             return Err(Error::Closed);
         }
-        self.leave();
+        self.leave(false);
+        Ok(())
+    }
+
+    fn close_for_restart(&mut self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        self.leave(true);
         Ok(())
     }
 }
@@ -416,7 +499,7 @@ impl Consumer for MemoryConsumer {
 impl Drop for MemoryConsumer {
     fn drop(&mut self) {
         if !self.closed {
-            self.leave();
+            self.leave(false);
         }
     }
 }

@@ -31,6 +31,11 @@ pub(super) struct GroupState {
     pub(super) rebalance: Option<Rebalance>,
     pub(super) committed: HashMap<TopicPartition, i64>,
     pub(super) next_member: u64,
+    /// Static membership (KIP-345): `group.instance.id` -> member id.
+    pub(super) instances: HashMap<String, String>,
+    /// Member ids replaced by a newer member with their instance id: their
+    /// consumers fail with FENCED_INSTANCE_ID.
+    pub(super) fenced: BTreeSet<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -47,6 +52,13 @@ pub(super) struct Member {
     pub(super) assignment: Vec<TopicPartition>,
     /// Raised to wake the member's `poll`.
     pub(super) signal: Arc<WakeFlag>,
+    /// Its `group.instance.id`, for a static member.
+    pub(super) instance_id: Option<String>,
+    /// A static member closed for a restart: it stays in the group, its
+    /// partitions unread, until this deadline (its session timeout), when
+    /// it is removed and the group rebalances. `None`: present. (The
+    /// memory broker has no session timeout for present members.)
+    pub(super) away_until: Option<Instant>,
 }
 
 impl GroupState {
@@ -108,6 +120,15 @@ impl GroupState {
     /// Evicts members that did not rejoin within the rebalance timeout, then
     /// forms the generation without them.
     pub(super) fn expire(&mut self, now: Instant, inner: &Inner) {
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.away_until.is_some_and(|d| now >= d))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.remove_member(&id, now, inner);
+        }
         if let Some(Rebalance { deadline: Some(d) }) = self.rebalance {
             if now >= d {
                 self.members.retain(|_, m| {
@@ -121,9 +142,45 @@ impl GroupState {
         }
     }
 
+    /// Admits a static member with `instance` under the new member id
+    /// `id`. A member already holding the instance id is replaced: in a
+    /// stable group the newcomer takes over its generation and assignment
+    /// (no rebalance, KIP-345), and the old member id is fenced. Returns
+    /// false when nothing held the id (the caller joins as a new member).
+    pub(super) fn replace_static(
+        &mut self,
+        instance: &str,
+        id: &str,
+        signal: &Arc<WakeFlag>,
+    ) -> bool {
+        let Some(old) = self.instances.get(instance).cloned() else {
+            return false;
+        };
+        let Some(mut m) = self.members.remove(&old) else {
+            self.instances.remove(instance);
+            return false;
+        };
+        self.fenced.insert(old);
+        // Wake the replaced consumer, if it still runs, to learn it is fenced.
+        m.signal.raise();
+        m.signal = Arc::clone(signal);
+        m.away_until = None;
+        if self.rebalance.is_some() {
+            // Mid-rebalance: rejoin in the pending one, owning nothing.
+            m.rejoined = true;
+            m.assignment.clear();
+        }
+        self.members.insert(id.to_string(), m);
+        self.instances.insert(instance.to_string(), id.to_string());
+        true
+    }
+
     pub(super) fn remove_member(&mut self, id: &str, now: Instant, inner: &Inner) {
-        if self.members.remove(id).is_none() {
+        let Some(m) = self.members.remove(id) else {
             return;
+        };
+        if let Some(instance) = &m.instance_id {
+            self.instances.remove(instance);
         }
         if self.members.is_empty() {
             // Empty group: nothing to rebalance, committed offsets stay.
