@@ -68,6 +68,8 @@ mod heartbeat;
 mod join;
 mod membership;
 mod offsets;
+#[cfg(test)]
+mod static_tests;
 mod watch;
 
 use std::collections::BTreeMap;
