@@ -53,6 +53,7 @@ pub struct EngineBuilder {
     dead_letter_topic: Option<Option<String>>,
     relay_group_id: Option<String>,
     group_instance_id: Option<String>,
+    rebalance_protocol: crate::transport::RebalanceProtocol,
     missing_topics: MissingTopics,
     topic_partitions: Option<i32>,
     replication_factor: Option<i16>,
@@ -119,6 +120,7 @@ impl EngineBuilder {
             dead_letter_topic: None,
             relay_group_id: None,
             group_instance_id: None,
+            rebalance_protocol: crate::transport::RebalanceProtocol::Eager,
             missing_topics: MissingTopics::Fail,
             topic_partitions: None,
             replication_factor: None,
@@ -302,6 +304,24 @@ impl EngineBuilder {
     /// ```
     pub fn group_instance_id(mut self, id: impl Into<String>) -> Self {
         self.group_instance_id = Some(id.into());
+        self
+    }
+
+    /// Eager (the default) or cooperative rebalances for the engine's
+    /// consumers (main and relay); see
+    /// [`RebalanceProtocol`](crate::transport::RebalanceProtocol). With
+    /// cooperative, a rebalance only revokes the partitions that move: the
+    /// engine finishes (or, at the revoke timeout, abandons) and commits
+    /// their in-flight records while the others keep being handled. The
+    /// memory broker implements it; the Kafka transport still runs eager.
+    ///
+    /// ```
+    /// use kafka_retry::transport::RebalanceProtocol;
+    #[doc = doc_builder!()]
+    ///     .rebalance_protocol(RebalanceProtocol::Cooperative);
+    /// ```
+    pub fn rebalance_protocol(mut self, protocol: crate::transport::RebalanceProtocol) -> Self {
+        self.rebalance_protocol = protocol;
         self
     }
 
@@ -688,6 +708,7 @@ impl EngineBuilder {
                 // id a user set is the one the broker logs and quotas see.
                 client_id: None,
                 group_instance_id: instance,
+                rebalance_protocol: self.rebalance_protocol,
                 isolation_level: crate::transport::IsolationLevel::ReadUncommitted,
             };
         // Create both group members before starting any thread, so a broker

@@ -48,6 +48,7 @@ use crate::record::{Delivered, OutRecord, Record, TopicPartition};
 #[cfg(feature = "kafka")]
 pub(crate) mod kafka;
 pub(crate) mod memory;
+pub(crate) mod sticky;
 
 pub use crate::partitioner::{murmur2, partition_for_key};
 pub use crate::pending::{Completer, Pending};
@@ -75,6 +76,24 @@ pub enum IsolationLevel {
     /// Only records below the last stable offset, without those of aborted
     /// transactions.
     ReadCommitted,
+}
+
+/// How a group rebalances (the consumer protocol's assignment strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebalanceProtocol {
+    /// Every rebalance revokes every partition of every member first
+    /// (`range`, Kafka's classic default).
+    #[default]
+    Eager,
+    /// Incremental cooperative rebalancing (KIP-429, `cooperative-sticky`):
+    /// members keep their partitions during a rebalance and revoke only
+    /// those that move, which their new owner gets in a follow-up
+    /// rebalance. Used when every member of the group offers it, else the
+    /// group falls back to eager. Supported by the memory broker; the Kafka
+    /// transport still runs eager with this setting (and says so in a
+    /// warning).
+    Cooperative,
 }
 
 /// What a group consumer needs to join its group.
@@ -115,6 +134,9 @@ pub struct ConsumerConfig {
     /// Which records of transactional producers are read. Default
     /// [`IsolationLevel::ReadUncommitted`], as Kafka's.
     pub isolation_level: IsolationLevel,
+    /// Eager (the default) or cooperative rebalances; see
+    /// [`RebalanceProtocol`].
+    pub rebalance_protocol: RebalanceProtocol,
 }
 
 impl ConsumerConfig {
@@ -145,6 +167,7 @@ impl ConsumerConfig {
             client_id: None,
             group_instance_id: None,
             isolation_level: IsolationLevel::ReadUncommitted,
+            rebalance_protocol: RebalanceProtocol::Eager,
         }
     }
 }
@@ -168,13 +191,20 @@ pub enum ConsumerEvent {
     /// Records from assigned, unpaused partitions, in offset order per
     /// partition. Empty when the poll timed out.
     Records(Vec<Record>),
-    /// These partitions are now this member's. Reading starts at the
-    /// committed offset, or per [`OffsetReset`] when there is none.
+    /// These partitions are now this member's, in addition to those it
+    /// kept (eager: it kept none, so this is its whole assignment;
+    /// cooperative: only the new ones, possibly none). Reading starts at
+    /// the committed offset, or per [`OffsetReset`] when there is none.
     Assigned(Vec<TopicPartition>),
-    /// A rebalance started and these partitions will be released (eager
-    /// protocol: every owned partition is revoked). Until the next `poll`
-    /// they are still owned: finish or abandon their work and commit their
-    /// offsets, then poll again to rejoin, within the rebalance timeout.
+    /// These partitions will be released. Eager protocol: a rebalance
+    /// started and every owned partition is revoked, and the next polls
+    /// rejoin and return `Assigned` with the new assignment. Cooperative
+    /// protocol ([`RebalanceProtocol::Cooperative`]): only the partitions
+    /// that move to another member; the others stay owned and keep
+    /// delivering records, and an `Assigned` with the partitions *added*
+    /// follows (possibly none). Until the next `poll` the revoked
+    /// partitions are still owned: finish or abandon their work and commit
+    /// their offsets, then poll again, within the rebalance timeout.
     Revoked(Vec<TopicPartition>),
     /// These partitions were taken away without a clean revoke (the session
     /// expired, or the member was fenced). Their offsets can no longer be

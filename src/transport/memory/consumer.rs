@@ -10,7 +10,7 @@ use super::group::{Group, GroupState, Member};
 use super::{lock, to_record, Inner, Partition, Topic, WakeFlag};
 use crate::error::{Error, Result};
 use crate::record::{Record, TopicPartition};
-use crate::transport::{Consumer, ConsumerConfig, ConsumerEvent, OffsetReset};
+use crate::transport::{Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, RebalanceProtocol};
 
 /// A partition this member owns, with its fetch position.
 struct Owned {
@@ -74,6 +74,11 @@ pub(super) struct MemoryConsumer {
     closed: bool,
     /// Replaced by a newer member with our `group_instance_id`.
     fenced: bool,
+    /// Cooperative: partitions returned in `Revoked`, released on the next
+    /// poll (until then they are owned and may be committed).
+    releasing: Vec<TopicPartition>,
+    /// Cooperative: the `Assigned` that follows a `Revoked`.
+    queued: Option<ConsumerEvent>,
 }
 
 impl fmt::Debug for MemoryConsumer {
@@ -141,6 +146,8 @@ impl MemoryConsumer {
             rotation: 0,
             closed: false,
             fenced: false,
+            releasing: Vec::new(),
+            queued: None,
         })
     }
 
@@ -166,6 +173,21 @@ impl MemoryConsumer {
             }
             if self.fenced {
                 return Err(self.fenced_error());
+            }
+            if !self.releasing.is_empty() {
+                // The caller had its chance to commit them: let them go.
+                let gone = std::mem::take(&mut self.releasing);
+                self.owned.retain(|o| !gone.contains(&o.tp));
+                if let Some(m) = self
+                    .member_id
+                    .as_ref()
+                    .and_then(|id| st.members.get_mut(id))
+                {
+                    m.revoking.retain(|tp| !gone.contains(tp));
+                }
+            }
+            if let Some(event) = self.queued.take() {
+                return Ok(Some(event));
             }
             let Some(id) = self.member_id.clone() else {
                 // (Re)join as a fresh member.
@@ -196,6 +218,9 @@ impl MemoryConsumer {
                         signal: Arc::clone(&self.signal),
                         instance_id: self.config.group_instance_id.clone(),
                         away_until: None,
+                        cooperative: self.config.rebalance_protocol
+                            == RebalanceProtocol::Cooperative,
+                        revoking: Vec::new(),
                     },
                 );
                 self.member_id = Some(id);
@@ -204,6 +229,7 @@ impl MemoryConsumer {
                 st.start_rebalance(now, &self.inner);
                 continue;
             };
+            let group_cooperative = st.cooperative();
             let Some(m) = st.members.get_mut(&id) else {
                 // Evicted (did not rejoin within the rebalance timeout): the
                 // partitions were taken without a clean revoke.
@@ -216,6 +242,40 @@ impl MemoryConsumer {
                 }
                 return Ok(Some(ConsumerEvent::Lost(lost)));
             };
+            // A new generation formed for us: taken before a next rebalance
+            // (a cooperative one may already be pending) asks us to rejoin.
+            if self.awaiting && !m.rejoined && m.generation != self.generation {
+                self.awaiting = false;
+                self.generation = m.generation;
+                let owned = self.assignment();
+                let revoked: Vec<TopicPartition> = owned
+                    .iter()
+                    .filter(|tp| !m.assignment.contains(tp))
+                    .cloned()
+                    .collect();
+                let added: Vec<TopicPartition> = m
+                    .assignment
+                    .iter()
+                    .filter(|tp| !owned.contains(tp))
+                    .cloned()
+                    .collect();
+                self.take_assignment(&added, &st.committed);
+                if revoked.is_empty() {
+                    return Ok(Some(ConsumerEvent::Assigned(added)));
+                }
+                self.releasing = revoked.clone();
+                self.queued = Some(ConsumerEvent::Assigned(added));
+                return Ok(Some(ConsumerEvent::Revoked(revoked)));
+            }
+            let cooperative = m.cooperative && group_cooperative;
+            if st.rebalance.is_some() && !m.rejoined && cooperative {
+                // Cooperative: rejoin keeping every partition (and reading
+                // them) until the new generation says which ones move.
+                m.rejoined = true;
+                self.awaiting = true;
+                st.try_complete(&self.inner);
+                continue;
+            }
             if st.rebalance.is_some() && !m.rejoined {
                 if !self.revoke_delivered && !self.owned.is_empty() {
                     // Still owned until the next poll: the caller may commit.
@@ -231,13 +291,6 @@ impl MemoryConsumer {
                 st.try_complete(&self.inner);
                 continue;
             }
-            if self.awaiting && st.rebalance.is_none() && m.generation == st.generation {
-                self.awaiting = false;
-                self.generation = st.generation;
-                let assignment = m.assignment.clone();
-                self.take_assignment(&assignment, &st.committed);
-                return Ok(Some(ConsumerEvent::Assigned(assignment)));
-            }
             return Ok(None);
         }
     }
@@ -250,8 +303,11 @@ impl MemoryConsumer {
         tps: &[TopicPartition],
         committed: &HashMap<TopicPartition, i64>,
     ) {
-        self.owned.clear();
-        for tp in tps {
+        let fresh: Vec<&TopicPartition> = tps
+            .iter()
+            .filter(|tp| !self.owned.iter().any(|o| &o.tp == *tp))
+            .collect();
+        for tp in fresh {
             let Ok(topic) = self.inner.topic(&tp.topic) else {
                 continue;
             };
@@ -378,7 +434,8 @@ impl Consumer for MemoryConsumer {
                 return Ok(event);
             }
             let timed_out = deadline.is_some_and(|d| now >= d);
-            if self.awaiting {
+            // Cooperative members keep reading what they own meanwhile.
+            if self.awaiting && self.owned.is_empty() {
                 if timed_out {
                     // Still waiting for the other members to rejoin.
                     return Ok(ConsumerEvent::Records(Vec::new()));
@@ -457,13 +514,19 @@ impl Consumer for MemoryConsumer {
         // Kafka accepts commits of the current generation, also while a
         // rebalance is being prepared, but not once the member has rejoined
         // (eager: it gave up its partitions).
-        if m.rejoined || self.awaiting || m.generation != st.generation {
+        // Cooperative members keep their partitions while they rejoin, and
+        // may commit those being revoked until they release them.
+        let rejoining = !m.cooperative && (m.rejoined || self.awaiting);
+        if rejoining || m.generation != st.generation {
             return Err(Error::Rebalance(format!(
                 "member {id} is not in the current generation {} of group `{}`",
                 st.generation, group.id
             )));
         }
-        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !m.assignment.contains(tp)) {
+        if let Some((tp, _)) = offsets
+            .iter()
+            .find(|(tp, _)| !m.assignment.contains(tp) && !m.revoking.contains(tp))
+        {
             return Err(Error::Rebalance(format!(
                 "partition {tp} is not assigned to member {id} of group `{}`",
                 group.id

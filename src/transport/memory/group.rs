@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Inner, WakeFlag};
 use crate::record::TopicPartition;
+use crate::transport::sticky::{cooperative_sticky_assign, StickyMember};
 
 pub(super) struct Group {
     pub(super) id: String,
@@ -52,6 +53,11 @@ pub(super) struct Member {
     pub(super) assignment: Vec<TopicPartition>,
     /// Raised to wake the member's `poll`.
     pub(super) signal: Arc<WakeFlag>,
+    /// Offers the cooperative protocol (KIP-429).
+    pub(super) cooperative: bool,
+    /// Cooperative: partitions taken from it in the current generation
+    /// that it has not released yet (it may still commit them).
+    pub(super) revoking: Vec<TopicPartition>,
     /// Its `group.instance.id`, for a static member.
     pub(super) instance_id: Option<String>,
     /// A static member closed for a restart: it stays in the group, its
@@ -90,8 +96,18 @@ impl GroupState {
         self.try_complete(inner);
     }
 
+    /// Whether the group rebalances cooperatively: every member offers it
+    /// (as Kafka picks a protocol every member supports).
+    pub(super) fn cooperative(&self) -> bool {
+        !self.members.is_empty() && self.members.values().all(|m| m.cooperative)
+    }
+
     /// Forms the next generation if a rebalance is pending and every member
-    /// has rejoined.
+    /// has rejoined. Eager: range assignment (rejoined members own
+    /// nothing). Cooperative: sticky assignment from what members own; a
+    /// partition moving from one member to another is withheld (nobody's)
+    /// until its owner has revoked it, and a follow-up rebalance starts at
+    /// once to hand it over.
     pub(super) fn try_complete(&mut self, inner: &Inner) {
         if self.rebalance.is_none() || !self.members.values().all(|m| m.rejoined) {
             return;
@@ -102,19 +118,65 @@ impl GroupState {
             return;
         }
         self.generation += 1;
-        let subs: Vec<(&str, &[String])> = self
+        let mut assignment = if self.cooperative() {
+            let members: Vec<StickyMember> = self
+                .members
+                .iter()
+                .map(|(id, m)| StickyMember {
+                    id: id.clone(),
+                    topics: m.topics.clone(),
+                    owned: m.assignment.iter().chain(&m.revoking).cloned().collect(),
+                    generation: self.generation - 1,
+                })
+                .collect();
+            cooperative_sticky_assign(&members, |t| Ok(inner.partition_count(t)))
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        } else {
+            let subs: Vec<(&str, &[String])> = self
+                .members
+                .iter()
+                .map(|(id, m)| (id.as_str(), m.topics.as_slice()))
+                .collect();
+            range_assign(&subs, |t| inner.partition_count(t).unwrap_or(0))
+        };
+        // Partitions still owned by a member that does not keep them: it
+        // revokes them first, nobody else gets them in this generation.
+        let owned: HashMap<TopicPartition, String> = self
             .members
             .iter()
-            .map(|(id, m)| (id.as_str(), m.topics.as_slice()))
+            .flat_map(|(id, m)| m.assignment.iter().map(move |tp| (tp.clone(), id.clone())))
             .collect();
-        let mut assignment = range_assign(&subs, |t| inner.partition_count(t).unwrap_or(0));
+        let mut withheld = false;
         for (id, m) in self.members.iter_mut() {
-            m.assignment = assignment.remove(id).unwrap_or_default();
+            let mut next = assignment.remove(id).unwrap_or_default();
+            next.retain(|tp| {
+                let free = owned.get(tp).is_none_or(|o| o == id);
+                withheld |= !free;
+                free
+            });
+            let revoking: Vec<TopicPartition> = m
+                .assignment
+                .iter()
+                .filter(|tp| !next.contains(tp))
+                .cloned()
+                .collect();
+            // The assignor may have withheld them already: a revoke always
+            // calls for the follow-up.
+            withheld |= !revoking.is_empty();
+            m.revoking = revoking;
+            m.assignment = next;
             m.generation = self.generation;
             m.rejoined = false;
         }
         self.rebalance = None;
         self.wake_members();
+        if withheld {
+            // The revoking members rejoin on their poll after `Revoked`;
+            // the follow-up generation forms once everyone has.
+            self.start_rebalance(Instant::now(), inner);
+        }
     }
 
     /// Evicts members that did not rejoin within the rebalance timeout, then
@@ -165,6 +227,7 @@ impl GroupState {
         m.signal.raise();
         m.signal = Arc::clone(signal);
         m.away_until = None;
+        m.revoking.clear();
         if self.rebalance.is_some() {
             // Mid-rebalance: rejoin in the pending one, owning nothing.
             m.rejoined = true;

@@ -148,6 +148,14 @@ impl GroupConsumer {
     /// Starts the heartbeat thread, idle until the join completes.
     pub(crate) fn new(client: Arc<Client>, config: ConsumerConfig) -> Result<GroupConsumer> {
         validate(&config)?;
+        if config.rebalance_protocol == crate::transport::RebalanceProtocol::Cooperative {
+            // Not silently: the caller asked for something we do not do yet.
+            log::warn!(
+                "group {}: cooperative rebalancing is not implemented by the Kafka transport \
+                 yet; this member uses the eager protocol (range)",
+                config.group_id
+            );
+        }
         let membership = Arc::new(Membership::default());
         let interval = client
             .config()
