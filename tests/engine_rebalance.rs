@@ -237,6 +237,7 @@ fn cooperative_keeps_unmoved_partitions_delivering_and_eager_stops_them() {
     );
     for run in [&eager, &cooperative] {
         assert_eq!(run.distinct_handled, run.sent, "nothing lost: {run:?}");
+        assert!(run.handled >= run.sent, "{run:?}");
     }
 }
 
