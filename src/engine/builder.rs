@@ -52,6 +52,8 @@ pub struct EngineBuilder {
     /// `None`: the default name; `Some(None)`: dead-lettering off.
     dead_letter_topic: Option<Option<String>>,
     relay_group_id: Option<String>,
+    group_instance_id: Option<String>,
+    rebalance_protocol: crate::transport::RebalanceProtocol,
     missing_topics: MissingTopics,
     topic_partitions: Option<i32>,
     replication_factor: Option<i16>,
@@ -118,6 +120,8 @@ impl EngineBuilder {
             retry_topic: None,
             dead_letter_topic: None,
             relay_group_id: None,
+            group_instance_id: None,
+            rebalance_protocol: crate::transport::RebalanceProtocol::Eager,
             missing_topics: MissingTopics::Fail,
             topic_partitions: None,
             replication_factor: None,
@@ -276,6 +280,50 @@ impl EngineBuilder {
     /// ```
     pub fn relay_group_id(mut self, group_id: impl Into<String>) -> Self {
         self.relay_group_id = Some(group_id.into());
+        self
+    }
+
+    /// Static membership (KIP-345, Kafka's `group.instance.id`) for this
+    /// engine's group members, so a restart does not rebalance the group:
+    /// stop with [`Engine::shutdown_for_restart`](crate::Engine::shutdown_for_restart)
+    /// (no LeaveGroup) and start again with the same id within the session
+    /// timeout, and the engine gets its partitions back while the other
+    /// members keep theirs. [`Engine::shutdown`](crate::Engine::shutdown)
+    /// is final and leaves the group.
+    ///
+    /// The main consumer uses `id`; the relay, a member of the relay's own
+    /// group, uses `<id>-relay` (instance ids are per group, the suffix
+    /// only keeps the two apart in broker logs and tools). Give every
+    /// engine instance of a group its own id, stable across its restarts
+    /// (a pod name, say): a second live member with the same id fences the
+    /// first, which then fails with `FENCED_INSTANCE_ID` (82) on every poll
+    /// and commit. 1 to 243 characters of `[a-zA-Z0-9._-]`. Default: none
+    /// (dynamic membership). Needs JoinGroup v5 (Kafka 2.3+).
+    ///
+    /// ```
+    #[doc = doc_builder!()]
+    ///     .group_instance_id("billing-0");
+    /// ```
+    pub fn group_instance_id(mut self, id: impl Into<String>) -> Self {
+        self.group_instance_id = Some(id.into());
+        self
+    }
+
+    /// Eager (the default) or cooperative rebalances for the engine's
+    /// consumers (main and relay); see
+    /// [`RebalanceProtocol`](crate::transport::RebalanceProtocol). With
+    /// cooperative, a rebalance only revokes the partitions that move: the
+    /// engine finishes (or, at the revoke timeout, abandons) and commits
+    /// their in-flight records while the others keep being handled. The
+    /// memory broker implements it; the Kafka transport still runs eager.
+    ///
+    /// ```
+    /// use kafka_retry::transport::RebalanceProtocol;
+    #[doc = doc_builder!()]
+    ///     .rebalance_protocol(RebalanceProtocol::Cooperative);
+    /// ```
+    pub fn rebalance_protocol(mut self, protocol: crate::transport::RebalanceProtocol) -> Self {
+        self.rebalance_protocol = protocol;
         self
     }
 
@@ -661,27 +709,46 @@ impl EngineBuilder {
             #[cfg(feature = "metrics")]
             metrics: super::metrics::Metrics::new(&group_id),
         });
-        let consumer_config = |group: String, topics: Vec<String>| ConsumerConfig {
-            group_id: group,
-            topics,
-            offset_reset: self.offset_reset,
-            session_timeout: self.session_timeout,
-            rebalance_timeout: self.rebalance_timeout,
-            max_poll_records: self.max_poll_records,
-            // The transport's client id (`KafkaConfig::client_id`), so the
-            // id a user set is the one the broker logs and quotas see.
-            client_id: None,
-            group_instance_id: None,
-            isolation_level: self.isolation_level,
+        let relay_instance_id = match &self.group_instance_id {
+            Some(id) => {
+                // Room for the relay's "-relay" within Kafka's 249.
+                if id.len() > 243 {
+                    return Err(Error::config(
+                        "group_instance_id",
+                        "at most 243 characters (the relay adds \"-relay\")",
+                    ));
+                }
+                crate::transport::validate_instance_id(id)?;
+                Some(format!("{id}-relay"))
+            }
+            None => None,
         };
+        let consumer_config =
+            |group: String, topics: Vec<String>, instance: Option<String>| ConsumerConfig {
+                group_id: group,
+                topics,
+                offset_reset: self.offset_reset,
+                session_timeout: self.session_timeout,
+                rebalance_timeout: self.rebalance_timeout,
+                max_poll_records: self.max_poll_records,
+                // The transport's client id (`KafkaConfig::client_id`), so the
+                // id a user set is the one the broker logs and quotas see.
+                client_id: None,
+                group_instance_id: instance,
+                rebalance_protocol: self.rebalance_protocol,
+                isolation_level: self.isolation_level,
+            };
         // Create both group members before starting any thread, so a broker
         // error surfaces from build() and not from a thread later.
-        let main = self
-            .transport
-            .consumer(consumer_config(group_id.clone(), self.topics.clone()))?;
+        let main = self.transport.consumer(consumer_config(
+            group_id.clone(),
+            self.topics.clone(),
+            self.group_instance_id.clone(),
+        ))?;
         let relay_consumer = self.transport.consumer(consumer_config(
             relay_group_id.clone(),
             vec![retry_topic.clone()],
+            relay_instance_id,
         ))?;
 
         let mut threads = Threads::new(signal, health);

@@ -21,6 +21,9 @@ pub(crate) struct StopSignal {
     pub stop: AtomicBool,
     pub abandon: AtomicBool,
     pub deadline: Mutex<Option<Instant>>,
+    /// A restart-style stop: consumers close with `close_for_restart`
+    /// (static members send no LeaveGroup).
+    pub restart: AtomicBool,
     /// What the stopping threads could not finish, for the shutdown error.
     shutdown: Mutex<ShutdownReport>,
 }
@@ -46,6 +49,11 @@ impl StopSignal {
     /// Tells workers to skip what is left.
     pub(crate) fn request_abandon(&self) {
         self.abandon.store(true, Ordering::Release);
+    }
+
+    /// Whether the consumers should keep a static membership on close.
+    pub(crate) fn for_restart(&self) -> bool {
+        self.restart.load(Ordering::Acquire)
     }
 
     pub(crate) fn stopping(&self) -> bool {

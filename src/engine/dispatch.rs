@@ -490,7 +490,12 @@ impl Dispatcher {
         // Disconnect the workers so they exit once their queue is drained.
         self.job_txs.clear();
         self.status.step(Doing::LeavingGroup);
-        if let Err(e) = self.consumer.close() {
+        let closed = if self.ctx.signal.for_restart() {
+            self.consumer.close_for_restart()
+        } else {
+            self.consumer.close()
+        };
+        if let Err(e) = closed {
             log::debug!("leave group: {e}");
         }
         self.status.step(Doing::Idle);

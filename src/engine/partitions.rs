@@ -30,16 +30,16 @@ pub(crate) struct Partitions {
 }
 
 impl Partitions {
-    /// Takes these partitions on, each under a fresh lease.
+    /// Takes these partitions on, each under a fresh lease. A partition
+    /// already owned keeps its lease (and in-flight work): with cooperative
+    /// rebalancing an assignment adds to what is kept, and a fresh lease
+    /// would orphan the work in flight under the old one.
     pub(crate) fn assign(&mut self, tps: Vec<TopicPartition>) {
         for tp in tps {
-            self.parts.insert(
-                tp.clone(),
-                Part {
-                    lease: Lease::new(tp),
-                    paused: false,
-                },
-            );
+            self.parts.entry(tp.clone()).or_insert_with(|| Part {
+                lease: Lease::new(tp),
+                paused: false,
+            });
         }
     }
 

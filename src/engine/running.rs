@@ -114,9 +114,60 @@ impl Engine {
     /// (read again from there), the threads still running at the deadline
     /// and what they were doing, and what failed. See the example on
     /// [`Engine`].
+    ///
+    /// This is a *final* shutdown: the consumers leave their groups
+    /// (LeaveGroup), so the group rebalances at once, also with
+    /// [`group_instance_id`](crate::EngineBuilder::group_instance_id) set.
+    /// To restart, see [`Engine::shutdown_for_restart`].
     pub fn shutdown(mut self, timeout: Duration) -> Result<()> {
         match self.threads.take() {
             Some(mut t) => t.stop(deadline_after(timeout)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Engine {
+    /// [`Engine::shutdown`] for a restart: the same drain and final commit,
+    /// but with [`EngineBuilder::group_instance_id`](crate::EngineBuilder::group_instance_id)
+    /// set the consumers stop *without* LeaveGroup, so the group does not
+    /// rebalance: their partitions wait, unread, for an engine with the
+    /// same instance id, which gets them back at once if it starts within
+    /// the session timeout; after that the group rebalances without it.
+    /// Without an instance id it is the same as `shutdown` (a dynamic
+    /// member's id cannot be reused, so it leaves).
+    ///
+    /// We chose a separate call rather than Java's rule (a static member
+    /// never leaves on close) so the final stop of a scaled-down instance
+    /// hands its partitions over at once, without a session timeout of
+    /// silence; dropping an engine is final too.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kafka_retry::{Engine, MemoryBroker, Outcome};
+    ///
+    /// let broker = MemoryBroker::new();
+    /// broker.create_topic("orders", 2)?;
+    /// let start = || {
+    ///     Engine::builder(broker.clone())
+    ///         .group_id("billing")
+    ///         .group_instance_id("billing-0")
+    ///         .topics(["orders"])
+    ///         .handler(|_r| Outcome::Done)
+    ///         .build()
+    /// };
+    /// start()?.shutdown_for_restart(Duration::from_secs(5))?;
+    /// start()?.shutdown(Duration::from_secs(5))?; // the last one leaves
+    /// # Ok::<(), kafka_retry::Error>(())
+    /// ```
+    pub fn shutdown_for_restart(mut self, timeout: Duration) -> Result<()> {
+        match self.threads.take() {
+            Some(mut t) => {
+                t.signal()
+                    .restart
+                    .store(true, std::sync::atomic::Ordering::Release);
+                t.stop(deadline_after(timeout))
+            }
             None => Ok(()),
         }
     }

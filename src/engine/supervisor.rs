@@ -119,6 +119,10 @@ impl Threads {
         }
     }
 
+    pub(crate) fn signal(&self) -> &StopSignal {
+        &self.signal
+    }
+
     pub(crate) fn health(&self) -> Arc<HealthBoard> {
         self.health.clone()
     }

@@ -49,6 +49,7 @@ use crate::record::{Delivered, OutRecord, Record, TopicPartition};
 pub(crate) mod kafka;
 pub(crate) mod memory;
 mod reader;
+pub(crate) mod sticky;
 
 pub use crate::partitioner::{murmur2, partition_for_key};
 pub use crate::pending::{Completer, Pending};
@@ -79,6 +80,24 @@ pub enum IsolationLevel {
     ReadCommitted,
 }
 
+/// How a group rebalances (the consumer protocol's assignment strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebalanceProtocol {
+    /// Every rebalance revokes every partition of every member first
+    /// (`range`, Kafka's classic default).
+    #[default]
+    Eager,
+    /// Incremental cooperative rebalancing (KIP-429, `cooperative-sticky`):
+    /// members keep their partitions during a rebalance and revoke only
+    /// those that move, which their new owner gets in a follow-up
+    /// rebalance. Used when every member of the group offers it, else the
+    /// group falls back to eager. Supported by the memory broker; the Kafka
+    /// transport still runs eager with this setting (and says so in a
+    /// warning).
+    Cooperative,
+}
+
 /// What a group consumer needs to join its group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerConfig {
@@ -106,13 +125,21 @@ pub struct ConsumerConfig {
     pub client_id: Option<String>,
     /// Static membership (KIP-345, Kafka's `group.instance.id`): a member
     /// that comes back with the same id within the session timeout gets its
-    /// partitions back without a rebalance. `None` (the default): dynamic
+    /// partitions back without a rebalance (it must have stopped with
+    /// [`Consumer::close_for_restart`]; [`Consumer::close`] leaves). Until
+    /// then its partitions are read by nobody. Two live members with one id
+    /// fence each other: the older one gets `FENCED_INSTANCE_ID` (82) from
+    /// then on, fatal for it, as in Java. 1 to 249 characters of
+    /// `[a-zA-Z0-9._-]`; unique per group. `None` (the default): dynamic
     /// membership.
     pub group_instance_id: Option<String>,
     /// Which records of transactional producers are read. Default
     /// [`IsolationLevel::ReadUncommitted`], as Kafka's. The memory broker
     /// has no transactions: there both levels read every record.
     pub isolation_level: IsolationLevel,
+    /// Eager (the default) or cooperative rebalances; see
+    /// [`RebalanceProtocol`].
+    pub rebalance_protocol: RebalanceProtocol,
 }
 
 impl ConsumerConfig {
@@ -143,8 +170,22 @@ impl ConsumerConfig {
             client_id: None,
             group_instance_id: None,
             isolation_level: IsolationLevel::ReadUncommitted,
+            rebalance_protocol: RebalanceProtocol::Eager,
         }
     }
+}
+
+/// Kafka's rule for `group.instance.id` (as for topic names): 1 to 249
+/// characters of `[a-zA-Z0-9._-]`.
+pub(crate) fn validate_instance_id(id: &str) -> Result<()> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if id.is_empty() || id.len() > 249 || !id.chars().all(legal) {
+        return Err(crate::Error::config(
+            "group_instance_id",
+            format!("{id:?}: need 1 to 249 characters of [a-zA-Z0-9._-]"),
+        ));
+    }
+    Ok(())
 }
 
 /// What one [`Consumer::poll`] saw.
@@ -153,13 +194,20 @@ pub enum ConsumerEvent {
     /// Records from assigned, unpaused partitions, in offset order per
     /// partition. Empty when the poll timed out.
     Records(Vec<Record>),
-    /// These partitions are now this member's. Reading starts at the
-    /// committed offset, or per [`OffsetReset`] when there is none.
+    /// These partitions are now this member's, in addition to those it
+    /// kept (eager: it kept none, so this is its whole assignment;
+    /// cooperative: only the new ones, possibly none). Reading starts at
+    /// the committed offset, or per [`OffsetReset`] when there is none.
     Assigned(Vec<TopicPartition>),
-    /// A rebalance started and these partitions will be released (eager
-    /// protocol: every owned partition is revoked). Until the next `poll`
-    /// they are still owned: finish or abandon their work and commit their
-    /// offsets, then poll again to rejoin, within the rebalance timeout.
+    /// These partitions will be released. Eager protocol: a rebalance
+    /// started and every owned partition is revoked, and the next polls
+    /// rejoin and return `Assigned` with the new assignment. Cooperative
+    /// protocol ([`RebalanceProtocol::Cooperative`]): only the partitions
+    /// that move to another member; the others stay owned and keep
+    /// delivering records, and an `Assigned` with the partitions *added*
+    /// follows (possibly none). Until the next `poll` the revoked
+    /// partitions are still owned: finish or abandon their work and commit
+    /// their offsets, then poll again, within the rebalance timeout.
     Revoked(Vec<TopicPartition>),
     /// These partitions were taken away without a clean revoke (the session
     /// expired, or the member was fenced). Their offsets can no longer be
@@ -192,8 +240,19 @@ pub trait Consumer: Send + Debug {
     /// Partitions currently assigned to this member.
     fn assignment(&self) -> Vec<TopicPartition>;
 
-    /// Leaves the group. Later calls fail with [`Error::Closed`](crate::Error::Closed).
+    /// Leaves the group (a final close: LeaveGroup on Kafka, also for a
+    /// static member). Later calls fail with [`Error::Closed`](crate::Error::Closed).
     fn close(&mut self) -> Result<()>;
+
+    /// Closes for a restart: a static member (one with
+    /// [`ConsumerConfig::group_instance_id`]) stops *without* leaving, so
+    /// the group keeps its partitions for it, unassigned, until it comes
+    /// back with the same instance id or its session times out; a dynamic
+    /// member leaves as on [`Consumer::close`]. The default is `close`, for
+    /// transports without static membership.
+    fn close_for_restart(&mut self) -> Result<()> {
+        self.close()
+    }
 }
 
 /// An acknowledged producer, shared by every thread of an engine.

@@ -483,7 +483,12 @@ impl Relay {
             });
         }
         self.status.step(Doing::LeavingGroup);
-        if let Err(e) = self.consumer.close() {
+        let closed = if self.ctx.signal.for_restart() {
+            self.consumer.close_for_restart()
+        } else {
+            self.consumer.close()
+        };
+        if let Err(e) = closed {
             log::debug!("relay leave group: {e}");
         }
         self.status.step(Doing::Idle);

@@ -20,6 +20,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::error::{Error, Result};
 use crate::record::TopicPartition;
+use crate::transport::sticky::StickyMember;
 
 /// Name of the only assignment strategy we offer in JoinGroup.
 pub(crate) const RANGE: &str = "range";
@@ -228,6 +229,91 @@ pub(crate) fn range_assign(
     Ok(out)
 }
 
+/// Name of the incremental cooperative strategy (KIP-429), as Java's
+/// `CooperativeStickyAssignor`. Not offered in JoinGroup yet: the member
+/// still runs the eager protocol (see the module docs of `group`); this is
+/// the assignor and its metadata, ready for it.
+#[allow(dead_code)] // wired in when the group client speaks cooperative
+pub(crate) const COOPERATIVE_STICKY: &str = "cooperative-sticky";
+
+/// Subscription v1 for the cooperative protocol: the topics, the owned
+/// partitions, and Java's `CooperativeStickyAssignor` user data (the
+/// generation as an `i32`), which Java (and we) read when the subscription
+/// is older than v2's `generation_id` field.
+#[allow(dead_code)] // wired in when the group client speaks cooperative
+pub(crate) fn encode_cooperative_subscription(
+    topics: &[String],
+    owned: &[TopicPartition],
+    generation: i32,
+) -> Result<Bytes> {
+    use kafka_protocol::messages::consumer_protocol_subscription::TopicPartition as OwnedTopic;
+    let mut sub = ConsumerProtocolSubscription::default();
+    sub.topics = topics
+        .iter()
+        .map(|t| StrBytes::from_string(t.clone()))
+        .collect();
+    sub.user_data = Some(Bytes::copy_from_slice(&generation.to_be_bytes()));
+    let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for tp in owned {
+        by_topic.entry(&tp.topic).or_default().push(tp.partition);
+    }
+    sub.owned_partitions = by_topic
+        .into_iter()
+        .map(|(t, mut parts)| {
+            parts.sort_unstable();
+            let mut o = OwnedTopic::default();
+            o.topic = TopicName(StrBytes::from_string(t.to_string()));
+            o.partitions = parts;
+            o
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    buf.put_i16(1);
+    sub.encode(&mut buf, 1)
+        .map_err(|e| Error::Protocol(format!("encode consumer subscription: {e}")))?;
+    Ok(buf.freeze())
+}
+
+/// A member's subscription as the cooperative-sticky assignor needs it:
+/// topics, owned partitions (empty before v1) and their generation (v2+
+/// field, else a 4-byte user data as Java writes it, else -1).
+#[allow(dead_code)] // wired in when the group client speaks cooperative
+pub(crate) fn decode_sticky_member(id: &str, metadata: &Bytes) -> Result<StickyMember> {
+    let mut r = Reader::new(metadata, "subscription");
+    let version = r.version()?;
+    let n = r.count(2)?;
+    let topics = (0..n).map(|_| r.string()).collect::<Result<Vec<_>>>()?;
+    let mut m = StickyMember {
+        id: id.to_string(),
+        topics,
+        owned: Vec::new(),
+        generation: -1,
+    };
+    // user_data: nullable bytes.
+    let len = r.i32()?;
+    let user_data = match usize::try_from(len) {
+        Ok(len) => Some(r.take(len)?),
+        Err(_) => None,
+    };
+    if version >= 1 {
+        for _ in 0..r.count(6)? {
+            let topic = r.string()?;
+            for _ in 0..r.count(4)? {
+                let p = r.i32()?;
+                if p >= 0 {
+                    m.owned.push(TopicPartition::new(topic.clone(), p));
+                }
+            }
+        }
+    }
+    if version >= 2 {
+        m.generation = r.i32()?;
+    } else if let Some(&[a, b, c, d]) = user_data {
+        m.generation = i32::from_be_bytes([a, b, c, d]);
+    }
+    Ok(m)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,5 +454,37 @@ mod tests {
         assert_eq!(out["1"], tps(&[("t", 0)]));
         assert!(out["2"].is_empty());
         assert!(out["3"].is_empty());
+    }
+
+    #[test]
+    fn cooperative_subscription_round_trips_like_java_writes_it() {
+        let owned = tps(&[("t", 2), ("t", 0), ("u", 1)]);
+        let bytes = encode_cooperative_subscription(&["t".into(), "u".into()], &owned, 7).unwrap();
+        assert_eq!(&bytes[..2], &[0, 1], "version 1");
+        // Eager members read its topics as before.
+        assert_eq!(decode_subscription(&bytes).unwrap(), vec!["t", "u"]);
+        let m = decode_sticky_member("m", &bytes).unwrap();
+        assert_eq!(m.owned, tps(&[("t", 0), ("t", 2), ("u", 1)]));
+        assert_eq!(m.generation, 7);
+        // kafka-protocol's decoder agrees.
+        let mut b = bytes.slice(2..);
+        let sub = ConsumerProtocolSubscription::decode(&mut b, 1).unwrap();
+        assert_eq!(sub.owned_partitions.len(), 2);
+        assert_eq!(sub.user_data.as_deref(), Some(&7i32.to_be_bytes()[..]));
+        // A v0 subscription owns nothing; a v2 one carries the generation.
+        let v0 = decode_sticky_member("m", &encode_subscription(&["t".into()]).unwrap()).unwrap();
+        assert!(v0.owned.is_empty());
+        assert_eq!(v0.generation, -1);
+        let mut s2 = ConsumerProtocolSubscription::default();
+        s2.topics = vec![StrBytes::from_static_str("t")];
+        s2.generation_id = 9;
+        let mut buf = BytesMut::new();
+        buf.put_i16(2);
+        s2.encode(&mut buf, 2).unwrap();
+        assert_eq!(
+            decode_sticky_member("m", &buf.freeze()).unwrap().generation,
+            9
+        );
+        assert!(decode_sticky_member("m", &Bytes::from_static(&[0, 1, 0, 0])).is_err());
     }
 }

@@ -11,8 +11,9 @@ use std::thread;
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
     pub(crate) key: i16,
+    pub(crate) version: i16,
     pub(crate) client_id: Option<String>,
-    /// The request body after the (v1) header.
+    /// The request body after the (non-flexible, v1) header.
     pub(crate) body: Vec<u8>,
 }
 
@@ -81,6 +82,15 @@ impl FakeBroker {
     pub(crate) fn start(
         reply: impl Fn(&Seen, usize) -> Option<Vec<u8>> + Send + Sync + 'static,
     ) -> Self {
+        Self::start_with_versions(VERSIONS, reply)
+    }
+
+    /// [`FakeBroker::start`] offering `versions` (one `(key, version)`
+    /// each) in ApiVersions; keep them non-flexible.
+    pub(crate) fn start_with_versions(
+        versions: &'static [(i16, i16)],
+        reply: impl Fn(&Seen, usize) -> Option<Vec<u8>> + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -90,7 +100,7 @@ impl FakeBroker {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
                 let (s, a, reply) = (s.clone(), a.clone(), reply.clone());
-                thread::spawn(move || serve(conn, &a, &s, &*reply));
+                thread::spawn(move || serve(conn, &a, &s, &*reply, versions));
             }
         });
         FakeBroker { addr, seen }
@@ -111,7 +121,13 @@ impl FakeBroker {
     }
 }
 
-fn serve(mut conn: TcpStream, addr: &str, seen: &Mutex<Vec<Seen>>, reply: &Reply) {
+fn serve(
+    mut conn: TcpStream,
+    addr: &str,
+    seen: &Mutex<Vec<Seen>>,
+    reply: &Reply,
+    versions: &[(i16, i16)],
+) {
     let port: i32 = addr.rsplit(':').next().unwrap().parse().unwrap();
     loop {
         let mut len = [0u8; 4];
@@ -125,12 +141,14 @@ fn serve(mut conn: TcpStream, addr: &str, seen: &Mutex<Vec<Seen>>, reply: &Reply
         let key = i16::from_be_bytes([frame[0], frame[1]]);
         let corr = [frame[4], frame[5], frame[6], frame[7]];
         let id_len = i16::from_be_bytes([frame[8], frame[9]]);
+        let version = i16::from_be_bytes([frame[2], frame[3]]);
         let client_id = (id_len >= 0)
             .then(|| String::from_utf8_lossy(&frame[10..10 + id_len as usize]).into_owned());
         let body_at = 10 + id_len.max(0) as usize;
         let body = frame.get(body_at..).unwrap_or_default().to_vec();
         let request = Seen {
             key,
+            version,
             client_id,
             body,
         };
@@ -142,7 +160,7 @@ fn serve(mut conn: TcpStream, addr: &str, seen: &Mutex<Vec<Seen>>, reply: &Reply
         let body = match reply(&request, n) {
             Some(b) => b,
             None => match key {
-                api::API_VERSIONS => api_versions(),
+                api::API_VERSIONS => api_versions(versions),
                 api::METADATA => metadata(port),
                 api::FIND_COORDINATOR => W::default().i16(0).i32(0).str("127.0.0.1").i32(port).0,
                 _ => return,
@@ -158,9 +176,9 @@ fn serve(mut conn: TcpStream, addr: &str, seen: &Mutex<Vec<Seen>>, reply: &Reply
 }
 
 /// ApiVersions v0-2 body (the client falls back to reading it as v0).
-fn api_versions() -> Vec<u8> {
-    let mut w = W::default().i16(0).i32(VERSIONS.len() as i32);
-    for &(key, v) in VERSIONS {
+fn api_versions(versions: &[(i16, i16)]) -> Vec<u8> {
+    let mut w = W::default().i16(0).i32(versions.len() as i32);
+    for &(key, v) in versions {
         w = w.i16(key).i16(v).i16(v);
     }
     w.i32(0).0

@@ -14,7 +14,9 @@ use super::group::fetch_committed;
 use super::retry::{classify, Retry};
 use crate::error::{Error, Result};
 use crate::record::{Record, TopicPartition};
-use crate::transport::{OffsetReset, PartitionOffsets, Reader};
+// The reader reads what is in the log (dead letters and parked records are
+// not transactional); `KafkaConfig::isolation_level` still applies as a floor.
+use crate::transport::{IsolationLevel, OffsetReset, PartitionOffsets, Reader};
 
 /// A [`Reader`] over a [`KafkaTransport`](crate::KafkaTransport)'s client.
 pub(crate) struct KafkaReader {
@@ -40,7 +42,11 @@ impl std::fmt::Debug for KafkaReader {
 impl KafkaReader {
     pub(crate) fn new(client: Arc<Client>) -> Self {
         KafkaReader {
-            fetcher: Fetcher::new(Arc::clone(&client), OffsetReset::Earliest),
+            fetcher: Fetcher::new(
+                Arc::clone(&client),
+                OffsetReset::Earliest,
+                IsolationLevel::ReadUncommitted,
+            ),
             client,
             at: None,
         }
@@ -57,7 +63,11 @@ impl KafkaReader {
     /// client's settings: a partition can lack a leader for a moment.
     fn list_offsets(&self, topic: &str, n: i32, reset: OffsetReset) -> Result<Vec<i64>> {
         let tps: Vec<TopicPartition> = (0..n).map(|p| TopicPartition::new(topic, p)).collect();
-        let mut fetcher = Fetcher::new(Arc::clone(&self.client), reset);
+        let mut fetcher = Fetcher::new(
+            Arc::clone(&self.client),
+            reset,
+            IsolationLevel::ReadUncommitted,
+        );
         fetcher.assign(&tps);
         Retry::new(self.client.config()).run(
             "ListOffsets",

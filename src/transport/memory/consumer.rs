@@ -10,7 +10,7 @@ use super::group::{Group, GroupState, Member};
 use super::{lock, to_record, Inner, Partition, Topic, WakeFlag};
 use crate::error::{Error, Result};
 use crate::record::{Record, TopicPartition};
-use crate::transport::{Consumer, ConsumerConfig, ConsumerEvent, OffsetReset};
+use crate::transport::{Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, RebalanceProtocol};
 
 /// A partition this member owns, with its fetch position.
 struct Owned {
@@ -72,6 +72,13 @@ pub(super) struct MemoryConsumer {
     /// Rotates the partition a poll starts with, for fairness.
     rotation: usize,
     closed: bool,
+    /// Replaced by a newer member with our `group_instance_id`.
+    fenced: bool,
+    /// Cooperative: partitions returned in `Revoked`, released on the next
+    /// poll (until then they are owned and may be committed).
+    releasing: Vec<TopicPartition>,
+    /// Cooperative: the `Assigned` that follows a `Revoked`.
+    queued: Option<ConsumerEvent>,
 }
 
 impl fmt::Debug for MemoryConsumer {
@@ -105,6 +112,9 @@ impl MemoryConsumer {
         if config.max_poll_records == 0 {
             return Err(Error::config("max_poll_records", "must be at least 1"));
         }
+        if let Some(id) = &config.group_instance_id {
+            crate::transport::validate_instance_id(id)?;
+        }
         let group = {
             let mut groups = lock(&inner.groups);
             let g = groups.entry(config.group_id.clone()).or_insert_with(|| {
@@ -116,6 +126,8 @@ impl MemoryConsumer {
                         rebalance: None,
                         committed: HashMap::new(),
                         next_member: 0,
+                        instances: HashMap::new(),
+                        fenced: Default::default(),
                     }),
                 })
             });
@@ -133,6 +145,9 @@ impl MemoryConsumer {
             owned: Vec::new(),
             rotation: 0,
             closed: false,
+            fenced: false,
+            releasing: Vec::new(),
+            queued: None,
         })
     }
 
@@ -143,13 +158,55 @@ impl MemoryConsumer {
 
     /// Advances the membership state machine by one group event, if there
     /// is one for this member. Called with the group lock held.
-    fn group_step(&mut self, st: &mut GroupState, now: Instant) -> Option<ConsumerEvent> {
+    fn group_step(&mut self, st: &mut GroupState, now: Instant) -> Result<Option<ConsumerEvent>> {
         loop {
+            if let Some(id) = &self.member_id {
+                if st.fenced.remove(id) {
+                    self.fenced = true;
+                    self.member_id = None;
+                    self.awaiting = false;
+                    let lost = self.release();
+                    if !lost.is_empty() {
+                        return Ok(Some(ConsumerEvent::Lost(lost)));
+                    }
+                }
+            }
+            if self.fenced {
+                return Err(self.fenced_error());
+            }
+            if !self.releasing.is_empty() {
+                // The caller had its chance to commit them: let them go.
+                let gone = std::mem::take(&mut self.releasing);
+                self.owned.retain(|o| !gone.contains(&o.tp));
+                if let Some(m) = self
+                    .member_id
+                    .as_ref()
+                    .and_then(|id| st.members.get_mut(id))
+                {
+                    m.revoking.retain(|tp| !gone.contains(tp));
+                }
+            }
+            if let Some(event) = self.queued.take() {
+                return Ok(Some(event));
+            }
             let Some(id) = self.member_id.clone() else {
                 // (Re)join as a fresh member.
                 st.next_member += 1;
                 let client_id = self.config.client_id.as_deref().unwrap_or("kafka-retry");
                 let id = format!("{client_id}-{:010}", st.next_member);
+                if let Some(instance) = self.config.group_instance_id.clone() {
+                    if st.replace_static(&instance, &id, &self.signal) {
+                        // Stable group: the assignment comes back below
+                        // without a rebalance; else it waits for the
+                        // pending one.
+                        self.member_id = Some(id);
+                        self.awaiting = true;
+                        self.revoke_delivered = false;
+                        st.try_complete(&self.inner);
+                        continue;
+                    }
+                    st.instances.insert(instance, id.clone());
+                }
                 st.members.insert(
                     id.clone(),
                     Member {
@@ -159,6 +216,11 @@ impl MemoryConsumer {
                         generation: -1,
                         assignment: Vec::new(),
                         signal: Arc::clone(&self.signal),
+                        instance_id: self.config.group_instance_id.clone(),
+                        away_until: None,
+                        cooperative: self.config.rebalance_protocol
+                            == RebalanceProtocol::Cooperative,
+                        revoking: Vec::new(),
                     },
                 );
                 self.member_id = Some(id);
@@ -167,6 +229,7 @@ impl MemoryConsumer {
                 st.start_rebalance(now, &self.inner);
                 continue;
             };
+            let group_cooperative = st.cooperative();
             let Some(m) = st.members.get_mut(&id) else {
                 // Evicted (did not rejoin within the rebalance timeout): the
                 // partitions were taken without a clean revoke.
@@ -177,13 +240,47 @@ impl MemoryConsumer {
                 if lost.is_empty() {
                     continue;
                 }
-                return Some(ConsumerEvent::Lost(lost));
+                return Ok(Some(ConsumerEvent::Lost(lost)));
             };
+            // A new generation formed for us: taken before a next rebalance
+            // (a cooperative one may already be pending) asks us to rejoin.
+            if self.awaiting && !m.rejoined && m.generation != self.generation {
+                self.awaiting = false;
+                self.generation = m.generation;
+                let owned = self.assignment();
+                let revoked: Vec<TopicPartition> = owned
+                    .iter()
+                    .filter(|tp| !m.assignment.contains(tp))
+                    .cloned()
+                    .collect();
+                let added: Vec<TopicPartition> = m
+                    .assignment
+                    .iter()
+                    .filter(|tp| !owned.contains(tp))
+                    .cloned()
+                    .collect();
+                self.take_assignment(&added, &st.committed);
+                if revoked.is_empty() {
+                    return Ok(Some(ConsumerEvent::Assigned(added)));
+                }
+                self.releasing = revoked.clone();
+                self.queued = Some(ConsumerEvent::Assigned(added));
+                return Ok(Some(ConsumerEvent::Revoked(revoked)));
+            }
+            let cooperative = m.cooperative && group_cooperative;
+            if st.rebalance.is_some() && !m.rejoined && cooperative {
+                // Cooperative: rejoin keeping every partition (and reading
+                // them) until the new generation says which ones move.
+                m.rejoined = true;
+                self.awaiting = true;
+                st.try_complete(&self.inner);
+                continue;
+            }
             if st.rebalance.is_some() && !m.rejoined {
                 if !self.revoke_delivered && !self.owned.is_empty() {
                     // Still owned until the next poll: the caller may commit.
                     self.revoke_delivered = true;
-                    return Some(ConsumerEvent::Revoked(self.assignment()));
+                    return Ok(Some(ConsumerEvent::Revoked(self.assignment())));
                 }
                 // This poll is the JoinGroup. Eager protocol: give up all.
                 m.rejoined = true;
@@ -194,14 +291,7 @@ impl MemoryConsumer {
                 st.try_complete(&self.inner);
                 continue;
             }
-            if self.awaiting && st.rebalance.is_none() && m.generation == st.generation {
-                self.awaiting = false;
-                self.generation = st.generation;
-                let assignment = m.assignment.clone();
-                self.take_assignment(&assignment, &st.committed);
-                return Some(ConsumerEvent::Assigned(assignment));
-            }
-            return None;
+            return Ok(None);
         }
     }
 
@@ -213,8 +303,11 @@ impl MemoryConsumer {
         tps: &[TopicPartition],
         committed: &HashMap<TopicPartition, i64>,
     ) {
-        self.owned.clear();
-        for tp in tps {
+        let fresh: Vec<&TopicPartition> = tps
+            .iter()
+            .filter(|tp| !self.owned.iter().any(|o| &o.tp == *tp))
+            .collect();
+        for tp in fresh {
             let Ok(topic) = self.inner.topic(&tp.topic) else {
                 continue;
             };
@@ -282,11 +375,39 @@ impl MemoryConsumer {
         topics
     }
 
-    fn leave(&mut self) {
+    fn fenced_error(&self) -> Error {
+        Error::kafka(
+            format!(
+                "group {}: instance {:?} fenced by a newer member with the same id",
+                self.group.id,
+                self.config.group_instance_id.as_deref().unwrap_or_default()
+            ),
+            82,
+        )
+    }
+
+    /// Leaves the group; with `stay` a static member only goes away for
+    /// its session timeout, keeping its place and assignment.
+    fn leave(&mut self, stay: bool) {
         let group = Arc::clone(&self.group);
         let mut st = lock(&group.state);
+        let now = Instant::now();
         if let Some(id) = self.member_id.take() {
-            st.remove_member(&id, Instant::now(), &self.inner);
+            let kept = match st.members.get_mut(&id) {
+                Some(m) if stay && m.instance_id.is_some() => {
+                    // An unrepresentable timeout: away until removed by a
+                    // new member or a rebalance.
+                    m.away_until = Some(
+                        now.checked_add(self.config.session_timeout)
+                            .unwrap_or(now + Duration::from_secs(86_400 * 365)),
+                    );
+                    true
+                }
+                _ => false,
+            };
+            if !kept && !st.fenced.remove(&id) {
+                st.remove_member(&id, now, &self.inner);
+            }
         }
         drop(st);
         self.release();
@@ -309,11 +430,12 @@ impl Consumer for MemoryConsumer {
             let mut st = lock(&group.state);
             let now = Instant::now();
             st.expire(now, &self.inner);
-            if let Some(event) = self.group_step(&mut st, now) {
+            if let Some(event) = self.group_step(&mut st, now)? {
                 return Ok(event);
             }
             let timed_out = deadline.is_some_and(|d| now >= d);
-            if self.awaiting {
+            // Cooperative members keep reading what they own meanwhile.
+            if self.awaiting && self.owned.is_empty() {
                 if timed_out {
                     // Still waiting for the other members to rejoin.
                     return Ok(ConsumerEvent::Records(Vec::new()));
@@ -367,6 +489,16 @@ impl Consumer for MemoryConsumer {
         let group = Arc::clone(&self.group);
         let mut st = lock(&group.state);
         st.expire(Instant::now(), &self.inner);
+        if let Some(id) = self.member_id.clone().filter(|id| st.fenced.remove(id)) {
+            // Found out here rather than in a poll: the partitions are gone.
+            log::warn!("group {}: member {id} fenced by instance id", group.id);
+            self.fenced = true;
+            self.member_id = None;
+            self.release();
+        }
+        if self.fenced {
+            return Err(self.fenced_error());
+        }
         let Some(id) = self.member_id.as_deref() else {
             return Err(Error::Rebalance(format!(
                 "not a member of group `{}`; poll to join",
@@ -382,13 +514,19 @@ impl Consumer for MemoryConsumer {
         // Kafka accepts commits of the current generation, also while a
         // rebalance is being prepared, but not once the member has rejoined
         // (eager: it gave up its partitions).
-        if m.rejoined || self.awaiting || m.generation != st.generation {
+        // Cooperative members keep their partitions while they rejoin, and
+        // may commit those being revoked until they release them.
+        let rejoining = !m.cooperative && (m.rejoined || self.awaiting);
+        if rejoining || m.generation != st.generation {
             return Err(Error::Rebalance(format!(
                 "member {id} is not in the current generation {} of group `{}`",
                 st.generation, group.id
             )));
         }
-        if let Some((tp, _)) = offsets.iter().find(|(tp, _)| !m.assignment.contains(tp)) {
+        if let Some((tp, _)) = offsets
+            .iter()
+            .find(|(tp, _)| !m.assignment.contains(tp) && !m.revoking.contains(tp))
+        {
             return Err(Error::Rebalance(format!(
                 "partition {tp} is not assigned to member {id} of group `{}`",
                 group.id
@@ -408,7 +546,15 @@ impl Consumer for MemoryConsumer {
         if self.closed {
             return Err(Error::Closed);
         }
-        self.leave();
+        self.leave(false);
+        Ok(())
+    }
+
+    fn close_for_restart(&mut self) -> Result<()> {
+        if self.closed {
+            return Err(Error::Closed);
+        }
+        self.leave(true);
         Ok(())
     }
 }
@@ -416,7 +562,7 @@ impl Consumer for MemoryConsumer {
 impl Drop for MemoryConsumer {
     fn drop(&mut self) {
         if !self.closed {
-            self.leave();
+            self.leave(false);
         }
     }
 }

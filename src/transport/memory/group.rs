@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::{Inner, WakeFlag};
 use crate::record::TopicPartition;
+use crate::transport::sticky::{cooperative_sticky_assign, StickyMember};
 
 pub(super) struct Group {
     pub(super) id: String,
@@ -31,6 +32,11 @@ pub(super) struct GroupState {
     pub(super) rebalance: Option<Rebalance>,
     pub(super) committed: HashMap<TopicPartition, i64>,
     pub(super) next_member: u64,
+    /// Static membership (KIP-345): `group.instance.id` -> member id.
+    pub(super) instances: HashMap<String, String>,
+    /// Member ids replaced by a newer member with their instance id: their
+    /// consumers fail with FENCED_INSTANCE_ID.
+    pub(super) fenced: BTreeSet<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -47,6 +53,18 @@ pub(super) struct Member {
     pub(super) assignment: Vec<TopicPartition>,
     /// Raised to wake the member's `poll`.
     pub(super) signal: Arc<WakeFlag>,
+    /// Offers the cooperative protocol (KIP-429).
+    pub(super) cooperative: bool,
+    /// Cooperative: partitions taken from it in the current generation
+    /// that it has not released yet (it may still commit them).
+    pub(super) revoking: Vec<TopicPartition>,
+    /// Its `group.instance.id`, for a static member.
+    pub(super) instance_id: Option<String>,
+    /// A static member closed for a restart: it stays in the group, its
+    /// partitions unread, until this deadline (its session timeout), when
+    /// it is removed and the group rebalances. `None`: present. (The
+    /// memory broker has no session timeout for present members.)
+    pub(super) away_until: Option<Instant>,
 }
 
 impl GroupState {
@@ -78,8 +96,18 @@ impl GroupState {
         self.try_complete(inner);
     }
 
+    /// Whether the group rebalances cooperatively: every member offers it
+    /// (as Kafka picks a protocol every member supports).
+    pub(super) fn cooperative(&self) -> bool {
+        !self.members.is_empty() && self.members.values().all(|m| m.cooperative)
+    }
+
     /// Forms the next generation if a rebalance is pending and every member
-    /// has rejoined.
+    /// has rejoined. Eager: range assignment (rejoined members own
+    /// nothing). Cooperative: sticky assignment from what members own; a
+    /// partition moving from one member to another is withheld (nobody's)
+    /// until its owner has revoked it, and a follow-up rebalance starts at
+    /// once to hand it over.
     pub(super) fn try_complete(&mut self, inner: &Inner) {
         if self.rebalance.is_none() || !self.members.values().all(|m| m.rejoined) {
             return;
@@ -90,24 +118,79 @@ impl GroupState {
             return;
         }
         self.generation += 1;
-        let subs: Vec<(&str, &[String])> = self
+        let mut assignment = if self.cooperative() {
+            let members: Vec<StickyMember> = self
+                .members
+                .iter()
+                .map(|(id, m)| StickyMember {
+                    id: id.clone(),
+                    topics: m.topics.clone(),
+                    owned: m.assignment.iter().chain(&m.revoking).cloned().collect(),
+                    generation: self.generation - 1,
+                })
+                .collect();
+            cooperative_sticky_assign(&members, |t| Ok(inner.partition_count(t)))
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
+        } else {
+            let subs: Vec<(&str, &[String])> = self
+                .members
+                .iter()
+                .map(|(id, m)| (id.as_str(), m.topics.as_slice()))
+                .collect();
+            range_assign(&subs, |t| inner.partition_count(t).unwrap_or(0))
+        };
+        // Partitions still owned by a member that does not keep them: it
+        // revokes them first, nobody else gets them in this generation.
+        let owned: HashMap<TopicPartition, String> = self
             .members
             .iter()
-            .map(|(id, m)| (id.as_str(), m.topics.as_slice()))
+            .flat_map(|(id, m)| m.assignment.iter().map(move |tp| (tp.clone(), id.clone())))
             .collect();
-        let mut assignment = range_assign(&subs, |t| inner.partition_count(t).unwrap_or(0));
+        let mut withheld = false;
         for (id, m) in self.members.iter_mut() {
-            m.assignment = assignment.remove(id).unwrap_or_default();
+            let mut next = assignment.remove(id).unwrap_or_default();
+            next.retain(|tp| {
+                let free = owned.get(tp).is_none_or(|o| o == id);
+                withheld |= !free;
+                free
+            });
+            let revoking: Vec<TopicPartition> = m
+                .assignment
+                .iter()
+                .filter(|tp| !next.contains(tp))
+                .cloned()
+                .collect();
+            // The assignor may have withheld them already: a revoke always
+            // calls for the follow-up.
+            withheld |= !revoking.is_empty();
+            m.revoking = revoking;
+            m.assignment = next;
             m.generation = self.generation;
             m.rejoined = false;
         }
         self.rebalance = None;
         self.wake_members();
+        if withheld {
+            // The revoking members rejoin on their poll after `Revoked`;
+            // the follow-up generation forms once everyone has.
+            self.start_rebalance(Instant::now(), inner);
+        }
     }
 
     /// Evicts members that did not rejoin within the rebalance timeout, then
     /// forms the generation without them.
     pub(super) fn expire(&mut self, now: Instant, inner: &Inner) {
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.away_until.is_some_and(|d| now >= d))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.remove_member(&id, now, inner);
+        }
         if let Some(Rebalance { deadline: Some(d) }) = self.rebalance {
             if now >= d {
                 self.members.retain(|_, m| {
@@ -121,9 +204,46 @@ impl GroupState {
         }
     }
 
+    /// Admits a static member with `instance` under the new member id
+    /// `id`. A member already holding the instance id is replaced: in a
+    /// stable group the newcomer takes over its generation and assignment
+    /// (no rebalance, KIP-345), and the old member id is fenced. Returns
+    /// false when nothing held the id (the caller joins as a new member).
+    pub(super) fn replace_static(
+        &mut self,
+        instance: &str,
+        id: &str,
+        signal: &Arc<WakeFlag>,
+    ) -> bool {
+        let Some(old) = self.instances.get(instance).cloned() else {
+            return false;
+        };
+        let Some(mut m) = self.members.remove(&old) else {
+            self.instances.remove(instance);
+            return false;
+        };
+        self.fenced.insert(old);
+        // Wake the replaced consumer, if it still runs, to learn it is fenced.
+        m.signal.raise();
+        m.signal = Arc::clone(signal);
+        m.away_until = None;
+        m.revoking.clear();
+        if self.rebalance.is_some() {
+            // Mid-rebalance: rejoin in the pending one, owning nothing.
+            m.rejoined = true;
+            m.assignment.clear();
+        }
+        self.members.insert(id.to_string(), m);
+        self.instances.insert(instance.to_string(), id.to_string());
+        true
+    }
+
     pub(super) fn remove_member(&mut self, id: &str, now: Instant, inner: &Inner) {
-        if self.members.remove(id).is_none() {
+        let Some(m) = self.members.remove(id) else {
             return;
+        };
+        if let Some(instance) = &m.instance_id {
+            self.instances.remove(instance);
         }
         if self.members.is_empty() {
             // Empty group: nothing to rebalance, committed offsets stay.

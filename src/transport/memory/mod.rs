@@ -78,7 +78,12 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 /// Differences from Kafka: no retention (every record stays until the broker
 /// is dropped), no auto-creation of topics, and no session timeout: an
 /// in-process member is alive until it is closed or dropped
-/// ([`ConsumerConfig::session_timeout`] is ignored). The rebalance timeout is
+/// ([`ConsumerConfig::session_timeout`] is ignored), except for a static
+/// member ([`ConsumerConfig::group_instance_id`]) closed with
+/// [`Consumer::close_for_restart`](crate::transport::Consumer::close_for_restart):
+/// it keeps its place and partitions, unread, for its session timeout, and
+/// a consumer with the same instance id within that time takes them over
+/// without a rebalance (KIP-345). The rebalance timeout is
 /// honoured: a member that does not poll within it during a rebalance is
 /// evicted and sees [`ConsumerEvent::Lost`](crate::transport::ConsumerEvent::Lost).
 ///

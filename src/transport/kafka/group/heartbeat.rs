@@ -27,6 +27,8 @@ pub(super) struct Heartbeat {
     pub client: Arc<Client>,
     pub group: String,
     pub client_id: Option<String>,
+    /// Static membership id, sent on Heartbeat v3+.
+    pub group_instance_id: Option<String>,
     pub membership: Arc<Membership>,
     /// Time between beats.
     pub interval: Duration,
@@ -62,7 +64,10 @@ fn next_target(
             *seen_epoch = st.epoch;
             *next = Instant::now() + interval;
         }
-        let fenced = matches!(st.ended, Some(GenerationEnd::Fenced(_)));
+        let fenced = matches!(
+            st.ended,
+            Some(GenerationEnd::Fenced(_) | GenerationEnd::InstanceFenced)
+        );
         match (&st.target, fenced) {
             (Some(t), false) => {
                 let now = Instant::now();
@@ -89,6 +94,7 @@ fn heartbeat_loop(hb: Heartbeat) {
         client,
         group,
         client_id,
+        group_instance_id,
         membership,
         interval,
         timeout,
@@ -105,11 +111,15 @@ fn heartbeat_loop(hb: Heartbeat) {
     let mut next = Instant::now();
     while let Some(target) = next_target(&membership, interval, &mut seen_epoch, &mut next) {
         let gid = group_id(&group);
-        let reply = coord.call(timeout, |_v| {
+        let instance = group_instance_id.clone();
+        let reply = coord.call(timeout, |v| {
             let mut req = HeartbeatRequest::default();
             req.group_id = gid;
             req.generation_id = target.id;
             req.member_id = StrBytes::from_string(target.member_id.clone());
+            if v >= 3 {
+                req.group_instance_id = instance.map(StrBytes::from_string);
+            }
             req
         });
         next = Instant::now() + interval;
@@ -152,6 +162,11 @@ fn handle_error(
     e: &Error,
     coord: &mut Coordinator,
 ) -> bool {
+    if e.kafka_code() == Some(super::FENCED_INSTANCE_ID) {
+        log::debug!("group {group}: heartbeat: {e}");
+        membership.report(target, GenerationEnd::InstanceFenced);
+        return false;
+    }
     match coord.recover(e) {
         Action::Rejoin => {
             let end = match e.kafka_code() {

@@ -166,12 +166,16 @@ impl GroupConsumer {
         let gid = group_id(&self.config.group_id);
         let md = metadata.clone();
         let timeout = self.join_timeout();
-        let (_, resp) = self.coord.call(timeout, |v| {
+        let instance = self.config.group_instance_id.clone();
+        let (version, resp) = self.coord.call(timeout, |v| {
             let mut req = JoinGroupRequest::default();
             req.group_id = gid;
             req.session_timeout_ms = session;
             if v >= 1 {
                 req.rebalance_timeout_ms = rebalance;
+            }
+            if v >= 5 {
+                req.group_instance_id = instance.map(StrBytes::from_string);
             }
             req.member_id = StrBytes::from_string(member_id);
             req.protocol_type = StrBytes::from_static_str(PROTOCOL_TYPE);
@@ -181,6 +185,17 @@ impl GroupConsumer {
             req.protocols = vec![p];
             req
         })?;
+        // The version is only known once the connection negotiated it, so
+        // an old broker got a dynamic JoinGroup: refuse to go on as if the
+        // membership were static (Java fails the same way). The dynamic
+        // member it made expires with the session.
+        if version < 5 && self.config.group_instance_id.is_some() {
+            return Err(Error::Protocol(format!(
+                "JoinGroup {}: the coordinator speaks JoinGroup v{version}, static \
+                 membership (group_instance_id) needs v5 (Kafka 2.3)",
+                self.config.group_id
+            )));
+        }
         Ok(resp)
     }
 
@@ -235,11 +250,15 @@ impl GroupConsumer {
         let member_id = self.member_id.clone();
         let gid = group_id(&self.config.group_id);
         let timeout = self.join_timeout();
+        let instance = self.config.group_instance_id.clone();
         let (_, resp) = self.coord.call(timeout, |v| {
             let mut req = SyncGroupRequest::default();
             req.group_id = gid;
             req.generation_id = generation;
             req.member_id = StrBytes::from_string(member_id);
+            if v >= 3 {
+                req.group_instance_id = instance.map(StrBytes::from_string);
+            }
             if v >= 5 {
                 req.protocol_type = Some(StrBytes::from_static_str(PROTOCOL_TYPE));
                 req.protocol_name = Some(StrBytes::from_static_str(assignor::RANGE));
@@ -322,12 +341,16 @@ impl GroupConsumer {
         let group = self.config.group_id.clone();
         let member = self.member_id.clone();
         let timeout = self.client.config().request_timeout;
+        let instance = self.config.group_instance_id.clone();
         let (_, resp) = self.coord.call(timeout, |v| {
             let mut req = LeaveGroupRequest::default();
             req.group_id = group_id(&group);
             if v >= 3 {
+                // A static member is removed by its instance id (KIP-345):
+                // the coordinator checks both against the member it holds.
                 let mut m = MemberIdentity::default();
                 m.member_id = StrBytes::from_string(member.clone());
+                m.group_instance_id = instance.map(StrBytes::from_string);
                 if v >= 5 {
                     m.reason = Some(StrBytes::from_static_str("consumer closed"));
                 }

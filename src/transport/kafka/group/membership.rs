@@ -22,6 +22,9 @@ pub(super) enum GenerationEnd {
     /// ILLEGAL_GENERATION or UNKNOWN_MEMBER_ID: this member is out of the
     /// generation; its partitions are lost.
     Fenced(KafkaCode),
+    /// FENCED_INSTANCE_ID (82): a newer member took this member's
+    /// `group.instance.id`. Fatal for this member (no rejoin).
+    InstanceFenced,
 }
 
 #[derive(Debug, Default)]
@@ -67,8 +70,10 @@ impl Membership {
         if st.target.as_ref() != Some(about) {
             return;
         }
+        // InstanceFenced wins over Fenced, which wins over Rebalance.
         match (st.ended, end) {
-            (Some(GenerationEnd::Fenced(_)), _) => {}
+            (Some(GenerationEnd::InstanceFenced), _) => {}
+            (Some(GenerationEnd::Fenced(_)), GenerationEnd::Rebalance) => {}
             (_, e) => st.ended = Some(e),
         }
     }
@@ -126,5 +131,8 @@ mod tests {
             Some(GenerationEnd::Fenced(KafkaCode::UNKNOWN_MEMBER_ID))
         );
         assert_eq!(s.take_end(), None, "taken once");
+        s.report(&gen(5), GenerationEnd::InstanceFenced);
+        s.report(&gen(5), GenerationEnd::Fenced(KafkaCode::UNKNOWN_MEMBER_ID));
+        assert_eq!(s.take_end(), Some(GenerationEnd::InstanceFenced));
     }
 }

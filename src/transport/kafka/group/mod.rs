@@ -68,6 +68,8 @@ mod heartbeat;
 mod join;
 mod membership;
 mod offsets;
+#[cfg(test)]
+mod static_tests;
 mod watch;
 
 pub(crate) use offsets::fetch_committed;
@@ -88,6 +90,11 @@ use watch::MetadataWatch;
 
 const PROTOCOL_TYPE: &str = "consumer";
 
+/// 82: another member joined with this member's `group.instance.id`
+/// (KIP-345). Fatal for this member, as in Java: a newer instance owns the
+/// id now, so rejoining would fence that one in turn.
+pub(super) const FENCED_INSTANCE_ID: KafkaCode = KafkaCode::new(82);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Phase {
     /// Not in a generation; the next poll joins.
@@ -96,6 +103,9 @@ pub(super) enum Phase {
     Active,
     /// `Revoked` was returned; the next poll rejoins.
     RevokedPending,
+    /// Fenced by a newer member with our `group.instance.id`: every call
+    /// fails with [`FENCED_INSTANCE_ID`].
+    Fenced,
     Closed,
 }
 
@@ -140,6 +150,14 @@ impl GroupConsumer {
     /// Starts the heartbeat thread, idle until the join completes.
     pub(crate) fn new(client: Arc<Client>, config: ConsumerConfig) -> Result<GroupConsumer> {
         validate(&config)?;
+        if config.rebalance_protocol == crate::transport::RebalanceProtocol::Cooperative {
+            // Not silently: the caller asked for something we do not do yet.
+            log::warn!(
+                "group {}: cooperative rebalancing is not implemented by the Kafka transport \
+                 yet; this member uses the eager protocol (range)",
+                config.group_id
+            );
+        }
         let membership = Arc::new(Membership::default());
         let interval = client
             .config()
@@ -152,6 +170,7 @@ impl GroupConsumer {
             client: client.clone(),
             group: config.group_id.clone(),
             client_id: config.client_id.clone(),
+            group_instance_id: config.group_instance_id.clone(),
             membership: membership.clone(),
             interval,
             timeout,
@@ -189,6 +208,19 @@ impl GroupConsumer {
     /// to the caller, if any.
     fn handle_generation_end(&mut self) -> Option<ConsumerEvent> {
         match self.membership.take_end()? {
+            GenerationEnd::InstanceFenced => {
+                log::error!(
+                    "group {}: member {} (instance {:?}) fenced: another member joined with \
+                     the same group.instance.id; this member stops",
+                    self.config.group_id,
+                    self.member_id,
+                    self.config.group_instance_id.as_deref().unwrap_or_default()
+                );
+                let was = self.phase;
+                self.fence_instance();
+                let lost = std::mem::take(&mut self.assignment);
+                (was == Phase::Active && !lost.is_empty()).then_some(ConsumerEvent::Lost(lost))
+            }
             GenerationEnd::Fenced(c) => {
                 log::warn!(
                     "group {}: member {} fenced from generation {} ({}); rejoining",
@@ -225,6 +257,54 @@ impl GroupConsumer {
         }
     }
 
+    /// Enters [`Phase::Fenced`]: no generation, no heartbeats, nothing to
+    /// fetch. The assignment is left for the caller to report as lost.
+    fn fence_instance(&mut self) {
+        self.phase = Phase::Fenced;
+        self.generation = -1;
+        self.membership.set_target(None);
+        self.fetcher.clear();
+        self.watch = None;
+    }
+
+    fn fenced_error(&self) -> Error {
+        Error::kafka(
+            format!(
+                "group {}: instance {:?} fenced by a newer member with the same id",
+                self.config.group_id,
+                self.config.group_instance_id.as_deref().unwrap_or_default()
+            ),
+            FENCED_INSTANCE_ID,
+        )
+    }
+
+    /// Leaves the group (`leave`: LeaveGroup, else only stops) and releases
+    /// everything; [`Consumer::close`] and [`Consumer::close_for_restart`].
+    fn shut(&mut self, leave: bool) -> Result<()> {
+        if self.phase == Phase::Closed {
+            return Err(Error::Closed);
+        }
+        let fenced = self.phase == Phase::Fenced;
+        self.phase = Phase::Closed;
+        // Stop heartbeating first so no heartbeat races the LeaveGroup.
+        self.membership.stop();
+        // A fenced instance has nothing to leave: the id is the newer
+        // member's, and leaving would remove that one.
+        let left = if leave && !fenced {
+            self.leave()
+        } else {
+            Ok(())
+        };
+        self.generation = -1;
+        self.member_id.clear();
+        self.assignment.clear();
+        self.fetcher.clear();
+        self.fetcher.disconnect();
+        self.coord.reset();
+        let joined = self.stop_heartbeat();
+        left.and(joined)
+    }
+
     /// Stops the heartbeat thread and waits for it.
     fn stop_heartbeat(&mut self) -> Result<()> {
         self.membership.stop();
@@ -250,6 +330,9 @@ fn validate(config: &ConsumerConfig) -> Result<()> {
     if config.max_poll_records == 0 {
         return Err(Error::config("max_poll_records", "must be more than zero"));
     }
+    if let Some(id) = &config.group_instance_id {
+        crate::transport::validate_instance_id(id)?;
+    }
     for (field, d) in [
         ("session_timeout", config.session_timeout),
         ("rebalance_timeout", config.rebalance_timeout),
@@ -263,19 +346,35 @@ fn validate(config: &ConsumerConfig) -> Result<()> {
 
 impl Consumer for GroupConsumer {
     fn poll(&mut self, timeout: Duration) -> Result<ConsumerEvent> {
-        if self.phase == Phase::Closed {
-            return Err(Error::Closed);
+        match self.phase {
+            Phase::Closed => return Err(Error::Closed),
+            Phase::Fenced => return Err(self.fenced_error()),
+            _ => {}
         }
         let deadline = Instant::now() + timeout;
         self.check_metadata();
         if let Some(ev) = self.handle_generation_end() {
             return Ok(ev);
         }
+        if self.phase == Phase::Fenced {
+            return Err(self.fenced_error());
+        }
         if matches!(self.phase, Phase::Unjoined | Phase::RevokedPending) {
             // Blocks for as long as the broker takes to complete the
             // rebalance, which may exceed `timeout`.
-            let parts = self.join()?;
-            return Ok(ConsumerEvent::Assigned(parts));
+            return match self.join() {
+                Ok(parts) => Ok(ConsumerEvent::Assigned(parts)),
+                Err(e) => {
+                    if e.kafka_code() == Some(FENCED_INSTANCE_ID) {
+                        log::error!(
+                            "group {}: {e}; another member uses this group.instance.id",
+                            self.config.group_id
+                        );
+                        self.fence_instance();
+                    }
+                    Err(e)
+                }
+            };
         }
         let max = self.config.max_poll_records;
         let fetch_max_wait = self.client.config().fetch_max_wait;
@@ -313,6 +412,9 @@ impl Consumer for GroupConsumer {
             if let Some(ev) = self.handle_generation_end() {
                 return Ok(ev);
             }
+            if self.phase == Phase::Fenced {
+                return Err(self.fenced_error());
+            }
         }
     }
 
@@ -325,8 +427,10 @@ impl Consumer for GroupConsumer {
     }
 
     fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
-        if self.phase == Phase::Closed {
-            return Err(Error::Closed);
+        match self.phase {
+            Phase::Closed => return Err(Error::Closed),
+            Phase::Fenced => return Err(self.fenced_error()),
+            _ => {}
         }
         let Some(gen) = self.current() else {
             return Err(Error::Rebalance(format!(
@@ -345,27 +449,23 @@ impl Consumer for GroupConsumer {
     }
 
     fn close(&mut self) -> Result<()> {
-        if self.phase == Phase::Closed {
-            return Err(Error::Closed);
-        }
-        self.phase = Phase::Closed;
-        // Stop heartbeating first so no heartbeat races the LeaveGroup.
-        self.membership.stop();
-        let left = self.leave();
-        self.generation = -1;
-        self.member_id.clear();
-        self.assignment.clear();
-        self.fetcher.clear();
-        self.fetcher.disconnect();
-        self.coord.reset();
-        let joined = self.stop_heartbeat();
-        left.and(joined)
+        self.shut(true)
+    }
+
+    /// A static member (with a `group_instance_id`) stops without
+    /// LeaveGroup, so the coordinator keeps its membership and assignment
+    /// for the session timeout; a dynamic member leaves as on `close`.
+    fn close_for_restart(&mut self) -> Result<()> {
+        let leave = self.config.group_instance_id.is_none();
+        self.shut(leave)
     }
 }
 
 impl Drop for GroupConsumer {
     fn drop(&mut self) {
         if self.phase != Phase::Closed {
+            // Dropping is a final close: a static member leaves too (use
+            // `close_for_restart` to keep the membership).
             if let Err(e) = self.close() {
                 log::debug!("group {}: close on drop: {e}", self.config.group_id);
             }

@@ -103,6 +103,10 @@ impl GroupConsumer {
             Err(e) => e,
         };
         match err.kafka_code() {
+            Some(super::FENCED_INSTANCE_ID) => {
+                self.membership.report(gen, GenerationEnd::InstanceFenced);
+                Err(err)
+            }
             Some(c @ (KafkaCode::ILLEGAL_GENERATION | KafkaCode::UNKNOWN_MEMBER_ID)) => {
                 self.membership.report(gen, GenerationEnd::Fenced(c));
                 Err(Error::Rebalance(err.to_string()))
@@ -125,11 +129,15 @@ impl GroupConsumer {
         }
         let group = self.config.group_id.clone();
         let timeout = self.client.config().request_timeout;
-        let (_, resp) = self.coord.call(timeout, |_v| {
+        let instance = self.config.group_instance_id.clone();
+        let (_, resp) = self.coord.call(timeout, |v| {
             let mut req = OffsetCommitRequest::default();
             req.group_id = group_id(&group);
             req.generation_id_or_member_epoch = gen.id;
             req.member_id = StrBytes::from_string(gen.member_id.clone());
+            if v >= 7 {
+                req.group_instance_id = instance.map(StrBytes::from_string);
+            }
             // -1: the broker's retention (v2-4; later versions lack the field,
             // whose default is also -1).
             req.retention_time_ms = -1;

@@ -1,0 +1,124 @@
+//! A third engine joins a group of two under load, on the memory broker:
+//! how long partitions that do not move stop being handled, and the total
+//! pause, eager vs cooperative (`RebalanceProtocol`). Prints numbers; no
+//! pass/fail.
+//!
+//! ```sh
+//! cargo run --release --example bench_rebalance
+//! ```
+//!
+//! The handler takes ~0.2 ms per record, so a revoke has in-flight work to
+//! finish. "Unmoved" partitions are those handled by the same engine before
+//! and after the join; their longest gap in handling from the join until
+//! the group settled is the stop they saw. The Kafka transport still runs
+//! eager only, so this measures the memory broker.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kafka_retry::transport::{RebalanceProtocol, Transport};
+use kafka_retry::{Engine, MemoryBroker, OutRecord, Outcome, Record};
+
+const PARTITIONS: i32 = 6;
+
+type Log = Arc<Mutex<Vec<(usize, i32, Instant)>>>;
+
+fn run(protocol: RebalanceProtocol) -> (Duration, Duration, usize) {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", PARTITIONS).unwrap();
+    let log: Log = Arc::default();
+    let make = |who: usize| {
+        let log = log.clone();
+        Engine::builder(broker.clone())
+            .group_id("g")
+            .topics(["t"])
+            .workers(2)
+            .rebalance_protocol(protocol)
+            .commit_interval(Duration::from_millis(50))
+            .handler(move |r: &Record| {
+                let spin = Instant::now();
+                while spin.elapsed() < Duration::from_micros(200) {}
+                log.lock().unwrap().push((who, r.partition, Instant::now()));
+                Outcome::Done
+            })
+            .build()
+            .unwrap()
+    };
+    let wait = |f: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !f() && Instant::now() < end {
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let a = make(0);
+    let b = make(1);
+    wait(&|| a.stats().assigned_partitions == 3 && b.stats().assigned_partitions == 3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = {
+        let (broker, stop) = (broker.clone(), stop.clone());
+        thread::spawn(move || {
+            let producer = broker.producer().unwrap();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let r = OutRecord::new("t").partition(n % PARTITIONS).value("x");
+                producer.send(r).unwrap();
+                n += 1;
+                thread::sleep(Duration::from_micros(250));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+    let joined = Instant::now();
+    let c = make(2);
+    wait(&|| {
+        a.stats().assigned_partitions == 2
+            && b.stats().assigned_partitions == 2
+            && c.stats().assigned_partitions == 2
+    });
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    sender.join().unwrap();
+    for e in [a, b, c] {
+        e.shutdown(Duration::from_secs(5)).unwrap();
+    }
+    let log = log.lock().unwrap();
+    let (mut owner_before, mut owner_after) = (BTreeMap::new(), BTreeMap::new());
+    let mut last: BTreeMap<i32, Instant> = BTreeMap::new();
+    let mut gap: BTreeMap<i32, Duration> = BTreeMap::new();
+    for &(who, p, t) in log.iter() {
+        if t < joined {
+            owner_before.insert(p, who);
+            last.insert(p, t);
+            continue;
+        }
+        owner_after.insert(p, who);
+        let prev = last.insert(p, t).unwrap_or(joined);
+        let g = gap.entry(p).or_default();
+        *g = (*g).max(t.saturating_duration_since(prev));
+    }
+    let unmoved: Vec<i32> = (0..PARTITIONS)
+        .filter(|p| owner_before.get(p) == owner_after.get(p))
+        .collect();
+    let unmoved_stop = unmoved.iter().filter_map(|p| gap.get(p)).max().copied();
+    let total = gap.values().max().copied().unwrap_or_default();
+    (unmoved_stop.unwrap_or_default(), total, unmoved.len())
+}
+
+fn main() {
+    println!("third engine joins two, {PARTITIONS} partitions, ~4000 records/s, 0.2 ms/record");
+    for protocol in [RebalanceProtocol::Eager, RebalanceProtocol::Cooperative] {
+        let mut rows = Vec::new();
+        for _ in 0..3 {
+            rows.push(run(protocol));
+        }
+        for (unmoved, total, n) in rows {
+            println!(
+                "{protocol:?}: unmoved partitions ({n}) stopped at most {unmoved:?}; \
+                 longest pause of any partition {total:?}"
+            );
+        }
+    }
+}
