@@ -51,6 +51,7 @@
 //! means for them.
 
 mod batching;
+mod idempotence;
 mod retry;
 mod sender;
 mod state;

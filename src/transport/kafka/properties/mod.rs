@@ -244,17 +244,11 @@ fn apply(entries: Vec<Entry>) -> Result<KafkaConfig> {
             "max.partition.fetch.bytes" => config.partition_fetch_max_bytes(int()?),
             "heartbeat.interval.ms" => config.heartbeat_interval(Some(ms()?)),
             "metadata.max.age.ms" => config.metadata_max_age(ms()?),
-            "enable.idempotence" => match v.to_ascii_lowercase().as_str() {
-                "false" => config,
-                _ => {
-                    return Err(at(
-                        field,
-                        "the idempotent producer is not supported (delivery is \
-                         at-least-once): set enable.idempotence=false or leave it out"
-                            .to_string(),
-                    ))
-                }
-            },
+            "enable.idempotence" => config.idempotence(match v.to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(at(field, format!("`{v}` is not true or false"))),
+            }),
             _ => unreachable_key(field)?,
         };
     }
@@ -447,7 +441,7 @@ mod tests {
                 vec![("ssl.endpoint.identification.algorithm", "http")],
                 "https` or `none",
             ),
-            (vec![("enable.idempotence", "true")], "idempotent producer"),
+            (vec![("enable.idempotence", "yes")], "enable.idempotence"),
         ] {
             let e = err(&pairs);
             assert!(e.contains(want), "{pairs:?}: {e}");
