@@ -52,6 +52,8 @@
 
 mod batching;
 mod idempotence;
+#[cfg(test)]
+mod idempotence_tests;
 mod retry;
 mod sender;
 mod state;
