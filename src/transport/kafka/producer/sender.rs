@@ -465,7 +465,10 @@ impl<'a> SenderState<'a> {
             };
             if action != SeqAction::Usual {
                 let ctx = format!("{ctx}: {} ({code})", code_name(code));
-                log::debug!("kafka: {ctx}: {action:?}");
+                log::debug!(
+                    "kafka: {ctx}: {action:?} (batch {seq:?} of {} record(s))",
+                    chunk.metas.len()
+                );
                 self.on_sequence_error(chunk, action, Error::kafka(ctx, code));
                 continue;
             }
