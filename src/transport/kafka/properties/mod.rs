@@ -380,6 +380,13 @@ mod tests {
         );
         assert_eq!(c.max_retries, i32::MAX as u32);
         assert_eq!((c.acks, c.compression), (Acks::Leader, Compression::Zstd));
+        assert!(!c.idempotence);
+        let on = KafkaConfig::from_properties([
+            ("bootstrap.servers", "a:1"),
+            ("enable.idempotence", "TRUE"),
+        ])
+        .unwrap();
+        assert!(on.idempotence);
         assert_eq!((c.linger, c.batch_size, c.max_in_flight), (ms(7), 16384, 1));
         assert_eq!(
             (c.fetch_max_bytes, c.fetch_max_wait, c.fetch_min_bytes),
