@@ -19,7 +19,9 @@ use std::collections::HashMap;
 
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, ProducerId};
 
-use super::state::{Chunk, Item, SenderState, Tp};
+/// A topic and partition (as `state::Tp`; not imported, so that `state`
+/// can hold this module's types without an import cycle).
+type Tp = (String, i32);
 use crate::error::{Error, KafkaCode, Result};
 use crate::transport::kafka::client::Client;
 use crate::transport::kafka::retry::{classify, Action};
@@ -152,65 +154,6 @@ impl Idempotence {
         self.next.clear();
         self.acked.clear();
         self.reset_due = false;
-    }
-}
-
-impl<'a> SenderState<'a> {
-    /// The producer id and epoch to write batches with; `None` when the
-    /// producer is not idempotent. Takes a new id when a reset is due
-    /// (after reading every reply in flight) or none is known yet.
-    pub(super) fn producer_ids(&mut self) -> Result<Option<(i64, i16)>> {
-        let Some(idem) = &self.idem else {
-            return Ok(None);
-        };
-        if idem.reset_due {
-            while self.in_flight() > 0 {
-                self.read_oldest();
-            }
-            if let Some(idem) = self.idem.as_mut() {
-                log::debug!("kafka: idempotent producer: taking a new producer id");
-                idem.start_over();
-            }
-        }
-        if let Some(ids) = self.idem.as_ref().and_then(|i| i.ids) {
-            return Ok(Some(ids));
-        }
-        let ids = init_producer_id(&self.inner.client)?;
-        log::debug!("kafka: producer id {} epoch {}", ids.0, ids.1);
-        if let Some(idem) = self.idem.as_mut() {
-            idem.ids = Some(ids);
-        }
-        Ok(Some(ids))
-    }
-
-    /// Puts a chunk's records back at the front of the backlog, as they
-    /// were (not a failure).
-    pub(super) fn requeue(&mut self, chunk: Chunk) {
-        for (record, meta) in chunk.records.into_iter().zip(chunk.metas).rev() {
-            self.backlog_bytes += meta.size;
-            self.backlog.push_front(Item { record, meta });
-        }
-    }
-
-    /// Files a batch the broker refused with an idempotence code.
-    pub(super) fn on_sequence_error(&mut self, chunk: Chunk, action: SeqAction, e: Error) {
-        match action {
-            SeqAction::Usual | SeqAction::Retry => {
-                self.park(&chunk.tp, chunk.records, chunk.metas, e, false);
-            }
-            SeqAction::ResetAndRetry => {
-                if let Some(idem) = self.idem.as_mut() {
-                    idem.reset_due = true;
-                }
-                self.park(&chunk.tp, chunk.records, chunk.metas, e, false);
-            }
-            SeqAction::ResetAndFail => {
-                if let Some(idem) = self.idem.as_mut() {
-                    idem.reset_due = true;
-                }
-                self.fail_all(chunk.metas, &e);
-            }
-        }
     }
 }
 

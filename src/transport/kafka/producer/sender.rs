@@ -13,7 +13,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
 use super::batching::REQUEST_BYTES;
-use super::idempotence::{SeqAction, DUPLICATE_SEQUENCE};
+use super::idempotence::{init_producer_id, SeqAction, DUPLICATE_SEQUENCE};
 use super::retry::{on_error, Action};
 use super::state::{Chunk, Flight, Inner, Item, Meta, SenderState, Work};
 use crate::clock::now_ms;
@@ -532,6 +532,65 @@ impl<'a> SenderState<'a> {
         self.held = 0;
         for reply in replies {
             reply.complete(Err(Error::Thread(why.to_string())));
+        }
+    }
+}
+
+impl<'a> SenderState<'a> {
+    /// The producer id and epoch to write batches with; `None` when the
+    /// producer is not idempotent. Takes a new id when a reset is due
+    /// (after reading every reply in flight) or none is known yet.
+    pub(super) fn producer_ids(&mut self) -> Result<Option<(i64, i16)>> {
+        let Some(idem) = &self.idem else {
+            return Ok(None);
+        };
+        if idem.reset_due {
+            while self.in_flight() > 0 {
+                self.read_oldest();
+            }
+            if let Some(idem) = self.idem.as_mut() {
+                log::debug!("kafka: idempotent producer: taking a new producer id");
+                idem.start_over();
+            }
+        }
+        if let Some(ids) = self.idem.as_ref().and_then(|i| i.ids) {
+            return Ok(Some(ids));
+        }
+        let ids = init_producer_id(&self.inner.client)?;
+        log::debug!("kafka: producer id {} epoch {}", ids.0, ids.1);
+        if let Some(idem) = self.idem.as_mut() {
+            idem.ids = Some(ids);
+        }
+        Ok(Some(ids))
+    }
+
+    /// Puts a chunk's records back at the front of the backlog, as they
+    /// were (not a failure).
+    pub(super) fn requeue(&mut self, chunk: Chunk) {
+        for (record, meta) in chunk.records.into_iter().zip(chunk.metas).rev() {
+            self.backlog_bytes += meta.size;
+            self.backlog.push_front(Item { record, meta });
+        }
+    }
+
+    /// Files a batch the broker refused with an idempotence code.
+    pub(super) fn on_sequence_error(&mut self, chunk: Chunk, action: SeqAction, e: Error) {
+        match action {
+            SeqAction::Usual | SeqAction::Retry => {
+                self.park(&chunk.tp, chunk.records, chunk.metas, e, false);
+            }
+            SeqAction::ResetAndRetry => {
+                if let Some(idem) = self.idem.as_mut() {
+                    idem.reset_due = true;
+                }
+                self.park(&chunk.tp, chunk.records, chunk.metas, e, false);
+            }
+            SeqAction::ResetAndFail => {
+                if let Some(idem) = self.idem.as_mut() {
+                    idem.reset_due = true;
+                }
+                self.fail_all(chunk.metas, &e);
+            }
         }
     }
 }
