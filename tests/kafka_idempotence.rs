@@ -47,7 +47,7 @@ fn run(idempotence: bool) -> Outcome {
         .send(OutRecord::new(&topic).key("warm-up").value("0"))
         .unwrap();
     let pad = "x".repeat(400);
-    let mut next = vec![0usize; KEYS];
+    let mut next = [0usize; KEYS];
     let mut pending = Vec::new();
     for round in 0..ROUNDS {
         for i in 0..PER_ROUND {
