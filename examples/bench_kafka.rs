@@ -34,6 +34,9 @@
 //! and `ssl.ca.location`, read by both clients: `scripts/bench-kafka tls`
 //! sets it to measure through the TLS front end).
 //!
+//! - `idempotence` (only when named): ours with `send_batch`, the
+//!   idempotent producer (the default) next to `idempotence(false)`, at
+//!   least 3 interleaved repetitions, and the median ratio on/off.
 //! - `produce`: ours with `send_batch` in chunks from one thread (as the
 //!   relay does), with `send_async` from one thread (keeps up to
 //!   `BENCH_ASYNC_WINDOW` `Pending`s, waits on the oldest past that and on
@@ -616,6 +619,11 @@ fn main() -> Result<(), BoxError> {
     let mut written: Vec<(usize, usize, String, String)> = Vec::new();
     let repeat = bench.repeat;
 
+    // Opt-in (not in the default set): `scripts/bench-kafka idempotence`.
+    if std::env::args().skip(1).any(|a| a == "idempotence") {
+        idempotence_on_off(&bench, &bootstrap, &sizes)?;
+    }
+
     if want("produce") {
         let producer = bench.kafka.producer()?;
         // Warm-up: connections, metadata, broker-side topic state, allocator.
@@ -820,6 +828,63 @@ fn main() -> Result<(), BoxError> {
                 ratio(ob, rb)
             );
         }
+    }
+    Ok(())
+}
+
+/// Our `send_batch` with the idempotent producer (the default) and without
+/// it, same broker, interleaved repetitions; prints each rate and the
+/// median ratio on/off.
+fn idempotence_on_off(
+    bench: &Bench,
+    bootstrap: &str,
+    sizes: &[(usize, usize)],
+) -> Result<(), BoxError> {
+    let (config, _) = bench_config(bootstrap)?;
+    let off = KafkaTransport::connect(
+        config
+            .acks(kafka_retry::Acks::All)
+            .linger(LINGER)
+            .batch_size(BATCH_SIZE)
+            .idempotence(false),
+    )?;
+    let p_on = bench.kafka.producer()?;
+    let p_off = off.producer()?;
+    let warm = bench.topic("warm-idem");
+    bench.create(&warm)?;
+    let warm_value = value_of(100);
+    bench.produce_batch(&*p_on, &warm, 20_000, &warm_value)?;
+    bench.produce_batch(&*p_off, &warm, 20_000, &warm_value)?;
+    for &(size, count) in sizes {
+        let value = value_of(size);
+        let name = size_name(size);
+        let (mut on, mut offs) = (Vec::new(), Vec::new());
+        for rep in 0..bench.repeat.max(3) {
+            for (idem, producer) in [(true, &p_on), (false, &p_off)] {
+                let t = bench.topic(&format!("{size}-idem-{idem}-{rep}"));
+                bench.create(&t)?;
+                let r = bench.produce_batch(&**producer, &t, count, &value)?;
+                let mode = if idem { "on" } else { "off" };
+                println!(
+                    "produce {name} x {count}: idempotence {mode}: {}",
+                    r.show_cpu()
+                );
+                if idem {
+                    on.push(r)
+                } else {
+                    offs.push(r)
+                }
+            }
+        }
+        let m = |v: &[Rate]| median(v, Rate::per_sec).map_or(f64::NAN, |r| r.per_sec());
+        let (a, b) = (m(&on), m(&offs));
+        println!(
+            "produce {name}: idempotence on {} rec/s, off {} rec/s (medians of {}): on/off = {:.3}",
+            human(a),
+            human(b),
+            on.len(),
+            a / b
+        );
     }
     Ok(())
 }

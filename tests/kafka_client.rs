@@ -495,8 +495,14 @@ fn send_through_outage(fault: fn(&common::proxy::Proxy), outage: Duration) {
         "the send finished {:?} before the broker came back",
         restored - done
     );
-    // The stalled first attempt may reach the broker after the restore too.
-    assert!(during.offset >= 1);
+    // The stalled first attempt may reach the broker after the restore too;
+    // the idempotent producer's resend is then a duplicate, whose offset the
+    // broker may not report (-1, as Java's RecordMetadata).
+    assert!(
+        during.offset >= 1 || during.offset == -1,
+        "offset {}",
+        during.offset
+    );
     let after = p.send_batch(vec![OutRecord::new(&topic).value("after")]);
     assert!(after[0].as_ref().unwrap().offset > during.offset);
     assert_eq!(kafka.partition_count(&topic).unwrap(), Some(1));

@@ -10,6 +10,10 @@
 //!   connections are accepted and stall too) until [`Proxy::restore`]. This is a
 //!   hung broker or a black-holed network: only timeouts notice it.
 //! * [`Proxy::set_latency`]: delays every forwarded chunk.
+//! * [`Proxy::drop_responses`]: the next `n` times the upstream sends bytes
+//!   on a connection, they are thrown away and that connection is closed:
+//!   the broker handled the request, the client never hears back (a lost
+//!   acknowledgement).
 //!
 //! Std threads only: one acceptor thread plus two pump threads per connection.
 //! Dropping the proxy closes everything and joins every thread.
@@ -47,6 +51,10 @@ struct Shared {
     cut: AtomicBool,
     stalled: AtomicBool,
     latency_ms: AtomicU64,
+    /// Upstream answers still to drop (see `Proxy::drop_responses`).
+    drop_responses: AtomicUsize,
+    /// Upstream answers dropped so far.
+    dropped: AtomicUsize,
     /// Connections accepted and forwarded upstream since start.
     accepted: AtomicUsize,
     /// Connections refused because the proxy was cut.
@@ -98,6 +106,8 @@ impl Proxy {
             cut: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
             latency_ms: AtomicU64::new(0),
+            drop_responses: AtomicUsize::new(0),
+            dropped: AtomicUsize::new(0),
             accepted: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
             live: Mutex::new(Vec::new()),
@@ -144,6 +154,17 @@ impl Proxy {
     pub fn restore(&self) {
         self.shared.cut.store(false, Ordering::SeqCst);
         self.shared.stalled.store(false, Ordering::SeqCst);
+    }
+
+    /// Drops the next `n` upstream answers, closing each one's connection
+    /// (see the module docs). Counts add up.
+    pub fn drop_responses(&self, n: usize) {
+        self.shared.drop_responses.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// Upstream answers dropped so far by [`Proxy::drop_responses`].
+    pub fn dropped(&self) -> usize {
+        self.shared.dropped.load(Ordering::SeqCst)
     }
 
     /// Delays each forwarded chunk by `latency` (zero: no delay).
@@ -280,7 +301,7 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
         let h = thread::Builder::new()
             .name(format!("test-proxy-{id}-{dir}"))
             .spawn(move || {
-                pump(from, to, &shared2, &closed2);
+                pump(from, to, &shared2, &closed2, dir == "down");
                 if remaining2.fetch_sub(1, Ordering::SeqCst) == 1 {
                     lock(&shared2.live).retain(|c| c.id != id);
                 }
@@ -290,7 +311,7 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
     Ok(())
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, closed: &AtomicBool) {
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, closed: &AtomicBool, down: bool) {
     let mut buf = [0u8; 16 * 1024];
     // A clean EOF is forwarded as a half-close; an error (reset, cut) closes
     // both sides, or the opposite pump could wait forever on a silent peer.
@@ -307,6 +328,15 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, closed: &Atomic
             thread::sleep(STALL_POLL);
         }
         if closed.load(Ordering::SeqCst) {
+            break false;
+        }
+        let drop_it = down
+            && shared
+                .drop_responses
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if drop_it {
+            shared.dropped.fetch_add(1, Ordering::SeqCst);
             break false;
         }
         let ms = shared.latency_ms.load(Ordering::SeqCst);

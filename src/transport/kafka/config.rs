@@ -65,6 +65,7 @@ pub struct KafkaConfig {
     pub(crate) linger: Duration,
     pub(crate) batch_size: usize,
     pub(crate) max_in_flight: usize,
+    pub(crate) idempotence: bool,
     pub(crate) fetch_max_bytes: i32,
     pub(crate) fetch_max_wait: Duration,
     pub(crate) fetch_min_bytes: i32,
@@ -92,6 +93,7 @@ impl Default for KafkaConfig {
             linger: Duration::from_millis(5),
             batch_size: 1024 * 1024,
             max_in_flight: 5,
+            idempotence: true,
             fetch_max_bytes: 50 * 1024 * 1024,
             fetch_max_wait: Duration::from_millis(500),
             fetch_min_bytes: 1,
@@ -231,6 +233,33 @@ impl KafkaConfig {
     /// retry topic) leave the order anyway. Defaults to 5.
     pub fn max_in_flight(mut self, requests: usize) -> Self {
         self.max_in_flight = requests;
+        self
+    }
+
+    /// The idempotent producer, like Java's `enable.idempotence` (on by
+    /// default, as in Java since 3.0). The producer asks any broker for a
+    /// producer id (InitProducerId) and numbers each partition's records;
+    /// the broker then writes a batch that is retried after a lost
+    /// acknowledgement once (a duplicate is answered as a success), and,
+    /// with up to 5 requests in flight, refuses a batch that would land
+    /// after a gap, so each partition keeps the order records were sent in
+    /// even across retries (retried batches are resent in sequence order).
+    ///
+    /// Requires `max_in_flight` at most 5 (more is a configuration error);
+    /// with [`Acks::Leader`] the producer is not idempotent (as Java does
+    /// when `enable.idempotence` is left at its default). Errors: a
+    /// duplicate sequence is success; an out-of-order sequence behind an
+    /// unresolved earlier batch is retried; an out-of-order sequence of the
+    /// next expected batch, or an unknown producer id, gets a new producer
+    /// id (sequences restart at 0) and is retried; an invalid epoch or a
+    /// fenced producer fails the batch and the producer takes a new id for
+    /// later batches. A batch that fails for good after being sent (out of
+    /// retries or time) also makes the producer take a new id. Guarantee:
+    /// exactly-once writes per producer session and partition, not across
+    /// producer restarts (no transactions). Turn it off for brokers that
+    /// refuse InitProducerId (`enable.idempotence=false`).
+    pub fn idempotence(mut self, on: bool) -> Self {
+        self.idempotence = on;
         self
     }
 
@@ -467,6 +496,13 @@ impl KafkaConfig {
         }
         if self.max_in_flight == 0 {
             return Err(Error::config("max_in_flight", "must be more than zero"));
+        }
+        if self.idempotence && self.max_in_flight > 5 {
+            return Err(Error::config(
+                "max_in_flight",
+                "must be at most 5 with idempotence (the broker checks the last 5 \
+                 batches of a producer for duplicates); or set idempotence(false)",
+            ));
         }
         let ints = [
             ("fetch_max_bytes", self.fetch_max_bytes),

@@ -15,6 +15,8 @@ pub(crate) struct Seen {
     pub(crate) client_id: Option<String>,
     /// The request body after the (non-flexible, v1) header.
     pub(crate) body: Vec<u8>,
+    /// The whole request after its length: header, then body.
+    pub(crate) frame: Vec<u8>,
 }
 
 /// API keys the tests script.
@@ -25,6 +27,8 @@ pub(crate) mod api {
     pub(crate) const API_VERSIONS: i16 = 18;
     pub(crate) const FETCH: i16 = 1;
     pub(crate) const CREATE_TOPICS: i16 = 19;
+    pub(crate) const PRODUCE: i16 = 0;
+    pub(crate) const INIT_PRODUCER_ID: i16 = 22;
 }
 
 /// The one version offered per API (the oldest we speak).
@@ -40,6 +44,8 @@ const VERSIONS: &[(i16, i16)] = &[
     (9, 1),  // OffsetFetch
     (8, 2),  // OffsetCommit
     (api::FETCH, 4),
+    (api::PRODUCE, 3),
+    (api::INIT_PRODUCER_ID, 0),
 ];
 
 /// Big-endian writer for reply bodies.
@@ -56,6 +62,10 @@ impl W {
         self
     }
     pub(crate) fn i32(mut self, v: i32) -> W {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    pub(crate) fn i64(mut self, v: i64) -> W {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
@@ -151,6 +161,7 @@ fn serve(
             version,
             client_id,
             body,
+            frame: frame.clone(),
         };
         let n = {
             let mut seen = seen.lock().unwrap();
@@ -224,4 +235,46 @@ pub(crate) fn join_group_error(code: i16, member_id: &str) -> Vec<u8> {
         .str(member_id)
         .i32(0)
         .0
+}
+
+/// InitProducerId v0: `code`, producer id and epoch.
+pub(crate) fn init_producer_id(code: i16, producer_id: i64, epoch: i16) -> Vec<u8> {
+    W::default().i32(0).i16(code).i64(producer_id).i16(epoch).0
+}
+
+/// Produce v3 for topic `t` partition 0: `code`, base offset.
+pub(crate) fn produce(code: i16, base_offset: i64) -> Vec<u8> {
+    W::default()
+        .i32(1)
+        .str("t")
+        .i32(1)
+        .i32(0)
+        .i16(code)
+        .i64(base_offset)
+        .i64(-1) // log append time
+        .i32(0) // throttle
+        .0
+}
+
+/// The idempotence fields of a Produce v3 request's first batch:
+/// (producer id, epoch, base sequence, record count).
+pub(crate) fn produce_batch_ids(seen: &Seen) -> Option<(i64, i16, i32, i32)> {
+    let f = &seen.frame;
+    let be16 = |at: usize| Some(i16::from_be_bytes(f.get(at..at + 2)?.try_into().ok()?));
+    let be32 = |at: usize| Some(i32::from_be_bytes(f.get(at..at + 4)?.try_into().ok()?));
+    let be64 = |at: usize| Some(i64::from_be_bytes(f.get(at..at + 8)?.try_into().ok()?));
+    // Header: key, version, correlation id, client id.
+    let mut at = 8;
+    at += 2 + usize::try_from(be16(at)?.max(0)).ok()?;
+    // transactional_id (nullable), acks, timeout, topic count.
+    at += 2 + usize::try_from(be16(at)?.max(0)).ok()?;
+    at += 2 + 4 + 4;
+    at += 2 + usize::try_from(be16(at)?).ok()?; // topic name
+    at += 4 + 4 + 4; // partition count, index, records length
+    Some((
+        be64(at + 43)?,
+        be16(at + 51)?,
+        be32(at + 53)?,
+        be32(at + 57)?,
+    ))
 }

@@ -66,6 +66,7 @@ impl<'a> SenderState<'a> {
                         failures: 0,
                         reconnected: false,
                         batch: job.batch,
+                        seq: None,
                     },
                 });
             }
@@ -104,7 +105,15 @@ impl<'a> SenderState<'a> {
                 skipped.push(item);
                 continue;
             }
-            if !taken.is_empty() && bytes + item.meta.size > REQUEST_BYTES {
+            // A numbered batch is resent whole (its sequence range names
+            // it to the broker): never cut it between two requests.
+            let same_batch = item.meta.seq.is_some()
+                && taken.last().is_some_and(|l| {
+                    l.meta.seq == item.meta.seq
+                        && l.meta.partition == item.meta.partition
+                        && l.record.topic == item.record.topic
+                });
+            if !taken.is_empty() && bytes + item.meta.size > REQUEST_BYTES && !same_batch {
                 self.backlog.push_front(item);
                 break;
             }
@@ -121,7 +130,15 @@ impl<'a> SenderState<'a> {
     /// Writes the records at the front of `backlog`: one request per leader
     /// (more if a partition's records pass `batch_size`).
     pub(super) fn send_some(&mut self) {
-        let items = self.take_request();
+        let mut items = self.take_request();
+        if let Some(idem) = &self.idem {
+            // Numbers of an older generation are void: numbered again.
+            for item in &mut items {
+                if !idem.current(item.meta.seq) {
+                    item.meta.seq = None;
+                }
+            }
+        }
         let chunk_limit = self.config.batch_size.saturating_sub(BATCH_OVERHEAD).max(1);
         // Partition -> item indices, order kept within a partition. Keyed
         // by the borrowed topic: one String per partition, not per record.
@@ -132,10 +149,18 @@ impl<'a> SenderState<'a> {
                 .or_default()
                 .push(i);
         }
-        let by_tp: Vec<(Tp, Vec<usize>)> = by_tp
+        let mut by_tp: Vec<(Tp, Vec<usize>)> = by_tp
             .into_iter()
             .map(|((t, p), indices)| ((t.to_string(), p), indices))
             .collect();
+        if self.idem.is_some() {
+            // Retried batches go first, in sequence order (the broker takes
+            // a partition's batches only in order); new records after them,
+            // in the order they came. The sort is stable.
+            for (_, indices) in &mut by_tp {
+                indices.sort_by_key(|&i| items[i].meta.seq.map_or((1, 0), |s| (0, s.1)));
+            }
+        }
         let mut slots: Vec<Option<Item>> = items.into_iter().map(Some).collect();
         // Leader -> partitions -> size-bounded chunks.
         let mut by_leader: BTreeMap<i32, Vec<Vec<Chunk>>> = BTreeMap::new();
@@ -145,9 +170,13 @@ impl<'a> SenderState<'a> {
                 Ok(leader) => {
                     let mut chunks: Vec<Chunk> = Vec::new();
                     for item in group {
-                        let fits = chunks
-                            .last()
-                            .is_some_and(|c| c.bytes + item.meta.size <= chunk_limit);
+                        // A numbered batch stays as it was; new records
+                        // never join it.
+                        let fits = chunks.last().is_some_and(|c| {
+                            let same = c.metas.last().map(|m| m.seq) == Some(item.meta.seq);
+                            same && (item.meta.seq.is_some()
+                                || c.bytes + item.meta.size <= chunk_limit)
+                        });
                         if !fits {
                             chunks.push(Chunk {
                                 tp: tp.clone(),

@@ -35,9 +35,12 @@
 //!   refreshed if the error calls for it and they go first in line. A
 //!   partition with records parked holds back its newer records, so with
 //!   `max_in_flight(1)` each partition keeps the order records were sent in.
-//!   With more in flight, requests already written cannot be held back: a
-//!   retried record may land after later ones (see
-//!   [`KafkaConfig::max_in_flight`](super::config::KafkaConfig::max_in_flight)).
+//!   With more in flight, requests already written cannot be held back:
+//!   without idempotence a retried record may land after later ones (see
+//!   [`KafkaConfig::max_in_flight`](super::config::KafkaConfig::max_in_flight));
+//!   with it (the default) the broker refuses the later batches
+//!   (OUT_OF_ORDER_SEQUENCE_NUMBER), they are retried, and retried batches
+//!   go out in sequence order (`idempotence`).
 //! - `held` counts the records the thread holds (queued for a request,
 //!   parked, in flight); `Inner::unanswered` counts those plus the ones
 //!   still in the channel. Both are lowered before a record is answered.
@@ -48,9 +51,13 @@
 //! share; `batching` accumulates records per partition and plans requests;
 //! `sender` is the `kafka-retry-producer` thread (connections, requests in
 //! flight, replies); `retry` parks failed records and decides what an error
-//! means for them.
+//! means for them; `idempotence` holds the producer id, the sequences and
+//! what the idempotence error codes mean.
 
 mod batching;
+mod idempotence;
+#[cfg(test)]
+mod idempotence_tests;
 mod retry;
 mod sender;
 mod state;

@@ -79,6 +79,7 @@ impl<'a> SenderState<'a> {
     ) {
         let refresh = match on_error(&e) {
             Action::Fail => {
+                self.fail_sent(&metas);
                 self.fail_all(metas, &e);
                 return;
             }
@@ -86,14 +87,55 @@ impl<'a> SenderState<'a> {
                 refresh_metadata, ..
             } => refresh_metadata,
         };
+        self.park(tp, records, metas, e, refresh);
+    }
+
+    /// Idempotent producer: a batch that was numbered and sent fails for
+    /// good. The broker may or may not have it, so later batches of its
+    /// partition would meet a gap: take a new producer id (Java bumps the
+    /// epoch and resets the partition's sequence).
+    fn fail_sent(&mut self, metas: &[Meta]) {
+        if let Some(idem) = self.idem.as_mut() {
+            if metas.iter().any(|m| idem.current(m.seq)) {
+                idem.reset_due = true;
+            }
+        }
+    }
+
+    /// Parks the records for a retry with back-off; those out of retries
+    /// or time are answered with `e` (a numbered batch of the idempotent
+    /// producer as a whole: it is resent whole or not at all).
+    pub(super) fn park(
+        &mut self,
+        tp: &Tp,
+        records: Vec<OutRecord>,
+        metas: Vec<Meta>,
+        e: Error,
+        refresh: bool,
+    ) {
         let mut answers = Vec::new();
         let config = self.config;
         let now = Instant::now();
         let mut parked = 0;
+        let spent = |m: &Meta| m.arrived.elapsed();
+        let numbered = self
+            .idem
+            .as_ref()
+            .is_some_and(|i| metas.iter().any(|m| i.current(m.seq)));
+        if numbered
+            && metas
+                .iter()
+                .any(|m| m.failures + 1 > config.max_retries || spent(m) >= config.delivery_timeout)
+        {
+            self.fail_sent(&metas);
+            self.fail_all(metas, &e);
+            return;
+        }
         for (record, mut meta) in records.into_iter().zip(metas) {
             meta.failures += 1;
-            let spent = meta.arrived.elapsed();
+            let spent = spent(&meta);
             if meta.failures > config.max_retries || spent >= config.delivery_timeout {
+                self.fail_sent(std::slice::from_ref(&meta));
                 answers.push((meta.reply, Err(e.clone())));
                 continue;
             }

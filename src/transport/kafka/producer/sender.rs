@@ -13,6 +13,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
 use super::batching::REQUEST_BYTES;
+use super::idempotence::{init_producer_id, SeqAction, DUPLICATE_SEQUENCE};
 use super::retry::{on_error, Action};
 use super::state::{Chunk, Flight, Inner, Item, Meta, SenderState, Work};
 use crate::clock::now_ms;
@@ -22,7 +23,7 @@ use crate::record::Delivered;
 use crate::transport::kafka::client::topic_name;
 use crate::transport::kafka::conn::Connection;
 use crate::transport::kafka::errors::code_name;
-use crate::transport::kafka::records::encode_batch;
+use crate::transport::kafka::records::{encode_batch_as, ProducerFields};
 
 /// The sender loop (see the module docs). A bug that panics must not kill
 /// the thread every caller depends on: the records it held are failed and
@@ -189,7 +190,34 @@ impl<'a> SenderState<'a> {
 
     /// Encodes and writes one Produce request to `leader`, first reading
     /// the oldest reply there if `max_in_flight` requests are unanswered.
-    pub(super) fn send_request(&mut self, leader: i32, chunks: Vec<Chunk>) {
+    pub(super) fn send_request(&mut self, leader: i32, mut chunks: Vec<Chunk>) {
+        let producer = match self.producer_ids() {
+            Ok(p) => p,
+            Err(e) => {
+                for chunk in chunks {
+                    self.fail_or_retry(&chunk.tp, chunk.records, chunk.metas, e.clone());
+                }
+                return;
+            }
+        };
+        if producer.is_some() && self.idem.as_ref().is_some_and(|i| i.reset_due) {
+            // A reply read while taking the ids asked for another reset:
+            // these records go back for the next round.
+            for chunk in chunks.into_iter().rev() {
+                self.requeue(chunk);
+            }
+            return;
+        }
+        // Records numbered in an older generation are numbered again.
+        if let Some(idem) = &self.idem {
+            for chunk in &mut chunks {
+                if !chunk.metas.iter().all(|m| idem.current(m.seq)) {
+                    for m in &mut chunk.metas {
+                        m.seq = None;
+                    }
+                }
+            }
+        }
         let max = self.config.max_in_flight.max(1);
         while self
             .links
@@ -233,8 +261,31 @@ impl<'a> SenderState<'a> {
         let now = now_ms();
         let mut topics: BTreeMap<String, Vec<PartitionProduceData>> = BTreeMap::new();
         let mut sent: Vec<Chunk> = Vec::with_capacity(chunks.len());
-        for chunk in chunks {
-            match encode_batch(&chunk.records, now, self.config.compression) {
+        for mut chunk in chunks {
+            let mut fresh = None;
+            let fields = match (producer, self.idem.as_mut()) {
+                (Some((producer_id, producer_epoch)), Some(idem)) => {
+                    let seq = match chunk.metas.first().and_then(|m| m.seq) {
+                        Some(s) => s,
+                        None => {
+                            let n = i32::try_from(chunk.metas.len()).unwrap_or(i32::MAX);
+                            let s = idem.assign(&chunk.tp, n);
+                            fresh = Some(s);
+                            for m in &mut chunk.metas {
+                                m.seq = Some(s);
+                            }
+                            s
+                        }
+                    };
+                    ProducerFields {
+                        producer_id,
+                        producer_epoch,
+                        base_sequence: seq.1,
+                    }
+                }
+                _ => ProducerFields::NONE,
+            };
+            match encode_batch_as(&chunk.records, now, self.config.compression, fields) {
                 Ok(batch) => {
                     let mut pd = PartitionProduceData::default();
                     pd.index = chunk.tp.1;
@@ -243,8 +294,14 @@ impl<'a> SenderState<'a> {
                     sent.push(chunk);
                 }
                 // Not a retry decision: a batch that cannot be encoded never
-                // will be (see `on_error`).
-                Err(e) => self.fail_all(chunk.metas, &e),
+                // will be (see `on_error`). It was never sent: its numbers
+                // go back.
+                Err(e) => {
+                    if let (Some(s), Some(idem)) = (fresh, self.idem.as_mut()) {
+                        idem.unassign(&chunk.tp, s);
+                    }
+                    self.fail_all(chunk.metas, &e);
+                }
             }
         }
         if sent.is_empty() {
@@ -400,9 +457,31 @@ impl<'a> SenderState<'a> {
                     continue;
                 }
             };
-            match part.error_code {
-                0 => {
+            let code = part.error_code;
+            let seq = chunk.metas.first().and_then(|m| m.seq);
+            let action = match &self.idem {
+                Some(idem) if code != 0 => idem.on_code(&chunk.tp, seq, code),
+                _ => SeqAction::Usual,
+            };
+            if action != SeqAction::Usual {
+                let ctx = format!("{ctx}: {} ({code})", code_name(code));
+                log::debug!(
+                    "kafka: {ctx}: {action:?} (batch {seq:?} of {} record(s))",
+                    chunk.metas.len()
+                );
+                self.on_sequence_error(chunk, action, Error::kafka(ctx, code));
+                continue;
+            }
+            match code {
+                // A duplicate: the broker has the batch from an earlier
+                // attempt whose acknowledgement was lost. Success (as Java);
+                // the offset is the one the broker reports, -1 if none.
+                0 | DUPLICATE_SEQUENCE => {
                     let base = part.base_offset;
+                    if let Some(idem) = self.idem.as_mut() {
+                        let n = i32::try_from(chunk.metas.len()).unwrap_or(i32::MAX);
+                        idem.acked(&chunk.tp, seq, n);
+                    }
                     let answers = chunk
                         .metas
                         .into_iter()
@@ -411,7 +490,7 @@ impl<'a> SenderState<'a> {
                             let delivered = Delivered {
                                 topic: topic.clone(),
                                 partition: *partition,
-                                offset: base + k as i64,
+                                offset: if base < 0 { -1 } else { base + k as i64 },
                             };
                             (m.reply, Ok(delivered))
                         })
@@ -453,6 +532,65 @@ impl<'a> SenderState<'a> {
         self.held = 0;
         for reply in replies {
             reply.complete(Err(Error::Thread(why.to_string())));
+        }
+    }
+}
+
+impl<'a> SenderState<'a> {
+    /// The producer id and epoch to write batches with; `None` when the
+    /// producer is not idempotent. Takes a new id when a reset is due
+    /// (after reading every reply in flight) or none is known yet.
+    pub(super) fn producer_ids(&mut self) -> Result<Option<(i64, i16)>> {
+        let Some(idem) = &self.idem else {
+            return Ok(None);
+        };
+        if idem.reset_due {
+            while self.in_flight() > 0 {
+                self.read_oldest();
+            }
+            if let Some(idem) = self.idem.as_mut() {
+                log::debug!("kafka: idempotent producer: taking a new producer id");
+                idem.start_over();
+            }
+        }
+        if let Some(ids) = self.idem.as_ref().and_then(|i| i.ids) {
+            return Ok(Some(ids));
+        }
+        let ids = init_producer_id(&self.inner.client)?;
+        log::debug!("kafka: producer id {} epoch {}", ids.0, ids.1);
+        if let Some(idem) = self.idem.as_mut() {
+            idem.ids = Some(ids);
+        }
+        Ok(Some(ids))
+    }
+
+    /// Puts a chunk's records back at the front of the backlog, as they
+    /// were (not a failure).
+    pub(super) fn requeue(&mut self, chunk: Chunk) {
+        for (record, meta) in chunk.records.into_iter().zip(chunk.metas).rev() {
+            self.backlog_bytes += meta.size;
+            self.backlog.push_front(Item { record, meta });
+        }
+    }
+
+    /// Files a batch the broker refused with an idempotence code.
+    pub(super) fn on_sequence_error(&mut self, chunk: Chunk, action: SeqAction, e: Error) {
+        match action {
+            SeqAction::Usual | SeqAction::Retry => {
+                self.park(&chunk.tp, chunk.records, chunk.metas, e, false);
+            }
+            SeqAction::ResetAndRetry => {
+                if let Some(idem) = self.idem.as_mut() {
+                    idem.reset_due = true;
+                }
+                self.park(&chunk.tp, chunk.records, chunk.metas, e, false);
+            }
+            SeqAction::ResetAndFail => {
+                if let Some(idem) = self.idem.as_mut() {
+                    idem.reset_due = true;
+                }
+                self.fail_all(chunk.metas, &e);
+            }
         }
     }
 }

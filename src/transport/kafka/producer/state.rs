@@ -10,11 +10,12 @@ use std::time::Instant;
 
 use kafka_protocol::messages::ProduceRequest;
 
+use super::idempotence::{Idempotence, Seq};
 use crate::error::Result;
 use crate::pending::Completer;
 use crate::record::OutRecord;
 use crate::transport::kafka::client::Client;
-use crate::transport::kafka::config::KafkaConfig;
+use crate::transport::kafka::config::{Acks, KafkaConfig};
 use crate::transport::kafka::conn::{Connection, Sent};
 
 pub(super) struct Job {
@@ -63,6 +64,9 @@ pub(super) struct Meta {
     pub(super) reconnected: bool,
     /// See [`Job::batch`].
     pub(super) batch: bool,
+    /// Idempotent producer: the sequence of the batch it went in (kept
+    /// through retries, with the batch's other records).
+    pub(super) seq: Option<Seq>,
 }
 
 /// A record in the sender thread's hands.
@@ -132,13 +136,16 @@ pub(super) struct SenderState<'a> {
     pub(super) counts: HashMap<String, Result<i32>>,
     /// Whether callers may still queue records.
     pub(super) open: bool,
+    /// The idempotent producer's state; `None` when it is off.
+    pub(super) idem: Option<Idempotence>,
 }
 
 impl<'a> SenderState<'a> {
     pub(super) fn new(inner: &'a Inner) -> Self {
+        let config = inner.client.config();
         SenderState {
             inner,
-            config: inner.client.config(),
+            config,
             backlog: VecDeque::new(),
             backlog_bytes: 0,
             waiting: Vec::new(),
@@ -150,6 +157,9 @@ impl<'a> SenderState<'a> {
             last_reply: None,
             counts: HashMap::new(),
             open: true,
+            // As Java with `enable.idempotence` left at its default, acks=1
+            // turns it off (the broker's dedup needs every replica).
+            idem: (config.idempotence && config.acks == Acks::All).then(Idempotence::default),
         }
     }
 }

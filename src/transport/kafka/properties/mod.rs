@@ -257,17 +257,11 @@ fn apply(entries: Vec<Entry>) -> Result<KafkaConfig> {
                     ))
                 }
             }),
-            "enable.idempotence" => match v.to_ascii_lowercase().as_str() {
-                "false" => config,
-                _ => {
-                    return Err(at(
-                        field,
-                        "the idempotent producer is not supported (delivery is \
-                         at-least-once): set enable.idempotence=false or leave it out"
-                            .to_string(),
-                    ))
-                }
-            },
+            "enable.idempotence" => config.idempotence(match v.to_ascii_lowercase().as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(at(field, format!("`{v}` is not true or false"))),
+            }),
             _ => unreachable_key(field)?,
         };
     }
@@ -399,6 +393,13 @@ mod tests {
         );
         assert_eq!(c.max_retries, i32::MAX as u32);
         assert_eq!((c.acks, c.compression), (Acks::Leader, Compression::Zstd));
+        assert!(!c.idempotence);
+        let on = KafkaConfig::from_properties([
+            ("bootstrap.servers", "a:1"),
+            ("enable.idempotence", "TRUE"),
+        ])
+        .unwrap();
+        assert!(on.idempotence);
         assert_eq!((c.linger, c.batch_size, c.max_in_flight), (ms(7), 16384, 1));
         assert_eq!(
             (c.fetch_max_bytes, c.fetch_max_wait, c.fetch_min_bytes),
@@ -460,7 +461,7 @@ mod tests {
                 vec![("ssl.endpoint.identification.algorithm", "http")],
                 "https` or `none",
             ),
-            (vec![("enable.idempotence", "true")], "idempotent producer"),
+            (vec![("enable.idempotence", "yes")], "enable.idempotence"),
         ] {
             let e = err(&pairs);
             assert!(e.contains(want), "{pairs:?}: {e}");

@@ -7,14 +7,43 @@ use super::{HEADER_LEN, LOG_OVERHEAD, OFF_ATTRIBUTES, OFF_CRC};
 use crate::error::{Error, Result};
 use crate::record::OutRecord;
 
+/// The idempotent producer's fields of a batch header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerFields {
+    pub(crate) producer_id: i64,
+    pub(crate) producer_epoch: i16,
+    /// Sequence number of the first record; the others follow it.
+    pub(crate) base_sequence: i32,
+}
+
+impl ProducerFields {
+    /// Not idempotent: every field -1.
+    pub(crate) const NONE: ProducerFields = ProducerFields {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+}
+
 /// One record batch (magic 2) holding `records` with offset deltas 0..n,
 /// ready for a Produce request (base offset 0: the broker assigns offsets).
 /// Records without a timestamp get `now_ms`. Producer id, epoch and base
 /// sequence are -1 (not idempotent), timestamp type CreateTime.
+#[cfg(test)]
 pub(crate) fn encode_batch(
     records: &[OutRecord],
     now_ms: i64,
     compression: Compression,
+) -> Result<Bytes> {
+    encode_batch_as(records, now_ms, compression, ProducerFields::NONE)
+}
+
+/// [`encode_batch`] with the idempotent producer's header fields.
+pub(crate) fn encode_batch_as(
+    records: &[OutRecord],
+    now_ms: i64,
+    compression: Compression,
+    producer: ProducerFields,
 ) -> Result<Bytes> {
     let fail = |what: String| Error::Protocol(format!("encode record batch: {what}"));
     if records.is_empty() {
@@ -57,9 +86,9 @@ pub(crate) fn encode_batch(
     out.extend_from_slice(&(count - 1).to_be_bytes()); // last_offset_delta
     out.extend_from_slice(&base_ts.to_be_bytes());
     out.extend_from_slice(&max_ts.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes()); // producer_id
-    out.extend_from_slice(&(-1i16).to_be_bytes()); // producer_epoch
-    out.extend_from_slice(&(-1i32).to_be_bytes()); // base_sequence
+    out.extend_from_slice(&producer.producer_id.to_be_bytes());
+    out.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&producer.base_sequence.to_be_bytes());
     out.extend_from_slice(&count.to_be_bytes());
     debug_assert_eq!(out.len(), HEADER_LEN);
 

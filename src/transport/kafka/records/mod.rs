@@ -55,7 +55,9 @@ pub use decode::decode_records;
 pub(crate) use decode::{BatchSpan, Control};
 #[cfg(any(test, feature = "fuzzing"))]
 pub use decode::{BatchSpan, Control, Decoded};
+#[cfg(test)]
 pub(crate) use encode::encode_batch;
+pub(crate) use encode::{encode_batch_as, ProducerFields};
 
 /// Header added to the single record that stands for a batch we could not
 /// decode; its value is the reason (UTF-8).
