@@ -77,8 +77,10 @@ pub struct Stats {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct DeadLettered {
-    /// `max_retry_duration` passed or `max_attempts` reached.
+    /// `max_retry_duration` passed (or a `retry_after` delay would outlast it).
     pub expired: u64,
+    /// `max_attempts` reached.
+    pub attempts: u64,
     /// The handler rejected the record.
     pub rejected: u64,
     /// Bad retry headers or an undecodable record.
@@ -88,7 +90,7 @@ pub struct DeadLettered {
 impl DeadLettered {
     /// All dead-lettered records.
     pub fn total(&self) -> u64 {
-        self.expired + self.rejected + self.malformed
+        self.expired + self.attempts + self.rejected + self.malformed
     }
 }
 
@@ -100,6 +102,7 @@ pub(crate) struct Counters {
     pub retried: AtomicU64,
     pub relayed: AtomicU64,
     pub expired: AtomicU64,
+    pub attempts: AtomicU64,
     pub rejected: AtomicU64,
     pub malformed: AtomicU64,
     pub dropped: AtomicU64,
@@ -122,6 +125,7 @@ impl Counters {
     pub(crate) fn dead(&self, reason: DeadReason) {
         match reason {
             DeadReason::Expired => &self.expired,
+            DeadReason::Attempts => &self.attempts,
             DeadReason::Rejected => &self.rejected,
             DeadReason::Malformed => &self.malformed,
         }
@@ -157,6 +161,7 @@ impl Counters {
             relayed: self.relayed.load(Relaxed),
             dead_lettered: DeadLettered {
                 expired: self.expired.load(Relaxed),
+                attempts: self.attempts.load(Relaxed),
                 rejected: self.rejected.load(Relaxed),
                 malformed: self.malformed.load(Relaxed),
             },

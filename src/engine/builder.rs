@@ -10,10 +10,11 @@ use super::health::HealthBoard;
 use super::job::JOB_BATCH;
 use super::running::Engine;
 use super::supervisor::Threads;
-use super::topics::{check_derived_topic, check_topic, MissingTopics};
+use super::topics::{check_derived_topic, check_topic, DeadLetterTopics, MissingTopics, Router};
 use super::{dispatch, relay, worker};
 use crate::error::{Error, Result};
 use crate::handler::{Handler, Outcome};
+use crate::headers::DeadReason;
 use crate::policy::RetryPolicy;
 use crate::record::Record;
 use crate::stats::Counters;
@@ -64,6 +65,7 @@ pub struct EngineBuilder {
     queue_capacity: usize,
     max_poll_records: usize,
     dead_letter_limit: Option<DeadLetterLimit>,
+    dead_letter_router: Option<Router>,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -129,6 +131,7 @@ impl EngineBuilder {
             queue_capacity: 1024,
             max_poll_records: 500,
             dead_letter_limit: None,
+            dead_letter_router: None,
         }
     }
 
@@ -261,6 +264,40 @@ impl EngineBuilder {
     /// ```
     pub fn no_dead_letter_topic(mut self) -> Self {
         self.dead_letter_topic = Some(None);
+        self
+    }
+
+    /// Routes dead letters by record and reason: `Some(topic)` sends the
+    /// record there, `None` to the default dead-letter topic. Called from
+    /// the worker and relay threads for every record given up on; it gets
+    /// the record as read (for a record expired while parked, the
+    /// retry-topic copy: use [`Record::origin_topic`] and friends).
+    ///
+    /// The engine creates each routed topic the first time it is chosen
+    /// (partitions and replication as for the retry topic). A choice that
+    /// cannot be used (an empty or illegal name, a topic that cannot be
+    /// created, a panicking router) sends the record to the default topic
+    /// instead, the problem put first in its `retry.reason` and logged; a
+    /// failed creation is tried again after 5 s. With
+    /// [`no_dead_letter_topic`](Self::no_dead_letter_topic) such records
+    /// are dropped.
+    ///
+    /// ```
+    /// use kafka_retry::{DeadReason, Engine, MemoryBroker, Outcome};
+    /// let builder = Engine::builder(MemoryBroker::new())
+    ///     .group_id("billing")
+    ///     .topics(["orders"])
+    ///     .dead_letter_router(|_r, reason| match reason {
+    ///         DeadReason::Rejected => Some("billing-rejected".to_string()),
+    ///         _ => None, // `billing-dlt`
+    ///     })
+    ///     .handler(|_r| Outcome::Done);
+    /// ```
+    pub fn dead_letter_router(
+        mut self,
+        router: impl Fn(&Record, DeadReason) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.dead_letter_router = Some(Arc::new(router));
         self
     }
 
@@ -619,7 +656,13 @@ impl EngineBuilder {
             group_id: group_id.clone(),
             topics: self.topics.clone(),
             retry_topic: retry_topic.clone(),
-            dead_letter_topic,
+            dead_letters: DeadLetterTopics::new(
+                dead_letter_topic,
+                self.dead_letter_router.clone(),
+                self.transport.clone(),
+                partitions,
+                self.replication_factor,
+            ),
             policy: self.policy.clone(),
             producer,
             transport: self.transport.clone(),

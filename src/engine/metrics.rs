@@ -51,6 +51,7 @@ pub(crate) struct Metrics {
     retried: Counter,
     relayed: Counter,
     expired: Counter,
+    attempts: Counter,
     rejected: Counter,
     malformed: Counter,
     dropped: Counter,
@@ -90,6 +91,7 @@ impl Metrics {
             retried: metrics::counter!(RETRIED, g()),
             relayed: metrics::counter!(RELAYED, g()),
             expired: metrics::counter!(DEAD_LETTERED, reason("expired")),
+            attempts: metrics::counter!(DEAD_LETTERED, reason("attempts")),
             rejected: metrics::counter!(DEAD_LETTERED, reason("rejected")),
             malformed: metrics::counter!(DEAD_LETTERED, reason("malformed")),
             dropped: metrics::counter!(DROPPED, g()),
@@ -118,6 +120,7 @@ impl Metrics {
         self.retried.absolute(s.retried);
         self.relayed.absolute(s.relayed);
         self.expired.absolute(s.dead_lettered.expired);
+        self.attempts.absolute(s.dead_lettered.attempts);
         self.rejected.absolute(s.dead_lettered.rejected);
         self.malformed.absolute(s.dead_lettered.malformed);
         self.dropped.absolute(s.dropped);

@@ -17,7 +17,7 @@ use super::job::{Completion, Job};
 use super::lease::Lease;
 use super::panic::panic_message;
 use super::supervisor::{Doing, ThreadStatus};
-use super::writes::{await_ack, send_until_acked};
+use super::writes::{await_ack, dead_letter_record, send_until_acked};
 use crate::clock::now_ms;
 use crate::handler::{Handler, Outcome};
 use crate::headers::{self, DeadReason, RetryInfo};
@@ -270,31 +270,66 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job, status: &ThreadStatu
             let hs = info.headers(&record.headers, &reason, Some(DeadReason::Rejected));
             dead_letter(ctx, job, hs, DeadReason::Rejected)
         }
-        Outcome::Retry(reason) => {
-            let mut next = info;
-            next.attempts = next.attempts.saturating_add(1);
-            next.enqueued_at = now;
-            if let Some(max) = ctx.policy.max_attempts {
-                if next.attempts >= max {
-                    let why = format!("gave up after {} attempts: {reason}", next.attempts);
-                    let hs = next.headers(&record.headers, &why, Some(DeadReason::Expired));
-                    return dead_letter(ctx, job, hs, DeadReason::Expired);
-                }
-            }
-            let age = now.saturating_sub(next.first_received_at);
-            if age > millis(ctx.policy.max_retry_duration) {
-                let hs = next.headers(&record.headers, &reason, Some(DeadReason::Expired));
-                return dead_letter(ctx, job, hs, DeadReason::Expired);
-            }
-            let out = OutRecord::forward(
-                record,
-                ctx.retry_topic.clone(),
-                Partitioning::Default,
-                next.headers(&record.headers, &reason, None),
-            );
-            Step::Writing(ctx.producer.send_async(out.clone()), out, Kind::Retry)
+        Outcome::Retry(reason) => retry(ctx, job, info, now, None, &reason),
+        Outcome::RetryAfter { delay, reason } => {
+            // Zero: no delay of the handler's own, the policy's applies.
+            let delay = (!delay.is_zero()).then_some(delay);
+            retry(ctx, job, info, now, delay, &reason)
         }
     }
+}
+
+/// Parks the job's record again (or dead-letters it when the policy says
+/// it is done for), `delay` from now when the handler chose one.
+fn retry(
+    ctx: &Context,
+    job: &Job,
+    info: RetryInfo,
+    now: i64,
+    delay: Option<Duration>,
+    reason: &str,
+) -> Step {
+    let record = &job.record;
+    let mut next = info;
+    next.attempts = next.attempts.saturating_add(1);
+    next.enqueued_at = now;
+    next.due_at = None;
+    if let Some(max) = ctx.policy.max_attempts {
+        if next.attempts >= max {
+            let why = format!("gave up after {} attempts: {reason}", next.attempts);
+            let hs = next.headers(&record.headers, &why, Some(DeadReason::Attempts));
+            return dead_letter(ctx, job, hs, DeadReason::Attempts);
+        }
+    }
+    let age = now.saturating_sub(next.first_received_at);
+    let max_age = millis(ctx.policy.max_retry_duration);
+    if age > max_age {
+        let hs = next.headers(&record.headers, reason, Some(DeadReason::Expired));
+        return dead_letter(ctx, job, hs, DeadReason::Expired);
+    }
+    if let Some(delay) = delay {
+        // Rounded up, so the record never comes back before `delay`, and
+        // one more millisecond for `now` itself, which is truncated to the
+        // millisecond; saturating, so `Duration::MAX` is just "too late".
+        let ms = millis(delay.saturating_add(Duration::from_nanos(999_999)));
+        let due = now.saturating_add(ms).saturating_add(1);
+        if due.saturating_sub(next.first_received_at) > max_age {
+            let why = format!(
+                "retry_after({delay:?}) would outlast max_retry_duration ({:?}): {reason}",
+                ctx.policy.max_retry_duration
+            );
+            let hs = next.headers(&record.headers, &why, Some(DeadReason::Expired));
+            return dead_letter(ctx, job, hs, DeadReason::Expired);
+        }
+        next.due_at = Some(due);
+    }
+    let out = OutRecord::forward(
+        record,
+        ctx.retry_topic.clone(),
+        Partitioning::Default,
+        next.headers(&record.headers, reason, None),
+    );
+    Step::Writing(ctx.producer.send_async(out.clone()), out, Kind::Retry)
 }
 
 /// Writes a dead-letter copy of the job's record (or drops it when
@@ -306,7 +341,7 @@ fn dead_letter(
     reason: DeadReason,
 ) -> Step {
     let record = &job.record;
-    let Some(topic) = &ctx.dead_letter_topic else {
+    let Some(out) = dead_letter_record(ctx, record, headers, reason) else {
         log::warn!(
             "{}@{}: dropped ({}), dead-lettering is off",
             record.topic_partition(),
@@ -316,7 +351,6 @@ fn dead_letter(
         ctx.dropped();
         return Step::Finished(true);
     };
-    let out = OutRecord::forward(record, topic.clone(), Partitioning::Default, headers);
     Step::Writing(
         ctx.producer.send_async(out.clone()),
         out,

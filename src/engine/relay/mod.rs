@@ -33,7 +33,7 @@ use super::lease::Lease;
 use super::partitions::Partitions;
 use super::poll::Poller;
 use super::supervisor::{Doing, ThreadStatus};
-use super::writes::await_ack;
+use super::writes::{await_ack, dead_letter_record};
 use crate::clock::{deadline_after, now_ms};
 use crate::headers::{self, DeadReason, RetryInfo};
 use crate::policy::millis;
@@ -190,7 +190,18 @@ impl Relay {
                     .wrapping_add(info.origin_offset as u64)
                     ^ fnv(info.origin_topic.as_bytes());
                 let wait = self.ctx.policy.interval_for(info.attempts.max(1), seed);
-                let due_ms = info.enqueued_at.saturating_add(millis(wait));
+                // A due time the handler chose (`retry_after`) wins over the
+                // policy's wait; it is clamped to the moment the record
+                // expires, so a forged or stale far-future `retry.due-at`
+                // cannot park a record for longer than the policy allows.
+                let due_ms = match info.due_at {
+                    Some(d) => d.min(
+                        info.first_received_at
+                            .saturating_add(millis(self.ctx.policy.max_retry_duration))
+                            .saturating_add(1),
+                    ),
+                    None => info.enqueued_at.saturating_add(millis(wait)),
+                };
                 // Wall-clock due time to the monotonic clock, through one
                 // (Instant, wall µs) anchor per second: records due in the
                 // same millisecond share one instant and one wake-up, and
@@ -396,11 +407,8 @@ impl Relay {
     fn route(&self, p: &Parked, now: i64) -> Route {
         let record = &p.record;
         let dead = |headers, reason: DeadReason| -> Route {
-            match &self.ctx.dead_letter_topic {
-                Some(t) => Route::Dead(
-                    OutRecord::forward(record, t.clone(), Partitioning::Default, headers),
-                    reason,
-                ),
+            match dead_letter_record(&self.ctx, record, headers, reason) {
+                Some(out) => Route::Dead(out, reason),
                 None => Route::Drop(reason),
             }
         };
