@@ -20,7 +20,7 @@ pub mod unstable;
 
 pub use engine::{
     DeadLetterLimit, DeadLetterTrip, Engine, EngineBuilder, Health, HealthIssue, HealthProbe,
-    HealthStatus, MissingTopics, ShutdownReport, ThreadFailure,
+    HealthStatus, MissingTopics, Redelivery, ShutdownReport, ThreadFailure,
 };
 pub use error::{Error, KafkaCode, Result};
 pub use handler::{Handler, Outcome};

@@ -38,6 +38,10 @@ pub struct Stats {
     pub retried: u64,
     /// Parked records sent back to their origin topic by the relay.
     pub relayed: u64,
+    /// Parked records the relay handed straight to this engine's workers
+    /// ([`Redelivery::Private`](crate::Redelivery::Private)); not counted in
+    /// `received` or `relayed`.
+    pub redelivered_private: u64,
     /// Records written to the dead-letter topic, by reason.
     pub dead_lettered: DeadLettered,
     /// Records given up on with no dead-letter topic configured.
@@ -101,6 +105,7 @@ pub(crate) struct Counters {
     pub done: AtomicU64,
     pub retried: AtomicU64,
     pub relayed: AtomicU64,
+    pub redelivered_private: AtomicU64,
     pub expired: AtomicU64,
     pub attempts: AtomicU64,
     pub rejected: AtomicU64,
@@ -159,6 +164,7 @@ impl Counters {
             done: self.done.load(Relaxed),
             retried: self.retried.load(Relaxed),
             relayed: self.relayed.load(Relaxed),
+            redelivered_private: self.redelivered_private.load(Relaxed),
             dead_lettered: DeadLettered {
                 expired: self.expired.load(Relaxed),
                 attempts: self.attempts.load(Relaxed),

@@ -8,6 +8,7 @@ use super::breaker::{Breaker, DeadLetterLimit};
 use super::context::{Context, StopSignal};
 use super::health::HealthBoard;
 use super::job::JOB_BATCH;
+use super::relay::private::Redelivery;
 use super::running::Engine;
 use super::supervisor::Threads;
 use super::topics::{check_derived_topic, check_topic, DeadLetterTopics, MissingTopics, Router};
@@ -66,6 +67,7 @@ pub struct EngineBuilder {
     max_poll_records: usize,
     dead_letter_limit: Option<DeadLetterLimit>,
     dead_letter_router: Option<Router>,
+    redelivery: Redelivery,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -132,6 +134,7 @@ impl EngineBuilder {
             max_poll_records: 500,
             dead_letter_limit: None,
             dead_letter_router: None,
+            redelivery: Redelivery::Origin,
         }
     }
 
@@ -264,6 +267,15 @@ impl EngineBuilder {
     /// ```
     pub fn no_dead_letter_topic(mut self) -> Self {
         self.dead_letter_topic = Some(None);
+        self
+    }
+
+    /// Where due records go: back to their origin topic
+    /// ([`Redelivery::Origin`], the default) or straight to this engine's
+    /// workers ([`Redelivery::Private`]); see the README's "Choosing a
+    /// redelivery mode".
+    pub fn redelivery(mut self, mode: Redelivery) -> Self {
+        self.redelivery = mode;
         self
     }
 
@@ -715,6 +727,10 @@ impl EngineBuilder {
             })?;
         }
         drop(completion_tx);
+        // Private redelivery: the relay feeds the same worker queues (and
+        // the workers end once it, too, has dropped its senders).
+        let handoff = (self.redelivery == Redelivery::Private)
+            .then(|| relay::private::Handoff::new(job_txs.clone()));
         {
             let ctx = ctx.clone();
             threads.spawn("kafka-retry-consumer".into(), move |status| {
@@ -724,7 +740,7 @@ impl EngineBuilder {
         {
             let ctx = ctx.clone();
             threads.spawn("kafka-retry-relay".into(), move |status| {
-                relay::run(ctx, relay_consumer, status)
+                relay::run(ctx, relay_consumer, status, handoff)
             })?;
         }
         log::info!(

@@ -27,6 +27,8 @@ macro_rules! scenario_tests {
             restart_resumes_after_commit,
             retry_after_and_dead_reasons,
             dead_letters_are_routed,
+            private_redelivery_skips_the_origin_topic,
+            switching_modes_keeps_parked_records,
         );
     };
     (@each $env:expr; $($name:ident,)*) => {

@@ -159,3 +159,159 @@ pub fn dead_letters_are_routed(env: &Env) {
         assert_eq!(header(r, kafka_retry::GROUP), Some(group.as_str()));
     }
 }
+
+/// `Redelivery::Private`: due records reach the handler straight from the
+/// relay (origin topic, partition and offset shown, attempts counting up,
+/// first-received kept, same worker per key), nothing is ever written back
+/// to the origin topic, and the stats count them apart. Then a restart
+/// commits nothing twice: a second engine of the group handles nothing.
+pub fn private_redelivery_skips_the_origin_topic(env: &Env) {
+    let topic = env.topic("orders", 2);
+    let group = unique("g-private");
+    let n = 20usize;
+    type Seen = Vec<(String, String, u32, Option<i64>, std::thread::ThreadId)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let s = seen.clone();
+    let engine = env
+        .builder(&group, &[&topic])
+        .redelivery(kafka_retry::Redelivery::Private)
+        .workers(3)
+        .policy(RetryPolicy::new(
+            Duration::from_millis(100),
+            Duration::from_secs(60),
+        ))
+        .handler(move |r: &Record| {
+            s.lock().unwrap().push((
+                key_of(r),
+                r.topic.clone(),
+                r.attempts(),
+                r.first_received_at(),
+                std::thread::current().id(),
+            ));
+            if r.attempts() < 2 {
+                Outcome::retry("not yet")
+            } else {
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    for i in 0..n {
+        env.produce(OutRecord::new(&topic).key(format!("k{i}")).value("v"));
+    }
+    assert!(
+        wait_until(Duration::from_secs(15) + env.slack * 4, || engine
+            .stats()
+            .done
+            >= n as u64),
+        "{:?}",
+        engine.stats()
+    );
+    // Let a commit interval pass so the relay commits what is settled.
+    std::thread::sleep(Duration::from_millis(400));
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(stats.redelivered_private, 2 * n as u64, "{stats:?}");
+    assert_eq!(stats.relayed, 0, "{stats:?}");
+    assert_eq!(stats.received, n as u64, "{stats:?}");
+    let seen = seen.lock().unwrap().clone();
+    for i in 0..n {
+        let k = format!("k{i}");
+        let mine: Vec<_> = seen.iter().filter(|s| s.0 == k).collect();
+        assert!(mine.len() >= 3, "{k}: {mine:?}");
+        let attempts: Vec<u32> = mine.iter().map(|s| s.2).collect();
+        assert_eq!(&attempts[..3], &[0, 1, 2], "{k}");
+        assert!(
+            mine.iter().all(|s| s.1 == topic),
+            "handler saw the origin topic"
+        );
+        assert!(
+            mine[1].3.is_some() && mine[1].3 == mine[2].3,
+            "first-received kept"
+        );
+        assert!(mine.iter().all(|s| s.4 == mine[0].4), "{k}: same worker");
+    }
+    // Nothing but the n records on the origin topic.
+    let origin = env.read(&topic, n + 1, Duration::from_secs(3));
+    assert_eq!(origin.len(), n, "the engine wrote to the origin topic");
+    // Everything settled was committed: a second life handles nothing.
+    let again: Arc<Mutex<usize>> = Arc::default();
+    let a = again.clone();
+    let engine = env
+        .builder(&group, &[&topic])
+        .redelivery(kafka_retry::Redelivery::Private)
+        .handler(move |_r: &Record| {
+            *a.lock().unwrap() += 1;
+            Outcome::Done
+        })
+        .build()
+        .unwrap();
+    wait_until(env.session_timeout * 2 + Duration::from_secs(1), || {
+        engine.stats().assigned_partitions > 0
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    engine.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(*again.lock().unwrap(), 0, "settled records handled again");
+}
+
+/// Records parked by an `Origin` engine are handled by the `Private`
+/// engine that replaces it (a mode switch across a restart): nothing is
+/// lost, nothing goes back to the origin topic. And back: records parked
+/// under `Private` are relayed by an `Origin` engine.
+pub fn switching_modes_keeps_parked_records(env: &Env) {
+    let topic = env.topic("orders", 1);
+    let group = unique("g-switch");
+    let n = 10usize;
+    let policy = RetryPolicy::new(Duration::from_millis(1500), Duration::from_secs(60));
+    let run = |mode: kafka_retry::Redelivery, fail: bool, produce: bool| {
+        let handled: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+        let h = handled.clone();
+        let engine = env
+            .builder(&group, &[&topic])
+            .redelivery(mode)
+            .policy(policy.clone())
+            .handler(move |r: &Record| {
+                h.lock().unwrap().push((key_of(r), r.attempts()));
+                if fail {
+                    Outcome::retry("parked")
+                } else {
+                    Outcome::Done
+                }
+            })
+            .build()
+            .unwrap();
+        if produce {
+            for i in 0..n {
+                env.produce(OutRecord::new(&topic).key(format!("k{i}")).value("v"));
+            }
+        }
+        let want = n as u64;
+        let ok = wait_until(Duration::from_secs(15) + env.slack * 4, || {
+            let s = engine.stats();
+            if fail {
+                s.retried >= want
+            } else {
+                s.done >= want
+            }
+        });
+        let stats = engine.stats();
+        engine.shutdown(Duration::from_secs(10)).unwrap();
+        assert!(ok, "{mode:?}: {stats:?}");
+        let seen = handled.lock().unwrap().clone();
+        (stats, seen)
+    };
+    use kafka_retry::Redelivery::{Origin, Private};
+    // Origin parks them, shuts down before they are due.
+    let (s, _) = run(Origin, true, true);
+    assert_eq!(s.relayed, 0, "{s:?}");
+    // Private handles them: attempts 1, nothing written to the origin.
+    let (s, handled) = run(Private, false, false);
+    assert_eq!(s.redelivered_private, n as u64, "{s:?}");
+    assert!(handled.iter().all(|h| h.1 == 1), "{handled:?}");
+    assert_eq!(env.read(&topic, n + 1, Duration::from_secs(3)).len(), n);
+    // Private parks new ones; Origin relays them.
+    let (_, _) = run(Private, true, true);
+    let (s, handled) = run(Origin, false, false);
+    assert_eq!(s.relayed, n as u64, "{s:?}");
+    assert!(handled.iter().all(|h| h.1 == 1), "{handled:?}");
+}
