@@ -20,6 +20,9 @@ pub(crate) type Router = Arc<dyn Fn(&Record, DeadReason) -> Option<String> + Sen
 /// engine tries again (meanwhile its records go to the default topic).
 const CREATE_RETRY: Duration = Duration::from_secs(5);
 
+/// A routed topic that exists (`Ok`), or the last creation error and when.
+type Known = std::result::Result<(), (String, Instant)>;
+
 /// Where dead letters go: the default topic and the router's topics, each
 /// created once, on first use.
 pub(crate) struct DeadLetterTopics {
@@ -29,7 +32,7 @@ pub(crate) struct DeadLetterTopics {
     partitions: i32,
     replication: Option<i16>,
     /// Routed topics known to exist (`Ok`), or the last creation error and when.
-    known: Mutex<HashMap<String, std::result::Result<(), (String, Instant)>>>,
+    known: Mutex<HashMap<String, Known>>,
 }
 
 impl DeadLetterTopics {
