@@ -9,6 +9,10 @@
 //! with the Java / librdkafka settings you already use (`security.protocol`,
 //! `ssl.ca.location`, `sasl.mechanism`, ...; see the README's "Security"
 //! section). `--bootstrap` still works and overrides `bootstrap.servers`.
+//!
+//! `--redelivery private` sends due records straight from the relay to the
+//! handler pool instead of back to the origin topic (`origin`, the default);
+//! see the README's "Choosing a redelivery mode".
 
 #[path = "shared/article.rs"]
 mod article;
@@ -16,18 +20,27 @@ mod article;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kafka_retry::{KafkaConfig, KafkaTransport};
+use kafka_retry::{KafkaConfig, KafkaTransport, Redelivery};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let usage = "usage: kafka [--config client.properties] [--bootstrap host:port]";
+    let usage = "usage: kafka [--config client.properties] [--bootstrap host:port] \
+                 [--redelivery origin|private]";
     let mut args = std::env::args().skip(1);
     let mut bootstrap = None;
     let mut config_file = None;
+    let mut redelivery = Redelivery::Origin;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--bootstrap" => bootstrap = Some(args.next().ok_or(usage)?),
             "--config" => config_file = Some(args.next().ok_or(usage)?),
+            "--redelivery" => {
+                redelivery = match args.next().as_deref() {
+                    Some("origin") => Redelivery::Origin,
+                    Some("private") => Redelivery::Private,
+                    _ => return Err(usage.into()),
+                }
+            }
             "--help" | "-h" => {
                 println!("{usage}");
                 return Ok(());
@@ -61,5 +74,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &format!("orders-{run}"),
         &format!("quickstart-{run}"),
         Duration::from_secs(2),
+        redelivery,
     )
 }

@@ -22,5 +22,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "orders",
         "quickstart",
         Duration::from_secs(10),
+        kafka_retry::Redelivery::Origin,
     )
 }

@@ -1,5 +1,7 @@
 //! The user's record handler.
 
+use std::time::Duration;
+
 use crate::record::Record;
 
 /// What the handler decided about a record.
@@ -12,6 +14,16 @@ pub enum Outcome {
     Retry(String),
     /// Never retry: straight to the dead-letter topic with reason `rejected`.
     Reject(String),
+    /// Like [`Outcome::Retry`], but the record comes back no earlier than
+    /// `delay` from now instead of after the policy's interval (a downstream
+    /// answered `Retry-After: 30`, a rate limit resets in 2 s). Made with
+    /// [`Outcome::retry_after`]; see there for the bounds.
+    RetryAfter {
+        /// How long to wait, from the moment the handler returned.
+        delay: Duration,
+        /// Kept in `retry.reason`.
+        reason: String,
+    },
 }
 
 impl Outcome {
@@ -23,6 +35,35 @@ impl Outcome {
     /// ```
     pub fn retry(reason: impl Into<String>) -> Self {
         Outcome::Retry(reason.into())
+    }
+
+    /// Retry no earlier than `delay` from now. The due time (ms since the
+    /// Unix epoch) travels in the `retry.due-at` header, so a restarted relay
+    /// computes the same due time. The policy still bounds it:
+    ///
+    /// - `max_attempts` counts it like any other retry (dead reason
+    ///   `attempts`).
+    /// - A delay that would bring the record back after
+    ///   `max_retry_duration` has run out (a huge delay, `Duration::MAX`, an
+    ///   overflowing one) cannot be honoured: the record is dead-lettered at
+    ///   once with reason `expired`, the delay named in `retry.reason`.
+    /// - A zero delay means "no delay of my own": the policy's interval (and
+    ///   backoff) applies, exactly as for [`Outcome::retry`].
+    ///
+    /// Sub-millisecond parts are rounded up to the next millisecond, so the
+    /// record never comes back early.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kafka_retry::Outcome;
+    /// let o = Outcome::retry_after(Duration::from_secs(30), "Retry-After: 30");
+    /// assert!(matches!(o, Outcome::RetryAfter { delay, .. } if delay == Duration::from_secs(30)));
+    /// ```
+    pub fn retry_after(delay: Duration, reason: impl Into<String>) -> Self {
+        Outcome::RetryAfter {
+            delay,
+            reason: reason.into(),
+        }
     }
 
     /// `Outcome::Reject` with a reason.

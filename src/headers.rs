@@ -21,8 +21,19 @@ pub const ENQUEUED_AT: &str = "retry.enqueued-at";
 pub const ATTEMPTS: &str = "retry.attempts";
 /// Last failure reason.
 pub const REASON: &str = "retry.reason";
-/// On dead-letter records: `expired`, `rejected` or `malformed`.
+/// On dead-letter records: why the engine gave up, one of the values of
+/// [`DeadReason::as_str`]: `expired`, `attempts`, `rejected` or `malformed`.
+/// The set is part of the header contract; a new value is a breaking change.
 pub const DEAD_REASON: &str = "retry.dead-reason";
+/// Set by [`Outcome::retry_after`](crate::Outcome::retry_after): when the
+/// parked record is due, ms since the Unix epoch. Absent on a plain retry
+/// (the policy's interval applies); removed again on the next hop.
+pub const DUE_AT: &str = "retry.due-at";
+/// On dead-letter records: when the engine dead-lettered it, ms since the
+/// Unix epoch.
+pub const DEAD_LETTERED_AT: &str = "retry.dead-lettered-at";
+/// On dead-letter records: the consumer group that gave up on it.
+pub const GROUP: &str = "retry.group";
 
 /// Set by the Kafka transport on a record standing in for a record batch it
 /// could not decode; the value is the reason. Such records are dead-lettered
@@ -40,8 +51,11 @@ pub(crate) const CLOCK_SKEW_TOLERANCE_MS: i64 = 60_000;
 /// Why a dead-letter record was dead-lettered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeadReason {
-    /// `max_retry_duration` passed (or `max_attempts` was reached).
+    /// `max_retry_duration` passed (or a
+    /// [`retry_after`](crate::Outcome::retry_after) delay would outlast it).
     Expired,
+    /// The policy's `max_attempts` was reached.
+    Attempts,
     /// The handler returned [`Outcome::Reject`](crate::Outcome::Reject).
     Rejected,
     /// The retry headers were missing or invalid, or the record could not be decoded.
@@ -53,6 +67,7 @@ impl DeadReason {
     pub fn as_str(self) -> &'static str {
         match self {
             DeadReason::Expired => "expired",
+            DeadReason::Attempts => "attempts",
             DeadReason::Rejected => "rejected",
             DeadReason::Malformed => "malformed",
         }
@@ -69,6 +84,8 @@ pub struct RetryInfo {
     pub first_received_at: i64,
     pub enqueued_at: i64,
     pub attempts: u32,
+    /// `retry.due-at`, when the handler chose the delay.
+    pub due_at: Option<i64>,
 }
 
 /// A retry header that is missing or invalid.
@@ -85,6 +102,7 @@ impl RetryInfo {
             first_received_at: now_ms,
             enqueued_at: now_ms,
             attempts: 0,
+            due_at: None,
         }
     }
 
@@ -98,7 +116,18 @@ impl RetryInfo {
             first_received_at: number(record, FIRST_RECEIVED_AT)?,
             enqueued_at: number(record, ENQUEUED_AT)?,
             attempts: number(record, ATTEMPTS)?,
+            due_at: match record.header(DUE_AT) {
+                None => None,
+                Some(_) => Some(number(record, DUE_AT)?),
+            },
         };
+        // Only the lower bound here: how far ahead a due time may be depends
+        // on the policy (`max_retry_duration`), which the relay applies.
+        if let Some(d) = info.due_at {
+            if d < 0 {
+                return Err(Malformed(format!("{DUE_AT} is negative: {d}")));
+            }
+        }
         if info.origin_topic.is_empty() {
             return Err(Malformed(format!("{ORIGIN_TOPIC} is empty")));
         }
@@ -164,11 +193,23 @@ impl RetryInfo {
         out.push(Header::new(ENQUEUED_AT, self.enqueued_at.to_string()));
         out.push(Header::new(ATTEMPTS, self.attempts.to_string()));
         out.push(Header::new(REASON, truncate(reason).to_string()));
+        if let Some(d) = self.due_at {
+            out.push(Header::new(DUE_AT, d.to_string()));
+        }
         if let Some(d) = dead {
             out.push(Header::new(DEAD_REASON, d.as_str()));
         }
         out
     }
+}
+
+/// Stamps a dead-letter record's headers with who gave up and when
+/// (`retry.group`, `retry.dead-lettered-at`), replacing any earlier stamp
+/// so a record dead-lettered, replayed and dead-lettered again carries one.
+pub(crate) fn stamp_dead_letter(headers: &mut Vec<Header>, group: &str, now_ms: i64) {
+    headers.retain(|h| &h.key[..] != DEAD_LETTERED_AT.as_bytes() && &h.key[..] != GROUP.as_bytes());
+    headers.push(Header::new(DEAD_LETTERED_AT, now_ms.to_string()));
+    headers.push(Header::new(GROUP, group.to_string()));
 }
 
 /// Headers for a dead-letter copy of a record whose retry headers cannot be
@@ -185,7 +226,7 @@ pub(crate) fn malformed_headers(original: &[Header], reason: &str) -> Vec<Header
 }
 
 /// Our own header names; a user's other `retry.*` headers pass through.
-const OWN: [&str; 8] = [
+const OWN: [&str; 11] = [
     ORIGIN_TOPIC,
     ORIGIN_PARTITION,
     ORIGIN_OFFSET,
@@ -194,6 +235,9 @@ const OWN: [&str; 8] = [
     ATTEMPTS,
     REASON,
     DEAD_REASON,
+    DUE_AT,
+    DEAD_LETTERED_AT,
+    GROUP,
 ];
 
 fn is_retry_header(h: &Header) -> bool {
@@ -311,6 +355,7 @@ mod tests {
             first_received_at: NOW - 5000,
             enqueued_at: NOW - 1000,
             attempts: 3,
+            due_at: None,
         };
         info.headers(&[Header::new("user", "u")], "boom", None)
     }
@@ -407,6 +452,50 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn due_at_round_trips_and_a_bad_one_is_malformed() {
+        let mut info = RetryInfo::parse(&record(valid()), NOW).unwrap();
+        assert_eq!(info.due_at, None);
+        info.due_at = Some(NOW + 30_000);
+        let hs = info.headers(&[], "later", None);
+        assert_eq!(RetryInfo::parse(&record(hs.clone()), NOW).unwrap(), info);
+        // A plain retry next drops it again.
+        info.due_at = None;
+        let plain = info.headers(&hs, "again", None);
+        assert!(plain.iter().all(|h| &h.key[..] != DUE_AT.as_bytes()));
+        for bad in [&b"-1"[..], b"soon", b"99999999999999999999999"] {
+            let err = RetryInfo::parse(&with(DUE_AT, Some(bad)), NOW).unwrap_err();
+            assert!(err.0.contains(DUE_AT), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn headers_stay_the_same_size_over_a_thousand_hops() {
+        let mut hs = valid();
+        let mut info = RetryInfo::parse(&record(hs.clone()), NOW).unwrap();
+        let size = |hs: &[Header]| -> usize {
+            hs.iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+                .sum()
+        };
+        let mut sizes = Vec::new();
+        for i in 0..1000u32 {
+            info.attempts = 100 + i % 900; // always three digits
+            info.due_at = (i % 2 == 0).then_some(NOW);
+            let dead = (i % 3 == 0).then_some(DeadReason::Attempts);
+            hs = info.headers(&hs, "same reason", dead);
+            if dead.is_some() {
+                stamp_dead_letter(&mut hs, "billing", NOW);
+            }
+            sizes.push((i % 6, hs.len(), size(&hs)));
+        }
+        // The same kind of hop always gives the same headers, however many came before.
+        for w in sizes.windows(7) {
+            assert_eq!(w[0], w[6]);
+        }
+        assert!(hs.len() <= 1 + OWN.len(), "{}", hs.len());
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub struct Stats {
     pub retried: u64,
     /// Parked records sent back to their origin topic by the relay.
     pub relayed: u64,
+    /// Parked records the relay handed straight to this engine's workers
+    /// ([`Redelivery::Private`](crate::Redelivery::Private)); not counted in
+    /// `received` or `relayed`.
+    pub redelivered_private: u64,
     /// Records written to the dead-letter topic, by reason.
     pub dead_lettered: DeadLettered,
     /// Records given up on with no dead-letter topic configured.
@@ -77,8 +81,10 @@ pub struct Stats {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct DeadLettered {
-    /// `max_retry_duration` passed or `max_attempts` reached.
+    /// `max_retry_duration` passed (or a `retry_after` delay would outlast it).
     pub expired: u64,
+    /// `max_attempts` reached.
+    pub attempts: u64,
     /// The handler rejected the record.
     pub rejected: u64,
     /// Bad retry headers or an undecodable record.
@@ -88,7 +94,7 @@ pub struct DeadLettered {
 impl DeadLettered {
     /// All dead-lettered records.
     pub fn total(&self) -> u64 {
-        self.expired + self.rejected + self.malformed
+        self.expired + self.attempts + self.rejected + self.malformed
     }
 }
 
@@ -99,7 +105,9 @@ pub(crate) struct Counters {
     pub done: AtomicU64,
     pub retried: AtomicU64,
     pub relayed: AtomicU64,
+    pub redelivered_private: AtomicU64,
     pub expired: AtomicU64,
+    pub attempts: AtomicU64,
     pub rejected: AtomicU64,
     pub malformed: AtomicU64,
     pub dropped: AtomicU64,
@@ -122,6 +130,7 @@ impl Counters {
     pub(crate) fn dead(&self, reason: DeadReason) {
         match reason {
             DeadReason::Expired => &self.expired,
+            DeadReason::Attempts => &self.attempts,
             DeadReason::Rejected => &self.rejected,
             DeadReason::Malformed => &self.malformed,
         }
@@ -155,8 +164,10 @@ impl Counters {
             done: self.done.load(Relaxed),
             retried: self.retried.load(Relaxed),
             relayed: self.relayed.load(Relaxed),
+            redelivered_private: self.redelivered_private.load(Relaxed),
             dead_lettered: DeadLettered {
                 expired: self.expired.load(Relaxed),
+                attempts: self.attempts.load(Relaxed),
                 rejected: self.rejected.load(Relaxed),
                 malformed: self.malformed.load(Relaxed),
             },

@@ -9,17 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Transport};
-use kafka_retry::{Engine, OutRecord, Outcome, Record, RetryPolicy};
+use kafka_retry::{Engine, OutRecord, Outcome, Record, Redelivery, RetryPolicy};
 
 type BoxError = Box<dyn std::error::Error>;
 
 /// Runs the scenario on `transport`, with `topic` as the origin topic and
-/// `group` as the consumer group; prints a timeline.
+/// `group` as the consumer group and `redelivery` as the mode; prints a
+/// timeline.
 pub fn run(
     transport: Arc<dyn Transport>,
     topic: &str,
     group: &str,
     session_timeout: Duration,
+    redelivery: Redelivery,
 ) -> Result<(), BoxError> {
     let start = Instant::now();
     let t = move || format!("[{:>5} ms]", start.elapsed().as_millis());
@@ -57,6 +59,7 @@ pub fn run(
         .group_id(group)
         .topics([topic])
         .workers(2)
+        .redelivery(redelivery)
         .handler(handler)
         .session_timeout(session_timeout)
         .policy(RetryPolicy::new(
@@ -116,12 +119,13 @@ pub fn run(
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10))?;
     println!(
-        "{} stats: received {}, done {}, retried {}, relayed {}, dead-lettered {}",
+        "{} stats: received {}, done {}, retried {}, relayed {}, redelivered privately {}, dead-lettered {}",
         t(),
         stats.received,
         stats.done,
         stats.retried,
         stats.relayed,
+        stats.redelivered_private,
         stats.dead_lettered.total()
     );
     Ok(())

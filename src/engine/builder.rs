@@ -8,12 +8,14 @@ use super::breaker::{Breaker, DeadLetterLimit};
 use super::context::{Context, StopSignal};
 use super::health::HealthBoard;
 use super::job::JOB_BATCH;
+use super::relay::private::Redelivery;
 use super::running::Engine;
 use super::supervisor::Threads;
-use super::topics::{check_derived_topic, check_topic, MissingTopics};
+use super::topics::{check_derived_topic, check_topic, DeadLetterTopics, MissingTopics, Router};
 use super::{dispatch, relay, worker};
 use crate::error::{Error, Result};
 use crate::handler::{Handler, Outcome};
+use crate::headers::DeadReason;
 use crate::policy::RetryPolicy;
 use crate::record::Record;
 use crate::stats::Counters;
@@ -67,6 +69,8 @@ pub struct EngineBuilder {
     queue_capacity: usize,
     max_poll_records: usize,
     dead_letter_limit: Option<DeadLetterLimit>,
+    dead_letter_router: Option<Router>,
+    redelivery: Redelivery,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -135,6 +139,8 @@ impl EngineBuilder {
             queue_capacity: 1024,
             max_poll_records: 500,
             dead_letter_limit: None,
+            dead_letter_router: None,
+            redelivery: Redelivery::Origin,
         }
     }
 
@@ -267,6 +273,49 @@ impl EngineBuilder {
     /// ```
     pub fn no_dead_letter_topic(mut self) -> Self {
         self.dead_letter_topic = Some(None);
+        self
+    }
+
+    /// Where due records go: back to their origin topic
+    /// ([`Redelivery::Origin`], the default) or straight to this engine's
+    /// workers ([`Redelivery::Private`]); see the README's "Choosing a
+    /// redelivery mode".
+    pub fn redelivery(mut self, mode: Redelivery) -> Self {
+        self.redelivery = mode;
+        self
+    }
+
+    /// Routes dead letters by record and reason: `Some(topic)` sends the
+    /// record there, `None` to the default dead-letter topic. Called from
+    /// the worker and relay threads for every record given up on; it gets
+    /// the record as read (for a record expired while parked, the
+    /// retry-topic copy: use [`Record::origin_topic`] and friends).
+    ///
+    /// The engine creates each routed topic the first time it is chosen
+    /// (partitions and replication as for the retry topic). A choice that
+    /// cannot be used (an empty or illegal name, a topic that cannot be
+    /// created, a panicking router) sends the record to the default topic
+    /// instead, the problem put first in its `retry.reason` and logged; a
+    /// failed creation is tried again after 5 s. With
+    /// [`no_dead_letter_topic`](Self::no_dead_letter_topic) such records
+    /// are dropped.
+    ///
+    /// ```
+    /// use kafka_retry::{DeadReason, Engine, MemoryBroker, Outcome};
+    /// let builder = Engine::builder(MemoryBroker::new())
+    ///     .group_id("billing")
+    ///     .topics(["orders"])
+    ///     .dead_letter_router(|_r, reason| match reason {
+    ///         DeadReason::Rejected => Some("billing-rejected".to_string()),
+    ///         _ => None, // `billing-dlt`
+    ///     })
+    ///     .handler(|_r| Outcome::Done);
+    /// ```
+    pub fn dead_letter_router(
+        mut self,
+        router: impl Fn(&Record, DeadReason) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.dead_letter_router = Some(Arc::new(router));
         self
     }
 
@@ -694,7 +743,13 @@ impl EngineBuilder {
             group_id: group_id.clone(),
             topics: self.topics.clone(),
             retry_topic: retry_topic.clone(),
-            dead_letter_topic,
+            dead_letters: DeadLetterTopics::new(
+                dead_letter_topic,
+                self.dead_letter_router.clone(),
+                self.transport.clone(),
+                partitions,
+                self.replication_factor,
+            ),
             policy: self.policy.clone(),
             producer,
             transport: self.transport.clone(),
@@ -766,6 +821,10 @@ impl EngineBuilder {
             })?;
         }
         drop(completion_tx);
+        // Private redelivery: the relay feeds the same worker queues (and
+        // the workers end once it, too, has dropped its senders).
+        let handoff = (self.redelivery == Redelivery::Private)
+            .then(|| relay::private::Handoff::new(job_txs.clone()));
         {
             let ctx = ctx.clone();
             threads.spawn("kafka-retry-consumer".into(), move |status| {
@@ -775,7 +834,7 @@ impl EngineBuilder {
         {
             let ctx = ctx.clone();
             threads.spawn("kafka-retry-relay".into(), move |status| {
-                relay::run(ctx, relay_consumer, status)
+                relay::run(ctx, relay_consumer, status, handoff)
             })?;
         }
         log::info!(

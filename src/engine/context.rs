@@ -72,7 +72,8 @@ pub(crate) struct Context {
     pub group_id: String,
     pub topics: Vec<String>,
     pub retry_topic: String,
-    pub dead_letter_topic: Option<String>,
+    /// The default dead-letter topic and the router's topics.
+    pub dead_letters: super::topics::DeadLetterTopics,
     pub policy: RetryPolicy,
     pub producer: Arc<dyn Producer>,
     pub transport: Arc<dyn Transport>,

@@ -25,6 +25,7 @@ pub(crate) mod names {
     pub const DONE: &str = "kafka_retry_records_done_total";
     pub const RETRIED: &str = "kafka_retry_records_retried_total";
     pub const RELAYED: &str = "kafka_retry_records_relayed_total";
+    pub const PRIVATE: &str = "kafka_retry_records_redelivered_private_total";
     pub const DEAD_LETTERED: &str = "kafka_retry_records_dead_lettered_total";
     pub const DROPPED: &str = "kafka_retry_records_dropped_total";
     pub const PANICS: &str = "kafka_retry_handler_panics_total";
@@ -50,7 +51,9 @@ pub(crate) struct Metrics {
     done: Counter,
     retried: Counter,
     relayed: Counter,
+    redelivered_private: Counter,
     expired: Counter,
+    attempts: Counter,
     rejected: Counter,
     malformed: Counter,
     dropped: Counter,
@@ -89,7 +92,9 @@ impl Metrics {
             done: metrics::counter!(DONE, g()),
             retried: metrics::counter!(RETRIED, g()),
             relayed: metrics::counter!(RELAYED, g()),
+            redelivered_private: metrics::counter!(PRIVATE, g()),
             expired: metrics::counter!(DEAD_LETTERED, reason("expired")),
+            attempts: metrics::counter!(DEAD_LETTERED, reason("attempts")),
             rejected: metrics::counter!(DEAD_LETTERED, reason("rejected")),
             malformed: metrics::counter!(DEAD_LETTERED, reason("malformed")),
             dropped: metrics::counter!(DROPPED, g()),
@@ -117,7 +122,9 @@ impl Metrics {
         self.done.absolute(s.done);
         self.retried.absolute(s.retried);
         self.relayed.absolute(s.relayed);
+        self.redelivered_private.absolute(s.redelivered_private);
         self.expired.absolute(s.dead_lettered.expired);
+        self.attempts.absolute(s.dead_lettered.attempts);
         self.rejected.absolute(s.dead_lettered.rejected);
         self.malformed.absolute(s.dead_lettered.malformed);
         self.dropped.absolute(s.dropped);

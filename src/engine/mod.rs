@@ -41,6 +41,7 @@ mod writes;
 pub use breaker::{DeadLetterLimit, DeadLetterTrip};
 pub use builder::EngineBuilder;
 pub use health::{Health, HealthIssue, HealthProbe, HealthStatus, ThreadFailure};
+pub use relay::private::Redelivery;
 pub use running::Engine;
 pub use shutdown::ShutdownReport;
 pub use topics::MissingTopics;

@@ -17,13 +17,13 @@ use super::job::{Completion, Job};
 use super::lease::Lease;
 use super::panic::panic_message;
 use super::supervisor::{Doing, ThreadStatus};
-use super::writes::{await_ack, send_until_acked};
+use super::writes::{await_ack, dead_letter_record, send_until_acked};
 use crate::clock::now_ms;
 use crate::handler::{Handler, Outcome};
 use crate::headers::{self, DeadReason, RetryInfo};
 use crate::pending::Pending;
 use crate::policy::millis;
-use crate::record::{OutRecord, Partitioning};
+use crate::record::{OutRecord, Partitioning, Record};
 
 /// Longest a worker holds finished records before reporting them.
 const COMPLETION_FLUSH: Duration = Duration::from_millis(1);
@@ -207,7 +207,13 @@ fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block
 /// Handles one record: done, skipped, or a write in flight (done once the
 /// retry or dead-letter topic acknowledges it).
 fn process(ctx: &Context, handler: &dyn Handler, job: &Job, status: &ThreadStatus) -> Step {
-    let record = &job.record;
+    let view;
+    let record = if job.lease.tp.topic == ctx.retry_topic {
+        view = private_view(&job.record);
+        &view
+    } else {
+        &job.record
+    };
     if let Some(reason) = record
         .header(headers::UNDECODABLE)
         .and_then(|h| h.value.as_ref())
@@ -218,7 +224,7 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job, status: &ThreadStatu
         );
         log::warn!("{}@{}: {reason}", record.topic_partition(), record.offset);
         let hs = headers::malformed_headers(&record.headers, &reason);
-        return dead_letter(ctx, job, hs, DeadReason::Malformed);
+        return dead_letter(ctx, record, hs, DeadReason::Malformed);
     }
     status.record(Doing::Handler, record.partition, record.offset);
     #[cfg(feature = "metrics")]
@@ -268,45 +274,78 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job, status: &ThreadStatu
         Outcome::Done => Step::Finished(true),
         Outcome::Reject(reason) => {
             let hs = info.headers(&record.headers, &reason, Some(DeadReason::Rejected));
-            dead_letter(ctx, job, hs, DeadReason::Rejected)
+            dead_letter(ctx, record, hs, DeadReason::Rejected)
         }
-        Outcome::Retry(reason) => {
-            let mut next = info;
-            next.attempts = next.attempts.saturating_add(1);
-            next.enqueued_at = now;
-            if let Some(max) = ctx.policy.max_attempts {
-                if next.attempts >= max {
-                    let why = format!("gave up after {} attempts: {reason}", next.attempts);
-                    let hs = next.headers(&record.headers, &why, Some(DeadReason::Expired));
-                    return dead_letter(ctx, job, hs, DeadReason::Expired);
-                }
-            }
-            let age = now.saturating_sub(next.first_received_at);
-            if age > millis(ctx.policy.max_retry_duration) {
-                let hs = next.headers(&record.headers, &reason, Some(DeadReason::Expired));
-                return dead_letter(ctx, job, hs, DeadReason::Expired);
-            }
-            let out = OutRecord::forward(
-                record,
-                ctx.retry_topic.clone(),
-                Partitioning::Default,
-                next.headers(&record.headers, &reason, None),
-            );
-            Step::Writing(ctx.producer.send_async(out.clone()), out, Kind::Retry)
+        Outcome::Retry(reason) => retry(ctx, record, info, now, None, &reason),
+        Outcome::RetryAfter { delay, reason } => {
+            // Zero: no delay of the handler's own, the policy's applies.
+            let delay = (!delay.is_zero()).then_some(delay);
+            retry(ctx, record, info, now, delay, &reason)
         }
     }
+}
+
+/// Parks the job's record again (or dead-letters it when the policy says
+/// it is done for), `delay` from now when the handler chose one.
+fn retry(
+    ctx: &Context,
+    record: &Record,
+    info: RetryInfo,
+    now: i64,
+    delay: Option<Duration>,
+    reason: &str,
+) -> Step {
+    let mut next = info;
+    next.attempts = next.attempts.saturating_add(1);
+    next.enqueued_at = now;
+    next.due_at = None;
+    if let Some(max) = ctx.policy.max_attempts {
+        if next.attempts >= max {
+            let why = format!("gave up after {} attempts: {reason}", next.attempts);
+            let hs = next.headers(&record.headers, &why, Some(DeadReason::Attempts));
+            return dead_letter(ctx, record, hs, DeadReason::Attempts);
+        }
+    }
+    let age = now.saturating_sub(next.first_received_at);
+    let max_age = millis(ctx.policy.max_retry_duration);
+    if age > max_age {
+        let hs = next.headers(&record.headers, reason, Some(DeadReason::Expired));
+        return dead_letter(ctx, record, hs, DeadReason::Expired);
+    }
+    if let Some(delay) = delay {
+        // Rounded up, so the record never comes back before `delay`, and
+        // one more millisecond for `now` itself, which is truncated to the
+        // millisecond; saturating, so `Duration::MAX` is just "too late".
+        let ms = millis(delay.saturating_add(Duration::from_nanos(999_999)));
+        let due = now.saturating_add(ms).saturating_add(1);
+        if due.saturating_sub(next.first_received_at) > max_age {
+            let why = format!(
+                "retry_after({delay:?}) would outlast max_retry_duration ({:?}): {reason}",
+                ctx.policy.max_retry_duration
+            );
+            let hs = next.headers(&record.headers, &why, Some(DeadReason::Expired));
+            return dead_letter(ctx, record, hs, DeadReason::Expired);
+        }
+        next.due_at = Some(due);
+    }
+    let out = OutRecord::forward(
+        record,
+        ctx.retry_topic.clone(),
+        Partitioning::Default,
+        next.headers(&record.headers, reason, None),
+    );
+    Step::Writing(ctx.producer.send_async(out.clone()), out, Kind::Retry)
 }
 
 /// Writes a dead-letter copy of the job's record (or drops it when
 /// dead-lettering is off). True when done.
 fn dead_letter(
     ctx: &Context,
-    job: &Job,
+    record: &Record,
     headers: Vec<crate::record::Header>,
     reason: DeadReason,
 ) -> Step {
-    let record = &job.record;
-    let Some(topic) = &ctx.dead_letter_topic else {
+    let Some(out) = dead_letter_record(ctx, record, headers, reason) else {
         log::warn!(
             "{}@{}: dropped ({}), dead-lettering is off",
             record.topic_partition(),
@@ -316,12 +355,29 @@ fn dead_letter(
         ctx.dropped();
         return Step::Finished(true);
     };
-    let out = OutRecord::forward(record, topic.clone(), Partitioning::Default, headers);
     Step::Writing(
         ctx.producer.send_async(out.clone()),
         out,
         Kind::Dead(reason),
     )
+}
+
+/// What the handler sees of a record redelivered privately (straight from
+/// the relay, `Redelivery::Private`): the retry-topic copy with the topic,
+/// partition and offset it was first read at, so a handler cannot tell the
+/// modes apart except by the stats. The relay checked the headers.
+fn private_view(parked: &Record) -> Record {
+    let mut r = parked.clone();
+    if let (Some(t), Some(p), Some(o)) = (
+        parked.origin_topic(),
+        parked.origin_partition(),
+        parked.origin_offset(),
+    ) {
+        r.topic = t.to_string();
+        r.partition = p;
+        r.offset = o;
+    }
+    r
 }
 
 /// A worker stops waiting for a record's write (and skips queued records)

@@ -9,9 +9,9 @@ use super::backoff::Backoff;
 use super::context::Context;
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::headers;
+use crate::headers::{self, DeadReason};
 use crate::pending::Pending;
-use crate::record::{Delivered, OutRecord};
+use crate::record::{Delivered, Header, OutRecord, Partitioning, Record};
 
 /// Step of every wait for an acknowledgement, so a stop is noticed.
 const ACK_STEP: Duration = Duration::from_millis(50);
@@ -78,4 +78,47 @@ pub(crate) fn send_until_acked(
             None => return false,
         }
     }
+}
+
+/// The dead-letter copy of `record` with `headers`: on the topic the
+/// dead-letter router chose (or the default one, with the router's problem
+/// put first in `retry.reason`), stamped with the group and the time.
+/// `None` when dead-lettering is off and the router chose nothing: the
+/// caller drops the record.
+pub(crate) fn dead_letter_record(
+    ctx: &Context,
+    record: &Record,
+    mut headers: Vec<Header>,
+    reason: DeadReason,
+) -> Option<OutRecord> {
+    let (topic, problem) = ctx.dead_letters.choose(record, reason);
+    if let Some(problem) = problem {
+        log::warn!(
+            "{}@{}: {problem}; dead-lettering to the default topic",
+            record.topic_partition(),
+            record.offset
+        );
+        let key = headers::REASON.as_bytes();
+        let old = headers
+            .iter()
+            .rev()
+            .find(|h| &h.key[..] == key)
+            .and_then(|h| h.value.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let why = format!("{problem}; {old}");
+        headers.retain(|h| &h.key[..] != key);
+        headers.push(Header::new(
+            headers::REASON,
+            headers::truncate(&why).to_string(),
+        ));
+    }
+    let topic = topic?;
+    headers::stamp_dead_letter(&mut headers, &ctx.group_id, now_ms());
+    Some(OutRecord::forward(
+        record,
+        topic,
+        Partitioning::Default,
+        headers,
+    ))
 }

@@ -25,6 +25,10 @@ macro_rules! scenario_tests {
             per_key_order_holds,
             two_engines_split_and_take_over,
             restart_resumes_after_commit,
+            retry_after_and_dead_reasons,
+            dead_letters_are_routed,
+            private_redelivery_skips_the_origin_topic,
+            switching_modes_keeps_parked_records,
         );
     };
     (@each $env:expr; $($name:ident,)*) => {
@@ -47,6 +51,10 @@ pub struct Env {
     pub slack: Duration,
     pub name: &'static str,
 }
+
+mod redelivery;
+#[allow(unused_imports)] // used by the binaries that run scenario_tests!
+pub use redelivery::*;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 

@@ -20,6 +20,7 @@
 //! `recv_deadline` and wakes early only for new records or group events.
 
 mod heap;
+pub(crate) mod private;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -27,13 +28,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::heap::SlabHeap;
+use self::private::Handoff;
 use super::backoff::Backoff;
 use super::context::Context;
+use super::job::Job;
 use super::lease::Lease;
 use super::partitions::Partitions;
 use super::poll::Poller;
 use super::supervisor::{Doing, ThreadStatus};
-use super::writes::await_ack;
+use super::writes::{await_ack, dead_letter_record};
 use crate::clock::{deadline_after, now_ms};
 use crate::headers::{self, DeadReason, RetryInfo};
 use crate::policy::millis;
@@ -43,6 +46,8 @@ use crate::transport::{Consumer, ConsumerEvent};
 /// Longest the relay blocks in poll with nothing due, so stop requests and
 /// commits are noticed.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How soon the relay tries again to hand jobs to full worker queues.
+const PRIVATE_RETRY: Duration = Duration::from_millis(5);
 /// Most due records written in one batch.
 const RELAY_BATCH: usize = 500;
 /// How long a partition-count lookup of an origin topic is trusted.
@@ -72,6 +77,8 @@ struct Parked {
 /// A due record and where it goes.
 enum Route {
     Origin(OutRecord),
+    /// Private redelivery: to this engine's workers, nothing written.
+    Private,
     Dead(OutRecord, DeadReason),
     /// Given up on with dead-lettering switched off.
     Drop(DeadReason),
@@ -87,12 +94,15 @@ struct Relay {
     last_commit: Instant,
     anchor: (Instant, i64),
     status: Arc<ThreadStatus>,
+    /// The worker queues, in private mode.
+    handoff: Option<Handoff>,
 }
 
 pub(crate) fn run(
     ctx: Arc<Context>,
     consumer: Box<dyn Consumer>,
     status: Arc<ThreadStatus>,
+    handoff: Option<Handoff>,
 ) -> Result<(), String> {
     let mut r = Relay {
         ctx,
@@ -104,6 +114,7 @@ pub(crate) fn run(
         last_commit: Instant::now(),
         anchor: (Instant::now(), now_us()),
         status,
+        handoff,
     };
     let mut poller = Poller::new(
         "relay consumer",
@@ -120,6 +131,8 @@ pub(crate) fn run(
             }
         }
         let timeout = match r.heap.peek_due() {
+            // Jobs waiting for a full worker queue: look again soon.
+            _ if r.handoff.as_ref().is_some_and(|h| h.queued() > 0) => PRIVATE_RETRY,
             // Held by the dead-letter limit: what is due waits, no spinning.
             Some(_) if r.ctx.dead_letters_paused() => IDLE_POLL,
             Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_POLL),
@@ -166,6 +179,9 @@ impl Relay {
         self.parts.revoke(tps);
         self.parts.remove(tps);
         self.heap.retain(|p| !p.lease.is_revoked());
+        if let Some(h) = &mut self.handoff {
+            h.flush(&self.ctx); // drops the released partitions' queued jobs
+        }
         self.ctx
             .counters
             .parked
@@ -190,7 +206,18 @@ impl Relay {
                     .wrapping_add(info.origin_offset as u64)
                     ^ fnv(info.origin_topic.as_bytes());
                 let wait = self.ctx.policy.interval_for(info.attempts.max(1), seed);
-                let due_ms = info.enqueued_at.saturating_add(millis(wait));
+                // A due time the handler chose (`retry_after`) wins over the
+                // policy's wait; it is clamped to the moment the record
+                // expires, so a forged or stale far-future `retry.due-at`
+                // cannot park a record for longer than the policy allows.
+                let due_ms = match info.due_at {
+                    Some(d) => d.min(
+                        info.first_received_at
+                            .saturating_add(millis(self.ctx.policy.max_retry_duration))
+                            .saturating_add(1),
+                    ),
+                    None => info.enqueued_at.saturating_add(millis(wait)),
+                };
                 // Wall-clock due time to the monotonic clock, through one
                 // (Instant, wall µs) anchor per second: records due in the
                 // same millisecond share one instant and one wake-up, and
@@ -292,7 +319,14 @@ impl Relay {
         // Stop between batches on shutdown: what is not written stays
         // parked and uncommitted, and the next relay re-reads it. The
         // dead-letter limit holds everything parked too.
+        if let Some(h) = &mut self.handoff {
+            h.flush(&self.ctx);
+        }
         while !self.ctx.signal.stopping() && !self.ctx.dead_letters_paused() {
+            // Full worker queues hold due records on the heap (uncommitted).
+            if self.handoff.as_ref().is_some_and(Handoff::full) {
+                return;
+            }
             let now = Instant::now();
             let mut batch = Vec::new();
             while batch.len() < RELAY_BATCH {
@@ -317,7 +351,7 @@ impl Relay {
                     Route::Origin(o) | Route::Dead(o, _) => {
                         Some(std::mem::replace(o, OutRecord::new("")))
                     }
-                    Route::Drop(_) => None,
+                    Route::Drop(_) | Route::Private => None,
                 })
                 .collect();
             // Queued one by one, the writes still share requests (the
@@ -336,6 +370,18 @@ impl Relay {
                 })
             });
             for (mut p, route) in batch.into_iter().zip(routes) {
+                if let (Route::Private, Some(h)) = (&route, &mut self.handoff) {
+                    // Done only once the worker settles it (see private.rs).
+                    h.push(
+                        &self.ctx,
+                        Job {
+                            record: p.record,
+                            lease: p.lease,
+                            received_ms: now_wall,
+                        },
+                    );
+                    continue;
+                }
                 let result: crate::Result<()> = match &route {
                     Route::Drop(reason) => {
                         log::warn!(
@@ -383,6 +429,9 @@ impl Relay {
                     }
                 }
             }
+            if let Some(h) = &mut self.handoff {
+                h.flush(&self.ctx);
+            }
             self.ctx
                 .counters
                 .parked
@@ -396,11 +445,8 @@ impl Relay {
     fn route(&self, p: &Parked, now: i64) -> Route {
         let record = &p.record;
         let dead = |headers, reason: DeadReason| -> Route {
-            match &self.ctx.dead_letter_topic {
-                Some(t) => Route::Dead(
-                    OutRecord::forward(record, t.clone(), Partitioning::Default, headers),
-                    reason,
-                ),
+            match dead_letter_record(&self.ctx, record, headers, reason) {
+                Some(out) => Route::Dead(out, reason),
                 None => Route::Drop(reason),
             }
         };
@@ -432,6 +478,9 @@ impl Relay {
                         }
                         _ => Partitioning::Default,
                     };
+                    if self.handoff.is_some() {
+                        return Route::Private;
+                    }
                     // Headers travel as they are: first-received-at and
                     // attempts must survive the hop.
                     Route::Origin(OutRecord::forward(
