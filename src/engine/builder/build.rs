@@ -1,0 +1,290 @@
+//! [`EngineBuilder::build`]: validates the settings, creates the retry and
+//! dead-letter topics, and starts the engine's threads.
+
+#[allow(unused_imports)] // the parent's imports, some used only there
+use super::*;
+
+impl EngineBuilder {
+    /// Validates, creates missing retry and dead-letter topics, and starts
+    /// the consumer, worker and relay threads. A bad setting is an
+    /// [`Error::Config`] naming its field.
+    ///
+    /// ```
+    /// use kafka_retry::{Engine, Error, MemoryBroker, Outcome};
+    /// let err = Engine::builder(MemoryBroker::new())
+    ///     .group_id("my billing")
+    ///     .topics(["orders"])
+    ///     .handler(|_r| Outcome::Done)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::Config { field: "group_id", .. }), "{err}");
+    /// ```
+    pub fn build(self) -> Result<Engine> {
+        let group_id = match &self.group_id {
+            Some(g) if !g.trim().is_empty() => g.clone(),
+            _ => {
+                return Err(Error::config(
+                    "group_id",
+                    "is required and must not be empty",
+                ))
+            }
+        };
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(Error::config(
+                "topics",
+                "at least one non-empty topic is required",
+            ));
+        }
+        for t in &self.topics {
+            check_topic("topics", t)?;
+        }
+        let handler = self
+            .handler
+            .clone()
+            .ok_or_else(|| Error::config("handler", "is required"))?;
+        if self.workers == 0 || self.workers > 1024 {
+            return Err(Error::config(
+                "workers",
+                format!("{} is outside 1..=1024", self.workers),
+            ));
+        }
+        self.policy.validate()?;
+        if self.commit_interval.is_zero() {
+            return Err(Error::config(
+                "commit_interval",
+                "must be greater than zero",
+            ));
+        }
+        if self.revoke_timeout >= self.rebalance_timeout {
+            return Err(Error::config(
+                "revoke_timeout",
+                format!(
+                    "{:?} must be shorter than rebalance_timeout {:?}",
+                    self.revoke_timeout, self.rebalance_timeout
+                ),
+            ));
+        }
+        if self.max_parked == 0 {
+            return Err(Error::config("max_parked", "must be at least 1"));
+        }
+        if self.queue_capacity == 0 {
+            return Err(Error::config("queue_capacity", "must be at least 1"));
+        }
+        if self.max_poll_records == 0 {
+            return Err(Error::config("max_poll_records", "must be at least 1"));
+        }
+        if let Some(l) = &self.dead_letter_limit {
+            if l.limit > 1_000_000 {
+                return Err(Error::config(
+                    "dead_letter_limit",
+                    format!("limit {} is above 1,000,000", l.limit),
+                ));
+            }
+            if l.window.is_zero() {
+                return Err(Error::config(
+                    "dead_letter_limit",
+                    "window must be above zero",
+                ));
+            }
+            if l.cool_down.is_some_and(|d| d.is_zero()) {
+                return Err(Error::config(
+                    "dead_letter_limit",
+                    "cool_down must be above zero",
+                ));
+            }
+        }
+        let retry_topic = match &self.retry_topic {
+            Some(t) => {
+                check_topic("retry_topic", t)?;
+                t.clone()
+            }
+            None => {
+                let t = format!("{group_id}-retry");
+                check_derived_topic(&group_id, "retry topic", "retry_topic(...)", &t)?;
+                t
+            }
+        };
+        let dead_letter_topic = match &self.dead_letter_topic {
+            Some(Some(t)) => {
+                check_topic("dead_letter_topic", t)?;
+                Some(t.clone())
+            }
+            Some(None) => None,
+            None => {
+                let t = format!("{group_id}-dlt");
+                check_derived_topic(
+                    &group_id,
+                    "dead-letter topic",
+                    "dead_letter_topic(...) or no_dead_letter_topic()",
+                    &t,
+                )?;
+                Some(t)
+            }
+        };
+        if self.topics.contains(&retry_topic) {
+            return Err(Error::config(
+                "retry_topic",
+                "must not be one of the origin topics",
+            ));
+        }
+        if let Some(d) = &dead_letter_topic {
+            if d == &retry_topic || self.topics.contains(d) {
+                return Err(Error::config(
+                    "dead_letter_topic",
+                    "must differ from the retry topic and the origin topics",
+                ));
+            }
+        }
+        let relay_group_id = match &self.relay_group_id {
+            Some(g) if g.trim().is_empty() => {
+                return Err(Error::config("relay_group_id", "must not be empty"))
+            }
+            Some(g) if *g == group_id => {
+                return Err(Error::config(
+                    "relay_group_id",
+                    format!("must differ from group_id `{group_id}`"),
+                ))
+            }
+            Some(g) => g.clone(),
+            None => format!("{group_id}-relay"),
+        };
+        if let Some(p) = self.topic_partitions.filter(|&p| p < 1) {
+            return Err(Error::config(
+                "topic_partitions",
+                format!("{p} is not at least 1"),
+            ));
+        }
+        let mut max_partitions = None;
+        for t in &self.topics {
+            match self.transport.partition_count(t)? {
+                Some(n) => max_partitions = Some(max_partitions.unwrap_or(0).max(n)),
+                None => match self.missing_topics {
+                    MissingTopics::Fail => return Err(Error::UnknownTopic(t.clone())),
+                    MissingTopics::Wait => log::warn!(
+                        "{group_id}: origin topic {t} does not exist; its records are handled once it is created"
+                    ),
+                },
+            }
+        }
+        let partitions = self.topic_partitions.or(max_partitions).unwrap_or(1);
+        for t in std::iter::once(&retry_topic).chain(dead_letter_topic.iter()) {
+            if self.transport.partition_count(t)?.is_none() {
+                log::info!("creating topic {t} with {partitions} partitions");
+                self.transport
+                    .create_topic(t, partitions, self.replication_factor)?;
+            }
+        }
+        let producer = self.transport.producer()?;
+        let counters = Arc::new(Counters::default());
+        let signal = Arc::new(StopSignal::default());
+        let breaker = self
+            .dead_letter_limit
+            .clone()
+            .map(|l| Arc::new(Breaker::new(l, group_id.clone(), counters.clone())));
+        let health = Arc::new(HealthBoard::new(breaker.clone()));
+        let ctx = Arc::new(Context {
+            group_id: group_id.clone(),
+            topics: self.topics.clone(),
+            retry_topic: retry_topic.clone(),
+            dead_letters: DeadLetterTopics::new(
+                dead_letter_topic,
+                self.dead_letter_router.clone(),
+                self.transport.clone(),
+                partitions,
+                self.replication_factor,
+            ),
+            policy: self.policy.clone(),
+            producer,
+            transport: self.transport.clone(),
+            counters: counters.clone(),
+            signal: signal.clone(),
+            commit_interval: self.commit_interval,
+            revoke_timeout: self.revoke_timeout,
+            max_parked: self.max_parked,
+            queue_batches: self.queue_capacity.div_ceil(JOB_BATCH).max(1),
+            health: health.clone(),
+            breaker: breaker.clone(),
+            #[cfg(feature = "metrics")]
+            metrics: crate::engine::metrics::Metrics::new(&group_id),
+        });
+        let relay_instance_id = match &self.group_instance_id {
+            Some(id) => {
+                // Room for the relay's "-relay" within Kafka's 249.
+                if id.len() > 243 {
+                    return Err(Error::config(
+                        "group_instance_id",
+                        "at most 243 characters (the relay adds \"-relay\")",
+                    ));
+                }
+                crate::transport::validate_instance_id(id)?;
+                Some(format!("{id}-relay"))
+            }
+            None => None,
+        };
+        let consumer_config =
+            |group: String, topics: Vec<String>, instance: Option<String>| ConsumerConfig {
+                group_id: group,
+                topics,
+                offset_reset: self.offset_reset,
+                session_timeout: self.session_timeout,
+                rebalance_timeout: self.rebalance_timeout,
+                max_poll_records: self.max_poll_records,
+                // The transport's client id (`KafkaConfig::client_id`), so the
+                // id a user set is the one the broker logs and quotas see.
+                client_id: None,
+                group_instance_id: instance,
+                rebalance_protocol: self.rebalance_protocol,
+                isolation_level: self.isolation_level,
+            };
+        // Create both group members before starting any thread, so a broker
+        // error surfaces from build() and not from a thread later.
+        let main = self.transport.consumer(consumer_config(
+            group_id.clone(),
+            self.topics.clone(),
+            self.group_instance_id.clone(),
+        ))?;
+        let relay_consumer = self.transport.consumer(consumer_config(
+            relay_group_id.clone(),
+            vec![retry_topic.clone()],
+            relay_instance_id,
+        ))?;
+
+        let mut threads = Threads::new(signal, health);
+        let (completion_tx, completion_rx) = crossbeam_channel::unbounded();
+        let mut job_txs = Vec::with_capacity(self.workers);
+        for i in 0..self.workers {
+            let (tx, rx) = crossbeam_channel::bounded(ctx.queue_batches);
+            job_txs.push(tx);
+            let ctx = ctx.clone();
+            let handler = handler.clone();
+            let completion_tx = completion_tx.clone();
+            threads.spawn(format!("kafka-retry-worker-{i}"), move |status| {
+                worker::run_worker(ctx, handler, rx, completion_tx, status);
+                Ok(())
+            })?;
+        }
+        drop(completion_tx);
+        // Private redelivery: the relay feeds the same worker queues (and
+        // the workers end once it, too, has dropped its senders).
+        let handoff = (self.redelivery == Redelivery::Private)
+            .then(|| relay::private::Handoff::new(job_txs.clone()));
+        {
+            let ctx = ctx.clone();
+            threads.spawn("kafka-retry-consumer".into(), move |status| {
+                dispatch::run(ctx, main, job_txs, completion_rx, status)
+            })?;
+        }
+        {
+            let ctx = ctx.clone();
+            threads.spawn("kafka-retry-relay".into(), move |status| {
+                relay::run(ctx, relay_consumer, status, handoff)
+            })?;
+        }
+        log::info!(
+            "engine started: group {group_id}, topics {:?}, retry topic {retry_topic} (relay group {relay_group_id}), {} workers",
+            self.topics,
+            self.workers
+        );
+        Ok(Engine::new(threads, counters, breaker))
+    }
+}
