@@ -911,16 +911,22 @@ fn bad_input_ends_handled_or_dead_lettered() {
                     .filter(|h| {
                         &h.key[..] != kafka_retry::REASON.as_bytes()
                             && &h.key[..] != kafka_retry::DEAD_REASON.as_bytes()
+                            && &h.key[..] != kafka_retry::DEAD_LETTERED_AT.as_bytes()
+                            && &h.key[..] != kafka_retry::GROUP.as_bytes()
                     })
                     .cloned()
                     .collect();
                 let n = kept.len();
-                let ok = r.headers.len() == n + 2
+                // Original headers, then reason and dead reason, then who
+                // gave up and when (retry.dead-lettered-at, retry.group).
+                let ok = r.headers.len() == n + 4
                     && r.headers[..n] == kept[..]
                     && &r.headers[n].key[..] == kafka_retry::REASON.as_bytes()
                     && header_str(r, kafka_retry::REASON).is_some_and(|v| !v.is_empty())
                     && &r.headers[n + 1].key[..] == kafka_retry::DEAD_REASON.as_bytes()
-                    && header_str(r, kafka_retry::DEAD_REASON) == Some("malformed");
+                    && header_str(r, kafka_retry::DEAD_REASON) == Some("malformed")
+                    && &r.headers[n + 2].key[..] == kafka_retry::DEAD_LETTERED_AT.as_bytes()
+                    && &r.headers[n + 3].key[..] == kafka_retry::GROUP.as_bytes();
                 if !ok {
                     failures.push(format!(
                         "{}: dead letter headers:\n  wrote {}\n  got   {}",
