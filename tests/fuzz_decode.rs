@@ -992,6 +992,8 @@ fn client_config(addr: &str) -> KafkaConfig {
         .delivery_timeout(Duration::from_secs(1))
         .fetch_max_wait(Duration::from_millis(5))
         .linger(Duration::from_millis(0))
+        // The fake broker answers no InitProducerId.
+        .idempotence(false)
 }
 
 fn consumer_config(group: &str) -> ConsumerConfig {
