@@ -262,7 +262,13 @@ pub fn switching_modes_keeps_parked_records(env: &Env) {
     let topic = env.topic("orders", 1);
     let group = unique("g-switch");
     let n = 10usize;
-    let policy = RetryPolicy::new(Duration::from_millis(1500), Duration::from_secs(60));
+    // Long enough that nothing falls due before the first engine stops,
+    // also through the slower SASL_SSL front end (its writes' acks, which
+    // `retried` waits for, take longer there).
+    let policy = RetryPolicy::new(
+        Duration::from_millis(1500) + env.slack * 4,
+        Duration::from_secs(60),
+    );
     let run = |mode: kafka_retry::Redelivery, fail: bool, produce: bool| {
         let handled: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
         let h = handled.clone();
