@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::context::Context;
-use super::job::{Completion, Job, JOB_BATCH};
+use super::job::{worker_for, Completion, Job, JOB_BATCH};
 use super::lease::Lease;
 use super::partitions::Partitions;
 use super::poll::Poller;
 use super::supervisor::{Doing, ThreadStatus};
 use crate::clock::{deadline_after, now_ms};
-use crate::partitioner::murmur2;
 use crate::record::{Record, TopicPartition};
 use crate::transport::{Consumer, ConsumerEvent};
 
@@ -186,13 +185,7 @@ impl Dispatcher {
             if !lease.tracker().track(record.offset) {
                 continue; // already dispatched (a re-fetch after a rewind)
             }
-            let worker = match &record.key {
-                Some(k) => (murmur2(k) as u32 as usize) % workers,
-                None => {
-                    self.round_robin = self.round_robin.wrapping_add(1);
-                    self.round_robin % workers
-                }
-            };
+            let worker = worker_for(record.key.as_deref(), workers, &mut self.round_robin);
             lease.outstanding.fetch_add(1, R);
             lease.outboxed.fetch_add(1, R);
             self.outbox[worker].push_back(Job {

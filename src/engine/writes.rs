@@ -98,20 +98,22 @@ pub(crate) fn dead_letter_record(
             record.topic_partition(),
             record.offset
         );
-        let key = headers::REASON.as_bytes();
-        let old = headers
-            .iter()
+        // The problem first in `retry.reason`, in its place among the
+        // headers (every dead letter carries one, from `RetryInfo::headers`
+        // or `malformed_headers`).
+        if let Some(h) = headers
+            .iter_mut()
             .rev()
-            .find(|h| &h.key[..] == key)
-            .and_then(|h| h.value.as_deref())
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        let why = format!("{problem}; {old}");
-        headers.retain(|h| &h.key[..] != key);
-        headers.push(Header::new(
-            headers::REASON,
-            headers::truncate(&why).to_string(),
-        ));
+            .find(|h| &h.key[..] == headers::REASON.as_bytes())
+        {
+            let old = h
+                .value
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let why = format!("{problem}; {old}");
+            h.value = Some(headers::truncate(&why).to_string().into());
+        }
     }
     let topic = topic?;
     headers::stamp_dead_letter(&mut headers, &ctx.group_id, now_ms());

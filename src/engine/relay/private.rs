@@ -20,8 +20,7 @@ use std::sync::atomic::Ordering;
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::super::context::Context;
-use super::super::job::{Job, JOB_BATCH};
-use crate::partitioner::murmur2;
+use super::super::job::{worker_for, Job, JOB_BATCH};
 
 /// Where the relay sends a due record, set with
 /// [`EngineBuilder::redelivery`](crate::EngineBuilder::redelivery).
@@ -90,14 +89,11 @@ impl Handoff {
     /// Queues `job` for its key's worker (counted in flight, as the
     /// consumer thread counts its jobs: the completion subtracts it).
     pub(crate) fn push(&mut self, ctx: &Context, job: Job) {
-        let workers = self.jobs.len().max(1);
-        let w = match &job.record.key {
-            Some(k) => (murmur2(k) as u32 as usize) % workers,
-            None => {
-                self.round_robin = self.round_robin.wrapping_add(1);
-                self.round_robin % workers
-            }
-        };
+        let w = worker_for(
+            job.record.key.as_deref(),
+            self.jobs.len(),
+            &mut self.round_robin,
+        );
         ctx.counters.in_flight.fetch_add(1, Ordering::Relaxed);
         ctx.counters
             .redelivered_private
