@@ -268,20 +268,23 @@ pub fn switching_modes_keeps_parked_records(env: &Env) {
     let topic = env.topic("orders", 1);
     let group = unique("g-switch");
     let n = 10usize;
-    // Long enough that nothing falls due before the first engine stops,
-    // also through the slower SASL_SSL front end (its writes' acks, which
-    // `retried` waits for, take longer there).
-    let policy = RetryPolicy::new(
-        Duration::from_millis(1500) + env.slack * 4,
-        Duration::from_secs(60),
-    );
+    // The due time is the relay's: enqueued-at plus the running engine's
+    // interval. So the engines that park use an interval nothing reaches
+    // before they stop (whatever the group join and the SASL_SSL acks
+    // cost), and the engines that take over one that makes everything due.
+    let parking = RetryPolicy::new(Duration::from_secs(120), Duration::from_secs(600));
+    let taking_over = RetryPolicy::new(Duration::from_millis(100), Duration::from_secs(600));
     let run = |mode: kafka_retry::Redelivery, fail: bool, produce: bool| {
         let handled: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
         let h = handled.clone();
         let engine = env
             .builder(&group, &[&topic])
             .redelivery(mode)
-            .policy(policy.clone())
+            .policy(if fail {
+                parking.clone()
+            } else {
+                taking_over.clone()
+            })
             .handler(move |r: &Record| {
                 h.lock().unwrap().push((key_of(r), r.attempts()));
                 if fail {
@@ -326,4 +329,8 @@ pub fn switching_modes_keeps_parked_records(env: &Env) {
     let (s, handled) = run(Origin, false, false);
     assert_eq!(s.relayed, n as u64, "{s:?}");
     assert!(handled.iter().all(|h| h.1 == 1), "{handled:?}");
+    let mut keys: Vec<&str> = handled.iter().map(|h| h.0.as_str()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), n, "{handled:?}");
 }
