@@ -296,8 +296,9 @@ impl EngineBuilder {
     ///
     /// The engine creates each routed topic the first time it is chosen
     /// (partitions and replication as for the retry topic). A choice that
-    /// cannot be used (an empty or illegal name, a topic that cannot be
-    /// created, a panicking router) sends the record to the default topic
+    /// cannot be used (an empty or illegal name, one of the engine's origin
+    /// topics or its retry topic, where the record would be handled again,
+    /// a topic that cannot be created, a panicking router) sends the record to the default topic
     /// instead, the problem put first in its `retry.reason` and logged; a
     /// failed creation is tried again after 5 s. With
     /// [`no_dead_letter_topic`](Self::no_dead_letter_topic) such records

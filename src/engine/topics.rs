@@ -31,6 +31,10 @@ pub(crate) struct DeadLetterTopics {
     transport: Arc<dyn Transport>,
     partitions: i32,
     replication: Option<i16>,
+    /// The origin topics and the retry topic: a router choosing one of them
+    /// would feed given-up records back into handling (a loop), so such a
+    /// choice goes to the default topic, as `build()` refuses for it.
+    refused: Vec<String>,
     /// Routed topics known to exist (`Ok`), or the last creation error and when.
     known: Mutex<HashMap<String, Known>>,
 }
@@ -42,6 +46,7 @@ impl DeadLetterTopics {
         transport: Arc<dyn Transport>,
         partitions: i32,
         replication: Option<i16>,
+        refused: Vec<String>,
     ) -> Self {
         DeadLetterTopics {
             default,
@@ -49,6 +54,7 @@ impl DeadLetterTopics {
             transport,
             partitions,
             replication,
+            refused,
             known: Mutex::new(HashMap::new()),
         }
     }
@@ -91,6 +97,9 @@ impl DeadLetterTopics {
         }
         if self.default.as_deref() == Some(topic) {
             return Ok(());
+        }
+        if self.refused.iter().any(|t| t == topic) {
+            return Err("is an origin or the retry topic of this engine, where a dead letter would be handled again".into());
         }
         let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
         match known.get(topic) {

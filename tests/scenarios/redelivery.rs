@@ -109,19 +109,23 @@ pub fn retry_after_and_dead_reasons(env: &Env) {
 }
 
 /// A dead-letter router: `rejected` to a topic the engine creates, a bad
-/// choice (empty, illegal) to the default topic with the problem in
-/// `retry.reason`, `None` to the default topic.
+/// choice (empty, illegal, the origin topic or the retry topic, which
+/// would loop) to the default topic with the problem in `retry.reason`,
+/// `None` to the default topic.
 pub fn dead_letters_are_routed(env: &Env) {
     let topic = env.topic("orders", 1);
     let group = unique("g-route");
     let dlt = format!("{group}-dlt");
     let routed = format!("{group}-rejected");
     let r2 = routed.clone();
+    let (origin, retry) = (topic.clone(), format!("{group}-retry"));
     let engine = env
         .builder(&group, &[&topic])
         .dead_letter_router(move |r: &Record, reason| match key_of(r).as_str() {
             "empty" => Some(String::new()),
             "illegal" => Some("not a topic/name".into()),
+            "origin" => Some(origin.clone()),
+            "retry" => Some(retry.clone()),
             "default" => None,
             _ if reason == DeadReason::Rejected => Some(r2.clone()),
             _ => None,
@@ -129,7 +133,8 @@ pub fn dead_letters_are_routed(env: &Env) {
         .handler(|_r: &Record| Outcome::reject("no"))
         .build()
         .unwrap();
-    for k in ["a", "b", "empty", "illegal", "default"] {
+    let keys = ["a", "b", "empty", "illegal", "origin", "retry", "default"];
+    for k in keys {
         env.produce(OutRecord::new(&topic).key(k).value("v"));
     }
     assert!(
@@ -137,7 +142,7 @@ pub fn dead_letters_are_routed(env: &Env) {
             .stats()
             .dead_lettered
             .rejected
-            >= 5),
+            >= keys.len() as u64),
         "{:?}",
         engine.stats()
     );
@@ -149,11 +154,21 @@ pub fn dead_letters_are_routed(env: &Env) {
         .collect();
     on_routed.sort();
     assert_eq!(on_routed, ["a", "b"]);
-    let default = env.read(&dlt, 3, Duration::from_secs(10));
-    assert_eq!(default.len(), 3, "{default:?}");
+    let default = env.read(&dlt, 5, Duration::from_secs(10));
+    assert_eq!(default.len(), 5, "{default:?}");
+    // Nothing but the produced records on the origin topic: no loop.
+    assert_eq!(
+        env.read(&topic, keys.len() + 1, Duration::from_secs(3))
+            .len(),
+        keys.len()
+    );
     for r in &default {
         let reason = header(r, kafka_retry::REASON).unwrap();
         match key_of(r).as_str() {
+            "origin" | "retry" => {
+                assert!(reason.contains("handled again"), "{reason}");
+                assert!(reason.ends_with("; no"), "{reason}");
+            }
             "empty" | "illegal" => {
                 assert!(reason.contains("dead-letter router chose"), "{reason}");
                 assert!(reason.ends_with("; no"), "{reason}");

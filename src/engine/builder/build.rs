@@ -192,6 +192,7 @@ impl EngineBuilder {
                 self.transport.clone(),
                 partitions,
                 self.replication_factor,
+                self.topics.iter().chain([&retry_topic]).cloned().collect(),
             ),
             policy: self.policy.clone(),
             producer,
