@@ -4,15 +4,31 @@
 #[path = "../examples/shared/prometheus.rs"]
 mod prometheus;
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use kafka_retry::{Engine, MemoryBroker, OutRecord, Outcome, RetryPolicy};
 use prometheus::{TextRecorder, Value};
 
+/// One recorder for the process (the facade takes one); the tests use
+/// their own group labels.
+fn recorder() -> &'static TextRecorder {
+    static R: OnceLock<TextRecorder> = OnceLock::new();
+    R.get_or_init(TextRecorder::install)
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn smoke() {
-    let recorder = TextRecorder::install();
+    let recorder = recorder();
 
     let broker = MemoryBroker::new();
     broker.create_topic("t", 1).unwrap();
@@ -104,4 +120,59 @@ fn smoke() {
     assert_eq!(late.at_most(1.0), 2, "relayed within a second of due");
     assert!(text.contains("# TYPE kafka_retry_records_retried_total counter"));
     assert!(text.contains(r#"kafka_retry_records_retried_total{group="m"} 2"#));
+}
+
+/// `kafka_retry_consumer_lag{group,topic,partition}`: log end minus the
+/// committed offset, per owned origin partition; back to 0 once handled
+/// and committed, and 0 once the member owns nothing.
+#[test]
+fn consumer_lag_per_partition() {
+    let recorder = recorder();
+    let broker = MemoryBroker::new();
+    broker.create_topic("lagged", 2).unwrap();
+    for (p, n) in [(0, 30), (1, 20)] {
+        for i in 0..n {
+            let r = OutRecord::new("lagged").partition(p).key(format!("k{i}"));
+            broker.produce(r).unwrap();
+        }
+    }
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    let engine = Engine::builder(broker.clone())
+        .group_id("lag")
+        .topics(["lagged"])
+        .workers(1)
+        .commit_interval(Duration::from_millis(20))
+        .handler(move |_r| {
+            while !gate.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Outcome::Done
+        })
+        .build()
+        .unwrap();
+    let lag = |p: i32| match recorder.get(
+        "kafka_retry_consumer_lag",
+        &format!(r#"group="lag",partition="{p}",topic="lagged""#),
+    ) {
+        Some(Value::Gauge(g)) => Some(f64::from_bits(g.load(Ordering::Relaxed))),
+        _ => None,
+    };
+    // Nothing handled, nothing committed: the whole log is lag.
+    wait_for("lag 30 and 20", || {
+        lag(0) == Some(30.0) && lag(1) == Some(20.0)
+    });
+    open.store(true, Ordering::Relaxed);
+    wait_for("everything done", || engine.stats().done == 50);
+    wait_for("lag 0", || lag(0) == Some(0.0) && lag(1) == Some(0.0));
+    // New records on one partition show up there only.
+    for _ in 0..5 {
+        broker
+            .produce(OutRecord::new("lagged").partition(1))
+            .unwrap();
+    }
+    wait_for("done 55", || engine.stats().done == 55);
+    wait_for("lag 0 again", || lag(0) == Some(0.0) && lag(1) == Some(0.0));
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!((lag(0), lag(1)), (Some(0.0), Some(0.0)));
 }

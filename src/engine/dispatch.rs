@@ -503,6 +503,8 @@ impl Dispatcher {
         self.ctx
             .metrics
             .publish(&self.ctx.counters.snapshot(), &self.ctx.health);
+        let lags = self.parts.lags(&self.consumer.progress());
+        self.ctx.metrics.publish_lag(&lags);
     }
 }
 

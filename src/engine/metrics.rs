@@ -9,11 +9,14 @@
 //! allocation in the engine). Handles are registered when the engine is
 //! built: install the recorder before `build()`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Label};
 
 use super::health::{HealthBoard, HealthStatus};
+use crate::record::TopicPartition;
 use crate::stats::Stats;
 
 /// How often the consumer thread publishes the counters and gauges.
@@ -41,6 +44,7 @@ pub(crate) mod names {
     pub const DLT_PAUSED: &str = "kafka_retry_dead_letter_limit_paused";
     pub const HEALTH: &str = "kafka_retry_health_status";
     pub const LAST_COMMIT: &str = "kafka_retry_last_commit_timestamp_seconds";
+    pub const LAG: &str = "kafka_retry_consumer_lag";
     pub const HANDLER_TIME: &str = "kafka_retry_handler_duration_seconds";
     pub const RELAY_LATENESS: &str = "kafka_retry_relay_lateness_seconds";
 }
@@ -75,6 +79,10 @@ pub(crate) struct Metrics {
     /// Seconds a relayed (or expired) record left the relay after its due
     /// time.
     pub relay_lateness: Histogram,
+    group: String,
+    /// Per origin partition owned (and seen a log end of) at the last
+    /// publish; registered on first sight.
+    lag: Mutex<HashMap<TopicPartition, Gauge>>,
 }
 
 impl Metrics {
@@ -113,6 +121,37 @@ impl Metrics {
             last_commit: metrics::gauge!(LAST_COMMIT, g()),
             handler_time: metrics::histogram!(HANDLER_TIME, g()),
             relay_lateness: metrics::histogram!(RELAY_LATENESS, g()),
+            group: group.to_string(),
+            lag: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets the lag gauge of each partition in `lags` (the origin
+    /// partitions this member owns) and zeroes those of partitions it no
+    /// longer owns: their new owner reports them, so a sum over the
+    /// group's members stays the group's lag. (The facade cannot remove
+    /// a series.)
+    pub(crate) fn publish_lag(&self, lags: &[(TopicPartition, i64)]) {
+        let mut gauges = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        gauges.retain(|tp, g| {
+            let owned = lags.iter().any(|(t, _)| t == tp);
+            if !owned {
+                g.set(0.0);
+            }
+            owned
+        });
+        for (tp, lag) in lags {
+            gauges
+                .entry(tp.clone())
+                .or_insert_with(|| {
+                    let labels = vec![
+                        Label::new("group", self.group.clone()),
+                        Label::new("topic", tp.topic.clone()),
+                        Label::new("partition", tp.partition.to_string()),
+                    ];
+                    metrics::gauge!(names::LAG, labels)
+                })
+                .set(*lag as f64);
         }
     }
 
@@ -185,6 +224,10 @@ fn describe() {
         "1 while the dead-letter limit pauses the engine"
     );
     metrics::describe_gauge!(HEALTH, "0 running, 1 degraded, 2 stopped");
+    metrics::describe_gauge!(
+        LAG,
+        "Records of an owned origin partition past the group's committed offset (log end minus committed)"
+    );
     metrics::describe_gauge!(
         LAST_COMMIT,
         Unit::Seconds,

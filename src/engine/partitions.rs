@@ -15,6 +15,8 @@ use crate::error::Result;
 use crate::record::TopicPartition;
 use crate::stats::Counters;
 use crate::transport::Consumer;
+#[cfg(feature = "metrics")]
+use crate::transport::PartitionProgress;
 
 /// One owned partition.
 pub(crate) struct Part {
@@ -93,6 +95,23 @@ impl Partitions {
         }
         from.sort();
         (abandoned, from)
+    }
+
+    /// Consumer lag of every owned partition the consumer has seen the log
+    /// end of: log end minus the offset committed (before this engine
+    /// committed anything: its watermark, or the consumer's position
+    /// before any record was read), never negative.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn lags(&self, progress: &[PartitionProgress]) -> Vec<(TopicPartition, i64)> {
+        progress
+            .iter()
+            .filter_map(|p| {
+                let part = self.parts.get(&p.partition)?;
+                let end = p.log_end?;
+                let at = part.lease.tracker().group_position().or(p.position)?;
+                Some((p.partition.clone(), (end - at).max(0)))
+            })
+            .collect()
     }
 
     /// The watermarks of `tps` that moved since their last commit.

@@ -101,6 +101,13 @@ impl OffsetTracker {
         }
     }
 
+    /// Where the group stands: the offset last committed (or known
+    /// committed), else the watermark. `None` before any record was seen.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn group_position(&self) -> Option<i64> {
+        self.committed.or_else(|| self.watermark())
+    }
+
     /// Notes that `offset` was committed.
     pub(crate) fn committed(&mut self, offset: i64) {
         self.committed = Some(self.committed.map_or(offset, |c| c.max(offset)));

@@ -253,6 +253,29 @@ pub trait Consumer: Send + Debug {
     fn close_for_restart(&mut self) -> Result<()> {
         self.close()
     }
+
+    /// For lag gauges: per assigned partition, the end of its log as this
+    /// consumer last saw it (the high watermark from its latest fetch
+    /// reply; with `read_committed`, the last stable offset) and the
+    /// offset of the next record it will fetch. Costs no request. The
+    /// default (a transport that does not know) is empty.
+    fn progress(&self) -> Vec<PartitionProgress> {
+        Vec::new()
+    }
+}
+
+/// Where a [`Consumer`] stands in one assigned partition
+/// ([`Consumer::progress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProgress {
+    /// The partition.
+    pub partition: TopicPartition,
+    /// Offset of the next record to fetch, once known (after the committed
+    /// offset or the reset policy set it).
+    pub position: Option<i64>,
+    /// Offset the next record written will get, as last seen; `None`
+    /// before the first fetch reply.
+    pub log_end: Option<i64>,
 }
 
 /// An acknowledged producer, shared by every thread of an engine.

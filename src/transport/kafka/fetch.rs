@@ -33,7 +33,7 @@ use super::records::{decode_records, BatchSpan, Control};
 use super::retry::{classify_code, Action, Backoff};
 use crate::error::{Error, KafkaCode, Result};
 use crate::record::{Record, TopicPartition};
-use crate::transport::{IsolationLevel, OffsetReset};
+use crate::transport::{IsolationLevel, OffsetReset, PartitionProgress};
 
 /// ListOffsets timestamps meaning "log start" and "log end".
 const EARLIEST: i64 = -2;
@@ -46,6 +46,10 @@ struct PartState {
     /// Fetched, not yet returned, in offset order.
     buffer: VecDeque<Record>,
     paused: bool,
+    /// The log end from the latest fetch reply without error: the high
+    /// watermark, or with read_committed the last stable offset (as the
+    /// Java client's `records-lag`).
+    log_end: Option<i64>,
 }
 
 /// Positions, buffers and fetch connections of the assigned partitions.
@@ -264,6 +268,20 @@ impl Fetcher {
                 p.paused = paused;
             }
         }
+    }
+
+    /// Per assigned partition: the offset of the next record `take` will
+    /// return (the first buffered one, else the fetch position) and the
+    /// log end last seen.
+    pub(crate) fn progress(&self) -> Vec<PartitionProgress> {
+        self.parts
+            .iter()
+            .map(|(tp, p)| PartitionProgress {
+                partition: tp.clone(),
+                position: p.buffer.front().map(|r| r.offset).or(p.position),
+                log_end: p.log_end,
+            })
+            .collect()
     }
 
     /// Assigned partitions without a position yet.
@@ -547,6 +565,14 @@ impl Fetcher {
                 }
                 match pd.error_code {
                     0 => {
+                        let end = if self.read_committed && pd.last_stable_offset >= 0 {
+                            pd.last_stable_offset
+                        } else {
+                            pd.high_watermark
+                        };
+                        if end >= 0 {
+                            state.log_end = Some(end);
+                        }
                         let Some(data) = pd.records else { continue };
                         if data.is_empty() {
                             continue;
@@ -867,6 +893,11 @@ mod tests {
     /// A Fetch v4 reply for `t`-0: high watermark and LSO `end`, the
     /// aborted transactions, the record bytes.
     fn fetch_v4(end: i64, aborted: &[(i64, i64)], data: &[u8]) -> Vec<u8> {
+        fetch_v4_ends(end, end, aborted, data)
+    }
+
+    /// [`fetch_v4`] with a high watermark `hw` and an LSO `lso` apart.
+    fn fetch_v4_ends(hw: i64, lso: i64, aborted: &[(i64, i64)], data: &[u8]) -> Vec<u8> {
         let mut w = Vec::new();
         w.extend_from_slice(&0i32.to_be_bytes()); // throttle
         w.extend_from_slice(&1i32.to_be_bytes());
@@ -875,8 +906,8 @@ mod tests {
         w.extend_from_slice(&1i32.to_be_bytes());
         w.extend_from_slice(&0i32.to_be_bytes()); // partition
         w.extend_from_slice(&0i16.to_be_bytes()); // error
-        w.extend_from_slice(&end.to_be_bytes()); // high watermark
-        w.extend_from_slice(&end.to_be_bytes()); // last stable offset
+        w.extend_from_slice(&hw.to_be_bytes()); // high watermark
+        w.extend_from_slice(&lso.to_be_bytes()); // last stable offset
         w.extend_from_slice(&(aborted.len() as i32).to_be_bytes());
         for (pid, first) in aborted {
             w.extend_from_slice(&pid.to_be_bytes());
@@ -954,6 +985,37 @@ mod tests {
         assert_eq!(f.take(100).len(), 7);
     }
 
+    /// `progress` (for lag gauges): the next record `take` returns and the
+    /// log end of the last reply, the LSO under read_committed.
+    #[test]
+    fn progress_reports_the_next_record_and_the_log_end() {
+        for (isolation, end) in [
+            (IsolationLevel::ReadUncommitted, 40),
+            (IsolationLevel::ReadCommitted, 30),
+        ] {
+            let (data, _) = log();
+            let broker = FakeBroker::start(move |r, _| {
+                (r.key == api::FETCH).then(|| fetch_v4_ends(40, 30, &[], &data))
+            });
+            let client = Client::bootstrap(KafkaConfig::new(broker.addr())).unwrap();
+            let mut f = Fetcher::new(client, OffsetReset::Earliest, isolation);
+            let tp = TopicPartition::new("t", 0);
+            f.assign(std::slice::from_ref(&tp));
+            f.set_position(&tp, 0);
+            let before = f.progress();
+            assert_eq!((before[0].position, before[0].log_end), (Some(0), None));
+            f.fetch_round(Duration::from_millis(10));
+            assert_eq!(f.take(2).len(), 2);
+            let next = f.progress();
+            assert_eq!(next[0].partition, tp);
+            assert_eq!(next[0].log_end, Some(end), "{isolation:?}");
+            // Two returned, the rest buffered: the next one `take` returns.
+            let third = f.take(1)[0].offset;
+            assert!(third > 1);
+            assert_eq!(next[0].position, Some(third), "{isolation:?}");
+        }
+    }
+
     fn rec(p: i32, offset: i64) -> Record {
         Record {
             topic: "t".into(),
@@ -974,6 +1036,7 @@ mod tests {
                     position: Some(n),
                     buffer: (0..n).map(|o| rec(p, o)).collect(),
                     paused,
+                    ..Default::default()
                 };
                 (TopicPartition::new("t", p), state)
             })

@@ -10,7 +10,9 @@ use super::group::{Group, GroupState, Member};
 use super::{lock, to_record, Inner, Partition, Topic, WakeFlag};
 use crate::error::{Error, Result};
 use crate::record::{Record, TopicPartition};
-use crate::transport::{Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, RebalanceProtocol};
+use crate::transport::{
+    Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, PartitionProgress, RebalanceProtocol,
+};
 
 /// A partition this member owns, with its fetch position.
 struct Owned {
@@ -540,6 +542,17 @@ impl Consumer for MemoryConsumer {
 
     fn assignment(&self) -> Vec<TopicPartition> {
         self.owned.iter().map(|o| o.tp.clone()).collect()
+    }
+
+    fn progress(&self) -> Vec<PartitionProgress> {
+        self.owned
+            .iter()
+            .map(|o| PartitionProgress {
+                partition: o.tp.clone(),
+                position: Some(o.position),
+                log_end: Some(o.part.end.load(Ordering::SeqCst)),
+            })
+            .collect()
     }
 
     fn close(&mut self) -> Result<()> {

@@ -83,7 +83,7 @@ use super::client::Client;
 use super::fetch::Fetcher;
 use crate::error::{Error, KafkaCode, Result};
 use crate::record::TopicPartition;
-use crate::transport::{Consumer, ConsumerConfig, ConsumerEvent};
+use crate::transport::{Consumer, ConsumerConfig, ConsumerEvent, PartitionProgress};
 use coordinator::Coordinator;
 use membership::{Generation, GenerationEnd, Membership};
 use watch::MetadataWatch;
@@ -446,6 +446,10 @@ impl Consumer for GroupConsumer {
 
     fn assignment(&self) -> Vec<TopicPartition> {
         self.assignment.clone()
+    }
+
+    fn progress(&self) -> Vec<PartitionProgress> {
+        self.fetcher.progress()
     }
 
     fn close(&mut self) -> Result<()> {
