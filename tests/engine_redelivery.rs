@@ -5,7 +5,7 @@ mod scenarios;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kafka_retry::{OutRecord, Outcome, Record, RetryPolicy};
+use kafka_retry::{Engine, OutRecord, Outcome, Record, Redelivery, RetryPolicy};
 use scenarios::{memory_t, wait_until};
 
 fn size(r: &Record) -> usize {
@@ -73,5 +73,122 @@ fn one_record_parked_a_thousand_times_keeps_its_size() {
     println!(
         "record size: first delivery {} B, attempt 1 {} B, attempt 1000 {} B",
         seen[0].2, seen[1].2, seen[1000].2
+    );
+}
+
+/// `Redelivery::Private`, stopped while the handler is busy with records
+/// the relay handed over: a graceful stop waits for them and commits their
+/// retry-topic offsets, so the next engine of the group handles only what
+/// was still parked, nothing twice. (Before, the relay made its final
+/// commit without waiting for the consumer thread to mark them done: each
+/// one came back.)
+#[test]
+fn private_stop_commits_what_the_workers_finish() {
+    let (broker, _) = memory_t("g-private-stop", 1);
+    // (key, attempts) of every handler call, both engines.
+    let seen: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let run = |first: bool| {
+        let s = seen.clone();
+        Engine::builder(broker.clone())
+            .group_id("g-private-stop")
+            .topics(["t"])
+            .redelivery(Redelivery::Private)
+            .workers(2)
+            .policy(RetryPolicy::new(
+                Duration::from_millis(20),
+                Duration::from_secs(600),
+            ))
+            // Longer than the test: only the final commits count.
+            .commit_interval(Duration::from_secs(60))
+            .handler(move |r: &Record| {
+                let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default());
+                s.lock().unwrap().push((key.into_owned(), r.attempts()));
+                match r.attempts() {
+                    0 if first => Outcome::retry("later"),
+                    _ => {
+                        std::thread::sleep(Duration::from_millis(300));
+                        Outcome::Done
+                    }
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let redelivered = || {
+        let mut keys: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.1 >= 1)
+            .map(|s| s.0.clone())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let engine = run(true);
+    for i in 0..4 {
+        broker
+            .produce(OutRecord::new("t").key(format!("k{i}")).value("v"))
+            .unwrap();
+    }
+    // Stop while the workers are in the handler with redelivered records.
+    assert!(wait_until(Duration::from_secs(10), || !redelivered().is_empty()));
+    engine.shutdown(Duration::from_secs(10)).unwrap();
+    let engine = run(false);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let mut k = redelivered();
+        k.dedup();
+        k.len() == 4
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    engine.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        redelivered(),
+        ["k0", "k1", "k2", "k3"],
+        "{:?}",
+        seen.lock().unwrap()
+    );
+}
+
+/// ... and a redelivered record still in the handler at the deadline is
+/// reported: the shutdown error counts it and names the retry partition
+/// and the offset the next relay reads again.
+#[test]
+fn private_stop_past_the_deadline_reports_the_redelivered_record() {
+    let (broker, builder) = memory_t("g-private-late", 1);
+    let engine = builder
+        .redelivery(Redelivery::Private)
+        .policy(RetryPolicy::new(
+            Duration::from_millis(20),
+            Duration::from_secs(600),
+        ))
+        .handler(move |r: &Record| match r.attempts() {
+            0 => Outcome::retry("later"),
+            _ => {
+                std::thread::sleep(Duration::from_secs(3));
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    broker
+        .produce(OutRecord::new("t").key("k").value("v"))
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || engine
+        .stats()
+        .redelivered_private
+        == 1));
+    std::thread::sleep(Duration::from_millis(100));
+    let err = engine.shutdown(Duration::from_millis(500)).unwrap_err();
+    let kafka_retry::Error::Shutdown(report) = &err else {
+        panic!("{err}")
+    };
+    assert_eq!(report.abandoned, 1, "{err}");
+    assert!(
+        report
+            .uncommitted
+            .iter()
+            .any(|(tp, o)| tp.topic == "g-private-late-retry" && *o == 0),
+        "{err}"
     );
 }

@@ -439,6 +439,15 @@ impl Dispatcher {
         let tps = self.parts.keys();
         self.wait_outstanding(&tps, drain_until);
         self.drop_outboxed(|_| true);
+        // Records the relay handed to the workers (private redelivery)
+        // are in flight too: their completions come through here, and
+        // the relay's final commit waits for them.
+        while self.ctx.counters.in_flight.load(Ordering::Relaxed) > 0 {
+            match self.completions.recv_deadline(drain_until) {
+                Ok(batch) => self.complete(batch),
+                Err(_) => break,
+            }
+        }
         self.ctx.signal.request_abandon();
         // Collect what finished while abandoning, then commit it.
         self.drain_completions();

@@ -521,8 +521,52 @@ impl Relay {
 
     fn shutdown(mut self) -> Result<(), String> {
         // Parked records stay uncommitted: the next relay re-reads them.
+        // So do due ones still in the handoff queue (they never reached a
+        // worker); only those a worker had and did not finish by the
+        // deadline count as abandoned.
+        let mut unfinished = 0;
+        if let Some(h) = &mut self.handoff {
+            // Private redelivery: records handed to the workers are marked
+            // done by the consumer thread, which drains their completions
+            // as it stops. Commit after that, not before, or a record
+            // settled just before the stop is handled again by the next
+            // relay (a duplicate a graceful stop must not make).
+            h.abandon(&self.ctx);
+            let deadline = self.ctx.signal.deadline().unwrap_or_else(Instant::now);
+            let margin = deadline.saturating_duration_since(Instant::now()) / 4;
+            let until = deadline
+                .checked_sub(margin.min(Duration::from_secs(2)))
+                .unwrap_or_else(Instant::now);
+            let busy = || -> usize {
+                self.parts
+                    .values()
+                    .map(|p| p.lease.outstanding.load(Ordering::Relaxed))
+                    .sum()
+            };
+            while busy() > 0 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            unfinished = busy();
+        }
         self.status.step(Doing::Committing);
-        if let Err(e) = self.commit() {
+        let committed = self.commit();
+        if unfinished > 0 {
+            let from: Vec<(TopicPartition, i64)> = self
+                .parts
+                .iter_mut()
+                .filter(|(_, p)| p.lease.outstanding.load(Ordering::Relaxed) > 0)
+                .filter_map(|(tp, p)| Some((tp.clone(), p.lease.tracker().uncommitted_from()?)))
+                .collect();
+            log::warn!(
+                "{}: relay shutdown: {unfinished} redelivered records still in the handlers, not committed",
+                self.ctx.group_id
+            );
+            self.ctx.signal.add_to_report(|r| {
+                r.abandoned += unfinished as u64;
+                r.uncommitted.extend(from);
+            });
+        }
+        if let Err(e) = committed {
             let error = format!("relay final commit failed: {e}");
             log::warn!("{}: {error}", self.ctx.group_id);
             let (_, uncommitted) = self.parts.unfinished();

@@ -98,7 +98,21 @@ impl Handoff {
         ctx.counters
             .redelivered_private
             .fetch_add(1, Ordering::Relaxed);
+        // Balanced by the consumer thread's completion (or by dropping the
+        // job): the relay's final commit waits for it to reach 0.
+        job.lease.outstanding.fetch_add(1, Ordering::Relaxed);
         self.outbox[w].push_back(job);
+    }
+
+    /// At shutdown: drops the jobs no worker queue took (uncommitted, the
+    /// next relay re-reads them).
+    pub(crate) fn abandon(&mut self, ctx: &Context) {
+        for outbox in &mut self.outbox {
+            for job in outbox.drain(..) {
+                job.lease.outstanding.fetch_sub(1, Ordering::Relaxed);
+                ctx.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// Hands queued jobs to the workers without blocking; what does not fit
@@ -107,7 +121,13 @@ impl Handoff {
     pub(crate) fn flush(&mut self, ctx: &Context) {
         for (w, outbox) in self.outbox.iter_mut().enumerate() {
             let before = outbox.len();
-            outbox.retain(|j| !j.lease.is_revoked());
+            outbox.retain(|j| {
+                let revoked = j.lease.is_revoked();
+                if revoked {
+                    j.lease.outstanding.fetch_sub(1, Ordering::Relaxed);
+                }
+                !revoked
+            });
             let dropped = before - outbox.len();
             if dropped > 0 {
                 ctx.counters
