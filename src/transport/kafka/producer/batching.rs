@@ -210,8 +210,17 @@ impl<'a> SenderState<'a> {
             }
         }
         for (leader, partitions) in by_leader {
-            for request in plan_requests(partitions, REQUEST_BYTES) {
+            let mut requests = plan_requests(partitions, REQUEST_BYTES).into_iter();
+            while let Some(request) = requests.next() {
                 self.send_request(leader, request);
+                if self.links.get(&leader).is_some_and(|l| l.conn.is_none()) {
+                    // The connection broke (or could not be made): the rest
+                    // waits behind the resends, not on a new connection
+                    // ahead of them.
+                    let rest: Vec<Chunk> = requests.by_ref().flatten().collect();
+                    self.requeue_behind_resends(rest);
+                    break;
+                }
             }
         }
     }
