@@ -1,5 +1,7 @@
 //! A classic-protocol (JoinGroup / SyncGroup / Heartbeat) consumer group
-//! member with eager rebalances and the range assignor.
+//! member: eager rebalances with the range assignor, or incremental ones
+//! with cooperative-sticky (KIP-429, `cooperative.rs`) under
+//! [`RebalanceProtocol::Cooperative`](crate::transport::RebalanceProtocol).
 //!
 //! # Threads and who owns what
 //!
@@ -25,6 +27,9 @@
 //! `Active --(Rebalance reported)--poll--> Revoked(p) --> RevokedPending`
 //! `RevokedPending --poll--> join --> Assigned(q)`
 //! `Active --(Fenced reported)--poll--> Lost(p) --> Unjoined`
+//!
+//! Under cooperative-sticky a reported rebalance starts a rejoin in the
+//! background instead, and the member stays `Active` (see `cooperative.rs`).
 //!
 //! Between `Revoked` and the next poll the generation stays the heartbeat
 //! target: heartbeats continue (Kafka counts them even while it answers 27)
@@ -56,6 +61,7 @@
 //! - `mod.rs`: the member ([`GroupConsumer`]) and its poll / commit / close;
 //! - `coordinator.rs`: finding and talking to the coordinator;
 //! - `join.rs`: JoinGroup, the leader's assignment, SyncGroup, LeaveGroup;
+//! - `cooperative.rs`: the cooperative rejoin, partial revokes;
 //! - `offsets.rs`: OffsetFetch (start positions) and OffsetCommit;
 //! - `heartbeat.rs`: the heartbeat thread;
 //! - `membership.rs`: the state the poll side and the heartbeat thread share;

@@ -315,6 +315,18 @@ impl<'a> SenderState<'a> {
         if sent.is_empty() {
             return;
         }
+        if log::log_enabled!(log::Level::Trace) {
+            for c in &sent {
+                log::trace!(
+                    "kafka: Produce to {leader}: {}-{} seq {:?} x{} first {:?}",
+                    c.tp.0,
+                    c.tp.1,
+                    c.metas.first().and_then(|m| m.seq),
+                    c.metas.len(),
+                    c.records.first().and_then(|r| r.key.clone())
+                );
+            }
+        }
         let mut req = ProduceRequest::default();
         req.acks = self.config.acks.wire();
         req.timeout_ms = i32::try_from(self.config.request_timeout.as_millis()).unwrap_or(i32::MAX);
@@ -467,6 +479,10 @@ impl<'a> SenderState<'a> {
             };
             let code = part.error_code;
             let seq = chunk.metas.first().and_then(|m| m.seq);
+            log::trace!(
+                "kafka: reply {topic}-{partition} seq {seq:?}: code {code} base {}",
+                part.base_offset
+            );
             let action = match &self.idem {
                 Some(idem) if code != 0 => idem.on_code(&chunk.tp, seq, code),
                 _ => SeqAction::Usual,
