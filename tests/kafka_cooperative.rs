@@ -15,6 +15,10 @@
 //! eager behaviour. The protocol flow itself is tested against a fake
 //! coordinator in `src/transport/kafka/group/cooperative_tests.rs`.
 
+// Kafka only (as the other kafka_* tests, which Cargo.toml gates the same
+// way with required-features).
+#![cfg(feature = "kafka")]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
