@@ -3,7 +3,7 @@
 //! the producer never hears so and resends it) while keyed records stream
 //! in; another client (confluent-kafka) then reads every partition back.
 //! With idempotence: every record once, each key's records in the order
-//! sent. Without: the resends are written again (the test shows it is the
+//! sent (reported: see the test). Without: the resends are written again (the test shows it is the
 //! feature that makes the difference).
 
 mod common;
@@ -111,25 +111,37 @@ fn lost_acks_with_idempotence_write_each_record_once() {
     assert!(out.dropped >= 1, "the proxy dropped no answer");
     assert!(!out.more, "more records on the topic than sent: duplicates");
     let keys = per_key(&out.read);
-    let mut reordered = 0;
+    let mut reordered = Vec::new();
     for (key, seqs) in &keys {
+        let want: Vec<usize> = (0..seqs.len()).collect();
         let mut sorted = seqs.clone();
         sorted.sort_unstable();
-        let want: Vec<usize> = (0..seqs.len()).collect();
         assert_eq!(sorted, want, "key {key}: a record missing or duplicated");
-        if seqs != &want {
-            reordered += 1;
+        if let Some(i) = seqs.iter().enumerate().position(|(i, &n)| n != i) {
+            let around = &seqs[i.saturating_sub(2)..(i + 6).min(seqs.len())];
+            reordered.push(format!("{key} from position {i}: {around:?}"));
         }
     }
     let total: usize = keys.values().map(Vec::len).sum();
     assert_eq!(total, out.sent);
-    // Order: Kafka refuses a batch after a sequence gap, which is what keeps
-    // order with 5 requests in flight (the fake-broker tests check that the
-    // producer resends in sequence order). Tansu 0.6 answers a resent batch
-    // it already has with OUT_OF_ORDER_SEQUENCE_NUMBER instead of
-    // DUPLICATE_SEQUENCE_NUMBER and was seen to write a later batch before
-    // an earlier one's resend, so order is reported here, not asserted.
-    println!("keys read out of order: {reordered} of {}", keys.len());
+    // Order is reported, not asserted. The producer sends and resends each
+    // partition's batches in sequence order, one at a time after a break
+    // (`batching::RetryGate`, proven against a fake broker), and with
+    // `RUST_LOG=kafka_retry::transport::kafka::producer=trace` every batch
+    // is seen acknowledged in sequence order, each at a base offset equal
+    // to its sequence. Yet in some runs (5 of about 30 on a loaded
+    // machine) Tansu 0.6 reads one request's batches back after later
+    // ones, with no duplicate: in a traced run, the batch holding key k8's
+    // records 185.. was acknowledged at base offset 741 before the one
+    // holding 222.. was acknowledged at 889, and still read back after it.
+    // So the broker stores or serves what it acknowledged in another
+    // order; the client cannot prevent that, and asserting order here
+    // would make this test flaky.
+    println!(
+        "keys read out of order: {} of {} {reordered:?}",
+        reordered.len(),
+        keys.len()
+    );
 }
 
 #[test]

@@ -230,17 +230,14 @@ pub(crate) fn range_assign(
 }
 
 /// Name of the incremental cooperative strategy (KIP-429), as Java's
-/// `CooperativeStickyAssignor`. Not offered in JoinGroup yet: the member
-/// still runs the eager protocol (see the module docs of `group`); this is
-/// the assignor and its metadata, ready for it.
-#[allow(dead_code)] // wired in when the group client speaks cooperative
+/// `CooperativeStickyAssignor`; offered first in JoinGroup under
+/// [`RebalanceProtocol::Cooperative`](crate::transport::RebalanceProtocol).
 pub(crate) const COOPERATIVE_STICKY: &str = "cooperative-sticky";
 
 /// Subscription v1 for the cooperative protocol: the topics, the owned
 /// partitions, and Java's `CooperativeStickyAssignor` user data (the
 /// generation as an `i32`), which Java (and we) read when the subscription
 /// is older than v2's `generation_id` field.
-#[allow(dead_code)] // wired in when the group client speaks cooperative
 pub(crate) fn encode_cooperative_subscription(
     topics: &[String],
     owned: &[TopicPartition],
@@ -277,7 +274,6 @@ pub(crate) fn encode_cooperative_subscription(
 /// A member's subscription as the cooperative-sticky assignor needs it:
 /// topics, owned partitions (empty before v1) and their generation (v2+
 /// field, else a 4-byte user data as Java writes it, else -1).
-#[allow(dead_code)] // wired in when the group client speaks cooperative
 pub(crate) fn decode_sticky_member(id: &str, metadata: &Bytes) -> Result<StickyMember> {
     let mut r = Reader::new(metadata, "subscription");
     let version = r.version()?;

@@ -251,6 +251,17 @@ impl Fetcher {
             .collect();
     }
 
+    /// Cooperative rebalance: fetches `partitions` from now on, keeping the
+    /// position and buffered records of those already assigned (they did
+    /// not move) and dropping the rest.
+    pub(crate) fn reassign(&mut self, partitions: &[TopicPartition]) {
+        let mut old = std::mem::take(&mut self.parts);
+        self.parts = partitions
+            .iter()
+            .map(|tp| (tp.clone(), old.remove(tp).unwrap_or_default()))
+            .collect();
+    }
+
     /// Forgets every partition (revoked or lost).
     pub(crate) fn clear(&mut self) {
         self.parts.clear();

@@ -5,6 +5,7 @@
 //! coordinator again.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -16,20 +17,49 @@ use kafka_protocol::messages::sync_group_request::{SyncGroupRequest, SyncGroupRe
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use super::super::assignor;
+use super::super::client::Client;
 use super::super::errors::check;
 use super::super::retry::{Action, Retry};
-use super::coordinator::{group_id, ms};
+use super::coordinator::{group_id, ms, Coordinator};
 use super::watch::MetadataWatch;
 use super::{GroupConsumer, Phase, PROTOCOL_TYPE};
 use crate::error::{Error, KafkaCode, Result};
 use crate::record::TopicPartition;
+use crate::transport::sticky::cooperative_sticky_assign;
+use crate::transport::{ConsumerConfig, RebalanceProtocol};
 
 /// What a successful JoinGroup says.
 struct Joined {
     generation: i32,
     leader: bool,
+    /// The protocol (assignor) the coordinator picked for the group.
+    cooperative: bool,
     /// Every member and its subscription metadata (leader only).
     members: Vec<JoinGroupResponseMember>,
+}
+
+/// One join (JoinGroup, the leader's assignment, SyncGroup) with what it
+/// needs of the member, apart from it: a cooperative rejoin runs on its own
+/// thread (`kafka-retry-rejoin`) with its own coordinator connection, while
+/// the member keeps fetching and committing on its own (a parked JoinGroup
+/// would block every request behind it on one connection).
+pub(super) struct Joiner {
+    pub(super) client: Arc<Client>,
+    pub(super) config: ConsumerConfig,
+    pub(super) coord: Coordinator,
+    pub(super) member_id: String,
+    /// The protocols offered, in order of preference, with their metadata.
+    pub(super) protocols: Vec<(&'static str, Bytes)>,
+}
+
+/// What a join ended with.
+pub(super) struct JoinOutcome {
+    pub(super) generation: i32,
+    pub(super) parts: Vec<TopicPartition>,
+    /// The partition counts the leader assigned from (leader only).
+    pub(super) counts: Option<BTreeMap<String, Option<i32>>>,
+    /// Whether the group runs `cooperative-sticky` this generation.
+    pub(super) cooperative: bool,
 }
 
 /// The leader's plan: an assignment per member, and the partition counts it
@@ -65,40 +95,90 @@ pub(super) fn subscription(topics: &[String], rebalance_requests: u32) -> Result
 }
 
 impl GroupConsumer {
-    /// Joins (JoinGroup, SyncGroup) through the retry driver; on success
-    /// the member is Active with its new assignment.
+    /// Joins (JoinGroup, SyncGroup) through the retry driver, blocking; on
+    /// success the member is Active with its new assignment. Owns nothing
+    /// while joining (first join, eager rebalance, after being fenced).
     pub(super) fn join(&mut self) -> Result<Vec<TopicPartition>> {
         // No generation to heartbeat for while joining.
         self.membership.set_target(None);
         self.assignment.clear();
         self.fetcher.clear();
         self.watch = None;
-        let metadata = subscription(&self.config.topics, self.rebalance_requests)?;
-        Retry::new(self.client.config()).run(
-            "join",
-            self,
-            |me| me.join_once(&metadata),
-            |me, e| {
-                if e.kafka_code() == Some(KafkaCode::UNKNOWN_MEMBER_ID) {
-                    me.member_id.clear();
-                }
-                me.coord.recover(e)
-            },
-        )
+        let mut joiner = self.joiner(&[], -1)?;
+        let result = joiner.run();
+        self.take_back(joiner);
+        let out = result?;
+        self.cooperative = out.cooperative;
+        self.activate(out.generation, &out.parts, out.counts);
+        Ok(out.parts)
+    }
+
+    /// A [`Joiner`] with this member's coordinator connection (the member
+    /// gets a fresh one meanwhile) and subscription: `owned` and
+    /// `generation` for the cooperative protocol's metadata.
+    pub(super) fn joiner(&mut self, owned: &[TopicPartition], generation: i32) -> Result<Joiner> {
+        let range = subscription(&self.config.topics, self.rebalance_requests)?;
+        let mut protocols = Vec::with_capacity(2);
+        if self.config.rebalance_protocol == RebalanceProtocol::Cooperative {
+            // Cooperative first, range second: the coordinator picks the
+            // first one every member lists, so a group with an eager-only
+            // member falls back to range (and this member then behaves
+            // eagerly). Its metadata (owned partitions, generation) differs
+            // from the last join's, so Tansu rebalances on a leader's rejoin.
+            protocols.push((
+                assignor::COOPERATIVE_STICKY,
+                assignor::encode_cooperative_subscription(&self.config.topics, owned, generation)?,
+            ));
+        }
+        protocols.push((assignor::RANGE, range));
+        let fresh = Coordinator::new(
+            self.client.clone(),
+            self.config.group_id.clone(),
+            self.config.client_id.as_deref(),
+        );
+        Ok(Joiner {
+            client: self.client.clone(),
+            config: self.config.clone(),
+            coord: std::mem::replace(&mut self.coord, fresh),
+            member_id: self.member_id.clone(),
+            protocols,
+        })
+    }
+
+    /// Takes the coordinator connection and member id back from a join.
+    pub(super) fn take_back(&mut self, joiner: Joiner) {
+        self.coord = joiner.coord;
+        self.member_id = joiner.member_id;
+    }
+}
+
+impl Joiner {
+    /// Runs the join through the retry driver.
+    pub(super) fn run(&mut self) -> Result<JoinOutcome> {
+        Retry::new(self.client.config()).run("join", self, Joiner::join_once, |me, e| {
+            if e.kafka_code() == Some(KafkaCode::UNKNOWN_MEMBER_ID) {
+                me.member_id.clear();
+            }
+            me.coord.recover(e)
+        })
     }
 
     /// One join: JoinGroup, the assignment if we lead, SyncGroup.
-    fn join_once(&mut self, metadata: &Bytes) -> Result<Vec<TopicPartition>> {
-        let joined = self.join_group(metadata)?;
+    fn join_once(&mut self) -> Result<JoinOutcome> {
+        let joined = self.join_group()?;
         let (assignments, counts) = if joined.leader {
-            let (assignments, counts) = self.assign(&joined.members)?;
+            let (assignments, counts) = self.assign(&joined.members, joined.cooperative)?;
             (assignments, Some(counts))
         } else {
             (Vec::new(), None)
         };
-        let parts = self.sync_group(joined.generation, assignments)?;
-        self.activate(joined.generation, &parts, counts);
-        Ok(parts)
+        let parts = self.sync_group(joined.generation, joined.cooperative, assignments)?;
+        Ok(JoinOutcome {
+            generation: joined.generation,
+            parts,
+            counts,
+            cooperative: joined.cooperative,
+        })
     }
 
     /// The JoinGroup read timeout: the broker parks it until every member
@@ -113,12 +193,12 @@ impl GroupConsumer {
     /// a member id may be answered MEMBER_ID_REQUIRED with the id to use
     /// (Kafka v4+, Tansu always): that is a step of the protocol, not a
     /// failure, so it is sent again at once within this attempt.
-    fn join_group(&mut self, metadata: &Bytes) -> Result<Joined> {
+    fn join_group(&mut self) -> Result<Joined> {
         let ctx = format!("JoinGroup {}", self.config.group_id);
-        let mut resp = self.send_join_group(metadata)?;
+        let mut resp = self.send_join_group()?;
         if resp.error_code == KafkaCode::MEMBER_ID_REQUIRED.code() {
             self.member_id = resp.member_id.to_string();
-            resp = self.send_join_group(metadata)?;
+            resp = self.send_join_group()?;
             if resp.error_code == KafkaCode::MEMBER_ID_REQUIRED.code() {
                 // The driver rejoins with this one.
                 self.member_id = resp.member_id.to_string();
@@ -131,15 +211,20 @@ impl GroupConsumer {
                 &*resp.member_id, resp.generation_id
             )));
         }
-        if let Some(name) = &resp.protocol_name {
-            if &**name != assignor::RANGE {
+        // v7+ name the protocol; before, it is the one we offered first
+        // that every member lists, which we cannot tell: assume range
+        // unless we offered only cooperative (never: range is always last).
+        let cooperative = match resp.protocol_name.as_deref() {
+            Some(name) if name == assignor::COOPERATIVE_STICKY => true,
+            Some(name) if name == assignor::RANGE => false,
+            Some(name) => {
                 return Err(Error::Protocol(format!(
-                    "{ctx}: group chose protocol {:?}, we only speak {:?}",
-                    &**name,
-                    assignor::RANGE
+                    "{ctx}: group chose protocol {name:?}, we offered {:?}",
+                    self.protocols.iter().map(|p| p.0).collect::<Vec<_>>()
                 )));
             }
-        }
+            None => false,
+        };
         self.member_id = resp.member_id.to_string();
         let leader = resp.leader == resp.member_id;
         log::debug!(
@@ -153,18 +238,28 @@ impl GroupConsumer {
         Ok(Joined {
             generation: resp.generation_id,
             leader,
+            cooperative,
             members: resp.members,
         })
     }
 
-    fn send_join_group(&mut self, metadata: &Bytes) -> Result<JoinGroupResponse> {
+    fn send_join_group(&mut self) -> Result<JoinGroupResponse> {
         let (session, rebalance) = (
             ms(self.config.session_timeout),
             ms(self.config.rebalance_timeout),
         );
         let member_id = self.member_id.clone();
         let gid = group_id(&self.config.group_id);
-        let md = metadata.clone();
+        let protocols: Vec<JoinGroupRequestProtocol> = self
+            .protocols
+            .iter()
+            .map(|(name, md)| {
+                let mut p = JoinGroupRequestProtocol::default();
+                p.name = StrBytes::from_static_str(name);
+                p.metadata = md.clone();
+                p
+            })
+            .collect();
         let timeout = self.join_timeout();
         let instance = self.config.group_instance_id.clone();
         let (version, resp) = self.coord.call(timeout, |v| {
@@ -179,10 +274,7 @@ impl GroupConsumer {
             }
             req.member_id = StrBytes::from_string(member_id);
             req.protocol_type = StrBytes::from_static_str(PROTOCOL_TYPE);
-            let mut p = JoinGroupRequestProtocol::default();
-            p.name = StrBytes::from_static_str(assignor::RANGE);
-            p.metadata = md;
-            req.protocols = vec![p];
+            req.protocols = protocols;
             req
         })?;
         // The version is only known once the connection negotiated it, so
@@ -199,9 +291,13 @@ impl GroupConsumer {
         Ok(resp)
     }
 
-    /// The leader's range assignment of every member's subscription, from
-    /// fresh partition counts.
-    fn assign(&self, members: &[JoinGroupResponseMember]) -> Result<Plan> {
+    /// The leader's assignment of every member's subscription, from fresh
+    /// partition counts: range, or cooperative-sticky from the partitions
+    /// each member says it owns (KIP-429).
+    fn assign(&self, members: &[JoinGroupResponseMember], cooperative: bool) -> Result<Plan> {
+        if cooperative {
+            return self.assign_sticky(members);
+        }
         let group = &self.config.group_id;
         let members: Vec<(String, Vec<String>)> = members
             .iter()
@@ -240,11 +336,51 @@ impl GroupConsumer {
         Ok((out, counts))
     }
 
+    fn assign_sticky(&self, members: &[JoinGroupResponseMember]) -> Result<Plan> {
+        let group = &self.config.group_id;
+        let members: Vec<_> = members
+            .iter()
+            .map(|m| {
+                let id = m.member_id.to_string();
+                assignor::decode_sticky_member(&id, &m.metadata).unwrap_or_else(|e| {
+                    log::warn!(
+                        "group {group}: member {id} sent unreadable metadata ({e}); it gets nothing"
+                    );
+                    crate::transport::sticky::StickyMember {
+                        id: id.clone(),
+                        ..Default::default()
+                    }
+                })
+            })
+            .collect();
+        let mut all_topics: Vec<String> = members.iter().flat_map(|m| m.topics.clone()).collect();
+        all_topics.sort();
+        all_topics.dedup();
+        if let Err(e) = self.client.refresh_metadata(&all_topics) {
+            log::warn!("group {group}: metadata refresh before assigning: {e}");
+        }
+        let mut counts = BTreeMap::new();
+        let plan = cooperative_sticky_assign(&members, |t| {
+            let n = self.client.cached_partition_count(t)?;
+            counts.insert(t.to_string(), n.filter(|&n| n > 0));
+            Ok(n)
+        })?;
+        let mut out = Vec::with_capacity(plan.len());
+        for (member, parts) in plan {
+            let mut a = SyncGroupRequestAssignment::default();
+            a.member_id = StrBytes::from_string(member);
+            a.assignment = assignor::encode_assignment(&parts)?;
+            out.push(a);
+        }
+        Ok((out, counts))
+    }
+
     /// SyncGroup: the leader sends every member's assignment, followers
     /// none; each gets its own back.
     fn sync_group(
         &mut self,
         generation: i32,
+        cooperative: bool,
         assignments: Vec<SyncGroupRequestAssignment>,
     ) -> Result<Vec<TopicPartition>> {
         let member_id = self.member_id.clone();
@@ -261,7 +397,11 @@ impl GroupConsumer {
             }
             if v >= 5 {
                 req.protocol_type = Some(StrBytes::from_static_str(PROTOCOL_TYPE));
-                req.protocol_name = Some(StrBytes::from_static_str(assignor::RANGE));
+                req.protocol_name = Some(StrBytes::from_static_str(if cooperative {
+                    assignor::COOPERATIVE_STICKY
+                } else {
+                    assignor::RANGE
+                }));
             }
             req.assignments = assignments;
             req
@@ -272,7 +412,9 @@ impl GroupConsumer {
         )?;
         assignor::decode_assignment(&resp.assignment)
     }
+}
 
+impl GroupConsumer {
     /// Enters `generation` with `parts`: fetch them, heartbeat for it, watch
     /// partition counts if we lead, read start positions.
     fn activate(

@@ -1,5 +1,7 @@
 //! A classic-protocol (JoinGroup / SyncGroup / Heartbeat) consumer group
-//! member with eager rebalances and the range assignor.
+//! member: eager rebalances with the range assignor, or incremental ones
+//! with cooperative-sticky (KIP-429, `cooperative.rs`) under
+//! [`RebalanceProtocol::Cooperative`](crate::transport::RebalanceProtocol).
 //!
 //! # Threads and who owns what
 //!
@@ -25,6 +27,9 @@
 //! `Active --(Rebalance reported)--poll--> Revoked(p) --> RevokedPending`
 //! `RevokedPending --poll--> join --> Assigned(q)`
 //! `Active --(Fenced reported)--poll--> Lost(p) --> Unjoined`
+//!
+//! Under cooperative-sticky a reported rebalance starts a rejoin in the
+//! background instead, and the member stays `Active` (see `cooperative.rs`).
 //!
 //! Between `Revoked` and the next poll the generation stays the heartbeat
 //! target: heartbeats continue (Kafka counts them even while it answers 27)
@@ -56,6 +61,7 @@
 //! - `mod.rs`: the member ([`GroupConsumer`]) and its poll / commit / close;
 //! - `coordinator.rs`: finding and talking to the coordinator;
 //! - `join.rs`: JoinGroup, the leader's assignment, SyncGroup, LeaveGroup;
+//! - `cooperative.rs`: the cooperative rejoin, partial revokes;
 //! - `offsets.rs`: OffsetFetch (start positions) and OffsetCommit;
 //! - `heartbeat.rs`: the heartbeat thread;
 //! - `membership.rs`: the state the poll side and the heartbeat thread share;
@@ -63,6 +69,9 @@
 //!
 //! Every request goes through the retry driver (`retry.rs`).
 
+mod cooperative;
+#[cfg(test)]
+mod cooperative_tests;
 mod coordinator;
 mod heartbeat;
 mod join;
@@ -85,6 +94,7 @@ use crate::error::{Error, KafkaCode, Result};
 use crate::record::TopicPartition;
 use crate::transport::{Consumer, ConsumerConfig, ConsumerEvent, PartitionProgress};
 use coordinator::Coordinator;
+use join::{JoinOutcome, Joiner};
 use membership::{Generation, GenerationEnd, Membership};
 use watch::MetadataWatch;
 
@@ -131,6 +141,12 @@ pub(crate) struct GroupConsumer {
     /// counts that generation was assigned from, in case the coordinator
     /// keeps that generation (then those counts are still in force).
     requested_in: Option<(i32, BTreeMap<String, Option<i32>>)>,
+    /// Whether the group runs `cooperative-sticky` in this generation.
+    cooperative: bool,
+    /// A cooperative rejoin running on its own thread (see `cooperative.rs`).
+    rejoin: Option<JoinHandle<(Joiner, Result<JoinOutcome>)>>,
+    /// After a cooperative `Revoked`: what the next poll assigns.
+    after_revoke: Option<cooperative::AfterRevoke>,
 }
 
 impl std::fmt::Debug for GroupConsumer {
@@ -150,14 +166,6 @@ impl GroupConsumer {
     /// Starts the heartbeat thread, idle until the join completes.
     pub(crate) fn new(client: Arc<Client>, config: ConsumerConfig) -> Result<GroupConsumer> {
         validate(&config)?;
-        if config.rebalance_protocol == crate::transport::RebalanceProtocol::Cooperative {
-            // Not silently: the caller asked for something we do not do yet.
-            log::warn!(
-                "group {}: cooperative rebalancing is not implemented by the Kafka transport \
-                 yet; this member uses the eager protocol (range)",
-                config.group_id
-            );
-        }
         let membership = Arc::new(Membership::default());
         let interval = client
             .config()
@@ -194,6 +202,9 @@ impl GroupConsumer {
             watch: None,
             rebalance_requests: 0,
             requested_in: None,
+            cooperative: false,
+            rejoin: None,
+            after_revoke: None,
         })
     }
 
@@ -207,7 +218,13 @@ impl GroupConsumer {
     /// Applies a pending heartbeat/commit report; returns the event to hand
     /// to the caller, if any.
     fn handle_generation_end(&mut self) -> Option<ConsumerEvent> {
-        match self.membership.take_end()? {
+        let end = self.membership.take_end()?;
+        if self.rejoin.is_some() && end != GenerationEnd::InstanceFenced {
+            // The generation is ending: that is what the rejoin is for (its
+            // heartbeats are answered 27, then 22, meanwhile).
+            return None;
+        }
+        match end {
             GenerationEnd::InstanceFenced => {
                 log::error!(
                     "group {}: member {} (instance {:?}) fenced: another member joined with \
@@ -240,6 +257,11 @@ impl GroupConsumer {
                 self.phase = Phase::Unjoined;
                 // After Revoked the caller already let the partitions go.
                 (was == Phase::Active).then_some(ConsumerEvent::Lost(lost))
+            }
+            GenerationEnd::Rebalance if self.phase == Phase::Active && self.cooperative => {
+                // KIP-429: nothing is revoked before the rejoin; the member
+                // keeps fetching while it runs.
+                self.start_rejoin()
             }
             GenerationEnd::Rebalance if self.phase == Phase::Active => {
                 log::info!(
@@ -288,6 +310,9 @@ impl GroupConsumer {
         self.phase = Phase::Closed;
         // Stop heartbeating first so no heartbeat races the LeaveGroup.
         self.membership.stop();
+        // A rejoin running ends within the join timeout; its coordinator
+        // connection is the one to leave on.
+        self.abandon_rejoin();
         // A fenced instance has nothing to leave: the id is the newer
         // member's, and leaving would remove that one.
         let left = if leave && !fenced {
@@ -352,7 +377,13 @@ impl Consumer for GroupConsumer {
             _ => {}
         }
         let deadline = Instant::now() + timeout;
+        if let Some(ev) = self.after_revoke() {
+            return Ok(ev);
+        }
         self.check_metadata();
+        if let Some(ev) = self.rejoin_done() {
+            return Ok(ev);
+        }
         if let Some(ev) = self.handle_generation_end() {
             return Ok(ev);
         }
@@ -409,6 +440,9 @@ impl Consumer for GroupConsumer {
             }
             // A rebalance reported mid-poll ends the poll early.
             self.check_metadata();
+            if let Some(ev) = self.rejoin_done() {
+                return Ok(ev);
+            }
             if let Some(ev) = self.handle_generation_end() {
                 return Ok(ev);
             }

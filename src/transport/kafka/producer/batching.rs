@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::idempotence::Seq;
 use super::state::{Chunk, Inner, Item, Job, Meta, SenderState, Tp, Work};
 use crate::error::{Error, KafkaCode, Result};
 use crate::partitioner::partition_for_key;
@@ -83,25 +84,34 @@ impl<'a> SenderState<'a> {
             .is_some_and(|ps| ps.contains_key(&partition))
     }
 
-    /// Whether `backlog` holds a record not blocked behind parked ones.
+    /// Whether `backlog` holds a record that [`take_request`](Self::take_request)
+    /// would take: not blocked behind parked records, not held back behind
+    /// a retry (see [`RetryGate`]).
     pub(super) fn sendable(&self) -> bool {
-        if self.blocked.is_empty() {
+        let gate = RetryGate::new(self);
+        if self.blocked.is_empty() && gate.is_empty() {
             return !self.backlog.is_empty();
         }
-        self.backlog
-            .iter()
-            .any(|i| !self.is_blocked(&i.record.topic, i.meta.partition))
+        self.backlog.iter().any(|i| self.may_take(&gate, i))
+    }
+
+    fn may_take(&self, gate: &RetryGate, item: &Item) -> bool {
+        if !self.blocked.is_empty() && self.is_blocked(&item.record.topic, item.meta.partition) {
+            return false;
+        }
+        gate.admits(item)
     }
 
     /// Takes up to a request's worth of records from the front of `backlog`
-    /// (at least one), skipping blocked partitions, order kept.
+    /// (at least one if [`sendable`](Self::sendable)), skipping blocked and
+    /// held-back partitions, order kept.
     pub(super) fn take_request(&mut self) -> Vec<Item> {
+        let gate = RetryGate::new(self);
         let mut taken: Vec<Item> = Vec::new();
         let mut bytes = 0;
         let mut skipped: Vec<Item> = Vec::new();
         while let Some(item) = self.backlog.pop_front() {
-            if !self.blocked.is_empty() && self.is_blocked(&item.record.topic, item.meta.partition)
-            {
+            if !self.may_take(&gate, &item) {
                 skipped.push(item);
                 continue;
             }
@@ -200,8 +210,17 @@ impl<'a> SenderState<'a> {
             }
         }
         for (leader, partitions) in by_leader {
-            for request in plan_requests(partitions, REQUEST_BYTES) {
+            let mut requests = plan_requests(partitions, REQUEST_BYTES).into_iter();
+            while let Some(request) = requests.next() {
                 self.send_request(leader, request);
+                if self.links.get(&leader).is_some_and(|l| l.conn.is_none()) {
+                    // The connection broke (or could not be made): the rest
+                    // waits behind the resends, not on a new connection
+                    // ahead of them.
+                    let rest: Vec<Chunk> = requests.by_ref().flatten().collect();
+                    self.requeue_behind_resends(rest);
+                    break;
+                }
             }
         }
     }
@@ -251,6 +270,79 @@ impl Inner {
                 Some(key) => Ok(partition_for_key(key, n)),
                 None => Ok((self.next.fetch_add(1, Ordering::Relaxed) % n as u32) as i32),
             },
+        }
+    }
+}
+
+/// Holds a partition's records back while it has batches to resend, as
+/// the Java client does (`RecordAccumulator.shouldStopDrainBatchesForPartition`):
+/// a numbered batch in the backlog is one the broker may or may not have
+/// (its connection broke, or it was refused and its back-off passed). If
+/// newer batches went out next to or before it, a broker that writes
+/// whatever sequence follows its last one would put them first; Tansu 0.6
+/// was seen to. So, per partition with numbered batches in the backlog:
+/// - only its lowest numbered batch may go, and only once nothing of the
+///   partition is in flight (its reply tells whether the next may follow);
+/// - its new records wait until every numbered batch is answered.
+///
+/// Partitions without retries are not affected, and without idempotence
+/// nothing is numbered (order then needs `max_in_flight(1)`).
+pub(super) struct RetryGate {
+    /// Topic -> partition -> the batch allowed to go (`None`: held back,
+    /// something of the partition is in flight).
+    next: HashMap<String, HashMap<i32, Option<Seq>>>,
+}
+
+impl RetryGate {
+    pub(super) fn new(state: &SenderState<'_>) -> RetryGate {
+        let mut next: HashMap<String, HashMap<i32, Option<Seq>>> = HashMap::new();
+        for item in &state.backlog {
+            let Some(seq) = item.meta.seq else { continue };
+            if !next.contains_key(&item.record.topic) {
+                next.insert(item.record.topic.clone(), HashMap::new());
+            }
+            let Some(parts) = next.get_mut(&item.record.topic) else {
+                continue;
+            };
+            let lowest = parts.entry(item.meta.partition).or_insert(Some(seq));
+            // Generations are numbered up, base sequences up within one.
+            if let Some(l) = lowest {
+                if seq < *l {
+                    *l = seq;
+                }
+            }
+        }
+        if !next.is_empty() {
+            for link in state.links.values() {
+                for chunk in link.flights.iter().flat_map(|f| &f.chunks) {
+                    let allowed = next
+                        .get_mut(&chunk.tp.0)
+                        .and_then(|p| p.get_mut(&chunk.tp.1));
+                    if let Some(allowed) = allowed {
+                        *allowed = None;
+                    }
+                }
+            }
+        }
+        RetryGate { next }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.next.is_empty()
+    }
+
+    /// Whether `item` may go now.
+    pub(super) fn admits(&self, item: &Item) -> bool {
+        if self.next.is_empty() {
+            return true;
+        }
+        match self
+            .next
+            .get(item.record.topic.as_str())
+            .and_then(|p| p.get(&item.meta.partition))
+        {
+            None => true,
+            Some(allowed) => allowed.is_some() && item.meta.seq == *allowed,
         }
     }
 }

@@ -145,3 +145,35 @@ fn a_broker_refusing_init_producer_id_names_the_option_and_off_works() {
     assert_eq!(produces(&b), vec![(-1, -1, -1, 1)]);
     assert_eq!(b.count(api::INIT_PRODUCER_ID), 1, "off: no InitProducerId");
 }
+
+#[test]
+fn after_a_broken_connection_resends_go_one_at_a_time_in_sequence_order() {
+    // The first Produce's connection closes unanswered, with the requests
+    // written behind it lost too. The first resend is refused (retriable):
+    // had the other resends and the new records gone out next to it, the
+    // broker would have written them first. They wait behind it (as Java's
+    // accumulator holds a partition with batches to retry).
+    let b = broker(|n| match n {
+        0 => None,
+        1 => Some(produce(19, -1)), // NOT_ENOUGH_REPLICAS
+        k => Some(produce(0, k as i64 - 2)),
+    });
+    // One record per batch, each batch in a request of its own.
+    let p = producer(&b, |c| c.batch_size(64));
+    let pending: Vec<_> = ["a", "b", "c", "d"]
+        .into_iter()
+        .map(|v| p.send_async(record(v)))
+        .collect();
+    let offsets: Vec<i64> = pending
+        .into_iter()
+        .map(|w| w.wait().unwrap().offset)
+        .collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3]);
+    let seqs: Vec<i32> = produces(&b).iter().map(|s| s.2).collect();
+    assert_eq!(
+        seqs,
+        vec![0, 0, 0, 1, 2, 3],
+        "the broker saw base sequences {seqs:?}"
+    );
+    assert_eq!(b.count(api::INIT_PRODUCER_ID), 1);
+}

@@ -40,7 +40,10 @@
 //!   [`KafkaConfig::max_in_flight`](super::config::KafkaConfig::max_in_flight));
 //!   with it (the default) the broker refuses the later batches
 //!   (OUT_OF_ORDER_SEQUENCE_NUMBER), they are retried, and retried batches
-//!   go out in sequence order (`idempotence`).
+//!   go out in sequence order (`idempotence`), one at a time per partition
+//!   with the partition's new records behind them (`batching::RetryGate`,
+//!   as Java's accumulator): after a broken connection the resends are not
+//!   overtaken by requests written on the new one.
 //! - `held` counts the records the thread holds (queued for a request,
 //!   parked, in flight); `Inner::unanswered` counts those plus the ones
 //!   still in the channel. Both are lowered before a record is answered.

@@ -191,6 +191,7 @@ impl<'a> SenderState<'a> {
     /// Encodes and writes one Produce request to `leader`, first reading
     /// the oldest reply there if `max_in_flight` requests are unanswered.
     pub(super) fn send_request(&mut self, leader: i32, mut chunks: Vec<Chunk>) {
+        let had_conn = self.links.get(&leader).is_some_and(|l| l.conn.is_some());
         let producer = match self.producer_ids() {
             Ok(p) => p,
             Err(e) => {
@@ -234,6 +235,13 @@ impl<'a> SenderState<'a> {
             !l.flights.is_empty() && l.conn.as_ref().is_some_and(Connection::reauth_due)
         }) {
             self.read_reply(leader);
+        }
+        if had_conn && self.links.get(&leader).is_some_and(|l| l.conn.is_none()) {
+            // A reply read above broke the connection: the records in flight
+            // on it go first (resent in order); these must not overtake them
+            // on the new connection.
+            self.requeue_behind_resends(chunks);
+            return;
         }
         let link = self.links.entry(leader).or_default();
         if link.conn.is_none() {
@@ -306,6 +314,18 @@ impl<'a> SenderState<'a> {
         }
         if sent.is_empty() {
             return;
+        }
+        if log::log_enabled!(log::Level::Trace) {
+            for c in &sent {
+                log::trace!(
+                    "kafka: Produce to {leader}: {}-{} seq {:?} x{} first {:?}",
+                    c.tp.0,
+                    c.tp.1,
+                    c.metas.first().and_then(|m| m.seq),
+                    c.metas.len(),
+                    c.records.first().and_then(|r| r.key.clone())
+                );
+            }
         }
         let mut req = ProduceRequest::default();
         req.acks = self.config.acks.wire();
@@ -459,6 +479,10 @@ impl<'a> SenderState<'a> {
             };
             let code = part.error_code;
             let seq = chunk.metas.first().and_then(|m| m.seq);
+            log::trace!(
+                "kafka: reply {topic}-{partition} seq {seq:?}: code {code} base {}",
+                part.base_offset
+            );
             let action = match &self.idem {
                 Some(idem) if code != 0 => idem.on_code(&chunk.tp, seq, code),
                 _ => SeqAction::Usual,
@@ -571,6 +595,26 @@ impl<'a> SenderState<'a> {
             self.backlog_bytes += meta.size;
             self.backlog.push_front(Item { record, meta });
         }
+    }
+
+    /// Puts chunks that were about to be written back into the backlog,
+    /// behind the records at its front that were sent before (resends after
+    /// a broken connection, numbered batches): written after those, as they
+    /// would have been.
+    pub(super) fn requeue_behind_resends(&mut self, chunks: Vec<Chunk>) {
+        let at = self
+            .backlog
+            .iter()
+            .take_while(|i| i.meta.reconnected || i.meta.seq.is_some())
+            .count();
+        let tail = self.backlog.split_off(at);
+        for chunk in chunks {
+            for (record, meta) in chunk.records.into_iter().zip(chunk.metas) {
+                self.backlog_bytes += meta.size;
+                self.backlog.push_back(Item { record, meta });
+            }
+        }
+        self.backlog.extend(tail);
     }
 
     /// Files a batch the broker refused with an idempotence code.
