@@ -23,6 +23,7 @@ mod context;
 mod dispatch;
 mod health;
 mod job;
+mod keyorder;
 mod lease;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -40,6 +41,7 @@ mod writes;
 
 pub use breaker::{DeadLetterLimit, DeadLetterTrip};
 pub use builder::EngineBuilder;
+pub use keyorder::KeyOrder;
 pub use health::{Health, HealthIssue, HealthProbe, HealthStatus, ThreadFailure};
 pub use relay::private::Redelivery;
 pub use running::Engine;
