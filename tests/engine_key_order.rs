@@ -110,14 +110,15 @@ fn restart_mid_block_rebuilds_the_blocked_keys() {
     broker
         .produce(OutRecord::new("t").key("a").value("4"))
         .unwrap();
-    let ok = wait_until(Duration::from_secs(20), || {
-        successes(&seen, "a").len() >= 5
-    });
+    let ok = wait_until(Duration::from_secs(20), || successes(&seen, "a").len() >= 5);
     let stats = second.stats();
     second.shutdown(Duration::from_secs(5)).unwrap();
     assert!(ok, "{stats:?} {:?}", seen.lock().unwrap());
     assert_eq!(successes(&seen, "a"), vec![0, 1, 2, 3, 4]);
-    assert_eq!(stats.held, 1, "the record produced after the restart is held: {stats:?}");
+    assert_eq!(
+        stats.held, 1,
+        "the record produced after the restart is held: {stats:?}"
+    );
 }
 
 /// Two instances, four partitions, 40 keys of which every fourth fails its
@@ -147,7 +148,7 @@ fn two_instances_with_a_rebalance_keep_every_key_in_order() {
             .handler(move |r: &Record| {
                 let k = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
                 let n: usize = k[1..].parse().unwrap_or(1);
-                let fail = n % 4 == 0 && value_of(r) == 0 && r.attempts() == 0;
+                let fail = n.is_multiple_of(4) && value_of(r) == 0 && r.attempts() == 0;
                 note(&s, r, !fail);
                 if fail {
                     Outcome::retry("once")
@@ -165,7 +166,11 @@ fn two_instances_with_a_rebalance_keep_every_key_in_order() {
         for i in from..to {
             for k in 0..keys {
                 broker
-                    .produce(OutRecord::new("t").key(format!("k{k}")).value(i.to_string()))
+                    .produce(
+                        OutRecord::new("t")
+                            .key(format!("k{k}"))
+                            .value(i.to_string()),
+                    )
                     .unwrap();
             }
         }

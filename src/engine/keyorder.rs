@@ -172,7 +172,10 @@ impl KeyOrderState {
             return false;
         };
         let inner = self.lock();
-        if !inner.ready.contains(&self.retry_partition(record.partition)) {
+        if !inner
+            .ready
+            .contains(&self.retry_partition(record.partition))
+        {
             return true;
         }
         inner
@@ -232,10 +235,10 @@ impl KeyOrderState {
             Some(i64::MIN)
         } else {
             inner
-            .blocked
-            .get(&key.0)
-            .and_then(|k| k.get(&key.1))
-            .and_then(|s| s.first().copied())
+                .blocked
+                .get(&key.0)
+                .and_then(|k| k.get(&key.1))
+                .and_then(|s| s.first().copied())
         };
         match head {
             // Registered when read, so settled since: a duplicate copy of a
@@ -321,11 +324,6 @@ impl KeyOrderState {
         inner.waiting.retain(|(tp, _), _| !mine(tp));
         inner.busy.retain(|(tp, _), _| !mine(tp));
         inner.dispatched.retain(|_, o| !mine(&o.tp));
-    }
-
-    /// Blocked keys now (for tests and the memory measurement).
-    pub(crate) fn blocked_keys(&self) -> usize {
-        self.lock().blocked.values().map(HashMap::len).sum()
     }
 }
 

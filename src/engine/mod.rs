@@ -41,8 +41,8 @@ mod writes;
 
 pub use breaker::{DeadLetterLimit, DeadLetterTrip};
 pub use builder::EngineBuilder;
-pub use keyorder::KeyOrder;
 pub use health::{Health, HealthIssue, HealthProbe, HealthStatus, ThreadFailure};
+pub use keyorder::KeyOrder;
 pub use relay::private::Redelivery;
 pub use running::Engine;
 pub use shutdown::ShutdownReport;

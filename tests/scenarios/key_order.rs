@@ -79,8 +79,16 @@ pub fn key_order_holds_a_failing_key(env: &Env) {
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10)).unwrap();
     assert!(ok, "{stats:?}\n{:?}", seen.lock().unwrap());
-    assert_eq!(successes(&seen, "a"), vec![0, 1, 2, 3, 4], "a in origin order");
-    assert_eq!(successes(&seen, "b"), vec![0, 1, 2, 3, 4], "b in origin order");
+    assert_eq!(
+        successes(&seen, "a"),
+        vec![0, 1, 2, 3, 4],
+        "a in origin order"
+    );
+    assert_eq!(
+        successes(&seen, "b"),
+        vec![0, 1, 2, 3, 4],
+        "b in origin order"
+    );
     let seen = seen.lock().unwrap();
     let a = &seen["a"];
     // a0 fails at attempts 0 and 1, then is done; a1..a4 come after it,
@@ -150,7 +158,10 @@ pub fn key_order_dead_lettered_head_releases_next(env: &Env) {
     assert_eq!(dead.len(), 1);
     assert_eq!(value_of(&dead[0]), 0);
     assert_eq!(header(&dead[0], "retry.dead-reason"), Some("attempts"));
-    assert!(dead[0].header(HELD).is_none(), "held marker left on a dead letter");
+    assert!(
+        dead[0].header(HELD).is_none(),
+        "held marker left on a dead letter"
+    );
     assert_eq!(stats.dead_lettered.attempts, 1, "{stats:?}");
     assert_eq!(stats.held, 3, "{stats:?}");
     // a1..a3 are handled only after a0 gave up.

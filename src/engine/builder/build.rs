@@ -185,7 +185,10 @@ impl EngineBuilder {
         // keyorder.rs); n is the retry topic's count as it is now.
         let key_order = match self.key_order {
             KeyOrder::Kept => {
-                let n = self.transport.partition_count(&retry_topic)?.unwrap_or(partitions);
+                let n = self
+                    .transport
+                    .partition_count(&retry_topic)?
+                    .unwrap_or(partitions);
                 Some(Arc::new(KeyOrderState::new(n)))
             }
             _ => None,

@@ -288,7 +288,10 @@ impl Handoff {
 /// no key or the headers are missing (never blocked then).
 fn origin_from_headers(record: &Record) -> Option<Origin> {
     Some(Origin {
-        tp: TopicPartition::new(record.origin_topic()?.to_string(), record.origin_partition()?),
+        tp: TopicPartition::new(
+            record.origin_topic()?.to_string(),
+            record.origin_partition()?,
+        ),
         key: record.key.clone()?,
         offset: record.origin_offset()?,
     })
