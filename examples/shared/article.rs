@@ -16,6 +16,7 @@ type BoxError = Box<dyn std::error::Error>;
 /// Runs the scenario on `transport`, with `topic` as the origin topic and
 /// `group` as the consumer group and `redelivery` as the mode; prints a
 /// timeline.
+#[allow(dead_code)] // the kafka example calls run_with
 pub fn run(
     transport: Arc<dyn Transport>,
     topic: &str,
