@@ -189,8 +189,10 @@ fn two_instances_with_a_rebalance_keep_every_key_in_order() {
     let ok = wait_until(Duration::from_secs(30), || {
         (0..keys).all(|k| successes(&seen, &format!("k{k}")).len() >= per_key as usize)
     });
+    let idle = wait_until(Duration::from_secs(10), || b.stats().in_flight == 0);
     let stats = b.stats();
     b.shutdown(Duration::from_secs(10)).unwrap();
+    assert!(idle, "records left in flight: {stats:?}");
     let want: Vec<u32> = (0..per_key).collect();
     let mut dups = 0;
     for k in 0..keys {

@@ -76,7 +76,12 @@ pub fn key_order_holds_a_failing_key(env: &Env) {
     let ok = wait_until(Duration::from_secs(20) + env.slack * 8, || {
         successes(&seen, "a").len() >= 5 && successes(&seen, "").len() >= 5
     });
+    // Nothing left in flight once everything is handled.
+    let idle = wait_until(Duration::from_secs(5) + env.slack * 4, || {
+        engine.stats().in_flight == 0
+    });
     let stats = engine.stats();
+    assert!(idle, "{stats:?}");
     engine.shutdown(Duration::from_secs(10)).unwrap();
     assert!(ok, "{stats:?}\n{:?}", seen.lock().unwrap());
     assert_eq!(
