@@ -53,8 +53,10 @@ pub fn key_order_holds_a_failing_key(env: &Env) {
         .workers(3)
         .redelivery(Redelivery::Private)
         .key_order(KeyOrder::Kept)
+        // Long enough that every record is read while `a` is blocked, on
+        // any transport.
         .policy(RetryPolicy::new(
-            Duration::from_millis(300),
+            Duration::from_millis(300) + env.slack * 2,
             Duration::from_secs(60),
         ))
         .handler(move |r: &Record| {
@@ -68,10 +70,17 @@ pub fn key_order_holds_a_failing_key(env: &Env) {
         })
         .build()
         .unwrap();
-    for i in 0..5 {
-        env.produce(OutRecord::new(&topic).key("a").value(i.to_string()));
-        env.produce(OutRecord::new(&topic).key("b").value(i.to_string()));
-        env.produce(OutRecord::new(&topic).partition(0).value(i.to_string()));
+    let batch: Vec<OutRecord> = (0..5)
+        .flat_map(|i| {
+            [
+                OutRecord::new(&topic).key("a").value(i.to_string()),
+                OutRecord::new(&topic).key("b").value(i.to_string()),
+                OutRecord::new(&topic).partition(0).value(i.to_string()),
+            ]
+        })
+        .collect();
+    for r in env.transport.producer().unwrap().send_batch(batch) {
+        r.unwrap();
     }
     let ok = wait_until(Duration::from_secs(20) + env.slack * 8, || {
         successes(&seen, "a").len() >= 5 && successes(&seen, "").len() >= 5
@@ -135,8 +144,11 @@ pub fn key_order_dead_lettered_head_releases_next(env: &Env) {
         .redelivery(Redelivery::Private)
         .key_order(KeyOrder::Kept)
         .policy(
-            RetryPolicy::new(Duration::from_millis(200), Duration::from_secs(60))
-                .with_max_attempts(2),
+            RetryPolicy::new(
+                Duration::from_millis(300) + env.slack * 2,
+                Duration::from_secs(60),
+            )
+            .with_max_attempts(2),
         )
         .handler(move |r: &Record| {
             let fail = value_of(r) == 0;
@@ -149,8 +161,11 @@ pub fn key_order_dead_lettered_head_releases_next(env: &Env) {
         })
         .build()
         .unwrap();
-    for i in 0..4 {
-        env.produce(OutRecord::new(&topic).key("a").value(i.to_string()));
+    let batch: Vec<OutRecord> = (0..4)
+        .map(|i| OutRecord::new(&topic).key("a").value(i.to_string()))
+        .collect();
+    for r in env.transport.producer().unwrap().send_batch(batch) {
+        r.unwrap();
     }
     let ok = wait_until(Duration::from_secs(20) + env.slack * 8, || {
         successes(&seen, "a").len() >= 3
