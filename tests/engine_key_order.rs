@@ -432,6 +432,8 @@ fn randomized_crashes_and_rebalances_keep_every_key_in_order() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x0bde_12ed);
     let mut rng = Rng(seed);
+    // Handling instants to wall-clock ms, to compare with dead-letter stamps.
+    let (base, base_ms) = (Instant::now(), scenarios::now_ms());
     let broker = MemoryBroker::new();
     broker.create_topic("t", 6).unwrap();
     let keys = 10_000u64;
@@ -459,7 +461,7 @@ fn randomized_crashes_and_rebalances_keep_every_key_in_order() {
             .redelivery(Redelivery::Private)
             .key_order(KeyOrder::Kept)
             .policy(RetryPolicy::new(
-                Duration::from_millis(50),
+                Duration::from_millis(150),
                 Duration::from_millis(1500),
             ))
             .handler(move |r: &Record| {
@@ -490,8 +492,10 @@ fn randomized_crashes_and_rebalances_keep_every_key_in_order() {
     };
     let mut engines: Vec<(Engine, Arc<AtomicBool>)> = (0..3).map(|_| start_one(&mut rng)).collect();
     // Records go in while the instances come and go.
-    let records: Vec<OutRecord> = (0..per_key)
-        .flat_map(|i| (0..keys).map(move |k| (i, k)))
+    // A key's records next to each other, so a later one is read while an
+    // earlier one is parked (the case key order is for).
+    let records: Vec<OutRecord> = (0..keys)
+        .flat_map(|k| (0..per_key).map(move |i| (i, k)))
         .map(|(i, k)| {
             OutRecord::new("t")
                 .key(format!("k{k}"))
@@ -558,8 +562,20 @@ fn randomized_crashes_and_rebalances_keep_every_key_in_order() {
     }
     let dead = dead_values();
     assert!(ok, "{} records missing; {stats:?}", missing(&dead));
+    // When each record was first dead-lettered (its `retry.dead-lettered-at`).
+    let mut dead_at: HashMap<(String, u32), i64> = HashMap::new();
+    for r in (0..6).flat_map(|p| broker.records("g-random-dlt", p).unwrap_or_default()) {
+        let k = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+        let at: i64 = scenarios::header(&r, kafka_retry::DEAD_LETTERED_AT)
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        let e = dead_at.entry((k, value_of(&r))).or_insert(at);
+        *e = (*e).min(at);
+    }
+    let wall =
+        |t: Instant| -> i64 { base_ms + t.saturating_duration_since(base).as_millis() as i64 };
     let seen = seen.lock().unwrap();
-    let (mut dups, mut handled) = (0, 0);
+    let (mut dups, mut handled, mut dead_only) = (0, 0, 0);
     for k in 0..keys {
         let key = format!("k{k}");
         let got: Vec<u32> = seen
@@ -572,18 +588,46 @@ fn randomized_crashes_and_rebalances_keep_every_key_in_order() {
                 first.push(*v);
             }
         }
-        let want: Vec<u32> = (0..per_key as u32)
-            .filter(|i| !dead.contains(&(key.clone(), *i)))
-            .collect();
         handled += got.len();
         dups += got.len() - first.len();
-        assert_eq!(first, want, "{key}: handled {got:?} (seed {seed:#x})");
+        // Never out of order: when a record is first handled, every earlier
+        // record of its key was handled or dead-lettered before. Every record
+        // not handled was dead-lettered (nothing lost).
+        let first_done = |i: u32| -> Option<i64> {
+            seen[&key]
+                .iter()
+                .find(|e| e.4 && e.0 == i)
+                .map(|e| wall(e.3))
+        };
+        for j in 0..per_key as u32 {
+            let Some(tj) = first_done(j) else {
+                assert!(
+                    dead_at.contains_key(&(key.clone(), j)),
+                    "{key}/{j} lost (seed {seed:#x})"
+                );
+                dead_only += 1;
+                continue;
+            };
+            for i in 0..j {
+                let settled = first_done(i)
+                    .into_iter()
+                    .chain(dead_at.get(&(key.clone(), i)).copied())
+                    .min();
+                assert!(
+                    settled.is_some_and(|t| t <= tj + 2),
+                    "{key}/{j} handled at {tj} before {key}/{i} was settled ({settled:?}); handlings {got:?}, \
+                     every handling (value, attempts, held, done): {:?}; fates {:?} (seed {seed:#x})",
+                    seen[&key].iter().map(|e| (e.0, e.1, e.2, e.4)).collect::<Vec<_>>(),
+                    &fates[(k * per_key) as usize..((k + 1) * per_key) as usize]
+                );
+            }
+        }
     }
     assert!(crashes >= 2, "the test must fail instances abruptly");
     println!(
         "randomized key order: seed {seed:#x}, {keys} keys x {per_key}, {crashes} abrupt failures, \
-         {stops} clean stops, 0 lost, 0 out of order, {} dead-lettered, {handled} successful handlings, \
-         {dups} duplicates, {:?}",
+         {stops} clean stops, 0 lost, 0 out of order, {dead_only} records only dead-lettered ({} distinct in the DLT), \
+         {handled} successful handlings, {dups} duplicates, {:?}",
         dead.len(),
         started.elapsed()
     );

@@ -229,23 +229,21 @@ impl KeyOrderState {
         let q = self.retry_partition(origin.tp.partition);
         let key = (origin.tp, origin.key);
         let mut inner = self.lock();
+        let set = inner.blocked.get(&key.0).and_then(|k| k.get(&key.1));
+        let head = set.and_then(|s| s.first().copied());
+        let known = set.is_some_and(|s| s.contains(&offset));
         // Until the retry partition is read to its end, an earlier copy of
         // the key may still be unread: nothing of it is handed out.
-        let head = if !inner.ready.contains(&q) {
-            Some(i64::MIN)
-        } else {
-            inner
-                .blocked
-                .get(&key.0)
-                .and_then(|k| k.get(&key.1))
-                .and_then(|s| s.first().copied())
-        };
-        match head {
-            // Registered when read, so settled since: a duplicate copy of a
-            // record already handled. Handled again (at-least-once) rather
-            // than dropped; it blocks nothing.
-            None => {}
-            Some(h) if h == offset && !inner.busy.contains_key(&key) => {
+        if inner.ready.contains(&q) {
+            if !known {
+                // Registered when read and removed since: its record was
+                // settled (done or dead-lettered) through another copy.
+                // Handling this stale copy again would put it behind later
+                // records of its key; it is done.
+                settle_stale(&job);
+                return None;
+            }
+            if head == Some(offset) && !inner.busy.contains_key(&key) {
                 inner.busy.insert(
                     key.clone(),
                     Busy {
@@ -253,16 +251,14 @@ impl KeyOrderState {
                         retried: false,
                     },
                 );
-            }
-            Some(_) => {
-                if let Some(old) = inner.waiting.entry(key).or_default().insert(offset, job) {
-                    old.lease.tracker().done(old.record.offset);
-                }
-                return None;
+                dispatch(&mut inner, &job, key, offset);
+                return Some(job);
             }
         }
-        dispatch(&mut inner, &job, key, offset);
-        Some(job)
+        if let Some(old) = inner.waiting.entry(key).or_default().insert(offset, job) {
+            settle_stale(&old);
+        }
+        None
     }
 
     /// A worker finished the copy at `retry_offset` of retry partition
@@ -327,6 +323,16 @@ impl KeyOrderState {
     }
 }
 
+/// A copy whose record was settled through another copy: done, not handled.
+fn settle_stale(job: &Job) {
+    log::debug!(
+        "key order: {}@{} is a copy of a record already settled; skipped",
+        job.lease.tp,
+        job.record.offset
+    );
+    job.lease.tracker().done(job.record.offset);
+}
+
 fn dispatch(inner: &mut Inner, job: &Job, key: Key, offset: i64) {
     inner.dispatched.insert(
         (job.lease.tp.partition, job.record.offset),
@@ -353,36 +359,40 @@ fn remove(inner: &mut Inner, key: &Key, offset: i64) {
 }
 
 /// The key's waiting copy that is its head, if nothing of it is busy.
+/// Waiting copies whose record was settled meanwhile are done, skipped.
 fn next(inner: &mut Inner, key: &Key) -> Option<Job> {
     if inner.busy.contains_key(key) {
         return None;
     }
-    let head = inner
-        .blocked
-        .get(&key.0)
-        .and_then(|k| k.get(&key.1))
-        .and_then(|s| s.first().copied());
+    let set = inner.blocked.get(&key.0).and_then(|k| k.get(&key.1));
+    let head = set.and_then(|s| s.first().copied());
     let waiting = inner.waiting.get_mut(key)?;
-    // Copies below the head were settled since they were read: duplicates
-    // of handled records; they are let through too (at-least-once) first.
-    let (&first, _) = waiting.first_key_value()?;
-    if head.is_some_and(|h| first > h) {
-        return None; // the head is a retry still on the relay's heap
+    // Everything below the head was settled (the head is the lowest
+    // offset still blocked).
+    while let Some(entry) = waiting.first_entry() {
+        if head.is_some_and(|h| *entry.key() >= h) {
+            break;
+        }
+        settle_stale(&entry.remove()); // settled through another copy (see arrive)
     }
-    let job = waiting.remove(&first)?;
+    let job = match waiting.first_key_value() {
+        Some((&first, _)) if Some(first) == head => waiting.remove(&first),
+        // The head is a retry still on the relay's heap, or being handled.
+        _ => None,
+    };
     if waiting.is_empty() {
         inner.waiting.remove(key);
     }
+    let job = job?;
+    let first = head?;
+    inner.busy.insert(
+        key.clone(),
+        Busy {
+            origin_offset: first,
+            retried: false,
+        },
+    );
     dispatch(inner, &job, key.clone(), first);
-    if head == Some(first) {
-        inner.busy.insert(
-            key.clone(),
-            Busy {
-                origin_offset: first,
-                retried: false,
-            },
-        );
-    }
     Some(job)
 }
 
