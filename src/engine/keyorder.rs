@@ -281,16 +281,17 @@ impl KeyOrderState {
         if settled && !retried {
             remove(&mut inner, &key, origin.offset);
         }
-        next(&mut inner, &key)
+        next(&mut inner, &key, q)
     }
 
     /// The relay settled `origin`'s record itself (dead-lettered or dropped
     /// when it expired). Returns the key's next copy when it may be handled.
     pub(crate) fn settled_by_relay(&self, origin: &Origin) -> Option<Job> {
         let key = (origin.tp.clone(), origin.key.clone());
+        let q = self.retry_partition(origin.tp.partition);
         let mut inner = self.lock();
         remove(&mut inner, &key, origin.offset);
-        next(&mut inner, &key)
+        next(&mut inner, &key, q)
     }
 
     /// The relay owns retry partition `q` and has read it to the end offset
@@ -306,7 +307,46 @@ impl KeyOrderState {
             .filter(|(tp, _)| tp.partition.max(0) % n == q)
             .cloned()
             .collect();
-        keys.iter().filter_map(|k| next(&mut inner, k)).collect()
+        keys.iter().filter_map(|k| next(&mut inner, k, q)).collect()
+    }
+
+    /// The relay is giving retry partition `q` up: nothing more of it is
+    /// handed out from now on (see [`KeyOrderState::in_flight`]).
+    pub(crate) fn stop_handing_out(&self, q: i32) {
+        self.lock().ready.remove(&q);
+    }
+
+    /// Copies of retry partition `q` a worker is handling. The relay waits
+    /// for them before it gives `q` up: a write of theirs landing after the
+    /// next owner read `q` to its end would be unknown to it, and it could
+    /// release a later record of that key too early.
+    pub(crate) fn in_flight(&self, q: i32) -> usize {
+        self.lock()
+            .dispatched
+            .keys()
+            .filter(|(p, _)| *p == q)
+            .count()
+    }
+
+    /// Whether a copy of `origin`'s record is stale: its retry partition
+    /// is read to the end and the record was settled through another copy
+    /// since this one was read (so it is not blocked any more).
+    pub(crate) fn is_stale(&self, origin: &Origin) -> bool {
+        let inner = self.lock();
+        inner
+            .ready
+            .contains(&self.retry_partition(origin.tp.partition))
+            && !inner
+                .blocked
+                .get(&origin.tp)
+                .and_then(|k| k.get(&origin.key))
+                .is_some_and(|s| s.contains(&origin.offset))
+    }
+
+    /// A handed-out copy was dropped before a worker got it (its lease
+    /// was revoked): no completion will come for it.
+    pub(crate) fn forget(&self, q: i32, retry_offset: i64) {
+        self.lock().dispatched.remove(&(q, retry_offset));
     }
 
     /// The relay gave retry partition `q` up: forget what it told about the
@@ -360,8 +400,8 @@ fn remove(inner: &mut Inner, key: &Key, offset: i64) {
 
 /// The key's waiting copy that is its head, if nothing of it is busy.
 /// Waiting copies whose record was settled meanwhile are done, skipped.
-fn next(inner: &mut Inner, key: &Key) -> Option<Job> {
-    if inner.busy.contains_key(key) {
+fn next(inner: &mut Inner, key: &Key, q: i32) -> Option<Job> {
+    if inner.busy.contains_key(key) || !inner.ready.contains(&q) {
         return None;
     }
     let set = inner.blocked.get(&key.0).and_then(|k| k.get(&key.1));

@@ -346,6 +346,12 @@ impl Relay {
                     _ => break,
                 }
                 let Some(p) = self.heap.pop() else { break };
+                // Key order: a stale copy of a settled record is done here.
+                if let Some(h) = &self.handoff {
+                    if h.drop_stale(&self.ctx, &p.lease, &p.record) {
+                        continue;
+                    }
+                }
                 if !p.lease.is_revoked() {
                     batch.push(p);
                 }

@@ -133,6 +133,16 @@ impl Handoff {
     pub(crate) fn on_released(&mut self, ctx: &Context, tps: &[TopicPartition]) {
         let Some(ko) = &ctx.key_order else { return };
         for tp in tps {
+            ko.stop_handing_out(tp.partition);
+        }
+        self.flush(ctx); // drops (and forgets) the revoked leases' queued copies
+                         // Let the copies being handled finish first (bounded like a revoke):
+                         // their writes must land before the next owner reads to the end.
+        let deadline = Instant::now() + ctx.revoke_timeout;
+        while tps.iter().any(|tp| ko.in_flight(tp.partition) > 0) && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        for tp in tps {
             self.catching_up.remove(&tp.partition);
             ko.unready(tp.partition);
         }
@@ -173,6 +183,24 @@ impl Handoff {
             self.queue(ctx, job);
         }
         true
+    }
+
+    /// Key order: a due copy whose record was settled through another copy
+    /// (true): it is done, neither handed out nor expired into the DLT.
+    pub(crate) fn drop_stale(&self, ctx: &Context, lease: &Lease, record: &Record) -> bool {
+        let Some(ko) = &ctx.key_order else {
+            return false;
+        };
+        let stale = origin_from_headers(record).is_some_and(|o| ko.is_stale(&o));
+        if stale {
+            log::debug!(
+                "key order: {}@{} is a copy of a record already settled; skipped",
+                lease.tp,
+                record.offset
+            );
+            lease.tracker().done(record.offset);
+        }
+        stale
     }
 
     /// Key order: the relay dead-lettered (or dropped) `record` itself.
@@ -260,7 +288,13 @@ impl Handoff {
         self.tick(ctx);
         for (w, outbox) in self.outbox.iter_mut().enumerate() {
             let before = outbox.len();
-            outbox.retain(|j| !j.lease.is_revoked());
+            outbox.retain(|j| {
+                let keep = !j.lease.is_revoked();
+                if let (false, Some(ko)) = (keep, &ctx.key_order) {
+                    ko.forget(j.lease.tp.partition, j.record.offset);
+                }
+                keep
+            });
             let dropped = before - outbox.len();
             if dropped > 0 {
                 ctx.counters
