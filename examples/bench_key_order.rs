@@ -15,6 +15,7 @@
 
 use std::time::{Duration, Instant};
 
+use kafka_retry::transport::Transport;
 use kafka_retry::{
     Engine, KeyOrder, MemoryBroker, OutRecord, Outcome, Record, Redelivery, RetryPolicy,
 };
