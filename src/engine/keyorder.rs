@@ -43,10 +43,18 @@
 //!   partition whose keys it does not know. That is always safe for order
 //!   (every parked copy is ordered by origin offset by whichever relay owns
 //!   its retry partition), only slower.
+//! - **Giving a retry partition up.** The relay stops handing out copies of
+//!   it, waits (up to `revoke_timeout`) for the copies workers are handling,
+//!   then forgets its keys: a write of theirs landing after the next owner
+//!   read the partition to its end would be unknown to that owner.
+//! - **Stale copies.** A copy whose origin offset is no longer blocked once
+//!   its partition is read to the end was settled through another copy; it
+//!   is marked done, not handled (it would come after later records).
 //! - **Memory.** Per blocked key: one map entry (key bytes + a `BTreeSet`
-//!   of the blocked offsets) plus, for held copies the relay has read, the
-//!   copy itself until it is released (as parked records on the heap).
-//!   Nothing is kept for a key that is not blocked.
+//!   of the blocked offsets), about 200 bytes with 10-byte keys (measured in
+//!   tests/engine_key_order.rs), plus, for held copies the relay has read,
+//!   the copy itself until it is released. Nothing is kept for a key that
+//!   is not blocked.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -469,4 +477,80 @@ pub(crate) fn origin_of(record: &Record, info: &RetryInfo) -> Option<Origin> {
         key: record.key.clone()?,
         offset: info.origin_offset,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::lease::Lease;
+
+    fn record(topic: &str, offset: i64, key: Option<&'static [u8]>) -> Record {
+        Record {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            timestamp: 0,
+            key: key.map(Bytes::from_static),
+            value: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn job(lease: &Arc<Lease>, retry_offset: i64) -> Job {
+        lease.tracker().track(retry_offset);
+        let record = record("retry", retry_offset, Some(b"k"));
+        Job {
+            record,
+            lease: lease.clone(),
+            received_ms: 0,
+        }
+    }
+
+    fn origin(offset: i64) -> Origin {
+        Origin {
+            tp: TopicPartition::new("t", 0),
+            key: Bytes::from_static(b"k"),
+            offset,
+        }
+    }
+
+    /// The head is handed out, a held copy waits until the head is
+    /// settled (not when it is parked again), stale copies are skipped.
+    #[test]
+    fn a_key_moves_on_only_when_its_head_is_settled() {
+        let ko = KeyOrderState::new(1);
+        let lease = Lease::new(TopicPartition::new("retry", 0));
+        for o in [10, 12] {
+            ko.register(&origin(o));
+        }
+        // Not read to the end yet: nothing is handed out.
+        assert!(ko.arrive(origin(12), job(&lease, 1)).is_none());
+        assert!(ko.set_ready(0).is_empty(), "12 is not the head");
+        let head = ko
+            .arrive(origin(10), job(&lease, 2))
+            .expect("the head goes");
+        assert_eq!(head.record.offset, 2);
+        // Parked again: still blocks.
+        ko.block(&record("t", 10, Some(b"k")));
+        assert!(ko.finished(0, 2, true).is_none());
+        // Its next copy comes due and is done: 12 is released.
+        assert!(ko.arrive(origin(10), job(&lease, 3)).is_some());
+        let next = ko.finished(0, 3, true).expect("12 is released");
+        assert_eq!(next.record.offset, 1);
+        assert_eq!(ko.in_flight(0), 1);
+        assert!(ko.finished(0, 1, true).is_none());
+        // (The consumer thread marks handed-out copies done.)
+        for o in 1..=3 {
+            lease.tracker().done(o);
+        }
+        // A late copy of 10 (settled) is stale: done, not handed out.
+        assert!(ko.arrive(origin(10), job(&lease, 4)).is_none());
+        assert_eq!(lease.tracker().to_commit(), Some(5), "all done");
+        assert!(
+            !ko.must_hold(&record("t", 20, None)),
+            "keyless records are never held"
+        );
+    }
 }

@@ -13,6 +13,7 @@
 //! - what the threads share: `poll` (polling with backoff), `writes`
 //!   (acknowledged writes), `partitions` (owned partitions and the
 //!   watermark commit), `lease` (fencing of stale assignments), `job`,
+//!   `keyorder` (the blocked keys of `KeyOrder::Kept`),
 //!   `watermark` (the offset tracker), `backoff` (the one retry schedule)
 //!   and `context` (settings, counters, the stop signal).
 
