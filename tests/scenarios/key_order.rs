@@ -192,3 +192,94 @@ pub fn key_order_dead_lettered_head_releases_next(env: &Env) {
         vec![0, 0, 1, 2, 3]
     );
 }
+
+/// Two instances in one group, 20 keys of which every fourth fails its
+/// first record once: the second instance joins while keys are blocked and
+/// the first leaves. Every record is handled, each first handled only after
+/// every earlier record of its key (a rebalance may replay: duplicates are
+/// allowed, counted and printed).
+pub fn key_order_survives_a_rebalance(env: &Env) {
+    let topic = env.topic("accounts", 4);
+    let group = unique("g-keyorder-two");
+    let seen: Seen = Arc::default();
+    let make = || {
+        let s = seen.clone();
+        env.builder(&group, &[&topic])
+            .workers(2)
+            .redelivery(Redelivery::Private)
+            .key_order(KeyOrder::Kept)
+            .policy(RetryPolicy::new(
+                Duration::from_millis(300) + env.slack * 2,
+                Duration::from_secs(120),
+            ))
+            .handler(move |r: &Record| {
+                let n: usize = key_of(r)[1..].parse().unwrap_or(1);
+                let fail = n.is_multiple_of(4) && value_of(r) == 0 && r.attempts() == 0;
+                note(&s, r, !fail);
+                if fail {
+                    Outcome::retry("once")
+                } else {
+                    Outcome::Done
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    let (keys, per_key) = (20, 5u32);
+    let produce = |from: u32, to: u32| {
+        let batch: Vec<OutRecord> = (0..keys)
+            .flat_map(|k| (from..to).map(move |i| (k, i)))
+            .map(|(k, i)| {
+                OutRecord::new(&topic)
+                    .key(format!("k{k}"))
+                    .value(i.to_string())
+            })
+            .collect();
+        for r in env.transport.producer().unwrap().send_batch(batch) {
+            r.unwrap();
+        }
+    };
+    let a = make();
+    produce(0, 2);
+    assert!(wait_until(Duration::from_secs(20) + env.slack * 8, || a
+        .stats()
+        .held
+        > 0));
+    let b = make();
+    produce(2, per_key);
+    std::thread::sleep(Duration::from_millis(500) + env.slack * 2);
+    a.shutdown(Duration::from_secs(10)).unwrap();
+    let all = || {
+        (0..keys).all(|k| {
+            let mut got = successes(&seen, &format!("k{k}"));
+            got.sort_unstable();
+            got.dedup();
+            got.len() >= per_key as usize
+        })
+    };
+    // Up to the engine's 10 s wait for its relay, plus the retries.
+    let ok = wait_until(Duration::from_secs(40) + env.slack * 8, all);
+    let stats = b.stats();
+    b.shutdown(Duration::from_secs(10)).unwrap();
+    let mut dups = 0;
+    for k in 0..keys {
+        let got = successes(&seen, &format!("k{k}"));
+        let mut first: Vec<u32> = Vec::new();
+        for v in &got {
+            if !first.contains(v) {
+                first.push(*v);
+            }
+        }
+        dups += got.len() - first.len();
+        assert_eq!(
+            first,
+            (0..per_key).collect::<Vec<_>>(),
+            "k{k}: {got:?} ({stats:?})"
+        );
+    }
+    assert!(ok, "not every key was handled: {stats:?}");
+    println!(
+        "{}: key order across a rebalance: {dups} duplicate handlings",
+        env.name
+    );
+}

@@ -31,6 +31,7 @@ macro_rules! scenario_tests {
             switching_modes_keeps_parked_records,
             key_order_holds_a_failing_key,
             key_order_dead_lettered_head_releases_next,
+            key_order_survives_a_rebalance,
         );
     };
     (@each $env:expr; $($name:ident,)*) => {
