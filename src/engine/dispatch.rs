@@ -22,6 +22,10 @@ use crate::transport::{Consumer, ConsumerEvent};
 /// Longest a poll blocks, so stop requests and commits are noticed.
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// Longest a poll blocks while copies from the retry side are being
+/// handled with `KeyOrder::Kept` (their completions release held records).
+const KEY_TURN_POLL: Duration = Duration::from_millis(5);
+
 /// Relaxed is enough: the counters are touched by the consumer thread only.
 const R: Ordering = Ordering::Relaxed;
 
@@ -111,6 +115,10 @@ pub(crate) fn run(
             }
             d.last_zero_poll = Instant::now();
             Duration::ZERO
+        } else if d.ctx.key_order.as_ref().is_some_and(|k| k.any_in_flight()) {
+            // Key order: a completion may release a key's next held record,
+            // handed out from here; do not sit out a whole poll on it.
+            KEY_TURN_POLL
         } else {
             POLL_TIMEOUT
         };

@@ -351,6 +351,11 @@ impl KeyOrderState {
                 .is_some_and(|s| s.contains(&origin.offset))
     }
 
+    /// Whether any copy from the retry side is being handled.
+    pub(crate) fn any_in_flight(&self) -> bool {
+        !self.lock().dispatched.is_empty()
+    }
+
     /// A handed-out copy was dropped before a worker got it (its lease
     /// was revoked): no completion will come for it.
     pub(crate) fn forget(&self, q: i32, retry_offset: i64) {
