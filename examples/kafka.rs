@@ -12,7 +12,10 @@
 //!
 //! `--redelivery private` sends due records straight from the relay to the
 //! handler pool instead of back to the origin topic (`origin`, the default);
-//! see the README's "Choosing a redelivery mode".
+//! see the README's "Choosing a redelivery mode". `--key-order kept` keeps
+//! each key's order across retries (with `--redelivery private`, which it
+//! requires): the Update that arrives before its Create holds the Create
+//! behind it until the Update is dead-lettered.
 
 #[path = "shared/article.rs"]
 mod article;
@@ -20,16 +23,17 @@ mod article;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use kafka_retry::{KafkaConfig, KafkaTransport, Redelivery};
+use kafka_retry::{KafkaConfig, KafkaTransport, KeyOrder, Redelivery};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let usage = "usage: kafka [--config client.properties] [--bootstrap host:port] \
-                 [--redelivery origin|private]";
+                 [--redelivery origin|private] [--key-order kept|any]";
     let mut args = std::env::args().skip(1);
     let mut bootstrap = None;
     let mut config_file = None;
     let mut redelivery = Redelivery::Origin;
+    let mut key_order = KeyOrder::Any;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--bootstrap" => bootstrap = Some(args.next().ok_or(usage)?),
@@ -38,6 +42,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 redelivery = match args.next().as_deref() {
                     Some("origin") => Redelivery::Origin,
                     Some("private") => Redelivery::Private,
+                    _ => return Err(usage.into()),
+                }
+            }
+            "--key-order" => {
+                key_order = match args.next().as_deref() {
+                    Some("kept") => KeyOrder::Kept,
+                    Some("any") => KeyOrder::Any,
                     _ => return Err(usage.into()),
                 }
             }
@@ -69,11 +80,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let run = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     println!("connected to {bootstrap}");
     // Short session timeout: Tansu completes a join after about half of it.
-    article::run(
+    article::run_with(
         Arc::new(transport),
         &format!("orders-{run}"),
         &format!("quickstart-{run}"),
         Duration::from_secs(2),
         redelivery,
+        key_order,
     )
 }

@@ -35,6 +35,13 @@ pub const DEAD_LETTERED_AT: &str = "retry.dead-lettered-at";
 /// On dead-letter records: the consumer group that gave up on it.
 pub const GROUP: &str = "retry.group";
 
+/// On retry-topic copies only, with [`KeyOrder::Kept`](crate::KeyOrder::Kept):
+/// the record was parked behind an earlier record of its key, not because
+/// it failed (value `1`). Such a copy is not an attempt, never falls due or
+/// expires on its own, and is handled once its key's earlier records are
+/// done or dead-lettered; removed on the next hop.
+pub const HELD: &str = "retry.held";
+
 /// Set by the Kafka transport on a record standing in for a record batch it
 /// could not decode; the value is the reason. Such records are dead-lettered
 /// with reason `malformed` and never reach the handler.
@@ -226,7 +233,7 @@ pub(crate) fn malformed_headers(original: &[Header], reason: &str) -> Vec<Header
 }
 
 /// Our own header names; a user's other `retry.*` headers pass through.
-const OWN: [&str; 11] = [
+const OWN: [&str; 12] = [
     ORIGIN_TOPIC,
     ORIGIN_PARTITION,
     ORIGIN_OFFSET,
@@ -238,6 +245,7 @@ const OWN: [&str; 11] = [
     DUE_AT,
     DEAD_LETTERED_AT,
     GROUP,
+    HELD,
 ];
 
 fn is_retry_header(h: &Header) -> bool {

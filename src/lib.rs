@@ -20,13 +20,13 @@ pub mod unstable;
 
 pub use engine::{
     DeadLetterLimit, DeadLetterTrip, Engine, EngineBuilder, Health, HealthIssue, HealthProbe,
-    HealthStatus, MissingTopics, Redelivery, ShutdownReport, ThreadFailure,
+    HealthStatus, KeyOrder, MissingTopics, Redelivery, ShutdownReport, ThreadFailure,
 };
 pub use error::{Error, KafkaCode, Result};
 pub use handler::{Handler, Outcome};
 pub use headers::{
     DeadReason, ATTEMPTS, DEAD_LETTERED_AT, DEAD_REASON, DUE_AT, ENQUEUED_AT, FIRST_RECEIVED_AT,
-    GROUP, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC, REASON,
+    GROUP, HELD, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC, REASON,
 };
 pub use policy::{Backoff, RetryPolicy};
 pub use record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartition};

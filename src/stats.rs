@@ -42,6 +42,10 @@ pub struct Stats {
     /// ([`Redelivery::Private`](crate::Redelivery::Private)); not counted in
     /// `received` or `relayed`.
     pub redelivered_private: u64,
+    /// Records parked behind an earlier record of their key
+    /// ([`KeyOrder::Kept`](crate::KeyOrder::Kept)) instead of being
+    /// handled: written to the retry topic, not failed, not in `retried`.
+    pub held: u64,
     /// Records written to the dead-letter topic, by reason.
     pub dead_lettered: DeadLettered,
     /// Records given up on with no dead-letter topic configured.
@@ -106,6 +110,7 @@ pub(crate) struct Counters {
     pub retried: AtomicU64,
     pub relayed: AtomicU64,
     pub redelivered_private: AtomicU64,
+    pub held: AtomicU64,
     pub expired: AtomicU64,
     pub attempts: AtomicU64,
     pub rejected: AtomicU64,
@@ -165,6 +170,7 @@ impl Counters {
             retried: self.retried.load(Relaxed),
             relayed: self.relayed.load(Relaxed),
             redelivered_private: self.redelivered_private.load(Relaxed),
+            held: self.held.load(Relaxed),
             dead_lettered: DeadLettered {
                 expired: self.expired.load(Relaxed),
                 attempts: self.attempts.load(Relaxed),

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Transport};
-use kafka_retry::{Engine, OutRecord, Outcome, Record, Redelivery, RetryPolicy};
+use kafka_retry::{Engine, KeyOrder, OutRecord, Outcome, Record, Redelivery, RetryPolicy};
 
 type BoxError = Box<dyn std::error::Error>;
 
 /// Runs the scenario on `transport`, with `topic` as the origin topic and
 /// `group` as the consumer group and `redelivery` as the mode; prints a
 /// timeline.
+#[allow(dead_code)] // the kafka example calls run_with
 pub fn run(
     transport: Arc<dyn Transport>,
     topic: &str,
@@ -23,6 +24,29 @@ pub fn run(
     session_timeout: Duration,
     redelivery: Redelivery,
 ) -> Result<(), BoxError> {
+    run_with(
+        transport,
+        topic,
+        group,
+        session_timeout,
+        redelivery,
+        KeyOrder::Any,
+    )
+}
+
+/// [`run`] with a key order. With `KeyOrder::Kept` the Update of order-1,
+/// ahead of its Create in origin order, holds the Create behind it until the
+/// Update is dead-lettered: key order kept means the origin order wins.
+#[allow(dead_code)] // only the kafka example passes a key order
+pub fn run_with(
+    transport: Arc<dyn Transport>,
+    topic: &str,
+    group: &str,
+    session_timeout: Duration,
+    redelivery: Redelivery,
+    key_order: KeyOrder,
+) -> Result<(), BoxError> {
+    let kept = key_order == KeyOrder::Kept;
     let start = Instant::now();
     let t = move || format!("[{:>5} ms]", start.elapsed().as_millis());
     transport.create_topic(topic, 3, None)?;
@@ -60,6 +84,7 @@ pub fn run(
         .topics([topic])
         .workers(2)
         .redelivery(redelivery)
+        .key_order(key_order)
         .handler(handler)
         .session_timeout(session_timeout)
         .policy(RetryPolicy::new(
@@ -93,11 +118,13 @@ pub fn run(
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut dead = Vec::new();
     while dead.is_empty()
-        || !finished
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|f| f == "Update order-1")
+        || !finished.lock().unwrap().iter().any(|f| {
+            f == if kept {
+                "Create order-1"
+            } else {
+                "Update order-1"
+            }
+        })
     {
         if Instant::now() > deadline {
             return Err("the scenario did not finish in 30 s".into());

@@ -8,6 +8,7 @@ use super::breaker::{Breaker, DeadLetterLimit};
 use super::context::{Context, StopSignal};
 use super::health::HealthBoard;
 use super::job::JOB_BATCH;
+use super::keyorder::{KeyOrder, KeyOrderState};
 use super::relay::private::Redelivery;
 use super::running::Engine;
 use super::supervisor::Threads;
@@ -74,6 +75,7 @@ pub struct EngineBuilder {
     dead_letter_limit: Option<DeadLetterLimit>,
     dead_letter_router: Option<Router>,
     redelivery: Redelivery,
+    key_order: KeyOrder,
 }
 
 impl std::fmt::Debug for EngineBuilder {
@@ -144,6 +146,7 @@ impl EngineBuilder {
             dead_letter_limit: None,
             dead_letter_router: None,
             redelivery: Redelivery::Origin,
+            key_order: KeyOrder::Any,
         }
     }
 
@@ -285,6 +288,19 @@ impl EngineBuilder {
     /// redelivery mode".
     pub fn redelivery(mut self, mode: Redelivery) -> Self {
         self.redelivery = mode;
+        self
+    }
+
+    /// Whether each key's order is kept across retries: with
+    /// [`KeyOrder::Kept`], while a record of a key is parked the later
+    /// records of that key are parked behind it and handled in origin
+    /// order once it is done or dead-lettered. Requires
+    /// [`Redelivery::Private`] (`build()` refuses it otherwise: a record
+    /// written back to its origin topic would land behind its key's later
+    /// records). See the README's "Choosing a redelivery mode".
+    /// Defaults to [`KeyOrder::Any`].
+    pub fn key_order(mut self, order: KeyOrder) -> Self {
+        self.key_order = order;
         self
     }
 

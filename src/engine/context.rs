@@ -86,6 +86,8 @@ pub(crate) struct Context {
     pub health: Arc<HealthBoard>,
     /// The dead-letter limit, when configured.
     pub breaker: Option<Arc<Breaker>>,
+    /// The blocked-key state, with `KeyOrder::Kept`.
+    pub key_order: Option<Arc<super::keyorder::KeyOrderState>>,
     #[cfg(feature = "metrics")]
     pub metrics: super::metrics::Metrics,
 }

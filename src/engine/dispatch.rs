@@ -1,7 +1,7 @@
 //! The consumer thread: polls the origin topics, dispatches records to the
 //! workers by key, tracks offsets and commits the done watermark.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::context::Context;
 use super::job::{worker_for, Completion, Job, JOB_BATCH};
+use super::keyorder::READY_WAIT;
 use super::lease::Lease;
 use super::partitions::Partitions;
 use super::poll::Poller;
@@ -20,6 +21,10 @@ use crate::transport::{Consumer, ConsumerEvent};
 
 /// Longest a poll blocks, so stop requests and commits are noticed.
 const POLL_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// Longest a poll blocks while copies from the retry side are being
+/// handled with `KeyOrder::Kept` (their completions release held records).
+const KEY_TURN_POLL: Duration = Duration::from_millis(5);
 
 /// Relaxed is enough: the counters are touched by the consumer thread only.
 const R: Ordering = Ordering::Relaxed;
@@ -42,6 +47,10 @@ struct Dispatcher {
     /// The dead-letter limit holds the outboxes and pauses everything.
     held: bool,
     status: Arc<ThreadStatus>,
+    /// Key order: assigned partitions whose blocked keys this instance's
+    /// relay has not read yet (paused since, records fetched meanwhile kept
+    /// here), with when they were assigned.
+    unready: HashMap<TopicPartition, (Instant, Vec<Record>)>,
     #[cfg(feature = "metrics")]
     last_publish: Instant,
 }
@@ -66,6 +75,7 @@ pub(crate) fn run(
         failed: None,
         held: false,
         status,
+        unready: HashMap::new(),
         #[cfg(feature = "metrics")]
         last_publish: Instant::now(),
     };
@@ -76,6 +86,7 @@ pub(crate) fn run(
     );
     while !d.ctx.signal.stopping() {
         d.drain_completions();
+        d.release_ready();
         d.flush_outboxes();
         if let Some(why) = d.failed.take() {
             log::error!("{}: consumer thread stops: {why}", d.ctx.group_id);
@@ -104,6 +115,10 @@ pub(crate) fn run(
             }
             d.last_zero_poll = Instant::now();
             Duration::ZERO
+        } else if d.ctx.key_order.as_ref().is_some_and(|k| k.any_in_flight()) {
+            // Key order: a completion may release a key's next held record,
+            // handed out from here; do not sit out a whole poll on it.
+            KEY_TURN_POLL
         } else {
             POLL_TIMEOUT
         };
@@ -135,6 +150,7 @@ impl Dispatcher {
             ConsumerEvent::Records(records) => self.dispatch(records),
             ConsumerEvent::Assigned(tps) => {
                 log::info!("{}: assigned {}", self.ctx.group_id, list(&tps));
+                self.hold_until_ready(&tps);
                 self.parts.assign(tps);
             }
             ConsumerEvent::Revoked(tps) => {
@@ -164,6 +180,12 @@ impl Dispatcher {
         let mut count = 0;
         let mut current: Option<Arc<Lease>> = None;
         for record in records {
+            if !self.unready.is_empty() {
+                if let Some((_, kept)) = self.unready.get_mut(&record.topic_partition()) {
+                    kept.push(record); // key order: its keys are not known yet
+                    continue;
+                }
+            }
             // Records come grouped by partition: look the lease up once per run.
             if current
                 .as_ref()
@@ -298,6 +320,62 @@ impl Dispatcher {
         }
     }
 
+    /// Key order: pauses the newly assigned partitions whose blocked keys
+    /// this instance's relay has not read yet (see keyorder.rs).
+    fn hold_until_ready(&mut self, tps: &[TopicPartition]) {
+        let Some(ko) = &self.ctx.key_order else {
+            return;
+        };
+        let wait: Vec<TopicPartition> = tps
+            .iter()
+            .filter(|tp| self.parts.get(tp).is_none() && !ko.ready(tp.partition))
+            .cloned()
+            .collect();
+        if wait.is_empty() {
+            return;
+        }
+        log::debug!("key order: {} wait for their blocked keys", list(&wait));
+        self.consumer.pause(&wait);
+        for tp in wait {
+            self.unready.insert(tp, (Instant::now(), Vec::new()));
+        }
+    }
+
+    /// Key order: resumes and dispatches the partitions whose keys are now
+    /// known, or that waited [`READY_WAIT`] (then workers park every keyed
+    /// record of theirs until they are known: slower, never out of order).
+    fn release_ready(&mut self) {
+        let Some(ko) = self.ctx.key_order.clone() else {
+            return;
+        };
+        if self.unready.is_empty() {
+            return;
+        }
+        let go: Vec<TopicPartition> = self
+            .unready
+            .iter()
+            .filter(|(tp, (since, _))| ko.ready(tp.partition) || since.elapsed() >= READY_WAIT)
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if go.is_empty() {
+            return;
+        }
+        let mut records = Vec::new();
+        for tp in &go {
+            if let Some((_, kept)) = self.unready.remove(tp) {
+                if !ko.ready(tp.partition) {
+                    log::warn!(
+                        "{}: {tp}: this instance's relay has not read its blocked keys within {READY_WAIT:?}; its keyed records are parked until it has",
+                        self.ctx.group_id
+                    );
+                }
+                records.extend(kept);
+            }
+        }
+        self.consumer.resume(&go);
+        self.dispatch(records);
+    }
+
     fn drain_completions(&mut self) {
         while let Ok(batch) = self.completions.try_recv() {
             self.complete(batch);
@@ -306,6 +384,9 @@ impl Dispatcher {
 
     fn complete(&mut self, batch: Vec<Completion>) {
         let n = batch.len();
+        if self.ctx.key_order.is_some() {
+            self.key_turns(&batch);
+        }
         let mut i = 0;
         while i < batch.len() {
             // Completions come in runs of one lease: one tracker lock per run.
@@ -327,6 +408,30 @@ impl Dispatcher {
             .counters
             .in_flight
             .fetch_sub(n as i64, Ordering::Relaxed);
+    }
+
+    /// Key order: a worker finished a copy from the retry side; its key's
+    /// next copy, if it may be handled now, goes to the key's worker.
+    fn key_turns(&mut self, batch: &[Completion]) {
+        let Some(ko) = self.ctx.key_order.clone() else {
+            return;
+        };
+        let workers = self.job_txs.len();
+        for c in batch {
+            if c.lease.tp.topic != self.ctx.retry_topic {
+                continue;
+            }
+            let Some(mut job) = ko.finished(c.lease.tp.partition, c.offset, c.done) else {
+                continue;
+            };
+            job.received_ms = now_ms();
+            let w = worker_for(job.record.key.as_deref(), workers, &mut self.round_robin);
+            job.lease.outboxed.fetch_add(1, R);
+            let c = &self.ctx.counters;
+            c.in_flight.fetch_add(1, Ordering::Relaxed);
+            c.redelivered_private.fetch_add(1, Ordering::Relaxed);
+            self.outbox[w].push_back(job);
+        }
     }
 
     /// Commits the done watermark of every partition that moved.
@@ -358,6 +463,9 @@ impl Dispatcher {
     /// one (lost) nothing is committed. Queued jobs are skipped either way:
     /// the next owner reads them from the committed offset.
     fn release(&mut self, tps: &[TopicPartition], deadline: Option<Instant>) {
+        for tp in tps {
+            self.unready.remove(tp); // its kept records are re-read by the next owner
+        }
         self.parts.revoke(tps);
         self.drop_outboxed(|lease| tps.contains(&lease.tp));
         if let Some(deadline) = deadline {

@@ -13,6 +13,7 @@
 //! - what the threads share: `poll` (polling with backoff), `writes`
 //!   (acknowledged writes), `partitions` (owned partitions and the
 //!   watermark commit), `lease` (fencing of stale assignments), `job`,
+//!   `keyorder` (the blocked keys of `KeyOrder::Kept`),
 //!   `watermark` (the offset tracker), `backoff` (the one retry schedule)
 //!   and `context` (settings, counters, the stop signal).
 
@@ -23,6 +24,7 @@ mod context;
 mod dispatch;
 mod health;
 mod job;
+mod keyorder;
 mod lease;
 #[cfg(feature = "metrics")]
 mod metrics;
@@ -41,6 +43,7 @@ mod writes;
 pub use breaker::{DeadLetterLimit, DeadLetterTrip};
 pub use builder::EngineBuilder;
 pub use health::{Health, HealthIssue, HealthProbe, HealthStatus, ThreadFailure};
+pub use keyorder::KeyOrder;
 pub use relay::private::Redelivery;
 pub use running::Engine;
 pub use shutdown::ShutdownReport;

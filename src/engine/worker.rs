@@ -127,6 +127,8 @@ pub(crate) fn run_worker(
 #[derive(Clone, Copy)]
 enum Kind {
     Retry,
+    /// Key order: parked behind its key (counted in `held`).
+    Held,
     Dead(DeadReason),
 }
 
@@ -182,7 +184,7 @@ fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block
                     .send_failed(&format!("write to {}", w.record.topic), &e);
                 {
                     let lease = &w.lease;
-                    send_until_acked(ctx, w.record, matches!(w.kind, Kind::Retry), || {
+                    send_until_acked(ctx, w.record, !matches!(w.kind, Kind::Dead(_)), || {
                         gives_up(ctx, lease)
                     })
                 }
@@ -192,6 +194,9 @@ fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block
             match w.kind {
                 Kind::Retry => {
                     ctx.counters.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                Kind::Held => {
+                    ctx.counters.held.fetch_add(1, Ordering::Relaxed);
                 }
                 Kind::Dead(reason) => ctx.dead_lettered(reason),
             }
@@ -226,6 +231,14 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job, status: &ThreadStatu
         let hs = headers::malformed_headers(&record.headers, &reason);
         return dead_letter(ctx, record, hs, DeadReason::Malformed);
     }
+    // Key order: a record of a blocked key is parked behind its key.
+    // (A job from the retry side is its key's turn already.)
+    if let Some(ko) = ctx.key_order.as_deref() {
+        if job.lease.tp.topic != ctx.retry_topic && ko.must_hold(record) {
+            let (out, pending) = super::keyorder::hold(ctx, ko, record, job.received_ms);
+            return Step::Writing(pending, out, Kind::Held);
+        }
+    }
     status.record(Doing::Handler, record.partition, record.offset);
     #[cfg(feature = "metrics")]
     let started = Instant::now();
@@ -257,7 +270,10 @@ fn process(ctx: &Context, handler: &dyn Handler, job: &Job, status: &ThreadStatu
     // retry headers on the origin topic are not the handler's problem: the
     // record was handled and, as it failed, starts a fresh history.
     let now = now_ms();
-    let info = if RetryInfo::present(record) {
+    let info = if record.header(headers::HELD).is_some() {
+        // Held, not failed: its retry history starts now (keyorder.rs).
+        RetryInfo::first(record, job.received_ms)
+    } else if RetryInfo::present(record) {
         RetryInfo::parse(record, now).unwrap_or_else(|m| {
             log::debug!(
                 "{}@{}: ignoring bad retry headers: {}",
@@ -328,10 +344,18 @@ fn retry(
         }
         next.due_at = Some(due);
     }
+    // Key order: blocked before the next job, co-partitioned (keyorder.rs).
+    let partitioning = match ctx.key_order.as_deref() {
+        Some(ko) => {
+            ko.block(record);
+            ko.partitioning(record.partition)
+        }
+        None => Partitioning::Default,
+    };
     let out = OutRecord::forward(
         record,
         ctx.retry_topic.clone(),
-        Partitioning::Default,
+        partitioning,
         next.headers(&record.headers, reason, None),
     );
     Step::Writing(ctx.producer.send_async(out.clone()), out, Kind::Retry)

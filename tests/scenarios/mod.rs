@@ -29,6 +29,9 @@ macro_rules! scenario_tests {
             dead_letters_are_routed,
             private_redelivery_skips_the_origin_topic,
             switching_modes_keeps_parked_records,
+            key_order_holds_a_failing_key,
+            key_order_dead_lettered_head_releases_next,
+            key_order_survives_a_rebalance,
         );
     };
     (@each $env:expr; $($name:ident,)*) => {
@@ -52,7 +55,10 @@ pub struct Env {
     pub name: &'static str,
 }
 
+mod key_order;
 mod redelivery;
+#[allow(unused_imports)] // used by the binaries that run scenario_tests!
+pub use key_order::*;
 #[allow(unused_imports)] // used by the binaries that run scenario_tests!
 pub use redelivery::*;
 

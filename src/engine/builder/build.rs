@@ -148,6 +148,13 @@ impl EngineBuilder {
             Some(g) => g.clone(),
             None => format!("{group_id}-relay"),
         };
+        if self.key_order == KeyOrder::Kept && self.redelivery != Redelivery::Private {
+            return Err(Error::config(
+                "key_order",
+                "KeyOrder::Kept requires redelivery(Redelivery::Private): a record written back \
+                 to its origin topic would land behind the later records of its key",
+            ));
+        }
         if let Some(p) = self.topic_partitions.filter(|&p| p < 1) {
             return Err(Error::config(
                 "topic_partitions",
@@ -174,6 +181,18 @@ impl EngineBuilder {
                     .create_topic(t, partitions, self.replication_factor)?;
             }
         }
+        // Copies of origin partition p go to retry partition p % n (see
+        // keyorder.rs); n is the retry topic's count as it is now.
+        let key_order = match self.key_order {
+            KeyOrder::Kept => {
+                let n = self
+                    .transport
+                    .partition_count(&retry_topic)?
+                    .unwrap_or(partitions);
+                Some(Arc::new(KeyOrderState::new(n)))
+            }
+            _ => None,
+        };
         let producer = self.transport.producer()?;
         let counters = Arc::new(Counters::default());
         let signal = Arc::new(StopSignal::default());
@@ -205,6 +224,7 @@ impl EngineBuilder {
             queue_batches: self.queue_capacity.div_ceil(JOB_BATCH).max(1),
             health: health.clone(),
             breaker: breaker.clone(),
+            key_order,
             #[cfg(feature = "metrics")]
             metrics: crate::engine::metrics::Metrics::new(&group_id),
         });
@@ -268,7 +288,7 @@ impl EngineBuilder {
         // Private redelivery: the relay feeds the same worker queues (and
         // the workers end once it, too, has dropped its senders).
         let handoff = (self.redelivery == Redelivery::Private)
-            .then(|| relay::private::Handoff::new(job_txs.clone()));
+            .then(|| relay::private::Handoff::new(job_txs.clone(), relay_group_id.clone()));
         {
             let ctx = ctx.clone();
             threads.spawn("kafka-retry-consumer".into(), move |status| {

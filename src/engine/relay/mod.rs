@@ -161,7 +161,10 @@ impl Relay {
             ConsumerEvent::Assigned(tps) => {
                 log::info!("relay: assigned {}", tps.len());
                 self.paused = false;
-                self.parts.assign(tps);
+                self.parts.assign(tps.clone());
+                if let Some(h) = &mut self.handoff {
+                    h.on_assigned(&self.ctx, &tps); // key order: catch-up
+                }
             }
             ConsumerEvent::Revoked(tps) => {
                 if let Err(e) = self.commit() {
@@ -180,6 +183,7 @@ impl Relay {
         self.parts.remove(tps);
         self.heap.retain(|p| !p.lease.is_revoked());
         if let Some(h) = &mut self.handoff {
+            h.on_released(&self.ctx, tps); // key order: forget their keys
             h.flush(&self.ctx); // drops the released partitions' queued jobs
         }
         self.ctx
@@ -199,6 +203,13 @@ impl Relay {
         let lease = part.lease.clone();
         let now = now_ms();
         let plan = self.plan(&record, now);
+        // Key order: every copy blocks its key; a held one waits for its
+        // key's turn in the handoff, not on the time heap.
+        if let (Plan::Retry(info), Some(h)) = (&plan, &mut self.handoff) {
+            if h.on_read(&self.ctx, &lease, &record, info) {
+                return;
+            }
+        }
         let due = match &plan {
             Plan::Retry(info) => {
                 let seed = u64::from(info.origin_partition as u32)
@@ -335,6 +346,12 @@ impl Relay {
                     _ => break,
                 }
                 let Some(p) = self.heap.pop() else { break };
+                // Key order: a stale copy of a settled record is done here.
+                if let Some(h) = &self.handoff {
+                    if h.drop_stale(&self.ctx, &p.lease, &p.record) {
+                        continue;
+                    }
+                }
                 if !p.lease.is_revoked() {
                     batch.push(p);
                 }
@@ -411,6 +428,10 @@ impl Relay {
                 };
                 match result {
                     Ok(()) => {
+                        if let Some(h) = &mut self.handoff {
+                            // Key order: dead-lettered here, its key moves on.
+                            h.on_relay_settled(&self.ctx, &p.record);
+                        }
                         #[cfg(feature = "metrics")]
                         self.ctx.metrics.relay_lateness.record(
                             Instant::now()

@@ -14,13 +14,20 @@
 //! - Same key → same worker: the consumer thread's rule (murmur2 of the key
 //!   modulo the worker count), so a retried record shares its key's worker.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
 
 use super::super::context::Context;
 use super::super::job::{worker_for, Job, JOB_BATCH};
+use super::super::keyorder::{origin_of, Origin, READY_WAIT};
+use super::super::lease::Lease;
+use crate::clock::now_ms;
+use crate::headers::{self, RetryInfo};
+use crate::record::{Record, TopicPartition};
 
 /// Where the relay sends a due record, set with
 /// [`EngineBuilder::redelivery`](crate::EngineBuilder::redelivery).
@@ -65,14 +72,174 @@ pub(crate) struct Handoff {
     jobs: Vec<Sender<Vec<Job>>>,
     outbox: Vec<VecDeque<Job>>,
     round_robin: usize,
+    /// The relay's group, for its committed offsets (key order's catch-up).
+    relay_group: String,
+    /// Key order: retry partitions assigned and not read to the end offset
+    /// seen at assignment yet: (that end offset, give up waiting at).
+    catching_up: HashMap<i32, (i64, Instant)>,
 }
 
 impl Handoff {
-    pub(crate) fn new(jobs: Vec<Sender<Vec<Job>>>) -> Self {
+    pub(crate) fn new(jobs: Vec<Sender<Vec<Job>>>, relay_group: String) -> Self {
         Handoff {
             outbox: jobs.iter().map(|_| VecDeque::new()).collect(),
             jobs,
             round_robin: 0,
+            relay_group,
+            catching_up: HashMap::new(),
+        }
+    }
+
+    /// Key order: the relay was assigned `tps`. Each is "caught up" once
+    /// the relay has read it to its end offset as of now (nothing to read
+    /// when the relay group's committed offset is there already); until
+    /// then no copy of it is handed out and the origin partitions mapping
+    /// to it are not dispatched (see keyorder.rs).
+    pub(crate) fn on_assigned(&mut self, ctx: &Context, tps: &[TopicPartition]) {
+        if ctx.key_order.is_none() {
+            return;
+        }
+        let ends = ctx.transport.reader().and_then(|mut r| {
+            let latest = r.offsets(&ctx.retry_topic)?;
+            let committed = r.committed(&self.relay_group, &ctx.retry_topic)?;
+            Ok((latest, committed))
+        });
+        let give_up = Instant::now() + READY_WAIT;
+        for tp in tps {
+            let q = tp.partition;
+            match &ends {
+                Ok((latest, committed)) => {
+                    let end = latest
+                        .iter()
+                        .find(|o| o.partition == q)
+                        .map_or(0, |o| o.latest);
+                    let from = committed.get(&q).copied().unwrap_or(0);
+                    if end <= from {
+                        self.ready(ctx, q);
+                    } else {
+                        self.catching_up.insert(q, (end, give_up));
+                    }
+                }
+                Err(e) => {
+                    // Unknown end: wait the bounded time, then hand out.
+                    log::warn!("relay: end offset of {tp} for key order: {e}");
+                    self.catching_up.insert(q, (i64::MAX, give_up));
+                }
+            }
+        }
+    }
+
+    /// Key order: the relay gave `tps` up; their keys are forgotten here.
+    pub(crate) fn on_released(&mut self, ctx: &Context, tps: &[TopicPartition]) {
+        let Some(ko) = &ctx.key_order else { return };
+        for tp in tps {
+            ko.stop_handing_out(tp.partition);
+        }
+        self.flush(ctx); // drops (and forgets) the revoked leases' queued copies
+                         // Let the copies being handled finish first (bounded like a revoke):
+                         // their writes must land before the next owner reads to the end.
+        let deadline = Instant::now() + ctx.revoke_timeout;
+        while tps.iter().any(|tp| ko.in_flight(tp.partition) > 0) && Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        for tp in tps {
+            self.catching_up.remove(&tp.partition);
+            ko.unready(tp.partition);
+        }
+    }
+
+    /// Key order: a copy the relay read (valid headers, `info`). Its key is
+    /// blocked from now on; a held copy is queued for its key here instead
+    /// of the heap (true: taken).
+    pub(crate) fn on_read(
+        &mut self,
+        ctx: &Context,
+        lease: &Arc<Lease>,
+        record: &Record,
+        info: &RetryInfo,
+    ) -> bool {
+        let Some(ko) = &ctx.key_order else {
+            return false;
+        };
+        let q = record.partition;
+        if let Some(&(end, _)) = self.catching_up.get(&q) {
+            if record.offset.saturating_add(1) >= end {
+                self.ready(ctx, q);
+            }
+        }
+        let Some(origin) = origin_of(record, info) else {
+            return false; // keyless: never blocks, never held
+        };
+        ko.register(&origin);
+        if record.header(headers::HELD).is_none() {
+            return false;
+        }
+        let job = Job {
+            record: record.clone(),
+            lease: lease.clone(),
+            received_ms: now_ms(),
+        };
+        if let Some(job) = ko.arrive(origin, job) {
+            self.queue(ctx, job);
+        }
+        true
+    }
+
+    /// Key order: a due copy whose record was settled through another copy
+    /// (true): it is done, neither handed out nor expired into the DLT.
+    pub(crate) fn drop_stale(&self, ctx: &Context, lease: &Lease, record: &Record) -> bool {
+        let Some(ko) = &ctx.key_order else {
+            return false;
+        };
+        let stale = origin_from_headers(record).is_some_and(|o| ko.is_stale(&o));
+        if stale {
+            log::debug!(
+                "key order: {}@{} is a copy of a record already settled; skipped",
+                lease.tp,
+                record.offset
+            );
+            lease.tracker().done(record.offset);
+        }
+        stale
+    }
+
+    /// Key order: the relay dead-lettered (or dropped) `record` itself.
+    pub(crate) fn on_relay_settled(&mut self, ctx: &Context, record: &Record) {
+        let Some(ko) = &ctx.key_order else { return };
+        let Some(origin) = origin_from_headers(record) else {
+            return;
+        };
+        if let Some(job) = ko.settled_by_relay(&origin) {
+            self.queue(ctx, job);
+        }
+    }
+
+    fn ready(&mut self, ctx: &Context, q: i32) {
+        self.catching_up.remove(&q);
+        if let Some(ko) = &ctx.key_order {
+            for job in ko.set_ready(q) {
+                self.queue(ctx, job);
+            }
+        }
+    }
+
+    /// Catch-ups that took longer than [`READY_WAIT`] end (with a warning).
+    fn tick(&mut self, ctx: &Context) {
+        if self.catching_up.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let late: Vec<i32> = self
+            .catching_up
+            .iter()
+            .filter(|(_, (_, at))| *at <= now)
+            .map(|(q, _)| *q)
+            .collect();
+        for q in late {
+            log::warn!(
+                "relay: retry partition {q} not read to its end within {READY_WAIT:?}; handing its copies out as read so far"
+            );
+            self.ready(ctx, q);
         }
     }
 
@@ -89,6 +256,19 @@ impl Handoff {
     /// Queues `job` for its key's worker (counted in flight, as the
     /// consumer thread counts its jobs: the completion subtracts it).
     pub(crate) fn push(&mut self, ctx: &Context, job: Job) {
+        if let Some(ko) = &ctx.key_order {
+            // Key order: a due copy waits while its key's head is not it.
+            if let Some(origin) = origin_from_headers(&job.record) {
+                if let Some(job) = ko.arrive(origin, job) {
+                    self.queue(ctx, job);
+                }
+                return;
+            }
+        }
+        self.queue(ctx, job);
+    }
+
+    fn queue(&mut self, ctx: &Context, job: Job) {
         let w = worker_for(
             job.record.key.as_deref(),
             self.jobs.len(),
@@ -111,6 +291,9 @@ impl Handoff {
             for job in outbox.drain(..) {
                 job.lease.outstanding.fetch_sub(1, Ordering::Relaxed);
                 ctx.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if let Some(ko) = &ctx.key_order {
+                    ko.forget(job.lease.tp.partition, job.record.offset);
+                }
             }
         }
     }
@@ -119,14 +302,18 @@ impl Handoff {
     /// waits for the next call. Jobs of revoked leases are dropped here
     /// (uncommitted: the next owner re-reads them).
     pub(crate) fn flush(&mut self, ctx: &Context) {
+        self.tick(ctx);
         for (w, outbox) in self.outbox.iter_mut().enumerate() {
             let before = outbox.len();
             outbox.retain(|j| {
-                let revoked = j.lease.is_revoked();
-                if revoked {
+                let keep = !j.lease.is_revoked();
+                if !keep {
                     j.lease.outstanding.fetch_sub(1, Ordering::Relaxed);
+                    if let Some(ko) = &ctx.key_order {
+                        ko.forget(j.lease.tp.partition, j.record.offset);
+                    }
                 }
-                !revoked
+                keep
             });
             let dropped = before - outbox.len();
             if dropped > 0 {
@@ -149,4 +336,17 @@ impl Handoff {
             }
         }
     }
+}
+
+/// The origin of a retry-topic copy, from its headers; `None` when it has
+/// no key or the headers are missing (never blocked then).
+fn origin_from_headers(record: &Record) -> Option<Origin> {
+    Some(Origin {
+        tp: TopicPartition::new(
+            record.origin_topic()?.to_string(),
+            record.origin_partition()?,
+        ),
+        key: record.key.clone()?,
+        offset: record.origin_offset()?,
+    })
 }

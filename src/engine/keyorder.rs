@@ -1,0 +1,561 @@
+//! Key order kept across retries ([`KeyOrder::Kept`]): while a record of
+//! key K is parked, later records of K are parked behind it and released
+//! in origin order.
+//!
+//! Design (the invariants this file keeps):
+//! - **What "blocked" means.** Per origin partition and key, the set of
+//!   origin offsets of K's records that live on the retry side (parked for
+//!   a retry, held behind another, or handed to a worker from there) and
+//!   are not settled yet. K is blocked while that set is not empty. Only
+//!   its lowest offset (the head) may be handled; every other one waits.
+//!   A record that fails again keeps its offset in the set (same origin
+//!   offset, new retry copy), so it keeps blocking K.
+//! - **Who updates it.** A worker that gets `Retry` for K adds the offset
+//!   before it takes its next job, and a worker about to handle an origin
+//!   record of a blocked K writes a *held* copy instead (header
+//!   [`HELD`](crate::HELD)) and adds its offset: same key → same worker,
+//!   so a later K record already queued to that worker is parked, not
+//!   handled. The relay adds the offset of every copy it reads (that is
+//!   how the set is rebuilt from Kafka after a crash or a rebalance). The
+//!   consumer thread removes an offset when the worker's completion says
+//!   the head was settled (`Done` or dead-lettered, acknowledged) and the
+//!   relay removes one it dead-letters itself (expired); either then
+//!   releases K's next waiting copy, which is handled next.
+//! - **Held, not failed.** A held copy never went through the handler: it
+//!   is not an attempt, it is not on the relay's time heap (it never falls
+//!   due or expires on its own), and once released and handled its retry
+//!   history starts then (attempts 0, first-received = release time), so
+//!   waiting behind its key does not eat its `max_retry_duration`.
+//! - **Co-partitioning.** Every copy of a record of origin partition p goes
+//!   to retry partition `p % n` (`n` the retry topic's partition count; the
+//!   engine creates the retry topic with the largest origin partition
+//!   count, so `p` itself), so the relay that owns retry partition q knows
+//!   every blocked key of every origin partition mapping to q. Several
+//!   origin topics share the retry topic: keys are tracked per (origin
+//!   topic, partition, key), so the same key in two topics never blocks
+//!   across topics.
+//! - **Knowing before handing out.** Origin partition p is only dispatched
+//!   once this instance's relay owns retry partition `p % n` and has read
+//!   it to the end offset seen when it was assigned ([`KeyOrderState::ready`]).
+//!   The relay group and the engine group assign independently; while they
+//!   disagree (or for [`READY_WAIT`] at most) p waits, and after that it is
+//!   dispatched in *hold-all* mode: a worker parks every keyed record of a
+//!   partition whose keys it does not know. That is always safe for order
+//!   (every parked copy is ordered by origin offset by whichever relay owns
+//!   its retry partition), only slower.
+//! - **Giving a retry partition up.** The relay stops handing out copies of
+//!   it, waits (up to `revoke_timeout`) for the copies workers are handling,
+//!   then forgets its keys: a write of theirs landing after the next owner
+//!   read the partition to its end would be unknown to that owner.
+//! - **Stale copies.** A copy whose origin offset is no longer blocked once
+//!   its partition is read to the end was settled through another copy; it
+//!   is marked done, not handled (it would come after later records).
+//! - **Memory.** Per blocked key: one map entry (key bytes + a `BTreeSet`
+//!   of the blocked offsets), about 200 bytes with 10-byte keys (measured in
+//!   tests/engine_key_order.rs), plus, for held copies the relay has read,
+//!   the copy itself until it is released. Nothing is kept for a key that
+//!   is not blocked.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::context::Context;
+use super::job::Job;
+use crate::headers::{self, RetryInfo};
+use crate::pending::Pending;
+use crate::record::{Header, OutRecord, Partitioning, Record, TopicPartition};
+
+/// Whether the engine keeps each key's order across retries, set with
+/// [`EngineBuilder::key_order`](crate::EngineBuilder::key_order).
+///
+/// `Kept` requires [`Redelivery::Private`](crate::Redelivery::Private):
+/// writing a released record back to its origin topic would put it behind
+/// the later records of its key that were read meanwhile, which is exactly
+/// the overtaking this mode exists to prevent.
+///
+/// ```
+/// use kafka_retry::{Engine, KeyOrder, MemoryBroker, Outcome, Redelivery};
+/// let builder = Engine::builder(MemoryBroker::new())
+///     .group_id("accounts")
+///     .topics(["account-events"])
+///     .redelivery(Redelivery::Private)
+///     .key_order(KeyOrder::Kept)
+///     .handler(|_r| Outcome::Done);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum KeyOrder {
+    /// No order across retries (the article's pattern): a parked record is
+    /// overtaken by the later records of its key.
+    #[default]
+    Any,
+    /// While a record of a key is parked, the later records of that key
+    /// (from the same origin partition) are parked behind it and handled,
+    /// in origin order, once it is done or dead-lettered. Records without a
+    /// key are never held.
+    Kept,
+}
+
+/// Longest an origin partition waits for this instance's relay to own and
+/// read its retry partition before it is dispatched in hold-all mode.
+pub(crate) const READY_WAIT: Duration = Duration::from_secs(10);
+
+type Key = (TopicPartition, Bytes);
+
+/// A private job handed to a worker, by (retry partition, retry offset).
+struct Busy {
+    origin_offset: i64,
+    /// The worker parked it again: its offset stays blocked.
+    retried: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Origin offsets of unsettled retry-side records, per (origin
+    /// partition, key). Never holds an empty set.
+    blocked: HashMap<TopicPartition, HashMap<Bytes, BTreeSet<i64>>>,
+    /// Copies read by the relay that may not be handled yet, by origin
+    /// offset (one per offset: the latest copy read).
+    waiting: HashMap<Key, BTreeMap<i64, Job>>,
+    /// The key's record a worker is handling from the retry side.
+    busy: HashMap<Key, Busy>,
+    /// Retry partitions this instance's relay owns and has read to the end
+    /// offset it saw at assignment.
+    ready: HashSet<i32>,
+    /// Copies handed to a worker, by (retry partition, retry offset), so a
+    /// completion finds its key.
+    dispatched: HashMap<(i32, i64), Origin>,
+}
+
+/// The shared blocked-key state (see the module notes).
+pub(crate) struct KeyOrderState {
+    retry_partitions: i32,
+    inner: Mutex<Inner>,
+}
+
+/// The origin partition and key of a record the relay read, from its
+/// retry headers.
+pub(crate) struct Origin {
+    pub tp: TopicPartition,
+    pub key: Bytes,
+    pub offset: i64,
+}
+
+impl KeyOrderState {
+    pub(crate) fn new(retry_partitions: i32) -> Self {
+        KeyOrderState {
+            retry_partitions: retry_partitions.max(1),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The retry partition that holds the copies of origin partition `p`.
+    pub(crate) fn retry_partition(&self, p: i32) -> i32 {
+        p.max(0) % self.retry_partitions
+    }
+
+    /// Where a copy of a record of origin partition `p` is written.
+    pub(crate) fn partitioning(&self, p: i32) -> Partitioning {
+        Partitioning::Explicit(self.retry_partition(p))
+    }
+
+    /// Whether the keys of origin partition `p` are known here.
+    pub(crate) fn ready(&self, p: i32) -> bool {
+        self.lock().ready.contains(&self.retry_partition(p))
+    }
+
+    /// Whether a worker must park `record` (read from its origin topic)
+    /// behind its key instead of handling it: its key is blocked, or the
+    /// keys of its partition are not known here (hold-all). Never for a
+    /// record without a key.
+    pub(crate) fn must_hold(&self, record: &Record) -> bool {
+        let Some(key) = &record.key else {
+            return false;
+        };
+        let inner = self.lock();
+        if !inner
+            .ready
+            .contains(&self.retry_partition(record.partition))
+        {
+            return true;
+        }
+        inner
+            .blocked
+            .get(&record.topic_partition())
+            .is_some_and(|keys| keys.contains_key(key))
+    }
+
+    /// `record` (origin topic, partition and offset: a worker's view) is
+    /// being parked, failed or held: its key is blocked from now on. Called
+    /// before the worker takes its next job.
+    pub(crate) fn block(&self, record: &Record) {
+        let Some(key) = &record.key else {
+            return;
+        };
+        let tp = record.topic_partition();
+        let mut inner = self.lock();
+        if let Some(b) = inner.busy.get_mut(&(tp.clone(), key.clone())) {
+            if b.origin_offset == record.offset {
+                b.retried = true;
+            }
+        }
+        inner
+            .blocked
+            .entry(tp)
+            .or_default()
+            .entry(key.clone())
+            .or_default()
+            .insert(record.offset);
+    }
+
+    /// The relay read a copy of `origin`'s record: it blocks its key (the
+    /// rebuild after a restart or a rebalance).
+    pub(crate) fn register(&self, origin: &Origin) {
+        self.lock()
+            .blocked
+            .entry(origin.tp.clone())
+            .or_default()
+            .entry(origin.key.clone())
+            .or_default()
+            .insert(origin.offset);
+    }
+
+    /// A copy the relay hands to the workers (held, or a retry that fell
+    /// due): returns it when it is its key's head and nothing of its key is
+    /// being handled; otherwise keeps it until it is (`None`). A copy
+    /// replaced by a later copy of the same record is settled at once
+    /// (marked done: the later copy stands for it).
+    pub(crate) fn arrive(&self, origin: Origin, job: Job) -> Option<Job> {
+        let offset = origin.offset;
+        let q = self.retry_partition(origin.tp.partition);
+        let key = (origin.tp, origin.key);
+        let mut inner = self.lock();
+        let set = inner.blocked.get(&key.0).and_then(|k| k.get(&key.1));
+        let head = set.and_then(|s| s.first().copied());
+        let known = set.is_some_and(|s| s.contains(&offset));
+        // Until the retry partition is read to its end, an earlier copy of
+        // the key may still be unread: nothing of it is handed out.
+        if inner.ready.contains(&q) {
+            if !known {
+                // Registered when read and removed since: its record was
+                // settled (done or dead-lettered) through another copy.
+                // Handling this stale copy again would put it behind later
+                // records of its key; it is done.
+                settle_stale(&job);
+                return None;
+            }
+            if head == Some(offset) && !inner.busy.contains_key(&key) {
+                inner.busy.insert(
+                    key.clone(),
+                    Busy {
+                        origin_offset: offset,
+                        retried: false,
+                    },
+                );
+                dispatch(&mut inner, &job, key, offset);
+                return Some(job);
+            }
+        }
+        if let Some(old) = inner.waiting.entry(key).or_default().insert(offset, job) {
+            settle_stale(&old);
+        }
+        None
+    }
+
+    /// A worker finished the copy at `retry_offset` of retry partition
+    /// `q`: `settled` (done or dead-lettered, acknowledged) removes its
+    /// origin offset unless the worker parked it again. Returns the key's
+    /// next copy when it may be handled now.
+    pub(crate) fn finished(&self, q: i32, retry_offset: i64, settled: bool) -> Option<Job> {
+        let mut inner = self.lock();
+        let origin = inner.dispatched.remove(&(q, retry_offset))?;
+        let key = (origin.tp.clone(), origin.key.clone());
+        let retried = match inner.busy.remove(&key) {
+            Some(b) if b.origin_offset == origin.offset => b.retried,
+            Some(b) => {
+                // Another copy of the key is being handled: not ours.
+                inner.busy.insert(key, b);
+                return None;
+            }
+            None => false,
+        };
+        if settled && !retried {
+            remove(&mut inner, &key, origin.offset);
+        }
+        next(&mut inner, &key, q)
+    }
+
+    /// The relay settled `origin`'s record itself (dead-lettered or dropped
+    /// when it expired). Returns the key's next copy when it may be handled.
+    pub(crate) fn settled_by_relay(&self, origin: &Origin) -> Option<Job> {
+        let key = (origin.tp.clone(), origin.key.clone());
+        let q = self.retry_partition(origin.tp.partition);
+        let mut inner = self.lock();
+        remove(&mut inner, &key, origin.offset);
+        next(&mut inner, &key, q)
+    }
+
+    /// The relay owns retry partition `q` and has read it to the end offset
+    /// it saw at assignment.
+    /// Returns the copies that may be handled now (each key's head).
+    pub(crate) fn set_ready(&self, q: i32) -> Vec<Job> {
+        let n = self.retry_partitions;
+        let mut inner = self.lock();
+        inner.ready.insert(q);
+        let keys: Vec<Key> = inner
+            .waiting
+            .keys()
+            .filter(|(tp, _)| tp.partition.max(0) % n == q)
+            .cloned()
+            .collect();
+        keys.iter().filter_map(|k| next(&mut inner, k, q)).collect()
+    }
+
+    /// The relay is giving retry partition `q` up: nothing more of it is
+    /// handed out from now on (see [`KeyOrderState::in_flight`]).
+    pub(crate) fn stop_handing_out(&self, q: i32) {
+        self.lock().ready.remove(&q);
+    }
+
+    /// Copies of retry partition `q` a worker is handling. The relay waits
+    /// for them before it gives `q` up: a write of theirs landing after the
+    /// next owner read `q` to its end would be unknown to it, and it could
+    /// release a later record of that key too early.
+    pub(crate) fn in_flight(&self, q: i32) -> usize {
+        self.lock()
+            .dispatched
+            .keys()
+            .filter(|(p, _)| *p == q)
+            .count()
+    }
+
+    /// Whether a copy of `origin`'s record is stale: its retry partition
+    /// is read to the end and the record was settled through another copy
+    /// since this one was read (so it is not blocked any more).
+    pub(crate) fn is_stale(&self, origin: &Origin) -> bool {
+        let inner = self.lock();
+        inner
+            .ready
+            .contains(&self.retry_partition(origin.tp.partition))
+            && !inner
+                .blocked
+                .get(&origin.tp)
+                .and_then(|k| k.get(&origin.key))
+                .is_some_and(|s| s.contains(&origin.offset))
+    }
+
+    /// Whether any copy from the retry side is being handled.
+    pub(crate) fn any_in_flight(&self) -> bool {
+        !self.lock().dispatched.is_empty()
+    }
+
+    /// A handed-out copy was dropped before a worker got it (its lease
+    /// was revoked): no completion will come for it.
+    pub(crate) fn forget(&self, q: i32, retry_offset: i64) {
+        self.lock().dispatched.remove(&(q, retry_offset));
+    }
+
+    /// The relay gave retry partition `q` up: forget what it told about the
+    /// origin partitions mapping to it (the next owner rebuilds it).
+    pub(crate) fn unready(&self, q: i32) {
+        let n = self.retry_partitions;
+        let mine = |tp: &TopicPartition| tp.partition.max(0) % n == q;
+        let mut inner = self.lock();
+        inner.ready.remove(&q);
+        inner.blocked.retain(|tp, _| !mine(tp));
+        inner.waiting.retain(|(tp, _), _| !mine(tp));
+        inner.busy.retain(|(tp, _), _| !mine(tp));
+        inner.dispatched.retain(|_, o| !mine(&o.tp));
+    }
+}
+
+/// A copy whose record was settled through another copy: done, not handled.
+fn settle_stale(job: &Job) {
+    log::debug!(
+        "key order: {}@{} is a copy of a record already settled; skipped",
+        job.lease.tp,
+        job.record.offset
+    );
+    job.lease.tracker().done(job.record.offset);
+}
+
+fn dispatch(inner: &mut Inner, job: &Job, key: Key, offset: i64) {
+    inner.dispatched.insert(
+        (job.lease.tp.partition, job.record.offset),
+        Origin {
+            tp: key.0,
+            key: key.1,
+            offset,
+        },
+    );
+}
+
+fn remove(inner: &mut Inner, key: &Key, offset: i64) {
+    if let Some(keys) = inner.blocked.get_mut(&key.0) {
+        if let Some(set) = keys.get_mut(&key.1) {
+            set.remove(&offset);
+            if set.is_empty() {
+                keys.remove(&key.1);
+            }
+        }
+        if keys.is_empty() {
+            inner.blocked.remove(&key.0);
+        }
+    }
+}
+
+/// The key's waiting copy that is its head, if nothing of it is busy.
+/// Waiting copies whose record was settled meanwhile are done, skipped.
+fn next(inner: &mut Inner, key: &Key, q: i32) -> Option<Job> {
+    if inner.busy.contains_key(key) || !inner.ready.contains(&q) {
+        return None;
+    }
+    let set = inner.blocked.get(&key.0).and_then(|k| k.get(&key.1));
+    let head = set.and_then(|s| s.first().copied());
+    let waiting = inner.waiting.get_mut(key)?;
+    // Everything below the head was settled (the head is the lowest
+    // offset still blocked).
+    while let Some(entry) = waiting.first_entry() {
+        if head.is_some_and(|h| *entry.key() >= h) {
+            break;
+        }
+        settle_stale(&entry.remove()); // settled through another copy (see arrive)
+    }
+    let job = match waiting.first_key_value() {
+        Some((&first, _)) if Some(first) == head => waiting.remove(&first),
+        // The head is a retry still on the relay's heap, or being handled.
+        _ => None,
+    };
+    if waiting.is_empty() {
+        inner.waiting.remove(key);
+    }
+    let job = job?;
+    let first = head?;
+    inner.busy.insert(
+        key.clone(),
+        Busy {
+            origin_offset: first,
+            retried: false,
+        },
+    );
+    dispatch(inner, &job, key.clone(), first);
+    Some(job)
+}
+
+/// Parks `record` (read from its origin topic) behind its key: blocks the
+/// key's offset, then writes a held copy (not an attempt: attempts 0) to
+/// its retry partition. The record is done once the write is acknowledged.
+pub(crate) fn hold(
+    ctx: &Context,
+    ko: &KeyOrderState,
+    record: &Record,
+    received_ms: i64,
+) -> (OutRecord, Pending) {
+    ko.block(record);
+    let mut hs = RetryInfo::first(record, received_ms).headers(
+        &record.headers,
+        "held behind an earlier record of its key",
+        None,
+    );
+    hs.push(Header::new(headers::HELD, "1"));
+    let out = OutRecord::forward(
+        record,
+        ctx.retry_topic.clone(),
+        ko.partitioning(record.partition),
+        hs,
+    );
+    (out.clone(), ctx.producer.send_async(out))
+}
+
+/// The origin of a copy on the retry topic, from its retry headers (the
+/// relay validated them). `None` for a keyless record.
+pub(crate) fn origin_of(record: &Record, info: &RetryInfo) -> Option<Origin> {
+    Some(Origin {
+        tp: TopicPartition::new(info.origin_topic.clone(), info.origin_partition),
+        key: record.key.clone()?,
+        offset: info.origin_offset,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::engine::lease::Lease;
+
+    fn record(topic: &str, offset: i64, key: Option<&'static [u8]>) -> Record {
+        Record {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+            timestamp: 0,
+            key: key.map(Bytes::from_static),
+            value: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn job(lease: &Arc<Lease>, retry_offset: i64) -> Job {
+        lease.tracker().track(retry_offset);
+        let record = record("retry", retry_offset, Some(b"k"));
+        Job {
+            record,
+            lease: lease.clone(),
+            received_ms: 0,
+        }
+    }
+
+    fn origin(offset: i64) -> Origin {
+        Origin {
+            tp: TopicPartition::new("t", 0),
+            key: Bytes::from_static(b"k"),
+            offset,
+        }
+    }
+
+    /// The head is handed out, a held copy waits until the head is
+    /// settled (not when it is parked again), stale copies are skipped.
+    #[test]
+    fn a_key_moves_on_only_when_its_head_is_settled() {
+        let ko = KeyOrderState::new(1);
+        let lease = Lease::new(TopicPartition::new("retry", 0));
+        for o in [10, 12] {
+            ko.register(&origin(o));
+        }
+        // Not read to the end yet: nothing is handed out.
+        assert!(ko.arrive(origin(12), job(&lease, 1)).is_none());
+        assert!(ko.set_ready(0).is_empty(), "12 is not the head");
+        let head = ko
+            .arrive(origin(10), job(&lease, 2))
+            .expect("the head goes");
+        assert_eq!(head.record.offset, 2);
+        // Parked again: still blocks.
+        ko.block(&record("t", 10, Some(b"k")));
+        assert!(ko.finished(0, 2, true).is_none());
+        // Its next copy comes due and is done: 12 is released.
+        assert!(ko.arrive(origin(10), job(&lease, 3)).is_some());
+        let next = ko.finished(0, 3, true).expect("12 is released");
+        assert_eq!(next.record.offset, 1);
+        assert_eq!(ko.in_flight(0), 1);
+        assert!(ko.finished(0, 1, true).is_none());
+        // (The consumer thread marks handed-out copies done.)
+        for o in 1..=3 {
+            lease.tracker().done(o);
+        }
+        // A late copy of 10 (settled) is stale: done, not handed out.
+        assert!(ko.arrive(origin(10), job(&lease, 4)).is_none());
+        assert_eq!(lease.tracker().to_commit(), Some(5), "all done");
+        assert!(
+            !ko.must_hold(&record("t", 20, None)),
+            "keyless records are never held"
+        );
+    }
+}
