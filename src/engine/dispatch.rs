@@ -426,6 +426,9 @@ impl Dispatcher {
             };
             job.received_ms = now_ms();
             let w = worker_for(job.record.key.as_deref(), workers, &mut self.round_robin);
+            // As for every job: the completion and drop_outboxed take both
+            // back (the relay's final commit waits for `outstanding`).
+            job.lease.outstanding.fetch_add(1, R);
             job.lease.outboxed.fetch_add(1, R);
             let c = &self.ctx.counters;
             c.in_flight.fetch_add(1, Ordering::Relaxed);

@@ -562,7 +562,8 @@ impl Relay {
                 self.parts
                     .values()
                     .map(|p| p.lease.outstanding.load(Ordering::Relaxed))
-                    .sum()
+                    // Saturating: a miscount must cost a wait, not a panic.
+                    .fold(0, usize::saturating_add)
             };
             while busy() > 0 && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(2));
