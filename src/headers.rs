@@ -35,6 +35,17 @@ pub const DEAD_LETTERED_AT: &str = "retry.dead-lettered-at";
 /// On dead-letter records: the consumer group that gave up on it.
 pub const GROUP: &str = "retry.group";
 
+/// Set by `kafka-retry dlt replay` on a replayed record: the dead letter it
+/// was replayed from, as `<dlt topic>/<partition>/<offset>`. Not one of the
+/// engine's own headers: it passes through later hops like a user header, so
+/// a record dead-lettered again still says where it came from.
+pub const REPLAYED_FROM: &str = "retry.replayed-from";
+/// Set by `kafka-retry dlt replay`: how many times the record has been
+/// replayed from a dead-letter topic (decimal, 1 on the first replay).
+/// Passes through later hops like [`REPLAYED_FROM`], so the next replay
+/// counts on from it (`--max-replays`).
+pub const REPLAY_COUNT: &str = "retry.replay-count";
+
 /// Set by the Kafka transport on a record standing in for a record batch it
 /// could not decode; the value is the reason. Such records are dead-lettered
 /// with reason `malformed` and never reach the handler.
