@@ -139,7 +139,7 @@ pub struct FilterArgs {
 }
 
 /// `dlt replay`.
-#[derive(Debug, Args, Clone, Default)]
+#[derive(Debug, Args, Clone)]
 pub struct ReplayArgs {
     /// Which dead letters to replay.
     #[command(flatten)]
@@ -155,7 +155,7 @@ pub struct ReplayArgs {
     pub to: Option<String>,
     /// A dead letter already replayed this many times goes to the parking
     /// topic instead.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = DEFAULT_MAX_REPLAYS)]
     pub max_replays: u32,
     /// Where over-replayed records go (default `<dlt>-parked`).
     #[arg(long)]
@@ -167,6 +167,25 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The command line's defaults (`--max-replays 3`).
+impl Default for ReplayArgs {
+    fn default() -> Self {
+        ReplayArgs {
+            filter: FilterArgs::default(),
+            dry_run: false,
+            rate: None,
+            to: None,
+            max_replays: DEFAULT_MAX_REPLAYS,
+            parking_topic: None,
+            ledger_topic: None,
+            json: false,
+        }
+    }
+}
+
+/// `--max-replays` when not given.
+pub const DEFAULT_MAX_REPLAYS: u32 = 3;
 
 /// `retry status`.
 #[derive(Debug, Args, Clone, Default)]

@@ -99,7 +99,11 @@ impl DeadLetter {
 
     /// This dead letter's own coordinates (the ledger's key).
     pub fn coords(&self) -> String {
-        coords(&self.record.topic, self.record.partition, self.record.offset)
+        coords(
+            &self.record.topic,
+            self.record.partition,
+            self.record.offset,
+        )
     }
 
     /// The origin coordinates as one string, if known.

@@ -79,7 +79,10 @@ impl Filter {
     /// Whether `d` passes every filter given (`--limit` aside).
     pub fn matches(&self, d: &DeadLetter) -> bool {
         if !self.reasons.is_empty()
-            && !self.reasons.iter().any(|r| Some(r.as_str()) == d.dead_reason.as_deref())
+            && !self
+                .reasons
+                .iter()
+                .any(|r| Some(r.as_str()) == d.dead_reason.as_deref())
         {
             return false;
         }
@@ -91,7 +94,11 @@ impl Filter {
         {
             return false;
         }
-        let key = d.record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok());
+        let key = d
+            .record
+            .key
+            .as_deref()
+            .and_then(|k| std::str::from_utf8(k).ok());
         if let Some(k) = &self.key {
             if key != Some(k.as_str()) {
                 return false;

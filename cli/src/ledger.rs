@@ -104,7 +104,11 @@ impl Ledger {
                 .key
                 .as_deref()
                 .and_then(|k| std::str::from_utf8(k).ok())
-                .ok_or_else(|| Failure::run(format!("ledger {at}: key is not a dead letter's coordinates")))?
+                .ok_or_else(|| {
+                    Failure::run(format!(
+                        "ledger {at}: key is not a dead letter's coordinates"
+                    ))
+                })?
                 .to_string();
             let entry: Entry = serde_json::from_slice(r.value.as_deref().unwrap_or_default())
                 .map_err(|e| Failure::run(format!("ledger {at}: not a ledger entry: {e}")))?;

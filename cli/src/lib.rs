@@ -26,8 +26,8 @@ use std::io::Write;
 use kafka_retry::transport::Transport;
 
 pub use args::{
-    Cli, Command, Connection, DltCommand, ExportArgs, FilterArgs, Format, ReplayArgs,
-    RetryCommand, StatusArgs, SummaryArgs,
+    Cli, Command, Connection, DltCommand, ExportArgs, FilterArgs, Format, ReplayArgs, RetryCommand,
+    StatusArgs, SummaryArgs,
 };
 pub use error::{Failure, Result};
 pub use export::export;

@@ -36,9 +36,9 @@ impl Progress {
     pub fn new(mode: ProgressMode, total: u64) -> Self {
         let bar = (mode == ProgressMode::Bar).then(|| {
             let b = ProgressBar::new(total);
-            if let Ok(style) = ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} replayed  {per_sec}  eta {eta}",
-            ) {
+            if let Ok(style) =
+                ProgressStyle::with_template("{bar:40} {pos}/{len} replayed  {per_sec}  eta {eta}")
+            {
                 b.set_style(style);
             }
             b
@@ -70,7 +70,10 @@ impl Progress {
         let secs = self.start.elapsed().as_secs_f64().max(0.001);
         let rate = self.done as f64 / secs;
         let eta = if rate > 0.0 {
-            format!("{:.0}s", (self.total - self.done.min(self.total)) as f64 / rate)
+            format!(
+                "{:.0}s",
+                (self.total - self.done.min(self.total)) as f64 / rate
+            )
         } else {
             "?".into()
         };

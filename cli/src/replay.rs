@@ -206,7 +206,11 @@ pub fn replay(
         .parking_topic
         .clone()
         .unwrap_or_else(|| format!("{dlt}-parked"));
-    for (flag, t) in [("--to", args.to.as_deref()), ("--ledger-topic", Some(&ledger_topic)), ("--parking-topic", Some(&parking))] {
+    for (flag, t) in [
+        ("--to", args.to.as_deref()),
+        ("--ledger-topic", Some(&ledger_topic)),
+        ("--parking-topic", Some(&parking)),
+    ] {
         if let Some(t) = t {
             if !legal_topic(t) || t == dlt {
                 return Err(Failure::usage(format!(
@@ -293,7 +297,9 @@ pub fn replay(
             }
         } else {
             let Some(n) = topics.partitions(&to)? else {
-                problems.push(format!("{key}: origin topic `{to}` does not exist; use --to TOPIC"));
+                problems.push(format!(
+                    "{key}: origin topic `{to}` does not exist; use --to TOPIC"
+                ));
                 continue;
             };
             match (&d.origin, &d.record.key) {
@@ -309,9 +315,17 @@ pub fn replay(
             origin,
             to,
             partition,
-            count: if parked { d.replay_count } else { d.replay_count + 1 },
+            count: if parked {
+                d.replay_count
+            } else {
+                d.replay_count + 1
+            },
             parked,
-            key: d.record.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
+            key: d
+                .record
+                .key
+                .as_deref()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
             dead_reason: d.dead_reason.clone(),
             record: Some(d.record),
         });
@@ -336,7 +350,11 @@ pub fn replay(
     if args.dry_run {
         if !args.json {
             if !pending.is_empty() {
-                writeln!(out, "{} replays of an earlier run are pending; a real run finishes them first", pending.len())?;
+                writeln!(
+                    out,
+                    "{} replays of an earlier run are pending; a real run finishes them first",
+                    pending.len()
+                )?;
             }
             for p in &selected {
                 writeln!(
@@ -362,12 +380,20 @@ pub fn replay(
     let producer = transport
         .producer()
         .map_err(|e| Failure::kafka("opening a producer", e))?;
-    recover(&mut *reader, &*producer, dlt, &mut ledger, pending, &mut report)?;
+    recover(
+        &mut *reader,
+        &*producer,
+        dlt,
+        &mut ledger,
+        pending,
+        &mut report,
+    )?;
 
-    if selected.iter().any(|p| p.parked) && reader
-        .partitions(&parking)
-        .map_err(|e| Failure::kafka(format!("looking up {parking}"), e))?
-        .is_none()
+    if selected.iter().any(|p| p.parked)
+        && reader
+            .partitions(&parking)
+            .map_err(|e| Failure::kafka(format!("looking up {parking}"), e))?
+            .is_none()
     {
         transport
             .create_topic(&parking, dlt_partitions, None)
@@ -397,7 +423,10 @@ pub fn replay(
                 let offs = reader
                     .offsets(&p.to)
                     .map_err(|e| Failure::kafka(format!("reading offsets of {}", p.to), e))?;
-                ends.insert(p.to.clone(), offs.iter().map(|o| (o.partition, o.latest)).collect());
+                ends.insert(
+                    p.to.clone(),
+                    offs.iter().map(|o| (o.partition, o.latest)).collect(),
+                );
             }
         }
         // 2. pending entries, acknowledged before any copy is sent.
@@ -445,15 +474,15 @@ pub fn replay(
                         report.replayed += 1;
                     }
                     done.push((
-                    p.from.clone(),
-                    Entry {
-                        state: State::Done,
-                        offset: Some(d.offset),
-                        partition: d.partition,
-                        at: now_ms(),
-                        ..e.clone()
-                    },
-                ))
+                        p.from.clone(),
+                        Entry {
+                            state: State::Done,
+                            offset: Some(d.offset),
+                            partition: d.partition,
+                            at: now_ms(),
+                            ..e.clone()
+                        },
+                    ))
                 }
                 Err(err) => failed.push(format!("{} -> {}/{}: {err}", p.from, p.to, p.partition)),
             }
@@ -489,7 +518,10 @@ fn write_entries(
     for r in producer.send_batch(records) {
         r.map_err(|e| {
             Failure::kafka(
-                format!("writing ledger {} (rerun to finish what is pending)", ledger.topic),
+                format!(
+                    "writing ledger {} (rerun to finish what is pending)",
+                    ledger.topic
+                ),
                 e,
             )
         })?;
@@ -511,7 +543,10 @@ fn recover(
 ) -> Result<()> {
     let mut by_tp: BTreeMap<(String, i32), Vec<(String, Entry)>> = BTreeMap::new();
     for (k, e) in pending {
-        by_tp.entry((e.to.clone(), e.partition)).or_default().push((k, e));
+        by_tp
+            .entry((e.to.clone(), e.partition))
+            .or_default()
+            .push((k, e));
     }
     for ((topic, partition), list) in by_tp {
         let tp = TopicPartition::new(topic.clone(), partition);
@@ -525,7 +560,10 @@ fn recover(
         let wanted: HashSet<&str> = list.iter().map(|(k, _)| k.as_str()).collect();
         let mut found: HashMap<String, i64> = HashMap::new();
         scan_partition(reader, &tp, from, end, &mut |r| {
-            if let Some(v) = r.header(kafka_retry::REPLAYED_FROM).and_then(|h| h.value.as_deref()) {
+            if let Some(v) = r
+                .header(kafka_retry::REPLAYED_FROM)
+                .and_then(|h| h.value.as_deref())
+            {
                 if let Ok(s) = std::str::from_utf8(v) {
                     if wanted.contains(s) {
                         found.entry(s.to_string()).or_insert(r.offset);
@@ -538,14 +576,29 @@ fn recover(
         for (k, e) in list {
             if let Some(&offset) = found.get(&k) {
                 report.recovered_found += 1;
-                done.push((k, Entry { state: State::Done, offset: Some(offset), at: now_ms(), ..e }));
+                done.push((
+                    k,
+                    Entry {
+                        state: State::Done,
+                        offset: Some(offset),
+                        at: now_ms(),
+                        ..e
+                    },
+                ));
                 continue;
             }
             // Not written: send it now, as planned then.
             let record = read_one(reader, dlt, &k)?;
             let Some(record) = record else {
                 report.recovered_gone += 1;
-                done.push((k, Entry { state: State::Gone, at: now_ms(), ..e }));
+                done.push((
+                    k,
+                    Entry {
+                        state: State::Gone,
+                        at: now_ms(),
+                        ..e
+                    },
+                ));
                 continue;
             };
             let p = Planned {
@@ -559,11 +612,19 @@ fn recover(
                 dead_reason: None,
                 record: None,
             };
-            let d = producer
-                .send(copy(&record, &p))
-                .map_err(|err| Failure::kafka(format!("finishing the pending replay of {k}"), err))?;
+            let d = producer.send(copy(&record, &p)).map_err(|err| {
+                Failure::kafka(format!("finishing the pending replay of {k}"), err)
+            })?;
             report.recovered_sent += 1;
-            done.push((k, Entry { state: State::Done, offset: Some(d.offset), at: now_ms(), ..e }));
+            done.push((
+                k,
+                Entry {
+                    state: State::Done,
+                    offset: Some(d.offset),
+                    at: now_ms(),
+                    ..e
+                },
+            ));
         }
         write_entries(producer, ledger, &done)?;
     }
@@ -573,7 +634,10 @@ fn recover(
 /// The dead letter at coordinates `key` (`<dlt>/<p>/<o>`), `None` if gone.
 fn read_one(reader: &mut dyn Reader, dlt: &str, key: &str) -> Result<Option<Record>> {
     let bad = || Failure::run(format!("ledger key `{key}` is not a dead letter of {dlt}"));
-    let rest = key.strip_prefix(dlt).and_then(|r| r.strip_prefix('/')).ok_or_else(bad)?;
+    let rest = key
+        .strip_prefix(dlt)
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or_else(bad)?;
     let (p, o) = rest.split_once('/').ok_or_else(bad)?;
     let (p, o): (i32, i64) = (p.parse().map_err(|_| bad())?, o.parse().map_err(|_| bad())?);
     let tp = TopicPartition::new(dlt, p);
@@ -585,7 +649,11 @@ fn read_one(reader: &mut dyn Reader, dlt: &str, key: &str) -> Result<Option<Reco
 
 fn finish(report: ReplayReport, json: bool, out: &mut dyn Write) -> Result<ReplayReport> {
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&report).unwrap_or_default())?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        )?;
         return Ok(report);
     }
     let r = &report;
@@ -603,7 +671,11 @@ fn finish(report: ReplayReport, json: bool, out: &mut dyn Write) -> Result<Repla
         out,
         "{}{} {}, parked {} (ledger {})",
         if r.dry_run { "dry run: " } else { "" },
-        if r.dry_run { "would replay" } else { "replayed" },
+        if r.dry_run {
+            "would replay"
+        } else {
+            "replayed"
+        },
         r.replayed,
         r.parked,
         r.ledger
@@ -621,5 +693,6 @@ fn legal_topic(t: &str) -> bool {
         && t.len() <= 249
         && t != "."
         && t != ".."
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }

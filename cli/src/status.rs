@@ -56,11 +56,20 @@ pub fn status(
         Err(kafka_retry::Error::UnknownTopic(t)) => {
             return Err(Failure::run(format!("retry topic `{t}` does not exist")))
         }
-        Err(e) => return Err(Failure::kafka(format!("reading offsets of {retry_topic}"), e)),
+        Err(e) => {
+            return Err(Failure::kafka(
+                format!("reading offsets of {retry_topic}"),
+                e,
+            ))
+        }
     };
-    let committed: BTreeMap<i32, i64> = reader
-        .committed(relay_group, retry_topic)
-        .map_err(|e| Failure::kafka(format!("reading the committed offsets of group {relay_group}"), e))?;
+    let committed: BTreeMap<i32, i64> =
+        reader.committed(relay_group, retry_topic).map_err(|e| {
+            Failure::kafka(
+                format!("reading the committed offsets of group {relay_group}"),
+                e,
+            )
+        })?;
     let now = now_ms();
     let mut parts = Vec::new();
     let mut dues: Vec<i64> = Vec::new();
@@ -121,29 +130,56 @@ pub fn status(
             "relay_lag_ms": most_overdue.map(|d| now - d),
             "unreadable_headers": unreadable,
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&v).unwrap_or_default())?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        )?;
         return Ok(());
     }
-    writeln!(out, "retry topic {retry_topic}, relay group {relay_group}: {parked} parked")?;
+    writeln!(
+        out,
+        "retry topic {retry_topic}, relay group {relay_group}: {parked} parked"
+    )?;
     writeln!(out, "\npartition        end  committed     parked")?;
     for p in &parts {
         let c = p.committed.map_or("-".to_string(), |c| c.to_string());
-        writeln!(out, "{:>9}  {:>9}  {:>9}  {:>9}", p.partition, p.end, c, p.parked)?;
+        writeln!(
+            out,
+            "{:>9}  {:>9}  {:>9}  {:>9}",
+            p.partition, p.end, c, p.parked
+        )?;
     }
-    writeln!(out, "\ndue (retry.due-at, else retry.enqueued-at + {}):", args.interval)?;
+    writeln!(
+        out,
+        "\ndue (retry.due-at, else retry.enqueued-at + {}):",
+        args.interval
+    )?;
     let max = hist.iter().copied().max().unwrap_or(0);
     for ((label, _), n) in BUCKETS.iter().zip(hist) {
         writeln!(out, "  {label:>8}  {n:>7}  {}", bar(n, max, 40))?;
     }
     if let Some((t, at)) = &oldest {
-        writeln!(out, "\noldest: {at}, first received {} ({} ago)", format_ms(*t), format_span(now - t))?;
+        writeln!(
+            out,
+            "\noldest: {at}, first received {} ({} ago)",
+            format_ms(*t),
+            format_span(now - t)
+        )?;
     }
     match most_overdue {
-        Some(d) => writeln!(out, "relay lag: {parked} records; the most overdue is {} past due", format_span(now - d))?,
+        Some(d) => writeln!(
+            out,
+            "relay lag: {parked} records; the most overdue is {} past due",
+            format_span(now - d)
+        )?,
         None => writeln!(out, "relay lag: {parked} records; none past due")?,
     }
     if unreadable > 0 {
-        writeln!(out, "{unreadable} parked records without readable retry.enqueued-at")?;
+        writeln!(
+            out,
+            "{unreadable} parked records without readable retry.enqueued-at"
+        )?;
     }
     Ok(())
 }

@@ -48,7 +48,13 @@ pub fn summary(
             d.dead_reason_or_none().to_string(),
         ))
         .or_default() += 1;
-        let text: String = d.reason.as_deref().unwrap_or("(none)").chars().take(80).collect();
+        let text: String = d
+            .reason
+            .as_deref()
+            .unwrap_or("(none)")
+            .chars()
+            .take(80)
+            .collect();
         *reasons.entry(text).or_default() += 1;
         match d.origin_coords() {
             Some(c) => {
@@ -58,7 +64,8 @@ pub fn summary(
         }
         if !d.problems.is_empty() {
             unreadable += 1;
-            first_problem.get_or_insert_with(|| format!("{}: {}", d.coords(), d.problems.join("; ")));
+            first_problem
+                .get_or_insert_with(|| format!("{}: {}", d.coords(), d.problems.join("; ")));
         }
         times.push(d.dead_lettered_at);
         Ok(())
@@ -86,7 +93,11 @@ pub fn summary(
             "newest_ms": newest,
             "histogram": hist.iter().map(|(from, to, n)| json!({"from": format_ms(*from), "to": format_ms(*to), "count": n})).collect::<Vec<_>>(),
         });
-        writeln!(out, "{}", serde_json::to_string_pretty(&v).unwrap_or_default())?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        )?;
         return Ok(());
     }
 
@@ -96,7 +107,12 @@ pub fn summary(
     }
     let reason_cols: BTreeSet<&str> = by.keys().map(|(_, r)| r.as_str()).collect();
     let topics: BTreeSet<&str> = by.keys().map(|(t, _)| t.as_str()).collect();
-    let w = topics.iter().map(|t| t.len()).max().unwrap_or(0).max("origin topic".len());
+    let w = topics
+        .iter()
+        .map(|t| t.len())
+        .max()
+        .unwrap_or(0)
+        .max("origin topic".len());
     write!(out, "\n{:<w$}", "origin topic")?;
     for r in &reason_cols {
         write!(out, "  {:>9}", r)?;
@@ -106,7 +122,10 @@ pub fn summary(
         write!(out, "{:<w$}", t)?;
         let mut total = 0;
         for r in &reason_cols {
-            let n = by.get(&(t.to_string(), r.to_string())).copied().unwrap_or(0);
+            let n = by
+                .get(&(t.to_string(), r.to_string()))
+                .copied()
+                .unwrap_or(0);
             total += n;
             write!(out, "  {:>9}", n)?;
         }
@@ -122,7 +141,13 @@ pub fn summary(
     writeln!(out, "dead-lettered at:")?;
     let max = hist.iter().map(|h| h.2).max().unwrap_or(0);
     for (from, _, n) in &hist {
-        writeln!(out, "  {}  {:>7}  {}", format_ms(*from), n, bar(*n, max, 40))?;
+        writeln!(
+            out,
+            "  {}  {:>7}  {}",
+            format_ms(*from),
+            n,
+            bar(*n, max, 40)
+        )?;
     }
     if unreadable > 0 {
         writeln!(

@@ -137,7 +137,11 @@ pub fn parse_time(flag: &str, s: &str, now: i64) -> Result<i64> {
                 _ => return Err(bad("bad UTC offset")),
             };
             let off = (oh * 60 + om) * 60_000;
-            Ok(if rest.starts_with('+') { ms - off } else { ms + off })
+            Ok(if rest.starts_with('+') {
+                ms - off
+            } else {
+                ms + off
+            })
         }
         "" => Err(bad("no time zone (end with Z for UTC)")),
         _ => Err(bad("bad time zone")),
@@ -190,7 +194,14 @@ mod tests {
             parse_time("--since", "1764698485000", 0).unwrap(),
             1_764_698_485_000
         );
-        for bad in ["", "yesterday", "2026-13-01", "2026-12-02T25:00:00Z", "2026-12-02T18:00:00", "2026-12-02T18:00:00.Z"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-12-02T25:00:00Z",
+            "2026-12-02T18:00:00",
+            "2026-12-02T18:00:00.Z",
+        ] {
             let e = parse_time("--since", bad, 0).unwrap_err();
             assert_eq!(e.code, 2, "{bad}");
             assert!(e.message.contains("--since"), "{}", e.message);
