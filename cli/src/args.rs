@@ -166,7 +166,16 @@ pub struct ReplayArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// How long after an interrupted run's last ledger entry its writes
+    /// may still land (its producer's delivery timeout plus a request
+    /// timeout: 120 s + 30 s by default); a rerun within it waits before
+    /// checking what that run wrote.
+    #[arg(long, default_value = DEFAULT_SETTLE)]
+    pub settle: String,
 }
+
+/// `--settle` when not given.
+pub const DEFAULT_SETTLE: &str = "150s";
 
 /// The command line's defaults (`--max-replays 3`).
 impl Default for ReplayArgs {
@@ -180,6 +189,7 @@ impl Default for ReplayArgs {
             parking_topic: None,
             ledger_topic: None,
             json: false,
+            settle: DEFAULT_SETTLE.to_string(),
         }
     }
 }

@@ -25,9 +25,13 @@
 //!   once;
 //! - killed after 4: done.
 //!
-//! The one window left: a produce request the killed process had already
-//! sent but the broker had not yet appended when the next run reads the
-//! destination (milliseconds; a restart takes longer). Two replays of the
+//! A killed process may have requests on their way that the broker
+//! appends after the next run started (seen on Tansu: a rerun started at
+//! once missed three copies still landing and sent them again). So a run
+//! that finds pending entries waits until `--settle` (150 s: the
+//! producer's delivery timeout plus a request timeout) has passed since
+//! the newest of them was written before it looks; a rerun later than
+//! that does not wait. Two replays of the
 //! same dead-letter topic running at the same time are not guarded
 //! against: run one at a time.
 
@@ -198,6 +202,8 @@ pub fn replay(
 ) -> Result<ReplayReport> {
     let filter = Filter::new(&args.filter, now_ms())?;
     let rate = args.rate.as_deref().map(parse_rate).transpose()?;
+    let settle = crate::time::parse_duration(&args.settle)
+        .map_err(|e| Failure::usage(format!("--settle: {e}")))?;
     let ledger_topic = args
         .ledger_topic
         .clone()
@@ -380,6 +386,23 @@ pub fn replay(
     let producer = transport
         .producer()
         .map_err(|e| Failure::kafka("opening a producer", e))?;
+    if let Some(last) = pending.iter().map(|(_, e)| e.at).max() {
+        // A run killed moments ago may have requests still on their way
+        // to the broker (sent, not yet appended); checking the destination
+        // before they land would send those copies twice.
+        let wait_ms = last + settle.as_millis() as i64 - now_ms();
+        if wait_ms > 0 {
+            if !args.json {
+                writeln!(
+                    out,
+                    "{} replays of an interrupted run are pending; waiting {} (--settle) for its last writes to land",
+                    pending.len(),
+                    crate::time::format_span(wait_ms)
+                )?;
+            }
+            std::thread::sleep(Duration::from_millis(wait_ms as u64));
+        }
+    }
     recover(
         &mut *reader,
         &*producer,
@@ -404,6 +427,10 @@ pub fn replay(
         Some(r) => ((r / 5.0) as usize).clamp(1, BATCH),
         None => BATCH,
     };
+    let pause = std::env::var(TEST_PAUSE)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_millis);
     let mut bar = Progress::new(progress, selected.len() as u64);
     let start = Instant::now();
     let mut sent = 0usize;
@@ -455,6 +482,7 @@ pub fn replay(
             })
             .collect();
         write_entries(&*producer, &mut ledger, &entries)?;
+        test_pause(pause);
         // 3. the copies.
         let copies: Vec<OutRecord> = chunk
             .iter()
@@ -487,6 +515,7 @@ pub fn replay(
                 Err(err) => failed.push(format!("{} -> {}/{}: {err}", p.from, p.to, p.partition)),
             }
         }
+        test_pause(pause);
         write_entries(&*producer, &mut ledger, &done)?;
         sent += done.len();
         bar.inc(done.len() as u64);
@@ -503,6 +532,18 @@ pub fn replay(
     bar.finish();
     report.records = selected;
     finish(report, args.json, out)
+}
+
+/// Test hook (cli/tests/kafka.rs): sleep this many ms after the pending
+/// entries and again after the copies are acknowledged, so a SIGKILL
+/// lands inside a batch, between two ledger writes, most of the time.
+/// Not an option: nothing but the tests has a reason to set it.
+const TEST_PAUSE: &str = "KAFKA_RETRY_CLI_TEST_PAUSE_MS";
+
+fn test_pause(pause: Option<Duration>) {
+    if let Some(p) = pause {
+        std::thread::sleep(p);
+    }
 }
 
 /// Writes ledger entries, all acknowledged, or fails.
