@@ -48,6 +48,8 @@ pub struct Connection {
 }
 
 /// The commands.
+// Parsed once per process: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Dead-letter topic: summary, export, replay.
