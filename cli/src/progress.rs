@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub enum ProgressMode {
     /// indicatif's bar on stderr.
     Bar,
-    /// A line on stderr every [`LINE_EVERY`].
+    /// A line on stderr every 2 s.
     Lines,
     /// Nothing.
     #[default]
