@@ -35,7 +35,7 @@ pub struct PartitionStatus {
     /// The relay's committed offset (`None`: never committed; it starts
     /// at the log start).
     pub committed: Option<i64>,
-    /// end − committed (or − log start).
+    /// Records from the committed offset (or the log start) to the end.
     pub parked: i64,
 }
 
@@ -78,14 +78,15 @@ pub fn status(
     for po in &offsets {
         let c = committed.get(&po.partition).copied();
         let start = c.unwrap_or(po.earliest).max(po.earliest);
-        parts.push(PartitionStatus {
-            partition: po.partition,
-            end: po.latest,
-            committed: c,
-            parked: (po.latest - start).max(0),
-        });
         let tp = TopicPartition::new(retry_topic, po.partition);
+        // Parked records are counted as read, and the end is the furthest
+        // of the end offset and the last record read: Tansu's end offsets
+        // lag behind multi-record batches (see `dead::scan_partition`).
+        let mut end = po.latest;
+        let mut read = 0i64;
         scan_partition(reader, &tp, start, po.latest, &mut |r| {
+            end = end.max(r.offset + 1);
+            read += 1;
             let num = |name: &str| -> Option<i64> {
                 let v = r.header(name)?.value.as_deref()?;
                 std::str::from_utf8(v).ok()?.trim().parse().ok()
@@ -104,6 +105,12 @@ pub fn status(
             }
             Ok(())
         })?;
+        parts.push(PartitionStatus {
+            partition: po.partition,
+            end,
+            committed: c,
+            parked: read,
+        });
     }
     let mut hist = [0usize; BUCKETS.len()];
     for d in &dues {
