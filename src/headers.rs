@@ -41,6 +41,16 @@ pub const GROUP: &str = "retry.group";
 /// expires on its own, and is handled once its key's earlier records are
 /// done or dead-lettered; removed on the next hop.
 pub const HELD: &str = "retry.held";
+/// Set by `kafka-retry dlt replay` on a replayed record: the dead letter it
+/// was replayed from, as `<dlt topic>/<partition>/<offset>`. Not one of the
+/// engine's own headers: it passes through later hops like a user header, so
+/// a record dead-lettered again still says where it came from.
+pub const REPLAYED_FROM: &str = "retry.replayed-from";
+/// Set by `kafka-retry dlt replay`: how many times the record has been
+/// replayed from a dead-letter topic (decimal, 1 on the first replay).
+/// Passes through later hops like [`REPLAYED_FROM`], so the next replay
+/// counts on from it (`--max-replays`).
+pub const REPLAY_COUNT: &str = "retry.replay-count";
 
 /// Set by the Kafka transport on a record standing in for a record batch it
 /// could not decode; the value is the reason. Such records are dead-lettered

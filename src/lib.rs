@@ -26,7 +26,8 @@ pub use error::{Error, KafkaCode, Result};
 pub use handler::{Handler, Outcome};
 pub use headers::{
     DeadReason, ATTEMPTS, DEAD_LETTERED_AT, DEAD_REASON, DUE_AT, ENQUEUED_AT, FIRST_RECEIVED_AT,
-    GROUP, HELD, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC, REASON,
+    GROUP, HELD, ORIGIN_OFFSET, ORIGIN_PARTITION, ORIGIN_TOPIC, REASON, REPLAYED_FROM,
+    REPLAY_COUNT,
 };
 pub use policy::{Backoff, RetryPolicy};
 pub use record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartition};
