@@ -549,16 +549,21 @@ impl Dispatcher {
         // far as the time allows: what is left is abandoned, uncommitted.
         let tps = self.parts.keys();
         self.wait_outstanding(&tps, drain_until);
-        self.drop_outboxed(|_| true);
         // Records the relay handed to the workers (private redelivery)
         // are in flight too: their completions come through here, and
-        // the relay's final commit waits for them.
-        while self.ctx.counters.in_flight.load(Ordering::Relaxed) > 0 {
-            match self.completions.recv_deadline(drain_until) {
-                Ok(batch) => self.complete(batch),
-                Err(_) => break,
+        // the relay's final commit waits for them. (With key order a
+        // completion can queue its key's next copy: handed out as well,
+        // within the same time.)
+        while self.ctx.counters.in_flight.load(Ordering::Relaxed) > 0
+            && Instant::now() < drain_until
+        {
+            self.flush_outboxes();
+            let step = drain_until.min(Instant::now() + Duration::from_millis(50));
+            if let Ok(batch) = self.completions.recv_deadline(step) {
+                self.complete(batch);
             }
         }
+        self.drop_outboxed(|_| true);
         self.ctx.signal.request_abandon();
         // Collect what finished while abandoning, then commit it.
         self.drain_completions();

@@ -139,7 +139,12 @@ pub(crate) fn run(
             None => IDLE_POLL,
         };
         match poller.poll(&mut *r.consumer, timeout, &r.ctx.health.relay_polls)? {
-            Some(event) => r.handle(event),
+            Some(event) => {
+                r.handle(event);
+                if let Some(h) = r.handoff.as_mut().filter(|h| h.catching_up()) {
+                    h.on_progress(&r.ctx, &r.consumer.progress()); // key order
+                }
+            }
             // Keep relaying what is due while the poll side recovers.
             None => {
                 let signal = r.ctx.signal.clone();
@@ -163,7 +168,8 @@ impl Relay {
                 self.paused = false;
                 self.parts.assign(tps.clone());
                 if let Some(h) = &mut self.handoff {
-                    h.on_assigned(&self.ctx, &tps); // key order: catch-up
+                    let progress = self.consumer.progress();
+                    h.on_assigned(&self.ctx, &tps, &progress); // key order: catch-up
                 }
             }
             ConsumerEvent::Revoked(tps) => {

@@ -28,6 +28,7 @@ use super::super::lease::Lease;
 use crate::clock::now_ms;
 use crate::headers::{self, RetryInfo};
 use crate::record::{Record, TopicPartition};
+use crate::transport::PartitionProgress;
 
 /// Where the relay sends a due record, set with
 /// [`EngineBuilder::redelivery`](crate::EngineBuilder::redelivery).
@@ -67,6 +68,10 @@ pub enum Redelivery {
 /// due records off its heap (they wait there, uncommitted).
 const MAX_QUEUED: usize = 4 * JOB_BATCH;
 
+/// A catch-up whose end is the log end the relay consumer's fetch replies
+/// report ([`Handoff::on_progress`]), not a ListOffsets answer.
+const FROM_PROGRESS: i64 = -1;
+
 /// The relay's side of the worker queues, in private mode.
 pub(crate) struct Handoff {
     jobs: Vec<Sender<Vec<Job>>>,
@@ -95,8 +100,29 @@ impl Handoff {
     /// when the relay group's committed offset is there already); until
     /// then no copy of it is handed out and the origin partitions mapping
     /// to it are not dispatched (see keyorder.rs).
-    pub(crate) fn on_assigned(&mut self, ctx: &Context, tps: &[TopicPartition]) {
+    ///
+    /// Where the relay's consumer reports its [`progress`](crate::transport::Consumer::progress)
+    /// (both transports do), the end is the log end of its fetch replies
+    /// instead, checked by [`Handoff::on_progress`]: Tansu 0.6 answers
+    /// ListOffsets "latest" with the last batch's base offset + 1, below
+    /// the high watermark its fetches report, which would declare a
+    /// partition caught up before its blocked keys were read.
+    pub(crate) fn on_assigned(
+        &mut self,
+        ctx: &Context,
+        tps: &[TopicPartition],
+        progress: &[PartitionProgress],
+    ) {
         if ctx.key_order.is_none() {
+            return;
+        }
+        let by_progress = |tp: &TopicPartition| progress.iter().any(|p| &p.partition == tp);
+        if tps.iter().all(by_progress) {
+            let give_up = Instant::now() + READY_WAIT;
+            for tp in tps {
+                self.catching_up
+                    .insert(tp.partition, (FROM_PROGRESS, give_up));
+            }
             return;
         }
         let ends = ctx.transport.reader().and_then(|mut r| {
@@ -163,7 +189,7 @@ impl Handoff {
         };
         let q = record.partition;
         if let Some(&(end, _)) = self.catching_up.get(&q) {
-            if record.offset.saturating_add(1) >= end {
+            if end != FROM_PROGRESS && record.offset.saturating_add(1) >= end {
                 self.ready(ctx, q);
             }
         }
@@ -221,6 +247,31 @@ impl Handoff {
                 self.queue(ctx, job);
             }
         }
+    }
+
+    /// Key order: a retry partition is caught up once the relay has taken
+    /// (and registered) every record below the log end its consumer saw in
+    /// a fetch reply after the assignment.
+    pub(crate) fn on_progress(&mut self, ctx: &Context, progress: &[PartitionProgress]) {
+        let done: Vec<i32> = progress
+            .iter()
+            .filter(|p| p.partition.topic == ctx.retry_topic)
+            .filter(|p| {
+                self.catching_up
+                    .get(&p.partition.partition)
+                    .is_some_and(|&(end, _)| end == FROM_PROGRESS)
+            })
+            .filter(|p| matches!((p.position, p.log_end), (Some(at), Some(end)) if at >= end))
+            .map(|p| p.partition.partition)
+            .collect();
+        for q in done {
+            self.ready(ctx, q);
+        }
+    }
+
+    /// Whether a retry partition is still being caught up (key order).
+    pub(crate) fn catching_up(&self) -> bool {
+        !self.catching_up.is_empty()
     }
 
     /// Catch-ups that took longer than [`READY_WAIT`] end (with a warning).
