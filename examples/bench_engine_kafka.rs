@@ -96,30 +96,6 @@ fn cpu_by_role() -> HashMap<&'static str, f64> {
     out
 }
 
-/// Write system calls per thread kind (`syscw` of
-/// `/proc/self/task/*/io`, Linux): each request to the broker is about one
-/// write, so this counts the requests each kind of thread sends (the
-/// producer's Produce requests, the consumers' fetches and commits) without
-/// touching the client. Threads of a finished engine are gone, so the
-/// counts are taken from the run's own threads only.
-fn writes_by_role() -> HashMap<&'static str, u64> {
-    let mut out = HashMap::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let name = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        let io = std::fs::read_to_string(e.path().join("io")).unwrap_or_default();
-        let writes = io
-            .lines()
-            .find_map(|l| l.strip_prefix("syscw:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        *out.entry(bench::role(name.trim())).or_insert(0) += writes;
-    }
-    out
-}
-
 const ROLES: [&str; 6] = [
     "consumer",
     "workers",
@@ -159,8 +135,6 @@ struct Run {
     cpu: f64,
     broker_cpu: f64,
     roles: String,
-    /// Write system calls (about one per request) by thread kind.
-    writes: String,
 }
 
 impl Run {
@@ -237,7 +211,6 @@ impl Bench {
             }
         };
         let (cpu0, broker0, roles0) = (process_cpu(), self.broker_cpu(), cpu_by_role());
-        let writes0 = writes_by_role();
         let mut builder = Engine::builder(self.kafka.clone())
             .group_id(&group)
             .topics([name.as_str()])
@@ -254,7 +227,6 @@ impl Bench {
         let engine = builder.build()?;
         let build = t0.elapsed();
         let m = bench::watch(&engine, t0, RUN_LIMIT, n, |s| s.assigned_partitions > 0);
-        let writes = writes_by_role();
         let cpu = process_cpu() - cpu0;
         let broker_cpu = self.broker_cpu() - broker0;
         let roles1 = cpu_by_role();
@@ -264,18 +236,6 @@ impl Bench {
                 let d =
                     roles1.get(r).copied().unwrap_or(0.0) - roles0.get(r).copied().unwrap_or(0.0);
                 format!("{r} {d:.2}")
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let writes = ROLES
-            .iter()
-            .map(|r| {
-                let w = writes
-                    .get(r)
-                    .copied()
-                    .unwrap_or(0)
-                    .saturating_sub(writes0.get(r).copied().unwrap_or(0));
-                format!("{r} {w}")
             })
             .collect::<Vec<_>>()
             .join(", ");
@@ -298,7 +258,6 @@ impl Bench {
             cpu,
             broker_cpu,
             roles,
-            writes,
         })
     }
 }
@@ -467,7 +426,7 @@ fn print_run(label: &str, r: &Run) {
         "{label} x {}: build() {:.0} ms, assigned {}, first record {}, first pass {}, all done {} \
          -> {} rec/s from build(), {} rec/s from the assignment; received {}, done {}, \
          retried {}, relayed {}, dead-lettered {}, send errors {}, rebalances {}; CPU/record \
-         {:.2} us client, {:.2} us broker; CPU s by thread: {}; write calls by thread: {}",
+         {:.2} us client, {:.2} us broker; CPU s by thread: {}",
         r.n,
         r.build.as_secs_f64() * 1e3,
         secs(r.assigned),
@@ -485,8 +444,7 @@ fn print_run(label: &str, r: &Run) {
         s.rebalances,
         r.cpu * 1e6 / r.n as f64,
         r.broker_cpu * 1e6 / r.n as f64,
-        r.roles,
-        r.writes
+        r.roles
     );
     if r.all_done.is_none() || s.dead_lettered.total() > 0 || s.send_errors > 0 {
         println!("  note: this run did not finish cleanly (see the counters above)");
