@@ -175,6 +175,7 @@ impl EngineBuilder {
             }
         }
         let producer = self.transport.producer()?;
+        let writer = crate::engine::writes::BatchWriter::start(producer.clone())?;
         let counters = Arc::new(Counters::default());
         let signal = Arc::new(StopSignal::default());
         let breaker = self
@@ -195,6 +196,7 @@ impl EngineBuilder {
             ),
             policy: self.policy.clone(),
             producer,
+            writer,
             transport: self.transport.clone(),
             counters: counters.clone(),
             signal: signal.clone(),
