@@ -431,7 +431,14 @@ fn dead_letter(
         ctx.dropped();
         return Step::Finished(true);
     };
-    Step::Writing(ctx.writer.send(out.clone()), out, Kind::Dead(reason))
+    // Straight to the producer, not through the batching writer: the
+    // dead-letter limit counts acknowledged dead letters, and a linger
+    // would let many more records reach the handler before it trips.
+    Step::Writing(
+        ctx.producer.send_async(out.clone()),
+        out,
+        Kind::Dead(reason),
+    )
 }
 
 /// What the handler sees of a record redelivered privately (straight from
