@@ -142,8 +142,14 @@ const WRITE_LINGER: Duration = Duration::from_millis(5);
 /// into requests of its own size).
 const WRITE_BATCH: usize = 16_384;
 
-/// A record for the writer thread and the slot its result goes to.
-type WriteJob = (OutRecord, Completer);
+/// Records for the writer thread and the slots their results go to.
+enum WriteJob {
+    /// Gathered with others for up to [`WRITE_LINGER`].
+    One(OutRecord, Completer),
+    /// Sent at once, with what is gathered so far: the relay's due
+    /// records, whose lateness a linger would add to.
+    Now(Vec<(OutRecord, Completer)>),
+}
 
 /// The retry path's writes (retry copies, dead letters, relayed records)
 /// from every worker and the relay, gathered by one thread,
@@ -181,9 +187,39 @@ impl BatchWriter {
             completer.complete(Err(Error::Closed));
             return pending;
         };
-        if let Err(e) = queue.send((record, completer)) {
-            let (_, completer) = e.into_inner();
-            completer.complete(Err(Error::Closed));
+        if let Err(e) = queue.send(WriteJob::One(record, completer)) {
+            if let WriteJob::One(_, completer) = e.into_inner() {
+                completer.complete(Err(Error::Closed));
+            }
+        }
+        pending
+    }
+
+    /// Queues `records` to go at once (no linger), with whatever else is
+    /// gathered; one [`Pending`] per record, in order.
+    pub(crate) fn send_now(&self, records: Vec<OutRecord>) -> Vec<Pending> {
+        let (pending, jobs): (Vec<Pending>, Vec<(OutRecord, Completer)>) = records
+            .into_iter()
+            .map(|r| {
+                let (p, c) = Pending::new();
+                (p, (r, c))
+            })
+            .unzip();
+        if jobs.is_empty() {
+            return pending;
+        }
+        let failed = match &self.queue {
+            Some(queue) => match queue.send(WriteJob::Now(jobs)) {
+                Ok(()) => None,
+                Err(e) => match e.into_inner() {
+                    WriteJob::Now(jobs) => Some(jobs),
+                    WriteJob::One(..) => None,
+                },
+            },
+            None => Some(jobs),
+        };
+        for (_, c) in failed.into_iter().flatten() {
+            c.complete(Err(Error::Closed));
         }
         pending
     }
@@ -202,16 +238,18 @@ impl Drop for BatchWriter {
 fn run_writer(producer: &dyn Producer, rx: &Receiver<WriteJob>) {
     let mut last_start: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
+        let mut batch = Vec::new();
+        let mut now = take(first, &mut batch);
         let deadline = last_start.map_or_else(Instant::now, |t| t + WRITE_LINGER);
         while batch.len() < WRITE_BATCH {
             // What is queued already goes in whatever the deadline.
             let next = match rx.try_recv() {
                 Ok(job) => Ok(job),
+                Err(_) if now => break,
                 Err(_) => rx.recv_deadline(deadline).map_err(|_| ()),
             };
             match next {
-                Ok(job) => batch.push(job),
+                Ok(job) => now |= take(job, &mut batch),
                 Err(()) => break,
             }
         }
@@ -233,6 +271,20 @@ fn run_writer(producer: &dyn Producer, rx: &Receiver<WriteJob>) {
                     "producer returned fewer results than records".into(),
                 ))
             }));
+        }
+    }
+}
+
+/// Adds `job`'s records to `batch`; true when they are to go at once.
+fn take(job: WriteJob, batch: &mut Vec<(OutRecord, Completer)>) -> bool {
+    match job {
+        WriteJob::One(r, c) => {
+            batch.push((r, c));
+            false
+        }
+        WriteJob::Now(jobs) => {
+            batch.extend(jobs);
+            true
         }
     }
 }
