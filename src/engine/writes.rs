@@ -132,12 +132,14 @@ pub(crate) fn dead_letter_record(
     ))
 }
 
-/// Longest between the starts of two batches of [`BatchWriter`]: while
+/// Longest between the starts of two batches of [`BatchWriter`] (20 ms
+/// measured cheaper than 5 ms on Tansu at 10% retries: broker CPU per
+/// record 0.8 against 1.1 µs, client 1.5 against 1.9 µs): while
 /// batches follow each other, records gather this long, so the retry path
 /// costs the broker one request per few milliseconds instead of one per
 /// round trip (Tansu spends about as much on a small Produce request as on
 /// a big one). After a quiet spell the first record goes at once.
-const WRITE_LINGER: Duration = Duration::from_millis(5);
+const WRITE_LINGER: Duration = Duration::from_millis(20);
 /// Most records in one batch (a `send_batch` call; the producer cuts it
 /// into requests of its own size).
 const WRITE_BATCH: usize = 16_384;
