@@ -136,7 +136,7 @@ pub(crate) fn dead_letter_record(
 /// measured cheaper than 5 ms on Tansu at 10% retries: broker CPU per
 /// record 0.8 against 1.1 µs, client 1.5 against 1.9 µs): while
 /// batches follow each other, records gather this long, so the retry path
-/// costs the broker one request per few milliseconds instead of one per
+/// costs the broker one request per linger at most instead of one per
 /// round trip (Tansu spends about as much on a small Produce request as on
 /// a big one). After a quiet spell the first record goes at once.
 const WRITE_LINGER: Duration = Duration::from_millis(20);
