@@ -76,6 +76,9 @@ pub(crate) struct Context {
     pub dead_letters: super::topics::DeadLetterTopics,
     pub policy: RetryPolicy,
     pub producer: Arc<dyn Producer>,
+    /// The retry path's writes (workers' retry copies and dead letters,
+    /// the relay's writes), gathered into large batches on `producer`.
+    pub writer: super::writes::BatchWriter,
     pub transport: Arc<dyn Transport>,
     pub counters: Arc<Counters>,
     pub signal: Arc<StopSignal>,

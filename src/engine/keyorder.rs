@@ -471,7 +471,9 @@ pub(crate) fn hold(
         ko.partitioning(record.partition),
         hs,
     );
-    (out.clone(), ctx.producer.send_async(out))
+    // Through the batching writer like the key's retry copies, so a held
+    // copy is queued behind the copy of the record it waits for.
+    (out.clone(), ctx.writer.send(out))
 }
 
 /// The origin of a copy on the retry topic, from its retry headers (the

@@ -5,15 +5,16 @@
 //! while it handles the next records, and reports a record done only once
 //! its write is acknowledged.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::context::Context;
-use super::job::{Completion, Job};
+use super::job::{Completion, Job, JOB_BATCH};
 use super::lease::Lease;
 use super::panic::panic_message;
 use super::supervisor::{Doing, ThreadStatus};
@@ -35,16 +36,59 @@ pub(crate) fn run_worker(
     completions: Sender<Vec<Completion>>,
     status: Arc<ThreadStatus>,
 ) {
-    // Ends when the consumer thread drops its sender (shutdown by disconnection).
-    for batch in jobs.iter() {
-        let mut out: Vec<Completion> = Vec::with_capacity(batch.len());
-        // Writes to the retry or dead-letter topic still waiting for their
-        // acknowledgement: the worker goes on with the next records meanwhile,
-        // so a round trip per retry does not cap the worker's throughput.
-        let mut writes: Vec<Write> = Vec::new();
+    // Writes to the retry or dead-letter topic still waiting for their
+    // acknowledgement, oldest first: the worker goes on with the next
+    // records (and the next batches) meanwhile, so neither a round trip per
+    // retry nor one per batch caps the worker's throughput. The writer
+    // batches them with every other worker's (`BatchWriter`).
+    let mut writes: VecDeque<Write> = VecDeque::new();
+    let mut out: Vec<Completion> = Vec::new();
+    // Whether the last job's lease is of the retry topic (private
+    // redelivery), decided once per lease rather than per record.
+    let mut private: Option<(Arc<Lease>, bool)> = None;
+    loop {
+        let batch = if writes.is_empty() {
+            // Ends when the consumer thread drops its sender (shutdown by
+            // disconnection).
+            match jobs.recv() {
+                Ok(b) => b,
+                Err(_) => return,
+            }
+        } else {
+            match jobs.try_recv() {
+                Ok(b) => b,
+                Err(TryRecvError::Disconnected) => {
+                    status.step(Doing::AwaitingAck);
+                    reap(&ctx, &mut writes, &mut out, Reap::All);
+                    status.step(Doing::Idle);
+                    let _ = completions.send(out);
+                    return;
+                }
+                Err(TryRecvError::Empty) => {
+                    // Nothing else to do: wait a step for the oldest write,
+                    // then report what is finished and look for jobs again.
+                    status.step(Doing::AwaitingAck);
+                    reap(&ctx, &mut writes, &mut out, Reap::Step);
+                    status.step(Doing::Idle);
+                    if !out.is_empty() && completions.send(std::mem::take(&mut out)).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        };
         let mut last_flush = Instant::now();
         for job in batch {
-            reap(&ctx, &mut writes, &mut out, false);
+            reap(&ctx, &mut writes, &mut out, Reap::Ready);
+            // Too many writes unanswered (a slow or unreachable broker):
+            // wait for the oldest, so memory stays bounded.
+            if writes.len() >= MAX_WRITES {
+                status.step(Doing::AwaitingAck);
+                while writes.len() >= MAX_WRITES {
+                    reap(&ctx, &mut writes, &mut out, Reap::Oldest);
+                }
+                status.step(Doing::Idle);
+            }
             // Report finished records before moving to another partition
             // and at least every millisecond, so a slow record never holds
             // back the commits (or a revoke) of records finished before it
@@ -67,7 +111,7 @@ pub(crate) fn run_worker(
             // until it is lifted (or the record is no longer ours).
             if ctx.breaker.is_some() {
                 while ctx.dead_letters_paused() && !gives_up(&ctx, &job.lease) {
-                    reap(&ctx, &mut writes, &mut out, false);
+                    reap(&ctx, &mut writes, &mut out, Reap::Ready);
                     if !out.is_empty() {
                         let n = out.len();
                         if completions
@@ -80,22 +124,32 @@ pub(crate) fn run_worker(
                     std::thread::sleep(Duration::from_millis(5));
                 }
             }
+            let is_private = match &private {
+                Some((lease, p)) if Arc::ptr_eq(lease, &job.lease) => *p,
+                _ => {
+                    let p = job.lease.tp.topic == ctx.retry_topic;
+                    private = Some((job.lease.clone(), p));
+                    p
+                }
+            };
             let step = if gives_up(&ctx, &job.lease) {
                 Step::Finished(false)
             } else {
                 // The handler's panics are caught inside; this catches our
                 // own (a user-supplied Producer, a logger) so the worker
                 // never dies. The record stays uncommitted.
-                catch_unwind(AssertUnwindSafe(|| process(&ctx, &*handler, &job, &status)))
-                    .unwrap_or_else(|panic| {
-                        log::error!(
-                            "{}@{}: worker failed outside the handler: {}",
-                            job.lease.tp,
-                            job.record.offset,
-                            panic_message(&*panic)
-                        );
-                        Step::Finished(false)
-                    })
+                catch_unwind(AssertUnwindSafe(|| {
+                    process(&ctx, &*handler, &job, is_private, &status)
+                }))
+                .unwrap_or_else(|panic| {
+                    log::error!(
+                        "{}@{}: worker failed outside the handler: {}",
+                        job.lease.tp,
+                        job.record.offset,
+                        panic_message(&*panic)
+                    );
+                    Step::Finished(false)
+                })
             };
             match step {
                 Step::Finished(done) => out.push(Completion {
@@ -103,7 +157,7 @@ pub(crate) fn run_worker(
                     offset: job.record.offset,
                     done,
                 }),
-                Step::Writing(pending, record, kind) => writes.push(Write {
+                Step::Writing(pending, record, kind) => writes.push_back(Write {
                     lease: job.lease,
                     offset: job.record.offset,
                     pending,
@@ -112,15 +166,30 @@ pub(crate) fn run_worker(
                 }),
             }
         }
-        if !writes.is_empty() {
-            status.step(Doing::AwaitingAck);
-            reap(&ctx, &mut writes, &mut out, true);
-            status.step(Doing::Idle);
-        }
-        if completions.send(out).is_err() {
+        reap(&ctx, &mut writes, &mut out, Reap::Ready);
+        if !out.is_empty() && completions.send(std::mem::take(&mut out)).is_err() {
             return;
         }
     }
+}
+
+/// Most writes a worker keeps unanswered before it waits for the oldest.
+const MAX_WRITES: usize = 4 * JOB_BATCH;
+/// How long an idle worker waits for its oldest write before it looks for
+/// new jobs again.
+const IDLE_ACK_STEP: Duration = Duration::from_millis(1);
+
+/// How far [`reap`] waits.
+#[derive(Clone, Copy, PartialEq)]
+enum Reap {
+    /// Not at all: only writes already answered.
+    Ready,
+    /// Up to [`IDLE_ACK_STEP`] for the oldest write, then as `Ready`.
+    Step,
+    /// For the oldest write (until answered or given up on), then as `Ready`.
+    Oldest,
+    /// For every write.
+    All,
 }
 
 /// What a write is for, counted once acknowledged.
@@ -149,45 +218,46 @@ struct Write {
     kind: Kind,
 }
 
-/// Moves acknowledged writes to `out`. A failed write falls back to
-/// [`send_until_acked`] (blocking, with backoff). With `block`, waits for
-/// every write.
-fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block: bool) {
-    if writes.is_empty() {
-        return;
-    }
-    let mut i = 0;
-    while i < writes.len() {
-        let result = if block {
-            await_ack(&writes[i].pending, || gives_up(ctx, &writes[i].lease))
-        } else {
-            writes[i].pending.try_take()
+/// Moves acknowledged writes to `out`, oldest first, stopping at the first
+/// one not answered yet (writes are answered about in order, so this costs
+/// a look or two per record, not one per write in flight). A failed write
+/// falls back to [`send_until_acked`] (blocking, with backoff). `how` says
+/// how long to wait.
+fn reap(ctx: &Context, writes: &mut VecDeque<Write>, out: &mut Vec<Completion>, how: Reap) {
+    let mut first = true;
+    while let Some(w) = writes.front() {
+        let result = match how {
+            Reap::All => await_ack(&w.pending, || gives_up(ctx, &w.lease)),
+            Reap::Oldest if first => await_ack(&w.pending, || gives_up(ctx, &w.lease)),
+            Reap::Step if first => w.pending.wait_deadline(Instant::now() + IDLE_ACK_STEP),
+            _ => w.pending.try_take(),
         };
+        first = false;
         let Some(result) = result else {
-            if block {
-                let w = writes.swap_remove(i);
-                out.push(Completion {
-                    lease: w.lease,
-                    offset: w.offset,
-                    done: false,
-                });
-            } else {
-                i += 1;
+            if gives_up(ctx, &w.lease) {
+                // Given up on (revoked, abandoning): the record stays
+                // uncommitted; the write may still land (a duplicate).
+                if let Some(w) = writes.pop_front() {
+                    out.push(Completion {
+                        lease: w.lease,
+                        offset: w.offset,
+                        done: false,
+                    });
+                }
+                continue;
             }
-            continue;
+            return;
         };
-        let w = writes.swap_remove(i);
+        let Some(w) = writes.pop_front() else { return };
         let done = match result {
             Ok(_) => true,
             Err(e) => {
                 ctx.counters
                     .send_failed(&format!("write to {}", w.record.topic), &e);
-                {
-                    let lease = &w.lease;
-                    send_until_acked(ctx, w.record, !matches!(w.kind, Kind::Dead(_)), || {
-                        gives_up(ctx, lease)
-                    })
-                }
+                let lease = &w.lease;
+                send_until_acked(ctx, w.record, !matches!(w.kind, Kind::Dead(_)), || {
+                    gives_up(ctx, lease)
+                })
             }
         };
         if done {
@@ -211,9 +281,15 @@ fn reap(ctx: &Context, writes: &mut Vec<Write>, out: &mut Vec<Completion>, block
 
 /// Handles one record: done, skipped, or a write in flight (done once the
 /// retry or dead-letter topic acknowledges it).
-fn process(ctx: &Context, handler: &dyn Handler, job: &Job, status: &ThreadStatus) -> Step {
+fn process(
+    ctx: &Context,
+    handler: &dyn Handler,
+    job: &Job,
+    private: bool,
+    status: &ThreadStatus,
+) -> Step {
     let view;
-    let record = if job.lease.tp.topic == ctx.retry_topic {
+    let record = if private {
         view = private_view(&job.record);
         &view
     } else {
@@ -358,7 +434,7 @@ fn retry(
         partitioning,
         next.headers(&record.headers, reason, None),
     );
-    Step::Writing(ctx.producer.send_async(out.clone()), out, Kind::Retry)
+    Step::Writing(ctx.writer.send(out.clone()), out, Kind::Retry)
 }
 
 /// Writes a dead-letter copy of the job's record (or drops it when
@@ -379,6 +455,9 @@ fn dead_letter(
         ctx.dropped();
         return Step::Finished(true);
     };
+    // Straight to the producer, not through the batching writer: the
+    // dead-letter limit counts acknowledged dead letters, and a linger
+    // would let many more records reach the handler before it trips.
     Step::Writing(
         ctx.producer.send_async(out.clone()),
         out,

@@ -3,15 +3,22 @@
 //! one backoff schedule. An error never turns into a lost record: a write
 //! that is given up on leaves its record uncommitted.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use super::backoff::Backoff;
 use super::context::Context;
+use super::panic::panic_message;
 use crate::clock::now_ms;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::headers::{self, DeadReason};
-use crate::pending::Pending;
+use crate::pending::{Completer, Pending};
 use crate::record::{Delivered, Header, OutRecord, Partitioning, Record};
+use crate::transport::Producer;
 
 /// Step of every wait for an acknowledgement, so a stop is noticed.
 const ACK_STEP: Duration = Duration::from_millis(50);
@@ -123,4 +130,163 @@ pub(crate) fn dead_letter_record(
         Partitioning::Default,
         headers,
     ))
+}
+
+/// Longest between the starts of two batches of [`BatchWriter`] (20 ms
+/// measured cheaper than 5 ms on Tansu at 10% retries: broker CPU per
+/// record 0.8 against 1.1 µs, client 1.5 against 1.9 µs): while
+/// batches follow each other, records gather this long, so the retry path
+/// costs the broker one request per linger at most instead of one per
+/// round trip (Tansu spends about as much on a small Produce request as on
+/// a big one). After a quiet spell the first record goes at once.
+const WRITE_LINGER: Duration = Duration::from_millis(20);
+/// Most records in one batch (a `send_batch` call; the producer cuts it
+/// into requests of its own size).
+const WRITE_BATCH: usize = 16_384;
+
+/// Records for the writer thread and the slots their results go to.
+enum WriteJob {
+    /// Gathered with others for up to [`WRITE_LINGER`].
+    One(OutRecord, Completer),
+    /// Sent at once, with what is gathered so far: the relay's due
+    /// records, whose lateness a linger would add to.
+    Now(Vec<(OutRecord, Completer)>),
+}
+
+/// The retry path's writes (retry copies, dead letters, relayed records)
+/// from every worker and the relay, gathered by one thread,
+/// `kafka-retry-writer`, into large [`Producer::send_batch`] calls.
+///
+/// Invariant: a record's [`Pending`] is completed only with the producer's
+/// own result for that record (or an error when the writer cannot send
+/// it), so "done once acknowledged" holds exactly as with `send_async`.
+/// The thread ends once the writer is dropped and every queued record is
+/// answered; dropping joins it.
+pub(crate) struct BatchWriter {
+    queue: Option<Sender<WriteJob>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl BatchWriter {
+    /// Starts `kafka-retry-writer` on `producer`.
+    pub(crate) fn start(producer: Arc<dyn Producer>) -> Result<BatchWriter> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let thread = std::thread::Builder::new()
+            .name("kafka-retry-writer".into())
+            .spawn(move || run_writer(&*producer, &rx))
+            .map_err(|e| Error::Thread(format!("start kafka-retry-writer: {e}")))?;
+        Ok(BatchWriter {
+            queue: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `record`; the [`Pending`] answers once the broker
+    /// acknowledged it (or the write failed).
+    pub(crate) fn send(&self, record: OutRecord) -> Pending {
+        let (pending, completer) = Pending::new();
+        let Some(queue) = &self.queue else {
+            completer.complete(Err(Error::Closed));
+            return pending;
+        };
+        if let Err(e) = queue.send(WriteJob::One(record, completer)) {
+            if let WriteJob::One(_, completer) = e.into_inner() {
+                completer.complete(Err(Error::Closed));
+            }
+        }
+        pending
+    }
+
+    /// Queues `records` to go at once (no linger), with whatever else is
+    /// gathered; one [`Pending`] per record, in order.
+    pub(crate) fn send_now(&self, records: Vec<OutRecord>) -> Vec<Pending> {
+        let (pending, jobs): (Vec<Pending>, Vec<(OutRecord, Completer)>) = records
+            .into_iter()
+            .map(|r| {
+                let (p, c) = Pending::new();
+                (p, (r, c))
+            })
+            .unzip();
+        if jobs.is_empty() {
+            return pending;
+        }
+        let failed = match &self.queue {
+            Some(queue) => match queue.send(WriteJob::Now(jobs)) {
+                Ok(()) => None,
+                Err(e) => match e.into_inner() {
+                    WriteJob::Now(jobs) => Some(jobs),
+                    WriteJob::One(..) => None,
+                },
+            },
+            None => Some(jobs),
+        };
+        for (_, c) in failed.into_iter().flatten() {
+            c.complete(Err(Error::Closed));
+        }
+        pending
+    }
+}
+
+impl Drop for BatchWriter {
+    fn drop(&mut self) {
+        // Disconnecting ends the loop once what is queued is answered.
+        self.queue = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_writer(producer: &dyn Producer, rx: &Receiver<WriteJob>) {
+    let mut last_start: Option<Instant> = None;
+    while let Ok(first) = rx.recv() {
+        let mut batch = Vec::new();
+        let mut now = take(first, &mut batch);
+        let deadline = last_start.map_or_else(Instant::now, |t| t + WRITE_LINGER);
+        while batch.len() < WRITE_BATCH {
+            // What is queued already goes in whatever the deadline.
+            let next = match rx.try_recv() {
+                Ok(job) => Ok(job),
+                Err(_) if now => break,
+                Err(_) => rx.recv_deadline(deadline).map_err(|_| ()),
+            };
+            match next {
+                Ok(job) => now |= take(job, &mut batch),
+                Err(()) => break,
+            }
+        }
+        last_start = Some(Instant::now());
+        let (records, completers): (Vec<OutRecord>, Vec<Completer>) = batch.into_iter().unzip();
+        // A user-supplied producer that panics must not end the thread
+        // every retry write goes through; its records fail (and are sent
+        // again by their workers).
+        let results = catch_unwind(AssertUnwindSafe(|| producer.send_batch(records)))
+            .unwrap_or_else(|panic| {
+                let msg = format!("producer panicked: {}", panic_message(&*panic));
+                log::error!("kafka-retry-writer: {msg}");
+                vec![Err(Error::Thread(msg))]
+            });
+        let mut results = results.into_iter();
+        for c in completers {
+            c.complete(results.next().unwrap_or_else(|| {
+                Err(Error::Protocol(
+                    "producer returned fewer results than records".into(),
+                ))
+            }));
+        }
+    }
+}
+
+/// Adds `job`'s records to `batch`; true when they are to go at once.
+fn take(job: WriteJob, batch: &mut Vec<(OutRecord, Completer)>) -> bool {
+    match job {
+        WriteJob::One(r, c) => {
+            batch.push((r, c));
+            false
+        }
+        WriteJob::Now(jobs) => {
+            batch.extend(jobs);
+            true
+        }
+    }
 }

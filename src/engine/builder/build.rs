@@ -194,6 +194,7 @@ impl EngineBuilder {
             _ => None,
         };
         let producer = self.transport.producer()?;
+        let writer = crate::engine::writes::BatchWriter::start(producer.clone())?;
         let counters = Arc::new(Counters::default());
         let signal = Arc::new(StopSignal::default());
         let breaker = self
@@ -215,6 +216,7 @@ impl EngineBuilder {
             ),
             policy: self.policy.clone(),
             producer,
+            writer,
             transport: self.transport.clone(),
             counters: counters.clone(),
             signal: signal.clone(),

@@ -48,7 +48,9 @@ use crate::transport::{Consumer, ConsumerEvent};
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How soon the relay tries again to hand jobs to full worker queues.
 const PRIVATE_RETRY: Duration = Duration::from_millis(5);
-/// Most due records written in one batch.
+/// Most due records written in one batch (the relay waits for each
+/// batch's acknowledgements before the next; bigger batches made the
+/// requests slower and the lateness worse on Tansu).
 const RELAY_BATCH: usize = 500;
 /// How long a partition-count lookup of an origin topic is trusted.
 const TOPIC_CACHE_TTL: Duration = Duration::from_secs(30);
@@ -377,13 +379,11 @@ impl Relay {
                     Route::Drop(_) | Route::Private => None,
                 })
                 .collect();
-            // Queued one by one, the writes still share requests (the
-            // producer coalesces what is queued); waited for in steps so a
+            // Through the engine's one writer, at once (no linger: it would
+            // add to the lateness), sharing a request with the workers'
+            // retry copies gathered so far; waited for in steps so a
             // shutdown is not held up by an unreachable broker.
-            let pending: Vec<crate::pending::Pending> = out
-                .into_iter()
-                .map(|o| self.ctx.producer.send_async(o))
-                .collect();
+            let pending = self.ctx.writer.send_now(out);
             let signal = &self.ctx.signal;
             let mut results = pending.into_iter().map(|p| {
                 await_ack(&p, || signal.stopping()).unwrap_or_else(|| {
