@@ -52,7 +52,7 @@ use crate::progress::{Progress, ProgressMode};
 use crate::time::now_ms;
 
 /// The engine's own headers, reset on a replayed copy (a fresh round).
-const RESET: [&str; 13] = [
+const RESET: [&str; 14] = [
     kafka_retry::ORIGIN_TOPIC,
     kafka_retry::ORIGIN_PARTITION,
     kafka_retry::ORIGIN_OFFSET,
@@ -64,6 +64,7 @@ const RESET: [&str; 13] = [
     kafka_retry::DUE_AT,
     kafka_retry::DEAD_LETTERED_AT,
     kafka_retry::GROUP,
+    kafka_retry::HELD,
     kafka_retry::REPLAYED_FROM,
     kafka_retry::REPLAY_COUNT,
 ];
