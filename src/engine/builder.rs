@@ -383,8 +383,10 @@ impl EngineBuilder {
     /// [`RebalanceProtocol`](crate::transport::RebalanceProtocol). With
     /// cooperative, a rebalance only revokes the partitions that move: the
     /// engine finishes (or, at the revoke timeout, abandons) and commits
-    /// their in-flight records while the others keep being handled. The
-    /// memory broker implements it; the Kafka transport still runs eager.
+    /// their in-flight records while the others keep being handled. Both
+    /// transports implement it (on Kafka: `cooperative-sticky`, with
+    /// `range` offered second, so a group with an eager-only member falls
+    /// back to eager).
     ///
     /// ```
     /// use kafka_retry::transport::RebalanceProtocol;

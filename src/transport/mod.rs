@@ -92,9 +92,11 @@ pub enum RebalanceProtocol {
     /// members keep their partitions during a rebalance and revoke only
     /// those that move, which their new owner gets in a follow-up
     /// rebalance. Used when every member of the group offers it, else the
-    /// group falls back to eager. Supported by the memory broker; the Kafka
-    /// transport still runs eager with this setting (and says so in a
-    /// warning).
+    /// group falls back to eager. Both transports implement it: the Kafka
+    /// one offers `cooperative-sticky` first and `range` second in
+    /// JoinGroup, and the broker picks what every member offers. Not the
+    /// default yet: it has run against a fake coordinator and Tansu, not
+    /// Apache Kafka.
     Cooperative,
 }
 
