@@ -83,6 +83,7 @@ fn smoke() {
     }
     for name in [
         "kafka_retry_records_dropped_total",
+        "kafka_retry_records_held_total",
         "kafka_retry_handler_panics_total",
         "kafka_retry_send_errors_total",
         "kafka_retry_commit_errors_total",

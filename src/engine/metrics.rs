@@ -29,6 +29,7 @@ pub(crate) mod names {
     pub const RETRIED: &str = "kafka_retry_records_retried_total";
     pub const RELAYED: &str = "kafka_retry_records_relayed_total";
     pub const PRIVATE: &str = "kafka_retry_records_redelivered_private_total";
+    pub const HELD: &str = "kafka_retry_records_held_total";
     pub const DEAD_LETTERED: &str = "kafka_retry_records_dead_lettered_total";
     pub const DROPPED: &str = "kafka_retry_records_dropped_total";
     pub const PANICS: &str = "kafka_retry_handler_panics_total";
@@ -56,6 +57,7 @@ pub(crate) struct Metrics {
     retried: Counter,
     relayed: Counter,
     redelivered_private: Counter,
+    held: Counter,
     expired: Counter,
     attempts: Counter,
     rejected: Counter,
@@ -101,6 +103,7 @@ impl Metrics {
             retried: metrics::counter!(RETRIED, g()),
             relayed: metrics::counter!(RELAYED, g()),
             redelivered_private: metrics::counter!(PRIVATE, g()),
+            held: metrics::counter!(HELD, g()),
             expired: metrics::counter!(DEAD_LETTERED, reason("expired")),
             attempts: metrics::counter!(DEAD_LETTERED, reason("attempts")),
             rejected: metrics::counter!(DEAD_LETTERED, reason("rejected")),
@@ -162,6 +165,7 @@ impl Metrics {
         self.retried.absolute(s.retried);
         self.relayed.absolute(s.relayed);
         self.redelivered_private.absolute(s.redelivered_private);
+        self.held.absolute(s.held);
         self.expired.absolute(s.dead_lettered.expired);
         self.attempts.absolute(s.dead_lettered.attempts);
         self.rejected.absolute(s.dead_lettered.rejected);
@@ -198,6 +202,14 @@ fn describe() {
     metrics::describe_counter!(DONE, "Records the handler finished with Done");
     metrics::describe_counter!(RETRIED, "Records written to the retry topic");
     metrics::describe_counter!(RELAYED, "Parked records sent back to their origin topic");
+    metrics::describe_counter!(
+        PRIVATE,
+        "Parked records handed straight to the workers (private redelivery)"
+    );
+    metrics::describe_counter!(
+        HELD,
+        "Records parked behind an earlier record of their key (key order kept)"
+    );
     metrics::describe_counter!(
         DEAD_LETTERED,
         "Records written to the dead-letter topic, by reason"
