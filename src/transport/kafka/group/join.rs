@@ -312,28 +312,11 @@ impl Joiner {
                 (m.member_id.to_string(), topics)
             })
             .collect();
-        let mut all_topics: Vec<String> = members.iter().flat_map(|(_, t)| t.clone()).collect();
-        all_topics.sort();
-        all_topics.dedup();
-        // Fresh partition counts: a topic may have grown.
-        if let Err(e) = self.client.refresh_metadata(&all_topics) {
-            log::warn!("group {group}: metadata refresh before assigning: {e}");
-        }
-        // The counts assigned from, for the leader's later checks.
-        let mut counts = BTreeMap::new();
-        let plan = assignor::range_assign(&members, |t| {
-            let n = self.client.cached_partition_count(t)?;
-            counts.insert(t.to_string(), n.filter(|&n| n > 0));
-            Ok(n)
-        })?;
-        let mut out = Vec::with_capacity(plan.len());
-        for (member, parts) in plan {
-            let mut a = SyncGroupRequestAssignment::default();
-            a.member_id = StrBytes::from_string(member);
-            a.assignment = assignor::encode_assignment(&parts)?;
-            out.push(a);
-        }
-        Ok((out, counts))
+        let topics = members
+            .iter()
+            .flat_map(|(_, t)| t.iter().cloned())
+            .collect();
+        self.plan(topics, |count| assignor::range_assign(&members, count))
     }
 
     fn assign_sticky(&self, members: &[JoinGroupResponseMember]) -> Result<Plan> {
@@ -353,14 +336,34 @@ impl Joiner {
                 })
             })
             .collect();
-        let mut all_topics: Vec<String> = members.iter().flat_map(|m| m.topics.clone()).collect();
-        all_topics.sort();
-        all_topics.dedup();
-        if let Err(e) = self.client.refresh_metadata(&all_topics) {
-            log::warn!("group {group}: metadata refresh before assigning: {e}");
+        let topics = members
+            .iter()
+            .flat_map(|m| m.topics.iter().cloned())
+            .collect();
+        self.plan(topics, |count| cooperative_sticky_assign(&members, count))
+    }
+
+    /// What both assignors share: fresh partition counts for `topics` (a
+    /// topic may have grown), the assignment `assign` makes from them, its
+    /// SyncGroup encoding, and the counts it used (for the leader's later
+    /// checks).
+    fn plan(
+        &self,
+        mut topics: Vec<String>,
+        assign: impl FnOnce(
+            &mut dyn FnMut(&str) -> Result<Option<i32>>,
+        ) -> Result<BTreeMap<String, Vec<TopicPartition>>>,
+    ) -> Result<Plan> {
+        topics.sort();
+        topics.dedup();
+        if let Err(e) = self.client.refresh_metadata(&topics) {
+            log::warn!(
+                "group {}: metadata refresh before assigning: {e}",
+                self.config.group_id
+            );
         }
         let mut counts = BTreeMap::new();
-        let plan = cooperative_sticky_assign(&members, |t| {
+        let plan = assign(&mut |t| {
             let n = self.client.cached_partition_count(t)?;
             counts.insert(t.to_string(), n.filter(|&n| n > 0));
             Ok(n)
