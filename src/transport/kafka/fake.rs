@@ -29,7 +29,27 @@ pub(crate) mod api {
     pub(crate) const CREATE_TOPICS: i16 = 19;
     pub(crate) const PRODUCE: i16 = 0;
     pub(crate) const INIT_PRODUCER_ID: i16 = 22;
+    pub(crate) const SYNC_GROUP: i16 = 14;
+    pub(crate) const HEARTBEAT: i16 = 12;
+    pub(crate) const LEAVE_GROUP: i16 = 13;
+    pub(crate) const OFFSET_FETCH: i16 = 9;
+    pub(crate) const OFFSET_COMMIT: i16 = 8;
 }
+
+/// The first group versions that carry `group_instance_id` (JoinGroup v5
+/// names the protocol too), all non-flexible: for the static-membership
+/// and cooperative fake coordinators.
+pub(crate) const GROUP_V5_VERSIONS: &[(i16, i16)] = &[
+    (api::API_VERSIONS, 0),
+    (api::METADATA, 1),
+    (api::FIND_COORDINATOR, 0),
+    (api::JOIN_GROUP, 5),
+    (api::SYNC_GROUP, 3),
+    (api::HEARTBEAT, 3),
+    (api::LEAVE_GROUP, 3),
+    (api::OFFSET_FETCH, 1),
+    (api::OFFSET_COMMIT, 7),
+];
 
 /// The one version offered per API (the oldest we speak).
 const VERSIONS: &[(i16, i16)] = &[
@@ -38,11 +58,11 @@ const VERSIONS: &[(i16, i16)] = &[
     (api::CREATE_TOPICS, 2),
     (api::FIND_COORDINATOR, 0),
     (api::JOIN_GROUP, 0),
-    (14, 0), // SyncGroup
-    (12, 0), // Heartbeat
-    (13, 0), // LeaveGroup
-    (9, 1),  // OffsetFetch
-    (8, 2),  // OffsetCommit
+    (api::SYNC_GROUP, 0),
+    (api::HEARTBEAT, 0),
+    (api::LEAVE_GROUP, 0),
+    (api::OFFSET_FETCH, 1),
+    (api::OFFSET_COMMIT, 2),
     (api::FETCH, 4),
     (api::PRODUCE, 3),
     (api::INIT_PRODUCER_ID, 0),

@@ -14,28 +14,10 @@ use bytes::Bytes;
 use super::super::assignor;
 use super::super::client::Client;
 use super::super::config::KafkaConfig;
-use super::super::fake::{api, FakeBroker, Seen, W};
+use super::super::fake::api::{HEARTBEAT, LEAVE_GROUP, OFFSET_COMMIT, OFFSET_FETCH, SYNC_GROUP};
+use super::super::fake::{api, FakeBroker, Seen, GROUP_V5_VERSIONS as VERSIONS, W};
 use super::*;
 use crate::transport::RebalanceProtocol;
-
-const SYNC_GROUP: i16 = 14;
-const HEARTBEAT: i16 = 12;
-const LEAVE_GROUP: i16 = 13;
-const OFFSET_FETCH: i16 = 9;
-const OFFSET_COMMIT: i16 = 8;
-
-/// JoinGroup v5 (names the protocol, non-flexible) and friends.
-const VERSIONS: &[(i16, i16)] = &[
-    (api::API_VERSIONS, 0),
-    (api::METADATA, 1),
-    (api::FIND_COORDINATOR, 0),
-    (api::JOIN_GROUP, 5),
-    (SYNC_GROUP, 3),
-    (HEARTBEAT, 3),
-    (LEAVE_GROUP, 3),
-    (OFFSET_FETCH, 1),
-    (OFFSET_COMMIT, 7),
-];
 
 fn tps(ps: &[i32]) -> Vec<TopicPartition> {
     ps.iter().map(|&p| TopicPartition::new("t", p)).collect()

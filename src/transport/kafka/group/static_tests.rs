@@ -11,27 +11,9 @@ use std::time::{Duration, Instant};
 use super::super::assignor;
 use super::super::client::Client;
 use super::super::config::KafkaConfig;
-use super::super::fake::{api, FakeBroker, Seen, W};
+use super::super::fake::api::{HEARTBEAT, LEAVE_GROUP, OFFSET_COMMIT, OFFSET_FETCH, SYNC_GROUP};
+use super::super::fake::{api, FakeBroker, Seen, GROUP_V5_VERSIONS as STATIC_VERSIONS, W};
 use super::*;
-
-const SYNC_GROUP: i16 = 14;
-const HEARTBEAT: i16 = 12;
-const LEAVE_GROUP: i16 = 13;
-const OFFSET_FETCH: i16 = 9;
-const OFFSET_COMMIT: i16 = 8;
-
-/// The first versions that carry `group_instance_id`, all non-flexible.
-const STATIC_VERSIONS: &[(i16, i16)] = &[
-    (api::API_VERSIONS, 0),
-    (api::METADATA, 1),
-    (api::FIND_COORDINATOR, 0),
-    (api::JOIN_GROUP, 5),
-    (SYNC_GROUP, 3),
-    (HEARTBEAT, 3),
-    (LEAVE_GROUP, 3),
-    (OFFSET_FETCH, 1),
-    (OFFSET_COMMIT, 7),
-];
 
 /// A JoinGroup v4 broker (Kafka 2.2): no static membership.
 const OLD_VERSIONS: &[(i16, i16)] = &[
