@@ -3,19 +3,21 @@
 //! and from tests/engine_kafka.rs on Kafka; the tests below need to stop and
 //! start engines at chosen moments.
 
+#[macro_use]
+mod forward;
+mod faulty;
 mod scenarios;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafka_retry::transport::{
-    Consumer, ConsumerConfig, ConsumerEvent, Producer, Reader, Transport,
-};
+use faulty::{Faulty, Rng};
+use kafka_retry::transport::Transport;
 use kafka_retry::{
-    Delivered, Engine, Error, KeyOrder, MemoryBroker, OutRecord, Outcome, Record, Redelivery,
-    RetryPolicy, Stats, TopicPartition,
+    Engine, Error, KeyOrder, MemoryBroker, OutRecord, Outcome, Record, Redelivery, RetryPolicy,
+    Stats,
 };
 use scenarios::{
     key_order_dead_lettered_head_releases_next, key_order_holds_a_failing_key, note, successes,
@@ -304,122 +306,6 @@ fn memory_per_blocked_key() {
 /// only its own engine.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// A transport that can fail abruptly: once `broken`, polls, commits and
-/// sends fail (half the sends are written with the acknowledgement lost),
-/// like a process that stopped talking mid-flight.
-#[derive(Clone)]
-struct Faulty {
-    inner: MemoryBroker,
-    broken: Arc<AtomicBool>,
-}
-
-impl std::fmt::Debug for Faulty {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Faulty")
-    }
-}
-
-fn down() -> Error {
-    Error::Timeout("injected fault".into())
-}
-
-impl Transport for Faulty {
-    fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
-        Ok(Box::new(FaultyConsumer {
-            inner: self.inner.consumer(config)?,
-            broken: self.broken.clone(),
-        }))
-    }
-    fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
-        Ok(Arc::new(FaultyProducer {
-            inner: self.inner.producer()?,
-            broken: self.broken.clone(),
-            sends: AtomicU64::new(0),
-        }))
-    }
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        rf: Option<i16>,
-    ) -> kafka_retry::Result<()> {
-        Transport::create_topic(&self.inner, topic, partitions, rf)
-    }
-    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-        Transport::partition_count(&self.inner, topic)
-    }
-    fn reader(&self) -> kafka_retry::Result<Box<dyn Reader>> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.inner.reader()
-    }
-}
-
-#[derive(Debug)]
-struct FaultyConsumer {
-    inner: Box<dyn Consumer>,
-    broken: Arc<AtomicBool>,
-}
-
-impl Consumer for FaultyConsumer {
-    fn poll(&mut self, timeout: Duration) -> kafka_retry::Result<ConsumerEvent> {
-        if self.broken.load(Ordering::SeqCst) {
-            std::thread::sleep(timeout.min(Duration::from_millis(10)));
-            return Err(down());
-        }
-        self.inner.poll(timeout)
-    }
-    fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> kafka_retry::Result<()> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.inner.commit(offsets)
-    }
-    fn pause(&mut self, partitions: &[TopicPartition]) {
-        self.inner.pause(partitions)
-    }
-    fn resume(&mut self, partitions: &[TopicPartition]) {
-        self.inner.resume(partitions)
-    }
-    fn assignment(&self) -> Vec<TopicPartition> {
-        self.inner.assignment()
-    }
-    fn close(&mut self) -> kafka_retry::Result<()> {
-        self.inner.close()
-    }
-}
-
-#[derive(Debug)]
-struct FaultyProducer {
-    inner: Arc<dyn Producer>,
-    broken: Arc<AtomicBool>,
-    sends: AtomicU64,
-}
-
-impl Producer for FaultyProducer {
-    fn send(&self, record: OutRecord) -> kafka_retry::Result<Delivered> {
-        let n = self.sends.fetch_add(1, Ordering::SeqCst);
-        if self.broken.load(Ordering::SeqCst) {
-            if n.is_multiple_of(2) {
-                let _ = self.inner.send(record); // written, acknowledgement lost
-            }
-            return Err(down());
-        }
-        self.inner.send(record)
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// Issue 11 §2's randomized test, in process on the memory broker: 10,000
 /// keys, three records each, a seeded mix of fates (most records are done at
 /// once, some fail once or three times, some always fail and expire, some
@@ -450,11 +336,7 @@ fn randomized_crashes_and_rebalances_keep_every_key_in_order() {
     let tries: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
     let seen: Seen = Arc::default();
     let start_one = |rng: &mut Rng| {
-        let broken = Arc::new(AtomicBool::new(false));
-        let transport = Faulty {
-            inner: broker.clone(),
-            broken: broken.clone(),
-        };
+        let (transport, broken) = Faulty::new(broker.clone());
         let (f, t, s) = (fates.clone(), tries.clone(), seen.clone());
         let engine = Engine::builder(transport)
             .group_id("g-random")

@@ -3,18 +3,17 @@
 
 #[macro_use]
 mod forward;
+mod faulty;
 mod scenarios;
 
 use std::collections::HashSet;
-use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use faulty::{Faulty, Rng};
 use kafka_retry::transport::{Consumer, ConsumerConfig, ConsumerEvent, Producer, Transport};
-use kafka_retry::{
-    Delivered, Engine, Error, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy, TopicPartition,
-};
+use kafka_retry::{Engine, Error, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy};
 use scenarios::{header, memory_t, wait_until, Env};
 
 fn env() -> Env {
@@ -197,112 +196,6 @@ fn slow_handlers_pause_fetching() {
 // ---------------------------------------------------------------------------
 // No loss under abrupt failure.
 
-/// Wraps a transport; once `broken`, every call fails, and a send may be
-/// written but reported failed (a lost acknowledgement).
-#[derive(Clone)]
-struct Faulty {
-    inner: Arc<dyn Transport>,
-    broken: Arc<AtomicBool>,
-    sends: Arc<AtomicU64>,
-}
-
-impl fmt::Debug for Faulty {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Faulty")
-    }
-}
-
-fn down() -> Error {
-    Error::Timeout("injected fault".into())
-}
-
-impl Transport for Faulty {
-    fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        Ok(Box::new(FaultyConsumer {
-            inner: self.inner.consumer(config)?,
-            broken: self.broken.clone(),
-        }))
-    }
-    fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
-        Ok(Arc::new(FaultyProducer {
-            inner: self.inner.producer()?,
-            broken: self.broken.clone(),
-            sends: self.sends.clone(),
-        }))
-    }
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        rf: Option<i16>,
-    ) -> kafka_retry::Result<()> {
-        self.inner.create_topic(topic, partitions, rf)
-    }
-    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.inner.partition_count(topic)
-    }
-}
-
-#[derive(Debug)]
-struct FaultyConsumer {
-    inner: Box<dyn Consumer>,
-    broken: Arc<AtomicBool>,
-}
-
-impl Consumer for FaultyConsumer {
-    fn poll(&mut self, timeout: Duration) -> kafka_retry::Result<ConsumerEvent> {
-        if self.broken.load(Ordering::SeqCst) {
-            std::thread::sleep(timeout.min(Duration::from_millis(10)));
-            return Err(down());
-        }
-        self.inner.poll(timeout)
-    }
-    fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> kafka_retry::Result<()> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(down());
-        }
-        self.inner.commit(offsets)
-    }
-    forward_consumer!(pause, resume, assignment, close);
-}
-
-#[derive(Debug)]
-struct FaultyProducer {
-    inner: Arc<dyn Producer>,
-    broken: Arc<AtomicBool>,
-    sends: Arc<AtomicU64>,
-}
-
-impl Producer for FaultyProducer {
-    fn send(&self, record: OutRecord) -> kafka_retry::Result<Delivered> {
-        let n = self.sends.fetch_add(1, Ordering::SeqCst);
-        if self.broken.load(Ordering::SeqCst) {
-            if n.is_multiple_of(2) {
-                // Written, but the acknowledgement is lost.
-                let _ = self.inner.send(record);
-            }
-            return Err(down());
-        }
-        self.inner.send(record)
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// Seeded random mixes of success, retry, reject and panic over thousands of
 /// records; the engine's transport fails abruptly at random moments (no
 /// drain, no commit) and a new engine starts on the same broker. Every record
@@ -335,12 +228,7 @@ fn no_loss_across_abrupt_failures() {
     let mut restarts = 0;
     let start = Instant::now();
     loop {
-        let broken = Arc::new(AtomicBool::new(false));
-        let faulty = Faulty {
-            inner: Arc::new(broker.clone()),
-            broken: broken.clone(),
-            sends: Arc::default(),
-        };
+        let (faulty, broken) = Faulty::new(broker.clone());
         let (d, a, f) = (done.clone(), attempts.clone(), fates.clone());
         let engine = Engine::builder(faulty)
             .group_id("crash")
@@ -434,12 +322,7 @@ fn no_loss_across_abrupt_failures() {
 fn shutdown_reports_uncommitted_work_when_the_broker_is_gone() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 1).unwrap();
-    let broken = Arc::new(AtomicBool::new(false));
-    let faulty = Faulty {
-        inner: Arc::new(broker.clone()),
-        broken: broken.clone(),
-        sends: Arc::default(),
-    };
+    let (faulty, broken) = Faulty::new(broker.clone());
     let engine = Engine::builder(faulty)
         .group_id("g")
         .topics(["t"])
