@@ -310,7 +310,7 @@ fn process(
     // Key order: a record of a blocked key is parked behind its key.
     // (A job from the retry side is its key's turn already.)
     if let Some(ko) = ctx.key_order.as_deref() {
-        if job.lease.tp.topic != ctx.retry_topic && ko.must_hold(record) {
+        if !private && ko.must_hold(record) {
             let (out, pending) = super::keyorder::hold(ctx, ko, record, job.received_ms);
             return Step::Writing(pending, out, Kind::Held);
         }
