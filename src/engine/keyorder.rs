@@ -473,7 +473,7 @@ pub(crate) fn hold(
     );
     // Through the batching writer like the key's retry copies, so a held
     // copy is queued behind the copy of the record it waits for.
-    (out.clone(), ctx.writer.send(out))
+    (out.clone(), ctx.producer.send_async(out))
 }
 
 /// The origin of a copy on the retry topic, from its retry headers (the
