@@ -130,7 +130,7 @@ impl EngineBuilder {
             dead_letter_topic: None,
             relay_group_id: None,
             group_instance_id: None,
-            rebalance_protocol: crate::transport::RebalanceProtocol::Eager,
+            rebalance_protocol: crate::transport::RebalanceProtocol::Cooperative,
             missing_topics: MissingTopics::Fail,
             topic_partitions: None,
             replication_factor: None,
@@ -378,7 +378,7 @@ impl EngineBuilder {
         self
     }
 
-    /// Eager (the default) or cooperative rebalances for the engine's
+    /// Cooperative (the default) or eager rebalances for the engine's
     /// consumers (main and relay); see
     /// [`RebalanceProtocol`](crate::transport::RebalanceProtocol). With
     /// cooperative, a rebalance only revokes the partitions that move: the
@@ -386,12 +386,12 @@ impl EngineBuilder {
     /// their in-flight records while the others keep being handled. Both
     /// transports implement it (on Kafka: `cooperative-sticky`, with
     /// `range` offered second, so a group with an eager-only member falls
-    /// back to eager).
+    /// back to eager). Defaults to [`RebalanceProtocol::Cooperative`](crate::transport::RebalanceProtocol::Cooperative).
     ///
     /// ```
     /// use kafka_retry::transport::RebalanceProtocol;
     #[doc = doc_builder!()]
-    ///     .rebalance_protocol(RebalanceProtocol::Cooperative);
+    ///     .rebalance_protocol(RebalanceProtocol::Eager);
     /// ```
     pub fn rebalance_protocol(mut self, protocol: crate::transport::RebalanceProtocol) -> Self {
         self.rebalance_protocol = protocol;

@@ -85,8 +85,10 @@ pub enum IsolationLevel {
 #[serde(rename_all = "snake_case")]
 pub enum RebalanceProtocol {
     /// Every rebalance revokes every partition of every member first
-    /// (`range`, Kafka's classic default).
-    #[default]
+    /// (`range`, Kafka's classic default). For groups that must stay
+    /// eager, e.g. while members of an older release that only speak
+    /// eager are still running (a mixed group falls back to eager by
+    /// itself, but revokes everything once when it does).
     Eager,
     /// Incremental cooperative rebalancing (KIP-429, `cooperative-sticky`):
     /// members keep their partitions during a rebalance and revoke only
@@ -94,9 +96,13 @@ pub enum RebalanceProtocol {
     /// rebalance. Used when every member of the group offers it, else the
     /// group falls back to eager. Both transports implement it: the Kafka
     /// one offers `cooperative-sticky` first and `range` second in
-    /// JoinGroup, and the broker picks what every member offers. Not the
-    /// default yet: it has run against a fake coordinator and Tansu, not
-    /// Apache Kafka.
+    /// JoinGroup, and the broker picks what every member offers. The
+    /// default, as `cooperative-sticky` is for the Java client's
+    /// `partition.assignment.strategy` in recent releases (a member that
+    /// stays makes no pause when a member joins or leaves). It has been run
+    /// against a fake coordinator and Tansu 0.6; choose
+    /// [`RebalanceProtocol::Eager`] to keep the classic behaviour.
+    #[default]
     Cooperative,
 }
 
@@ -139,7 +145,7 @@ pub struct ConsumerConfig {
     /// [`IsolationLevel::ReadUncommitted`], as Kafka's. The memory broker
     /// has no transactions: there both levels read every record.
     pub isolation_level: IsolationLevel,
-    /// Eager (the default) or cooperative rebalances; see
+    /// Cooperative (the default) or eager rebalances; see
     /// [`RebalanceProtocol`].
     pub rebalance_protocol: RebalanceProtocol,
 }
@@ -148,7 +154,7 @@ impl ConsumerConfig {
     /// A config for `group_id` reading `topics`, with defaults for the rest:
     /// earliest reset, 10 s session timeout, 30 s rebalance timeout (the
     /// engine's default too), 500 records per poll, the transport's client
-    /// id.
+    /// id, cooperative rebalances.
     ///
     /// ```
     /// use std::time::Duration;
@@ -172,7 +178,7 @@ impl ConsumerConfig {
             client_id: None,
             group_instance_id: None,
             isolation_level: IsolationLevel::ReadUncommitted,
-            rebalance_protocol: RebalanceProtocol::Eager,
+            rebalance_protocol: RebalanceProtocol::Cooperative,
         }
     }
 }

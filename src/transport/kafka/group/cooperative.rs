@@ -29,11 +29,10 @@
 //! handled in between may be handled again by the new owner, as after a
 //! lost partition.
 //!
-//! Not the default (`RebalanceProtocol::Eager` stays, in `ConsumerConfig`
-//! and `EngineBuilder`): offering cooperative first is what "the default
-//! when every member supports it, eager when the group requires it" needs,
-//! and the fall-back works, but the protocol has been run against a fake
-//! coordinator and Tansu 0.6 only, not Apache Kafka.
+//! The default (in `ConsumerConfig` and `EngineBuilder`): offering
+//! cooperative first and range second is what "cooperative when every
+//! member supports it, eager when the group requires it" needs. It has been
+//! run against a fake coordinator and Tansu 0.6, not Apache Kafka.
 
 use std::collections::BTreeSet;
 use std::thread;

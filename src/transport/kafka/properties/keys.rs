@@ -80,6 +80,13 @@ pub(crate) const IGNORED: &[(&str, &str)] = &[
         "the engine heartbeats while handlers run; see EngineBuilder::rebalance_timeout",
     ),
     (
+        // Java's list of assignor classes has no meaning here: the engine
+        // offers cooperative-sticky then range, or range alone.
+        "partition.assignment.strategy",
+        "the engine's setting: EngineBuilder::rebalance_protocol (cooperative-sticky by default, \
+         range with RebalanceProtocol::Eager)",
+    ),
+    (
         "key.serializer",
         "keys and values are bytes here; serialize in your code",
     ),

@@ -500,6 +500,10 @@ mod tests {
                 "org.apache.kafka.common.serialization.StringSerializer",
             ),
             ("client.dns.lookup", "use_all_dns_ips"),
+            (
+                "partition.assignment.strategy",
+                "org.apache.kafka.clients.consumer.CooperativeStickyAssignor",
+            ),
             ("schema.registry.url", "https://sr"),
             ("basic.auth.user.info", "k:s"),
             ("bootstrap.servers", "a:1"),
