@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_retry::transport::{
-    partition_for_key, Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, Transport,
+    partition_for_key, Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, RebalanceProtocol,
+    Transport,
 };
 use kafka_retry::{Error, Header, MemoryBroker, OutRecord, Record, TopicPartition};
 
@@ -25,6 +26,19 @@ fn consumer(broker: &MemoryBroker, group: &str, topic: &str) -> Box<dyn Consumer
     broker
         .consumer(ConsumerConfig::new(group, [topic]))
         .expect("consumer")
+}
+
+/// A member under the eager protocol (every rebalance revokes everything
+/// first), which the group tests below spell out event by event; the
+/// cooperative default has its own tests at the end.
+fn eager(group: &str, topic: &str) -> ConsumerConfig {
+    let mut cfg = ConsumerConfig::new(group, [topic]);
+    cfg.rebalance_protocol = RebalanceProtocol::Eager;
+    cfg
+}
+
+fn eager_consumer(broker: &MemoryBroker, group: &str, topic: &str) -> Box<dyn Consumer> {
+    broker.consumer(eager(group, topic)).expect("consumer")
 }
 
 /// The next poll result that is not an empty `Records` (fails after 5 s).
@@ -420,8 +434,8 @@ fn two_members_split_by_range_and_hand_over_on_close() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 4).unwrap();
     let all = tps("t", &[0, 1, 2, 3]);
-    let mut a = consumer(&broker, "g", "t");
-    let mut b = consumer(&broker, "g", "t");
+    let mut a = eager_consumer(&broker, "g", "t");
+    let mut b = eager_consumer(&broker, "g", "t");
     assert_eq!(expect_assigned(&mut *a), all);
 
     // b joins: it waits while a still owns everything.
@@ -458,7 +472,7 @@ fn two_members_split_by_range_and_hand_over_on_close() {
 fn blocked_polls_wake_on_group_events() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 2).unwrap();
-    let mut a = consumer(&broker, "g", "t");
+    let mut a = eager_consumer(&broker, "g", "t");
     expect_assigned(&mut *a);
 
     // a blocks waiting for data; b joining must wake it with Revoked.
@@ -468,7 +482,7 @@ fn blocked_polls_wake_on_group_events() {
         (a, ev, start.elapsed())
     });
     thread::sleep(Duration::from_millis(50));
-    let mut b = consumer(&broker, "g", "t");
+    let mut b = eager_consumer(&broker, "g", "t");
     assert_eq!(
         b.poll(Duration::ZERO).unwrap(),
         ConsumerEvent::Records(vec![])
@@ -494,9 +508,9 @@ fn blocked_polls_wake_on_group_events() {
 fn dropping_a_member_rebalances_the_others() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 3).unwrap();
-    let mut a = consumer(&broker, "g", "t");
+    let mut a = eager_consumer(&broker, "g", "t");
     expect_assigned(&mut *a);
-    let mut b = consumer(&broker, "g", "t");
+    let mut b = eager_consumer(&broker, "g", "t");
     b.poll(Duration::ZERO).unwrap();
     assert!(matches!(next_event(&mut *a), ConsumerEvent::Revoked(_)));
     assert_eq!(expect_assigned(&mut *a), tps("t", &[0, 1]));
@@ -514,7 +528,7 @@ fn member_that_does_not_rejoin_is_evicted_and_sees_lost() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 4).unwrap();
     let all = tps("t", &[0, 1, 2, 3]);
-    let mut cfg = ConsumerConfig::new("g", ["t"]);
+    let mut cfg = eager("g", "t");
     cfg.rebalance_timeout = Duration::from_millis(200);
     let mut a = broker.consumer(cfg.clone()).unwrap();
     let mut b = broker.consumer(cfg).unwrap();
@@ -550,7 +564,7 @@ fn member_that_does_not_rejoin_is_evicted_and_sees_lost() {
 fn revoked_member_that_is_too_slow_loses_its_commit() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 2).unwrap();
-    let mut cfg = ConsumerConfig::new("g", ["t"]);
+    let mut cfg = eager("g", "t");
     cfg.rebalance_timeout = Duration::from_millis(100);
     let mut a = broker.consumer(cfg.clone()).unwrap();
     let mut b = broker.consumer(cfg).unwrap();
@@ -573,7 +587,7 @@ fn revoked_member_that_is_too_slow_loses_its_commit() {
 #[test]
 fn topic_created_later_is_picked_up() {
     let broker = MemoryBroker::new();
-    let mut c = consumer(&broker, "g", "later");
+    let mut c = eager_consumer(&broker, "g", "later");
     assert_eq!(expect_assigned(&mut *c), vec![]);
     broker.create_topic("later", 2).unwrap();
     // Nothing owned, so no Revoked: straight to the new assignment.
@@ -667,4 +681,108 @@ impl CommittedTotal for MemoryBroker {
             .map(|p| self.committed(group, "t", p).unwrap_or(0) as usize)
             .sum()
     }
+}
+
+// The default protocol, cooperative-sticky: a rebalance revokes only what
+// moves, `Assigned` names only what is added, and a member keeps reading
+// the rest throughout.
+
+#[test]
+fn cooperative_members_hand_over_only_what_moves() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 4).unwrap();
+    let all = tps("t", &[0, 1, 2, 3]);
+    let mut a = consumer(&broker, "g", "t");
+    assert_eq!(expect_assigned(&mut *a), all);
+    produce_n(&broker, "t", 0, 3);
+
+    let mut b = consumer(&broker, "g", "t");
+    assert_eq!(b.poll(SHORT).unwrap(), ConsumerEvent::Records(vec![]));
+    // a gives up two partitions, keeps two, and was not asked to give up
+    // the rest.
+    let ConsumerEvent::Revoked(moved) = next_event(&mut *a) else {
+        panic!("a: expected a partial revoke");
+    };
+    assert_eq!(moved.len(), 2, "{moved:?}");
+    let kept: Vec<_> = all
+        .iter()
+        .filter(|tp| !moved.contains(tp))
+        .cloned()
+        .collect();
+    assert_eq!(a.assignment(), all, "owned until the next poll");
+    // a's next poll rejoins: nothing is added to it, and it still owns
+    // (and may commit) what it kept.
+    let mut got_b = Vec::new();
+    let deadline = Instant::now() + LONG;
+    let mut a_added = None;
+    while (a_added.is_none() || got_b.len() < 2) && Instant::now() < deadline {
+        match a.poll(SHORT).unwrap() {
+            ConsumerEvent::Assigned(p) => a_added = Some(p),
+            ConsumerEvent::Records(_) => {}
+            other => panic!("a: {other:?}"),
+        }
+        match b.poll(SHORT).unwrap() {
+            ConsumerEvent::Assigned(p) => got_b.extend(p),
+            ConsumerEvent::Records(_) => {}
+            other => panic!("b: {other:?}"),
+        }
+    }
+    assert_eq!(a_added, Some(vec![]));
+    got_b.sort();
+    assert_eq!(got_b, moved);
+    assert_eq!(a.assignment(), kept);
+    a.commit(&[(kept[0].clone(), 0)]).unwrap();
+    let err = a.commit(&[(moved[0].clone(), 0)]).unwrap_err();
+    assert!(matches!(err, Error::Rebalance(_)), "{err}");
+
+    // b leaves: a takes b's partitions without revoking its own.
+    // (An empty `Assigned` of the follow-up rebalance may come first.)
+    b.close().unwrap();
+    let mut added = Vec::new();
+    while added.len() < 2 {
+        match next_event(&mut *a) {
+            ConsumerEvent::Assigned(p) => added.extend(p),
+            other => panic!("a: {other:?}"),
+        }
+    }
+    assert_eq!(added, moved);
+    assert_eq!(a.assignment(), all);
+}
+
+#[test]
+fn cooperative_member_gets_only_the_new_partitions_when_a_topic_grows() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 2).unwrap();
+    let mut c = consumer(&broker, "g", "t");
+    assert_eq!(expect_assigned(&mut *c), tps("t", &[0, 1]));
+    broker.create_partitions("t", 3).unwrap();
+    assert_eq!(next_event(&mut *c), ConsumerEvent::Assigned(tps("t", &[2])));
+    assert_eq!(c.assignment(), tps("t", &[0, 1, 2]));
+}
+
+#[test]
+fn cooperative_member_that_does_not_rejoin_is_evicted_and_sees_lost() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 4).unwrap();
+    let mut cfg = ConsumerConfig::new("g", ["t"]);
+    cfg.rebalance_timeout = Duration::from_millis(200);
+    let mut a = broker.consumer(cfg.clone()).unwrap();
+    assert_eq!(expect_assigned(&mut *a).len(), 4);
+    let mut b = broker.consumer(cfg).unwrap();
+    // b joins; a never polls again, so it is evicted and b ends up with
+    // everything.
+    let mut got_b = Vec::new();
+    let deadline = Instant::now() + LONG;
+    while got_b.len() < 4 && Instant::now() < deadline {
+        if let ConsumerEvent::Assigned(p) = b.poll(SHORT).unwrap() {
+            got_b.extend(p);
+        }
+    }
+    got_b.sort();
+    assert_eq!(got_b, tps("t", &[0, 1, 2, 3]));
+    let ConsumerEvent::Lost(lost) = a.poll(SHORT).unwrap() else {
+        panic!("a: expected Lost");
+    };
+    assert_eq!(lost.len(), 4);
+    assert!(a.assignment().is_empty());
 }
