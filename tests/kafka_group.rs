@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kafka_retry::transport::{
-    Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, Producer, Transport,
+    Consumer, ConsumerConfig, ConsumerEvent, OffsetReset, Producer, RebalanceProtocol, Transport,
 };
 use kafka_retry::{Error, KafkaConfig, KafkaTransport, OutRecord, Record, TopicPartition};
 
@@ -39,6 +39,15 @@ fn config(group: &str, topic: &str) -> ConsumerConfig {
     c.session_timeout = SESSION;
     c.rebalance_timeout = Duration::from_secs(10);
     c.client_id = Some("kafka-group-test".into());
+    c
+}
+
+/// A member under the eager protocol: the tests that spell out the classic
+/// flow (Revoked everything, then Assigned the whole new share) pin it; the
+/// cooperative default has `leave_on_drop_*` here and tests/kafka_cooperative.rs.
+fn eager(group: &str, topic: &str) -> ConsumerConfig {
+    let mut c = config(group, topic);
+    c.rebalance_protocol = RebalanceProtocol::Eager;
     c
 }
 
@@ -278,7 +287,7 @@ fn two_members_split_then_one_takes_over_after_close() {
     let (topic, group) = topic_and_group(&kafka, "two", 4);
     produce(&kafka.producer().unwrap(), &topic, 4, 2, "t");
 
-    let mut a = kafka.consumer(config(&group, &topic)).unwrap();
+    let mut a = kafka.consumer(eager(&group, &topic)).unwrap();
     assert_eq!(join(&mut *a), tps(&topic, 0..4));
 
     // B joins on its own thread: its JoinGroup waits until A rejoins.
@@ -286,7 +295,7 @@ fn two_members_split_then_one_takes_over_after_close() {
     let (b_group, b_topic) = (group.clone(), topic.clone());
     let (to_b, b_rx) = std::sync::mpsc::channel::<()>();
     let b = thread::spawn(move || {
-        let mut b = b_kafka.consumer(config(&b_group, &b_topic)).unwrap();
+        let mut b = b_kafka.consumer(eager(&b_group, &b_topic)).unwrap();
         let started = Instant::now();
         let seen = run_until(&mut *b, Duration::from_secs(30), |s| !s.is_empty());
         println!("B: {seen:?} after {:?}", started.elapsed());
@@ -352,14 +361,14 @@ fn slow_caller_keeps_membership_thanks_to_heartbeats() {
     let kafka = transport();
     let (topic, group) = topic_and_group(&kafka, "slow", 2);
     let producer = kafka.producer().unwrap();
-    let mut a = kafka.consumer(config(&group, &topic)).unwrap();
+    let mut a = kafka.consumer(eager(&group, &topic)).unwrap();
     assert_eq!(join(&mut *a), tps(&topic, 0..2));
 
     // A slow handler: no poll for 3 session timeouts.
     thread::sleep(SESSION * 3);
     // Tansu only checks sessions when the group is touched: a new member
     // joining makes it evict A if A's heartbeats had stopped.
-    let b = join_in_background(&kafka, config(&group, &topic));
+    let b = join_in_background(&kafka, eager(&group, &topic));
     let seen = run_until(&mut *a, Duration::from_secs(30), |s| {
         matches!(s.last(), Some(Seen::Assigned(_)))
     });
@@ -433,9 +442,9 @@ fn without_heartbeats_a_slow_caller_is_fenced() {
 fn heartbeats_continue_between_revoked_and_the_next_poll() {
     let kafka = transport();
     let (topic, group) = topic_and_group(&kafka, "revslow", 2);
-    let mut a = kafka.consumer(config(&group, &topic)).unwrap();
+    let mut a = kafka.consumer(eager(&group, &topic)).unwrap();
     assert_eq!(join(&mut *a), tps(&topic, 0..2));
-    let b = join_in_background(&kafka, config(&group, &topic));
+    let b = join_in_background(&kafka, eager(&group, &topic));
     let seen = run_until(&mut *a, Duration::from_secs(30), |s| !s.is_empty());
     assert_eq!(seen, vec![Seen::Revoked(tps(&topic, 0..2))]);
     // The caller takes its time finishing the revoked partitions' work.
@@ -553,6 +562,32 @@ fn earliest_and_latest_reset() {
 
 #[test]
 fn leave_on_drop_lets_the_other_member_take_over_quickly() {
+    leave_on_drop(RebalanceProtocol::Eager);
+}
+
+#[test]
+fn leave_on_drop_lets_the_other_member_take_over_quickly_cooperative() {
+    leave_on_drop(RebalanceProtocol::Cooperative);
+}
+
+/// What a member owns after `seen`, from `owned` before (eager: `Revoked`
+/// empties it and `Assigned` is the whole share; cooperative: both name
+/// only what changes).
+fn own(mut owned: BTreeSet<TopicPartition>, seen: &[Seen]) -> BTreeSet<TopicPartition> {
+    for s in seen {
+        match s {
+            Seen::Assigned(p) => owned.extend(p.iter().cloned()),
+            Seen::Revoked(p) | Seen::Lost(p) => {
+                for tp in p {
+                    owned.remove(tp);
+                }
+            }
+        }
+    }
+    owned
+}
+
+fn leave_on_drop(protocol: RebalanceProtocol) {
     // A longer session, so that "well before the session timeout" means something.
     let session = Duration::from_secs(8);
     let kafka = transport_with(|c| c.heartbeat_interval(Some(Duration::from_millis(300))));
@@ -560,6 +595,7 @@ fn leave_on_drop_lets_the_other_member_take_over_quickly() {
     let cfg = |g: &str| {
         let mut c = config(g, &topic);
         c.session_timeout = session;
+        c.rebalance_protocol = protocol;
         c
     };
     let mut a = kafka.consumer(cfg(&group)).unwrap();
@@ -567,28 +603,45 @@ fn leave_on_drop_lets_the_other_member_take_over_quickly() {
     let b_cfg = cfg(&group);
     let b = thread::spawn(move || {
         let mut b = b_kafka.consumer(b_cfg).unwrap();
-        let got = join(&mut *b);
+        // Cooperative: the first assignment may be empty (the partition
+        // that moves is still A's), the follow-up brings it.
+        let mut got = BTreeSet::new();
+        while got.is_empty() {
+            got.extend(join(&mut *b));
+        }
         (b, got)
     });
     // A may see Assigned(2) straight away, or Assigned(all) -> Revoked -> Assigned(1).
-    let seen = run_until(
-        &mut *a,
-        Duration::from_secs(40),
-        |s| matches!(last_assigned(s), Some(p) if p.len() == 1),
-    );
-    println!("A while B joins: {seen:?}");
+    let seen = run_until(&mut *a, Duration::from_secs(40), |s| {
+        own(BTreeSet::new(), s).len() == 1 && matches!(s.last(), Some(Seen::Assigned(_)))
+    });
+    println!("A ({protocol:?}) while B joins: {seen:?}");
+    let a_owned = own(BTreeSet::new(), &seen);
     let (b, b_parts) = b.join().unwrap();
     assert_eq!(b_parts.len(), 1, "B got {b_parts:?}");
+    if protocol == RebalanceProtocol::Cooperative {
+        // Only the partition that moved was revoked, never both.
+        assert!(
+            seen.iter()
+                .all(|s| !matches!(s, Seen::Revoked(p) if p.len() > 1)),
+            "{seen:?}"
+        );
+    }
 
     let dropped = Instant::now();
     drop(b);
-    let seen = run_until(
-        &mut *a,
-        Duration::from_secs(40),
-        |s| matches!(s.last(), Some(Seen::Assigned(p)) if p.len() == 2),
-    );
+    let seen = run_until(&mut *a, Duration::from_secs(40), |s| {
+        own(a_owned.clone(), s).len() == 2
+    });
     let took = dropped.elapsed();
-    println!("A after B dropped: {seen:?} in {took:?}");
+    println!("A ({protocol:?}) after B dropped: {seen:?} in {took:?}");
+    if protocol == RebalanceProtocol::Cooperative {
+        // A keeps its partition: it only gains B's.
+        assert!(
+            !seen.iter().any(|s| matches!(s, Seen::Revoked(_))),
+            "{seen:?}"
+        );
+    }
     assert!(
         took < session,
         "takeover took {took:?}, session timeout is {session:?}"

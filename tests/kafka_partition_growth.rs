@@ -25,7 +25,9 @@ use kafka_protocol::messages::{
     CreatePartitionsResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_retry::transport::{ConsumerConfig, ConsumerEvent, Producer, Transport};
+use kafka_retry::transport::{
+    ConsumerConfig, ConsumerEvent, Producer, RebalanceProtocol, Transport,
+};
 use kafka_retry::{KafkaConfig, KafkaTransport, OutRecord, TopicPartition};
 
 use common::{eventually, kafka_bootstrap, raw_kafka, tps, unique};
@@ -41,8 +43,13 @@ fn transport(metadata_max_age: Duration) -> KafkaTransport {
     KafkaTransport::connect(config).expect("connect to KAFKA_BOOTSTRAP")
 }
 
+/// Eager members: the tests below spell out the eager flow (Revoked
+/// everything, Assigned the new share);
+/// `topic_created_after_the_group_formed_is_added_cooperatively` is the
+/// cooperative default's.
 fn config(group: &str, topics: &[&str]) -> ConsumerConfig {
     let mut c = ConsumerConfig::new(group, topics.iter().copied());
+    c.rebalance_protocol = RebalanceProtocol::Eager;
     c.session_timeout = SESSION;
     c.rebalance_timeout = Duration::from_secs(10);
     c.client_id = Some("partition-growth-test".into());
@@ -146,6 +153,24 @@ impl Member {
             Some((_, Ev::Assigned(p))) => Some(p),
             _ => None,
         }
+    }
+
+    /// What the member owns now, from every group event so far (right for
+    /// both protocols: eager revokes everything before it assigns).
+    fn owned(&self) -> BTreeSet<TopicPartition> {
+        let mut owned = BTreeSet::new();
+        for (_, e) in self.events() {
+            match e {
+                Ev::Assigned(p) => owned.extend(p),
+                Ev::Revoked(p) | Ev::Lost(p) => {
+                    for tp in &p {
+                        owned.remove(tp);
+                    }
+                }
+                Ev::Record(..) => {}
+            }
+        }
+        owned
     }
 
     /// Values of the records read from these partitions.
@@ -290,6 +315,73 @@ fn topic_created_after_the_group_formed_is_assigned() {
             describe(&both)
         );
         assert_eq!(new.len(), 2, "range splits each topic: {new:?}");
+    }
+    a.finish();
+    b.finish();
+}
+
+/// The cooperative default: `late` is created after the group formed; the
+/// members keep what they own (no Revoked at all) and each is only added
+/// one of `late`'s partitions.
+#[test]
+fn topic_created_after_the_group_formed_is_added_cooperatively() {
+    let kafka = transport(Duration::from_millis(500));
+    let existing = unique("growth-coop-existing");
+    let late = unique("growth-coop-late");
+    let group = unique("g-growth-coop");
+    kafka.create_topic(&existing, 2, None).unwrap();
+    let mut cfg = config(&group, &[&existing, &late]);
+    cfg.rebalance_protocol = RebalanceProtocol::Cooperative;
+    let a = Member::spawn(&kafka, cfg.clone());
+    let b = Member::spawn(&kafka, cfg);
+    let both = [&a, &b];
+    let split = |want: &[TopicPartition]| {
+        let (oa, ob) = (a.owned(), b.owned());
+        oa.len() + ob.len() == want.len()
+            && oa.union(&ob).cloned().collect::<BTreeSet<_>>()
+                == want.iter().cloned().collect::<BTreeSet<_>>()
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || split(&tps(&existing, 0..2))
+            && a.owned().len() == 1),
+        "the group did not settle on {existing}'s 2 partitions:\n{}",
+        describe(&both)
+    );
+    let before = [a.owned(), b.owned()];
+
+    let created = Instant::now();
+    kafka.create_topic(&late, 2, None).unwrap();
+    produce(&kafka.producer().unwrap(), &late, &[0, 1], "late");
+    let mut all = tps(&existing, 0..2);
+    all.extend(tps(&late, 0..2));
+    let late_parts = tps(&late, 0..2);
+    let want: BTreeSet<String> = ["late-0".to_string(), "late-1".to_string()].into();
+    assert!(
+        eventually(Duration::from_secs(15), || split(&all)
+            && a.values(&late_parts)
+                .union(&b.values(&late_parts))
+                .cloned()
+                .collect::<BTreeSet<_>>()
+                == want),
+        "late's partitions were not assigned and read within 15 s:\n{}",
+        describe(&both)
+    );
+    println!(
+        "cooperative: after creating {late}: assigned and read in {:?}",
+        created.elapsed()
+    );
+    for (m, old) in both.iter().zip(&before) {
+        let seen = m.group_events_since(created);
+        assert!(
+            !seen
+                .iter()
+                .any(|e| matches!(e, Ev::Revoked(_) | Ev::Lost(_))),
+            "a member gave something up:\n{}",
+            describe(&both)
+        );
+        let now = m.owned();
+        assert!(now.is_superset(old), "{}", describe(&both));
+        assert_eq!(now.len(), 2, "{}", describe(&both));
     }
     a.finish();
     b.finish();

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kafka_retry::transport::{Consumer, ConsumerConfig, ConsumerEvent, Transport};
+use kafka_retry::transport::{
+    Consumer, ConsumerConfig, ConsumerEvent, RebalanceProtocol, Transport,
+};
 use kafka_retry::{KafkaConfig, KafkaTransport, TopicPartition};
 
 use common::{broker_is_tansu, kafka_bootstrap, unique};
@@ -32,8 +34,13 @@ fn transport() -> KafkaTransport {
     KafkaTransport::connect(config).expect("connect to KAFKA_BOOTSTRAP")
 }
 
+/// Eager members: the settling below reads `Assigned` as the whole share.
+/// Tansu ignores instance ids whatever the protocol, so cooperative would
+/// show nothing more here; the engine's restart path runs under both
+/// protocols on the memory broker (tests/engine_static_membership.rs).
 fn config(group: &str, topic: &str, instance: Option<&str>) -> ConsumerConfig {
     let mut c = ConsumerConfig::new(group, [topic]);
+    c.rebalance_protocol = RebalanceProtocol::Eager;
     c.session_timeout = SESSION;
     c.rebalance_timeout = Duration::from_secs(10);
     c.group_instance_id = instance.map(str::to_string);
