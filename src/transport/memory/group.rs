@@ -1,5 +1,6 @@
 //! Consumer-group state kept by the memory broker: members, generations,
-//! the range assignor, committed offsets.
+//! the assignors (range for eager groups, sticky for cooperative ones),
+//! committed offsets.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};

@@ -68,8 +68,9 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 /// An in-process, thread-safe broker with Kafka's semantics: topics with
 /// partitions, offsets from 0, headers (duplicates and null values kept),
-/// Java's default partitioner, and consumer groups with committed offsets,
-/// range assignment and eager rebalances.
+/// Java's default partitioner, and consumer groups with committed offsets
+/// and both rebalance protocols: cooperative-sticky (the default) and range
+/// with eager rebalances.
 ///
 /// Cloning is cheap and every clone is the same broker. Nothing is persisted:
 /// the data lives as long as the last clone (and consumers and producers,
