@@ -19,8 +19,8 @@
 //! Settings shared by both sides: acks=all, linger 5 ms, batch size 1 MiB,
 //! 5 requests in flight per connection, no compression, Java's murmur2
 //! partitioner (librdkafka `partitioner=murmur2_random`), **idempotence
-//! off on both** (ours has none yet, so rdkafka runs with
-//! `enable.idempotence=false`), 6 partitions, keys `key-00042` (10,000
+//! on for both** (ours by default, as the Java client's since 3.0; rdkafka
+//! with `enable.idempotence=true`), 6 partitions, keys `key-00042` (10,000
 //! distinct). Knobs: `BENCH_N_SMALL` (200000 records of 100 B),
 //! `BENCH_N_LARGE` (50000 of 1 KiB), `BENCH_CHUNK` (10000 per `send_batch`),
 //! `BENCH_ASYNC_WINDOW` (100000 unacknowledged `send_async`: the limit
@@ -213,7 +213,8 @@ fn main() -> Result<(), BoxError> {
             .acks(kafka_retry::Acks::All)
             .linger(LINGER)
             .batch_size(BATCH_SIZE)
-            .max_in_flight(IN_FLIGHT),
+            .max_in_flight(IN_FLIGHT)
+            .idempotence(true),
     )?;
     let setup = Setup {
         bootstrap: bootstrap.clone(),
@@ -244,8 +245,8 @@ fn main() -> Result<(), BoxError> {
         "bench-rdkafka: broker {bootstrap} ({}), {} cores, load average {} at the start; \
          librdkafka {rdk_name} (0x{rdk_version:08x}) through rust-rdkafka 0.39; {PARTITIONS} \
          partitions, {KEYS} keys, acks=all, linger {LINGER:?}, batch size {BATCH_SIZE} B, \
-         {IN_FLIGHT} in flight, idempotence OFF on both (enable.idempotence=false: ours has \
-         none yet), session timeout {:?}; {repeat} alternating rounds",
+         {IN_FLIGHT} in flight, idempotence on for both, session timeout {:?}; {repeat} \
+         alternating rounds",
         std::env::var("KAFKA_RETRY_BROKER").unwrap_or_else(|_| "?".into()),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         uptime(),

@@ -45,12 +45,13 @@ impl ProducerContext for Deliveries {
 pub type Prod = BaseProducer<Deliveries>;
 
 /// A producer with the settings ours has (acks=all, linger 5 ms, 1 MiB
-/// batches, 5 in flight, no compression, murmur2, no idempotence).
+/// batches, 5 in flight, no compression, murmur2, idempotence on as ours
+/// by default).
 pub fn producer(setup: &Setup) -> Result<Prod, BoxError> {
     Ok(ClientConfig::new()
         .set("bootstrap.servers", &setup.bootstrap)
         .set("acks", "all")
-        .set("enable.idempotence", "false")
+        .set("enable.idempotence", "true")
         .set("linger.ms", LINGER.as_millis().to_string())
         .set("batch.size", BATCH_SIZE.to_string())
         .set(
