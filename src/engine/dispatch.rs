@@ -178,49 +178,53 @@ impl Dispatcher {
         let received_ms = now_ms();
         let workers = self.job_txs.len();
         let mut count = 0;
-        let mut current: Option<Arc<Lease>> = None;
-        for record in records {
+        let mut records = records.into_iter().peekable();
+        // Records come grouped by partition: per run of one partition one
+        // key-order check, one lease lookup, one tracker lock and one update
+        // of each lease counter, not one per record.
+        while let Some(first) = records.next() {
+            let (topic, partition) = (first.topic.clone(), first.partition);
+            let mut run = vec![first];
+            while let Some(r) = records.next_if(|r| r.partition == partition && r.topic == topic) {
+                run.push(r);
+            }
+            let tp = TopicPartition { topic, partition };
             if !self.unready.is_empty() {
-                if let Some((_, kept)) = self.unready.get_mut(&record.topic_partition()) {
-                    kept.push(record); // key order: its keys are not known yet
+                if let Some((_, kept)) = self.unready.get_mut(&tp) {
+                    kept.extend(run); // key order: its keys are not known yet
                     continue;
                 }
             }
-            // Records come grouped by partition: look the lease up once per run.
-            if current
-                .as_ref()
-                .is_none_or(|l| l.tp.partition != record.partition || l.tp.topic != record.topic)
-            {
-                current = self
-                    .parts
-                    .get(&record.topic_partition())
-                    .map(|p| p.lease.clone());
-            }
-            let Some(lease) = &current else {
+            let Some(lease) = self.parts.get(&tp).map(|p| p.lease.clone()) else {
                 log::warn!(
-                    "record {}@{} from an unassigned partition ignored",
-                    record.topic_partition(),
-                    record.offset
+                    "{} records {tp}@{}.. from an unassigned partition ignored",
+                    run.len(),
+                    run[0].offset
                 );
                 continue;
             };
-            if !lease.tracker().track(record.offset) {
-                continue; // already dispatched (a re-fetch after a rewind)
+            {
+                let mut tracker = lease.tracker();
+                // Already dispatched: a re-fetch after a rewind.
+                run.retain(|r| tracker.track(r.offset));
             }
-            let worker = worker_for(record.key.as_deref(), workers, &mut self.round_robin);
-            lease.outstanding.fetch_add(1, R);
-            lease.outboxed.fetch_add(1, R);
-            self.outbox[worker].push_back(Job {
-                record,
-                lease: lease.clone(),
-                received_ms,
-            });
-            count += 1;
+            let n = run.len();
+            lease.outstanding.fetch_add(n, R);
+            lease.outboxed.fetch_add(n, R);
+            for record in run {
+                let worker = worker_for(record.key.as_deref(), workers, &mut self.round_robin);
+                self.outbox[worker].push_back(Job {
+                    record,
+                    lease: lease.clone(),
+                    received_ms,
+                });
+            }
+            count += n;
         }
         self.ctx
             .counters
             .received
-            .fetch_add(count, Ordering::Relaxed);
+            .fetch_add(count as u64, Ordering::Relaxed);
         self.ctx
             .counters
             .in_flight
@@ -262,15 +266,12 @@ impl Dispatcher {
             while !outbox.is_empty() {
                 let n = outbox.len().min(JOB_BATCH);
                 let batch: Vec<Job> = outbox.drain(..n).collect();
-                for job in &batch {
-                    job.lease.outboxed.fetch_sub(1, R);
-                }
+                // Before the send: once sent, a worker may finish them.
+                outboxed_by_runs(&batch, |lease, n| lease.outboxed.fetch_sub(n, R));
                 match self.job_txs[w].try_send(batch) {
                     Ok(()) => {}
                     Err(TrySendError::Disconnected(batch)) => {
-                        for job in &batch {
-                            job.lease.outboxed.fetch_add(1, R);
-                        }
+                        outboxed_by_runs(&batch, |lease, n| lease.outboxed.fetch_add(n, R));
                         // Workers catch every panic, so this is a bug; stop
                         // rather than keep its partitions paused forever.
                         self.failed = Some(format!("worker {w} is gone"));
@@ -280,9 +281,7 @@ impl Dispatcher {
                         break;
                     }
                     Err(TrySendError::Full(batch)) => {
-                        for job in &batch {
-                            job.lease.outboxed.fetch_add(1, R);
-                        }
+                        outboxed_by_runs(&batch, |lease, n| lease.outboxed.fetch_add(n, R));
                         for job in batch.into_iter().rev() {
                             outbox.push_front(job);
                         }
@@ -630,6 +629,22 @@ impl Dispatcher {
             .publish(&self.ctx.counters.snapshot(), &self.ctx.health);
         let lags = self.parts.lags(&self.consumer.progress());
         self.ctx.metrics.publish_lag(&lags);
+    }
+}
+
+/// Calls `f(lease, n)` once per run of `n` consecutive jobs of one lease:
+/// jobs mostly come in long runs of one partition, so a counter is
+/// updated once per run rather than once per job.
+fn outboxed_by_runs(jobs: &[Job], mut f: impl FnMut(&Lease, usize) -> usize) {
+    let mut i = 0;
+    while i < jobs.len() {
+        let lease = &jobs[i].lease;
+        let n = jobs[i..]
+            .iter()
+            .take_while(|j| Arc::ptr_eq(&j.lease, lease))
+            .count();
+        f(lease, n);
+        i += n;
     }
 }
 
