@@ -48,7 +48,7 @@ mod stored;
 
 use consumer::MemoryConsumer;
 use group::Group;
-use stored::Stored;
+use stored::{Fields, Stored};
 
 /// Most partitions one topic may have (a guard against allocating the
 /// machine away on a typo).
@@ -470,23 +470,25 @@ impl Inner {
                     continue;
                 }
             };
-            // Copied into their buffers before the partition lock is taken.
-            let run: Vec<(usize, String, Stored)> = run
+            // Copied into one buffer for the run before the partition
+            // lock is taken (see stored.rs).
+            let (placed, fields): (Vec<(usize, String)>, Vec<Fields>) = run
                 .iter()
                 .filter_map(|&(_, _, i)| {
                     let rec = records[i].take()?;
-                    let stored = Stored::new(
-                        rec.timestamp.unwrap_or(now),
-                        rec.key,
-                        rec.value,
-                        rec.headers,
-                    );
-                    Some((i, rec.topic, stored))
+                    let fields = Fields {
+                        timestamp: rec.timestamp.unwrap_or(now),
+                        key: rec.key,
+                        value: rec.value,
+                        headers: rec.headers,
+                    };
+                    Some(((i, rec.topic), fields))
                 })
-                .collect();
+                .unzip();
+            let stored = Stored::all(fields);
             let mut log = lock(&part.log);
-            log.reserve(run.len());
-            for (i, topic, stored) in run {
+            log.reserve(stored.len());
+            for ((i, topic), stored) in placed.into_iter().zip(stored) {
                 let offset = log.len() as i64;
                 log.push(stored);
                 results[i] = Some(Ok(Delivered {
