@@ -149,7 +149,9 @@ impl Calls {
         let calls = l(&self.send) + l(&self.send_async) + batches;
         let records = l(&self.send) + l(&self.send_async) + batch_records;
         format!(
-            "producer {} calls/s ({} records/call: send {}, send_async {}, send_batch {} of {:.1}              records each; to retry topic {}, to origin {}); polls/s main {} ({} with records),              relay {} ({} with records)",
+            "producer {} calls/s ({} records/call: send {}, send_async {}, send_batch {} of {:.1} \
+             records each; to retry topic {}, to origin {}); polls/s main {} ({} with \
+             records), relay {} ({} with records)",
             per_s(calls),
             if calls == 0 {
                 "-".to_string()
