@@ -220,18 +220,16 @@ mod tests {
         };
         let all = Stored::all(vec![f("a", Some("1")), f("bb", None), f("", Some("333"))]);
         let rs: Vec<Record> = all.iter().map(|s| s.to_record("t", 0, 0)).collect();
-        let got: Vec<(Option<&[u8]>, Option<&[u8]>)> = rs
+        let got: Vec<(&str, Option<&str>)> = rs
             .iter()
-            .map(|r| (r.key.as_deref(), r.value.as_deref()))
+            .map(|r| {
+                fn text(b: &Bytes) -> &str {
+                    std::str::from_utf8(b).unwrap()
+                }
+                (text(r.key.as_ref().unwrap()), r.value.as_ref().map(text))
+            })
             .collect();
-        assert_eq!(
-            got,
-            [
-                (Some(&b"a"[..]), Some(&b"1"[..])),
-                (Some(&b"bb"[..]), None),
-                (Some(&b""[..]), Some(&b"333"[..])),
-            ]
-        );
+        assert_eq!(got, [("a", Some("1")), ("bb", None), ("", Some("333"))]);
         // Back to back: record 1's key follows record 0's value.
         let a = rs[0].key.as_deref().unwrap().as_ptr() as usize;
         let bb = rs[1].key.as_deref().unwrap().as_ptr() as usize;
