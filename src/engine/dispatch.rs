@@ -178,17 +178,23 @@ impl Dispatcher {
         let received_ms = now_ms();
         let workers = self.job_txs.len();
         let mut count = 0;
-        let mut records = records.into_iter().peekable();
+        let mut records = records.into_iter();
         // Records come grouped by partition: per run of one partition one
         // key-order check, one lease lookup, one tracker lock and one update
-        // of each lease counter, not one per record.
-        while let Some(first) = records.next() {
-            let (topic, partition) = (first.topic.clone(), first.partition);
-            let mut run = vec![first];
-            while let Some(r) = records.next_if(|r| r.partition == partition && r.topic == topic) {
-                run.push(r);
-            }
-            let tp = TopicPartition { topic, partition };
+        // of each lease counter, not one per record. Runs are found on the
+        // iterator's remaining slice, so records move once, into their job.
+        while let Some(first) = records.as_slice().first() {
+            let partition = first.partition;
+            let len = records
+                .as_slice()
+                .iter()
+                .take_while(|r| r.partition == partition && r.topic == first.topic)
+                .count();
+            let (tp, from) = (
+                TopicPartition::new(first.topic.clone(), partition),
+                first.offset,
+            );
+            let run = records.by_ref().take(len);
             if !self.unready.is_empty() {
                 if let Some((_, kept)) = self.unready.get_mut(&tp) {
                     kept.extend(run); // key order: its keys are not known yet
@@ -196,29 +202,31 @@ impl Dispatcher {
                 }
             }
             let Some(lease) = self.parts.get(&tp).map(|p| p.lease.clone()) else {
-                log::warn!(
-                    "{} records {tp}@{}.. from an unassigned partition ignored",
-                    run.len(),
-                    run[0].offset
-                );
+                log::warn!("{len} records {tp}@{from}.. from an unassigned partition ignored");
+                run.for_each(drop);
                 continue;
             };
-            {
-                let mut tracker = lease.tracker();
-                // Already dispatched: a re-fetch after a rewind.
-                run.retain(|r| tracker.track(r.offset));
-            }
-            let n = run.len();
-            lease.outstanding.fetch_add(n, R);
-            lease.outboxed.fetch_add(n, R);
+            let mut n = 0;
+            // Held for the run: only a key-order completion contends, and
+            // it waits at most one run.
+            let mut tracker = lease.tracker();
             for record in run {
+                if !tracker.track(record.offset) {
+                    continue; // already dispatched (a re-fetch after a rewind)
+                }
                 let worker = worker_for(record.key.as_deref(), workers, &mut self.round_robin);
                 self.outbox[worker].push_back(Job {
                     record,
                     lease: lease.clone(),
                     received_ms,
                 });
+                n += 1;
             }
+            drop(tracker);
+            // After the pushes is soon enough: the outboxes are handed to
+            // the workers by this thread, below.
+            lease.outstanding.fetch_add(n, R);
+            lease.outboxed.fetch_add(n, R);
             count += n;
         }
         self.ctx
