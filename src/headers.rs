@@ -427,6 +427,23 @@ mod tests {
         assert_eq!(again.first_received_at, info.first_received_at);
     }
 
+    /// A retry header given twice counts by its last copy, as
+    /// `Record::header` reads it.
+    #[test]
+    fn the_last_copy_of_a_retry_header_counts() {
+        let mut hs = valid();
+        hs.insert(0, Header::new(ATTEMPTS, "9"));
+        hs.push(Header::new(ORIGIN_OFFSET, "77"));
+        let r = record(hs);
+        let info = RetryInfo::parse(&r, NOW).unwrap();
+        assert_eq!((info.attempts, info.origin_offset), (3, 77));
+        assert_eq!(r.attempts(), 3);
+        // A bad last copy is malformed even after a good one.
+        let mut hs = valid();
+        hs.push(Header::new(ATTEMPTS, "x"));
+        assert!(RetryInfo::parse(&record(hs), NOW).is_err());
+    }
+
     /// Each value lands under its own name, the due time and dead reason
     /// included (the values share one buffer: no value may run into the
     /// next), and an empty reason stays an empty value.
