@@ -35,7 +35,7 @@ struct Dispatcher {
     parts: Partitions,
     /// Per worker: jobs the worker's full queue could not take yet. FIFO per
     /// worker keeps per-key order (a key always maps to one worker).
-    outbox: Vec<VecDeque<Job>>,
+    outbox: Vec<Outbox>,
     job_txs: Vec<Sender<Vec<Job>>>,
     completions: Receiver<Vec<Completion>>,
     round_robin: usize,
@@ -63,7 +63,7 @@ pub(crate) fn run(
     status: Arc<ThreadStatus>,
 ) -> Result<(), String> {
     let mut d = Dispatcher {
-        outbox: job_txs.iter().map(|_| VecDeque::new()).collect(),
+        outbox: job_txs.iter().map(|_| Outbox::default()).collect(),
         ctx,
         consumer,
         parts: Partitions::default(),
@@ -271,9 +271,7 @@ impl Dispatcher {
             self.consumer.resume(&tps);
         }
         for (w, outbox) in self.outbox.iter_mut().enumerate() {
-            while !outbox.is_empty() {
-                let n = outbox.len().min(JOB_BATCH);
-                let batch: Vec<Job> = outbox.drain(..n).collect();
+            while let Some(batch) = outbox.batches.pop_front() {
                 // Before the send: once sent, a worker may finish them.
                 outboxed_by_runs(&batch, |lease, n| lease.outboxed.fetch_sub(n, R));
                 match self.job_txs[w].try_send(batch) {
@@ -283,16 +281,12 @@ impl Dispatcher {
                         // Workers catch every panic, so this is a bug; stop
                         // rather than keep its partitions paused forever.
                         self.failed = Some(format!("worker {w} is gone"));
-                        for job in batch.into_iter().rev() {
-                            outbox.push_front(job);
-                        }
+                        outbox.batches.push_front(batch);
                         break;
                     }
                     Err(TrySendError::Full(batch)) => {
                         outboxed_by_runs(&batch, |lease, n| lease.outboxed.fetch_add(n, R));
-                        for job in batch.into_iter().rev() {
-                            outbox.push_front(job);
-                        }
+                        outbox.batches.push_front(batch);
                         break;
                     }
                 }
@@ -497,7 +491,7 @@ impl Dispatcher {
     fn drop_outboxed(&mut self, matches: impl Fn(&Lease) -> bool) {
         let mut skipped = 0;
         for outbox in &mut self.outbox {
-            outbox.retain(|job| {
+            outbox.retain(|job: &Job| {
                 if !matches(&job.lease) {
                     return true;
                 }
@@ -637,6 +631,40 @@ impl Dispatcher {
             .publish(&self.ctx.counters.snapshot(), &self.ctx.health);
         let lags = self.parts.lags(&self.consumer.progress());
         self.ctx.metrics.publish_lag(&lags);
+    }
+}
+
+/// One worker's outbox: its jobs in order, already cut into the batches
+/// they are sent in (at most [`JOB_BATCH`] each, all full but the last
+/// unless jobs were dropped), so a job moves once, into its batch, and a
+/// send moves a whole batch.
+#[derive(Default)]
+struct Outbox {
+    batches: VecDeque<Vec<Job>>,
+}
+
+impl Outbox {
+    fn push_back(&mut self, job: Job) {
+        match self.batches.back_mut() {
+            Some(b) if b.len() < JOB_BATCH => b.push(job),
+            _ => {
+                let mut b = Vec::with_capacity(JOB_BATCH);
+                b.push(job);
+                self.batches.push_back(b);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Keeps the jobs `keep` says to, in order.
+    fn retain(&mut self, mut keep: impl FnMut(&Job) -> bool) {
+        for b in &mut self.batches {
+            b.retain(&mut keep);
+        }
+        self.batches.retain(|b| !b.is_empty());
     }
 }
 
