@@ -65,10 +65,13 @@ use std::time::{Duration, Instant};
 
 use bench::{env_u64, human, id_of, process_cpu, BoxError};
 use bytes::Bytes;
-use kafka_retry::transport::{Producer, Transport};
+use kafka_retry::transport::{
+    Consumer, ConsumerConfig, ConsumerEvent, PartitionProgress, Pending, Producer, Reader,
+    Transport,
+};
 use kafka_retry::{
-    Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats, ATTEMPTS,
-    ENQUEUED_AT,
+    Delivered, Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats,
+    TopicPartition, ATTEMPTS, ENQUEUED_AT,
 };
 
 const PARTITIONS: i32 = 6;
@@ -105,6 +108,176 @@ const ROLES: [&str; 6] = [
     "other",
 ];
 
+// ------------------------------------------------ calls the engine makes
+
+/// Producer calls and polls of one run, counted by [`Counted`]: where the
+/// retry path's cost goes (many small writes, or polls that return
+/// nothing).
+#[derive(Debug, Default)]
+struct Calls {
+    send: AtomicU64,
+    send_async: AtomicU64,
+    batches: AtomicU64,
+    batch_records: AtomicU64,
+    /// Records written to the retry topic and to the origin topic (the
+    /// relay's writes), whatever the call.
+    to_retry: AtomicU64,
+    to_origin: AtomicU64,
+    /// Polls of the main consumer and of the relay's, and those of each
+    /// that returned records.
+    polls: [AtomicU64; 2],
+    polls_with_records: [AtomicU64; 2],
+}
+
+impl Calls {
+    fn count_topic(&self, topic: &str, n: u64) {
+        let c = if topic.ends_with("-retry") {
+            &self.to_retry
+        } else if !topic.ends_with("-dlt") {
+            &self.to_origin
+        } else {
+            return;
+        };
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One line: calls per second over `secs`, records per call.
+    fn describe(&self, secs: f64) -> String {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let per_s = |n: u64| human(n as f64 / secs.max(1e-9));
+        let (batches, batch_records) = (l(&self.batches), l(&self.batch_records));
+        let calls = l(&self.send) + l(&self.send_async) + batches;
+        let records = l(&self.send) + l(&self.send_async) + batch_records;
+        format!(
+            "producer {} calls/s ({} records/call: send {}, send_async {}, send_batch {} of {:.1} \
+             records each; to retry topic {}, to origin {}); polls/s main {} ({} with \
+             records), relay {} ({} with records)",
+            per_s(calls),
+            if calls == 0 {
+                "-".to_string()
+            } else {
+                format!("{:.1}", records as f64 / calls as f64)
+            },
+            l(&self.send),
+            l(&self.send_async),
+            batches,
+            if batches == 0 {
+                0.0
+            } else {
+                batch_records as f64 / batches as f64
+            },
+            l(&self.to_retry),
+            l(&self.to_origin),
+            per_s(l(&self.polls[0])),
+            per_s(l(&self.polls_with_records[0])),
+            per_s(l(&self.polls[1])),
+            per_s(l(&self.polls_with_records[1])),
+        )
+    }
+}
+
+/// The Kafka transport with every producer call and poll counted.
+#[derive(Debug, Clone)]
+struct Counted {
+    inner: KafkaTransport,
+    calls: Arc<Calls>,
+}
+
+impl Transport for Counted {
+    fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
+        let which = usize::from(config.group_id.ends_with("-relay"));
+        Ok(Box::new(CountedConsumer {
+            inner: self.inner.consumer(config)?,
+            calls: self.calls.clone(),
+            which,
+        }))
+    }
+    fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
+        Ok(Arc::new(CountedProducer {
+            inner: self.inner.producer()?,
+            calls: self.calls.clone(),
+        }))
+    }
+    fn create_topic(&self, t: &str, p: i32, rf: Option<i16>) -> kafka_retry::Result<()> {
+        self.inner.create_topic(t, p, rf)
+    }
+    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+        self.inner.partition_count(topic)
+    }
+    fn reader(&self) -> kafka_retry::Result<Box<dyn Reader>> {
+        self.inner.reader()
+    }
+}
+
+#[derive(Debug)]
+struct CountedProducer {
+    inner: Arc<dyn Producer>,
+    calls: Arc<Calls>,
+}
+
+impl Producer for CountedProducer {
+    fn send(&self, record: OutRecord) -> kafka_retry::Result<Delivered> {
+        self.calls.send.fetch_add(1, Ordering::Relaxed);
+        self.calls.count_topic(&record.topic, 1);
+        self.inner.send(record)
+    }
+    fn send_async(&self, record: OutRecord) -> Pending {
+        self.calls.send_async.fetch_add(1, Ordering::Relaxed);
+        self.calls.count_topic(&record.topic, 1);
+        self.inner.send_async(record)
+    }
+    fn send_batch(&self, records: Vec<OutRecord>) -> Vec<kafka_retry::Result<Delivered>> {
+        self.calls.batches.fetch_add(1, Ordering::Relaxed);
+        self.calls
+            .batch_records
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        for r in &records {
+            self.calls.count_topic(&r.topic, 1);
+        }
+        self.inner.send_batch(records)
+    }
+}
+
+#[derive(Debug)]
+struct CountedConsumer {
+    inner: Box<dyn Consumer>,
+    calls: Arc<Calls>,
+    /// 0: the main consumer, 1: the relay's.
+    which: usize,
+}
+
+impl Consumer for CountedConsumer {
+    fn poll(&mut self, timeout: Duration) -> kafka_retry::Result<ConsumerEvent> {
+        self.calls.polls[self.which].fetch_add(1, Ordering::Relaxed);
+        let event = self.inner.poll(timeout)?;
+        if matches!(&event, ConsumerEvent::Records(r) if !r.is_empty()) {
+            self.calls.polls_with_records[self.which].fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(event)
+    }
+    fn pause(&mut self, partitions: &[TopicPartition]) {
+        self.inner.pause(partitions)
+    }
+    fn resume(&mut self, partitions: &[TopicPartition]) {
+        self.inner.resume(partitions)
+    }
+    fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> kafka_retry::Result<()> {
+        self.inner.commit(offsets)
+    }
+    fn assignment(&self) -> Vec<TopicPartition> {
+        self.inner.assignment()
+    }
+    fn close(&mut self) -> kafka_retry::Result<()> {
+        self.inner.close()
+    }
+    fn close_for_restart(&mut self) -> kafka_retry::Result<()> {
+        self.inner.close_for_restart()
+    }
+    fn progress(&self) -> Vec<PartitionProgress> {
+        self.inner.progress()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Mode {
     NoRetry,
@@ -135,6 +308,8 @@ struct Run {
     cpu: f64,
     broker_cpu: f64,
     roles: String,
+    /// Producer calls and polls, per second of the run (see [`Calls`]).
+    calls: String,
 }
 
 impl Run {
@@ -211,7 +386,12 @@ impl Bench {
             }
         };
         let (cpu0, broker0, roles0) = (process_cpu(), self.broker_cpu(), cpu_by_role());
-        let mut builder = Engine::builder(self.kafka.clone())
+        let calls = Arc::new(Calls::default());
+        let transport = Counted {
+            inner: self.kafka.clone(),
+            calls: calls.clone(),
+        };
+        let mut builder = Engine::builder(transport)
             .group_id(&group)
             .topics([name.as_str()])
             .workers(self.workers)
@@ -240,6 +420,8 @@ impl Bench {
             .collect::<Vec<_>>()
             .join(", ");
         let stats = engine.stats();
+        // Per second of the run from build() to all done (or the limit).
+        let calls = calls.describe(m.all_done.unwrap_or(RUN_LIMIT).as_secs_f64());
         if let Err(e) = engine.shutdown(Duration::from_secs(10)) {
             eprintln!("bench_engine_kafka: shutdown: {e}");
         }
@@ -258,6 +440,7 @@ impl Bench {
             cpu,
             broker_cpu,
             roles,
+            calls,
         })
     }
 }
@@ -446,6 +629,7 @@ fn print_run(label: &str, r: &Run) {
         r.broker_cpu * 1e6 / r.n as f64,
         r.roles
     );
+    println!("  calls: {}", r.calls);
     if r.all_done.is_none() || s.dead_lettered.total() > 0 || s.send_errors > 0 {
         println!("  note: this run did not finish cleanly (see the counters above)");
     }

@@ -624,3 +624,124 @@ fn dead_letter_limit_is_validated() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// The batching writer is supervised.
+
+/// A panic payload whose drop panics again. The writer catches a panic of
+/// `send_batch` and then drops its payload outside the catch, so this one
+/// kills the writer thread: a faulty producer's way in, no test hook.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("the panic payload's drop panicked too");
+    }
+}
+
+/// Passes everything to the memory broker; its producer's first
+/// `send_batch` (the writer's first batch) panics with [`PanicsOnDrop`].
+#[derive(Debug, Clone)]
+struct KillsWriter {
+    inner: MemoryBroker,
+    armed: Arc<AtomicBool>,
+}
+
+impl Transport for KillsWriter {
+    fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
+        self.inner.consumer(config)
+    }
+    fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
+        Ok(Arc::new(KillsWriterProducer {
+            inner: self.inner.producer()?,
+            armed: self.armed.clone(),
+        }))
+    }
+    fn create_topic(&self, t: &str, p: i32, rf: Option<i16>) -> kafka_retry::Result<()> {
+        Transport::create_topic(&self.inner, t, p, rf)
+    }
+    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+        self.inner.partition_count(topic)
+    }
+}
+
+#[derive(Debug)]
+struct KillsWriterProducer {
+    inner: Arc<dyn Producer>,
+    armed: Arc<AtomicBool>,
+}
+
+impl Producer for KillsWriterProducer {
+    fn send(&self, record: OutRecord) -> kafka_retry::Result<Delivered> {
+        self.inner.send(record)
+    }
+    fn send_batch(&self, records: Vec<OutRecord>) -> Vec<kafka_retry::Result<Delivered>> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            std::panic::panic_any(PanicsOnDrop);
+        }
+        self.inner.send_batch(records)
+    }
+}
+
+/// The writer thread dies on its first batch (the first retry copy):
+/// health says so, and every record still comes back, its retry copy and
+/// the relay's write going straight to the producer. Without supervision
+/// health stays `Running` and the relay's writes fail for ever (nothing
+/// comes back to be done).
+#[test]
+fn writer_death_degrades_health_and_writes_go_on() {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 2).unwrap();
+    let transport = KillsWriter {
+        inner: broker.clone(),
+        armed: Arc::new(AtomicBool::new(true)),
+    };
+    let engine = Engine::builder(transport.clone())
+        .group_id("writer-death")
+        .topics(["t"])
+        .policy(RetryPolicy::new(
+            Duration::from_millis(20),
+            Duration::from_secs(60),
+        ))
+        .handler(|r: &Record| {
+            if r.attempts() == 0 {
+                Outcome::retry("first attempt")
+            } else {
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    assert!(engine.health().is_healthy());
+    fill(&broker, "t", 20);
+    assert!(
+        wait_until(Duration::from_secs(10), || engine.stats().done == 20),
+        "{:?}; {}",
+        engine.stats(),
+        engine.health()
+    );
+    assert!(
+        !transport.armed.load(Ordering::SeqCst),
+        "the writer was used"
+    );
+    let h = engine.health();
+    assert_eq!(h.status, HealthStatus::Degraded, "{h}");
+    assert!(
+        h.issues.iter().any(|i| matches!(
+            i,
+            HealthIssue::ThreadDied(t)
+                if t.thread == "kafka-retry-writer" && t.reason.contains("drop panicked")
+        )),
+        "{h}"
+    );
+    // Every record came back through the relay, each once handled again.
+    let stats = engine.stats();
+    assert_eq!((stats.retried, stats.relayed), (20, 20), "{stats:?}");
+    let relayed: HashSet<u64> = (0..2)
+        .flat_map(|p| broker.records("t", p).unwrap())
+        .filter(|r| r.header(kafka_retry::ORIGIN_TOPIC).is_some())
+        .map(|r| id(&r))
+        .collect();
+    assert_eq!(relayed, (0..20).collect::<HashSet<u64>>());
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+}

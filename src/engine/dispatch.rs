@@ -35,7 +35,7 @@ struct Dispatcher {
     parts: Partitions,
     /// Per worker: jobs the worker's full queue could not take yet. FIFO per
     /// worker keeps per-key order (a key always maps to one worker).
-    outbox: Vec<VecDeque<Job>>,
+    outbox: Vec<Outbox>,
     job_txs: Vec<Sender<Vec<Job>>>,
     completions: Receiver<Vec<Completion>>,
     round_robin: usize,
@@ -63,7 +63,7 @@ pub(crate) fn run(
     status: Arc<ThreadStatus>,
 ) -> Result<(), String> {
     let mut d = Dispatcher {
-        outbox: job_txs.iter().map(|_| VecDeque::new()).collect(),
+        outbox: job_txs.iter().map(|_| Outbox::default()).collect(),
         ctx,
         consumer,
         parts: Partitions::default(),
@@ -178,49 +178,61 @@ impl Dispatcher {
         let received_ms = now_ms();
         let workers = self.job_txs.len();
         let mut count = 0;
-        let mut current: Option<Arc<Lease>> = None;
-        for record in records {
+        let mut records = records.into_iter();
+        // Records come grouped by partition: per run of one partition one
+        // key-order check, one lease lookup, one tracker lock and one update
+        // of each lease counter, not one per record. Runs are found on the
+        // iterator's remaining slice, so records move once, into their job.
+        while let Some(first) = records.as_slice().first() {
+            let partition = first.partition;
+            let len = records
+                .as_slice()
+                .iter()
+                .take_while(|r| r.partition == partition && r.topic == first.topic)
+                .count();
+            let (tp, from) = (
+                TopicPartition::new(first.topic.clone(), partition),
+                first.offset,
+            );
+            let run = records.by_ref().take(len);
             if !self.unready.is_empty() {
-                if let Some((_, kept)) = self.unready.get_mut(&record.topic_partition()) {
-                    kept.push(record); // key order: its keys are not known yet
+                if let Some((_, kept)) = self.unready.get_mut(&tp) {
+                    kept.extend(run); // key order: its keys are not known yet
                     continue;
                 }
             }
-            // Records come grouped by partition: look the lease up once per run.
-            if current
-                .as_ref()
-                .is_none_or(|l| l.tp.partition != record.partition || l.tp.topic != record.topic)
-            {
-                current = self
-                    .parts
-                    .get(&record.topic_partition())
-                    .map(|p| p.lease.clone());
-            }
-            let Some(lease) = &current else {
-                log::warn!(
-                    "record {}@{} from an unassigned partition ignored",
-                    record.topic_partition(),
-                    record.offset
-                );
+            let Some(lease) = self.parts.get(&tp).map(|p| p.lease.clone()) else {
+                log::warn!("{len} records {tp}@{from}.. from an unassigned partition ignored");
+                run.for_each(drop);
                 continue;
             };
-            if !lease.tracker().track(record.offset) {
-                continue; // already dispatched (a re-fetch after a rewind)
+            let mut n = 0;
+            // Held for the run: only a key-order completion contends, and
+            // it waits at most one run.
+            let mut tracker = lease.tracker();
+            for record in run {
+                if !tracker.track(record.offset) {
+                    continue; // already dispatched (a re-fetch after a rewind)
+                }
+                let worker = worker_for(record.key.as_deref(), workers, &mut self.round_robin);
+                self.outbox[worker].push_back(Job {
+                    record,
+                    lease: lease.clone(),
+                    received_ms,
+                });
+                n += 1;
             }
-            let worker = worker_for(record.key.as_deref(), workers, &mut self.round_robin);
-            lease.outstanding.fetch_add(1, R);
-            lease.outboxed.fetch_add(1, R);
-            self.outbox[worker].push_back(Job {
-                record,
-                lease: lease.clone(),
-                received_ms,
-            });
-            count += 1;
+            drop(tracker);
+            // After the pushes is soon enough: the outboxes are handed to
+            // the workers by this thread, below.
+            lease.outstanding.fetch_add(n, R);
+            lease.outboxed.fetch_add(n, R);
+            count += n;
         }
         self.ctx
             .counters
             .received
-            .fetch_add(count, Ordering::Relaxed);
+            .fetch_add(count as u64, Ordering::Relaxed);
         self.ctx
             .counters
             .in_flight
@@ -259,33 +271,22 @@ impl Dispatcher {
             self.consumer.resume(&tps);
         }
         for (w, outbox) in self.outbox.iter_mut().enumerate() {
-            while !outbox.is_empty() {
-                let n = outbox.len().min(JOB_BATCH);
-                let batch: Vec<Job> = outbox.drain(..n).collect();
-                for job in &batch {
-                    job.lease.outboxed.fetch_sub(1, R);
-                }
+            while let Some(batch) = outbox.batches.pop_front() {
+                // Before the send: once sent, a worker may finish them.
+                outboxed_by_runs(&batch, |lease, n| lease.outboxed.fetch_sub(n, R));
                 match self.job_txs[w].try_send(batch) {
                     Ok(()) => {}
                     Err(TrySendError::Disconnected(batch)) => {
-                        for job in &batch {
-                            job.lease.outboxed.fetch_add(1, R);
-                        }
+                        outboxed_by_runs(&batch, |lease, n| lease.outboxed.fetch_add(n, R));
                         // Workers catch every panic, so this is a bug; stop
                         // rather than keep its partitions paused forever.
                         self.failed = Some(format!("worker {w} is gone"));
-                        for job in batch.into_iter().rev() {
-                            outbox.push_front(job);
-                        }
+                        outbox.batches.push_front(batch);
                         break;
                     }
                     Err(TrySendError::Full(batch)) => {
-                        for job in &batch {
-                            job.lease.outboxed.fetch_add(1, R);
-                        }
-                        for job in batch.into_iter().rev() {
-                            outbox.push_front(job);
-                        }
+                        outboxed_by_runs(&batch, |lease, n| lease.outboxed.fetch_add(n, R));
+                        outbox.batches.push_front(batch);
                         break;
                     }
                 }
@@ -490,7 +491,7 @@ impl Dispatcher {
     fn drop_outboxed(&mut self, matches: impl Fn(&Lease) -> bool) {
         let mut skipped = 0;
         for outbox in &mut self.outbox {
-            outbox.retain(|job| {
+            outbox.retain(|job: &Job| {
                 if !matches(&job.lease) {
                     return true;
                 }
@@ -630,6 +631,56 @@ impl Dispatcher {
             .publish(&self.ctx.counters.snapshot(), &self.ctx.health);
         let lags = self.parts.lags(&self.consumer.progress());
         self.ctx.metrics.publish_lag(&lags);
+    }
+}
+
+/// One worker's outbox: its jobs in order, already cut into the batches
+/// they are sent in (at most [`JOB_BATCH`] each, all full but the last
+/// unless jobs were dropped), so a job moves once, into its batch, and a
+/// send moves a whole batch.
+#[derive(Default)]
+struct Outbox {
+    batches: VecDeque<Vec<Job>>,
+}
+
+impl Outbox {
+    fn push_back(&mut self, job: Job) {
+        match self.batches.back_mut() {
+            Some(b) if b.len() < JOB_BATCH => b.push(job),
+            _ => {
+                let mut b = Vec::with_capacity(JOB_BATCH);
+                b.push(job);
+                self.batches.push_back(b);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    /// Keeps the jobs `keep` says to, in order.
+    fn retain(&mut self, mut keep: impl FnMut(&Job) -> bool) {
+        for b in &mut self.batches {
+            b.retain(&mut keep);
+        }
+        self.batches.retain(|b| !b.is_empty());
+    }
+}
+
+/// Calls `f(lease, n)` once per run of `n` consecutive jobs of one lease:
+/// jobs mostly come in long runs of one partition, so a counter is
+/// updated once per run rather than once per job.
+fn outboxed_by_runs(jobs: &[Job], mut f: impl FnMut(&Lease, usize) -> usize) {
+    let mut i = 0;
+    while i < jobs.len() {
+        let lease = &jobs[i].lease;
+        let n = jobs[i..]
+            .iter()
+            .take_while(|j| Arc::ptr_eq(&j.lease, lease))
+            .count();
+        f(lease, n);
+        i += n;
     }
 }
 

@@ -108,7 +108,8 @@ impl Default for Health {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ThreadFailure {
-    /// The thread's name: `kafka-retry-consumer`, `kafka-retry-relay` or
+    /// The thread's name: `kafka-retry-consumer`, `kafka-retry-relay`,
+    /// `kafka-retry-writer` (the retry path's batching writer) or
     /// `kafka-retry-worker-N`.
     pub thread: String,
     /// Why it ended: its error, or the panic message.

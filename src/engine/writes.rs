@@ -4,6 +4,7 @@
 //! that is given up on leaves its record uncommitted.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -12,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::backoff::Backoff;
 use super::context::Context;
+use super::health::HealthBoard;
 use super::panic::panic_message;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -162,44 +164,98 @@ enum WriteJob {
 /// it), so "done once acknowledged" holds exactly as with `send_async`.
 /// The thread ends once the writer is dropped and every queued record is
 /// answered; dropping joins it.
+///
+/// Supervised: should the thread die (a bug, or a user's producer whose
+/// panic escapes the `catch_unwind` around `send_batch`), it is reported
+/// in the engine's health as `ThreadDied` and every write from then on goes
+/// straight to [`Producer::send_async`], unbatched but acknowledged the
+/// same way, so neither the workers nor the relay are left with writes
+/// that fail forever. Records queued when it died are answered with an
+/// error (their completers are dropped) and sent again by their callers.
 pub(crate) struct BatchWriter {
     queue: Option<Sender<WriteJob>>,
     thread: Option<JoinHandle<()>>,
+    producer: Arc<dyn Producer>,
+    /// Raised by the thread when it dies; read before every write.
+    dead: Arc<AtomicBool>,
 }
 
+/// The writer thread's name, as health reports it.
+const WRITER_THREAD: &str = "kafka-retry-writer";
+
 impl BatchWriter {
-    /// Starts `kafka-retry-writer` on `producer`.
-    pub(crate) fn start(producer: Arc<dyn Producer>) -> Result<BatchWriter> {
+    /// Starts `kafka-retry-writer` on `producer`; its death is reported
+    /// to `health`.
+    pub(crate) fn start(
+        producer: Arc<dyn Producer>,
+        health: Arc<HealthBoard>,
+    ) -> Result<BatchWriter> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let thread = std::thread::Builder::new()
-            .name("kafka-retry-writer".into())
-            .spawn(move || run_writer(&*producer, &rx))
-            .map_err(|e| Error::Thread(format!("start kafka-retry-writer: {e}")))?;
+        let dead = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let producer = producer.clone();
+            let dead = dead.clone();
+            std::thread::Builder::new()
+                .name(WRITER_THREAD.into())
+                .spawn(move || {
+                    let result = catch_unwind(AssertUnwindSafe(|| run_writer(&*producer, &rx)));
+                    if let Err(panic) = result {
+                        let reason = format!("panicked: {}", panic_message(&*panic));
+                        // A payload whose drop panics again must not take
+                        // the report below with it: leak it (the thread
+                        // ends anyway).
+                        std::mem::forget(panic);
+                        // Raised before `rx` is dropped (at the end of this
+                        // closure): from here on no write waits on us.
+                        dead.store(true, Ordering::Release);
+                        log::error!("{WRITER_THREAD} died: {reason}; retry-path writes go unbatched to the producer");
+                        health.thread_died(WRITER_THREAD.into(), reason);
+                    }
+                })
+                .map_err(|e| Error::Thread(format!("start {WRITER_THREAD}: {e}")))?
+        };
         Ok(BatchWriter {
             queue: Some(tx),
             thread: Some(thread),
+            producer,
+            dead,
         })
+    }
+
+    /// The queue, while the writer thread lives.
+    fn queue(&self) -> Option<&Sender<WriteJob>> {
+        if self.dead.load(Ordering::Acquire) {
+            return None;
+        }
+        self.queue.as_ref()
     }
 
     /// Queues `record`; the [`Pending`] answers once the broker
     /// acknowledged it (or the write failed).
     pub(crate) fn send(&self, record: OutRecord) -> Pending {
-        let (pending, completer) = Pending::new();
-        let Some(queue) = &self.queue else {
-            completer.complete(Err(Error::Closed));
-            return pending;
+        let Some(queue) = self.queue() else {
+            return self.producer.send_async(record);
         };
-        if let Err(e) = queue.send(WriteJob::One(record, completer)) {
-            if let WriteJob::One(_, completer) = e.into_inner() {
-                completer.complete(Err(Error::Closed));
-            }
+        let (pending, completer) = Pending::new();
+        match queue.send(WriteJob::One(record, completer)) {
+            Ok(()) => pending,
+            // The thread just died: straight to the producer.
+            Err(e) => match e.into_inner() {
+                WriteJob::One(record, _) => self.producer.send_async(record),
+                WriteJob::Now(_) => pending,
+            },
         }
-        pending
     }
 
     /// Queues `records` to go at once (no linger), with whatever else is
     /// gathered; one [`Pending`] per record, in order.
     pub(crate) fn send_now(&self, records: Vec<OutRecord>) -> Vec<Pending> {
+        let Some(queue) = self.queue() else {
+            return self.send_unbatched(records);
+        };
+        if records.is_empty() {
+            return Vec::new();
+        }
         let (pending, jobs): (Vec<Pending>, Vec<(OutRecord, Completer)>) = records
             .into_iter()
             .map(|r| {
@@ -207,23 +263,22 @@ impl BatchWriter {
                 (p, (r, c))
             })
             .unzip();
-        if jobs.is_empty() {
-            return pending;
-        }
-        let failed = match &self.queue {
-            Some(queue) => match queue.send(WriteJob::Now(jobs)) {
-                Ok(()) => None,
-                Err(e) => match e.into_inner() {
-                    WriteJob::Now(jobs) => Some(jobs),
-                    WriteJob::One(..) => None,
-                },
+        match queue.send(WriteJob::Now(jobs)) {
+            Ok(()) => pending,
+            Err(e) => match e.into_inner() {
+                WriteJob::Now(jobs) => {
+                    self.send_unbatched(jobs.into_iter().map(|(r, _)| r).collect())
+                }
+                WriteJob::One(..) => pending,
             },
-            None => Some(jobs),
-        };
-        for (_, c) in failed.into_iter().flatten() {
-            c.complete(Err(Error::Closed));
         }
-        pending
+    }
+
+    fn send_unbatched(&self, records: Vec<OutRecord>) -> Vec<Pending> {
+        records
+            .into_iter()
+            .map(|r| self.producer.send_async(r))
+            .collect()
     }
 }
 

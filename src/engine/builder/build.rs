@@ -194,7 +194,6 @@ impl EngineBuilder {
             _ => None,
         };
         let producer = self.transport.producer()?;
-        let writer = crate::engine::writes::BatchWriter::start(producer.clone())?;
         let counters = Arc::new(Counters::default());
         let signal = Arc::new(StopSignal::default());
         let breaker = self
@@ -202,6 +201,7 @@ impl EngineBuilder {
             .clone()
             .map(|l| Arc::new(Breaker::new(l, group_id.clone(), counters.clone())));
         let health = Arc::new(HealthBoard::new(breaker.clone()));
+        let writer = crate::engine::writes::BatchWriter::start(producer.clone(), health.clone())?;
         let ctx = Arc::new(Context {
             group_id: group_id.clone(),
             topics: self.topics.clone(),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::group::{Group, GroupState, Member};
-use super::{lock, to_record, Inner, Partition, Topic, WakeFlag};
+use super::{lock, Inner, Partition, Topic, WakeFlag};
 use crate::error::{Error, Result};
 use crate::record::{Record, TopicPartition};
 use crate::transport::{
@@ -40,12 +40,7 @@ impl Owned {
             .min(log.len());
         let to = log.len().min(from.saturating_add(want));
         for (i, s) in log[from..to].iter().enumerate() {
-            out.push(to_record(
-                &self.tp.topic,
-                self.tp.partition,
-                self.position + i as i64,
-                s,
-            ));
+            out.push(s.to_record(&self.tp.topic, self.tp.partition, self.position + i as i64));
         }
         drop(log);
         self.position += (to - from) as i64;

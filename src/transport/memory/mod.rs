@@ -38,15 +38,17 @@ use bytes::Bytes;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
-use crate::record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartition};
+use crate::record::{Delivered, OutRecord, Partitioning, Record, TopicPartition};
 use crate::transport::{Consumer, ConsumerConfig, Producer, Reader, Transport};
 
 mod consumer;
 mod group;
 mod reader;
+mod stored;
 
 use consumer::MemoryConsumer;
 use group::Group;
+use stored::{Fields, Stored};
 
 /// Most partitions one topic may have (a guard against allocating the
 /// machine away on a typo).
@@ -152,14 +154,6 @@ struct Partition {
     log: Mutex<Vec<Stored>>,
     /// `log.len()`, for lock-free "is there data past my position?".
     end: AtomicI64,
-}
-
-/// A record as stored: offset is its index, topic and partition are known.
-struct Stored {
-    timestamp: i64,
-    key: Option<Bytes>,
-    value: Option<Bytes>,
-    headers: Vec<Header>,
 }
 
 impl Partition {
@@ -393,12 +387,13 @@ impl Inner {
         let Some(part) = parts.get(p) else {
             return Err(no_such_partition(&topic.name, parts.len(), p as i32));
         };
-        let stored = Stored {
-            timestamp: record.timestamp.unwrap_or_else(now_ms),
-            key: record.key,
-            value: record.value,
-            headers: record.headers,
-        };
+        // Copied into one buffer before the partition lock is taken.
+        let stored = Stored::new(
+            record.timestamp.unwrap_or_else(now_ms),
+            record.key,
+            record.value,
+            record.headers,
+        );
         let offset = {
             let mut log = lock(&part.log);
             let offset = log.len() as i64;
@@ -476,21 +471,29 @@ impl Inner {
                     continue;
                 }
             };
+            // Copied into one buffer for the run before the partition
+            // lock is taken (see stored.rs).
+            let (placed, fields): (Vec<(usize, String)>, Vec<Fields>) = run
+                .iter()
+                .filter_map(|&(_, _, i)| {
+                    let rec = records[i].take()?;
+                    let fields = Fields {
+                        timestamp: rec.timestamp.unwrap_or(now),
+                        key: rec.key,
+                        value: rec.value,
+                        headers: rec.headers,
+                    };
+                    Some(((i, rec.topic), fields))
+                })
+                .unzip();
+            let stored = Stored::all(fields);
             let mut log = lock(&part.log);
-            log.reserve(run.len());
-            for &(_, _, i) in run {
-                let Some(rec) = records[i].take() else {
-                    continue;
-                };
+            log.reserve(stored.len());
+            for ((i, topic), stored) in placed.into_iter().zip(stored) {
                 let offset = log.len() as i64;
-                log.push(Stored {
-                    timestamp: rec.timestamp.unwrap_or(now),
-                    key: rec.key,
-                    value: rec.value,
-                    headers: rec.headers,
-                });
+                log.push(stored);
                 results[i] = Some(Ok(Delivered {
-                    topic: rec.topic,
+                    topic,
                     partition: p as i32,
                     offset,
                 }));
@@ -604,7 +607,7 @@ impl MemoryBroker {
         let log = lock(&part.log);
         let mut out = Vec::with_capacity(log.len());
         for (offset, s) in log.iter().enumerate() {
-            out.push(to_record(topic, partition, offset as i64, s));
+            out.push(s.to_record(topic, partition, offset as i64));
         }
         Ok(out)
     }
@@ -652,18 +655,6 @@ impl MemoryBroker {
         let mut names: Vec<String> = read(&self.inner.topics).keys().cloned().collect();
         names.sort();
         names
-    }
-}
-
-fn to_record(topic: &str, partition: i32, offset: i64, s: &Stored) -> Record {
-    Record {
-        topic: topic.to_string(),
-        partition,
-        offset,
-        timestamp: s.timestamp,
-        key: s.key.clone(),
-        value: s.value.clone(),
-        headers: s.headers.clone(),
     }
 }
 

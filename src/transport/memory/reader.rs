@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{lock, to_record, Inner};
+use super::{lock, Inner};
 use crate::error::{Error, Result};
 use crate::record::{Record, TopicPartition};
 use crate::transport::{PartitionOffsets, Reader};
@@ -75,7 +75,7 @@ impl Reader for MemoryReader {
             .enumerate()
             .skip(start)
             .take(max)
-            .map(|(o, s)| to_record(&tp.topic, tp.partition, o as i64, s))
+            .map(|(o, s)| s.to_record(&tp.topic, tp.partition, o as i64))
             .collect())
     }
 
