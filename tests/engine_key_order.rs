@@ -520,3 +520,209 @@ fn randomized_crashes_and_rebalances_keep_every_key_in_order() {
         started.elapsed()
     );
 }
+
+/// A transport whose relay consumer (the one reading the retry topic)
+/// reads nothing while `frozen`: a relay lagging behind its retry
+/// partition. `progress` is forwarded only when `with_progress` (the
+/// catch-up then uses the fetch replies' log end, else ListOffsets).
+#[derive(Clone, Debug)]
+struct Freezable {
+    inner: MemoryBroker,
+    frozen: Arc<AtomicBool>,
+    with_progress: bool,
+}
+
+impl Transport for Freezable {
+    fn consumer(
+        &self,
+        config: kafka_retry::transport::ConsumerConfig,
+    ) -> kafka_retry::Result<Box<dyn kafka_retry::transport::Consumer>> {
+        let relay = config.topics.iter().all(|t| t.ends_with("-retry"));
+        Ok(Box::new(FreezableConsumer {
+            inner: self.inner.consumer(config)?,
+            frozen: relay.then(|| self.frozen.clone()),
+            with_progress: self.with_progress,
+        }))
+    }
+    fn producer(&self) -> kafka_retry::Result<Arc<dyn kafka_retry::transport::Producer>> {
+        self.inner.producer()
+    }
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        rf: Option<i16>,
+    ) -> kafka_retry::Result<()> {
+        Transport::create_topic(&self.inner, topic, partitions, rf)
+    }
+    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+        self.inner.partition_count(topic)
+    }
+    fn reader(&self) -> kafka_retry::Result<Box<dyn kafka_retry::transport::Reader>> {
+        self.inner.reader()
+    }
+}
+
+#[derive(Debug)]
+struct FreezableConsumer {
+    inner: Box<dyn kafka_retry::transport::Consumer>,
+    frozen: Option<Arc<AtomicBool>>,
+    with_progress: bool,
+}
+
+impl kafka_retry::transport::Consumer for FreezableConsumer {
+    fn poll(
+        &mut self,
+        timeout: Duration,
+    ) -> kafka_retry::Result<kafka_retry::transport::ConsumerEvent> {
+        if self
+            .frozen
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::SeqCst))
+        {
+            std::thread::sleep(timeout.min(Duration::from_millis(10)));
+            return Ok(kafka_retry::transport::ConsumerEvent::Records(Vec::new()));
+        }
+        self.inner.poll(timeout)
+    }
+    fn progress(&self) -> Vec<kafka_retry::transport::PartitionProgress> {
+        if self.with_progress {
+            self.inner.progress()
+        } else {
+            Vec::new()
+        }
+    }
+    forward_consumer!(pause, resume, commit, assignment, close);
+}
+
+/// Origin partition p leaves this instance and comes back while its relay
+/// keeps p's retry partition: meanwhile the member that had p parked a
+/// record of key `a` behind its key (a held copy on the retry partition),
+/// which this relay has not read yet when p comes back. The readiness from
+/// before p left is stale: p must wait until the relay has read the retry
+/// partition to its end as of the new assignment, so `a`'s next record is
+/// handled after the held one, not before.
+fn stale_readiness_is_renewed(with_progress: bool) {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 1).unwrap();
+    let frozen = Arc::new(AtomicBool::new(false));
+    let transport = Freezable {
+        inner: broker.clone(),
+        frozen: frozen.clone(),
+        with_progress,
+    };
+    let group = if with_progress {
+        "g-stale-p"
+    } else {
+        "g-stale-l"
+    };
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let engine = Engine::builder(transport)
+        .group_id(group)
+        .topics(["t"])
+        .workers(2)
+        .session_timeout(Duration::from_secs(2))
+        .commit_interval(Duration::from_millis(20))
+        .redelivery(Redelivery::Private)
+        .key_order(KeyOrder::Kept)
+        .handler(move |r: &Record| {
+            note(&s, r, true);
+            Outcome::Done
+        })
+        .build()
+        .unwrap();
+    let produce = |v: u32| {
+        broker
+            .produce(OutRecord::new("t").key("a").value(v.to_string()))
+            .unwrap();
+    };
+    produce(0);
+    assert!(wait_until(Duration::from_secs(10), || successes(
+        &seen, "a"
+    ) == [0]));
+    // Another member of the group ("a-…" sorts before the engine's member
+    // id, so the range assignor gives it t-0) takes p over.
+    let mut other = broker
+        .consumer(kafka_retry::transport::ConsumerConfig {
+            client_id: Some("a".into()),
+            ..kafka_retry::transport::ConsumerConfig::new(group, ["t"])
+        })
+        .unwrap();
+    let tp = kafka_retry::TopicPartition::new("t", 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(Instant::now() < deadline, "the other member never got t-0");
+        if let kafka_retry::transport::ConsumerEvent::Assigned(tps) =
+            other.poll(Duration::from_millis(100)).unwrap()
+        {
+            if tps.contains(&tp) {
+                break;
+            }
+        }
+    }
+    assert!(wait_until(Duration::from_secs(10), || engine
+        .stats()
+        .assigned_partitions
+        == 0));
+    // This instance's relay lags from now on (once its poll under way,
+    // up to 100 ms, has returned).
+    frozen.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    // The other member reads a@1, parks it behind its key as an engine
+    // does (a held copy on retry partition 0), commits past it and leaves.
+    produce(1);
+    let now = scenarios::now_ms().to_string();
+    broker
+        .produce(
+            OutRecord::new(format!("{group}-retry"))
+                .partition(0)
+                .key("a")
+                .value("1")
+                .header(kafka_retry::ORIGIN_TOPIC, "t")
+                .header(kafka_retry::ORIGIN_PARTITION, "0")
+                .header(kafka_retry::ORIGIN_OFFSET, "1")
+                .header(kafka_retry::FIRST_RECEIVED_AT, now.clone())
+                .header(kafka_retry::ENQUEUED_AT, now)
+                .header(kafka_retry::ATTEMPTS, "0")
+                .header(
+                    kafka_retry::REASON,
+                    "held behind an earlier record of its key",
+                )
+                .header(kafka_retry::HELD, "1"),
+        )
+        .unwrap();
+    other.commit(&[(tp.clone(), 2)]).unwrap();
+    other.close().unwrap();
+    // p is back here; a@2 arrives while the relay has not read a@1's copy.
+    assert!(wait_until(Duration::from_secs(10), || engine
+        .stats()
+        .assigned_partitions
+        == 1));
+    produce(2);
+    std::thread::sleep(Duration::from_millis(500));
+    let early = successes(&seen, "a");
+    frozen.store(false, Ordering::SeqCst);
+    let ok = wait_until(Duration::from_secs(20), || successes(&seen, "a").len() >= 3);
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        early,
+        [0],
+        "handled while the relay had not caught up: {stats:?}"
+    );
+    assert!(ok, "{stats:?} {:?}", seen.lock().unwrap());
+    assert_eq!(successes(&seen, "a"), [0, 1, 2], "{stats:?}");
+}
+
+#[test]
+fn stale_readiness_is_renewed_with_progress() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    stale_readiness_is_renewed(true);
+}
+
+#[test]
+fn stale_readiness_is_renewed_with_list_offsets() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    stale_readiness_is_renewed(false);
+}

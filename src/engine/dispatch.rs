@@ -328,7 +328,7 @@ impl Dispatcher {
         };
         let wait: Vec<TopicPartition> = tps
             .iter()
-            .filter(|tp| self.parts.get(tp).is_none() && !ko.ready(tp.partition))
+            .filter(|tp| self.parts.get(tp).is_none() && !ko.renew(tp))
             .cloned()
             .collect();
         if wait.is_empty() {
@@ -354,7 +354,7 @@ impl Dispatcher {
         let go: Vec<TopicPartition> = self
             .unready
             .iter()
-            .filter(|(tp, (since, _))| ko.ready(tp.partition) || since.elapsed() >= READY_WAIT)
+            .filter(|(tp, (since, _))| ko.ready(tp) || since.elapsed() >= READY_WAIT)
             .map(|(tp, _)| tp.clone())
             .collect();
         if go.is_empty() {
@@ -363,7 +363,7 @@ impl Dispatcher {
         let mut records = Vec::new();
         for tp in &go {
             if let Some((_, kept)) = self.unready.remove(tp) {
-                if !ko.ready(tp.partition) {
+                if !ko.ready(tp) {
                     log::warn!(
                         "{}: {tp}: this instance's relay has not read its blocked keys within {READY_WAIT:?}; its keyed records are parked until it has",
                         self.ctx.group_id
