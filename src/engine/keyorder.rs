@@ -21,6 +21,13 @@
 //!   the head was settled (`Done` or dead-lettered, acknowledged) and the
 //!   relay removes one it dead-letters itself (expired); either then
 //!   releases K's next waiting copy, which is handled next.
+//! - **A key's copies land in order.** Retry and held copies go through
+//!   the batching writer like every retry-path write, but a worker sends a
+//!   copy of key K only once its earlier copies of K are acknowledged
+//!   (worker.rs, `Writes`): were the later one to land while the earlier
+//!   one failed, a relay rebuilding K after a crash would take the later
+//!   record for K's head (the earlier one comes back only from its origin
+//!   partition) and hand it out first.
 //! - **Held, not failed.** A held copy never went through the handler: it
 //!   is not an attempt, it is not on the relay's time heap (it never falls
 //!   due or expires on its own), and once released and handled its retry
@@ -70,7 +77,6 @@ use bytes::Bytes;
 use super::context::Context;
 use super::job::Job;
 use crate::headers::{self, RetryInfo};
-use crate::pending::Pending;
 use crate::record::{Header, OutRecord, Partitioning, Record, TopicPartition};
 
 /// Whether the engine keeps each key's order across retries, set with
@@ -506,14 +512,17 @@ fn next(inner: &mut Inner, key: &Key, q: i32) -> Option<Job> {
 }
 
 /// Parks `record` (read from its origin topic) behind its key: blocks the
-/// key's offset, then writes a held copy (not an attempt: attempts 0) to
-/// its retry partition. The record is done once the write is acknowledged.
+/// key's offset and returns the held copy (not an attempt: attempts 0) for
+/// its retry partition, with its key. The worker writes it once the
+/// earlier copies of the key are acknowledged (worker.rs, `Writes`); the
+/// record is done once the write is acknowledged. Only for a keyed record
+/// (see [`KeyOrderState::must_hold`]).
 pub(crate) fn hold(
     ctx: &Context,
     ko: &KeyOrderState,
     record: &Record,
     received_ms: i64,
-) -> (OutRecord, Pending) {
+) -> (OutRecord, (TopicPartition, Bytes)) {
     ko.block(record);
     let mut hs = RetryInfo::first(record, received_ms).headers(
         &record.headers,
@@ -527,9 +536,8 @@ pub(crate) fn hold(
         ko.partitioning(record.partition),
         hs,
     );
-    // Through the batching writer like the key's retry copies, so a held
-    // copy is queued behind the copy of the record it waits for.
-    (out.clone(), ctx.producer.send_async(out))
+    let key = record.key.clone().unwrap_or_default();
+    (out, (record.topic_partition(), key))
 }
 
 /// The origin of a copy on the retry topic, from its retry headers (the

@@ -448,7 +448,11 @@ impl Handoff {
         self.queue(ctx, job);
     }
 
-    fn queue(&mut self, ctx: &Context, job: Job) {
+    fn queue(&mut self, ctx: &Context, mut job: Job) {
+        // Handed out now: a held copy's retry history starts at its
+        // release (keyorder.rs), not when the relay read it, which may be
+        // long before (it waited behind its key).
+        job.received_ms = now_ms();
         let w = worker_for(
             job.record.key.as_deref(),
             self.jobs.len(),
