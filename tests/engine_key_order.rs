@@ -306,6 +306,9 @@ fn memory_per_blocked_key() {
 /// only its own engine.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// (value, instance, done) of one handling, for a failure's message.
+type Handled = (u32, usize, bool);
+
 /// Issue 11 §2's randomized test, in process on the memory broker: 10,000
 /// keys, three records each, a seeded mix of fates (most records are done at
 /// once, some fail once or three times, some always fail and expire, some
@@ -340,7 +343,7 @@ fn randomized_crashes_and_rebalances_keep_every_key_in_order() {
     let seen: Seen = Arc::default();
     // For a failure's message: which instance handled what, and when
     // instances came and went.
-    let who: Arc<Mutex<HashMap<String, Vec<(u32, usize, bool)>>>> = Arc::default();
+    let who: Arc<Mutex<HashMap<String, Vec<Handled>>>> = Arc::default();
     let timeline: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
     let instances = std::sync::atomic::AtomicUsize::new(0);
     let start_one = |rng: &mut Rng| {
