@@ -145,6 +145,11 @@ struct Inner {
     /// Per origin partition, the request of its latest assignment: it is
     /// known here once its retry partition is ready and caught up to it.
     assigned: HashMap<TopicPartition, u64>,
+    /// Per retry partition, the latest request of any origin partition
+    /// mapping to it: while its catch-up covers that, every such origin
+    /// partition is known without a per-partition lookup (the per-record
+    /// check stays one small hash).
+    assigned_max: HashMap<i32, u64>,
     /// Copies handed to a worker, by (retry partition, retry offset), so a
     /// completion finds its key.
     dispatched: HashMap<(i32, i64), Origin>,
@@ -205,6 +210,7 @@ impl KeyOrderState {
         inner.request += 1;
         let n = inner.request;
         inner.assigned.insert(tp.clone(), n);
+        inner.assigned_max.insert(q, n);
         inner.requested.insert(q);
         known(&inner, tp, q)
     }
@@ -433,9 +439,12 @@ impl KeyOrderState {
 /// Whether the keys of origin partition `tp` (retry partition `q`) are
 /// known: `q` is ready and caught up to `tp`'s latest assignment.
 fn known(inner: &Inner, tp: &TopicPartition, q: i32) -> bool {
-    inner.ready.contains(&q)
-        && inner.assigned.get(tp).copied().unwrap_or(0)
-            <= inner.caught_up.get(&q).copied().unwrap_or(0)
+    if !inner.ready.contains(&q) {
+        return false;
+    }
+    let caught_up = inner.caught_up.get(&q).copied().unwrap_or(0);
+    inner.assigned_max.get(&q).copied().unwrap_or(0) <= caught_up
+        || inner.assigned.get(tp).copied().unwrap_or(0) <= caught_up
 }
 
 /// A copy whose record was settled through another copy: done, not handled.

@@ -315,7 +315,9 @@ impl Writes {
         // A copy whose record is no longer ours is never sent (reap gives
         // it up when it reaches the front).
         if w.pending.is_none() && !gives_up(ctx, &w.lease) {
-            w.pending = Some(ctx.writer.send(w.record.clone()));
+            // At once, without the writer's linger: a key's chain of copies
+            // moves one acknowledgement per copy, not one linger per copy.
+            w.pending = ctx.writer.send_now(vec![w.record.clone()]).pop();
         }
     }
 }
