@@ -925,3 +925,400 @@ fn broker_outage_loses_nothing() {
         "the error names no {topic}-<partition>@<offset>: {text}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// 4. Key order kept through SIGKILLs and rebalances
+
+const KO_BOOTSTRAP: &str = "KR_KO_BOOTSTRAP";
+const KO_TOPIC: &str = "KR_KO_TOPIC";
+const KO_GROUP: &str = "KR_KO_GROUP";
+const KO_LOG: &str = "KR_KO_LOG";
+const KO_CLIENT: &str = "KR_KO_CLIENT";
+const KO_STOPPED: &str = "KO-STOPPED";
+
+/// The child half of `key_order_survives_sigkills_and_rebalances`: one
+/// instance, `KeyOrder::Kept`, logging every successful handling to the
+/// shared order log before it returns `Done`. A `stop` line on stdin shuts
+/// it down cleanly (a rebalance without a kill); the end of stdin (the
+/// parent is gone) ends it at once.
+#[test]
+#[ignore = "child process of key_order_survives_sigkills_and_rebalances (runs only with KR_KO_* set)"]
+fn key_order_child() {
+    let Ok(bootstrap) = std::env::var(KO_BOOTSTRAP) else {
+        return;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
+    let (topic, group) = (var(KO_TOPIC), var(KO_GROUP));
+    let log = Arc::new(reliability::OrderLog::open(&PathBuf::from(var(KO_LOG))));
+    reliability::quiet_injected_panics();
+    let _ = env_logger::Builder::from_default_env()
+        .target(env_logger::Target::Stderr)
+        .try_init();
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                match std::io::stdin().read_line(&mut line) {
+                    Ok(n) if n > 0 && line.trim() == "stop" => stop.store(true, Ordering::SeqCst),
+                    Ok(n) if n > 0 => {}
+                    _ => std::process::exit(3),
+                }
+            }
+        });
+    }
+    // One client id per incarnation, used by both of its group members:
+    // member ids start with it, so the range assignor orders the instances
+    // alike in the engine group and the relay group and gives each the
+    // retry partitions of its origin partitions (see README, key order).
+    let config = KafkaConfig::new(&bootstrap)
+        .client_id(var(KO_CLIENT))
+        .request_timeout(Duration::from_secs(5))
+        .fetch_max_wait(Duration::from_millis(50));
+    let transport = KafkaTransport::connect(config).expect("connect to the test broker");
+    let engine = Engine::builder(transport)
+        .group_id(&group)
+        .topics([topic.as_str()])
+        .workers(4)
+        .session_timeout(Duration::from_secs(1))
+        .rebalance_timeout(Duration::from_secs(3))
+        .revoke_timeout(Duration::from_secs(1))
+        .commit_interval(Duration::from_millis(100))
+        .redelivery(kafka_retry::Redelivery::Private)
+        .key_order(kafka_retry::KeyOrder::Kept)
+        .policy(RetryPolicy::new(KO_INTERVAL, KO_MAX_RETRY))
+        .handler(move |r: &Record| {
+            let (id, outcome) = reliability::decide_kept(r);
+            // Before the outcome is returned: a kill after this line cannot
+            // lose it.
+            match (id, &outcome) {
+                (Some(id), Outcome::Done) => log.record(id, false),
+                (Some(id), Outcome::Reject(_)) => log.record(id, true),
+                _ => {}
+            }
+            outcome
+        })
+        .build()
+        .expect("build the engine");
+    loop {
+        let s = engine.stats();
+        println!(
+            "{STATS_PREFIX}done={} parked={} in_flight={} retried={} held={} private={} dead={} assigned={}",
+            s.done,
+            s.parked,
+            s.in_flight,
+            s.retried,
+            s.held,
+            s.redelivered_private,
+            s.dead_lettered.total(),
+            s.assigned_partitions
+        );
+        if stop.load(Ordering::SeqCst) {
+            let r = engine.shutdown(Duration::from_secs(10));
+            println!("{KO_STOPPED} {r:?}");
+            std::process::exit(0);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+const KO_INTERVAL: Duration = Duration::from_millis(300);
+const KO_MAX_RETRY: Duration = Duration::from_secs(3);
+
+/// One instance of `key_order_survives_sigkills_and_rebalances`.
+struct KoChild {
+    child: Child,
+    view: Arc<Mutex<ChildView>>,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl KoChild {
+    fn spawn(envs: &[(&str, &str)], stderr: &PathBuf) -> KoChild {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(stderr)
+            .unwrap();
+        let mut cmd = common::child_test("key_order_child");
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .env("RUST_LOG", "kafka_retry=warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("spawn the key-order child");
+        let view: Arc<Mutex<ChildView>> = Arc::default();
+        let stdout = child.stdout.take().unwrap();
+        let v = view.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix(STATS_PREFIX) {
+                    let mut v = v.lock().unwrap();
+                    v.lines += 1;
+                    for kv in rest.split(' ') {
+                        if let Some((k, val)) = kv.split_once('=') {
+                            if let Ok(n) = val.parse() {
+                                v.last.insert(k.to_string(), n);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        KoChild { child, view, stdin }
+    }
+
+    fn stat(&self, k: &str) -> i64 {
+        self.view.lock().unwrap().get(k)
+    }
+
+    /// A clean stop (the engine's shutdown): true once it exited 0.
+    fn stop(mut self, within: Duration) -> bool {
+        if let Some(stdin) = self.stdin.as_mut() {
+            let _ = writeln!(stdin, "stop");
+            let _ = stdin.flush();
+        }
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false // SIGKILLed by drop
+    }
+}
+
+impl Drop for KoChild {
+    /// SIGKILL, also on a failed assertion: no child outlives its test.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 11 §2's test on Kafka: 10,000 keys, two records each, a seeded
+/// mix of fates (most done at once; some fail once, panic once or fail
+/// three times, so their keys stay blocked across several retries; some
+/// always fail and expire; some are rejected), three instances in their
+/// own processes, and while records flow in, one instance at a seeded
+/// moment is SIGKILLed (two in three) or stopped cleanly and a new one
+/// starts (each change a rebalance of both groups). Then: every record is
+/// handled or dead-lettered (nothing lost), and for every key the first
+/// successful handlings come in origin order, each after every earlier
+/// record of its key was handled or dead-lettered (never out of order).
+/// Duplicates (replays after kills) are counted and printed.
+#[test]
+fn key_order_survives_sigkills_and_rebalances() {
+    let started = Instant::now();
+    let seed = reliability::seed();
+    let mut rng = Rng::new(seed ^ 0x0bde);
+    let bootstrap = common::kafka_bootstrap();
+    let transport = kafka(&bootstrap);
+    let partitions = 6;
+    let (topic, group, dlt) = topics("keyorder", |t| {
+        transport.create_topic(t, partitions, None).unwrap()
+    });
+    let keys = 10_000u64;
+    let per_key = 2u64;
+    let n = (keys * per_key) as usize;
+    // Per record: done 80 %, retry once 8 %, panic once 2 %, reject 3 %,
+    // always retry (expires) 3 %, retry three times 4 %.
+    let fate_list: Vec<Fate> = (0..n)
+        .map(|_| match rng.next() % 100 {
+            0..=79 => Fate::Done,
+            80..=87 => Fate::RetryOnce,
+            88..=89 => Fate::PanicOnce,
+            90..=92 => Fate::Reject,
+            93..=95 => Fate::AlwaysRetry,
+            _ => Fate::RetryThrice,
+        })
+        .collect();
+    // id = key * per_key + i: a key's records next to each other, so the
+    // later one is read while the earlier one is parked.
+    let records: Vec<OutRecord> = (0..n as u64)
+        .map(|id| {
+            OutRecord::new(&topic)
+                .key(format!("k{}", id / per_key))
+                .value(format!("{id}:{}", fate_list[id as usize].code()))
+        })
+        .collect();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let order_log = dir.join(format!("{group}.order"));
+    let stderr = dir.join(format!("{group}.stderr"));
+    let dead = Collector::start(transport.clone(), &dlt, Duration::from_secs(2));
+    let mut incarnation = 0;
+    let mut spawn = || {
+        incarnation += 1;
+        let client = format!("ko-{incarnation:03}");
+        let log = order_log.to_string_lossy().into_owned();
+        KoChild::spawn(
+            &[
+                (KO_BOOTSTRAP, &bootstrap),
+                (KO_TOPIC, &topic),
+                (KO_GROUP, &group),
+                (KO_LOG, &log),
+                (KO_CLIENT, &client),
+            ],
+            &stderr,
+        )
+    };
+    let covered = |dead: &Collector| {
+        let (log, _) = reliability::read_order_log(&order_log);
+        let mut ids: std::collections::HashSet<u64> =
+            log.iter().filter(|h| !h.rejected).map(|h| h.id).collect();
+        ids.extend(dead.ids());
+        ids.len()
+    };
+    let mut live: Vec<KoChild> = (0..3).map(|_| spawn()).collect();
+    assert!(
+        common::eventually(Duration::from_secs(30), || live
+            .iter()
+            .map(|c| c.stat("assigned"))
+            .sum::<i64>()
+            == partitions as i64),
+        "the three instances did not take the partitions; stderr:\n{}",
+        tail(&stderr)
+    );
+    let producer = transport.producer().unwrap();
+    let mut chunks = records.chunks(n / 8);
+    let (mut kills, mut stops, mut unclean_stops) = (0, 0, 0);
+    let mut events = Vec::new();
+    for round in 0..9 {
+        if let Some(chunk) = chunks.next() {
+            for r in producer.send_batch(chunk.to_vec()) {
+                r.expect("produce test records");
+            }
+        }
+        std::thread::sleep(rng.millis(1000, 2500));
+        let victim = (rng.next() % live.len() as u64) as usize;
+        let child = live.remove(victim);
+        let (held, parked) = (child.stat("held"), child.stat("parked"));
+        if round % 3 == 2 {
+            if !child.stop(Duration::from_secs(15)) {
+                unclean_stops += 1;
+            }
+            stops += 1;
+            events.push(format!("stop (held {held}, parked {parked})"));
+        } else {
+            drop(child); // SIGKILL
+            kills += 1;
+            events.push(format!("SIGKILL (held {held}, parked {parked})"));
+        }
+        live.push(spawn());
+    }
+    for chunk in chunks {
+        for r in producer.send_batch(chunk.to_vec()) {
+            r.expect("produce test records");
+        }
+    }
+    let finished = common::eventually(Duration::from_secs(60), || covered(&dead) == n);
+    let held: i64 = live.iter().map(|c| c.stat("held")).sum();
+    for c in live {
+        c.stop(Duration::from_secs(15));
+    }
+    dead.settle(Duration::from_millis(800), Duration::from_secs(5));
+    let (log, torn) = reliability::read_order_log(&order_log);
+    let mut done: HashMap<u64, u32> = HashMap::new();
+    for h in log.iter().filter(|h| !h.rejected) {
+        *done.entry(h.id).or_insert(0) += 1;
+    }
+    let dead_letters = dead.snapshot();
+    let books = balance(&fate_list, &done, &dead_letters);
+    assert!(
+        finished,
+        "{} records neither done nor dead-lettered within 60 s after {kills} kills: {}\nreader errors: {:?}\nstderr:\n{}",
+        books.lost.len(),
+        describe(&books.lost, &fate_list),
+        dead.errors(),
+        tail(&stderr)
+    );
+    assert!(
+        books.lost.is_empty(),
+        "lost: {}",
+        describe(&books.lost, &fate_list)
+    );
+    assert!(
+        books.misplaced.is_empty(),
+        "misplaced: {:?}",
+        &books.misplaced[..books.misplaced.len().min(20)]
+    );
+    assert_eq!(torn, 0, "torn lines in the order log");
+    // First `Done` of each id: (position in the log, wall ms); first
+    // `Reject` (a rejected record is settled by the handler's decision,
+    // though its dead letter may land only after a replay).
+    let mut first: HashMap<u64, (usize, i64)> = HashMap::new();
+    let mut first_reject: HashMap<u64, usize> = HashMap::new();
+    for (pos, h) in log.iter().enumerate() {
+        if h.rejected {
+            first_reject.entry(h.id).or_insert(pos);
+        } else {
+            first.entry(h.id).or_insert((pos, h.at));
+        }
+    }
+    let mut dead_at: HashMap<u64, i64> = HashMap::new();
+    for d in &dead_letters {
+        if let (Some(id), Some(at)) = (d.id, d.at) {
+            let e = dead_at.entry(id).or_insert(at);
+            *e = (*e).min(at);
+        }
+    }
+    let mut out_of_order = Vec::new();
+    for k in 0..keys {
+        for j in 1..per_key {
+            let later = k * per_key + j;
+            let Some(&(pos_j, ms_j)) = first.get(&later) else {
+                continue; // only dead-lettered (checked by the books)
+            };
+            for i in 0..j {
+                let earlier = k * per_key + i;
+                // Settled before: handled earlier in the log, or
+                // dead-lettered no later (ms stamps; 2 ms for rounding).
+                let handled_before = first.get(&earlier).is_some_and(|&(p, _)| p < pos_j)
+                    || first_reject.get(&earlier).is_some_and(|&p| p < pos_j);
+                let dead_before = dead_at.get(&earlier).is_some_and(|&at| at <= ms_j + 2);
+                if !handled_before && !dead_before {
+                    out_of_order.push(format!(
+                        "k{k}: {later} ({:?}) first handled at {ms_j} before {earlier} ({:?}) was settled \
+                         (handled {:?}, dead-lettered {:?})",
+                        fate_list[later as usize],
+                        fate_list[earlier as usize],
+                        first.get(&earlier),
+                        dead_at.get(&earlier)
+                    ));
+                }
+            }
+        }
+    }
+    let duplicate_handlings: usize = done.values().map(|&c| c as usize - 1).sum();
+    println!(
+        "key order on Kafka: seed {seed:#x}, {keys} keys x {per_key}, {kills} SIGKILLs, {stops} clean stops \
+         ({unclean_stops} killed at the stop deadline), lost {}, out of order {}, {} done + {} dead-lettered {:?}, \
+         duplicates {} ({duplicate_handlings} repeated handlings), held by the last three instances {held}, wall {:?}",
+        books.lost.len(),
+        out_of_order.len(),
+        books.done_ids,
+        books.dead_ids,
+        books.dead_reasons,
+        books.duplicates,
+        started.elapsed()
+    );
+    println!("  events: {events:?}");
+    assert!(
+        out_of_order.is_empty(),
+        "{} out of order (seed {seed:#x}), first: {:?}",
+        out_of_order.len(),
+        &out_of_order[..out_of_order.len().min(10)]
+    );
+    assert!(kills >= 2, "the test must SIGKILL instances");
+    let _ = std::fs::remove_file(&order_log);
+    let _ = std::fs::remove_file(&stderr);
+}

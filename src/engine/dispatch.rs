@@ -329,7 +329,7 @@ impl Dispatcher {
         };
         let wait: Vec<TopicPartition> = tps
             .iter()
-            .filter(|tp| self.parts.get(tp).is_none() && !ko.ready(tp.partition))
+            .filter(|tp| self.parts.get(tp).is_none() && !ko.renew(tp))
             .cloned()
             .collect();
         if wait.is_empty() {
@@ -355,7 +355,7 @@ impl Dispatcher {
         let go: Vec<TopicPartition> = self
             .unready
             .iter()
-            .filter(|(tp, (since, _))| ko.ready(tp.partition) || since.elapsed() >= READY_WAIT)
+            .filter(|(tp, (since, _))| ko.ready(tp) || since.elapsed() >= READY_WAIT)
             .map(|(tp, _)| tp.clone())
             .collect();
         if go.is_empty() {
@@ -364,7 +364,7 @@ impl Dispatcher {
         let mut records = Vec::new();
         for tp in &go {
             if let Some((_, kept)) = self.unready.remove(tp) {
-                if !ko.ready(tp.partition) {
+                if !ko.ready(tp) {
                     log::warn!(
                         "{}: {tp}: this instance's relay has not read its blocked keys within {READY_WAIT:?}; its keyed records are parked until it has",
                         self.ctx.group_id

@@ -21,6 +21,13 @@
 //!   the head was settled (`Done` or dead-lettered, acknowledged) and the
 //!   relay removes one it dead-letters itself (expired); either then
 //!   releases K's next waiting copy, which is handled next.
+//! - **A key's copies land in order.** Retry and held copies go through
+//!   the batching writer like every retry-path write, but a worker sends a
+//!   copy of key K only once its earlier copies of K are acknowledged
+//!   (worker.rs, `Writes`): were the later one to land while the earlier
+//!   one failed, a relay rebuilding K after a crash would take the later
+//!   record for K's head (the earlier one comes back only from its origin
+//!   partition) and hand it out first.
 //! - **Held, not failed.** A held copy never went through the handler: it
 //!   is not an attempt, it is not on the relay's time heap (it never falls
 //!   due or expires on its own), and once released and handled its retry
@@ -36,7 +43,12 @@
 //!   across topics.
 //! - **Knowing before handing out.** Origin partition p is only dispatched
 //!   once this instance's relay owns retry partition `p % n` and has read
-//!   it to the end offset seen when it was assigned ([`KeyOrderState::ready`]).
+//!   it to an end offset seen *after p was assigned* ([`KeyOrderState::ready`]):
+//!   each assignment of p asks for a new catch-up ([`KeyOrderState::renew`]),
+//!   since while p was away another member may have parked records of p's
+//!   keys on `p % n` that this relay, though it kept `p % n`, has not read
+//!   yet. A catch-up counts for the requests made before it measured its
+//!   end (a request number, [`KeyOrderState::requests`]).
 //!   The relay group and the engine group assign independently; while they
 //!   disagree (or for [`READY_WAIT`] at most) p waits, and after that it is
 //!   dispatched in *hold-all* mode: a worker parks every keyed record of a
@@ -65,7 +77,6 @@ use bytes::Bytes;
 use super::context::Context;
 use super::job::Job;
 use crate::headers::{self, RetryInfo};
-use crate::pending::Pending;
 use crate::record::{Header, OutRecord, Partitioning, Record, TopicPartition};
 
 /// Whether the engine keeps each key's order across retries, set with
@@ -125,6 +136,20 @@ struct Inner {
     /// Retry partitions this instance's relay owns and has read to the end
     /// offset it saw at assignment.
     ready: HashSet<i32>,
+    /// Catch-up requests: the last number handed out.
+    request: u64,
+    /// Retry partitions with a request the relay has not taken yet.
+    requested: HashSet<i32>,
+    /// Per retry partition, the last request a finished catch-up covers.
+    caught_up: HashMap<i32, u64>,
+    /// Per origin partition, the request of its latest assignment: it is
+    /// known here once its retry partition is ready and caught up to it.
+    assigned: HashMap<TopicPartition, u64>,
+    /// Per retry partition, the latest request of any origin partition
+    /// mapping to it: while its catch-up covers that, every such origin
+    /// partition is known without a per-partition lookup (the per-record
+    /// check stays one small hash).
+    assigned_max: HashMap<i32, u64>,
     /// Copies handed to a worker, by (retry partition, retry offset), so a
     /// completion finds its key.
     dispatched: HashMap<(i32, i64), Origin>,
@@ -166,9 +191,43 @@ impl KeyOrderState {
         Partitioning::Explicit(self.retry_partition(p))
     }
 
-    /// Whether the keys of origin partition `p` are known here.
-    pub(crate) fn ready(&self, p: i32) -> bool {
-        self.lock().ready.contains(&self.retry_partition(p))
+    /// Whether the keys of origin partition `tp` are known here: its
+    /// retry partition is ready and was read to an end offset seen after
+    /// `tp`'s latest [`renew`](KeyOrderState::renew).
+    pub(crate) fn ready(&self, tp: &TopicPartition) -> bool {
+        known(&self.lock(), tp, self.retry_partition(tp.partition))
+    }
+
+    /// Origin partition `tp` was just assigned: whatever this instance
+    /// knew of its keys before is stale (while `tp` was away, another
+    /// member may have parked records of its keys that this relay has not
+    /// read yet), so its retry partition must be read again to its current
+    /// end. Returns whether `tp` is known already (it never is here; see
+    /// [`ready`](KeyOrderState::ready)).
+    pub(crate) fn renew(&self, tp: &TopicPartition) -> bool {
+        let q = self.retry_partition(tp.partition);
+        let mut inner = self.lock();
+        inner.request += 1;
+        let n = inner.request;
+        inner.assigned.insert(tp.clone(), n);
+        inner.assigned_max.insert(q, n);
+        inner.requested.insert(q);
+        known(&inner, tp, q)
+    }
+
+    /// For the relay: the retry partitions with catch-up requests it has
+    /// not taken yet, and the number a catch-up whose end is measured from
+    /// now on covers.
+    pub(crate) fn requests(&self) -> (Vec<i32>, u64) {
+        let mut inner = self.lock();
+        let qs = inner.requested.drain().collect();
+        (qs, inner.request)
+    }
+
+    /// The last request number handed out: a catch-up whose end is
+    /// measured from now on covers it.
+    pub(crate) fn request_number(&self) -> u64 {
+        self.lock().request
     }
 
     /// Whether a worker must park `record` (read from its origin topic)
@@ -180,15 +239,13 @@ impl KeyOrderState {
             return false;
         };
         let inner = self.lock();
-        if !inner
-            .ready
-            .contains(&self.retry_partition(record.partition))
-        {
+        let tp = record.topic_partition();
+        if !known(&inner, &tp, self.retry_partition(record.partition)) {
             return true;
         }
         inner
             .blocked
-            .get(&record.topic_partition())
+            .get(&tp)
             .is_some_and(|keys| keys.contains_key(key))
     }
 
@@ -302,13 +359,16 @@ impl KeyOrderState {
         next(&mut inner, &key, q)
     }
 
-    /// The relay owns retry partition `q` and has read it to the end offset
-    /// it saw at assignment.
+    /// The relay owns retry partition `q` and has read it to an end offset
+    /// it measured after request number `covers` was handed out (at
+    /// assignment, or for a [`renew`](KeyOrderState::renew)).
     /// Returns the copies that may be handled now (each key's head).
-    pub(crate) fn set_ready(&self, q: i32) -> Vec<Job> {
+    pub(crate) fn set_ready(&self, q: i32, covers: u64) -> Vec<Job> {
         let n = self.retry_partitions;
         let mut inner = self.lock();
         inner.ready.insert(q);
+        let c = inner.caught_up.entry(q).or_default();
+        *c = (*c).max(covers);
         let keys: Vec<Key> = inner
             .waiting
             .keys()
@@ -374,6 +434,17 @@ impl KeyOrderState {
         inner.busy.retain(|(tp, _), _| !mine(tp));
         inner.dispatched.retain(|_, o| !mine(&o.tp));
     }
+}
+
+/// Whether the keys of origin partition `tp` (retry partition `q`) are
+/// known: `q` is ready and caught up to `tp`'s latest assignment.
+fn known(inner: &Inner, tp: &TopicPartition, q: i32) -> bool {
+    if !inner.ready.contains(&q) {
+        return false;
+    }
+    let caught_up = inner.caught_up.get(&q).copied().unwrap_or(0);
+    inner.assigned_max.get(&q).copied().unwrap_or(0) <= caught_up
+        || inner.assigned.get(tp).copied().unwrap_or(0) <= caught_up
 }
 
 /// A copy whose record was settled through another copy: done, not handled.
@@ -450,14 +521,17 @@ fn next(inner: &mut Inner, key: &Key, q: i32) -> Option<Job> {
 }
 
 /// Parks `record` (read from its origin topic) behind its key: blocks the
-/// key's offset, then writes a held copy (not an attempt: attempts 0) to
-/// its retry partition. The record is done once the write is acknowledged.
+/// key's offset and returns the held copy (not an attempt: attempts 0) for
+/// its retry partition, with its key. The worker writes it once the
+/// earlier copies of the key are acknowledged (worker.rs, `Writes`); the
+/// record is done once the write is acknowledged. Only for a keyed record
+/// (see [`KeyOrderState::must_hold`]).
 pub(crate) fn hold(
     ctx: &Context,
     ko: &KeyOrderState,
     record: &Record,
     received_ms: i64,
-) -> (OutRecord, Pending) {
+) -> (OutRecord, (TopicPartition, Bytes)) {
     ko.block(record);
     let mut hs = RetryInfo::first(record, received_ms).headers(
         &record.headers,
@@ -471,9 +545,8 @@ pub(crate) fn hold(
         ko.partitioning(record.partition),
         hs,
     );
-    // Through the batching writer like the key's retry copies, so a held
-    // copy is queued behind the copy of the record it waits for.
-    (out.clone(), ctx.producer.send_async(out))
+    let key = record.key.clone().unwrap_or_default();
+    (out, (record.topic_partition(), key))
 }
 
 /// The origin of a copy on the retry topic, from its retry headers (the
@@ -534,7 +607,7 @@ mod tests {
         }
         // Not read to the end yet: nothing is handed out.
         assert!(ko.arrive(origin(12), job(&lease, 1)).is_none());
-        assert!(ko.set_ready(0).is_empty(), "12 is not the head");
+        assert!(ko.set_ready(0, 0).is_empty(), "12 is not the head");
         let head = ko
             .arrive(origin(10), job(&lease, 2))
             .expect("the head goes");

@@ -5,7 +5,7 @@
 //! while it handles the next records, and reports a record done only once
 //! its write is acknowledged.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,7 +24,9 @@ use crate::handler::{Handler, Outcome};
 use crate::headers::{self, DeadReason, RetryInfo};
 use crate::pending::Pending;
 use crate::policy::millis;
-use crate::record::{OutRecord, Partitioning, Record};
+use crate::record::{OutRecord, Partitioning, Record, TopicPartition};
+
+use bytes::Bytes;
 
 /// Longest a worker holds finished records before reporting them.
 const COMPLETION_FLUSH: Duration = Duration::from_millis(1);
@@ -41,7 +43,7 @@ pub(crate) fn run_worker(
     // records (and the next batches) meanwhile, so neither a round trip per
     // retry nor one per batch caps the worker's throughput. The writer
     // batches them with every other worker's (`BatchWriter`).
-    let mut writes: VecDeque<Write> = VecDeque::new();
+    let mut writes = Writes::default();
     let mut out: Vec<Completion> = Vec::new();
     // Whether the last job's lease is of the retry topic (private
     // redelivery), decided once per lease rather than per record.
@@ -157,13 +159,25 @@ pub(crate) fn run_worker(
                     offset: job.record.offset,
                     done,
                 }),
-                Step::Writing(pending, record, kind) => writes.push_back(Write {
+                Step::Writing(pending, record, kind) => writes.push(Write {
                     lease: job.lease,
                     offset: job.record.offset,
-                    pending,
+                    pending: Some(pending),
                     record,
                     kind,
+                    order: None,
                 }),
+                Step::Copy(record, kind, order) => writes.push_copy(
+                    &ctx,
+                    Write {
+                        lease: job.lease,
+                        offset: job.record.offset,
+                        pending: None,
+                        record,
+                        kind,
+                        order: Some(order),
+                    },
+                ),
             }
         }
         reap(&ctx, &mut writes, &mut out, Reap::Ready);
@@ -207,15 +221,105 @@ enum Step {
     Finished(bool),
     /// A write to the retry or dead-letter topic is in flight.
     Writing(Pending, OutRecord, Kind),
+    /// Key order: a retry or held copy of a keyed record, to be written
+    /// once the earlier copies of its key are acknowledged ([`Writes`]).
+    Copy(OutRecord, Kind, OrderKey),
 }
+
+/// A key of an origin partition (key order).
+type OrderKey = (TopicPartition, Bytes);
 
 /// A write in flight, with what is needed to send it again.
 struct Write {
     lease: Arc<Lease>,
     offset: i64,
-    pending: Pending,
+    /// `None`: not sent yet, waiting for an earlier copy of its key.
+    pending: Option<Pending>,
     record: OutRecord,
     kind: Kind,
+    /// Key order: the key whose copy this is.
+    order: Option<OrderKey>,
+}
+
+/// A worker's writes in flight, oldest first.
+///
+/// Key order: a copy of a key is sent only once every earlier copy of that
+/// key this worker wrote is acknowledged (or given up on). Sent together,
+/// the earlier one could fail while the later one lands (a batch cut in
+/// two requests, a lost connection, a crash between the two): a relay
+/// rebuilding the key from the retry topic would then see the later
+/// record's held copy alone, take it for the key's head and hand it out
+/// before the earlier record, which comes back from its origin partition
+/// only after the crash. Same key → same worker, so one worker sees every
+/// copy of a key it writes; copies of other keys go on meanwhile.
+#[derive(Default)]
+struct Writes {
+    queue: VecDeque<Write>,
+    /// Sequence number of `queue[0]`.
+    front: u64,
+    /// Per key with copies in `queue`: their sequence numbers, oldest first.
+    by_key: HashMap<OrderKey, VecDeque<u64>>,
+}
+
+impl Writes {
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn front(&self) -> Option<&Write> {
+        self.queue.front()
+    }
+
+    fn push(&mut self, w: Write) {
+        self.queue.push_back(w);
+    }
+
+    /// Queues a key-order copy: sent now unless an earlier copy of its key
+    /// is still in the queue, else when that one is settled ([`Writes::settled`]).
+    fn push_copy(&mut self, ctx: &Context, mut w: Write) {
+        let seq = self.front + self.queue.len() as u64;
+        if let Some(key) = &w.order {
+            let earlier = self.by_key.entry(key.clone()).or_default();
+            if earlier.is_empty() {
+                w.pending = Some(ctx.writer.send(w.record.clone()));
+            }
+            earlier.push_back(seq);
+        }
+        self.queue.push_back(w);
+    }
+
+    fn pop_front(&mut self) -> Option<Write> {
+        let w = self.queue.pop_front()?;
+        self.front += 1;
+        Some(w)
+    }
+
+    /// The copy of `key` popped last is settled (acknowledged, or given up
+    /// on): the next copy of that key, if any, is sent now.
+    fn settled(&mut self, ctx: &Context, key: &OrderKey) {
+        let Some(seqs) = self.by_key.get_mut(key) else {
+            return;
+        };
+        seqs.pop_front();
+        let Some(&next) = seqs.front() else {
+            self.by_key.remove(key);
+            return;
+        };
+        let Some(w) = self.queue.get_mut((next - self.front) as usize) else {
+            return;
+        };
+        // A copy whose record is no longer ours is never sent (reap gives
+        // it up when it reaches the front).
+        if w.pending.is_none() && !gives_up(ctx, &w.lease) {
+            // At once, without the writer's linger: a key's chain of copies
+            // moves one acknowledgement per copy, not one linger per copy.
+            w.pending = ctx.writer.send_now(vec![w.record.clone()]).pop();
+        }
+    }
 }
 
 /// Moves acknowledged writes to `out`, oldest first, stopping at the first
@@ -223,21 +327,27 @@ struct Write {
 /// a look or two per record, not one per write in flight). A failed write
 /// falls back to [`send_until_acked`] (blocking, with backoff). `how` says
 /// how long to wait.
-fn reap(ctx: &Context, writes: &mut VecDeque<Write>, out: &mut Vec<Completion>, how: Reap) {
+fn reap(ctx: &Context, writes: &mut Writes, out: &mut Vec<Completion>, how: Reap) {
     let mut first = true;
     while let Some(w) = writes.front() {
-        let result = match how {
-            Reap::All => await_ack(&w.pending, || gives_up(ctx, &w.lease)),
-            Reap::Oldest if first => await_ack(&w.pending, || gives_up(ctx, &w.lease)),
-            Reap::Step if first => w.pending.wait_deadline(Instant::now() + IDLE_ACK_STEP),
-            _ => w.pending.try_take(),
+        let result = match (&w.pending, how) {
+            // A copy that waited for its key's earlier ones, which are
+            // settled (or it would not be first): given up on below.
+            (None, _) => None,
+            (Some(p), Reap::All) => await_ack(p, || gives_up(ctx, &w.lease)),
+            (Some(p), Reap::Oldest) if first => await_ack(p, || gives_up(ctx, &w.lease)),
+            (Some(p), Reap::Step) if first => p.wait_deadline(Instant::now() + IDLE_ACK_STEP),
+            (Some(p), _) => p.try_take(),
         };
         first = false;
         let Some(result) = result else {
-            if gives_up(ctx, &w.lease) {
+            if w.pending.is_none() || gives_up(ctx, &w.lease) {
                 // Given up on (revoked, abandoning): the record stays
                 // uncommitted; the write may still land (a duplicate).
                 if let Some(w) = writes.pop_front() {
+                    if let Some(key) = &w.order {
+                        writes.settled(ctx, key);
+                    }
                     out.push(Completion {
                         lease: w.lease,
                         offset: w.offset,
@@ -260,6 +370,11 @@ fn reap(ctx: &Context, writes: &mut VecDeque<Write>, out: &mut Vec<Completion>, 
                 })
             }
         };
+        // Only now (acknowledged, or sent again until it was) may the next
+        // copy of its key go.
+        if let Some(key) = &w.order {
+            writes.settled(ctx, key);
+        }
         if done {
             match w.kind {
                 Kind::Retry => {
@@ -311,8 +426,8 @@ fn process(
     // (A job from the retry side is its key's turn already.)
     if let Some(ko) = ctx.key_order.as_deref() {
         if !private && ko.must_hold(record) {
-            let (out, pending) = super::keyorder::hold(ctx, ko, record, job.received_ms);
-            return Step::Writing(pending, out, Kind::Held);
+            let (out, key) = super::keyorder::hold(ctx, ko, record, job.received_ms);
+            return Step::Copy(out, Kind::Held, key);
         }
     }
     status.record(Doing::Handler, record.partition, record.offset);
@@ -434,15 +549,12 @@ fn retry(
         partitioning,
         next.headers(&record.headers, reason, None),
     );
-    // Key order writes straight to the producer, unbatched: with the
-    // writer's linger the whole file of tests/engine_key_order.rs put a
-    // key out of order about 1 run in 7 (a copy still lingering when its
-    // partition moved, it seems; not yet understood), 0 in 8 without.
-    let pending = if ctx.key_order.is_some() {
-        ctx.producer.send_async(out.clone())
-    } else {
-        ctx.writer.send(out.clone())
-    };
+    if ctx.key_order.is_some() {
+        if let Some(key) = &record.key {
+            return Step::Copy(out, Kind::Retry, (record.topic_partition(), key.clone()));
+        }
+    }
+    let pending = ctx.writer.send(out.clone());
     Step::Writing(pending, out, Kind::Retry)
 }
 

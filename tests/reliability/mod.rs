@@ -65,6 +65,9 @@ pub enum Fate {
     PanicOnce,
     /// Retry forever: dead-lettered `expired`.
     AlwaysRetry,
+    /// Retry on the first three attempts, then done (key order: a key
+    /// that fails repeatedly).
+    RetryThrice,
 }
 
 impl Fate {
@@ -75,6 +78,7 @@ impl Fate {
             Fate::Reject => 'x',
             Fate::PanicOnce => 'p',
             Fate::AlwaysRetry => 'a',
+            Fate::RetryThrice => 't',
         }
     }
     pub fn from_code(c: char) -> Option<Fate> {
@@ -84,12 +88,16 @@ impl Fate {
             'x' => Fate::Reject,
             'p' => Fate::PanicOnce,
             'a' => Fate::AlwaysRetry,
+            't' => Fate::RetryThrice,
             _ => return None,
         })
     }
     /// Whether the handler ever returns `Done` for it.
     pub fn can_finish(self) -> bool {
-        matches!(self, Fate::Done | Fate::RetryOnce | Fate::PanicOnce)
+        matches!(
+            self,
+            Fate::Done | Fate::RetryOnce | Fate::PanicOnce | Fate::RetryThrice
+        )
     }
 }
 
@@ -147,8 +155,109 @@ pub fn decide(r: &Record) -> (Option<u64>, Outcome) {
         Fate::PanicOnce if first => panic!("injected panic {id}"),
         Fate::PanicOnce => Outcome::Done,
         Fate::AlwaysRetry => Outcome::retry("never works"),
+        Fate::RetryThrice if r.attempts() < 3 => Outcome::retry("not yet"),
+        Fate::RetryThrice => Outcome::Done,
     };
     (Some(id), outcome)
+}
+
+/// [`decide`] for `KeyOrder::Kept`, where "first" is `r.attempts() == 0`:
+/// a record held behind its key comes back with `retry.attempts: 0` and
+/// has not been through the handler yet, so it may fail on its release.
+pub fn decide_kept(r: &Record) -> (Option<u64>, Outcome) {
+    let Some((id, fate)) = parse_value(r) else {
+        return (None, Outcome::reject("not a test record"));
+    };
+    let first = r.attempts() == 0;
+    let outcome = match fate {
+        Fate::Done => Outcome::Done,
+        Fate::RetryOnce if first => Outcome::retry("not yet"),
+        Fate::PanicOnce if first => panic!("injected panic {id}"),
+        Fate::RetryOnce | Fate::PanicOnce => Outcome::Done,
+        Fate::Reject => Outcome::reject("bad record"),
+        Fate::AlwaysRetry => Outcome::retry("never works"),
+        Fate::RetryThrice if r.attempts() < 3 => Outcome::retry("not yet"),
+        Fate::RetryThrice => Outcome::Done,
+    };
+    (Some(id), outcome)
+}
+
+// ---------------------------------------------------------------------------
+// Order log: one line per successful handling, in handling order, shared by
+// every process of a test (O_APPEND: each line is one write(2), so lines of
+// concurrent processes never interleave within a line).
+
+/// Appends `done|reject <id> <wall ms> <check>` lines. No fsync: a SIGKILLed
+/// process's completed write(2) stays in the page cache, and only the
+/// machine crashing would lose it (not part of these tests).
+pub struct OrderLog {
+    file: File,
+}
+
+impl OrderLog {
+    pub fn open(path: &Path) -> OrderLog {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        OrderLog { file }
+    }
+    /// Call before the handler returns `Done` (`rejected` false) or
+    /// `Reject` (true).
+    pub fn record(&self, id: u64, rejected: bool) {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let tag = if rejected { "reject" } else { "done" };
+        let line = format!("{tag} {id} {ms} {}\n", check(id, ms));
+        (&self.file)
+            .write_all(line.as_bytes())
+            .expect("append to the order log");
+    }
+}
+
+fn check(id: u64, ms: i64) -> u64 {
+    id.wrapping_mul(31).wrapping_add(ms as u64).wrapping_add(7)
+}
+
+/// One line of an order log.
+#[derive(Clone, Copy, Debug)]
+pub struct Handling {
+    pub id: u64,
+    /// Wall-clock ms.
+    pub at: i64,
+    /// `Reject` rather than `Done`.
+    pub rejected: bool,
+}
+
+/// Every valid line of an order log, in file (= handling) order, and the
+/// count of torn lines (must be 0).
+pub fn read_order_log(path: &Path) -> (Vec<Handling>, usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut torn = 0;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let parsed = match f.as_slice() {
+            [tag @ ("done" | "reject"), id, ms, c] => {
+                match (id.parse::<u64>(), ms.parse::<i64>(), c.parse::<u64>()) {
+                    (Ok(id), Ok(at), Ok(c)) if c == check(id, at) => Some(Handling {
+                        id,
+                        at,
+                        rejected: *tag == "reject",
+                    }),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        match parsed {
+            Some(e) => out.push(e),
+            None => torn += 1,
+        }
+    }
+    (out, torn)
 }
 
 /// Silences the panics [`decide`] injects; any other panic still prints.
@@ -239,6 +348,8 @@ pub fn read_done_log(path: &Path) -> (HashMap<u64, u32>, usize) {
 pub struct Dead {
     pub id: Option<u64>,
     pub reason: String,
+    /// `retry.dead-lettered-at` (wall ms).
+    pub at: Option<i64>,
 }
 
 /// Reads a topic from the beginning in a background thread (its own group)
@@ -273,6 +384,10 @@ impl Collector {
                                     .and_then(|h| h.value.as_deref())
                                     .map(|v| String::from_utf8_lossy(v).into_owned())
                                     .unwrap_or_default(),
+                                at: r
+                                    .header(kafka_retry::DEAD_LETTERED_AT)
+                                    .and_then(|h| h.value.as_deref())
+                                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok()),
                             });
                         }
                     }

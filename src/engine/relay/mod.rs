@@ -124,6 +124,21 @@ pub(crate) fn run(
         r.ctx.counters.clone(),
     );
     while !r.ctx.signal.stopping() {
+        if let Some(h) = &mut r.handoff {
+            // Key order: origin partitions assigned since the last turn.
+            let retry_topic = &r.ctx.retry_topic;
+            let parts = &r.parts;
+            let consumer = &r.consumer;
+            h.renew(
+                &r.ctx,
+                |q| {
+                    parts
+                        .get(&TopicPartition::new(retry_topic.clone(), q))
+                        .is_some()
+                },
+                || consumer.progress(),
+            );
+        }
         r.deliver_due();
         r.update_pause();
         if r.last_commit.elapsed() >= r.ctx.commit_interval {

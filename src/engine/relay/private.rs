@@ -14,7 +14,7 @@
 //! - Same key → same worker: the consumer thread's rule (murmur2 of the key
 //!   modulo the worker count), so a retried record shares its key's worker.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,9 +68,30 @@ pub enum Redelivery {
 /// due records off its heap (they wait there, uncommitted).
 const MAX_QUEUED: usize = 4 * JOB_BATCH;
 
-/// A catch-up whose end is the log end the relay consumer's fetch replies
-/// report ([`Handoff::on_progress`]), not a ListOffsets answer.
-const FROM_PROGRESS: i64 = -1;
+/// A retry partition the relay reads to an end offset before its copies
+/// are handed out and the origin partitions mapping to it are dispatched
+/// (key order; see keyorder.rs).
+struct CatchUp {
+    end: End,
+    /// Give up waiting (hand out what was read so far) at.
+    give_up: Instant,
+    /// The last catch-up request (keyorder.rs) this one covers: its end
+    /// was measured after that request was made.
+    covers: u64,
+}
+
+enum End {
+    /// A ListOffsets answer: caught up once a record at or past `end - 1`
+    /// was read.
+    Listed(i64),
+    /// The log end the relay consumer's fetch replies report
+    /// ([`Handoff::on_progress`]): the first one seen at or past `floor`
+    /// (0 for a fresh assignment; for a renewal the ListOffsets answer
+    /// after the request, so a log end seen before it does not count)
+    /// becomes the target, and the partition is caught up once the
+    /// consumer's position reaches it.
+    Progress { floor: i64, target: Option<i64> },
+}
 
 /// The relay's side of the worker queues, in private mode.
 pub(crate) struct Handoff {
@@ -79,9 +100,11 @@ pub(crate) struct Handoff {
     round_robin: usize,
     /// The relay's group, for its committed offsets (key order's catch-up).
     relay_group: String,
-    /// Key order: retry partitions assigned and not read to the end offset
-    /// seen at assignment yet: (that end offset, give up waiting at).
-    catching_up: HashMap<i32, (i64, Instant)>,
+    /// Key order: retry partitions being read to an end offset.
+    catching_up: HashMap<i32, CatchUp>,
+    /// Key order: per owned retry partition, the offset after the last
+    /// record the relay read (for a renewal without progress reports).
+    read_to: HashMap<i32, i64>,
 }
 
 impl Handoff {
@@ -92,6 +115,7 @@ impl Handoff {
             round_robin: 0,
             relay_group,
             catching_up: HashMap::new(),
+            read_to: HashMap::new(),
         }
     }
 
@@ -113,46 +137,134 @@ impl Handoff {
         tps: &[TopicPartition],
         progress: &[PartitionProgress],
     ) {
-        if ctx.key_order.is_none() {
-            return;
+        let Some(ko) = &ctx.key_order else { return };
+        // Read before the end is measured: the requests made so far are
+        // covered by this catch-up.
+        let covers = ko.request_number();
+        let give_up = Instant::now() + READY_WAIT;
+        for tp in tps {
+            self.read_to.remove(&tp.partition);
         }
         let by_progress = |tp: &TopicPartition| progress.iter().any(|p| &p.partition == tp);
         if tps.iter().all(by_progress) {
-            let give_up = Instant::now() + READY_WAIT;
             for tp in tps {
-                self.catching_up
-                    .insert(tp.partition, (FROM_PROGRESS, give_up));
+                let end = End::Progress {
+                    floor: 0,
+                    target: None,
+                };
+                self.catching_up.insert(
+                    tp.partition,
+                    CatchUp {
+                        end,
+                        give_up,
+                        covers,
+                    },
+                );
             }
             return;
         }
-        let ends = ctx.transport.reader().and_then(|mut r| {
-            let latest = r.offsets(&ctx.retry_topic)?;
-            let committed = r.committed(&self.relay_group, &ctx.retry_topic)?;
-            Ok((latest, committed))
-        });
-        let give_up = Instant::now() + READY_WAIT;
+        let ends = self.list_ends(ctx);
         for tp in tps {
             let q = tp.partition;
             match &ends {
                 Ok((latest, committed)) => {
-                    let end = latest
-                        .iter()
-                        .find(|o| o.partition == q)
-                        .map_or(0, |o| o.latest);
+                    let end = latest.get(&q).copied().unwrap_or(0);
                     let from = committed.get(&q).copied().unwrap_or(0);
-                    if end <= from {
-                        self.ready(ctx, q);
-                    } else {
-                        self.catching_up.insert(q, (end, give_up));
-                    }
+                    self.start(ctx, q, End::Listed(end), from, covers);
                 }
                 Err(e) => {
                     // Unknown end: wait the bounded time, then hand out.
                     log::warn!("relay: end offset of {tp} for key order: {e}");
-                    self.catching_up.insert(q, (i64::MAX, give_up));
+                    self.start(ctx, q, End::Listed(i64::MAX), 0, covers);
                 }
             }
         }
+    }
+
+    /// Key order: origin partitions mapping to retry partitions this relay
+    /// owns (`owned`) were assigned to this engine since the last call
+    /// ([`KeyOrderState::renew`](super::super::keyorder::KeyOrderState::renew)):
+    /// each such retry partition is read again to its current end. A
+    /// request for one it does not own waits for the catch-up of its
+    /// assignment, which covers it.
+    pub(crate) fn renew(
+        &mut self,
+        ctx: &Context,
+        owned: impl Fn(i32) -> bool,
+        progress: impl FnOnce() -> Vec<PartitionProgress>,
+    ) {
+        let Some(ko) = &ctx.key_order else { return };
+        let (qs, covers) = ko.requests();
+        let qs: Vec<i32> = qs.into_iter().filter(|&q| owned(q)).collect();
+        if qs.is_empty() {
+            return;
+        }
+        let progress = progress();
+        // Measured after the requests were taken (so after the origin
+        // assignments that made them): every copy a former owner of those
+        // origin partitions wrote is below it.
+        let ends = self.list_ends(ctx);
+        for q in qs {
+            let seen = progress
+                .iter()
+                .find(|p| p.partition.topic == ctx.retry_topic && p.partition.partition == q);
+            match &ends {
+                Ok((latest, committed)) => {
+                    let end = latest.get(&q).copied().unwrap_or(0);
+                    if seen.is_some() {
+                        let end = End::Progress {
+                            floor: end,
+                            target: None,
+                        };
+                        self.start(ctx, q, end, 0, covers);
+                    } else {
+                        let read = self.read_to.get(&q).copied().unwrap_or(0);
+                        let from = read.max(committed.get(&q).copied().unwrap_or(0));
+                        self.start(ctx, q, End::Listed(end), from, covers);
+                    }
+                }
+                Err(e) => {
+                    log::warn!("relay: end offset of retry partition {q} for key order: {e}");
+                    self.start(ctx, q, End::Listed(i64::MAX), 0, covers);
+                }
+            }
+        }
+        // A renewal whose target is known already (memory broker) may be
+        // done at once.
+        self.on_progress(ctx, &progress);
+    }
+
+    /// Latest and committed offsets of the retry topic, by partition.
+    fn list_ends(&self, ctx: &Context) -> crate::Result<(HashMap<i32, i64>, BTreeMap<i32, i64>)> {
+        let mut r = ctx.transport.reader()?;
+        let latest = r
+            .offsets(&ctx.retry_topic)?
+            .iter()
+            .map(|o| (o.partition, o.latest))
+            .collect();
+        let committed = r.committed(&self.relay_group, &ctx.retry_topic)?;
+        Ok((latest, committed))
+    }
+
+    /// Starts (or restarts: a later end replaces an earlier one) the
+    /// catch-up of `q`; `from` is where the relay stands in it.
+    fn start(&mut self, ctx: &Context, q: i32, end: End, from: i64, covers: u64) {
+        if let End::Listed(e) = end {
+            if e <= from {
+                self.catching_up.remove(&q);
+                self.ready_covering(ctx, q, covers);
+                return;
+            }
+        }
+        let give_up = Instant::now() + READY_WAIT;
+        self.catching_up.insert(
+            q,
+            CatchUp {
+                end,
+                give_up,
+                covers,
+            },
+        );
     }
 
     /// Key order: the relay gave `tps` up; their keys are forgotten here.
@@ -170,6 +282,7 @@ impl Handoff {
         }
         for tp in tps {
             self.catching_up.remove(&tp.partition);
+            self.read_to.remove(&tp.partition);
             ko.unready(tp.partition);
         }
     }
@@ -188,8 +301,9 @@ impl Handoff {
             return false;
         };
         let q = record.partition;
-        if let Some(&(end, _)) = self.catching_up.get(&q) {
-            if end != FROM_PROGRESS && record.offset.saturating_add(1) >= end {
+        self.read_to.insert(q, record.offset.saturating_add(1));
+        if let Some(c) = self.catching_up.get(&q) {
+            if matches!(c.end, End::Listed(end) if record.offset.saturating_add(1) >= end) {
                 self.ready(ctx, q);
             }
         }
@@ -240,10 +354,16 @@ impl Handoff {
         }
     }
 
+    /// `q`'s catch-up is over (read to its end, or given up on).
     fn ready(&mut self, ctx: &Context, q: i32) {
-        self.catching_up.remove(&q);
+        if let Some(c) = self.catching_up.remove(&q) {
+            self.ready_covering(ctx, q, c.covers);
+        }
+    }
+
+    fn ready_covering(&mut self, ctx: &Context, q: i32, covers: u64) {
         if let Some(ko) = &ctx.key_order {
-            for job in ko.set_ready(q) {
+            for job in ko.set_ready(q, covers) {
                 self.queue(ctx, job);
             }
         }
@@ -251,19 +371,28 @@ impl Handoff {
 
     /// Key order: a retry partition is caught up once the relay has taken
     /// (and registered) every record below the log end its consumer saw in
-    /// a fetch reply after the assignment.
+    /// a fetch reply after the catch-up started (see [`End::Progress`]).
     pub(crate) fn on_progress(&mut self, ctx: &Context, progress: &[PartitionProgress]) {
-        let done: Vec<i32> = progress
-            .iter()
-            .filter(|p| p.partition.topic == ctx.retry_topic)
-            .filter(|p| {
-                self.catching_up
-                    .get(&p.partition.partition)
-                    .is_some_and(|&(end, _)| end == FROM_PROGRESS)
-            })
-            .filter(|p| matches!((p.position, p.log_end), (Some(at), Some(end)) if at >= end))
-            .map(|p| p.partition.partition)
-            .collect();
+        let mut done = Vec::new();
+        for p in progress {
+            if p.partition.topic != ctx.retry_topic {
+                continue;
+            }
+            let q = p.partition.partition;
+            let Some(CatchUp {
+                end: End::Progress { floor, target },
+                ..
+            }) = self.catching_up.get_mut(&q)
+            else {
+                continue;
+            };
+            if target.is_none() {
+                *target = p.log_end.filter(|end| end >= floor);
+            }
+            if matches!((p.position, *target), (Some(at), Some(end)) if at >= end) {
+                done.push(q);
+            }
+        }
         for q in done {
             self.ready(ctx, q);
         }
@@ -283,7 +412,7 @@ impl Handoff {
         let late: Vec<i32> = self
             .catching_up
             .iter()
-            .filter(|(_, (_, at))| *at <= now)
+            .filter(|(_, c)| c.give_up <= now)
             .map(|(q, _)| *q)
             .collect();
         for q in late {
@@ -319,7 +448,11 @@ impl Handoff {
         self.queue(ctx, job);
     }
 
-    fn queue(&mut self, ctx: &Context, job: Job) {
+    fn queue(&mut self, ctx: &Context, mut job: Job) {
+        // Handed out now: a held copy's retry history starts at its
+        // release (keyorder.rs), not when the relay read it, which may be
+        // long before (it waited behind its key).
+        job.received_ms = now_ms();
         let w = worker_for(
             job.record.key.as_deref(),
             self.jobs.len(),
