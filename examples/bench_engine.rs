@@ -6,6 +6,12 @@
 //! (`tp0` / `tp10` run only the 0% / 10% throughput rows).
 //! Environment: `BENCH_N` (default 2,000,000) sets the 0%-retry record count
 //! (the 10% runs use a quarter), `BENCH_REPEAT` (default 2) the runs per row.
+//! `BENCH_PARKED` (default 100,000) the records parked in `memory`;
+//! `BENCH_LAT_N` (100,000), `BENCH_LAT_SPREAD_MS` (5,000) and
+//! `BENCH_LAT_INTERVAL_MS` (1,000) shape `lateness`; `BENCH_WHOLE=1` runs
+//! `memory` and `lateness` through a transport without a `Reader`, so the
+//! relay keeps parked records whole (the behaviour before index-only
+//! parking) instead of indexing them.
 //!
 //! Sections:
 //! - `memory`: RSS per parked record, the broker's copy of the retry topic
@@ -240,8 +246,8 @@ fn produce_retries(
 // ---------------------------------------------------------------- memory
 
 fn memory(summary: &mut Vec<String>) -> Result<(), BoxError> {
-    const N: usize = 100_000;
-    println!("\n== memory per parked record: {N} records, {KEY_BYTES}-byte keys, {VALUE_BYTES}-byte values, 7 retry headers ==");
+    let count = bench::env_u64("BENCH_PARKED", 100_000) as usize;
+    println!("\n== memory per parked record: {count} records, {KEY_BYTES}-byte keys, {VALUE_BYTES}-byte values, 7 retry headers ==");
 
     // The engine's fixed cost (threads, channels, group state), measured on
     // an engine with nothing to park, then subtracted from the relay's growth.
@@ -268,41 +274,46 @@ fn memory(summary: &mut Vec<String>) -> Result<(), BoxError> {
     broker.create_topic("mem-retry", PARTITIONS)?;
     let r0 = rss_kib();
     let now = now_ms();
-    produce_retries(&broker, "mem", N as u64, now, |_| now)?;
+    produce_retries(&broker, "mem", count as u64, now, |_| now)?;
     let r1 = rss_kib();
-    let engine = Engine::builder(broker.clone())
+    println!("relay: {}", parking_mode());
+    let engine = Engine::builder(parking_transport(&broker))
         .group_id("mem")
         .topics(["mem"])
         .workers(2)
         .handler(|_: &Record| Outcome::Done)
-        .max_parked(2 * N)
+        .max_parked(2 * count)
         .policy(RetryPolicy::new(
             Duration::from_secs(3600),
             Duration::from_secs(7200),
         ))
         .build()?;
-    let t = wait_for(&engine, Duration::from_secs(30), |s| s.parked as usize >= N);
+    let t = wait_for(&engine, Duration::from_secs(600), |s| s.parked as usize >= count);
     std::thread::sleep(Duration::from_millis(200));
     let r2 = rss_kib();
     let parked = engine.stats().parked;
     engine.shutdown(Duration::from_secs(5))?;
 
-    let broker_b = (r1 - r0) as f64 * 1024.0 / N as f64;
-    let relay_b = (r2 - r1 - fixed) as f64 * 1024.0 / N as f64;
+    let broker_b = (r1 - r0) as f64 * 1024.0 / count as f64;
+    let relay_b = (r2 - r1 - fixed) as f64 * 1024.0 / count as f64;
     println!("engine fixed cost (empty engine):      {fixed:>8} KiB");
     println!("RSS before producing:                  {r0:>8} KiB");
-    println!("after producing {N} to the retry topic: {r1:>8} KiB  -> broker copy {broker_b:.0} B/record");
+    println!("after producing {count} to the retry topic: {r1:>8} KiB  -> broker copy {broker_b:.0} B/record");
     println!(
         "after the relay parked {parked} ({}):  {r2:>8} KiB  -> relay {relay_b:.0} B/record (fixed cost subtracted)",
         t.map_or("TIMED OUT".into(), |d| format!("in {:.0} ms", d.as_secs_f64() * 1e3))
     );
     println!(
-        "size_of::<Record>() = {} B (the relay's heap entry holds one plus due time, plan and counters)",
-        std::mem::size_of::<Record>()
+        "size_of::<Record>() = {} B (a whole parked record holds one plus due time, plan and counters); \
+         index entry = {} B (plus 16 B in the offset tracker)",
+        std::mem::size_of::<Record>(),
+        Stats::PARKED_ENTRY_BYTES
     );
     summary.push(format!(
-        "memory/parked record ({VALUE_BYTES} B value, {KEY_BYTES} B key, 7 retry headers, {N} parked): \
-         relay {relay_b:.0} B + memory broker's retry-topic copy {broker_b:.0} B = {:.0} B",
+        "memory/parked record ({VALUE_BYTES} B value, {KEY_BYTES} B key, 7 retry headers, {count} parked, {}): \
+         relay {relay_b:.0} B (relay total {:.0} MiB) + memory broker's retry-topic copy {broker_b:.0} B = {:.0} B",
+        parking_mode(),
+        (r2 - r1 - fixed) as f64 / 1024.0,
         relay_b + broker_b
     ));
     Ok(())
@@ -323,31 +334,81 @@ struct Lateness {
     cpu: String,
 }
 
-const LAT_N: usize = 100_000;
-const LAT_SPREAD_MS: i64 = 5_000;
-const LAT_INTERVAL_MS: i64 = 1_000;
+fn lat_n() -> usize {
+    bench::env_u64("BENCH_LAT_N", 100_000) as usize
+}
+fn lat_spread_ms() -> i64 {
+    bench::env_u64("BENCH_LAT_SPREAD_MS", 5_000) as i64
+}
+fn lat_interval_ms() -> i64 {
+    bench::env_u64("BENCH_LAT_INTERVAL_MS", 1_000) as i64
+}
+
+/// The memory broker with no `Reader`: the relay keeps parked records
+/// whole, as it did before index-only parking.
+#[derive(Debug, Clone)]
+struct Whole(MemoryBroker);
+
+impl Transport for Whole {
+    fn consumer(
+        &self,
+        config: kafka_retry::transport::ConsumerConfig,
+    ) -> kafka_retry::Result<Box<dyn kafka_retry::transport::Consumer>> {
+        self.0.consumer(config)
+    }
+    fn producer(&self) -> kafka_retry::Result<Arc<dyn kafka_retry::transport::Producer>> {
+        self.0.producer()
+    }
+    fn create_topic(&self, topic: &str, partitions: i32, rf: Option<i16>) -> kafka_retry::Result<()> {
+        Transport::create_topic(&self.0, topic, partitions, rf)
+    }
+    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+        self.0.partition_count(topic)
+    }
+}
+
+/// The transport the parking sections run on (`BENCH_WHOLE=1`: no Reader).
+fn parking_transport(broker: &MemoryBroker) -> Arc<dyn Transport> {
+    if whole() {
+        Arc::new(Whole(broker.clone()))
+    } else {
+        Arc::new(broker.clone())
+    }
+}
+
+fn whole() -> bool {
+    bench::env_u64("BENCH_WHOLE", 0) == 1
+}
+
+fn parking_mode() -> &'static str {
+    if whole() {
+        "records kept whole (BENCH_WHOLE=1)"
+    } else {
+        "index-only parking"
+    }
+}
 const LAT_WORKERS: usize = 2;
 
 fn lateness_run() -> Result<Lateness, BoxError> {
-    const N: usize = LAT_N;
+    let (lat_count, spread_ms, interval_ms) = (lat_n(), lat_spread_ms(), lat_interval_ms());
     let broker = MemoryBroker::new();
     broker.create_topic("lat", PARTITIONS)?;
     broker.create_topic("lat-retry", PARTITIONS)?;
     let base = now_ms();
-    // 7919 is prime to N: a permutation, so due times are shuffled across
+    // 7919 is prime to lat_count: a permutation, so due times are shuffled across
     // and within partitions.
-    produce_retries(&broker, "lat", N as u64, base, |i| {
-        base + (i * 7919 % N as u64) as i64 * LAT_SPREAD_MS / N as i64
+    produce_retries(&broker, "lat", lat_count as u64, base, |i| {
+        base + (i * 7919 % lat_count as u64) as i64 * spread_ms / lat_count as i64
     })?;
     // (hop lateness in ms with µs fractions, relay write lateness in whole ms)
-    let seen: Arc<Mutex<Vec<(f64, i64)>>> = Arc::new(Mutex::new(Vec::with_capacity(N)));
+    let seen: Arc<Mutex<Vec<(f64, i64)>>> = Arc::new(Mutex::new(Vec::with_capacity(lat_count)));
     let count = Arc::new(AtomicU64::new(0));
     let handler = {
         let (seen, count) = (seen.clone(), count.clone());
         move |r: &Record| {
             let now = now_ms_f64();
             if let Some(enq) = header_i64(r, ENQUEUED_AT) {
-                let due = enq + LAT_INTERVAL_MS;
+                let due = enq + interval_ms;
                 // The broker stamps a record with its write time (ms), so
                 // the origin record's timestamp is when the relay wrote it.
                 let relay_late = r.timestamp - due;
@@ -360,25 +421,25 @@ fn lateness_run() -> Result<Lateness, BoxError> {
         }
     };
     let t0 = thread_times();
-    let engine = Engine::builder(broker.clone())
+    let engine = Engine::builder(parking_transport(&broker))
         .group_id("lat")
         .topics(["lat"])
         .workers(LAT_WORKERS)
         .handler(handler)
-        .max_parked(2 * N)
+        .max_parked(2 * lat_count)
         .policy(RetryPolicy::new(
-            Duration::from_millis(LAT_INTERVAL_MS as u64),
+            Duration::from_millis(interval_ms as u64),
             Duration::from_secs(3600),
         ))
         .build()?;
     // How far the relay got parking before the first record was due.
     let mut parked_before_first_due = 0;
-    while now_ms() < base + LAT_INTERVAL_MS - 50 {
+    while now_ms() < base + interval_ms - 50 {
         parked_before_first_due = parked_before_first_due.max(engine.stats().parked);
         std::thread::sleep(Duration::from_millis(5));
     }
     let finished = wait_for(&engine, Duration::from_secs(30), |_| {
-        count.load(Ordering::Relaxed) as usize >= N
+        count.load(Ordering::Relaxed) as usize >= lat_count
     });
     let cpu = cpu_by_role(&t0, &thread_times());
     let relayed = engine.stats().relayed;
@@ -404,9 +465,11 @@ fn lateness_run() -> Result<Lateness, BoxError> {
 
 fn lateness(summary: &mut Vec<String>) -> Result<(), BoxError> {
     const RUNS: usize = 3;
+    let (lat_count, spread_ms, interval_ms) = (lat_n(), lat_spread_ms(), lat_interval_ms());
+    println!("relay: {}", parking_mode());
     println!(
-        "\n== relay lateness: {LAT_N} records put on the retry topic with enqueued-at spread over the \
-         next {LAT_SPREAD_MS} ms (shuffled), retry interval {LAT_INTERVAL_MS} ms, {LAT_WORKERS} workers, \
+        "\n== relay lateness: {lat_count} records put on the retry topic with enqueued-at spread over the \
+         next {spread_ms} ms (shuffled), retry interval {interval_ms} ms, {LAT_WORKERS} workers, \
          {RUNS} runs =="
     );
     println!(
@@ -467,8 +530,9 @@ fn lateness(summary: &mut Vec<String>) -> Result<(), BoxError> {
     }
     p99s.sort_by(f64::total_cmp);
     summary.push(format!(
-        "relay lateness, whole hop relay->origin->consumer->worker ({LAT_N} parked, due over \
-         {LAT_SPREAD_MS} ms, {RUNS} runs): {}; median p99 {:.2} ms (goal < 5 ms); early: {any_early}",
+        "relay lateness, whole hop relay->origin->consumer->worker ({lat_count} parked, due over \
+         {spread_ms} ms, {RUNS} runs, {}): {}; median p99 {:.2} ms (goal < 5 ms); early: {any_early}",
+        parking_mode(),
         runs.join("; "),
         p99s[p99s.len() / 2]
     ));
