@@ -193,6 +193,16 @@ impl Index {
     }
 
     pub(super) fn assign(&mut self, tp: &TopicPartition, lease: Arc<Lease>) {
+        // Still owned (a cooperative assignment adds to what is kept): its
+        // entries stay valid, as its lease does.
+        if let Some(&i) = self.by_tp.get(tp) {
+            if self.slots[i as usize]
+                .as_ref()
+                .is_some_and(|s| Arc::ptr_eq(&s.lease, &lease))
+            {
+                return;
+            }
+        }
         self.next_gen = self.next_gen.wrapping_add(1);
         let slot = Slot {
             tp: tp.clone(),
@@ -573,6 +583,22 @@ fn gone(counters: &Counters, lease: &Lease, tp: &TopicPartition, offset: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_still_owned_keeps_its_entries() {
+        let mem = crate::MemoryBroker::new();
+        let mut ix = Index::new(crate::transport::Transport::reader(&mem).unwrap(), 100);
+        let tp = TopicPartition::new("r", 0);
+        let lease = Lease::new(tp.clone());
+        ix.assign(&tp, lease.clone());
+        assert!(ix.push(&tp, 7, Instant::now() + Duration::from_secs(60), 0));
+        ix.assign(&tp, lease); // the same lease: kept
+        ix.release(&[]);
+        assert_eq!(ix.len(), 1);
+        ix.assign(&tp, Lease::new(tp.clone())); // a new lease: a new owner
+        ix.release(&[]);
+        assert_eq!(ix.len(), 0);
+    }
 
     #[test]
     fn an_entry_is_32_bytes() {
