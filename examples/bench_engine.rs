@@ -288,7 +288,9 @@ fn memory(summary: &mut Vec<String>) -> Result<(), BoxError> {
             Duration::from_secs(7200),
         ))
         .build()?;
-    let t = wait_for(&engine, Duration::from_secs(600), |s| s.parked as usize >= count);
+    let t = wait_for(&engine, Duration::from_secs(600), |s| {
+        s.parked as usize >= count
+    });
     std::thread::sleep(Duration::from_millis(200));
     let r2 = rss_kib();
     let parked = engine.stats().parked;
@@ -359,7 +361,12 @@ impl Transport for Whole {
     fn producer(&self) -> kafka_retry::Result<Arc<dyn kafka_retry::transport::Producer>> {
         self.0.producer()
     }
-    fn create_topic(&self, topic: &str, partitions: i32, rf: Option<i16>) -> kafka_retry::Result<()> {
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        rf: Option<i16>,
+    ) -> kafka_retry::Result<()> {
         Transport::create_topic(&self.0, topic, partitions, rf)
     }
     fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {

@@ -48,7 +48,12 @@ impl Transport for Wrap {
     fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
         self.inner.producer()
     }
-    fn create_topic(&self, topic: &str, partitions: i32, rf: Option<i16>) -> kafka_retry::Result<()> {
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        rf: Option<i16>,
+    ) -> kafka_retry::Result<()> {
         Transport::create_topic(&self.inner, topic, partitions, rf)
     }
     fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
@@ -118,7 +123,12 @@ fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 fn produce(w: &Wrap, records: impl IntoIterator<Item = OutRecord>) {
-    for r in w.inner.producer().unwrap().send_batch(records.into_iter().collect()) {
+    for r in w
+        .inner
+        .producer()
+        .unwrap()
+        .send_batch(records.into_iter().collect())
+    {
         r.unwrap();
     }
 }
@@ -208,7 +218,10 @@ fn no_head_of_line_blocking_with_the_budget_full() {
     });
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(5)).unwrap();
-    assert!(back, "the near-due record waited behind far-due ones: {stats:?}");
+    assert!(
+        back,
+        "the near-due record waited behind far-due ones: {stats:?}"
+    );
     assert_eq!(stats.relayed, 1, "{stats:?}");
     assert_eq!(stats.parked, 400, "{stats:?}");
     assert!(stats.parked_unindexed >= 300, "{stats:?}");
@@ -239,7 +252,14 @@ fn evicted_records_come_back_once() {
         .build()
         .unwrap();
     let max_unindexed = Arc::new(AtomicU64::new(0));
-    produce(&w, (0..n).map(|i| OutRecord::new("t").key(format!("k{i}")).value(i.to_string())));
+    produce(
+        &w,
+        (0..n).map(|i| {
+            OutRecord::new("t")
+                .key(format!("k{i}"))
+                .value(i.to_string())
+        }),
+    );
     let done = wait_until(Duration::from_secs(20), || {
         let s = engine.stats();
         max_unindexed.fetch_max(s.parked_unindexed as u64, Ordering::SeqCst);
@@ -248,10 +268,23 @@ fn evicted_records_come_back_once() {
     std::thread::sleep(Duration::from_millis(300)); // a duplicate would show by now
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(5)).unwrap();
-    assert!(done, "{} of {n} came back: {stats:?}", again.lock().unwrap().len());
-    assert!(max_unindexed.load(Ordering::SeqCst) > 0, "nothing was evicted");
-    assert!(again.lock().unwrap().values().all(|&c| c == 1), "a record came back twice");
-    assert_eq!((stats.relayed, stats.parked, stats.parked_unindexed), (n, 0, 0));
+    assert!(
+        done,
+        "{} of {n} came back: {stats:?}",
+        again.lock().unwrap().len()
+    );
+    assert!(
+        max_unindexed.load(Ordering::SeqCst) > 0,
+        "nothing was evicted"
+    );
+    assert!(
+        again.lock().unwrap().values().all(|&c| c == 1),
+        "a record came back twice"
+    );
+    assert_eq!(
+        (stats.relayed, stats.parked, stats.parked_unindexed),
+        (n, 0, 0)
+    );
 }
 
 /// Failed re-reads are retried (with a back-off): the record is relayed

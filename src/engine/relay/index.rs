@@ -497,7 +497,9 @@ impl Index {
             s.evicted.cursor,
             s.evicted.end(),
         );
-        let want = ((end - from).max(1) as usize).min(READ_MAX).min(room.max(1));
+        let want = ((end - from).max(1) as usize)
+            .min(READ_MAX)
+            .min(room.max(1));
         let records = match self.reader.read(&tp, from, want, READ_WAIT) {
             Ok(r) => r,
             Err(e) => {

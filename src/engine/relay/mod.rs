@@ -149,7 +149,10 @@ pub(crate) fn run(
                 log::warn!("relay commit failed (retried next interval): {e}");
             }
         }
-        let next = match (r.heap.peek_due(), r.index.as_ref().and_then(Index::next_wake)) {
+        let next = match (
+            r.heap.peek_due(),
+            r.index.as_ref().and_then(Index::next_wake),
+        ) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -272,7 +275,14 @@ impl Relay {
 
     /// Parks a tracked record: indexed when there is an index and it is not
     /// due soon, else whole.
-    fn place(&mut self, lease: Arc<Lease>, record: Record, plan: Plan, due: Instant, failures: u32) {
+    fn place(
+        &mut self,
+        lease: Arc<Lease>,
+        record: Record,
+        plan: Plan,
+        due: Instant,
+        failures: u32,
+    ) {
         if let Some(ix) = &mut self.index {
             // Malformed records are due now: kept whole.
             if matches!(plan, Plan::Retry(_))
