@@ -8,7 +8,8 @@
 //! (the 10% runs use a quarter), `BENCH_REPEAT` (default 2) the runs per row.
 //! `BENCH_PARKED` (default 100,000) the records parked in `memory`;
 //! `BENCH_LAT_N` (100,000), `BENCH_LAT_SPREAD_MS` (5,000) and
-//! `BENCH_LAT_INTERVAL_MS` (1,000) shape `lateness`; `BENCH_WHOLE=1` runs
+//! `BENCH_LAT_INTERVAL_MS` (1,000) and `BENCH_LAT_DELAY_MS` (0, added to
+//! every enqueued-at) and `BENCH_LAT_RUNS` (3) shape `lateness`; `BENCH_WHOLE=1` runs
 //! `memory` and `lateness` through a transport without a `Reader`, so the
 //! relay keeps parked records whole (the behaviour before index-only
 //! parking) instead of indexing them.
@@ -401,12 +402,20 @@ fn lateness_run() -> Result<Lateness, BoxError> {
     let broker = MemoryBroker::new();
     broker.create_topic("lat", PARTITIONS)?;
     broker.create_topic("lat-retry", PARTITIONS)?;
-    let base = now_ms();
+    // Enqueued-at starts `BENCH_LAT_DELAY_MS` ahead: producing a million
+    // records takes seconds, which would otherwise count as lateness.
+    let t_produce = Instant::now();
+    let base = now_ms() + bench::env_u64("BENCH_LAT_DELAY_MS", 0) as i64;
     // 7919 is prime to lat_count: a permutation, so due times are shuffled across
     // and within partitions.
     produce_retries(&broker, "lat", lat_count as u64, base, |i| {
         base + (i * 7919 % lat_count as u64) as i64 * spread_ms / lat_count as i64
     })?;
+    println!(
+        "     produced {lat_count} in {:.0} ms; first due {} ms from now",
+        t_produce.elapsed().as_secs_f64() * 1e3,
+        base + interval_ms - now_ms()
+    );
     // (hop lateness in ms with µs fractions, relay write lateness in whole ms)
     let seen: Arc<Mutex<Vec<(f64, i64)>>> = Arc::new(Mutex::new(Vec::with_capacity(lat_count)));
     let count = Arc::new(AtomicU64::new(0));
@@ -471,7 +480,8 @@ fn lateness_run() -> Result<Lateness, BoxError> {
 }
 
 fn lateness(summary: &mut Vec<String>) -> Result<(), BoxError> {
-    const RUNS: usize = 3;
+    #[allow(non_snake_case)]
+    let RUNS = bench::env_u64("BENCH_LAT_RUNS", 3).max(1) as usize;
     let (lat_count, spread_ms, interval_ms) = (lat_n(), lat_spread_ms(), lat_interval_ms());
     println!("relay: {}", parking_mode());
     println!(
@@ -746,7 +756,8 @@ fn throughput(summary: &mut Vec<String>, tp0: bool, tp10: bool) -> Result<(), Bo
 fn blocking(summary: &mut Vec<String>) -> Result<(), BoxError> {
     const N: u64 = 20_000;
     const WORKERS: usize = 4;
-    const RUNS: usize = 3;
+    #[allow(non_snake_case)]
+    let RUNS = bench::env_u64("BENCH_LAT_RUNS", 3).max(1) as usize;
     let interval = Duration::from_millis(20);
     println!(
         "\n== non-blocking vs blocking retry: N={N} pre-loaded, 10% (id % 10 == 0) fail their first \

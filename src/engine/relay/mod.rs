@@ -309,7 +309,12 @@ impl Relay {
     /// again from the retry topic), and with room, rescans evicted records.
     fn refill(&mut self) {
         let Some(ix) = &mut self.index else { return };
-        let room = index::HOT_MAX.saturating_sub(self.heap.len());
+        // One relay batch at a time, so reads interleave with the writes
+        // of what is due now (a whole prefetch window in one go held those
+        // up by milliseconds).
+        let room = index::HOT_MAX
+            .saturating_sub(self.heap.len())
+            .min(RELAY_BATCH);
         let mut read = ix.refill(room, &self.ctx.counters);
         // A few rescan reads at a time (each re-indexes up to 1,000), so a
         // long rescan does not hold up what is due.
