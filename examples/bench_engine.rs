@@ -20,6 +20,9 @@
 //! - `lateness`: 100,000 records put on the retry topic with due times
 //!   spread over 5 s; how late each comes back (relay -> origin topic ->
 //!   consumer -> worker), and how late the relay wrote it.
+//! - `hol`: the relay's bound reached by records due in an hour, then
+//!   records due in 1 s: how late those come back (no head-of-line
+//!   blocking: they must not wait behind the far ones).
 //! - `throughput`: pre-loaded records, no-op handler, 0% and 10% retries,
 //!   1, 2 and 4 workers; records/second from `build()` to the last `Done`.
 //! - `blocking`: non-blocking retries next to a handler that sleeps the
@@ -73,6 +76,10 @@ fn main() -> Result<(), BoxError> {
     }
     if want("lateness") {
         lateness(&mut summary)?;
+        println!("[{} at the end of this section]", load());
+    }
+    if want("hol") {
+        head_of_line(&mut summary)?;
         println!("[{} at the end of this section]", load());
     }
     let (tp0, tp10) = (
@@ -552,6 +559,95 @@ fn lateness(summary: &mut Vec<String>) -> Result<(), BoxError> {
         parking_mode(),
         runs.join("; "),
         p99s[p99s.len() / 2]
+    ));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- head of line
+
+fn head_of_line(summary: &mut Vec<String>) -> Result<(), BoxError> {
+    const FAR: u64 = 300_000;
+    const NEAR: u64 = 2_000;
+    const HOUR_MS: i64 = 3_600_000;
+    const MAX_PARKED: usize = 1_000;
+    println!(
+        "\n== head of line: {FAR} records due in an hour, max_parked {MAX_PARKED} ({}), then {NEAR} \
+         due 1-2 s later ==",
+        parking_mode()
+    );
+    let broker = MemoryBroker::new();
+    broker.create_topic("hol", PARTITIONS)?;
+    broker.create_topic("hol-retry", PARTITIONS)?;
+    let now = now_ms();
+    produce_retries(&broker, "hol", FAR, now, |_| now)?;
+    let late: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let handler = {
+        let late = late.clone();
+        move |r: &Record| {
+            if let Some(enq) = header_i64(r, ENQUEUED_AT) {
+                let due = (enq + HOUR_MS) as f64;
+                late.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(now_ms_f64() - due);
+            }
+            Outcome::Done
+        }
+    };
+    let engine = Engine::builder(parking_transport(&broker))
+        .group_id("hol")
+        .topics(["hol"])
+        .workers(2)
+        .handler(handler)
+        .max_parked(MAX_PARKED)
+        .policy(RetryPolicy::new(
+            Duration::from_millis(HOUR_MS as u64),
+            Duration::from_secs(7200),
+        ))
+        .build()?;
+    // Whole records: the bound pauses the retry topic at MAX_PARKED, so wait
+    // for that; indexed: all are read (and the latest-due evicted).
+    let full = wait_for(&engine, Duration::from_secs(60), |s| {
+        s.parked as usize >= MAX_PARKED && (whole() || s.parked as u64 >= FAR)
+    });
+    let before = engine.stats();
+    let now = now_ms();
+    // Enqueued an hour ago, less 1-2 s: due 1-2 s from now.
+    produce_retries(&broker, "hol", NEAR, now - HOUR_MS, |i| {
+        now - HOUR_MS + 1_000 + (i as i64 * 1_000 / NEAR as i64)
+    })?;
+    let back = wait_for(&engine, Duration::from_secs(20), |_| {
+        late.lock().unwrap_or_else(|e| e.into_inner()).len() as u64 >= NEAR
+    });
+    engine.shutdown(Duration::from_secs(5))?;
+    let mut v = std::mem::take(&mut *late.lock().unwrap_or_else(|e| e.into_inner()));
+    v.sort_by(f64::total_cmp);
+    let line = if v.is_empty() {
+        format!("none of {NEAR} came back within 20 s")
+    } else {
+        format!(
+            "{} of {NEAR} came back{}; lateness p50 {:.2} / p99 {:.2} / max {:.1} ms, early {}",
+            v.len(),
+            if back.is_none() { " (TIMED OUT)" } else { "" },
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            percentile(&v, 1.0),
+            v.iter().filter(|&&x| x < 0.0).count()
+        )
+    };
+    println!(
+        "when the near ones were written: parked {}, of which unindexed {}{}",
+        before.parked,
+        before.parked_unindexed,
+        if full.is_none() {
+            " (bound never reached)"
+        } else {
+            ""
+        }
+    );
+    println!("{line}");
+    summary.push(format!(
+        "head of line ({FAR} due in 1 h, max_parked {MAX_PARKED}, {}): {NEAR} due in 1-2 s: {line}",
+        parking_mode()
     ));
     Ok(())
 }

@@ -635,7 +635,13 @@ impl Relay {
     }
 
     fn update_pause(&mut self) {
-        let max = self.ctx.max_parked;
+        // With an index only records due within the prefetch window are
+        // whole (refills stop at HOT_MAX), so the bound on whole records
+        // is a backstop for bursts of due-now ones, never below HOT_MAX.
+        let max = match self.index {
+            Some(_) => self.ctx.max_parked.max(index::HOT_MAX),
+            None => self.ctx.max_parked,
+        };
         if !self.paused && self.heap.len() >= max {
             let tps = self.parts.keys();
             log::info!(
