@@ -2,6 +2,7 @@
 //! Kafka): parked records are kept as index entries and read again from the
 //! retry topic when due.
 
+#[cfg(feature = "kafka")]
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
@@ -13,8 +14,8 @@ use kafka_retry::transport::{
     Consumer, ConsumerConfig, PartitionOffsets, Producer, Reader, Transport,
 };
 use kafka_retry::{
-    Engine, EngineBuilder, KafkaConfig, KafkaTransport, MemoryBroker, OutRecord, Outcome, Record,
-    RetryPolicy, Stats, TopicPartition,
+    Engine, EngineBuilder, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy, Stats,
+    TopicPartition,
 };
 
 /// The memory broker with a `Reader` that counts reads, fails the next
@@ -352,125 +353,136 @@ fn a_gone_record_is_counted_and_settled() {
     assert_eq!(w.inner.committed("g-relay", "g-retry", 0), Some(3));
 }
 
-/// Any transport, with its `Reader`'s reads counted.
-#[derive(Debug, Clone)]
-struct Counted {
-    inner: Arc<dyn Transport>,
-    reads: Arc<AtomicU64>,
-}
+/// On Kafka (the Tansu of `scripts/test`).
+#[cfg(feature = "kafka")]
+mod kafka {
+    use super::*;
+    use kafka_retry::{KafkaConfig, KafkaTransport};
 
-#[derive(Debug)]
-struct CountedReader {
-    inner: Box<dyn Reader>,
-    reads: Arc<AtomicU64>,
-}
+    /// Any transport, with its `Reader`'s reads counted.
+    #[derive(Debug, Clone)]
+    struct Counted {
+        inner: Arc<dyn Transport>,
+        reads: Arc<AtomicU64>,
+    }
 
-impl Transport for Counted {
-    fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
-        self.inner.consumer(config)
+    #[derive(Debug)]
+    struct CountedReader {
+        inner: Box<dyn Reader>,
+        reads: Arc<AtomicU64>,
     }
-    fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
-        self.inner.producer()
-    }
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        rf: Option<i16>,
-    ) -> kafka_retry::Result<()> {
-        self.inner.create_topic(topic, partitions, rf)
-    }
-    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-        self.inner.partition_count(topic)
-    }
-    fn reader(&self) -> kafka_retry::Result<Box<dyn Reader>> {
-        Ok(Box::new(CountedReader {
-            inner: self.inner.reader()?,
-            reads: self.reads.clone(),
-        }))
-    }
-}
 
-impl Reader for CountedReader {
-    fn partitions(&mut self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-        self.inner.partitions(topic)
+    impl Transport for Counted {
+        fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
+            self.inner.consumer(config)
+        }
+        fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
+            self.inner.producer()
+        }
+        fn create_topic(
+            &self,
+            topic: &str,
+            partitions: i32,
+            rf: Option<i16>,
+        ) -> kafka_retry::Result<()> {
+            self.inner.create_topic(topic, partitions, rf)
+        }
+        fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+            self.inner.partition_count(topic)
+        }
+        fn reader(&self) -> kafka_retry::Result<Box<dyn Reader>> {
+            Ok(Box::new(CountedReader {
+                inner: self.inner.reader()?,
+                reads: self.reads.clone(),
+            }))
+        }
     }
-    fn offsets(&mut self, topic: &str) -> kafka_retry::Result<Vec<PartitionOffsets>> {
-        self.inner.offsets(topic)
-    }
-    fn read(
-        &mut self,
-        tp: &TopicPartition,
-        offset: i64,
-        max: usize,
-        timeout: Duration,
-    ) -> kafka_retry::Result<Vec<Record>> {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        self.inner.read(tp, offset, max, timeout)
-    }
-    fn committed(&mut self, group: &str, topic: &str) -> kafka_retry::Result<BTreeMap<i32, i64>> {
-        self.inner.committed(group, topic)
-    }
-}
 
-/// On Kafka (the Tansu of `scripts/test`): a retried record is read again
-/// from the retry topic by offset and comes back with its key, value and
-/// headers.
-#[test]
-fn kafka_smoke_reread_keeps_key_value_and_headers() {
-    let config = KafkaConfig::new(common::kafka_bootstrap())
-        .request_timeout(Duration::from_secs(10))
-        .fetch_max_wait(Duration::from_millis(50));
-    let kafka: Arc<dyn Transport> =
-        Arc::new(KafkaTransport::connect(config).expect("connect to the test broker"));
-    let t = common::unique("parking");
-    kafka.create_topic(&t, 1, None).unwrap();
-    let w = Counted {
-        inner: kafka.clone(),
-        reads: Arc::default(),
-    };
-    let seen: Arc<Mutex<Vec<Record>>> = Arc::default();
-    let s = seen.clone();
-    let engine = Engine::builder(w.clone())
-        .group_id(common::unique("g"))
-        .topics([t.as_str()])
-        .session_timeout(Duration::from_secs(2))
-        .commit_interval(Duration::from_millis(100))
-        .policy(RetryPolicy::new(
-            Duration::from_millis(500),
-            Duration::from_secs(600),
-        ))
-        .handler(move |r: &Record| {
-            s.lock().unwrap().push(r.clone());
-            if attempts(r) == 0 {
-                Outcome::retry("once")
-            } else {
-                Outcome::Done
-            }
-        })
-        .build()
-        .unwrap();
-    for r in kafka
-        .producer()
-        .unwrap()
-        .send_batch(vec![OutRecord::new(t.as_str())
-            .key("k")
-            .value("v")
-            .header("trace", "abc")])
-    {
-        r.unwrap();
+    impl Reader for CountedReader {
+        fn partitions(&mut self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+            self.inner.partitions(topic)
+        }
+        fn offsets(&mut self, topic: &str) -> kafka_retry::Result<Vec<PartitionOffsets>> {
+            self.inner.offsets(topic)
+        }
+        fn read(
+            &mut self,
+            tp: &TopicPartition,
+            offset: i64,
+            max: usize,
+            timeout: Duration,
+        ) -> kafka_retry::Result<Vec<Record>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.read(tp, offset, max, timeout)
+        }
+        fn committed(
+            &mut self,
+            group: &str,
+            topic: &str,
+        ) -> kafka_retry::Result<BTreeMap<i32, i64>> {
+            self.inner.committed(group, topic)
+        }
     }
-    let done = wait_until(Duration::from_secs(30), || engine.stats().done == 1);
-    let stats = engine.stats();
-    engine.shutdown(Duration::from_secs(10)).unwrap();
-    assert!(done, "{stats:?}");
-    assert_eq!(stats.relayed, 1, "{stats:?}");
-    assert!(w.reads.load(Ordering::SeqCst) >= 1, "never read again");
-    let seen = seen.lock().unwrap();
-    let again = seen.last().unwrap();
-    assert_eq!(again.key.as_deref(), Some(&b"k"[..]));
-    assert_eq!(again.value.as_deref(), Some(&b"v"[..]));
-    let trace = again.header("trace").and_then(|h| h.value.as_deref());
-    assert_eq!(trace, Some(&b"abc"[..]));
-    assert_eq!(attempts(again), 1);
+
+    /// On Kafka (the Tansu of `scripts/test`): a retried record is read again
+    /// from the retry topic by offset and comes back with its key, value and
+    /// headers.
+    #[test]
+    fn kafka_smoke_reread_keeps_key_value_and_headers() {
+        let config = KafkaConfig::new(common::kafka_bootstrap())
+            .request_timeout(Duration::from_secs(10))
+            .fetch_max_wait(Duration::from_millis(50));
+        let kafka: Arc<dyn Transport> =
+            Arc::new(KafkaTransport::connect(config).expect("connect to the test broker"));
+        let t = common::unique("parking");
+        kafka.create_topic(&t, 1, None).unwrap();
+        let w = Counted {
+            inner: kafka.clone(),
+            reads: Arc::default(),
+        };
+        let seen: Arc<Mutex<Vec<Record>>> = Arc::default();
+        let s = seen.clone();
+        let engine = Engine::builder(w.clone())
+            .group_id(common::unique("g"))
+            .topics([t.as_str()])
+            .session_timeout(Duration::from_secs(2))
+            .commit_interval(Duration::from_millis(100))
+            .policy(RetryPolicy::new(
+                Duration::from_millis(500),
+                Duration::from_secs(600),
+            ))
+            .handler(move |r: &Record| {
+                s.lock().unwrap().push(r.clone());
+                if attempts(r) == 0 {
+                    Outcome::retry("once")
+                } else {
+                    Outcome::Done
+                }
+            })
+            .build()
+            .unwrap();
+        for r in kafka
+            .producer()
+            .unwrap()
+            .send_batch(vec![OutRecord::new(t.as_str())
+                .key("k")
+                .value("v")
+                .header("trace", "abc")])
+        {
+            r.unwrap();
+        }
+        let done = wait_until(Duration::from_secs(30), || engine.stats().done == 1);
+        let stats = engine.stats();
+        engine.shutdown(Duration::from_secs(10)).unwrap();
+        assert!(done, "{stats:?}");
+        assert_eq!(stats.relayed, 1, "{stats:?}");
+        assert!(w.reads.load(Ordering::SeqCst) >= 1, "never read again");
+        let seen = seen.lock().unwrap();
+        let again = seen.last().unwrap();
+        assert_eq!(again.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(again.value.as_deref(), Some(&b"v"[..]));
+        let trace = again.header("trace").and_then(|h| h.value.as_deref());
+        assert_eq!(trace, Some(&b"abc"[..]));
+        assert_eq!(attempts(again), 1);
+    }
 }
