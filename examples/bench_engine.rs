@@ -6,6 +6,13 @@
 //! (`tp0` / `tp10` run only the 0% / 10% throughput rows).
 //! Environment: `BENCH_N` (default 2,000,000) sets the 0%-retry record count
 //! (the 10% runs use a quarter), `BENCH_REPEAT` (default 2) the runs per row.
+//! `BENCH_PARKED` (default 100,000) the records parked in `memory`;
+//! `BENCH_LAT_N` (100,000), `BENCH_LAT_SPREAD_MS` (5,000) and
+//! `BENCH_LAT_INTERVAL_MS` (1,000) and `BENCH_LAT_DELAY_MS` (0, added to
+//! every enqueued-at) and `BENCH_LAT_RUNS` (3) shape `lateness`; `BENCH_WHOLE=1` runs
+//! `memory` and `lateness` through a transport without a `Reader`, so the
+//! relay keeps parked records whole (the behaviour before index-only
+//! parking) instead of indexing them.
 //!
 //! Sections:
 //! - `memory`: RSS per parked record, the broker's copy of the retry topic
@@ -13,6 +20,9 @@
 //! - `lateness`: 100,000 records put on the retry topic with due times
 //!   spread over 5 s; how late each comes back (relay -> origin topic ->
 //!   consumer -> worker), and how late the relay wrote it.
+//! - `hol`: the relay's bound reached by records due in an hour, then
+//!   records due in 1 s: how late those come back (no head-of-line
+//!   blocking: they must not wait behind the far ones).
 //! - `throughput`: pre-loaded records, no-op handler, 0% and 10% retries,
 //!   1, 2 and 4 workers; records/second from `build()` to the last `Done`.
 //! - `blocking`: non-blocking retries next to a handler that sleeps the
@@ -66,6 +76,10 @@ fn main() -> Result<(), BoxError> {
     }
     if want("lateness") {
         lateness(&mut summary)?;
+        println!("[{} at the end of this section]", load());
+    }
+    if want("hol") {
+        head_of_line(&mut summary)?;
         println!("[{} at the end of this section]", load());
     }
     let (tp0, tp10) = (
@@ -240,8 +254,8 @@ fn produce_retries(
 // ---------------------------------------------------------------- memory
 
 fn memory(summary: &mut Vec<String>) -> Result<(), BoxError> {
-    const N: usize = 100_000;
-    println!("\n== memory per parked record: {N} records, {KEY_BYTES}-byte keys, {VALUE_BYTES}-byte values, 7 retry headers ==");
+    let count = bench::env_u64("BENCH_PARKED", 100_000) as usize;
+    println!("\n== memory per parked record: {count} records, {KEY_BYTES}-byte keys, {VALUE_BYTES}-byte values, 7 retry headers ==");
 
     // The engine's fixed cost (threads, channels, group state), measured on
     // an engine with nothing to park, then subtracted from the relay's growth.
@@ -268,41 +282,48 @@ fn memory(summary: &mut Vec<String>) -> Result<(), BoxError> {
     broker.create_topic("mem-retry", PARTITIONS)?;
     let r0 = rss_kib();
     let now = now_ms();
-    produce_retries(&broker, "mem", N as u64, now, |_| now)?;
+    produce_retries(&broker, "mem", count as u64, now, |_| now)?;
     let r1 = rss_kib();
-    let engine = Engine::builder(broker.clone())
+    println!("relay: {}", parking_mode());
+    let engine = Engine::builder(parking_transport(&broker))
         .group_id("mem")
         .topics(["mem"])
         .workers(2)
         .handler(|_: &Record| Outcome::Done)
-        .max_parked(2 * N)
+        .max_parked(2 * count)
         .policy(RetryPolicy::new(
             Duration::from_secs(3600),
             Duration::from_secs(7200),
         ))
         .build()?;
-    let t = wait_for(&engine, Duration::from_secs(30), |s| s.parked as usize >= N);
+    let t = wait_for(&engine, Duration::from_secs(600), |s| {
+        s.parked as usize >= count
+    });
     std::thread::sleep(Duration::from_millis(200));
     let r2 = rss_kib();
     let parked = engine.stats().parked;
     engine.shutdown(Duration::from_secs(5))?;
 
-    let broker_b = (r1 - r0) as f64 * 1024.0 / N as f64;
-    let relay_b = (r2 - r1 - fixed) as f64 * 1024.0 / N as f64;
+    let broker_b = (r1 - r0) as f64 * 1024.0 / count as f64;
+    let relay_b = (r2 - r1 - fixed) as f64 * 1024.0 / count as f64;
     println!("engine fixed cost (empty engine):      {fixed:>8} KiB");
     println!("RSS before producing:                  {r0:>8} KiB");
-    println!("after producing {N} to the retry topic: {r1:>8} KiB  -> broker copy {broker_b:.0} B/record");
+    println!("after producing {count} to the retry topic: {r1:>8} KiB  -> broker copy {broker_b:.0} B/record");
     println!(
         "after the relay parked {parked} ({}):  {r2:>8} KiB  -> relay {relay_b:.0} B/record (fixed cost subtracted)",
         t.map_or("TIMED OUT".into(), |d| format!("in {:.0} ms", d.as_secs_f64() * 1e3))
     );
     println!(
-        "size_of::<Record>() = {} B (the relay's heap entry holds one plus due time, plan and counters)",
-        std::mem::size_of::<Record>()
+        "size_of::<Record>() = {} B (a whole parked record holds one plus due time, plan and counters); \
+         index entry = {} B (plus 16 B in the offset tracker)",
+        std::mem::size_of::<Record>(),
+        Stats::PARKED_ENTRY_BYTES
     );
     summary.push(format!(
-        "memory/parked record ({VALUE_BYTES} B value, {KEY_BYTES} B key, 7 retry headers, {N} parked): \
-         relay {relay_b:.0} B + memory broker's retry-topic copy {broker_b:.0} B = {:.0} B",
+        "memory/parked record ({VALUE_BYTES} B value, {KEY_BYTES} B key, 7 retry headers, {count} parked, {}): \
+         relay {relay_b:.0} B (relay total {:.0} MiB) + memory broker's retry-topic copy {broker_b:.0} B = {:.0} B",
+        parking_mode(),
+        (r2 - r1 - fixed) as f64 / 1024.0,
         relay_b + broker_b
     ));
     Ok(())
@@ -323,31 +344,94 @@ struct Lateness {
     cpu: String,
 }
 
-const LAT_N: usize = 100_000;
-const LAT_SPREAD_MS: i64 = 5_000;
-const LAT_INTERVAL_MS: i64 = 1_000;
+fn lat_n() -> usize {
+    bench::env_u64("BENCH_LAT_N", 100_000) as usize
+}
+fn lat_spread_ms() -> i64 {
+    bench::env_u64("BENCH_LAT_SPREAD_MS", 5_000) as i64
+}
+fn lat_interval_ms() -> i64 {
+    bench::env_u64("BENCH_LAT_INTERVAL_MS", 1_000) as i64
+}
+
+/// The memory broker with no `Reader`: the relay keeps parked records
+/// whole, as it did before index-only parking.
+#[derive(Debug, Clone)]
+struct Whole(MemoryBroker);
+
+impl Transport for Whole {
+    fn consumer(
+        &self,
+        config: kafka_retry::transport::ConsumerConfig,
+    ) -> kafka_retry::Result<Box<dyn kafka_retry::transport::Consumer>> {
+        self.0.consumer(config)
+    }
+    fn producer(&self) -> kafka_retry::Result<Arc<dyn kafka_retry::transport::Producer>> {
+        self.0.producer()
+    }
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        rf: Option<i16>,
+    ) -> kafka_retry::Result<()> {
+        Transport::create_topic(&self.0, topic, partitions, rf)
+    }
+    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+        self.0.partition_count(topic)
+    }
+}
+
+/// The transport the parking sections run on (`BENCH_WHOLE=1`: no Reader).
+fn parking_transport(broker: &MemoryBroker) -> Arc<dyn Transport> {
+    if whole() {
+        Arc::new(Whole(broker.clone()))
+    } else {
+        Arc::new(broker.clone())
+    }
+}
+
+fn whole() -> bool {
+    bench::env_u64("BENCH_WHOLE", 0) == 1
+}
+
+fn parking_mode() -> &'static str {
+    if whole() {
+        "records kept whole (BENCH_WHOLE=1)"
+    } else {
+        "index-only parking"
+    }
+}
 const LAT_WORKERS: usize = 2;
 
 fn lateness_run() -> Result<Lateness, BoxError> {
-    const N: usize = LAT_N;
+    let (lat_count, spread_ms, interval_ms) = (lat_n(), lat_spread_ms(), lat_interval_ms());
     let broker = MemoryBroker::new();
     broker.create_topic("lat", PARTITIONS)?;
     broker.create_topic("lat-retry", PARTITIONS)?;
-    let base = now_ms();
-    // 7919 is prime to N: a permutation, so due times are shuffled across
+    // Enqueued-at starts `BENCH_LAT_DELAY_MS` ahead: producing a million
+    // records takes seconds, which would otherwise count as lateness.
+    let t_produce = Instant::now();
+    let base = now_ms() + bench::env_u64("BENCH_LAT_DELAY_MS", 0) as i64;
+    // 7919 is prime to lat_count: a permutation, so due times are shuffled across
     // and within partitions.
-    produce_retries(&broker, "lat", N as u64, base, |i| {
-        base + (i * 7919 % N as u64) as i64 * LAT_SPREAD_MS / N as i64
+    produce_retries(&broker, "lat", lat_count as u64, base, |i| {
+        base + (i * 7919 % lat_count as u64) as i64 * spread_ms / lat_count as i64
     })?;
+    println!(
+        "     produced {lat_count} in {:.0} ms; first due {} ms from now",
+        t_produce.elapsed().as_secs_f64() * 1e3,
+        base + interval_ms - now_ms()
+    );
     // (hop lateness in ms with µs fractions, relay write lateness in whole ms)
-    let seen: Arc<Mutex<Vec<(f64, i64)>>> = Arc::new(Mutex::new(Vec::with_capacity(N)));
+    let seen: Arc<Mutex<Vec<(f64, i64)>>> = Arc::new(Mutex::new(Vec::with_capacity(lat_count)));
     let count = Arc::new(AtomicU64::new(0));
     let handler = {
         let (seen, count) = (seen.clone(), count.clone());
         move |r: &Record| {
             let now = now_ms_f64();
             if let Some(enq) = header_i64(r, ENQUEUED_AT) {
-                let due = enq + LAT_INTERVAL_MS;
+                let due = enq + interval_ms;
                 // The broker stamps a record with its write time (ms), so
                 // the origin record's timestamp is when the relay wrote it.
                 let relay_late = r.timestamp - due;
@@ -360,25 +444,25 @@ fn lateness_run() -> Result<Lateness, BoxError> {
         }
     };
     let t0 = thread_times();
-    let engine = Engine::builder(broker.clone())
+    let engine = Engine::builder(parking_transport(&broker))
         .group_id("lat")
         .topics(["lat"])
         .workers(LAT_WORKERS)
         .handler(handler)
-        .max_parked(2 * N)
+        .max_parked(2 * lat_count)
         .policy(RetryPolicy::new(
-            Duration::from_millis(LAT_INTERVAL_MS as u64),
+            Duration::from_millis(interval_ms as u64),
             Duration::from_secs(3600),
         ))
         .build()?;
     // How far the relay got parking before the first record was due.
     let mut parked_before_first_due = 0;
-    while now_ms() < base + LAT_INTERVAL_MS - 50 {
+    while now_ms() < base + interval_ms - 50 {
         parked_before_first_due = parked_before_first_due.max(engine.stats().parked);
         std::thread::sleep(Duration::from_millis(5));
     }
     let finished = wait_for(&engine, Duration::from_secs(30), |_| {
-        count.load(Ordering::Relaxed) as usize >= N
+        count.load(Ordering::Relaxed) as usize >= lat_count
     });
     let cpu = cpu_by_role(&t0, &thread_times());
     let relayed = engine.stats().relayed;
@@ -403,10 +487,13 @@ fn lateness_run() -> Result<Lateness, BoxError> {
 }
 
 fn lateness(summary: &mut Vec<String>) -> Result<(), BoxError> {
-    const RUNS: usize = 3;
+    #[allow(non_snake_case)]
+    let RUNS = bench::env_u64("BENCH_LAT_RUNS", 3).max(1) as usize;
+    let (lat_count, spread_ms, interval_ms) = (lat_n(), lat_spread_ms(), lat_interval_ms());
+    println!("relay: {}", parking_mode());
     println!(
-        "\n== relay lateness: {LAT_N} records put on the retry topic with enqueued-at spread over the \
-         next {LAT_SPREAD_MS} ms (shuffled), retry interval {LAT_INTERVAL_MS} ms, {LAT_WORKERS} workers, \
+        "\n== relay lateness: {lat_count} records put on the retry topic with enqueued-at spread over the \
+         next {spread_ms} ms (shuffled), retry interval {interval_ms} ms, {LAT_WORKERS} workers, \
          {RUNS} runs =="
     );
     println!(
@@ -467,10 +554,100 @@ fn lateness(summary: &mut Vec<String>) -> Result<(), BoxError> {
     }
     p99s.sort_by(f64::total_cmp);
     summary.push(format!(
-        "relay lateness, whole hop relay->origin->consumer->worker ({LAT_N} parked, due over \
-         {LAT_SPREAD_MS} ms, {RUNS} runs): {}; median p99 {:.2} ms (goal < 5 ms); early: {any_early}",
+        "relay lateness, whole hop relay->origin->consumer->worker ({lat_count} parked, due over \
+         {spread_ms} ms, {RUNS} runs, {}): {}; median p99 {:.2} ms (goal < 5 ms); early: {any_early}",
+        parking_mode(),
         runs.join("; "),
         p99s[p99s.len() / 2]
+    ));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- head of line
+
+fn head_of_line(summary: &mut Vec<String>) -> Result<(), BoxError> {
+    const FAR: u64 = 300_000;
+    const NEAR: u64 = 2_000;
+    const HOUR_MS: i64 = 3_600_000;
+    const MAX_PARKED: usize = 1_000;
+    println!(
+        "\n== head of line: {FAR} records due in an hour, max_parked {MAX_PARKED} ({}), then {NEAR} \
+         due 1-2 s later ==",
+        parking_mode()
+    );
+    let broker = MemoryBroker::new();
+    broker.create_topic("hol", PARTITIONS)?;
+    broker.create_topic("hol-retry", PARTITIONS)?;
+    let now = now_ms();
+    produce_retries(&broker, "hol", FAR, now, |_| now)?;
+    let late: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let handler = {
+        let late = late.clone();
+        move |r: &Record| {
+            if let Some(enq) = header_i64(r, ENQUEUED_AT) {
+                let due = (enq + HOUR_MS) as f64;
+                late.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(now_ms_f64() - due);
+            }
+            Outcome::Done
+        }
+    };
+    let engine = Engine::builder(parking_transport(&broker))
+        .group_id("hol")
+        .topics(["hol"])
+        .workers(2)
+        .handler(handler)
+        .max_parked(MAX_PARKED)
+        .policy(RetryPolicy::new(
+            Duration::from_millis(HOUR_MS as u64),
+            Duration::from_secs(7200),
+        ))
+        .build()?;
+    // Whole records: the bound pauses the retry topic at MAX_PARKED, so wait
+    // for that; indexed: all are read (and the latest-due evicted).
+    let full = wait_for(&engine, Duration::from_secs(60), |s| {
+        s.parked as usize >= MAX_PARKED && (whole() || s.parked as u64 >= FAR)
+    });
+    let before = engine.stats();
+    let now = now_ms();
+    // Enqueued an hour ago, less 1-2 s: due 1-2 s from now.
+    produce_retries(&broker, "hol", NEAR, now - HOUR_MS, |i| {
+        now - HOUR_MS + 1_000 + (i as i64 * 1_000 / NEAR as i64)
+    })?;
+    let back = wait_for(&engine, Duration::from_secs(20), |_| {
+        late.lock().unwrap_or_else(|e| e.into_inner()).len() as u64 >= NEAR
+    });
+    engine.shutdown(Duration::from_secs(5))?;
+    let mut v = std::mem::take(&mut *late.lock().unwrap_or_else(|e| e.into_inner()));
+    v.sort_by(f64::total_cmp);
+    let line = if v.is_empty() {
+        format!("none of {NEAR} came back within 20 s")
+    } else {
+        format!(
+            "{} of {NEAR} came back{}; lateness p50 {:.2} / p99 {:.2} / max {:.1} ms, early {}",
+            v.len(),
+            if back.is_none() { " (TIMED OUT)" } else { "" },
+            percentile(&v, 0.5),
+            percentile(&v, 0.99),
+            percentile(&v, 1.0),
+            v.iter().filter(|&&x| x < 0.0).count()
+        )
+    };
+    println!(
+        "when the near ones were written: parked {}, of which unindexed {}{}",
+        before.parked,
+        before.parked_unindexed,
+        if full.is_none() {
+            " (bound never reached)"
+        } else {
+            ""
+        }
+    );
+    println!("{line}");
+    summary.push(format!(
+        "head of line ({FAR} due in 1 h, max_parked {MAX_PARKED}, {}): {NEAR} due in 1-2 s: {line}",
+        parking_mode()
     ));
     Ok(())
 }
@@ -675,7 +852,8 @@ fn throughput(summary: &mut Vec<String>, tp0: bool, tp10: bool) -> Result<(), Bo
 fn blocking(summary: &mut Vec<String>) -> Result<(), BoxError> {
     const N: u64 = 20_000;
     const WORKERS: usize = 4;
-    const RUNS: usize = 3;
+    #[allow(non_snake_case)]
+    let RUNS = bench::env_u64("BENCH_LAT_RUNS", 3).max(1) as usize;
     let interval = Duration::from_millis(20);
     println!(
         "\n== non-blocking vs blocking retry: N={N} pre-loaded, 10% (id % 10 == 0) fail their first \

@@ -56,6 +56,14 @@ pub struct Stats {
     pub in_flight: i64,
     /// Records parked in the relay, waiting for their due time.
     pub parked: i64,
+    /// Of `parked`, records the relay evicted from its index (the budget,
+    /// 100 × `max_parked` entries, was full with records due sooner) and
+    /// will read again from the retry topic once there is room. Always 0
+    /// on a transport without a [`Reader`](crate::transport::Reader).
+    pub parked_unindexed: i64,
+    /// Parked records gone from the retry topic (retention) before they
+    /// were due: nothing was left to relay, their offsets were settled.
+    pub parked_gone: u64,
     /// Origin-topic partitions assigned to this engine now.
     pub assigned_partitions: i64,
     /// Of those, partitions paused because the workers are saturated.
@@ -79,6 +87,12 @@ pub struct Stats {
     pub dead_letter_trips: u64,
     /// True while the dead-letter limit keeps the engine paused.
     pub dead_letter_paused: bool,
+}
+
+impl Stats {
+    /// Bytes the relay keeps per indexed parked record (for benchmarks).
+    #[doc(hidden)]
+    pub const PARKED_ENTRY_BYTES: usize = crate::engine::PARKED_ENTRY_BYTES;
 }
 
 /// Dead-lettered record counts by reason.
@@ -119,6 +133,8 @@ pub(crate) struct Counters {
     pub panics: AtomicU64,
     pub in_flight: AtomicI64,
     pub parked: AtomicI64,
+    pub parked_unindexed: AtomicI64,
+    pub parked_gone: AtomicU64,
     pub assigned_partitions: AtomicI64,
     pub paused_partitions: AtomicI64,
     pub rebalances: AtomicU64,
@@ -181,6 +197,8 @@ impl Counters {
             panics: self.panics.load(Relaxed),
             in_flight: self.in_flight.load(Relaxed),
             parked: self.parked.load(Relaxed),
+            parked_unindexed: self.parked_unindexed.load(Relaxed),
+            parked_gone: self.parked_gone.load(Relaxed),
             assigned_partitions: self.assigned_partitions.load(Relaxed),
             paused_partitions: self.paused_partitions.load(Relaxed),
             rebalances: self.rebalances.load(Relaxed),

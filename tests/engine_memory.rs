@@ -348,14 +348,20 @@ fn shutdown_reports_uncommitted_work_when_the_broker_is_gone() {
 }
 
 /// The relay's heap is bounded: past `max_parked` it pauses the retry topic
-/// instead of growing, and everything is still relayed in the end.
+/// instead of growing, and everything is still relayed in the end. Through
+/// a transport without a `Reader` (`Losing` has none), where parked records
+/// are kept whole; with one they are indexed (tests/engine_parking.rs).
 #[test]
 fn relay_heap_is_bounded() {
     let broker = MemoryBroker::new();
     broker.create_topic("t", 1).unwrap();
     let handled = Arc::new(AtomicU64::new(0));
     let h = handled.clone();
-    let engine = Engine::builder(broker.clone())
+    let whole = Losing {
+        inner: broker.clone(),
+        lose: Arc::new(AtomicBool::new(false)),
+    };
+    let engine = Engine::builder(whole)
         .group_id("g")
         .topics(["t"])
         .max_parked(50)

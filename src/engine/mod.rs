@@ -45,6 +45,7 @@ pub use builder::EngineBuilder;
 pub use health::{Health, HealthIssue, HealthProbe, HealthStatus, ThreadFailure};
 pub use keyorder::KeyOrder;
 pub use relay::private::Redelivery;
+pub(crate) use relay::PARKED_ENTRY_BYTES;
 pub use running::Engine;
 pub use shutdown::ShutdownReport;
 pub use topics::MissingTopics;

@@ -8,8 +8,17 @@
 //!   was relayed or dead-lettered and the broker acknowledged the write
 //!   (the same watermark tracker as the main path). Parked records are never
 //!   committed: a crash re-reads and re-parks them.
-//! - The heap is bounded by `max_parked`: past it the relay pauses its
-//!   retry partitions instead of growing.
+//! - With a transport that has a [`Reader`](crate::transport::Reader) (the
+//!   memory broker, Kafka), a parked record is kept as a 32-byte index
+//!   entry and read again from the retry topic just before it is due (see
+//!   `index.rs`); only records due within 50 ms, malformed ones and failed
+//!   writes waiting on a short back-off are kept whole. The index holds up
+//!   to 100 × `max_parked` entries (10 M by default, ~500 MB with the
+//!   offset tracker's share); past that the latest-due entries are evicted
+//!   and rescanned later, so nothing pauses and nothing due soon waits.
+//! - Without a Reader (a custom transport) records are kept whole, and the
+//!   heap is bounded by `max_parked`: past it the relay pauses its retry
+//!   partitions instead of growing.
 //!
 //! - A parked record carries the [`Lease`] of the assignment that read it:
 //!   once that lease is revoked, the record is dropped (uncommitted) and
@@ -20,7 +29,10 @@
 //! `recv_deadline` and wakes early only for new records or group events.
 
 mod heap;
+mod index;
 pub(crate) mod private;
+
+pub(crate) use self::index::ENTRY_BYTES as PARKED_ENTRY_BYTES;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -28,6 +40,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::heap::SlabHeap;
+use self::index::Index;
 use self::private::Handoff;
 use super::backoff::Backoff;
 use super::context::Context;
@@ -98,6 +111,8 @@ struct Relay {
     status: Arc<ThreadStatus>,
     /// The worker queues, in private mode.
     handoff: Option<Handoff>,
+    /// Index-only parking, when the transport has a Reader.
+    index: Option<Index>,
 }
 
 pub(crate) fn run(
@@ -117,7 +132,9 @@ pub(crate) fn run(
         anchor: (Instant::now(), now_us()),
         status,
         handoff,
+        index: None,
     };
+    r.index = index::open(&r.ctx);
     let mut poller = Poller::new(
         "relay consumer",
         r.ctx.retry_topic.clone(),
@@ -147,7 +164,14 @@ pub(crate) fn run(
                 log::warn!("relay commit failed (retried next interval): {e}");
             }
         }
-        let timeout = match r.heap.peek_due() {
+        let next = match (
+            r.heap.peek_due(),
+            r.index.as_ref().and_then(Index::next_wake),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match next {
             // Jobs waiting for a full worker queue: look again soon.
             _ if r.handoff.as_ref().is_some_and(|h| h.queued() > 0) => PRIVATE_RETRY,
             // Held by the dead-letter limit: what is due waits, no spinning.
@@ -179,11 +203,22 @@ impl Relay {
                 for record in records {
                     self.park(record);
                 }
+                if let Some(ix) = &mut self.index {
+                    ix.evict_if_full(&self.ctx.counters);
+                }
+                self.count_parked();
             }
             ConsumerEvent::Assigned(tps) => {
                 log::info!("relay: assigned {}", tps.len());
                 self.paused = false;
                 self.parts.assign(tps.clone());
+                if let Some(ix) = &mut self.index {
+                    for tp in &tps {
+                        if let Some(p) = self.parts.get(tp) {
+                            ix.assign(tp, p.lease.clone());
+                        }
+                    }
+                }
                 if let Some(h) = &mut self.handoff {
                     let progress = self.consumer.progress();
                     h.on_assigned(&self.ctx, &tps, &progress); // key order: catch-up
@@ -205,14 +240,29 @@ impl Relay {
         self.parts.revoke(tps);
         self.parts.remove(tps);
         self.heap.retain(|p| !p.lease.is_revoked());
+        if let Some(ix) = &mut self.index {
+            ix.release(tps);
+        }
         if let Some(h) = &mut self.handoff {
             h.on_released(&self.ctx, tps); // key order: forget their keys
             h.flush(&self.ctx); // drops the released partitions' queued jobs
         }
-        self.ctx
-            .counters
-            .parked
-            .store(self.heap.len() as i64, Ordering::Relaxed);
+        self.count_parked();
+    }
+
+    /// Parked = kept whole + indexed + evicted for a rescan.
+    fn count_parked(&self) {
+        let c = &self.ctx.counters;
+        let (indexed, unindexed) = self
+            .index
+            .as_ref()
+            .map_or((0, 0), |ix| (ix.len(), ix.unindexed()));
+        c.parked_unindexed
+            .store(unindexed as i64, Ordering::Relaxed);
+        c.parked.store(
+            (self.heap.len() + indexed + unindexed) as i64,
+            Ordering::Relaxed,
+        );
     }
 
     fn park(&mut self, record: Record) {
@@ -227,13 +277,92 @@ impl Relay {
         let now = now_ms();
         let plan = self.plan(&record, now);
         // Key order: every copy blocks its key; a held one waits for its
-        // key's turn in the handoff, not on the time heap.
+        // key's turn in the handoff, not on the time heap (held copies are
+        // kept whole there, never indexed).
         if let (Plan::Retry(info), Some(h)) = (&plan, &mut self.handoff) {
             if h.on_read(&self.ctx, &lease, &record, info) {
                 return;
             }
         }
-        let due = match &plan {
+        let due = self.due_of(&record, &plan);
+        self.place(lease, record, plan, due, 0);
+    }
+
+    /// Parks a tracked record: indexed when there is an index and it is not
+    /// due soon, else whole.
+    fn place(
+        &mut self,
+        lease: Arc<Lease>,
+        record: Record,
+        plan: Plan,
+        due: Instant,
+        failures: u32,
+    ) {
+        if let Some(ix) = &mut self.index {
+            // Malformed records are due now: kept whole.
+            if matches!(plan, Plan::Retry(_))
+                && ix.wants(due)
+                && ix.push(&lease.tp, record.offset, due, failures)
+            {
+                return;
+            }
+        }
+        self.heap.push(
+            due,
+            Parked {
+                lease,
+                record,
+                plan,
+                failures,
+                #[cfg(feature = "metrics")]
+                due,
+            },
+        );
+    }
+
+    /// Moves index entries falling due into the whole-record heap (read
+    /// again from the retry topic), and with room, rescans evicted records.
+    fn refill(&mut self) {
+        let Some(ix) = &mut self.index else { return };
+        // One relay batch at a time, so reads interleave with the writes
+        // of what is due now (a whole prefetch window in one go held those
+        // up by milliseconds).
+        let room = index::HOT_MAX
+            .saturating_sub(self.heap.len())
+            .min(RELAY_BATCH);
+        let mut read = ix.refill(room, &self.ctx.counters);
+        // A few rescan reads at a time (each re-indexes up to 1,000), so a
+        // long rescan does not hold up what is due.
+        for _ in 0..8 {
+            let Some(ix) = &mut self.index else { return };
+            let rescanned = ix.rescan(&self.ctx.counters);
+            if rescanned.is_empty() {
+                break;
+            }
+            self.place_reread(rescanned);
+        }
+        self.place_reread(std::mem::take(&mut read));
+        self.count_parked();
+    }
+
+    fn place_reread(&mut self, read: Vec<index::Reread>) {
+        let now = now_ms();
+        for r in read {
+            let plan = self.plan(&r.record, now);
+            let due = match r.due {
+                Some(d) => d,
+                None => self.due_of(&r.record, &plan),
+            };
+            // Straight to the heap when read for its due time (`wants` is
+            // false then); a rescanned record goes back in the index.
+            self.place(r.lease, r.record, plan, due, r.failures);
+        }
+    }
+
+    /// When a parked record is due, from its headers alone.
+    fn due_of(&mut self, record: &Record, plan: &Plan) -> Instant {
+        let tp = record.topic_partition();
+        match plan {
             Plan::Retry(info) => {
                 let seed = u64::from(info.origin_partition as u32)
                     .rotate_left(40)
@@ -271,22 +400,7 @@ impl Relay {
                 );
                 Instant::now()
             }
-        };
-        self.heap.push(
-            due,
-            Parked {
-                lease,
-                record,
-                plan,
-                failures: 0,
-                #[cfg(feature = "metrics")]
-                due,
-            },
-        );
-        self.ctx
-            .counters
-            .parked
-            .store(self.heap.len() as i64, Ordering::Relaxed);
+        }
     }
 
     fn plan(&mut self, record: &Record, now: i64) -> Plan {
@@ -357,6 +471,7 @@ impl Relay {
             h.flush(&self.ctx);
         }
         while !self.ctx.signal.stopping() && !self.ctx.dead_letters_paused() {
+            self.refill();
             // Full worker queues hold due records on the heap (uncommitted).
             if self.handoff.as_ref().is_some_and(Handoff::full) {
                 return;
@@ -399,7 +514,7 @@ impl Relay {
             // retry copies gathered so far; waited for in steps so a
             // shutdown is not held up by an unreachable broker.
             let pending = self.ctx.writer.send_now(out);
-            let signal = &self.ctx.signal;
+            let signal = self.ctx.signal.clone();
             let mut results = pending.into_iter().map(|p| {
                 await_ack(&p, || signal.stopping()).unwrap_or_else(|| {
                     Err(crate::Error::Timeout(
@@ -467,17 +582,15 @@ impl Relay {
                         self.ctx
                             .counters
                             .send_failed(&format!("relay: write (next in {wait:?})"), &e);
-                        self.heap.push(Instant::now() + wait, p);
+                        // Indexed again when the back-off is long enough.
+                        self.place(p.lease, p.record, p.plan, Instant::now() + wait, p.failures);
                     }
                 }
             }
             if let Some(h) = &mut self.handoff {
                 h.flush(&self.ctx);
             }
-            self.ctx
-                .counters
-                .parked
-                .store(self.heap.len() as i64, Ordering::Relaxed);
+            self.count_parked();
         }
     }
 
@@ -537,7 +650,13 @@ impl Relay {
     }
 
     fn update_pause(&mut self) {
-        let max = self.ctx.max_parked;
+        // With an index only records due within the prefetch window are
+        // whole (refills stop at HOT_MAX), so the bound on whole records
+        // is a backstop for bursts of due-now ones, never below HOT_MAX.
+        let max = match self.index {
+            Some(_) => self.ctx.max_parked.max(index::HOT_MAX),
+            None => self.ctx.max_parked,
+        };
         if !self.paused && self.heap.len() >= max {
             let tps = self.parts.keys();
             log::info!(

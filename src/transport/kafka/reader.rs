@@ -4,7 +4,7 @@
 //! ([`Fetcher`]: positions, leader connections, decoding, out-of-range
 //! resets) and its OffsetFetch ([`fetch_committed`]), never joining a group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,14 @@ pub(crate) struct KafkaReader {
     /// returned: a read that continues there keeps the fetcher's buffer
     /// (one Fetch reply can hold more than `max` records).
     at: Option<(TopicPartition, i64)>,
+    /// Partition counts seen, and when: the relay re-reads parked records
+    /// by offset, each read at a new position, and a Metadata round trip
+    /// before every one of them doubled its cost.
+    counts: HashMap<String, (i32, Instant)>,
 }
+
+/// How long a partition count is trusted for the existence check of a read.
+const COUNT_TTL: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for KafkaReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,6 +56,7 @@ impl KafkaReader {
             ),
             client,
             at: None,
+            counts: HashMap::new(),
         }
     }
 
@@ -121,7 +129,14 @@ impl Reader for KafkaReader {
             // A fetch round swallows errors (it is a consumer's retry loop),
             // so a partition that does not exist must be caught here, or the
             // read would only time out.
-            let n = self.require(&tp.topic)?;
+            let n = match self.counts.get(&tp.topic) {
+                Some(&(n, at)) if at.elapsed() < COUNT_TTL && (0..n).contains(&tp.partition) => n,
+                _ => {
+                    let n = self.require(&tp.topic)?;
+                    self.counts.insert(tp.topic.clone(), (n, Instant::now()));
+                    n
+                }
+            };
             if !(0..n).contains(&tp.partition) {
                 return Err(Error::config(
                     "partition",

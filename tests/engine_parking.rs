@@ -1,0 +1,488 @@
+//! Index-only parking in the relay (memory broker, and one smoke test on
+//! Kafka): parked records are kept as index entries and read again from the
+//! retry topic when due.
+
+#[cfg(feature = "kafka")]
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafka_retry::transport::{
+    Consumer, ConsumerConfig, PartitionOffsets, Producer, Reader, Transport,
+};
+use kafka_retry::{
+    Engine, EngineBuilder, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy, Stats,
+    TopicPartition,
+};
+
+/// The memory broker with a `Reader` that counts reads, fails the next
+/// `fail` of them, and hides the records in `hide` (as retention would).
+#[derive(Debug, Clone)]
+struct Wrap {
+    inner: MemoryBroker,
+    reads: Arc<AtomicU64>,
+    fail: Arc<AtomicU64>,
+    hide: Arc<Mutex<Vec<(TopicPartition, i64)>>>,
+}
+
+impl Wrap {
+    fn new() -> Wrap {
+        Wrap {
+            inner: MemoryBroker::new(),
+            reads: Arc::default(),
+            fail: Arc::default(),
+            hide: Arc::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct WrapReader {
+    inner: Box<dyn Reader>,
+    w: Wrap,
+}
+
+impl Transport for Wrap {
+    fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
+        self.inner.consumer(config)
+    }
+    fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
+        self.inner.producer()
+    }
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        rf: Option<i16>,
+    ) -> kafka_retry::Result<()> {
+        Transport::create_topic(&self.inner, topic, partitions, rf)
+    }
+    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+        self.inner.partition_count(topic)
+    }
+    fn reader(&self) -> kafka_retry::Result<Box<dyn Reader>> {
+        Ok(Box::new(WrapReader {
+            inner: self.inner.reader()?,
+            w: self.clone(),
+        }))
+    }
+}
+
+impl Reader for WrapReader {
+    fn partitions(&mut self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+        self.inner.partitions(topic)
+    }
+    fn offsets(&mut self, topic: &str) -> kafka_retry::Result<Vec<PartitionOffsets>> {
+        self.inner.offsets(topic)
+    }
+    fn read(
+        &mut self,
+        tp: &TopicPartition,
+        offset: i64,
+        max: usize,
+        timeout: Duration,
+    ) -> kafka_retry::Result<Vec<Record>> {
+        self.w.reads.fetch_add(1, Ordering::SeqCst);
+        let failing = self
+            .w
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(kafka_retry::Error::Protocol("injected read error".into()));
+        }
+        let hide = self.w.hide.lock().unwrap().clone();
+        let mut records = self.inner.read(tp, offset, max, timeout)?;
+        records.retain(|r| !hide.contains(&(tp.clone(), r.offset)));
+        Ok(records)
+    }
+    fn committed(&mut self, group: &str, topic: &str) -> kafka_retry::Result<BTreeMap<i32, i64>> {
+        self.inner.committed(group, topic)
+    }
+}
+
+fn builder(w: &Wrap, partitions: i32) -> EngineBuilder {
+    w.inner.create_topic("t", partitions).unwrap();
+    Engine::builder(w.clone())
+        .group_id("g")
+        .topics(["t"])
+        .policy(RetryPolicy::new(
+            Duration::from_millis(300),
+            Duration::from_secs(7200),
+        ))
+}
+
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}
+
+fn produce(w: &Wrap, records: impl IntoIterator<Item = OutRecord>) {
+    for r in w
+        .inner
+        .producer()
+        .unwrap()
+        .send_batch(records.into_iter().collect())
+    {
+        r.unwrap();
+    }
+}
+
+fn attempts(r: &Record) -> u32 {
+    r.header(kafka_retry::ATTEMPTS)
+        .and_then(|h| h.value.as_deref())
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Value as text.
+fn text(r: &Record) -> String {
+    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+}
+
+/// A retried record comes back through the index (read again from the
+/// retry topic) with its key, value and the caller's headers intact.
+#[test]
+fn smoke_reread_keeps_key_value_and_headers() {
+    let w = Wrap::new();
+    let seen: Arc<Mutex<Vec<Record>>> = Arc::default();
+    let s = seen.clone();
+    let engine = builder(&w, 1)
+        .handler(move |r: &Record| {
+            s.lock().unwrap().push(r.clone());
+            if attempts(r) == 0 {
+                Outcome::retry("once")
+            } else {
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    produce(
+        &w,
+        [OutRecord::new("t")
+            .key("k")
+            .value("v")
+            .header("trace", "abc")],
+    );
+    assert!(wait_until(Duration::from_secs(10), || engine.stats().done == 1));
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(stats.relayed, 1, "{stats:?}");
+    assert!(w.reads.load(Ordering::SeqCst) >= 1, "never read again");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    let again = &seen[1];
+    assert_eq!(again.key.as_deref(), Some(&b"k"[..]));
+    assert_eq!(again.value.as_deref(), Some(&b"v"[..]));
+    let trace = again.header("trace").and_then(|h| h.value.as_deref());
+    assert_eq!(trace, Some(&b"abc"[..]));
+    assert_eq!(attempts(again), 1);
+    // Both topics committed to their ends: the relayed copy was settled.
+    assert_eq!(w.inner.committed("g-relay", "g-retry", 0), Some(1));
+}
+
+/// With the index budget (100 x max_parked = 100 entries) full of records
+/// due in an hour, a record due in 500 ms is still relayed: nothing pauses,
+/// the far-due entries are the ones evicted.
+#[test]
+fn no_head_of_line_blocking_with_the_budget_full() {
+    let w = Wrap::new();
+    let near_back = Arc::new(AtomicU64::new(0));
+    let nb = near_back.clone();
+    let engine = builder(&w, 1)
+        .max_parked(1)
+        .handler(move |r: &Record| match (text(r).as_str(), attempts(r)) {
+            ("far", _) => Outcome::retry_after(Duration::from_secs(3600), "later"),
+            ("near", 0) => Outcome::retry_after(Duration::from_millis(500), "soon"),
+            _ => {
+                nb.fetch_add(1, Ordering::SeqCst);
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    produce(&w, (0..400).map(|_| OutRecord::new("t").value("far")));
+    assert!(wait_until(Duration::from_secs(10), || {
+        let s = engine.stats();
+        s.parked >= 400 && s.parked_unindexed > 0
+    }));
+    produce(&w, [OutRecord::new("t").value("near")]);
+    let back = wait_until(Duration::from_secs(10), || {
+        near_back.load(Ordering::SeqCst) == 1
+    });
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert!(
+        back,
+        "the near-due record waited behind far-due ones: {stats:?}"
+    );
+    assert_eq!(stats.relayed, 1, "{stats:?}");
+    assert_eq!(stats.parked, 400, "{stats:?}");
+    assert!(stats.parked_unindexed >= 300, "{stats:?}");
+}
+
+/// Records evicted past the budget are read again by a rescan once there
+/// is room, and each is handled again exactly once.
+#[test]
+fn evicted_records_come_back_once() {
+    let w = Wrap::new();
+    let n = 600u64;
+    let again: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let a = again.clone();
+    let engine = builder(&w, 2)
+        .max_parked(1)
+        .handler(move |r: &Record| {
+            let id = text(r);
+            if attempts(r) == 0 {
+                // Due over 0.3-1.5 s, latest first in each partition, so the
+                // evicted ones (latest due) sit low in the log.
+                let i: u64 = id.parse().unwrap();
+                Outcome::retry_after(Duration::from_millis(1500 - 2 * i), "later")
+            } else {
+                *a.lock().unwrap().entry(id).or_default() += 1;
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    let max_unindexed = Arc::new(AtomicU64::new(0));
+    produce(
+        &w,
+        (0..n).map(|i| {
+            OutRecord::new("t")
+                .key(format!("k{i}"))
+                .value(i.to_string())
+        }),
+    );
+    let done = wait_until(Duration::from_secs(20), || {
+        let s = engine.stats();
+        max_unindexed.fetch_max(s.parked_unindexed as u64, Ordering::SeqCst);
+        again.lock().unwrap().len() as u64 == n
+    });
+    std::thread::sleep(Duration::from_millis(300)); // a duplicate would show by now
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert!(
+        done,
+        "{} of {n} came back: {stats:?}",
+        again.lock().unwrap().len()
+    );
+    assert!(
+        max_unindexed.load(Ordering::SeqCst) > 0,
+        "nothing was evicted"
+    );
+    assert!(
+        again.lock().unwrap().values().all(|&c| c == 1),
+        "a record came back twice"
+    );
+    assert_eq!(
+        (stats.relayed, stats.parked, stats.parked_unindexed),
+        (n, 0, 0)
+    );
+}
+
+/// Failed re-reads are retried (with a back-off): the record is relayed
+/// once the reader recovers, and not before it was read.
+#[test]
+fn read_errors_are_retried() {
+    let w = Wrap::new();
+    w.fail.store(3, Ordering::SeqCst);
+    let back = Arc::new(AtomicU64::new(0));
+    let b = back.clone();
+    let engine = builder(&w, 1)
+        .handler(move |r: &Record| {
+            if attempts(r) == 0 {
+                Outcome::retry("once")
+            } else {
+                b.fetch_add(1, Ordering::SeqCst);
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    produce(&w, [OutRecord::new("t").value("x")]);
+    let ok = wait_until(Duration::from_secs(15), || back.load(Ordering::SeqCst) == 1);
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert!(ok, "{stats:?}");
+    assert_eq!(w.fail.load(Ordering::SeqCst), 0, "the errors were not hit");
+    assert!(w.reads.load(Ordering::SeqCst) >= 4);
+    assert_eq!((stats.relayed, stats.parked_gone), (1, 0), "{stats:?}");
+}
+
+/// A parked record gone from the log when due is counted and settled; the
+/// others are relayed and the retry topic is committed past it.
+#[test]
+fn a_gone_record_is_counted_and_settled() {
+    let w = Wrap::new();
+    w.hide
+        .lock()
+        .unwrap()
+        .push((TopicPartition::new("g-retry", 0), 1));
+    let back = Arc::new(AtomicU64::new(0));
+    let b = back.clone();
+    let engine = builder(&w, 1)
+        .handler(move |r: &Record| {
+            if attempts(r) == 0 {
+                Outcome::retry("once")
+            } else {
+                b.fetch_add(1, Ordering::SeqCst);
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    produce(&w, (0..3).map(|i| OutRecord::new("t").value(i.to_string())));
+    let ok = wait_until(Duration::from_secs(10), || {
+        back.load(Ordering::SeqCst) == 2 && engine.stats().parked_gone == 1
+    });
+    let stats: Stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert!(ok, "{stats:?}");
+    assert_eq!((stats.relayed, stats.parked), (2, 0), "{stats:?}");
+    assert_eq!(w.inner.committed("g-relay", "g-retry", 0), Some(3));
+}
+
+/// On Kafka (the Tansu of `scripts/test`).
+#[cfg(feature = "kafka")]
+mod kafka {
+    use super::*;
+    use kafka_retry::{KafkaConfig, KafkaTransport};
+
+    /// Any transport, with its `Reader`'s reads counted.
+    #[derive(Debug, Clone)]
+    struct Counted {
+        inner: Arc<dyn Transport>,
+        reads: Arc<AtomicU64>,
+    }
+
+    #[derive(Debug)]
+    struct CountedReader {
+        inner: Box<dyn Reader>,
+        reads: Arc<AtomicU64>,
+    }
+
+    impl Transport for Counted {
+        fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
+            self.inner.consumer(config)
+        }
+        fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
+            self.inner.producer()
+        }
+        fn create_topic(
+            &self,
+            topic: &str,
+            partitions: i32,
+            rf: Option<i16>,
+        ) -> kafka_retry::Result<()> {
+            self.inner.create_topic(topic, partitions, rf)
+        }
+        fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+            self.inner.partition_count(topic)
+        }
+        fn reader(&self) -> kafka_retry::Result<Box<dyn Reader>> {
+            Ok(Box::new(CountedReader {
+                inner: self.inner.reader()?,
+                reads: self.reads.clone(),
+            }))
+        }
+    }
+
+    impl Reader for CountedReader {
+        fn partitions(&mut self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+            self.inner.partitions(topic)
+        }
+        fn offsets(&mut self, topic: &str) -> kafka_retry::Result<Vec<PartitionOffsets>> {
+            self.inner.offsets(topic)
+        }
+        fn read(
+            &mut self,
+            tp: &TopicPartition,
+            offset: i64,
+            max: usize,
+            timeout: Duration,
+        ) -> kafka_retry::Result<Vec<Record>> {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            self.inner.read(tp, offset, max, timeout)
+        }
+        fn committed(
+            &mut self,
+            group: &str,
+            topic: &str,
+        ) -> kafka_retry::Result<BTreeMap<i32, i64>> {
+            self.inner.committed(group, topic)
+        }
+    }
+
+    /// On Kafka (the Tansu of `scripts/test`): a retried record is read again
+    /// from the retry topic by offset and comes back with its key, value and
+    /// headers.
+    #[test]
+    fn kafka_smoke_reread_keeps_key_value_and_headers() {
+        let config = KafkaConfig::new(common::kafka_bootstrap())
+            .request_timeout(Duration::from_secs(10))
+            .fetch_max_wait(Duration::from_millis(50));
+        let kafka: Arc<dyn Transport> =
+            Arc::new(KafkaTransport::connect(config).expect("connect to the test broker"));
+        let t = common::unique("parking");
+        kafka.create_topic(&t, 1, None).unwrap();
+        let w = Counted {
+            inner: kafka.clone(),
+            reads: Arc::default(),
+        };
+        let seen: Arc<Mutex<Vec<Record>>> = Arc::default();
+        let s = seen.clone();
+        let engine = Engine::builder(w.clone())
+            .group_id(common::unique("g"))
+            .topics([t.as_str()])
+            .session_timeout(Duration::from_secs(2))
+            .commit_interval(Duration::from_millis(100))
+            .policy(RetryPolicy::new(
+                Duration::from_millis(500),
+                Duration::from_secs(600),
+            ))
+            .handler(move |r: &Record| {
+                s.lock().unwrap().push(r.clone());
+                if attempts(r) == 0 {
+                    Outcome::retry("once")
+                } else {
+                    Outcome::Done
+                }
+            })
+            .build()
+            .unwrap();
+        for r in kafka
+            .producer()
+            .unwrap()
+            .send_batch(vec![OutRecord::new(t.as_str())
+                .key("k")
+                .value("v")
+                .header("trace", "abc")])
+        {
+            r.unwrap();
+        }
+        let done = wait_until(Duration::from_secs(30), || engine.stats().done == 1);
+        let stats = engine.stats();
+        engine.shutdown(Duration::from_secs(10)).unwrap();
+        assert!(done, "{stats:?}");
+        assert_eq!(stats.relayed, 1, "{stats:?}");
+        assert!(w.reads.load(Ordering::SeqCst) >= 1, "never read again");
+        let seen = seen.lock().unwrap();
+        let again = seen.last().unwrap();
+        assert_eq!(again.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(again.value.as_deref(), Some(&b"v"[..]));
+        let trace = again.header("trace").and_then(|h| h.value.as_deref());
+        assert_eq!(trace, Some(&b"abc"[..]));
+        assert_eq!(attempts(again), 1);
+    }
+}
