@@ -594,23 +594,7 @@ impl Transport for Freezable {
             with_progress: self.with_progress,
         }))
     }
-    fn producer(&self) -> kafka_retry::Result<Arc<dyn kafka_retry::transport::Producer>> {
-        self.inner.producer()
-    }
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        rf: Option<i16>,
-    ) -> kafka_retry::Result<()> {
-        Transport::create_topic(&self.inner, topic, partitions, rf)
-    }
-    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-        self.inner.partition_count(topic)
-    }
-    fn reader(&self) -> kafka_retry::Result<Box<dyn kafka_retry::transport::Reader>> {
-        self.inner.reader()
-    }
+    forward_transport!(producer, create_topic, partition_count, reader);
 }
 
 #[derive(Debug)]
@@ -852,32 +836,13 @@ struct FailFirstCopy {
 }
 
 impl Transport for FailFirstCopy {
-    fn consumer(
-        &self,
-        config: kafka_retry::transport::ConsumerConfig,
-    ) -> kafka_retry::Result<Box<dyn kafka_retry::transport::Consumer>> {
-        self.inner.consumer(config)
-    }
     fn producer(&self) -> kafka_retry::Result<Arc<dyn kafka_retry::transport::Producer>> {
         Ok(Arc::new(FailFirstProducer {
             inner: self.inner.producer()?,
             failed: self.failed.clone(),
         }))
     }
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        rf: Option<i16>,
-    ) -> kafka_retry::Result<()> {
-        Transport::create_topic(&self.inner, topic, partitions, rf)
-    }
-    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-        self.inner.partition_count(topic)
-    }
-    fn reader(&self) -> kafka_retry::Result<Box<dyn kafka_retry::transport::Reader>> {
-        self.inner.reader()
-    }
+    forward_transport!(consumer, create_topic, partition_count, reader);
 }
 
 #[derive(Debug)]

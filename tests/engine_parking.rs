@@ -2,17 +2,17 @@
 //! Kafka): parked records are kept as index entries and read again from the
 //! retry topic when due.
 
+#[macro_use]
+mod forward;
 #[cfg(feature = "kafka")]
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafka_retry::transport::{
-    Consumer, ConsumerConfig, PartitionOffsets, Producer, Reader, Transport,
-};
+use kafka_retry::transport::{Reader, Transport};
 use kafka_retry::{
     Engine, EngineBuilder, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy, Stats,
     TopicPartition,
@@ -46,23 +46,7 @@ struct WrapReader {
 }
 
 impl Transport for Wrap {
-    fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
-        self.inner.consumer(config)
-    }
-    fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
-        self.inner.producer()
-    }
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        rf: Option<i16>,
-    ) -> kafka_retry::Result<()> {
-        Transport::create_topic(&self.inner, topic, partitions, rf)
-    }
-    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-        self.inner.partition_count(topic)
-    }
+    forward_transport!(consumer, producer, create_topic, partition_count);
     fn reader(&self) -> kafka_retry::Result<Box<dyn Reader>> {
         Ok(Box::new(WrapReader {
             inner: self.inner.reader()?,
@@ -72,12 +56,6 @@ impl Transport for Wrap {
 }
 
 impl Reader for WrapReader {
-    fn partitions(&mut self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-        self.inner.partitions(topic)
-    }
-    fn offsets(&mut self, topic: &str) -> kafka_retry::Result<Vec<PartitionOffsets>> {
-        self.inner.offsets(topic)
-    }
     fn read(
         &mut self,
         tp: &TopicPartition,
@@ -99,9 +77,7 @@ impl Reader for WrapReader {
         records.retain(|r| !hide.contains(&(tp.clone(), r.offset)));
         Ok(records)
     }
-    fn committed(&mut self, group: &str, topic: &str) -> kafka_retry::Result<BTreeMap<i32, i64>> {
-        self.inner.committed(group, topic)
-    }
+    forward_reader!(partitions, offsets, committed);
 }
 
 fn builder(w: &Wrap, partitions: i32) -> EngineBuilder {
@@ -373,23 +349,7 @@ mod kafka {
     }
 
     impl Transport for Counted {
-        fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
-            self.inner.consumer(config)
-        }
-        fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
-            self.inner.producer()
-        }
-        fn create_topic(
-            &self,
-            topic: &str,
-            partitions: i32,
-            rf: Option<i16>,
-        ) -> kafka_retry::Result<()> {
-            self.inner.create_topic(topic, partitions, rf)
-        }
-        fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-            self.inner.partition_count(topic)
-        }
+        forward_transport!(consumer, producer, create_topic, partition_count);
         fn reader(&self) -> kafka_retry::Result<Box<dyn Reader>> {
             Ok(Box::new(CountedReader {
                 inner: self.inner.reader()?,
@@ -399,12 +359,6 @@ mod kafka {
     }
 
     impl Reader for CountedReader {
-        fn partitions(&mut self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-            self.inner.partitions(topic)
-        }
-        fn offsets(&mut self, topic: &str) -> kafka_retry::Result<Vec<PartitionOffsets>> {
-            self.inner.offsets(topic)
-        }
         fn read(
             &mut self,
             tp: &TopicPartition,
@@ -415,13 +369,7 @@ mod kafka {
             self.reads.fetch_add(1, Ordering::SeqCst);
             self.inner.read(tp, offset, max, timeout)
         }
-        fn committed(
-            &mut self,
-            group: &str,
-            topic: &str,
-        ) -> kafka_retry::Result<BTreeMap<i32, i64>> {
-            self.inner.committed(group, topic)
-        }
+        forward_reader!(partitions, offsets, committed);
     }
 
     /// On Kafka (the Tansu of `scripts/test`): a retried record is read again

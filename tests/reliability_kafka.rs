@@ -142,6 +142,30 @@ impl ChildView {
     fn get(&self, k: &str) -> i64 {
         self.last.get(k).copied().unwrap_or(0)
     }
+
+    /// Keeps the last value of every `key=value` of the child's stats
+    /// lines, read on a thread of its own until the child's stdout closes.
+    fn watch(stdout: std::process::ChildStdout) -> Arc<Mutex<ChildView>> {
+        let view: Arc<Mutex<ChildView>> = Arc::default();
+        let v = view.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix(STATS_PREFIX) {
+                    let mut v = v.lock().unwrap();
+                    v.lines += 1;
+                    for kv in rest.split(' ') {
+                        if let Some((k, val)) = kv.split_once('=') {
+                            if let Ok(n) = val.parse() {
+                                v.last.insert(k.to_string(), n);
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        view
+    }
 }
 
 struct CrashChild {
@@ -179,25 +203,7 @@ impl CrashChild {
             .stderr(err)
             .spawn()
             .expect("spawn the crash child");
-        let view: Arc<Mutex<ChildView>> = Arc::default();
-        let stdout = child.stdout.take().unwrap();
-        let v = view.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix(STATS_PREFIX) {
-                    let mut v = v.lock().unwrap();
-                    v.lines += 1;
-                    for kv in rest.split(' ') {
-                        if let Some((k, val)) = kv.split_once('=') {
-                            if let Ok(n) = val.parse() {
-                                v.last.insert(k.to_string(), n);
-                            }
-                        }
-                    }
-                }
-            }
-        });
+        let view = ChildView::watch(child.stdout.take().unwrap());
         let stdin = child.stdin.take();
         CrashChild {
             child,
@@ -1052,25 +1058,7 @@ impl KoChild {
             .stderr(err)
             .spawn()
             .expect("spawn the key-order child");
-        let view: Arc<Mutex<ChildView>> = Arc::default();
-        let stdout = child.stdout.take().unwrap();
-        let v = view.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix(STATS_PREFIX) {
-                    let mut v = v.lock().unwrap();
-                    v.lines += 1;
-                    for kv in rest.split(' ') {
-                        if let Some((k, val)) = kv.split_once('=') {
-                            if let Ok(n) = val.parse() {
-                                v.last.insert(k.to_string(), n);
-                            }
-                        }
-                    }
-                }
-            }
-        });
+        let view = ChildView::watch(child.stdout.take().unwrap());
         let stdin = child.stdin.take();
         KoChild { child, view, stdin }
     }
