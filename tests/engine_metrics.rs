@@ -90,6 +90,7 @@ fn smoke() {
         "kafka_retry_auth_failures_total",
         "kafka_retry_dead_letter_limit_trips_total",
         "kafka_retry_rebalances_total",
+        "kafka_retry_records_parked_gone_total",
     ] {
         assert_eq!(counter(name, group), 0, "{name}");
     }
@@ -99,6 +100,7 @@ fn smoke() {
     };
     assert_eq!(gauge("kafka_retry_records_in_flight"), 0.0);
     assert_eq!(gauge("kafka_retry_records_parked"), 0.0);
+    assert_eq!(gauge("kafka_retry_records_parked_unindexed"), 0.0);
     assert_eq!(gauge("kafka_retry_partitions_assigned"), 1.0);
     assert_eq!(gauge("kafka_retry_partitions_paused"), 0.0);
     assert_eq!(gauge("kafka_retry_dead_letter_limit_paused"), 0.0);

@@ -40,6 +40,8 @@ pub(crate) mod names {
     pub const TRIPS: &str = "kafka_retry_dead_letter_limit_trips_total";
     pub const IN_FLIGHT: &str = "kafka_retry_records_in_flight";
     pub const PARKED: &str = "kafka_retry_records_parked";
+    pub const UNINDEXED: &str = "kafka_retry_records_parked_unindexed";
+    pub const GONE: &str = "kafka_retry_records_parked_gone_total";
     pub const ASSIGNED: &str = "kafka_retry_partitions_assigned";
     pub const PAUSED: &str = "kafka_retry_partitions_paused";
     pub const DLT_PAUSED: &str = "kafka_retry_dead_letter_limit_paused";
@@ -71,6 +73,8 @@ pub(crate) struct Metrics {
     trips: Counter,
     in_flight: Gauge,
     parked: Gauge,
+    parked_unindexed: Gauge,
+    parked_gone: Counter,
     assigned: Gauge,
     paused: Gauge,
     dlt_paused: Gauge,
@@ -117,6 +121,8 @@ impl Metrics {
             trips: metrics::counter!(TRIPS, g()),
             in_flight: metrics::gauge!(IN_FLIGHT, g()),
             parked: metrics::gauge!(PARKED, g()),
+            parked_unindexed: metrics::gauge!(UNINDEXED, g()),
+            parked_gone: metrics::counter!(GONE, g()),
             assigned: metrics::gauge!(ASSIGNED, g()),
             paused: metrics::gauge!(PAUSED, g()),
             dlt_paused: metrics::gauge!(DLT_PAUSED, g()),
@@ -179,6 +185,8 @@ impl Metrics {
         self.trips.absolute(s.dead_letter_trips);
         self.in_flight.set(s.in_flight as f64);
         self.parked.set(s.parked as f64);
+        self.parked_unindexed.set(s.parked_unindexed as f64);
+        self.parked_gone.absolute(s.parked_gone);
         self.assigned.set(s.assigned_partitions as f64);
         self.paused.set(s.paused_partitions as f64);
         self.dlt_paused
@@ -229,6 +237,14 @@ fn describe() {
     metrics::describe_counter!(TRIPS, "Times the dead-letter limit tripped");
     metrics::describe_gauge!(IN_FLIGHT, "Records handed to workers and not finished");
     metrics::describe_gauge!(PARKED, "Records parked in the relay");
+    metrics::describe_gauge!(
+        UNINDEXED,
+        "Of the parked records, those evicted from the relay's index, to be read again when there is room"
+    );
+    metrics::describe_counter!(
+        GONE,
+        "Parked records gone from the retry topic (retention) before they were due"
+    );
     metrics::describe_gauge!(ASSIGNED, "Origin partitions assigned");
     metrics::describe_gauge!(PAUSED, "Origin partitions paused");
     metrics::describe_gauge!(
