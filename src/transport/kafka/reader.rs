@@ -37,6 +37,9 @@ pub(crate) struct KafkaReader {
     /// by offset, each read at a new position, and a Metadata round trip
     /// before every one of them doubled its cost.
     counts: HashMap<String, (i32, Instant)>,
+    /// The partition read last: the only one not paused (a partition the
+    /// fetcher is newly assigned starts unpaused, and becomes this one).
+    active: Option<TopicPartition>,
 }
 
 /// How long a partition count is trusted for the existence check of a read.
@@ -62,6 +65,7 @@ impl KafkaReader {
             client,
             at: HashMap::new(),
             counts: HashMap::new(),
+            active: None,
         }
     }
 
@@ -162,10 +166,15 @@ impl Reader for KafkaReader {
             self.at.insert(tp.clone(), offset);
         }
         // Only `tp` is fetched and taken from; the others keep what they
-        // have buffered for their next read.
-        let others: Vec<TopicPartition> = self.at.keys().filter(|k| *k != tp).cloned().collect();
-        self.fetcher.pause(&others, true);
-        self.fetcher.pause(std::slice::from_ref(tp), false);
+        // have buffered for their next read. Every other partition was
+        // paused when a read last left it, so only that one changes.
+        if self.active.as_ref() != Some(tp) {
+            if let Some(last) = self.active.take() {
+                self.fetcher.pause(std::slice::from_ref(&last), true);
+            }
+            self.fetcher.pause(std::slice::from_ref(tp), false);
+            self.active = Some(tp.clone());
+        }
         let deadline = Instant::now() + timeout;
         // At least one fetch round, even at a zero timeout: the records may
         // be there already.
