@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use kafka_retry::transport::{Consumer, ConsumerConfig, ConsumerEvent, Producer, Transport};
+use kafka_retry::transport::{
+    Consumer, ConsumerConfig, ConsumerEvent, Producer, Retention, Transport,
+};
 use kafka_retry::{
     Engine, EngineBuilder, Error, Handler, MemoryBroker, MissingTopics, OutRecord, Outcome, Record,
     RetryPolicy,
@@ -495,5 +497,108 @@ fn dropping_an_engine_says_it_may_block_once() {
     assert_eq!(
         logged(log::Level::Info, "engine dropped without shutdown()"),
         after
+    );
+}
+
+/// The memory broker, reporting the given cleanup settings (or an error)
+/// for every topic.
+#[derive(Debug)]
+struct Cleanup {
+    inner: MemoryBroker,
+    settings: Result<Retention, &'static str>,
+}
+
+impl Transport for Cleanup {
+    forward_transport!(consumer, producer, create_topic, partition_count, reader);
+    fn retention(&self, _topic: &str) -> kafka_retry::Result<Option<Retention>> {
+        match &self.settings {
+            Ok(r) => Ok(Some(r.clone())),
+            Err(e) => Err(Error::Protocol(e.to_string())),
+        }
+    }
+}
+
+fn build_with_cleanup(
+    group: &str,
+    settings: Result<Retention, &'static str>,
+) -> kafka_retry::Result<Engine> {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 1).unwrap();
+    let _ = logs();
+    fast(Engine::builder(Cleanup {
+        inner: broker,
+        settings,
+    }))
+    .group_id(group)
+    .topics(["t"])
+    .handler(|_r| Outcome::Done)
+    .build()
+}
+
+#[test]
+fn a_compacted_retry_topic_is_refused_and_short_retention_is_a_warning() {
+    // Compaction would delete all but the latest parked record of a key.
+    let err = build_with_cleanup("cleanup-compact", Ok(Retention::new(None, None, true)))
+        .expect_err("a compacted retry topic must be refused");
+    assert!(
+        matches!(
+            &err,
+            Error::Config {
+                field: "retry_topic",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("cleanup-compact-retry"), "{err}");
+
+    // Retention below max_retry_duration (30 s in `fast`), a byte limit:
+    // warnings that name the topic; the engine runs.
+    let e = build_with_cleanup(
+        "cleanup-short",
+        Ok(Retention::new(
+            Some(Duration::from_secs(10)),
+            Some(1 << 20),
+            false,
+        )),
+    )
+    .unwrap();
+    e.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        logged(
+            log::Level::Warn,
+            "retry topic cleanup-short-retry keeps records for 10s"
+        ),
+        1
+    );
+    assert_eq!(
+        logged(
+            log::Level::Warn,
+            "retry topic cleanup-short-retry has retention.bytes 1048576"
+        ),
+        1
+    );
+
+    // Long enough, unlimited bytes: silent. A refused DescribeConfigs: an
+    // info line, and the engine runs.
+    for (group, settings) in [
+        (
+            "cleanup-long",
+            Ok(Retention::new(Some(Duration::from_secs(3600)), None, false)),
+        ),
+        ("cleanup-refused", Err("DESCRIBE_CONFIGS denied")),
+    ] {
+        build_with_cleanup(group, settings)
+            .unwrap()
+            .shutdown(Duration::from_secs(5))
+            .unwrap();
+    }
+    assert_eq!(logged(log::Level::Warn, "cleanup-long-retry"), 0);
+    assert_eq!(
+        logged(
+            log::Level::Info,
+            "could not read the cleanup settings of topic cleanup-refused-retry"
+        ),
+        1
     );
 }

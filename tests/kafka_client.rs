@@ -55,6 +55,23 @@ fn create_topic_twice_is_ok() {
 }
 
 #[test]
+fn cleanup_settings_are_read_where_the_broker_reports_them() {
+    let kafka = transport();
+    let topic = unique("cleanup");
+    kafka.create_topic(&topic, 1, None).unwrap();
+    // Tansu 0.6 answers DescribeConfigs with no settings (None); Apache
+    // Kafka reports its defaults: delete, 7 days, no byte limit.
+    match kafka.retention(&topic).expect("DescribeConfigs answered") {
+        None => println!("{} reports no cleanup settings", kafka_bootstrap()),
+        Some(r) => {
+            println!("{topic}: {r:?}");
+            assert!(!r.compacted, "{r:?}");
+            assert!(r.time.is_none_or(|t| t > Duration::ZERO), "{r:?}");
+        }
+    }
+}
+
+#[test]
 fn missing_topic_has_no_partition_count() {
     let kafka = transport();
     assert_eq!(kafka.partition_count(&unique("missing")).unwrap(), None);

@@ -335,6 +335,43 @@ pub trait Transport: Send + Sync + Debug + 'static {
             std::any::type_name::<Self>()
         )))
     }
+
+    /// How the broker cleans up `topic`'s log, for the engine's check of
+    /// its retry topic at build: `Ok(None)` when this transport or broker
+    /// does not say (the default, and the memory broker, which never
+    /// deletes a record).
+    fn retention(&self, topic: &str) -> Result<Option<Retention>> {
+        let _ = topic;
+        Ok(None)
+    }
+}
+
+/// A topic's log cleanup settings ([`Transport::retention`]): what can
+/// remove a parked record from the retry topic before it is due.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retention {
+    /// `retention.ms`: records older than this may be deleted; `None` when
+    /// unlimited (-1) or not reported.
+    pub time: Option<Duration>,
+    /// `retention.bytes`: a partition larger than this loses its oldest
+    /// records; `None` when unlimited (-1) or not reported.
+    pub bytes: Option<u64>,
+    /// `cleanup.policy` includes `compact`: only the latest record of each
+    /// key is kept.
+    pub compacted: bool,
+}
+
+impl Retention {
+    /// Settings with these values (for transports written outside this
+    /// crate; the struct is non-exhaustive).
+    pub fn new(time: Option<Duration>, bytes: Option<u64>, compacted: bool) -> Self {
+        Retention {
+            time,
+            bytes,
+            compacted,
+        }
+    }
 }
 
 /// Forwards every `Transport` method through a smart pointer.
@@ -356,6 +393,9 @@ macro_rules! transport_through {
             }
             fn reader(&self) -> Result<Box<dyn Reader>> {
                 (**self).reader()
+            }
+            fn retention(&self, topic: &str) -> Result<Option<Retention>> {
+                (**self).retention(topic)
             }
         }
     };

@@ -42,7 +42,8 @@ macro_rules! forward_consumer {
 
 /// Inside `impl Transport for W`, where `W` has an `inner` transport:
 /// forwards the named methods (any of `consumer`, `producer`,
-/// `create_topic`, `partition_count`, `reader`) to `self.inner`.
+/// `create_topic`, `partition_count`, `reader`, `retention`) to
+/// `self.inner`.
 #[allow(unused_macros)]
 macro_rules! forward_transport {
     ($($m:ident),* $(,)?) => { $( forward_transport!(@ $m); )* };
@@ -72,6 +73,11 @@ macro_rules! forward_transport {
     (@ reader) => {
         fn reader(&self) -> kafka_retry::Result<Box<dyn kafka_retry::transport::Reader>> {
             kafka_retry::transport::Transport::reader(&self.inner)
+        }
+    };
+    (@ retention) => {
+        fn retention(&self, topic: &str) -> kafka_retry::Result<Option<kafka_retry::transport::Retention>> {
+            kafka_retry::transport::Transport::retention(&self.inner, topic)
         }
     };
 }

@@ -181,6 +181,13 @@ impl EngineBuilder {
                     .create_topic(t, partitions, self.replication_factor)?;
             }
         }
+        check_cleanup(
+            &*self.transport,
+            &group_id,
+            &retry_topic,
+            dead_letter_topic.as_deref(),
+            self.policy.max_retry_duration,
+        )?;
         // Copies of origin partition p go to retry partition p % n (see
         // keyorder.rs); n is the retry topic's count as it is now.
         let key_order = match self.key_order {
@@ -310,4 +317,63 @@ impl EngineBuilder {
         );
         Ok(Engine::new(threads, counters, breaker))
     }
+}
+
+/// Checks what could remove a record from the retry topic before it is
+/// due. Compaction is refused: it keeps only the latest record of a key,
+/// so parking a second record of a key (or a key's next attempt) would
+/// delete the first from the log. A retention shorter than
+/// `max_retry_duration` is a warning: a record parked that long (a long
+/// `retry_after`, a key-order held copy, a relay that was down) is gone
+/// when it falls due, counted in `Stats::parked_gone`. Settings the broker
+/// does not report (Tansu, the memory broker) or a refused DescribeConfigs
+/// (no `DESCRIBE_CONFIGS` ACL) pass: the check is advice, never a reason to
+/// stay down.
+fn check_cleanup(
+    transport: &dyn Transport,
+    group: &str,
+    retry_topic: &str,
+    dead_letter_topic: Option<&str>,
+    max_retry_duration: Duration,
+) -> Result<()> {
+    let settings = |topic: &str| match transport.retention(topic) {
+        Ok(r) => r,
+        Err(e) => {
+            log::info!("{group}: could not read the cleanup settings of topic {topic}: {e}");
+            None
+        }
+    };
+    if let Some(r) = settings(retry_topic) {
+        if r.compacted {
+            return Err(Error::config(
+                "retry_topic",
+                format!(
+                    "topic {retry_topic} has cleanup.policy=compact, which deletes every parked \
+                     record but the latest of its key; set cleanup.policy=delete on it"
+                ),
+            ));
+        }
+        if let Some(t) = r.time.filter(|&t| t < max_retry_duration) {
+            log::warn!(
+                "{group}: retry topic {retry_topic} keeps records for {t:?} (retention.ms), \
+                 less than max_retry_duration {max_retry_duration:?}: a record parked longer \
+                 is gone when it falls due (Stats::parked_gone)"
+            );
+        }
+        if let Some(b) = r.bytes {
+            log::warn!(
+                "{group}: retry topic {retry_topic} has retention.bytes {b}: a partition that \
+                 grows past it loses its oldest parked records before they are due"
+            );
+        }
+    }
+    if let Some(dlt) = dead_letter_topic {
+        if settings(dlt).is_some_and(|r| r.compacted) {
+            log::warn!(
+                "{group}: dead-letter topic {dlt} has cleanup.policy=compact: only the latest \
+                 dead letter of each key is kept"
+            );
+        }
+    }
+    Ok(())
 }

@@ -392,7 +392,7 @@ impl Client {
     /// first if there is none; a connection `f` broke is dropped, so the
     /// next call (a retry) connects again. `f` must not call back into
     /// `admin_call` (it would deadlock).
-    fn admin_call<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+    pub(super) fn admin_call<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let mut slot = lock(&self.admin);
         let result = self.ensure_admin_conn(&mut slot).and_then(f);
         if slot.conn.as_ref().is_some_and(|c| c.is_broken()) {

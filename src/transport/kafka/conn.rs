@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest,
-    HeartbeatResponse, InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
-    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse, SyncGroupRequest, SyncGroupResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, ProduceRequest, ProduceResponse, RequestHeader,
+    ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse, SyncGroupRequest, SyncGroupResponse,
 };
 use kafka_protocol::protocol::{
     encode_request_header_into_buffer, Decodable, Encodable, HeaderVersion, StrBytes,
@@ -72,6 +73,7 @@ kafka_request! {
     OffsetFetchRequest => OffsetFetchResponse, OffsetFetch;
     OffsetCommitRequest => OffsetCommitResponse, OffsetCommit;
     CreateTopicsRequest => CreateTopicsResponse, CreateTopics;
+    DescribeConfigsRequest => DescribeConfigsResponse, DescribeConfigs;
     InitProducerIdRequest => InitProducerIdResponse, InitProducerId;
     SaslHandshakeRequest => SaslHandshakeResponse, SaslHandshake;
     SaslAuthenticateRequest => SaslAuthenticateResponse, SaslAuthenticate;
@@ -94,6 +96,8 @@ pub(crate) const OUR_VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::CreateTopics, 2, 7),
+    // The engine's check of its retry topic's cleanup settings.
+    (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::InitProducerId, 0, 5),
     // v0 would send the SASL tokens unframed after the handshake.
     (ApiKey::SaslHandshake, 1, 1),
@@ -771,6 +775,7 @@ mod tests {
             (ApiKey::OffsetFetch, range::<OffsetFetchRequest>()),
             (ApiKey::OffsetCommit, range::<OffsetCommitRequest>()),
             (ApiKey::CreateTopics, range::<CreateTopicsRequest>()),
+            (ApiKey::DescribeConfigs, range::<DescribeConfigsRequest>()),
             (ApiKey::InitProducerId, range::<InitProducerIdRequest>()),
             (ApiKey::SaslHandshake, range::<SaslHandshakeRequest>()),
             (ApiKey::SaslAuthenticate, range::<SaslAuthenticateRequest>()),

@@ -19,6 +19,7 @@ pub(crate) mod retry;
 pub(crate) mod sasl;
 pub(crate) mod security;
 pub(crate) mod tls;
+mod topic_config;
 
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ pub use sasl::{Sasl, SaslMechanism, Token, TokenProvider, UnsecuredJwt};
 pub use security::SecurityProtocol;
 
 use crate::error::Result;
-use crate::transport::{Consumer, ConsumerConfig, Producer, Reader, Transport};
+use crate::transport::{Consumer, ConsumerConfig, Producer, Reader, Retention, Transport};
 use client::Client;
 
 /// The Kafka transport: group consumers, an acknowledged producer and topic
@@ -122,5 +123,9 @@ impl Transport for KafkaTransport {
 
     fn reader(&self) -> Result<Box<dyn Reader>> {
         Ok(Box::new(reader::KafkaReader::new(self.client.clone())))
+    }
+
+    fn retention(&self, topic: &str) -> Result<Option<Retention>> {
+        self.client.retention(topic)
     }
 }
