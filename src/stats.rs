@@ -46,6 +46,11 @@ pub struct Stats {
     /// ([`KeyOrder::Kept`](crate::KeyOrder::Kept)) instead of being
     /// handled: written to the retry topic, not failed, not in `retried`.
     pub held: u64,
+    /// Copies the relay read and keeps whole until their key's turn
+    /// ([`KeyOrder::Kept`](crate::KeyOrder::Kept)): held copies, and
+    /// retries that fell due behind their key's head. At `max_parked` the
+    /// engine pauses its origin partitions until these drain to 3/4.
+    pub held_waiting: i64,
     /// Records written to the dead-letter topic, by reason.
     pub dead_lettered: DeadLettered,
     /// Records given up on with no dead-letter topic configured.
@@ -125,6 +130,7 @@ pub(crate) struct Counters {
     pub relayed: AtomicU64,
     pub redelivered_private: AtomicU64,
     pub held: AtomicU64,
+    pub held_waiting: AtomicI64,
     pub expired: AtomicU64,
     pub attempts: AtomicU64,
     pub rejected: AtomicU64,
@@ -187,6 +193,7 @@ impl Counters {
             relayed: self.relayed.load(Relaxed),
             redelivered_private: self.redelivered_private.load(Relaxed),
             held: self.held.load(Relaxed),
+            held_waiting: self.held_waiting.load(Relaxed),
             dead_lettered: DeadLettered {
                 expired: self.expired.load(Relaxed),
                 attempts: self.attempts.load(Relaxed),

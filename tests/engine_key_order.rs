@@ -925,3 +925,81 @@ fn a_failed_copy_write_keeps_its_key_s_copies_in_order() {
         "a0's retry copy first, then a1's held copy: {stats:?}"
     );
 }
+
+/// Held copies are bounded by `max_parked`: while the relay keeps that
+/// many whole for their key's turn, the origin partition is paused (no
+/// record fetched, so none held or handled), and once the head is done
+/// everything flows again, in order, nothing lost. Without the bound the
+/// second wave of `a` is fetched and held too, and `b` is handled.
+#[test]
+fn held_copies_past_max_parked_pause_the_origin() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 1).unwrap();
+    let seen: Seen = Arc::default();
+    let release = Arc::new(AtomicBool::new(false));
+    let (s, go) = (seen.clone(), release.clone());
+    let engine = Engine::builder(broker.clone())
+        .group_id("g-held-bound")
+        .topics(["t"])
+        .workers(1)
+        .commit_interval(Duration::from_millis(50))
+        .redelivery(Redelivery::Private)
+        .key_order(KeyOrder::Kept)
+        .max_parked(5)
+        .policy(RetryPolicy::new(
+            Duration::from_millis(100),
+            Duration::from_secs(120),
+        ))
+        .handler(move |r: &Record| {
+            let key = String::from_utf8_lossy(r.key.as_deref().unwrap_or_default()).into_owned();
+            let fail = key == "a" && value_of(r) == 0 && !go.load(Ordering::SeqCst);
+            note(&s, r, !fail);
+            if fail {
+                Outcome::retry("not yet")
+            } else {
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    let produce = |key: &'static str, values: std::ops::Range<u32>| {
+        for i in values {
+            broker
+                .produce(OutRecord::new("t").key(key).value(i.to_string()))
+                .unwrap();
+        }
+    };
+    // a0 fails until released; a1..a7 are held behind it, past the bound.
+    produce("a", 0..8);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let s = engine.stats();
+            s.held_waiting >= 5 && s.paused_partitions == 1
+        }),
+        "{:?}",
+        engine.stats()
+    );
+    let before = engine.stats();
+    // A second wave while paused: not fetched, so neither held nor handled.
+    produce("a", 8..40);
+    produce("b", 0..5);
+    std::thread::sleep(Duration::from_millis(800));
+    let paused = engine.stats();
+    assert_eq!(paused.held, before.held, "fetched while paused: {paused:?}");
+    assert!(paused.held_waiting <= 7, "{paused:?}");
+    assert_eq!(paused.paused_partitions, 1, "{paused:?}");
+    assert!(successes(&seen, "b").is_empty(), "b handled while paused");
+
+    release.store(true, Ordering::SeqCst);
+    let ok = wait_until(Duration::from_secs(20), || {
+        successes(&seen, "a").len() >= 40 && successes(&seen, "b").len() >= 5
+    });
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert!(ok, "{stats:?}");
+    assert_eq!(successes(&seen, "a"), (0..40).collect::<Vec<_>>());
+    assert_eq!(successes(&seen, "b"), (0..5).collect::<Vec<_>>());
+    assert_eq!(stats.held_waiting, 0, "{stats:?}");
+    assert_eq!(stats.paused_partitions, 0, "{stats:?}");
+}

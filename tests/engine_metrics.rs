@@ -101,6 +101,7 @@ fn smoke() {
     assert_eq!(gauge("kafka_retry_records_in_flight"), 0.0);
     assert_eq!(gauge("kafka_retry_records_parked"), 0.0);
     assert_eq!(gauge("kafka_retry_records_parked_unindexed"), 0.0);
+    assert_eq!(gauge("kafka_retry_records_held_waiting"), 0.0);
     assert_eq!(gauge("kafka_retry_partitions_assigned"), 1.0);
     assert_eq!(gauge("kafka_retry_partitions_paused"), 0.0);
     assert_eq!(gauge("kafka_retry_dead_letter_limit_paused"), 0.0);

@@ -46,6 +46,10 @@ struct Dispatcher {
     failed: Option<String>,
     /// The dead-letter limit holds the outboxes and pauses everything.
     held: bool,
+    /// Key order: the relay keeps `max_parked` copies whole for their
+    /// key's turn; every origin partition is paused until they drain to
+    /// 3/4 (see [`Dispatcher::keys_full`]).
+    keys_full: bool,
     status: Arc<ThreadStatus>,
     /// Key order: assigned partitions whose blocked keys this instance's
     /// relay has not read yet (paused since, records fetched meanwhile kept
@@ -74,6 +78,7 @@ pub(crate) fn run(
         last_zero_poll: Instant::now(),
         failed: None,
         held: false,
+        keys_full: false,
         status,
         unready: HashMap::new(),
         #[cfg(feature = "metrics")]
@@ -292,14 +297,15 @@ impl Dispatcher {
                 }
             }
         }
+        let keys_full = self.keys_full();
         let mut pause = Vec::new();
         let mut resume = Vec::new();
         for (tp, p) in self.parts.iter_mut() {
             let waiting = p.lease.outboxed.load(R);
-            if waiting > 0 && !p.paused {
+            if (waiting > 0 || keys_full) && !p.paused {
                 p.paused = true;
                 pause.push(tp.clone());
-            } else if waiting == 0 && p.paused {
+            } else if waiting == 0 && !keys_full && p.paused {
                 p.paused = false;
                 resume.push(tp.clone());
             }
@@ -345,6 +351,42 @@ impl Dispatcher {
     /// Key order: resumes and dispatches the partitions whose keys are now
     /// known, or that waited [`READY_WAIT`] (then workers park every keyed
     /// record of theirs until they are known: slower, never out of order).
+    /// Key order's bound: while the relay keeps `max_parked` copies whole
+    /// for their key's turn, no more origin records are fetched (each could
+    /// add a held copy), until they drain to 3/4. Pausing the relay's retry
+    /// topic instead could deadlock: a key's head, parked again, can sit
+    /// unread behind its own held copies. Here the heads still come due,
+    /// and the copies they release still reach the workers (the outboxes
+    /// are not held), so the count goes down. Records already fetched or
+    /// queued to a worker can still add held copies: the bound is
+    /// `max_parked` plus those.
+    fn keys_full(&mut self) -> bool {
+        let Some(ko) = &self.ctx.key_order else {
+            return false;
+        };
+        let n = ko.waiting();
+        self.ctx
+            .counters
+            .held_waiting
+            .store(n as i64, Ordering::Relaxed);
+        let max = self.ctx.max_parked.max(1);
+        if !self.keys_full && n >= max {
+            log::info!(
+                "{}: key order: {n} held copies wait for their key (max_parked {max}); \
+                 pausing the origin partitions",
+                self.ctx.group_id
+            );
+            self.keys_full = true;
+        } else if self.keys_full && n <= max - max.div_ceil(4) {
+            log::info!(
+                "{}: key order: {n} held copies wait for their key; resuming",
+                self.ctx.group_id
+            );
+            self.keys_full = false;
+        }
+        self.keys_full
+    }
+
     fn release_ready(&mut self) {
         let Some(ko) = self.ctx.key_order.clone() else {
             return;

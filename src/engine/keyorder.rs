@@ -65,10 +65,13 @@
 //! - **Memory.** Per blocked key: one map entry (key bytes + a `BTreeSet`
 //!   of the blocked offsets), about 200 bytes with 10-byte keys (measured in
 //!   tests/engine_key_order.rs), plus, for held copies the relay has read,
-//!   the copy itself until it is released. Nothing is kept for a key that
-//!   is not blocked.
+//!   the copy itself until it is released; those are bounded by
+//!   `max_parked` (the consumer thread pauses its origin partitions at that
+//!   many, [`KeyOrderState::waiting`]). Nothing is kept for a key that is
+//!   not blocked.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -131,6 +134,8 @@ struct Inner {
     /// Copies read by the relay that may not be handled yet, by origin
     /// offset (one per offset: the latest copy read).
     waiting: HashMap<Key, BTreeMap<i64, Job>>,
+    /// Copies in `waiting`, all keys together.
+    waiting_len: usize,
     /// The key's record a worker is handling from the retry side.
     busy: HashMap<Key, Busy>,
     /// Retry partitions this instance's relay owns and has read to the end
@@ -159,6 +164,10 @@ struct Inner {
 pub(crate) struct KeyOrderState {
     retry_partitions: i32,
     inner: Mutex<Inner>,
+    /// Copies in `Inner::waiting` (kept whole until their key's turn),
+    /// set under the lock, read without it by the consumer thread's bound
+    /// ([`KeyOrderState::waiting`]).
+    waiting: AtomicUsize,
 }
 
 /// The origin partition and key of a record the relay read, from its
@@ -174,11 +183,25 @@ impl KeyOrderState {
         KeyOrderState {
             retry_partitions: retry_partitions.max(1),
             inner: Mutex::new(Inner::default()),
+            waiting: AtomicUsize::new(0),
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Copies the relay read and keeps whole until their key's turn (held
+    /// copies, and retries that fell due behind their key's head). The
+    /// consumer thread holds its origin partitions while these reach
+    /// `max_parked` (dispatch.rs), so they are bounded by traffic no more.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Publishes `inner.waiting_len` (with the lock held, after a change).
+    fn count_waiting(&self, inner: &Inner) {
+        self.waiting.store(inner.waiting_len, Ordering::Relaxed);
     }
 
     /// The retry partition that holds the copies of origin partition `p`.
@@ -320,9 +343,11 @@ impl KeyOrderState {
                 return Some(job);
             }
         }
-        if let Some(old) = inner.waiting.entry(key).or_default().insert(offset, job) {
-            settle_stale(&old);
+        match inner.waiting.entry(key).or_default().insert(offset, job) {
+            Some(old) => settle_stale(&old),
+            None => inner.waiting_len += 1,
         }
+        self.count_waiting(&inner);
         None
     }
 
@@ -346,7 +371,9 @@ impl KeyOrderState {
         if settled && !retried {
             remove(&mut inner, &key, origin.offset);
         }
-        next(&mut inner, &key, q)
+        let job = next(&mut inner, &key, q);
+        self.count_waiting(&inner);
+        job
     }
 
     /// The relay settled `origin`'s record itself (dead-lettered or dropped
@@ -356,7 +383,9 @@ impl KeyOrderState {
         let q = self.retry_partition(origin.tp.partition);
         let mut inner = self.lock();
         remove(&mut inner, &key, origin.offset);
-        next(&mut inner, &key, q)
+        let job = next(&mut inner, &key, q);
+        self.count_waiting(&inner);
+        job
     }
 
     /// The relay owns retry partition `q` and has read it to an end offset
@@ -375,7 +404,9 @@ impl KeyOrderState {
             .filter(|(tp, _)| tp.partition.max(0) % n == q)
             .cloned()
             .collect();
-        keys.iter().filter_map(|k| next(&mut inner, k, q)).collect()
+        let jobs = keys.iter().filter_map(|k| next(&mut inner, k, q)).collect();
+        self.count_waiting(&inner);
+        jobs
     }
 
     /// The relay is giving retry partition `q` up: nothing more of it is
@@ -431,8 +462,10 @@ impl KeyOrderState {
         inner.ready.remove(&q);
         inner.blocked.retain(|tp, _| !mine(tp));
         inner.waiting.retain(|(tp, _), _| !mine(tp));
+        inner.waiting_len = inner.waiting.values().map(BTreeMap::len).sum();
         inner.busy.retain(|(tp, _), _| !mine(tp));
         inner.dispatched.retain(|_, o| !mine(&o.tp));
+        self.count_waiting(&inner);
     }
 }
 
@@ -493,6 +526,7 @@ fn next(inner: &mut Inner, key: &Key, q: i32) -> Option<Job> {
     let waiting = inner.waiting.get_mut(key)?;
     // Everything below the head was settled (the head is the lowest
     // offset still blocked).
+    let before = waiting.len();
     while let Some(entry) = waiting.first_entry() {
         if head.is_some_and(|h| *entry.key() >= h) {
             break;
@@ -504,6 +538,7 @@ fn next(inner: &mut Inner, key: &Key, q: i32) -> Option<Job> {
         // The head is a retry still on the relay's heap, or being handled.
         _ => None,
     };
+    inner.waiting_len -= before - waiting.len();
     if waiting.is_empty() {
         inner.waiting.remove(key);
     }

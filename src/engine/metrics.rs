@@ -42,6 +42,7 @@ pub(crate) mod names {
     pub const PARKED: &str = "kafka_retry_records_parked";
     pub const UNINDEXED: &str = "kafka_retry_records_parked_unindexed";
     pub const GONE: &str = "kafka_retry_records_parked_gone_total";
+    pub const HELD_WAITING: &str = "kafka_retry_records_held_waiting";
     pub const ASSIGNED: &str = "kafka_retry_partitions_assigned";
     pub const PAUSED: &str = "kafka_retry_partitions_paused";
     pub const DLT_PAUSED: &str = "kafka_retry_dead_letter_limit_paused";
@@ -75,6 +76,7 @@ pub(crate) struct Metrics {
     parked: Gauge,
     parked_unindexed: Gauge,
     parked_gone: Counter,
+    held_waiting: Gauge,
     assigned: Gauge,
     paused: Gauge,
     dlt_paused: Gauge,
@@ -123,6 +125,7 @@ impl Metrics {
             parked: metrics::gauge!(PARKED, g()),
             parked_unindexed: metrics::gauge!(UNINDEXED, g()),
             parked_gone: metrics::counter!(GONE, g()),
+            held_waiting: metrics::gauge!(HELD_WAITING, g()),
             assigned: metrics::gauge!(ASSIGNED, g()),
             paused: metrics::gauge!(PAUSED, g()),
             dlt_paused: metrics::gauge!(DLT_PAUSED, g()),
@@ -187,6 +190,7 @@ impl Metrics {
         self.parked.set(s.parked as f64);
         self.parked_unindexed.set(s.parked_unindexed as f64);
         self.parked_gone.absolute(s.parked_gone);
+        self.held_waiting.set(s.held_waiting as f64);
         self.assigned.set(s.assigned_partitions as f64);
         self.paused.set(s.paused_partitions as f64);
         self.dlt_paused
@@ -240,6 +244,10 @@ fn describe() {
     metrics::describe_gauge!(
         UNINDEXED,
         "Of the parked records, those evicted from the relay's index, to be read again when there is room"
+    );
+    metrics::describe_gauge!(
+        HELD_WAITING,
+        "Key order: copies the relay keeps whole until their key's turn"
     );
     metrics::describe_counter!(
         GONE,
