@@ -305,7 +305,8 @@ impl Dispatcher {
             if (waiting > 0 || keys_full) && !p.paused {
                 p.paused = true;
                 pause.push(tp.clone());
-            } else if waiting == 0 && !keys_full && p.paused {
+            } else if waiting == 0 && !keys_full && p.paused && !self.unready.contains_key(tp) {
+                // (An unready partition stays paused until release_ready.)
                 p.paused = false;
                 resume.push(tp.clone());
             }
@@ -348,9 +349,6 @@ impl Dispatcher {
         }
     }
 
-    /// Key order: resumes and dispatches the partitions whose keys are now
-    /// known, or that waited [`READY_WAIT`] (then workers park every keyed
-    /// record of theirs until they are known: slower, never out of order).
     /// Key order's bound: while the relay keeps `max_parked` copies whole
     /// for their key's turn, no more origin records are fetched (each could
     /// add a held copy), until they drain to 3/4. Pausing the relay's retry
@@ -387,6 +385,9 @@ impl Dispatcher {
         self.keys_full
     }
 
+    /// Key order: resumes and dispatches the partitions whose keys are now
+    /// known, or that waited [`READY_WAIT`] (then workers park every keyed
+    /// record of theirs until they are known: slower, never out of order).
     fn release_ready(&mut self) {
         let Some(ko) = self.ctx.key_order.clone() else {
             return;
@@ -415,7 +416,13 @@ impl Dispatcher {
                 records.extend(kept);
             }
         }
-        self.consumer.resume(&go);
+        // One paused by the flush meanwhile (key order's bound) stays
+        // paused: the flush resumes it once that is over.
+        let resume: Vec<TopicPartition> = go
+            .into_iter()
+            .filter(|tp| !self.parts.get(tp).is_some_and(|p| p.paused))
+            .collect();
+        self.consumer.resume(&resume);
         self.dispatch(records);
     }
 
