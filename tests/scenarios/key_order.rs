@@ -2,6 +2,7 @@
 //! retries, with private redelivery).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -282,4 +283,81 @@ pub fn key_order_survives_a_rebalance(env: &Env) {
         "{}: key order across a rebalance: {dups} duplicate handlings",
         env.name
     );
+}
+
+/// Held copies are bounded by `max_parked`: while the relay keeps that
+/// many whole for their key's turn, the origin partition is paused (no
+/// record fetched, so none held or handled), and once the head is done
+/// everything flows again, in order, nothing lost. Without the bound the
+/// second wave of `a` is fetched and held too, and `b` is handled.
+pub fn key_order_bounds_held_copies(env: &Env) {
+    let topic = env.topic("accounts", 1);
+    let group = unique("g-keyorder-bound");
+    let seen: Seen = Arc::default();
+    let release = Arc::new(AtomicBool::new(false));
+    let (s, go) = (seen.clone(), release.clone());
+    let engine = env
+        .builder(&group, &[&topic])
+        .workers(1)
+        .redelivery(Redelivery::Private)
+        .key_order(KeyOrder::Kept)
+        .max_parked(5)
+        .policy(RetryPolicy::new(
+            Duration::from_millis(100),
+            Duration::from_secs(120),
+        ))
+        .handler(move |r: &Record| {
+            let fail = key_of(r) == "a" && value_of(r) == 0 && !go.load(Ordering::SeqCst);
+            note(&s, r, !fail);
+            if fail {
+                Outcome::retry("not yet")
+            } else {
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    let produce = |key: &str, values: std::ops::Range<u32>| {
+        let batch = values
+            .map(|i| {
+                OutRecord::new(&topic)
+                    .key(key.to_string())
+                    .value(i.to_string())
+            })
+            .collect();
+        for r in env.transport.producer().unwrap().send_batch(batch) {
+            r.unwrap();
+        }
+    };
+    // a0 fails until released; a1..a7 are held behind it, past the bound.
+    produce("a", 0..8);
+    assert!(
+        wait_until(Duration::from_secs(10) + env.slack * 8, || {
+            let s = engine.stats();
+            s.held == 7 && s.held_waiting >= 5 && s.paused_partitions == 1
+        }),
+        "{:?}",
+        engine.stats()
+    );
+    // A second wave while paused: not fetched, so neither held nor handled.
+    produce("a", 8..40);
+    produce("b", 0..5);
+    std::thread::sleep(Duration::from_millis(800) + env.slack * 4);
+    let paused = engine.stats();
+    assert_eq!(paused.held, 7, "fetched while paused: {paused:?}");
+    assert!(paused.held_waiting <= 7, "{paused:?}");
+    assert_eq!(paused.paused_partitions, 1, "{paused:?}");
+    assert!(successes(&seen, "b").is_empty(), "b handled while paused");
+
+    release.store(true, Ordering::SeqCst);
+    let ok = wait_until(Duration::from_secs(20) + env.slack * 8, || {
+        successes(&seen, "a").len() >= 40 && successes(&seen, "b").len() >= 5
+    });
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(10)).unwrap();
+    assert!(ok, "{stats:?}");
+    assert_eq!(successes(&seen, "a"), (0..40).collect::<Vec<_>>());
+    assert_eq!(successes(&seen, "b"), (0..5).collect::<Vec<_>>());
+    assert_eq!(stats.held_waiting, 0, "{stats:?}");
+    assert_eq!(stats.paused_partitions, 0, "{stats:?}");
 }

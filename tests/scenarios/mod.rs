@@ -32,6 +32,7 @@ macro_rules! scenario_tests {
             key_order_holds_a_failing_key,
             key_order_dead_lettered_head_releases_next,
             key_order_survives_a_rebalance,
+            key_order_bounds_held_copies,
         );
     };
     (@each $env:expr; $($name:ident,)*) => {
