@@ -112,6 +112,9 @@ fn heartbeat_loop(hb: Heartbeat) {
     while let Some(target) = next_target(&membership, interval, &mut seen_epoch, &mut next) {
         let gid = group_id(&group);
         let instance = group_instance_id.clone();
+        // Before the call: the coordinator received the beat after this,
+        // which keeps the member's own session deadline on the safe side.
+        let sent = Instant::now();
         let reply = coord.call(timeout, |v| {
             let mut req = HeartbeatRequest::default();
             req.group_id = gid;
@@ -123,6 +126,13 @@ fn heartbeat_loop(hb: Heartbeat) {
             req
         });
         next = Instant::now() + interval;
+        if let Ok((_, r)) = &reply {
+            // Kafka restarts the session timer on every heartbeat of a
+            // member of the generation, also one answered 27.
+            if r.error_code == 0 || r.error_code == KafkaCode::REBALANCE_IN_PROGRESS.code() {
+                membership.heard(&target, sent);
+            }
+        }
         let failure = match reply {
             Ok((_, r)) if r.error_code == 0 => None,
             Ok((_, r)) => {

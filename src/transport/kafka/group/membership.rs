@@ -3,6 +3,7 @@
 //! what the coordinator said about it.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::KafkaCode;
 
@@ -36,6 +37,12 @@ pub(super) struct MembershipState {
     /// Bumped on every `target` change, so the heartbeat thread restarts its
     /// interval for a new generation.
     pub(super) epoch: u64,
+    /// When the coordinator last heard from this member for `target`, by
+    /// the *sending* time of what it answered (the SyncGroup that entered
+    /// the generation, then each heartbeat it answered): the broker's
+    /// session timer restarted no earlier than that. `None`: no target, or
+    /// the session was already reported expired (see [`Membership::expired`]).
+    pub(super) heard_since: Option<Instant>,
     pub(super) stop: bool,
 }
 
@@ -54,13 +61,47 @@ impl Membership {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The generation to heartbeat for from now on (`None`: none).
-    pub(super) fn set_target(&self, target: Option<Generation>) {
+    /// The generation to heartbeat for from now on (`None`: none), entered
+    /// by a SyncGroup sent at `synced_at` (see `heard_since`).
+    pub(super) fn set_target(&self, target: Option<Generation>, synced_at: Instant) {
         let mut st = self.lock();
+        st.heard_since = target.as_ref().map(|_| synced_at);
         st.target = target;
         st.ended = None;
         st.epoch = st.epoch.wrapping_add(1);
         self.wake.notify_all();
+    }
+
+    /// No generation to heartbeat for.
+    pub(super) fn clear_target(&self) {
+        self.set_target(None, Instant::now());
+    }
+
+    /// The coordinator answered a heartbeat for `about` sent at `sent`
+    /// (answered at all: 27 counts too, Kafka restarts the session timer on
+    /// it), if `about` is still the target.
+    pub(super) fn heard(&self, about: &Generation, sent: Instant) {
+        let mut st = self.lock();
+        if st.target.as_ref() != Some(about) {
+            return;
+        }
+        if let Some(since) = &mut st.heard_since {
+            *since = (*since).max(sent);
+        }
+    }
+
+    /// Whether nothing sent for the target generation was answered within
+    /// `limit` (then the broker may have expired the member): true once per
+    /// target, the caller treats its partitions as lost.
+    pub(super) fn expired(&self, limit: Duration) -> bool {
+        let mut st = self.lock();
+        match st.heard_since {
+            Some(since) if st.target.is_some() && since.elapsed() >= limit => {
+                st.heard_since = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Records `end` if `about` is still the current generation. Fenced
@@ -88,6 +129,7 @@ impl Membership {
         let mut st = self.lock();
         st.stop = true;
         st.target = None;
+        st.heard_since = None;
         self.wake.notify_all();
     }
 }
@@ -108,21 +150,21 @@ mod tests {
         let s = Membership::default();
         s.report(&gen(1), GenerationEnd::Rebalance);
         assert_eq!(s.take_end(), None, "no target yet");
-        s.set_target(Some(gen(2)));
+        s.set_target(Some(gen(2)), Instant::now());
         s.report(
             &gen(1),
             GenerationEnd::Fenced(KafkaCode::ILLEGAL_GENERATION),
         );
         assert_eq!(s.take_end(), None, "stale generation");
         s.report(&gen(2), GenerationEnd::Rebalance);
-        s.set_target(Some(gen(3)));
+        s.set_target(Some(gen(3)), Instant::now());
         assert_eq!(s.take_end(), None, "a new target clears old reports");
     }
 
     #[test]
     fn fenced_wins_over_rebalance() {
         let s = Membership::default();
-        s.set_target(Some(gen(5)));
+        s.set_target(Some(gen(5)), Instant::now());
         s.report(&gen(5), GenerationEnd::Rebalance);
         s.report(&gen(5), GenerationEnd::Fenced(KafkaCode::UNKNOWN_MEMBER_ID));
         s.report(&gen(5), GenerationEnd::Rebalance);
@@ -134,5 +176,26 @@ mod tests {
         s.report(&gen(5), GenerationEnd::InstanceFenced);
         s.report(&gen(5), GenerationEnd::Fenced(KafkaCode::UNKNOWN_MEMBER_ID));
         assert_eq!(s.take_end(), Some(GenerationEnd::InstanceFenced));
+    }
+
+    #[test]
+    fn the_session_expires_from_the_last_answered_send() {
+        let s = Membership::default();
+        let limit = Duration::from_millis(200);
+        let long_ago = Instant::now() - Duration::from_secs(1);
+        assert!(!s.expired(limit), "no target, nothing to expire");
+        s.set_target(Some(gen(1)), long_ago);
+        // A heartbeat sent long ago, answered now, does not help; nor one
+        // for another generation.
+        s.heard(&gen(1), long_ago + Duration::from_millis(100));
+        s.heard(&gen(2), Instant::now());
+        assert!(s.expired(limit));
+        assert!(!s.expired(limit), "reported once");
+        // A fresh target restarts it; a recent answered heartbeat keeps it.
+        s.set_target(Some(gen(2)), long_ago);
+        s.heard(&gen(2), Instant::now());
+        assert!(!s.expired(limit));
+        s.clear_target();
+        assert!(!s.expired(Duration::ZERO), "no target");
     }
 }
