@@ -932,6 +932,110 @@ fn broker_outage_loses_nothing() {
     );
 }
 
+/// Fencing (issue 11): an engine cut off from the broker gives its
+/// partitions up before the broker could expire it and hand them on. The
+/// handler running at the cut finishes, but nothing queued behind it is
+/// handed to a worker, and its outcome is not committed: once the network
+/// is back the engine rejoins and the record is handled again (with every
+/// other record: nothing lost).
+#[test]
+fn a_cut_off_engine_stops_handling_and_commits_nothing() {
+    let broker = common::TansuBroker::start_behind_proxy();
+    let proxy = broker.proxy();
+    let (topic, group, _dlt) = topics("fence", |t| broker.create_topic(t, 1));
+    let config = KafkaConfig::new(broker.bootstrap())
+        .request_timeout(Duration::from_secs(2))
+        .connect_timeout(Duration::from_millis(500))
+        .retry_backoff(Duration::from_millis(50))
+        .max_retries(2)
+        .fetch_max_wait(Duration::from_millis(50));
+    let transport: Arc<dyn Transport> =
+        Arc::new(KafkaTransport::connect(config).expect("connect through the proxy"));
+    let n = 50u64;
+    produce_all(
+        &*transport,
+        (0..n)
+            .map(|i| OutRecord::new(&topic).key("k").value(i.to_string()))
+            .collect(),
+    );
+    // The first handling of record 0 waits at the gate; every handling is
+    // logged with its time.
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let handled: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let session = Duration::from_secs(2);
+    let engine = {
+        let (gate, handled) = (gate.clone(), handled.clone());
+        Engine::builder(transport.clone())
+            .group_id(&group)
+            .topics([topic.as_str()])
+            .workers(1)
+            .session_timeout(session)
+            .commit_interval(Duration::from_millis(50))
+            .handler(move |r: &Record| {
+                let id: u64 = r
+                    .value
+                    .as_deref()
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                    .unwrap_or(u64::MAX);
+                let first = !handled.lock().unwrap().iter().any(|&(i, _)| i == id);
+                if id == 0 && first {
+                    let (open, cv) = &*gate;
+                    let mut open = open.lock().unwrap();
+                    while !*open {
+                        open = cv.wait(open).unwrap();
+                    }
+                }
+                handled.lock().unwrap().push((id, Instant::now()));
+                Outcome::Done
+            })
+            .build()
+            .unwrap()
+    };
+    assert!(
+        common::eventually(Duration::from_secs(30), || engine.stats().in_flight as u64
+            == n),
+        "the records did not reach the engine: {:?}",
+        engine.stats()
+    );
+    proxy.cut();
+    let cut = Instant::now();
+    let lost = common::eventually(session * 3, || engine.stats().assigned_partitions == 0);
+    let lost_after = cut.elapsed();
+    assert!(
+        lost,
+        "still assigned {lost_after:?} after the cut (session timeout {session:?}): {:?}",
+        engine.stats()
+    );
+    // The running handler finishes; the 49 queued behind it are dropped.
+    let (open, cv) = &*gate;
+    *open.lock().unwrap() = true;
+    cv.notify_all();
+    assert!(common::eventually(Duration::from_secs(5), || !handled
+        .lock()
+        .unwrap()
+        .is_empty()));
+    std::thread::sleep(Duration::from_secs(1));
+    let while_cut: Vec<u64> = handled.lock().unwrap().iter().map(|&(id, _)| id).collect();
+    assert_eq!(while_cut, vec![0], "handled while cut off");
+
+    proxy.restore();
+    let restored = Instant::now();
+    let all = common::eventually(Duration::from_secs(30), || {
+        let h = handled.lock().unwrap();
+        (0..n).all(|id| h.iter().any(|&(i, at)| i == id && at > restored))
+    });
+    let h = handled.lock().unwrap().clone();
+    assert!(all, "not every record handled after the restore: {h:?}");
+    let zero = h.iter().filter(|&&(i, _)| i == 0).count();
+    assert_eq!(zero, 2, "record 0's first outcome was not committed");
+    println!(
+        "fencing: partitions lost {lost_after:?} after the cut (session {session:?}), \
+         all {n} handled again {:?} after the restore",
+        restored.elapsed()
+    );
+    engine.shutdown(Duration::from_secs(10)).unwrap();
+}
+
 // ---------------------------------------------------------------------------
 // 4. Key order kept through SIGKILLs and rebalances
 
@@ -1097,7 +1201,11 @@ fn read_diag(path: &PathBuf) -> Vec<DiagLine> {
             Some(DiagLine {
                 id: id.parse().ok()?,
                 client: client.to_string(),
-                copy: (topic.to_string(), partition.parse().ok()?, offset.parse().ok()?),
+                copy: (
+                    topic.to_string(),
+                    partition.parse().ok()?,
+                    offset.parse().ok()?,
+                ),
                 at: at.parse().ok()?,
             })
         })
@@ -1435,8 +1543,10 @@ fn key_order_survives_sigkills_and_rebalances() {
     let diag = diag_path(&order_log.to_string_lossy());
     print!("{}", explain_duplicates(&read_diag(&diag), &ends));
     // The rest of `duplicates`: dead letters beyond one per record.
-    let mut dead_by_reason: std::collections::BTreeMap<&str, (usize, std::collections::HashSet<u64>)> =
-        Default::default();
+    let mut dead_by_reason: std::collections::BTreeMap<
+        &str,
+        (usize, std::collections::HashSet<u64>),
+    > = Default::default();
     for d in &dead_letters {
         let e = dead_by_reason.entry(d.reason.as_str()).or_default();
         e.0 += 1;
