@@ -932,14 +932,20 @@ fn broker_outage_loses_nothing() {
     );
 }
 
-/// Fencing (issue 11): an engine cut off from the broker gives its
-/// partitions up before the broker could expire it and hand them on. The
+/// Fencing (issue 11): an engine cut off from the broker stops handling
+/// its partition before the broker could expire it and hand it on. The
 /// handler running at the cut finishes, but nothing queued behind it is
-/// handed to a worker, and its outcome is not committed: once the network
+/// handed to a handler, and its outcome is not committed: once the network
 /// is back the engine rejoins and the record is handled again (with every
-/// other record: nothing lost).
-#[test]
-fn a_cut_off_engine_stops_handling_and_commits_nothing() {
+/// other record: nothing lost). `cut_off` is the fault: connections closed
+/// and refused, or stalled (a black-holed network, which only timeouts
+/// notice: the consumer thread hears of the lapse late, when its call
+/// times out, and the lease's session fence stops the worker in time).
+fn cut_off_engine_stops_handling_and_commits_nothing(
+    how: &str,
+    cut_off: fn(&common::proxy::Proxy),
+) {
+    common::init_log();
     let broker = common::TansuBroker::start_behind_proxy();
     let proxy = broker.proxy();
     let (topic, group, _dlt) = topics("fence", |t| broker.create_topic(t, 1));
@@ -997,16 +1003,23 @@ fn a_cut_off_engine_stops_handling_and_commits_nothing() {
         "the records did not reach the engine: {:?}",
         engine.stats()
     );
-    proxy.cut();
+    cut_off(proxy);
     let cut = Instant::now();
-    let lost = common::eventually(session * 3, || engine.stats().assigned_partitions == 0);
-    let lost_after = cut.elapsed();
-    assert!(
-        lost,
-        "still assigned {lost_after:?} after the cut (session timeout {session:?}): {:?}",
-        engine.stats()
-    );
-    // The running handler finishes; the 49 queued behind it are dropped.
+    // Sleeps until `until`, noting when the engine dropped the partition.
+    let mut dropped_after = None;
+    let mut watch_until = |until: Instant| {
+        while Instant::now() < until {
+            if dropped_after.is_none() && engine.stats().assigned_partitions == 0 {
+                dropped_after = Some(cut.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    // From a session after the cut on, the broker may have handed the
+    // partition on (its session timer ran from the last heartbeat it
+    // received, before the cut). Then the running handler finishes, and
+    // nothing queued behind it may be handled.
+    watch_until(cut + session);
     let (open, cv) = &*gate;
     *open.lock().unwrap() = true;
     cv.notify_all();
@@ -1014,9 +1027,18 @@ fn a_cut_off_engine_stops_handling_and_commits_nothing() {
         .lock()
         .unwrap()
         .is_empty()));
-    std::thread::sleep(Duration::from_secs(1));
+    watch_until(Instant::now() + Duration::from_secs(1));
     let while_cut: Vec<u64> = handled.lock().unwrap().iter().map(|&(id, _)| id).collect();
     assert_eq!(while_cut, vec![0], "handled while cut off");
+    // The consumer thread reports the partition lost once its poll returns
+    // (with stalled connections, when its call times out).
+    let lost = common::eventually(session * 3, || engine.stats().assigned_partitions == 0);
+    let lost_after = dropped_after.unwrap_or_else(|| cut.elapsed());
+    assert!(
+        lost,
+        "still assigned {lost_after:?} after the cut (session timeout {session:?}): {:?}",
+        engine.stats()
+    );
 
     proxy.restore();
     let restored = Instant::now();
@@ -1029,11 +1051,21 @@ fn a_cut_off_engine_stops_handling_and_commits_nothing() {
     let zero = h.iter().filter(|&&(i, _)| i == 0).count();
     assert_eq!(zero, 2, "record 0's first outcome was not committed");
     println!(
-        "fencing: partitions lost {lost_after:?} after the cut (session {session:?}), \
+        "fencing ({how}): Lost reported {lost_after:?} after the cut (session {session:?}), \
          all {n} handled again {:?} after the restore",
         restored.elapsed()
     );
     engine.shutdown(Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_cut_off_engine_stops_handling_and_commits_nothing() {
+    cut_off_engine_stops_handling_and_commits_nothing("connections cut", |p| p.cut());
+}
+
+#[test]
+fn a_stalled_engine_stops_handling_and_commits_nothing() {
+    cut_off_engine_stops_handling_and_commits_nothing("connections stalled", |p| p.stall());
 }
 
 // ---------------------------------------------------------------------------

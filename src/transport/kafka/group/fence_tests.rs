@@ -123,3 +123,31 @@ fn heartbeats_answered_late_but_within_the_limit_keep_the_membership() {
     slow.join().unwrap();
     m.close().unwrap();
 }
+
+#[test]
+fn once_the_session_lapses_nothing_is_committed_before_the_poll_reports_lost() {
+    let script = Arc::new(Script::default());
+    let broker = coordinator(GROUP_V5_VERSIONS, script.clone());
+    let mut m = member(&broker);
+    assert_eq!(
+        next_event(&mut m, Duration::from_secs(5)),
+        Some(ConsumerEvent::Assigned(t0()))
+    );
+    m.commit(&[(TopicPartition::new("t", 0), 7)]).unwrap();
+    script.hang_heartbeats.store(true, Ordering::SeqCst);
+    // No poll meanwhile (a caller busy committing, say).
+    let lapse = m.membership.lapses_at(m.session_limit).unwrap();
+    std::thread::sleep(lapse.saturating_duration_since(Instant::now()) + Duration::from_millis(20));
+    let commits = broker.count(api::OFFSET_COMMIT);
+    assert!(matches!(
+        m.commit(&[(TopicPartition::new("t", 0), 8)]),
+        Err(Error::Rebalance(_))
+    ));
+    assert_eq!(broker.count(api::OFFSET_COMMIT), commits, "not sent");
+    assert_eq!(
+        m.poll(Duration::from_millis(10)).unwrap(),
+        ConsumerEvent::Lost(t0())
+    );
+    script.hang_heartbeats.store(false, Ordering::SeqCst);
+    m.close().unwrap();
+}

@@ -34,6 +34,8 @@ pub(super) struct Heartbeat {
     pub interval: Duration,
     /// Bound on one Heartbeat call.
     pub timeout: Duration,
+    /// The member's local session limit (see `local_session_limit`).
+    pub session_limit: Duration,
 }
 
 impl Heartbeat {
@@ -98,6 +100,7 @@ fn heartbeat_loop(hb: Heartbeat) {
         membership,
         interval,
         timeout,
+        session_limit,
     } = hb;
     let backoff = Backoff::between(
         client.config().retry_backoff.max(Duration::from_millis(20)),
@@ -130,7 +133,7 @@ fn heartbeat_loop(hb: Heartbeat) {
             // Kafka restarts the session timer on every heartbeat of a
             // member of the generation, also one answered 27.
             if r.error_code == 0 || r.error_code == KafkaCode::REBALANCE_IN_PROGRESS.code() {
-                membership.heard(&target, sent);
+                membership.heard(&target, sent, session_limit);
             }
         }
         let failure = match reply {

@@ -40,9 +40,10 @@ pub(super) struct MembershipState {
     /// When the coordinator last heard from this member for `target`, by
     /// the *sending* time of what it answered (the SyncGroup that entered
     /// the generation, then each heartbeat it answered): the broker's
-    /// session timer restarted no earlier than that. `None`: no target, or
-    /// the session was already reported expired (see [`Membership::expired`]).
+    /// session timer restarted no earlier than that. `None`: no target.
     pub(super) heard_since: Option<Instant>,
+    /// [`Membership::expired`] said so for `target` already.
+    pub(super) lapse_reported: bool,
     pub(super) stop: bool,
 }
 
@@ -66,6 +67,7 @@ impl Membership {
     pub(super) fn set_target(&self, target: Option<Generation>, synced_at: Instant) {
         let mut st = self.lock();
         st.heard_since = target.as_ref().map(|_| synced_at);
+        st.lapse_reported = false;
         st.target = target;
         st.ended = None;
         st.epoch = st.epoch.wrapping_add(1);
@@ -80,14 +82,28 @@ impl Membership {
     /// The coordinator answered a heartbeat for `about` sent at `sent`
     /// (answered at all: 27 counts too, Kafka restarts the session timer on
     /// it), if `about` is still the target.
-    pub(super) fn heard(&self, about: &Generation, sent: Instant) {
+    ///
+    /// Not once the session lapsed (see [`Membership::lapsed`]): by then
+    /// the engine gave the partitions up, so the lapse is final for the
+    /// generation and the poll side reports them lost.
+    pub(super) fn heard(&self, about: &Generation, sent: Instant, limit: Duration) {
         let mut st = self.lock();
         if st.target.as_ref() != Some(about) {
             return;
         }
         if let Some(since) = &mut st.heard_since {
-            *since = (*since).max(sent);
+            if since.elapsed() < limit {
+                *since = (*since).max(sent);
+            }
         }
+    }
+
+    /// Whether the target generation's session lapsed: nothing answered
+    /// for `limit` since `heard_since`. Final until the next target.
+    pub(super) fn lapsed(&self, limit: Duration) -> bool {
+        self.lock()
+            .heard_since
+            .is_some_and(|since| since.elapsed() >= limit)
     }
 
     /// Whether nothing sent for the target generation was answered within
@@ -96,12 +112,19 @@ impl Membership {
     pub(super) fn expired(&self, limit: Duration) -> bool {
         let mut st = self.lock();
         match st.heard_since {
-            Some(since) if st.target.is_some() && since.elapsed() >= limit => {
-                st.heard_since = None;
+            Some(since) if !st.lapse_reported && since.elapsed() >= limit => {
+                st.lapse_reported = true;
                 true
             }
             _ => false,
         }
+    }
+
+    /// When the target generation's session lapses (see
+    /// [`Membership::expired`]) unless a heartbeat is answered before;
+    /// `None` without a target.
+    pub(super) fn lapses_at(&self, limit: Duration) -> Option<Instant> {
+        self.lock().heard_since.map(|since| since + limit)
     }
 
     /// Records `end` if `about` is still the current generation. Fenced
@@ -187,15 +210,23 @@ mod tests {
         s.set_target(Some(gen(1)), long_ago);
         // A heartbeat sent long ago, answered now, does not help; nor one
         // for another generation.
-        s.heard(&gen(1), long_ago + Duration::from_millis(100));
-        s.heard(&gen(2), Instant::now());
+        s.heard(&gen(1), long_ago + Duration::from_millis(100), limit);
+        s.heard(&gen(2), Instant::now(), limit);
+        assert!(s.lapsed(limit));
+        // Once lapsed, a heartbeat answered late does not revive it.
+        s.heard(&gen(1), Instant::now(), limit);
+        assert!(s.lapsed(limit));
         assert!(s.expired(limit));
         assert!(!s.expired(limit), "reported once");
         // A fresh target restarts it; a recent answered heartbeat keeps it.
-        s.set_target(Some(gen(2)), long_ago);
-        s.heard(&gen(2), Instant::now());
+        s.set_target(Some(gen(2)), Instant::now() - limit / 2);
+        s.heard(&gen(2), Instant::now(), limit);
         assert!(!s.expired(limit));
+        assert!(!s.lapsed(limit));
+        let lapses = s.lapses_at(limit).unwrap();
+        assert!(lapses > Instant::now() && lapses <= Instant::now() + limit);
         s.clear_target();
         assert!(!s.expired(Duration::ZERO), "no target");
+        assert_eq!(s.lapses_at(limit), None);
     }
 }

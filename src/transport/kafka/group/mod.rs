@@ -179,6 +179,8 @@ impl GroupConsumer {
             .max(Duration::from_millis(10));
         // A heartbeat that takes longer than the session is useless anyway.
         let timeout = client.config().request_timeout.min(config.session_timeout);
+        let session_limit =
+            local_session_limit(config.session_timeout, client.config().fetch_max_wait);
         let heartbeat = heartbeat::Heartbeat {
             client: client.clone(),
             group: config.group_id.clone(),
@@ -187,10 +189,9 @@ impl GroupConsumer {
             membership: membership.clone(),
             interval,
             timeout,
+            session_limit,
         }
         .spawn()?;
-        let session_limit =
-            local_session_limit(config.session_timeout, client.config().fetch_max_wait);
         Ok(GroupConsumer {
             coord: Coordinator::new(
                 client.clone(),
@@ -325,6 +326,24 @@ impl GroupConsumer {
         // enters the next generation with nothing owned (everything it
         // gets is `Assigned`), or fails and reports `Lost` (of nothing).
         Some(ConsumerEvent::Lost(lost))
+    }
+
+    /// `timeout` for a coordinator call of the poll side, cut to end by the
+    /// session's lapse (at least 10 ms): past it the caller must hear of the
+    /// lost partitions, not wait for a hung connection.
+    pub(super) fn until_lapse(&self, timeout: Duration) -> Duration {
+        match self.membership.lapses_at(self.session_limit) {
+            Some(at) => timeout.min(
+                at.saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(10)),
+            ),
+            None => timeout,
+        }
+    }
+
+    /// Whether the session's lapse is past (the next poll reports `Lost`).
+    pub(super) fn lapsed(&self) -> bool {
+        self.membership.lapsed(self.session_limit)
     }
 
     /// Enters [`Phase::Fenced`]: no generation, no heartbeats, nothing to
@@ -498,8 +517,12 @@ impl Consumer for GroupConsumer {
                     );
                 }
             }
-            self.fetcher.fetch_round(
+            // A hung connection must not keep the poll past the session's
+            // lapse, which it is to report (see `session_expired`).
+            let lapse = self.membership.lapses_at(self.session_limit);
+            self.fetcher.fetch_round_by(
                 fetch_max_wait.min(deadline.saturating_duration_since(Instant::now())),
+                lapse,
             );
             fetched = true;
             // Refused credentials do not heal: tell the caller (the engine
@@ -549,6 +572,15 @@ impl Consumer for GroupConsumer {
 
     fn assignment(&self) -> Vec<TopicPartition> {
         self.assignment.clone()
+    }
+
+    /// True once the current generation's session lapsed (see
+    /// [`GroupConsumer::session_expired`]); it then stays true until the
+    /// member enters a generation again, by which time the poll reported
+    /// the partitions lost.
+    fn session_fence(&self) -> Option<crate::transport::SessionFence> {
+        let (membership, limit) = (self.membership.clone(), self.session_limit);
+        Some(Arc::new(move || membership.lapsed(limit)))
     }
 
     fn progress(&self) -> Vec<PartitionProgress> {
