@@ -465,6 +465,11 @@ impl Consumer for GroupConsumer {
             _ => {}
         }
         let deadline = Instant::now() + timeout;
+        // A lapsed session first: a rejoin finishing now must not enter its
+        // generation with partitions whose leases the lapse ended.
+        if let Some(ev) = self.session_expired() {
+            return Ok(ev);
+        }
         if let Some(ev) = self.after_revoke() {
             return Ok(ev);
         }
@@ -532,6 +537,9 @@ impl Consumer for GroupConsumer {
             }
             // A rebalance reported mid-poll ends the poll early.
             self.check_metadata();
+            if let Some(ev) = self.session_expired() {
+                return Ok(ev);
+            }
             if let Some(ev) = self.rejoin_done() {
                 return Ok(ev);
             }
