@@ -36,8 +36,9 @@
 //! interval), `BENCH_ENGINE_POLL_RECORDS` (the engine's default 500),
 //! `BENCH_REPEAT` (1: runs per row, median reported),
 //! `BENCH_PERF_CTL` (perf control fifos, comma-separated: profiling
-//! enabled during the timed runs only), `BENCH_ENGINE_COMPRESSION` (`none`; `lz4`, `gzip`, `zstd`: the engine's
-//! writes compressed). CPU per record comes
+//! enabled during the timed runs only), `BENCH_ENGINE_COMPRESSION` (`none`;
+//! `lz4`, `gzip`, `zstd`: the engine's writes compressed; the pre-load
+//! stays uncompressed). CPU per record comes
 //! from `/proc` (this process, all threads) and, with `BENCH_BROKER_PID`
 //! (set by scripts/bench-kafka), the broker's.
 //!
@@ -76,8 +77,8 @@ use kafka_retry::transport::{
     Transport,
 };
 use kafka_retry::{
-    Compression, Delivered, Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, Redelivery,
-    RetryPolicy, Stats, TopicPartition, ATTEMPTS, ENQUEUED_AT,
+    Compression, Delivered, Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record,
+    Redelivery, RetryPolicy, Stats, TopicPartition, ATTEMPTS, ENQUEUED_AT,
 };
 
 const PARTITIONS: i32 = 6;
@@ -682,9 +683,11 @@ fn main() -> Result<(), BoxError> {
         Ok("zstd") => Compression::Zstd,
         _ => Compression::None,
     };
-    let kafka =
-        KafkaTransport::connect(KafkaConfig::new(&bootstrap).compression(compression))?;
-    let producer = kafka.producer()?;
+    let kafka = KafkaTransport::connect(KafkaConfig::new(&bootstrap).compression(compression))?;
+    // The input topics are pre-loaded uncompressed whatever the engine's
+    // setting: the main path's fetches stay the same, only the engine's
+    // own writes (retry topic, relay) change.
+    let producer = KafkaTransport::connect(KafkaConfig::new(&bootstrap))?.producer()?;
     let run_id = bench::run_id();
     let bench = Bench {
         kafka,

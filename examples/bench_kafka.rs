@@ -910,18 +910,102 @@ fn retry_cost(bench: &Bench, bootstrap: &str) -> Result<(), BoxError> {
         idempotence,
     };
     let variants = [
-        v("1 header, chunk 10000", Hdrs::One, 100, 10_000, Compression::None, true),
-        v("no header, chunk 10000", Hdrs::Zero, 100, 10_000, Compression::None, true),
-        v("7 retry headers, chunk 10000", Hdrs::Retry7, 100, 10_000, Compression::None, true),
-        v("no header, value +retry header bytes, chunk 10000", Hdrs::Zero, 100 + header_bytes, 10_000, Compression::None, true),
-        v("1 header, chunk small", Hdrs::One, 100, small, Compression::None, true),
-        v("7 retry headers, chunk small", Hdrs::Retry7, 100, small, Compression::None, true),
-        v("7 retry headers, chunk small, idempotence off", Hdrs::Retry7, 100, small, Compression::None, false),
-        v("7 retry headers, chunk small, lz4", Hdrs::Retry7, 100, small, Compression::Lz4, true),
-        v("7 retry headers, chunk 10000, lz4", Hdrs::Retry7, 100, 10_000, Compression::Lz4, true),
-        v("no header, value +retry header bytes, chunk small", Hdrs::Zero, 100 + header_bytes, small, Compression::None, true),
-        v("1 header, chunk small, one partition", Hdrs::One, 100, small, Compression::None, true),
-        v("1 header, chunk 2000", Hdrs::One, 100, 2_000, Compression::None, true),
+        v(
+            "1 header, chunk 10000",
+            Hdrs::One,
+            100,
+            10_000,
+            Compression::None,
+            true,
+        ),
+        v(
+            "no header, chunk 10000",
+            Hdrs::Zero,
+            100,
+            10_000,
+            Compression::None,
+            true,
+        ),
+        v(
+            "7 retry headers, chunk 10000",
+            Hdrs::Retry7,
+            100,
+            10_000,
+            Compression::None,
+            true,
+        ),
+        v(
+            "no header, value +retry header bytes, chunk 10000",
+            Hdrs::Zero,
+            100 + header_bytes,
+            10_000,
+            Compression::None,
+            true,
+        ),
+        v(
+            "1 header, chunk small",
+            Hdrs::One,
+            100,
+            small,
+            Compression::None,
+            true,
+        ),
+        v(
+            "7 retry headers, chunk small",
+            Hdrs::Retry7,
+            100,
+            small,
+            Compression::None,
+            true,
+        ),
+        v(
+            "7 retry headers, chunk small, idempotence off",
+            Hdrs::Retry7,
+            100,
+            small,
+            Compression::None,
+            false,
+        ),
+        v(
+            "7 retry headers, chunk small, lz4",
+            Hdrs::Retry7,
+            100,
+            small,
+            Compression::Lz4,
+            true,
+        ),
+        v(
+            "7 retry headers, chunk 10000, lz4",
+            Hdrs::Retry7,
+            100,
+            10_000,
+            Compression::Lz4,
+            true,
+        ),
+        v(
+            "no header, value +retry header bytes, chunk small",
+            Hdrs::Zero,
+            100 + header_bytes,
+            small,
+            Compression::None,
+            true,
+        ),
+        v(
+            "1 header, chunk small, one partition",
+            Hdrs::One,
+            100,
+            small,
+            Compression::None,
+            true,
+        ),
+        v(
+            "1 header, chunk 2000",
+            Hdrs::One,
+            100,
+            2_000,
+            Compression::None,
+            true,
+        ),
     ];
     let (config, _) = bench_config(bootstrap)?;
     let mut transports: Vec<((Compression, bool), KafkaTransport)> = Vec::new();
@@ -983,7 +1067,9 @@ fn retry_cost(bench: &Bench, bootstrap: &str) -> Result<(), BoxError> {
                     r.value = Some(value.clone());
                     r.headers = match var.headers {
                         Hdrs::Zero => Vec::new(),
-                        Hdrs::One => vec![Header::new(HEADER_KEY, Bytes::from_static(HEADER_VALUE))],
+                        Hdrs::One => {
+                            vec![Header::new(HEADER_KEY, Bytes::from_static(HEADER_VALUE))]
+                        }
                         Hdrs::Retry7 => retry_headers(origin, i),
                     };
                     r
