@@ -4,8 +4,8 @@
 //!
 //! Run: `scripts/bench-kafka engine` (starts a throw-away Tansu broker, a
 //! release build), which is `scripts/test-broker cargo run --release
-//! --example bench_engine_kafka`. Arguments pick rows: `tp0`, `tp10`
-//! (default both). `KAFKA_BOOTSTRAP` names the broker.
+//! --example bench_engine_kafka`. Arguments pick rows: `tp0`, `tp10`,
+//! `tp10p` (default all three). `KAFKA_BOOTSTRAP` names the broker.
 //!
 //! Workload: N records pre-loaded (not timed) into a fresh topic with 6
 //! partitions: 10,000 distinct keys (`key-00042`), 100-byte values whose
@@ -19,6 +19,9 @@
 //!   first attempt (no `retry.attempts` header): each is written to the
 //!   retry topic, read back by the relay, written to the origin topic after
 //!   the retry interval, read again and `Done`. Finished when all N are done.
+//! - `tp10p`: as `tp10` with `Redelivery::Private`: the relay hands each due
+//!   record straight to the workers (no origin write, no second origin
+//!   read); done once the worker settles it.
 //!
 //! Besides the rate from `build()`, the table gives the time from `build()`
 //! to the first handler call (mostly the group join: Tansu completes a join
@@ -31,7 +34,11 @@
 //! `BENCH_ENGINE_N10` (50000 at 10%), `BENCH_ENGINE_WORKERS` (4),
 //! `BENCH_ENGINE_SESSION_MS` (2000), `BENCH_ENGINE_RETRY_MS` (100, the retry
 //! interval), `BENCH_ENGINE_POLL_RECORDS` (the engine's default 500),
-//! `BENCH_REPEAT` (1: runs per row, median reported). CPU per record comes
+//! `BENCH_REPEAT` (1: runs per row, median reported),
+//! `BENCH_PERF_CTL` (perf control fifos, comma-separated: profiling
+//! enabled during the timed runs only), `BENCH_ENGINE_COMPRESSION` (`none`;
+//! `lz4`, `gzip`, `zstd`: the engine's writes compressed; the pre-load
+//! stays uncompressed). CPU per record comes
 //! from `/proc` (this process, all threads) and, with `BENCH_BROKER_PID`
 //! (set by scripts/bench-kafka), the broker's.
 //!
@@ -70,8 +77,8 @@ use kafka_retry::transport::{
     Transport,
 };
 use kafka_retry::{
-    Delivered, Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats,
-    TopicPartition, ATTEMPTS, ENQUEUED_AT,
+    Compression, Delivered, Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record,
+    Redelivery, RetryPolicy, Stats, TopicPartition, ATTEMPTS, ENQUEUED_AT,
 };
 
 const PARTITIONS: i32 = 6;
@@ -282,6 +289,9 @@ impl Consumer for CountedConsumer {
 enum Mode {
     NoRetry,
     Retry10,
+    /// As `Retry10`, with `Redelivery::Private`: the relay hands due
+    /// records to the workers, nothing is written back to the origin topic.
+    Retry10Private,
 }
 
 impl Mode {
@@ -289,6 +299,7 @@ impl Mode {
         match self {
             Mode::NoRetry => "0% retries",
             Mode::Retry10 => "10% retries",
+            Mode::Retry10Private => "10% retries, Redelivery::Private",
         }
     }
 }
@@ -375,7 +386,7 @@ impl Bench {
                     let ns = t0.elapsed().as_nanos() as u64 + 1;
                     let _ = first.compare_exchange(0, ns, Ordering::Relaxed, Ordering::Relaxed);
                 }
-                if mode == Mode::Retry10
+                if mode != Mode::NoRetry
                     && id_of(r).is_multiple_of(10)
                     && r.header(ATTEMPTS).is_none()
                 {
@@ -404,9 +415,14 @@ impl Bench {
         if let Some(p) = self.poll_records {
             builder = builder.max_poll_records(p);
         }
+        if mode == Mode::Retry10Private {
+            builder = builder.redelivery(Redelivery::Private);
+        }
+        perf_control("enable");
         let engine = builder.build()?;
         let build = t0.elapsed();
         let m = bench::watch(&engine, t0, RUN_LIMIT, n, |s| s.assigned_partitions > 0);
+        perf_control("disable");
         let cpu = process_cpu() - cpu0;
         let broker_cpu = self.broker_cpu() - broker0;
         let roles1 = cpu_by_role();
@@ -442,6 +458,24 @@ impl Bench {
             roles,
             calls,
         })
+    }
+}
+
+/// Writes `cmd` (`enable`, `disable`) to each control fifo in
+/// `BENCH_PERF_CTL` (comma-separated; `perf record --control fifo:PATH -D
+/// -1`), so a profile covers the timed runs only, not the pre-load.
+fn perf_control(cmd: &str) {
+    use std::io::Write as _;
+    let Ok(paths) = std::env::var("BENCH_PERF_CTL") else {
+        return;
+    };
+    for path in paths.split(',').filter(|p| !p.is_empty()) {
+        match std::fs::OpenOptions::new().write(true).open(path) {
+            Ok(mut f) => {
+                let _ = writeln!(f, "{cmd}");
+            }
+            Err(e) => eprintln!("bench_engine_kafka: perf control {path}: {e}"),
+        }
     }
 }
 
@@ -608,7 +642,7 @@ fn print_run(label: &str, r: &Run) {
     println!(
         "{label} x {}: build() {:.0} ms, assigned {}, first record {}, first pass {}, all done {} \
          -> {} rec/s from build(), {} rec/s from the assignment; received {}, done {}, \
-         retried {}, relayed {}, dead-lettered {}, send errors {}, rebalances {}; CPU/record \
+         retried {}, relayed {} (privately {}), dead-lettered {}, send errors {}, rebalances {}; CPU/record \
          {:.2} us client, {:.2} us broker; CPU s by thread: {}",
         r.n,
         r.build.as_secs_f64() * 1e3,
@@ -622,6 +656,7 @@ fn print_run(label: &str, r: &Run) {
         s.done,
         s.retried,
         s.relayed,
+        s.redelivered_private,
         s.dead_lettered.total(),
         s.send_errors,
         s.rebalances,
@@ -639,8 +674,20 @@ fn main() -> Result<(), BoxError> {
     let sections = bench::Sections::from_args();
     let bootstrap = std::env::var("KAFKA_BOOTSTRAP")
         .map_err(|_| "KAFKA_BOOTSTRAP is not set: run through scripts/bench-kafka")?;
-    let kafka = KafkaTransport::connect(KafkaConfig::new(&bootstrap))?;
-    let producer = kafka.producer()?;
+    // `BENCH_ENGINE_COMPRESSION=lz4` (or gzip, zstd): the engine's writes
+    // compressed (Tansu stores a compressed batch as it came; see the
+    // README's retry-path cost table).
+    let compression = match std::env::var("BENCH_ENGINE_COMPRESSION").as_deref() {
+        Ok("lz4") => Compression::Lz4,
+        Ok("gzip") => Compression::Gzip,
+        Ok("zstd") => Compression::Zstd,
+        _ => Compression::None,
+    };
+    let kafka = KafkaTransport::connect(KafkaConfig::new(&bootstrap).compression(compression))?;
+    // The input topics are pre-loaded uncompressed whatever the engine's
+    // setting: the main path's fetches stay the same, only the engine's
+    // own writes (retry topic, relay) change.
+    let producer = KafkaTransport::connect(KafkaConfig::new(&bootstrap))?.producer()?;
     let run_id = bench::run_id();
     let bench = Bench {
         kafka,
@@ -661,7 +708,7 @@ fn main() -> Result<(), BoxError> {
     println!(
         "bench_engine_kafka: broker {bootstrap} ({}), {} cores; {PARTITIONS} partitions, {KEYS} keys, \
          {VALUE_BYTES}-byte values, no-op handler, {} workers, session timeout {:?}, retry interval \
-         {:?}, max_poll_records {}",
+         {:?}, max_poll_records {}, compression {compression:?}",
         std::env::var("KAFKA_RETRY_BROKER").unwrap_or_else(|_| "?".into()),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         bench.workers,
@@ -746,7 +793,11 @@ fn main() -> Result<(), BoxError> {
     }
 
     let mut rows: Vec<(Mode, Vec<Run>)> = Vec::new();
-    for (mode, n, section) in [(Mode::NoRetry, n0, "tp0"), (Mode::Retry10, n10, "tp10")] {
+    for (mode, n, section) in [
+        (Mode::NoRetry, n0, "tp0"),
+        (Mode::Retry10, n10, "tp10"),
+        (Mode::Retry10Private, n10, "tp10p"),
+    ] {
         if !sections.want(section) {
             continue;
         }
@@ -798,7 +849,7 @@ fn main() -> Result<(), BoxError> {
             human(r.rate()),
             human(r.rate_after_assigned()),
             r.stats.retried,
-            r.stats.relayed,
+            r.stats.relayed + r.stats.redelivered_private,
             r.cpu * 1e6 / r.n as f64,
             r.broker_cpu * 1e6 / r.n as f64
         );

@@ -623,6 +623,10 @@ fn main() -> Result<(), BoxError> {
     if std::env::args().skip(1).any(|a| a == "idempotence") {
         idempotence_on_off(&bench, &bootstrap, &sizes)?;
     }
+    // Opt-in: `scripts/bench-kafka retrycost` (issue 13 §1).
+    if std::env::args().skip(1).any(|a| a == "retrycost") {
+        retry_cost(&bench, &bootstrap)?;
+    }
 
     if want("produce") {
         let producer = bench.kafka.producer()?;
@@ -830,6 +834,328 @@ fn main() -> Result<(), BoxError> {
         }
     }
     Ok(())
+}
+
+/// What a `retrycost` variant puts in each record's headers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Hdrs {
+    /// None at all.
+    Zero,
+    /// The one 16-byte `trace` header of the other rows.
+    One,
+    /// The seven headers a worker writes on a retry (names from
+    /// src/headers.rs, values as a first retry has them).
+    Retry7,
+}
+
+/// One `retrycost` variant: how the records look and how they are sent.
+#[derive(Debug, Clone, Copy)]
+struct CostVariant {
+    label: &'static str,
+    headers: Hdrs,
+    /// Value bytes (100 B, or more to match the retry headers' bytes).
+    value: usize,
+    chunk: usize,
+    compression: kafka_retry::Compression,
+    idempotence: bool,
+}
+
+/// One `retrycost` measurement: produce, then a group member fetches it
+/// all back.
+#[derive(Debug, Clone, Copy)]
+struct CostRun {
+    produce: Rate,
+    /// Assignment to last record (the join, during which the broker idles
+    /// in fetch waits, left out of the broker's CPU).
+    fetch: Rate,
+}
+
+/// The seven retry headers of a first retry of record `i` read from
+/// `origin` (the values' widths match a real run: a 13-digit clock).
+fn retry_headers(origin: &str, i: usize) -> Vec<Header> {
+    let now = 1_764_000_000_000i64 + i as i64;
+    vec![
+        Header::new(kafka_retry::ORIGIN_TOPIC, origin.to_string()),
+        Header::new(kafka_retry::ORIGIN_PARTITION, (i % 6).to_string()),
+        Header::new(kafka_retry::ORIGIN_OFFSET, (i / 6).to_string()),
+        Header::new(kafka_retry::FIRST_RECEIVED_AT, now.to_string()),
+        Header::new(kafka_retry::ENQUEUED_AT, (now + 3).to_string()),
+        Header::new(kafka_retry::ATTEMPTS, "1"),
+        Header::new(kafka_retry::REASON, "bench"),
+    ]
+}
+
+/// Where the broker's CPU per retried record goes (issue 13 §1): the same
+/// records produced with no header, one, or the seven retry headers, in
+/// chunks as large as the pre-load's or as the engine's retry writes,
+/// compressed or not, idempotent or not; then fetched back by a group
+/// member. Prints broker and client CPU per record for both directions.
+fn retry_cost(bench: &Bench, bootstrap: &str) -> Result<(), BoxError> {
+    use kafka_retry::Compression;
+    let n = env_usize("BENCH_RETRYCOST_N", 100_000).max(1);
+    // The engine's retry writes go out 400-545 records per send_batch
+    // (across 6 partitions); the pre-load's in chunks of 10,000.
+    let small = env_usize("BENCH_RETRYCOST_CHUNK", 500).max(1);
+    let origin = "bench-engine-1764000000-17"; // as long as the engine bench's topics
+    let header_bytes: usize = retry_headers(origin, 123_456)
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 2)
+        .sum();
+    let v = |label, headers, value, chunk, compression, idempotence| CostVariant {
+        label,
+        headers,
+        value,
+        chunk,
+        compression,
+        idempotence,
+    };
+    let variants = [
+        v(
+            "1 header, chunk 10000",
+            Hdrs::One,
+            100,
+            10_000,
+            Compression::None,
+            true,
+        ),
+        v(
+            "no header, chunk 10000",
+            Hdrs::Zero,
+            100,
+            10_000,
+            Compression::None,
+            true,
+        ),
+        v(
+            "7 retry headers, chunk 10000",
+            Hdrs::Retry7,
+            100,
+            10_000,
+            Compression::None,
+            true,
+        ),
+        v(
+            "no header, value +retry header bytes, chunk 10000",
+            Hdrs::Zero,
+            100 + header_bytes,
+            10_000,
+            Compression::None,
+            true,
+        ),
+        v(
+            "1 header, chunk small",
+            Hdrs::One,
+            100,
+            small,
+            Compression::None,
+            true,
+        ),
+        v(
+            "7 retry headers, chunk small",
+            Hdrs::Retry7,
+            100,
+            small,
+            Compression::None,
+            true,
+        ),
+        v(
+            "7 retry headers, chunk small, idempotence off",
+            Hdrs::Retry7,
+            100,
+            small,
+            Compression::None,
+            false,
+        ),
+        v(
+            "7 retry headers, chunk small, lz4",
+            Hdrs::Retry7,
+            100,
+            small,
+            Compression::Lz4,
+            true,
+        ),
+        v(
+            "7 retry headers, chunk 10000, lz4",
+            Hdrs::Retry7,
+            100,
+            10_000,
+            Compression::Lz4,
+            true,
+        ),
+        v(
+            "no header, value +retry header bytes, chunk small",
+            Hdrs::Zero,
+            100 + header_bytes,
+            small,
+            Compression::None,
+            true,
+        ),
+        v(
+            "1 header, chunk small, one partition",
+            Hdrs::One,
+            100,
+            small,
+            Compression::None,
+            true,
+        ),
+        v(
+            "1 header, chunk 2000",
+            Hdrs::One,
+            100,
+            2_000,
+            Compression::None,
+            true,
+        ),
+    ];
+    let (config, _) = bench_config(bootstrap)?;
+    let mut transports: Vec<((Compression, bool), KafkaTransport)> = Vec::new();
+    for var in &variants {
+        let k = (var.compression, var.idempotence);
+        if transports.iter().any(|(t, _)| *t == k) {
+            continue;
+        }
+        let t = KafkaTransport::connect(
+            config
+                .clone()
+                .acks(kafka_retry::Acks::All)
+                .linger(LINGER)
+                .batch_size(BATCH_SIZE)
+                .compression(k.0)
+                .idempotence(k.1),
+        )?;
+        transports.push((k, t));
+    }
+    let producers: Vec<Arc<dyn Producer>> = transports
+        .iter()
+        .map(|(_, t)| t.producer())
+        .collect::<Result<_, _>>()?;
+    let producer_of = |var: &CostVariant| {
+        let i = transports
+            .iter()
+            .position(|(k, _)| *k == (var.compression, var.idempotence))
+            .unwrap_or(0);
+        &producers[i]
+    };
+    // Warm-up: every producer once, one fetch.
+    let warm = bench.topic("warm-cost");
+    bench.create(&warm)?;
+    for p in &producers {
+        bench.produce_batch(&**p, &warm, 10_000, &value_of(100))?;
+    }
+    cost_fetch(bench, &warm, 10_000 * producers.len())?;
+
+    println!(
+        "retrycost: {n} records per run, 10,000 keys, retry headers {header_bytes} B on the \
+         wire (7 headers), small chunk {small}"
+    );
+    let mut runs: Vec<Vec<CostRun>> = vec![Vec::new(); variants.len()];
+    for rep in 0..bench.repeat {
+        for (k, var) in variants.iter().enumerate() {
+            let topic = bench.topic(&format!("cost-{k}-{rep}"));
+            bench.create(&topic)?;
+            let value = value_of(var.value);
+            let meter = bench.meter();
+            bench::send_chunked(
+                &**producer_of(var),
+                (0..n).map(|i| {
+                    let mut r = OutRecord::new(&topic);
+                    r.key = Some(bench.keys[i % bench.keys.len()].clone());
+                    if var.label.ends_with("one partition") {
+                        // One partition batch per request instead of six.
+                        r.partitioning = kafka_retry::Partitioning::Explicit(0);
+                    }
+                    r.value = Some(value.clone());
+                    r.headers = match var.headers {
+                        Hdrs::Zero => Vec::new(),
+                        Hdrs::One => {
+                            vec![Header::new(HEADER_KEY, Bytes::from_static(HEADER_VALUE))]
+                        }
+                        Hdrs::Retry7 => retry_headers(origin, i),
+                    };
+                    r
+                }),
+                var.chunk,
+                &format!("send_batch to {topic}"),
+            )?;
+            let produce = meter.rate(bench, n, &value, 0.0);
+            let fetch = cost_fetch(bench, &topic, n)?;
+            println!(
+                "retrycost {}: produce {}; fetch {}",
+                var.label,
+                produce.show_cpu(),
+                fetch.show_cpu()
+            );
+            runs[k].push(CostRun { produce, fetch });
+        }
+    }
+    println!();
+    println!(
+        "Retry-path cost on the broker: {n} keyed records per run, 6 partitions, acks=all, \
+         linger {LINGER:?}; CPU per record in µs; fetch = a new group member from its \
+         assignment to the last record; median of {} (by produce broker CPU).",
+        bench.repeat
+    );
+    println!();
+    println!(
+        "| variant | produce rec/s | produce broker | produce client | fetch broker | fetch client |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (var, rs) in variants.iter().zip(&runs) {
+        let Some(r) = median(rs, |r| r.produce.broker_cpu_per_record_us()) else {
+            continue;
+        };
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            var.label.replace("small", &small.to_string()),
+            human(r.produce.per_sec()),
+            r.produce.broker_cpu_per_record_us(),
+            r.produce.cpu_per_record_us(),
+            r.fetch.broker_cpu_per_record_us(),
+            r.fetch.cpu_per_record_us(),
+        );
+    }
+    println!();
+    Ok(())
+}
+
+/// A new group member reads `count` records of `topic`; CPU (ours and the
+/// broker's) and time from its assignment to the last record.
+fn cost_fetch(bench: &Bench, topic: &str, count: usize) -> Result<Rate, BoxError> {
+    let mut config = ConsumerConfig::new(bench.topic(&format!("gc{}", unique())), [topic]);
+    config.session_timeout = Duration::from_millis(2000);
+    config.max_poll_records = bench.poll_records;
+    let mut consumer = bench.kafka.consumer(config)?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut start: Option<(Instant, f64, f64)> = None;
+    let (mut got, mut bytes) = (0usize, 0u64);
+    while got < count {
+        if Instant::now() > deadline {
+            return Err(format!("fetch {topic}: {got} of {count} records after 120 s").into());
+        }
+        match consumer.poll(Duration::from_millis(200))? {
+            ConsumerEvent::Assigned(_) => {
+                start.get_or_insert_with(|| (Instant::now(), process_cpu(), bench.broker_cpu()));
+            }
+            ConsumerEvent::Records(records) => {
+                got += records.len();
+                bytes += records
+                    .iter()
+                    .map(|r| r.value.as_ref().map_or(0, |v| v.len()) as u64)
+                    .sum::<u64>();
+            }
+            ev => return Err(format!("fetch {topic}: unexpected {ev:?}").into()),
+        }
+    }
+    let (t0, cpu0, broker0) = start.ok_or("fetch: records before the assignment")?;
+    let rate = Rate {
+        records: got as u64,
+        value_bytes: bytes,
+        seconds: t0.elapsed().as_secs_f64(),
+        cpu: process_cpu() - cpu0,
+        broker_cpu: bench.broker_cpu() - broker0,
+    };
+    let _ = consumer.close();
+    Ok(rate)
 }
 
 /// Our `send_batch` with the idempotent producer (the default) and without

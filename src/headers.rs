@@ -191,33 +191,34 @@ impl RetryInfo {
         reason: &str,
         dead: Option<DeadReason>,
     ) -> Vec<Header> {
-        let mut out: Vec<Header> = user
-            .iter()
-            .filter(|h| !is_retry_header(h))
-            .cloned()
-            .collect();
-        out.reserve(9);
+        // Sized once: the user's headers and up to nine of ours.
+        let mut out: Vec<Header> = Vec::with_capacity(user.len() + 9);
+        out.extend(user.iter().filter(|h| !is_retry_header(h)).cloned());
         // Every value written into one buffer and sliced from it: one
         // allocation for the seven values instead of one each (this runs
-        // once per retried record, on the workers).
-        use std::io::Write as _;
+        // once per retried record, on the workers). Numbers in decimal by
+        // hand: `write!` went through the formatting machinery per value.
         let reason = truncate(reason);
         let mut buf = Vec::with_capacity(self.origin_topic.len() + reason.len() + 96);
         let mut spans = [0usize; 8];
-        let mut put = |buf: &mut Vec<u8>, i: usize, v: &dyn std::fmt::Display| {
-            // Writing to a Vec cannot fail.
-            let _ = write!(buf, "{v}");
+        let mut put = |buf: &mut Vec<u8>, i: usize, v: &[u8]| {
+            buf.extend_from_slice(v);
             spans[i] = buf.len();
         };
-        put(&mut buf, 0, &self.origin_topic);
-        put(&mut buf, 1, &self.origin_partition);
-        put(&mut buf, 2, &self.origin_offset);
-        put(&mut buf, 3, &self.first_received_at);
-        put(&mut buf, 4, &self.enqueued_at);
-        put(&mut buf, 5, &self.attempts);
-        put(&mut buf, 6, &reason);
+        let mut digits = [0u8; 20];
+        put(&mut buf, 0, self.origin_topic.as_bytes());
+        put(
+            &mut buf,
+            1,
+            decimal(self.origin_partition.into(), &mut digits),
+        );
+        put(&mut buf, 2, decimal(self.origin_offset, &mut digits));
+        put(&mut buf, 3, decimal(self.first_received_at, &mut digits));
+        put(&mut buf, 4, decimal(self.enqueued_at, &mut digits));
+        put(&mut buf, 5, decimal(self.attempts.into(), &mut digits));
+        put(&mut buf, 6, reason.as_bytes());
         if let Some(d) = self.due_at {
-            put(&mut buf, 7, &d);
+            put(&mut buf, 7, decimal(d, &mut digits));
         }
         let buf = Bytes::from(buf);
         let names = [
@@ -246,6 +247,26 @@ impl RetryInfo {
     }
 }
 
+/// `v` in decimal (a leading `-` when negative), as `Display` writes it,
+/// in the tail of `digits` (an i64 has at most 19 digits and a sign).
+fn decimal(v: i64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut u = v.unsigned_abs();
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (u % 10) as u8;
+        u /= 10;
+        if u == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    &digits[at..]
+}
+
 /// Stamps a dead-letter record's headers with who gave up and when
 /// (`retry.group`, `retry.dead-lettered-at`), replacing any earlier stamp
 /// so a record dead-lettered, replayed and dead-lettered again carries one.
@@ -253,6 +274,59 @@ pub(crate) fn stamp_dead_letter(headers: &mut Vec<Header>, group: &str, now_ms: 
     headers.retain(|h| &h.key[..] != DEAD_LETTERED_AT.as_bytes() && &h.key[..] != GROUP.as_bytes());
     headers.push(Header::new(DEAD_LETTERED_AT, now_ms.to_string()));
     headers.push(Header::new(GROUP, group.to_string()));
+}
+
+/// A copy of `headers` (same keys, values, order, nulls) that shares
+/// nothing with them: our own names point at static strings, every other
+/// key and value is copied into one new buffer. For the relay's origin
+/// writes: the read record's headers are slices of the whole Fetch
+/// response, so cloning them costs two reference counts per header on one
+/// counter that the fetching thread, the relay and the producer thread
+/// (which drops the written copy) all touch; a few hundred bytes copied
+/// cost less.
+pub(crate) fn compact(headers: &[Header]) -> Vec<Header> {
+    let own = |key: &[u8]| OWN.iter().find(|name| name.as_bytes() == key).copied();
+    let copied: usize = headers
+        .iter()
+        .map(|h| {
+            let key = if own(&h.key).is_some() {
+                0
+            } else {
+                h.key.len()
+            };
+            key + h.value.as_ref().map_or(0, |v| v.len())
+        })
+        .sum();
+    let mut buf = Vec::with_capacity(copied);
+    // (key span, value span) per header; None: a static key, a null value.
+    let mut spans = Vec::with_capacity(headers.len());
+    for h in headers {
+        let key = match own(&h.key) {
+            Some(name) => Err(name),
+            None => {
+                let at = buf.len();
+                buf.extend_from_slice(&h.key);
+                Ok(at..buf.len())
+            }
+        };
+        let value = h.value.as_ref().map(|v| {
+            let at = buf.len();
+            buf.extend_from_slice(v);
+            at..buf.len()
+        });
+        spans.push((key, value));
+    }
+    let buf = Bytes::from(buf);
+    spans
+        .into_iter()
+        .map(|(key, value)| Header {
+            key: match key {
+                Err(name) => Bytes::from_static(name.as_bytes()),
+                Ok(span) => buf.slice(span),
+            },
+            value: value.map(|span| buf.slice(span)),
+        })
+        .collect()
 }
 
 /// Headers for a dead-letter copy of a record whose retry headers cannot be
@@ -601,6 +675,81 @@ mod tests {
             assert_eq!(w[0], w[6]);
         }
         assert!(hs.len() <= 1 + OWN.len(), "{}", hs.len());
+    }
+
+    /// The hand-written decimal matches `Display` everywhere it matters:
+    /// 0, the ends of the ranges, every length of number, negatives.
+    #[test]
+    fn decimal_writes_what_display_writes() {
+        let mut cases = vec![
+            0i64,
+            1,
+            -1,
+            9,
+            10,
+            99,
+            100,
+            i64::MAX,
+            i64::MIN,
+            i64::MIN + 1,
+        ];
+        let mut p = 1i64;
+        for _ in 0..18 {
+            p *= 10;
+            cases.extend([p - 1, p, p + 1, -p, -(p - 1)]);
+        }
+        cases.extend([i32::MAX as i64, i32::MIN as i64, u32::MAX as i64, NOW]);
+        let mut digits = [0u8; 20];
+        for v in cases {
+            assert_eq!(decimal(v, &mut digits), v.to_string().as_bytes(), "{v}");
+        }
+    }
+
+    /// `compact` gives the same headers (keys, values, order, duplicates,
+    /// nulls, empty values, non-UTF-8 bytes), none of them pointing into the
+    /// buffer the originals are slices of (a Fetch response's, on the wire).
+    #[test]
+    fn compact_copies_every_header_and_shares_nothing() {
+        let mut raw = Vec::new();
+        let mut spans = Vec::new();
+        let mut add = |k: &[u8], v: Option<&[u8]>| {
+            let at = raw.len();
+            raw.extend_from_slice(k);
+            let kspan = at..raw.len();
+            let vspan = v.map(|v| {
+                let at = raw.len();
+                raw.extend_from_slice(v);
+                at..raw.len()
+            });
+            spans.push((kspan, vspan));
+        };
+        for h in valid() {
+            add(&h.key, h.value.as_deref());
+        }
+        add(b"\xffuser", Some(b"\xfe"));
+        add(b"user-null", None);
+        add(ATTEMPTS.as_bytes(), Some(b""));
+        add(ATTEMPTS.as_bytes(), Some(b"7"));
+        let wire = Bytes::from(raw);
+        let hs: Vec<Header> = spans
+            .into_iter()
+            .map(|(k, v)| Header {
+                key: wire.slice(k),
+                value: v.map(|v| wire.slice(v)),
+            })
+            .collect();
+        let copy = compact(&hs);
+        assert_eq!(copy, hs);
+        let start = wire.as_ptr() as usize;
+        let inside = |b: &Bytes| {
+            let p = b.as_ptr() as usize;
+            !b.is_empty() && p >= start && p < start + wire.len()
+        };
+        for c in &copy {
+            assert!(!inside(&c.key), "{c:?}");
+            assert!(!c.value.as_ref().is_some_and(inside), "{c:?}");
+        }
+        assert!(compact(&[]).is_empty());
     }
 
     #[test]

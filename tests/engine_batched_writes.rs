@@ -217,5 +217,29 @@ fn failed_acknowledgements_are_sent_again() {
     origins.sort_unstable();
     origins.dedup();
     assert_eq!(origins, (0..n as i64).step_by(10).collect::<Vec<_>>());
+    // A copy sent again is the same copy (the worker builds it again
+    // rather than keeping it): key, value and every header but the
+    // restamped `retry.enqueued-at` as the first time.
+    let same = |r: &kafka_retry::Record| {
+        let headers: Vec<_> = r
+            .headers
+            .iter()
+            .filter(|h| &h.key[..] != kafka_retry::ENQUEUED_AT.as_bytes())
+            .cloned()
+            .collect();
+        (r.key.clone(), r.value.clone(), headers)
+    };
+    let mut again = 0;
+    for origin in &origins {
+        let of: Vec<_> = copies
+            .iter()
+            .filter(|r| r.origin_offset() == Some(*origin))
+            .collect();
+        again += of.len() - 1;
+        for c in &of[1..] {
+            assert_eq!(same(c), same(of[0]), "copies of {origin}");
+        }
+    }
+    assert!(again > 0, "no copy was sent twice");
     engine.shutdown(Duration::from_secs(5)).unwrap();
 }

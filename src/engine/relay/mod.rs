@@ -637,12 +637,13 @@ impl Relay {
                         return Route::Private;
                     }
                     // Headers travel as they are: first-received-at and
-                    // attempts must survive the hop.
+                    // attempts must survive the hop. Copied, not cloned:
+                    // see `headers::compact`.
                     Route::Origin(OutRecord::forward(
                         record,
                         info.origin_topic.clone(),
                         partitioning,
-                        record.headers.clone(),
+                        headers::compact(&record.headers),
                     ))
                 }
             }

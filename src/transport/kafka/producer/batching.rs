@@ -234,21 +234,20 @@ impl Inner {
         r: &OutRecord,
         counts: &mut HashMap<String, Result<i32>>,
     ) -> Result<i32> {
-        // Looked up before `entry`, which would clone the topic per record.
-        if !counts.contains_key(&r.topic) {
-            let count = match self.client.cached_partition_count(&r.topic) {
-                Ok(Some(n)) => Ok(n),
-                Ok(None) => Err(Error::UnknownTopic(r.topic.clone())),
-                Err(e) => Err(e),
-            };
-            counts.insert(r.topic.clone(), count);
-        }
-        let Some(count) = counts.get(&r.topic) else {
-            return Err(Error::Protocol("partition count missing (bug)".into()));
-        };
-        let n = match count {
-            Ok(n) => *n,
-            Err(e) => return Err(e.clone()),
+        // One hash of the topic per record in the usual case (it is known);
+        // not `entry`, which would clone the topic per record.
+        let n = match counts.get(&r.topic) {
+            Some(Ok(n)) => *n,
+            Some(Err(e)) => return Err(e.clone()),
+            None => {
+                let count = match self.client.cached_partition_count(&r.topic) {
+                    Ok(Some(n)) => Ok(n),
+                    Ok(None) => Err(Error::UnknownTopic(r.topic.clone())),
+                    Err(e) => Err(e),
+                };
+                counts.insert(r.topic.clone(), count.clone());
+                count?
+            }
         };
         match r.partitioning {
             Partitioning::Explicit(p) if p >= 0 && p < n => Ok(p),

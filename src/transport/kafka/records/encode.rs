@@ -61,14 +61,17 @@ pub(crate) fn encode_batch_as(
         )));
     }
 
-    // Sizes first, so the buffer is allocated once.
+    // Sizes first, so the buffer is allocated once; kept, so the writing
+    // pass does not walk every record's headers a second time to size it.
     let mut records_len = 0usize;
+    let mut bodies = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
         let body = record_body_len(r, timestamp(r).wrapping_sub(base_ts), i as i32)
             .map_err(|e| fail(format!("record {i}: {e}")))?;
         records_len = records_len
             .checked_add(varint_len(body as i32) + body)
             .ok_or_else(|| fail("batch too large".into()))?;
+        bodies.push(body as i32);
     }
 
     // Uncompressed records go straight after the header (one buffer, one
@@ -93,11 +96,11 @@ pub(crate) fn encode_batch_as(
     debug_assert_eq!(out.len(), HEADER_LEN);
 
     if compression == Compression::None {
-        write_records(&mut out, records, now_ms, base_ts);
+        write_records(&mut out, records, &bodies, now_ms, base_ts);
         debug_assert_eq!(out.len(), HEADER_LEN + records_len, "sizing pass");
     } else {
         let mut raw = Vec::with_capacity(records_len);
-        write_records(&mut raw, records, now_ms, base_ts);
+        write_records(&mut raw, records, &bodies, now_ms, base_ts);
         debug_assert_eq!(raw.len(), records_len, "sizing pass");
         deflate(compression, &raw, &mut out)
             .map_err(|e| fail(format!("{}: {e}", compression.name())))?;
@@ -111,13 +114,18 @@ pub(crate) fn encode_batch_as(
     Ok(Bytes::from(out))
 }
 
-/// Appends the records (offset deltas 0..n). Every length was checked to fit
-/// an i32 by `record_body_len` beforehand.
-fn write_records(buf: &mut Vec<u8>, records: &[OutRecord], now_ms: i64, base_ts: i64) {
-    for (i, r) in records.iter().enumerate() {
+/// Appends the records (offset deltas 0..n); `bodies` holds each one's
+/// `record_body_len`, which checked every length to fit an i32.
+fn write_records(
+    buf: &mut Vec<u8>,
+    records: &[OutRecord],
+    bodies: &[i32],
+    now_ms: i64,
+    base_ts: i64,
+) {
+    for (i, (r, &body)) in records.iter().zip(bodies).enumerate() {
         let ts_delta = r.timestamp.unwrap_or(now_ms).wrapping_sub(base_ts);
-        let body = record_body_len(r, ts_delta, i as i32).unwrap_or(0);
-        put_varint(buf, body as i32);
+        put_varint(buf, body);
         buf.push(0); // record attributes: unused
         put_varlong(buf, ts_delta);
         put_varint(buf, i as i32);
