@@ -720,23 +720,32 @@ impl Relay {
     }
 
     fn update_pause(&mut self) {
-        // With an index, far-due records past the whole part move to the
-        // index and refills stop at HOT_MAX on top of it, so the heap only
-        // grows past this with records due now (within GUARD, malformed):
-        // a backstop for such bursts, never reached by far-due ones.
-        let max = match self.index {
-            Some(_) => self.whole_high().saturating_add(index::HOT_MAX),
-            None => self.ctx.max_parked,
+        // With an index the heap holds at most the whole part (far-due
+        // records past `whole_high` move to the index) plus the refills'
+        // HOT_MAX, which refills never exceed; only records read due now
+        // (a backlog after an outage: within GUARD, malformed) take it
+        // further. So the backstop pauses once HOT_MAX of those are on top
+        // and resumes once they are gone, a level the heap always drains
+        // to (resuming below the whole part could wait forever).
+        let (pause_at, resume_at) = match self.index {
+            Some(_) => {
+                let normal = self.whole_high().saturating_add(index::HOT_MAX);
+                (normal.saturating_add(index::HOT_MAX), normal)
+            }
+            None => {
+                let max = self.ctx.max_parked;
+                (max, max - max.div_ceil(4))
+            }
         };
-        if !self.paused && self.heap.len() >= max {
+        if !self.paused && self.heap.len() >= pause_at {
             let tps = self.parts.keys();
             log::info!(
-                "relay: {} records parked (max {max}); pausing the retry topic",
+                "relay: {} records parked whole (max {pause_at}); pausing the retry topic",
                 self.heap.len()
             );
             self.consumer.pause(&tps);
             self.paused = true;
-        } else if self.paused && self.heap.len() <= max - max.div_ceil(4) {
+        } else if self.paused && self.heap.len() <= resume_at {
             let tps = self.parts.keys();
             self.consumer.resume(&tps);
             self.paused = false;
