@@ -9,10 +9,15 @@
 //! `BENCH_PARKED` (default 100,000) the records parked in `memory`;
 //! `BENCH_LAT_N` (100,000), `BENCH_LAT_SPREAD_MS` (5,000) and
 //! `BENCH_LAT_INTERVAL_MS` (1,000) and `BENCH_LAT_DELAY_MS` (0, added to
-//! every enqueued-at) and `BENCH_LAT_RUNS` (3) shape `lateness`; `BENCH_WHOLE=1` runs
-//! `memory` and `lateness` through a transport without a `Reader`, so the
-//! relay keeps parked records whole (the behaviour before index-only
-//! parking) instead of indexing them.
+//! every enqueued-at) and `BENCH_LAT_RUNS` (3) shape `lateness`;
+//! `BENCH_MAX_PARKED` (the engine's default, 100,000) is `max_parked` in
+//! `memory` and `lateness`: the relay keeps that many records whole and
+//! indexes the rest (hybrid parking), so with 1 M or 10 M parked the index
+//! carries all but 100,000, and `BENCH_MAX_PARKED=1` measures the index
+//! alone. `BENCH_WHOLE=1` runs `memory` and `lateness` through a transport
+//! without a `Reader`, so the relay keeps every parked record whole (the
+//! behaviour before index-only parking; `max_parked` is then raised above
+//! the count so nothing pauses).
 //!
 //! Sections:
 //! - `memory`: RSS per parked record, the broker's copy of the retry topic
@@ -284,13 +289,13 @@ fn memory(summary: &mut Vec<String>) -> Result<(), BoxError> {
     let now = now_ms();
     produce_retries(&broker, "mem", count as u64, now, |_| now)?;
     let r1 = rss_kib();
-    println!("relay: {}", parking_mode());
+    println!("relay: {}", parking_mode(bench_max_parked(count)));
     let engine = Engine::builder(parking_transport(&broker))
         .group_id("mem")
         .topics(["mem"])
         .workers(2)
         .handler(|_: &Record| Outcome::Done)
-        .max_parked(2 * count)
+        .max_parked(bench_max_parked(count))
         .policy(RetryPolicy::new(
             Duration::from_secs(3600),
             Duration::from_secs(7200),
@@ -322,7 +327,7 @@ fn memory(summary: &mut Vec<String>) -> Result<(), BoxError> {
     summary.push(format!(
         "memory/parked record ({VALUE_BYTES} B value, {KEY_BYTES} B key, 7 retry headers, {count} parked, {}): \
          relay {relay_b:.0} B (relay total {:.0} MiB) + memory broker's retry-topic copy {broker_b:.0} B = {:.0} B",
-        parking_mode(),
+        parking_mode(bench_max_parked(count)),
         (r2 - r1 - fixed) as f64 / 1024.0,
         relay_b + broker_b
     ));
@@ -395,11 +400,20 @@ fn whole() -> bool {
     bench::env_u64("BENCH_WHOLE", 0) == 1
 }
 
-fn parking_mode() -> &'static str {
+/// `max_parked` of the `memory` and `lateness` runs parking `count`.
+fn bench_max_parked(count: usize) -> usize {
     if whole() {
-        "records kept whole (BENCH_WHOLE=1)"
+        2 * count
     } else {
-        "index-only parking"
+        bench::env_u64("BENCH_MAX_PARKED", 100_000).max(1) as usize
+    }
+}
+
+fn parking_mode(max_parked: usize) -> String {
+    if whole() {
+        "records kept whole (BENCH_WHOLE=1)".into()
+    } else {
+        format!("hybrid parking: up to max_parked {max_parked} whole, the rest indexed")
     }
 }
 const LAT_WORKERS: usize = 2;
@@ -449,7 +463,7 @@ fn lateness_run() -> Result<Lateness, BoxError> {
         .topics(["lat"])
         .workers(LAT_WORKERS)
         .handler(handler)
-        .max_parked(2 * lat_count)
+        .max_parked(bench_max_parked(lat_count))
         .policy(RetryPolicy::new(
             Duration::from_millis(interval_ms as u64),
             Duration::from_secs(3600),
@@ -490,7 +504,7 @@ fn lateness(summary: &mut Vec<String>) -> Result<(), BoxError> {
     #[allow(non_snake_case)]
     let RUNS = bench::env_u64("BENCH_LAT_RUNS", 3).max(1) as usize;
     let (lat_count, spread_ms, interval_ms) = (lat_n(), lat_spread_ms(), lat_interval_ms());
-    println!("relay: {}", parking_mode());
+    println!("relay: {}", parking_mode(bench_max_parked(lat_count)));
     println!(
         "\n== relay lateness: {lat_count} records put on the retry topic with enqueued-at spread over the \
          next {spread_ms} ms (shuffled), retry interval {interval_ms} ms, {LAT_WORKERS} workers, \
@@ -556,7 +570,7 @@ fn lateness(summary: &mut Vec<String>) -> Result<(), BoxError> {
     summary.push(format!(
         "relay lateness, whole hop relay->origin->consumer->worker ({lat_count} parked, due over \
          {spread_ms} ms, {RUNS} runs, {}): {}; median p99 {:.2} ms (goal < 5 ms); early: {any_early}",
-        parking_mode(),
+        parking_mode(bench_max_parked(lat_count)),
         runs.join("; "),
         p99s[p99s.len() / 2]
     ));
@@ -573,7 +587,7 @@ fn head_of_line(summary: &mut Vec<String>) -> Result<(), BoxError> {
     println!(
         "\n== head of line: {FAR} records due in an hour, max_parked {MAX_PARKED} ({}), then {NEAR} \
          due 1-2 s later ==",
-        parking_mode()
+        parking_mode(MAX_PARKED)
     );
     let broker = MemoryBroker::new();
     broker.create_topic("hol", PARTITIONS)?;
@@ -647,7 +661,7 @@ fn head_of_line(summary: &mut Vec<String>) -> Result<(), BoxError> {
     println!("{line}");
     summary.push(format!(
         "head of line ({FAR} due in 1 h, max_parked {MAX_PARKED}, {}): {NEAR} due in 1-2 s: {line}",
-        parking_mode()
+        parking_mode(MAX_PARKED)
     ));
     Ok(())
 }

@@ -1,6 +1,8 @@
-//! Index-only parking in the relay (memory broker, and one smoke test on
-//! Kafka): parked records are kept as index entries and read again from the
-//! retry topic when due.
+//! Hybrid parking in the relay (memory broker, and one smoke test on
+//! Kafka): up to `max_parked` parked records are kept whole, the overflow
+//! as index entries read again from the retry topic when due. Tests of the
+//! index set a small `max_parked` and make the records they look at the
+//! latest due, so those are the overflow.
 
 #[macro_use]
 mod forward;
@@ -18,14 +20,17 @@ use kafka_retry::{
     TopicPartition,
 };
 
-/// The memory broker with a `Reader` that counts reads, fails the next
-/// `fail` of them, and hides the records in `hide` (as retention would).
+/// The memory broker with a `Reader` that counts reads, notes the offset
+/// each asks for and the values it returns, fails the next `fail` of them,
+/// and hides the records whose value is in `hide` (as retention would).
 #[derive(Debug, Clone)]
 struct Wrap {
     inner: MemoryBroker,
     reads: Arc<AtomicU64>,
+    read_from: Arc<Mutex<Vec<i64>>>,
+    read_values: Arc<Mutex<Vec<String>>>,
     fail: Arc<AtomicU64>,
-    hide: Arc<Mutex<Vec<(TopicPartition, i64)>>>,
+    hide: Arc<Mutex<Vec<String>>>,
 }
 
 impl Wrap {
@@ -33,6 +38,8 @@ impl Wrap {
         Wrap {
             inner: MemoryBroker::new(),
             reads: Arc::default(),
+            read_from: Arc::default(),
+            read_values: Arc::default(),
             fail: Arc::default(),
             hide: Arc::default(),
         }
@@ -64,6 +71,7 @@ impl Reader for WrapReader {
         timeout: Duration,
     ) -> kafka_retry::Result<Vec<Record>> {
         self.w.reads.fetch_add(1, Ordering::SeqCst);
+        self.w.read_from.lock().unwrap().push(offset);
         let failing = self
             .w
             .fail
@@ -74,7 +82,12 @@ impl Reader for WrapReader {
         }
         let hide = self.w.hide.lock().unwrap().clone();
         let mut records = self.inner.read(tp, offset, max, timeout)?;
-        records.retain(|r| !hide.contains(&(tp.clone(), r.offset)));
+        records.retain(|r| !hide.contains(&text(r)));
+        self.w
+            .read_values
+            .lock()
+            .unwrap()
+            .extend(records.iter().map(text));
         Ok(records)
     }
     forward_reader!(partitions, offsets, committed);
@@ -125,19 +138,87 @@ fn text(r: &Record) -> String {
     String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
 }
 
-/// A retried record comes back through the index (read again from the
-/// retry topic) with its key, value and the caller's headers intact.
+/// First delivery of record `i` (its value): retried, due in 300 + 100 × i
+/// ms, so the higher values are the latest due. With `max_parked(1)` and
+/// three records, "1" and "2" are past the whole part: indexed.
+fn staggered(r: &Record) -> Outcome {
+    let i: u64 = text(r).parse().unwrap();
+    Outcome::retry_after(Duration::from_millis(300 + 100 * i), "later")
+}
+
+/// Three records, values "0" to "2".
+fn three(key: bool) -> impl Iterator<Item = OutRecord> {
+    (0..3).map(move |i| {
+        let r = OutRecord::new("t")
+            .value(i.to_string())
+            .header("trace", "abc");
+        if key {
+            r.key(format!("k{i}"))
+        } else {
+            r
+        }
+    })
+}
+
+/// A retried record past the whole part comes back through the index
+/// (read again from the retry topic) with its key, value and the caller's
+/// headers intact.
 #[test]
 fn smoke_reread_keeps_key_value_and_headers() {
     let w = Wrap::new();
     let seen: Arc<Mutex<Vec<Record>>> = Arc::default();
     let s = seen.clone();
     let engine = builder(&w, 1)
+        .max_parked(1)
         .handler(move |r: &Record| {
             s.lock().unwrap().push(r.clone());
             if attempts(r) == 0 {
+                staggered(r)
+            } else {
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    produce(&w, three(true));
+    assert!(wait_until(Duration::from_secs(10), || {
+        let s = engine.stats();
+        (s.done, s.relayed) == (3, 3)
+    }));
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(stats.relayed, 3, "{stats:?}");
+    assert!(
+        w.read_values.lock().unwrap().contains(&"2".to_string()),
+        "the latest-due record was never read again"
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 6);
+    let again = seen
+        .iter()
+        .find(|r| text(r) == "2" && attempts(r) == 1)
+        .expect("record 2 again");
+    assert_eq!(again.key.as_deref(), Some(&b"k2"[..]));
+    assert_eq!(again.value.as_deref(), Some(&b"2"[..]));
+    let trace = again.header("trace").and_then(|h| h.value.as_deref());
+    assert_eq!(trace, Some(&b"abc"[..]));
+    // Both topics committed to their ends: the relayed copies were settled.
+    assert_eq!(w.inner.committed("g-relay", "g-retry", 0), Some(3));
+}
+
+/// Below the whole budget (`max_parked`, 100,000 by default) parked records
+/// are kept whole: nothing is read again from the retry topic.
+#[test]
+fn below_the_whole_budget_nothing_is_read_again() {
+    let w = Wrap::new();
+    let back = Arc::new(AtomicU64::new(0));
+    let b = back.clone();
+    let engine = builder(&w, 2)
+        .handler(move |r: &Record| {
+            if attempts(r) == 0 {
                 Outcome::retry("once")
             } else {
+                b.fetch_add(1, Ordering::SeqCst);
                 Outcome::Done
             }
         })
@@ -145,31 +226,125 @@ fn smoke_reread_keeps_key_value_and_headers() {
         .unwrap();
     produce(
         &w,
-        [OutRecord::new("t")
-            .key("k")
-            .value("v")
-            .header("trace", "abc")],
+        (0..50).map(|i| OutRecord::new("t").value(i.to_string())),
     );
-    assert!(wait_until(Duration::from_secs(10), || engine.stats().done == 1));
+    // The counters move once the writes are acknowledged, which the
+    // handler may beat.
+    let ok = wait_until(Duration::from_secs(10), || {
+        let s = engine.stats();
+        back.load(Ordering::SeqCst) == 50 && (s.relayed, s.parked) == (50, 0)
+    });
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(5)).unwrap();
-    assert_eq!(stats.relayed, 1, "{stats:?}");
-    assert!(w.reads.load(Ordering::SeqCst) >= 1, "never read again");
-    let seen = seen.lock().unwrap();
-    assert_eq!(seen.len(), 2);
-    let again = &seen[1];
-    assert_eq!(again.key.as_deref(), Some(&b"k"[..]));
-    assert_eq!(again.value.as_deref(), Some(&b"v"[..]));
-    let trace = again.header("trace").and_then(|h| h.value.as_deref());
-    assert_eq!(trace, Some(&b"abc"[..]));
-    assert_eq!(attempts(again), 1);
-    // Both topics committed to their ends: the relayed copy was settled.
-    assert_eq!(w.inner.committed("g-relay", "g-retry", 0), Some(1));
+    assert!(ok, "{stats:?}");
+    assert_eq!((stats.relayed, stats.parked), (50, 0), "{stats:?}");
+    assert_eq!(w.reads.load(Ordering::SeqCst), 0, "read again: {stats:?}");
 }
 
-/// With the index budget (100 x max_parked = 100 entries) full of records
-/// due in an hour, a record due in 500 ms is still relayed: nothing pauses,
-/// the far-due entries are the ones evicted.
+/// Past `max_parked` only the overflow, the latest due, is indexed: of 15
+/// records due 10 ms apart with `max_parked` 10, only the last five are
+/// read again, and each of the 15 comes back once.
+#[test]
+fn past_the_whole_budget_only_the_latest_due_are_indexed() {
+    let w = Wrap::new();
+    let again: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let a = again.clone();
+    let engine = builder(&w, 1)
+        .max_parked(10)
+        // One worker: retry-topic offsets in the order of the values.
+        .workers(1)
+        .handler(move |r: &Record| {
+            let id = text(r);
+            if attempts(r) == 0 {
+                let i: u64 = id.parse().unwrap();
+                Outcome::retry_after(Duration::from_millis(1500 + 10 * i), "later")
+            } else {
+                *a.lock().unwrap().entry(id).or_default() += 1;
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    produce(
+        &w,
+        (0..15).map(|i| OutRecord::new("t").value(i.to_string())),
+    );
+    let ok = wait_until(Duration::from_secs(15), || {
+        let s = engine.stats();
+        again.lock().unwrap().len() == 15 && (s.relayed, s.parked) == (15, 0)
+    });
+    std::thread::sleep(Duration::from_millis(100)); // a duplicate would show by now
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert!(ok, "{stats:?}");
+    assert!(again.lock().unwrap().values().all(|&c| c == 1), "{again:?}");
+    let mut read = w.read_values.lock().unwrap().clone();
+    read.sort_by_key(|v| v.parse::<u64>().unwrap());
+    read.dedup();
+    let overflow: Vec<String> = (10..15).map(|i: u64| i.to_string()).collect();
+    assert_eq!(read, overflow, "read again (the whole ones must not be)");
+    assert!(
+        w.read_from.lock().unwrap().iter().all(|&o| o >= 10),
+        "a read reached into the whole part: {:?}",
+        w.read_from.lock().unwrap()
+    );
+    assert_eq!((stats.relayed, stats.parked), (15, 0), "{stats:?}");
+    assert_eq!(w.inner.committed("g-relay", "g-retry", 0), Some(15));
+}
+
+/// With the whole part full of records due in an hour (more of them than
+/// the relay's 20,000 of refill room, and past `max_parked`, so the latest
+/// are indexed), a record due in 500 ms is relayed at its due time (not
+/// early), before every far-due one (a paused relay would never read it).
+#[test]
+fn a_near_record_is_relayed_on_time_with_the_whole_part_full_of_far_ones() {
+    const FAR: u64 = 30_000;
+    let w = Wrap::new();
+    let near_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let near_back: Arc<Mutex<Option<Duration>>> = Arc::default();
+    let (na, nb) = (near_at.clone(), near_back.clone());
+    let engine = builder(&w, 1)
+        .max_parked(25_000)
+        .handler(move |r: &Record| match (text(r).as_str(), attempts(r)) {
+            ("far", _) => Outcome::retry_after(Duration::from_secs(3600), "later"),
+            ("near", 0) => {
+                *na.lock().unwrap() = Some(Instant::now());
+                Outcome::retry_after(Duration::from_millis(500), "soon")
+            }
+            _ => {
+                let at = na.lock().unwrap().expect("near seen first");
+                *nb.lock().unwrap() = Some(at.elapsed());
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    produce(&w, (0..FAR).map(|_| OutRecord::new("t").value("far")));
+    assert!(wait_until(Duration::from_secs(60), || {
+        engine.stats().parked as u64 >= FAR
+    }));
+    produce(&w, [OutRecord::new("t").value("near")]);
+    let back = wait_until(Duration::from_secs(10), || {
+        near_back.lock().unwrap().is_some()
+    });
+    // The relay counts the write once acknowledged, the handler may see
+    // the record first.
+    wait_until(Duration::from_secs(5), || engine.stats().relayed == 1);
+    let stats = engine.stats();
+    engine.shutdown(Duration::from_secs(10)).unwrap();
+    assert!(
+        back,
+        "the near-due record waited behind far-due ones: {stats:?}"
+    );
+    let took = near_back.lock().unwrap().unwrap();
+    assert!(took >= Duration::from_millis(500), "early: {took:?}");
+    assert_eq!((stats.relayed, stats.parked as u64), (1, FAR), "{stats:?}");
+}
+
+/// With the whole part (max_parked = 1) and the index budget (100 x
+/// max_parked = 100 entries) full of records due in an hour, a record due
+/// in 500 ms is still relayed: nothing pauses, the far-due entries are the
+/// ones evicted.
 #[test]
 fn no_head_of_line_blocking_with_the_budget_full() {
     let w = Wrap::new();
@@ -196,6 +371,7 @@ fn no_head_of_line_blocking_with_the_budget_full() {
     let back = wait_until(Duration::from_secs(10), || {
         near_back.load(Ordering::SeqCst) == 1
     });
+    wait_until(Duration::from_secs(5), || engine.stats().relayed == 1); // counted once acked
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(5)).unwrap();
     assert!(
@@ -276,9 +452,10 @@ fn read_errors_are_retried() {
     let back = Arc::new(AtomicU64::new(0));
     let b = back.clone();
     let engine = builder(&w, 1)
+        .max_parked(1)
         .handler(move |r: &Record| {
             if attempts(r) == 0 {
-                Outcome::retry("once")
+                staggered(r)
             } else {
                 b.fetch_add(1, Ordering::SeqCst);
                 Outcome::Done
@@ -286,31 +463,34 @@ fn read_errors_are_retried() {
         })
         .build()
         .unwrap();
-    produce(&w, [OutRecord::new("t").value("x")]);
-    let ok = wait_until(Duration::from_secs(15), || back.load(Ordering::SeqCst) == 1);
+    produce(&w, three(false));
+    let ok = wait_until(Duration::from_secs(15), || {
+        back.load(Ordering::SeqCst) == 3 && engine.stats().relayed == 3
+    });
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(5)).unwrap();
     assert!(ok, "{stats:?}");
     assert_eq!(w.fail.load(Ordering::SeqCst), 0, "the errors were not hit");
     assert!(w.reads.load(Ordering::SeqCst) >= 4);
-    assert_eq!((stats.relayed, stats.parked_gone), (1, 0), "{stats:?}");
+    assert_eq!((stats.relayed, stats.parked_gone), (3, 0), "{stats:?}");
 }
 
-/// A parked record gone from the log when due is counted and settled; the
-/// others are relayed and the retry topic is committed past it.
+/// A parked (indexed) record gone from the log when due is counted and
+/// settled; the others are relayed and the retry topic is committed past
+/// it.
 #[test]
 fn a_gone_record_is_counted_and_settled() {
     let w = Wrap::new();
-    w.hide
-        .lock()
-        .unwrap()
-        .push((TopicPartition::new("g-retry", 0), 1));
+    // Past the whole part, indexed, and read with "2" after it (a read
+    // finding nothing at all is taken for a transient answer).
+    w.hide.lock().unwrap().push("1".into());
     let back = Arc::new(AtomicU64::new(0));
     let b = back.clone();
     let engine = builder(&w, 1)
+        .max_parked(1)
         .handler(move |r: &Record| {
             if attempts(r) == 0 {
-                Outcome::retry("once")
+                staggered(r)
             } else {
                 b.fetch_add(1, Ordering::SeqCst);
                 Outcome::Done
@@ -318,9 +498,10 @@ fn a_gone_record_is_counted_and_settled() {
         })
         .build()
         .unwrap();
-    produce(&w, (0..3).map(|i| OutRecord::new("t").value(i.to_string())));
+    produce(&w, three(false));
     let ok = wait_until(Duration::from_secs(10), || {
-        back.load(Ordering::SeqCst) == 2 && engine.stats().parked_gone == 1
+        let s = engine.stats();
+        back.load(Ordering::SeqCst) == 2 && (s.parked_gone, s.relayed, s.parked) == (1, 2, 0)
     });
     let stats: Stats = engine.stats();
     engine.shutdown(Duration::from_secs(5)).unwrap();
@@ -372,7 +553,8 @@ mod kafka {
         forward_reader!(partitions, offsets, committed);
     }
 
-    /// On Kafka (the Tansu of `scripts/test`): a retried record is read again
+    /// On Kafka (the Tansu of `scripts/test`): a retried record past the
+    /// whole part (`max_parked` 1, the latest due of three) is read again
     /// from the retry topic by offset and comes back with its key, value and
     /// headers.
     #[test]
@@ -399,36 +581,41 @@ mod kafka {
                 Duration::from_millis(500),
                 Duration::from_secs(600),
             ))
+            .max_parked(1)
             .handler(move |r: &Record| {
                 s.lock().unwrap().push(r.clone());
                 if attempts(r) == 0 {
-                    Outcome::retry("once")
+                    staggered(r)
                 } else {
                     Outcome::Done
                 }
             })
             .build()
             .unwrap();
-        for r in kafka
-            .producer()
-            .unwrap()
-            .send_batch(vec![OutRecord::new(t.as_str())
-                .key("k")
-                .value("v")
-                .header("trace", "abc")])
-        {
+        let records = (0..3)
+            .map(|i| {
+                OutRecord::new(t.as_str())
+                    .key(format!("k{i}"))
+                    .value(i.to_string())
+                    .header("trace", "abc")
+            })
+            .collect();
+        for r in kafka.producer().unwrap().send_batch(records) {
             r.unwrap();
         }
-        let done = wait_until(Duration::from_secs(30), || engine.stats().done == 1);
+        let done = wait_until(Duration::from_secs(30), || engine.stats().done == 3);
         let stats = engine.stats();
         engine.shutdown(Duration::from_secs(10)).unwrap();
         assert!(done, "{stats:?}");
-        assert_eq!(stats.relayed, 1, "{stats:?}");
+        assert_eq!(stats.relayed, 3, "{stats:?}");
         assert!(w.reads.load(Ordering::SeqCst) >= 1, "never read again");
         let seen = seen.lock().unwrap();
-        let again = seen.last().unwrap();
-        assert_eq!(again.key.as_deref(), Some(&b"k"[..]));
-        assert_eq!(again.value.as_deref(), Some(&b"v"[..]));
+        let again = seen
+            .iter()
+            .find(|r| text(r) == "2" && attempts(r) == 1)
+            .expect("record 2 again");
+        assert_eq!(again.key.as_deref(), Some(&b"k2"[..]));
+        assert_eq!(again.value.as_deref(), Some(&b"2"[..]));
         let trace = again.header("trace").and_then(|h| h.value.as_deref());
         assert_eq!(trace, Some(&b"abc"[..]));
         assert_eq!(attempts(again), 1);

@@ -533,14 +533,17 @@ impl EngineBuilder {
 
     /// Bounds the relay's memory for parked records. On a transport with a
     /// [`Reader`](crate::transport::Reader) (the memory broker and Kafka)
-    /// the relay keeps a 32-byte index entry per parked record and reads
-    /// the record again from the retry topic shortly before it is due: up
-    /// to 100 × `max_parked` entries (10 M, about 500 MB, by default); past
-    /// that the latest-due entries are evicted and read again later, so
-    /// nothing pauses and a record due soon never waits behind records due
-    /// later (`Stats::parked_unindexed` counts the evicted ones). Whole
-    /// records are kept only for records about to be relayed, at most
-    /// `max(max_parked, 20,000)`. On a transport without a reader every
+    /// the relay keeps up to `max_parked` parked records whole, the ones
+    /// due soonest (about 800 B each with a 100-byte value, so about 80 MB
+    /// at the default), and for the rest a 32-byte index entry each,
+    /// reading the record again from the retry topic shortly before it is
+    /// due: up to 100 × `max_parked` entries (10 M, about 500 MB, by
+    /// default); past that the latest-due entries are evicted and read
+    /// again later, so nothing pauses and a record due soon never waits
+    /// behind records due later (`Stats::parked_unindexed` counts the
+    /// evicted ones). A lower `max_parked` saves memory at the price of
+    /// that re-read, which on Kafka bounds how fast a large burst falling
+    /// due at once is relayed. On a transport without a reader every
     /// parked record is kept whole, and past `max_parked` the relay pauses
     /// its retry partitions until the heap drains to 3/4 of it. Defaults
     /// to 100,000.

@@ -82,6 +82,42 @@ impl<T> SlabHeap<T> {
         self.slab[k.slot].take()
     }
 
+    /// Removes and returns all but the `keep` earliest of the entries
+    /// `evictable` accepts (the others always stay), in no particular
+    /// order. O(n): the caller batches its calls (see `Relay::evict_whole`).
+    pub(crate) fn evict_latest(
+        &mut self,
+        keep: usize,
+        evictable: impl Fn(Instant, &T) -> bool,
+    ) -> Vec<(Instant, T)> {
+        let slab = &self.slab;
+        let (mut cand, mut stay): (Vec<Key>, Vec<Key>) =
+            std::mem::take(&mut self.keys).into_iter().partition(|k| {
+                slab[k.slot]
+                    .as_ref()
+                    .is_some_and(|item| evictable(k.due, item))
+            });
+        let room = keep.saturating_sub(stay.len());
+        let mut out = Vec::new();
+        if cand.len() > room {
+            // (due, seq): of equal due times the later parked go first, so
+            // the order kept whole is the order they leave in.
+            if room > 0 {
+                cand.select_nth_unstable_by_key(room, |k| (k.due, k.seq));
+            }
+            out.reserve(cand.len() - room);
+            for k in cand.drain(room..) {
+                self.free.push(k.slot);
+                if let Some(item) = self.slab[k.slot].take() {
+                    out.push((k.due, item));
+                }
+            }
+        }
+        stay.append(&mut cand);
+        self.keys = BinaryHeap::from(stay);
+        out
+    }
+
     /// Keeps only the entries `f` accepts.
     pub(crate) fn retain(&mut self, f: impl Fn(&T) -> bool) {
         let slab = &mut self.slab;
@@ -119,5 +155,35 @@ mod tests {
         assert_eq!(h.pop(), Some("d"));
         assert_eq!(h.pop(), Some("c"));
         assert_eq!(h.pop(), None);
+    }
+
+    #[test]
+    fn evict_latest_keeps_the_earliest_and_every_protected_entry() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut h = SlabHeap::default();
+        for (ms, name) in [
+            (5, "e"),
+            (1, "b"),
+            (9, "late-protected"),
+            (0, "a"),
+            (3, "c"),
+            (3, "d"),
+        ] {
+            h.push(at(ms), name);
+        }
+        let mut out = h.evict_latest(4, |_, s| !s.ends_with("protected"));
+        out.sort_by_key(|&(due, _)| due);
+        // One place protected, so three of the five others stay; of the
+        // two due at 3 ms the later pushed ("d") goes.
+        assert_eq!(out, vec![(at(3), "d"), (at(5), "e")]);
+        assert_eq!(h.len(), 4);
+        let left: Vec<_> = std::iter::from_fn(|| h.pop()).collect();
+        assert_eq!(left, ["a", "b", "c", "late-protected"]);
+        // Fewer than `keep`: nothing goes; the slots are reused.
+        h.push(at(1), "x");
+        assert!(h.evict_latest(4, |_, _| true).is_empty());
+        assert_eq!(h.pop(), Some("x"));
+        assert!(h.evict_latest(0, |_, _| true).is_empty());
     }
 }

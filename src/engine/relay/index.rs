@@ -1,14 +1,19 @@
 //! Index-only parking: the relay keeps, per parked record, only when it is
 //! due and where to read it again, and re-reads it from the retry topic
-//! shortly before it is due.
+//! shortly before it is due. The relay (`mod.rs`) keeps up to `max_parked`
+//! records whole and puts only the overflow here (hybrid parking).
 //!
 //! Invariants:
 //! - An indexed (or evicted) record's offset stays tracked, not done, in its
 //!   lease's tracker, so it is never committed: a crash re-reads it.
 //! - Each retry-topic offset of a partition is in at most one place: the
-//!   index, the set of evicted offsets, or (once read again) the relay's
-//!   whole-record heap. A rescan re-indexes only evicted offsets, so a
-//!   record is never relayed twice by one relay.
+//!   index, the set of evicted offsets, or the relay's whole-record heap
+//!   (kept whole from the start, moved here from there, or read again). A
+//!   rescan re-indexes only evicted offsets, so a record is never relayed
+//!   twice by one relay.
+//! - An entry belongs to the lease that parked it: `push` refuses a record
+//!   of another lease of the partition, and a revoked lease's entries are
+//!   dropped unread.
 //! - Past the budget the latest-due entries are evicted (never one due
 //!   within [`GUARD`]); they are read again by a rescan once there is room.
 //!   New records are still indexed, so a near-due record never waits
@@ -34,10 +39,11 @@ use crate::transport::Reader;
 /// How long before its due time a record is read again: enough for a read
 /// from Kafka, so it is relayed on time, and the only records kept whole.
 pub(super) const PREFETCH: Duration = Duration::from_millis(50);
-/// Entries due this soon are never evicted.
-const GUARD: Duration = Duration::from_millis(100);
-/// Most records kept whole at once by refills (a burst due in the same
-/// instant is read in parts as the heap drains).
+/// Entries (and whole records) due this soon are never evicted.
+pub(super) const GUARD: Duration = Duration::from_millis(100);
+/// Most records kept whole at once by refills, on top of the relay's
+/// whole-record budget (a burst due in the same instant is read in parts
+/// as the heap drains).
 pub(super) const HOT_MAX: usize = 20_000;
 /// Longest one read waits for its records: they are in the log already,
 /// so this is only reached on a failing broker, but a zero wait made the
@@ -241,19 +247,25 @@ impl Index {
         due > Instant::now() + PREFETCH
     }
 
-    /// Indexes `offset` of `tp`; false if the partition is not assigned
-    /// here (the caller drops the record, uncommitted).
+    /// Indexes `offset` of the lease's partition; false if that lease is
+    /// not the partition's assignment here (the caller keeps the record
+    /// whole: it is dropped, uncommitted, once the lease is revoked).
     pub(super) fn push(
         &mut self,
-        tp: &TopicPartition,
+        lease: &Arc<Lease>,
         offset: i64,
         due: Instant,
         failures: u32,
     ) -> bool {
-        let Some(&slot) = self.by_tp.get(tp) else {
+        let Some(&slot) = self.by_tp.get(&lease.tp) else {
             return false;
         };
-        let Some(s) = &self.slots[slot as usize] else {
+        // A record of an older assignment must not be read back under the
+        // new one: its offset is tracked by the old lease's tracker only.
+        let Some(s) = self.slots[slot as usize]
+            .as_ref()
+            .filter(|s| Arc::ptr_eq(&s.lease, lease))
+        else {
             return false;
         };
         self.heap.push(Entry {
@@ -593,7 +605,14 @@ mod tests {
         let tp = TopicPartition::new("r", 0);
         let lease = Lease::new(tp.clone());
         ix.assign(&tp, lease.clone());
-        assert!(ix.push(&tp, 7, Instant::now() + Duration::from_secs(60), 0));
+        assert!(ix.push(&lease, 7, Instant::now() + Duration::from_secs(60), 0));
+        // Another lease of the same partition: not this assignment's record.
+        assert!(!ix.push(
+            &Lease::new(tp.clone()),
+            8,
+            Instant::now() + Duration::from_secs(60),
+            0
+        ));
         ix.assign(&tp, lease); // the same lease: kept
         ix.release(&[]);
         assert_eq!(ix.len(), 1);

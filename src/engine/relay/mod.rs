@@ -9,13 +9,22 @@
 //!   (the same watermark tracker as the main path). Parked records are never
 //!   committed: a crash re-reads and re-parks them.
 //! - With a transport that has a [`Reader`](crate::transport::Reader) (the
-//!   memory broker, Kafka), a parked record is kept as a 32-byte index
-//!   entry and read again from the retry topic just before it is due (see
-//!   `index.rs`); only records due within 50 ms, malformed ones and failed
-//!   writes waiting on a short back-off are kept whole. The index holds up
-//!   to 100 × `max_parked` entries (10 M by default, ~500 MB with the
-//!   offset tracker's share); past that the latest-due entries are evicted
-//!   and rescanned later, so nothing pauses and nothing due soon waits.
+//!   memory broker, Kafka), parking is hybrid: up to `max_parked` records
+//!   are kept whole (no re-read: a burst falls due at memory speed), and
+//!   the overflow is kept as 32-byte index entries, read again from the
+//!   retry topic just before they are due (see `index.rs`). Past
+//!   `max_parked` (plus an eighth, so the O(n) pass is batched) the
+//!   latest-due whole records move to the index (`evict_whole`; their
+//!   offsets stay tracked, so dropping the copy is safe), never one due
+//!   within `GUARD`, malformed or of a revoked lease. So the whole part
+//!   holds the earliest-due records: every indexed entry is due at or
+//!   after `cut`, and, while `cut` is set, every evictable whole record at
+//!   or before it. Refills have `HOT_MAX` of room on top of the whole
+//!   part, so a heap full of far-due records never holds up an indexed
+//!   one falling due. The index holds up to 100 × `max_parked` entries
+//!   (10 M by default, ~500 MB with the offset tracker's share); past that
+//!   its latest-due entries are evicted and rescanned later, so nothing
+//!   pauses for far-due records and nothing due soon waits.
 //! - Without a Reader (a custom transport) records are kept whole, and the
 //!   heap is bounded by `max_parked`: past it the relay pauses its retry
 //!   partitions instead of growing.
@@ -111,8 +120,13 @@ struct Relay {
     status: Arc<ThreadStatus>,
     /// The worker queues, in private mode.
     handoff: Option<Handoff>,
-    /// Index-only parking, when the transport has a Reader.
+    /// Index-only parking of the overflow, when the transport has a Reader.
     index: Option<Index>,
+    /// With an index: the earliest due time last moved from the heap to
+    /// the index. With the whole part full, a record due at or after it
+    /// goes straight to the index (it would be the next moved); cleared
+    /// once the whole part has room again.
+    cut: Option<Instant>,
 }
 
 pub(crate) fn run(
@@ -133,6 +147,7 @@ pub(crate) fn run(
         status,
         handoff,
         index: None,
+        cut: None,
     };
     r.index = index::open(&r.ctx);
     let mut poller = Poller::new(
@@ -203,6 +218,7 @@ impl Relay {
                 for record in records {
                     self.park(record);
                 }
+                self.evict_whole();
                 if let Some(ix) = &mut self.index {
                     ix.evict_if_full(&self.ctx.counters);
                 }
@@ -288,8 +304,9 @@ impl Relay {
         self.place(lease, record, plan, due, 0);
     }
 
-    /// Parks a tracked record: indexed when there is an index and it is not
-    /// due soon, else whole.
+    /// Parks a tracked record: whole while the whole part has room; past
+    /// it indexed when it is not due soon and due at or after the `cut`,
+    /// else whole (`evict_whole` then moves the latest-due to the index).
     fn place(
         &mut self,
         lease: Arc<Lease>,
@@ -299,10 +316,14 @@ impl Relay {
         failures: u32,
     ) {
         if let Some(ix) = &mut self.index {
-            // Malformed records are due now: kept whole.
-            if matches!(plan, Plan::Retry(_))
+            if self.heap.len() < self.ctx.max_parked {
+                // Room: whatever comes is kept whole, so the cut (which
+                // bounds the whole records from above) no longer holds.
+                self.cut = None;
+            } else if matches!(plan, Plan::Retry(_)) // malformed: due now, whole
+                && self.cut.is_some_and(|c| due >= c)
                 && ix.wants(due)
-                && ix.push(&lease.tp, record.offset, due, failures)
+                && ix.push(&lease, record.offset, due, failures)
             {
                 return;
             }
@@ -320,16 +341,63 @@ impl Relay {
         );
     }
 
+    /// Most whole records before `evict_whole` moves the latest-due to the
+    /// index: `max_parked` plus an eighth, so its O(n) pass runs once per
+    /// `max_parked / 8` records parked at most.
+    fn whole_high(&self) -> usize {
+        let max = self.ctx.max_parked;
+        max.saturating_add((max / 8).max(1))
+    }
+
+    /// Hybrid parking: past [`Relay::whole_high`] whole records, moves the
+    /// latest-due of them to the index, down to `max_parked`. Never one due
+    /// within `GUARD` (it would be read straight back), a malformed one
+    /// (due now) or one of a revoked lease (dropped at its due time). Its
+    /// offset stays tracked, not done, so dropping the copy loses nothing.
+    fn evict_whole(&mut self) {
+        let high = self.whole_high();
+        if self.index.is_none() || self.heap.len() <= high {
+            return;
+        }
+        let guard = Instant::now() + index::GUARD;
+        let moved = self.heap.evict_latest(self.ctx.max_parked, |due, p| {
+            due > guard && matches!(p.plan, Plan::Retry(_)) && !p.lease.is_revoked()
+        });
+        let Some(ix) = &mut self.index else { return };
+        let mut cut: Option<Instant> = None;
+        for (due, p) in moved {
+            if ix.push(&p.lease, p.record.offset, due, p.failures) {
+                cut = Some(cut.map_or(due, |c| c.min(due)));
+            } else {
+                // Not this assignment's record (cannot happen while its
+                // lease is live): kept whole, dropped once revoked.
+                self.heap.push(due, p);
+            }
+        }
+        // Every whole record left is due at or before the earliest moved;
+        // the index's entries at or after it (the cut only moves down).
+        if cut.is_some() {
+            self.cut = cut;
+        }
+        log::debug!(
+            "relay: whole records past {high}: latest-due moved to the index, {} kept whole, {} indexed",
+            self.heap.len(),
+            ix.len()
+        );
+    }
+
     /// Moves index entries falling due into the whole-record heap (read
     /// again from the retry topic), and with room, rescans evicted records.
     fn refill(&mut self) {
+        // Room on top of the whole part (which `evict_whole` holds to
+        // `whole_high`), so a heap full of far-due whole records never
+        // starves the refill of an indexed record falling due.
+        let high = self.whole_high().saturating_add(index::HOT_MAX);
         let Some(ix) = &mut self.index else { return };
         // One relay batch at a time, so reads interleave with the writes
         // of what is due now (a whole prefetch window in one go held those
         // up by milliseconds).
-        let room = index::HOT_MAX
-            .saturating_sub(self.heap.len())
-            .min(RELAY_BATCH);
+        let room = high.saturating_sub(self.heap.len()).min(RELAY_BATCH);
         let mut read = ix.refill(room, &self.ctx.counters);
         // A few rescan reads at a time (each re-indexes up to 1,000), so a
         // long rescan does not hold up what is due.
@@ -342,6 +410,7 @@ impl Relay {
             self.place_reread(rescanned);
         }
         self.place_reread(std::mem::take(&mut read));
+        self.evict_whole();
         self.count_parked();
     }
 
@@ -582,7 +651,8 @@ impl Relay {
                         self.ctx
                             .counters
                             .send_failed(&format!("relay: write (next in {wait:?})"), &e);
-                        // Indexed again when the back-off is long enough.
+                        // Re-parked: whole, or past the whole part indexed
+                        // when the back-off is long enough.
                         self.place(p.lease, p.record, p.plan, Instant::now() + wait, p.failures);
                     }
                 }
@@ -651,22 +721,32 @@ impl Relay {
     }
 
     fn update_pause(&mut self) {
-        // With an index only records due within the prefetch window are
-        // whole (refills stop at HOT_MAX), so the bound on whole records
-        // is a backstop for bursts of due-now ones, never below HOT_MAX.
-        let max = match self.index {
-            Some(_) => self.ctx.max_parked.max(index::HOT_MAX),
-            None => self.ctx.max_parked,
+        // With an index the heap holds at most the whole part (far-due
+        // records past `whole_high` move to the index) plus the refills'
+        // HOT_MAX, which refills never exceed; only records read due now
+        // (a backlog after an outage: within GUARD, malformed) take it
+        // further. So the backstop pauses once HOT_MAX of those are on top
+        // and resumes once they are gone, a level the heap always drains
+        // to (resuming below the whole part could wait forever).
+        let (pause_at, resume_at) = match self.index {
+            Some(_) => {
+                let normal = self.whole_high().saturating_add(index::HOT_MAX);
+                (normal.saturating_add(index::HOT_MAX), normal)
+            }
+            None => {
+                let max = self.ctx.max_parked;
+                (max, max - max.div_ceil(4))
+            }
         };
-        if !self.paused && self.heap.len() >= max {
+        if !self.paused && self.heap.len() >= pause_at {
             let tps = self.parts.keys();
             log::info!(
-                "relay: {} records parked (max {max}); pausing the retry topic",
+                "relay: {} records parked whole (max {pause_at}); pausing the retry topic",
                 self.heap.len()
             );
             self.consumer.pause(&tps);
             self.paused = true;
-        } else if self.paused && self.heap.len() <= max - max.div_ceil(4) {
+        } else if self.paused && self.heap.len() <= resume_at {
             let tps = self.parts.keys();
             self.consumer.resume(&tps);
             self.paused = false;
