@@ -662,13 +662,7 @@ fn fetch_and_heartbeat_survive_a_connection_cut() {
     let kafka = KafkaTransport::connect(settings).unwrap();
     let producer = kafka.producer().unwrap();
     produce(&producer, &topic, 2, 5, "before");
-    // A session long enough to outlive the cut: the member gives its
-    // partitions up once no heartbeat was answered for the session less a
-    // margin (fencing), and with 2 s that is 1.6 s, less than the cut
-    // plus a heartbeat interval.
-    let mut cfg = config(&unique("g-cut"), &topic);
-    cfg.session_timeout = Duration::from_secs(6);
-    let mut c = kafka.consumer(cfg).unwrap();
+    let mut c = kafka.consumer(config(&unique("g-cut"), &topic)).unwrap();
     assert_eq!(join(&mut *c), tps(&topic, 0..2));
     let mut records = read(&mut *c, 10, Duration::from_secs(10));
 

@@ -932,142 +932,6 @@ fn broker_outage_loses_nothing() {
     );
 }
 
-/// Fencing (issue 11): an engine cut off from the broker stops handling
-/// its partition before the broker could expire it and hand it on. The
-/// handler running at the cut finishes, but nothing queued behind it is
-/// handed to a handler, and its outcome is not committed: once the network
-/// is back the engine rejoins and the record is handled again (with every
-/// other record: nothing lost). `cut_off` is the fault: connections closed
-/// and refused, or stalled (a black-holed network, which only timeouts
-/// notice: the consumer thread hears of the lapse late, when its call
-/// times out, and the lease's session fence stops the worker in time).
-fn cut_off_engine_stops_handling_and_commits_nothing(
-    how: &str,
-    cut_off: fn(&common::proxy::Proxy),
-) {
-    common::init_log();
-    let broker = common::TansuBroker::start_behind_proxy();
-    let proxy = broker.proxy();
-    let (topic, group, _dlt) = topics("fence", |t| broker.create_topic(t, 1));
-    let config = KafkaConfig::new(broker.bootstrap())
-        .request_timeout(Duration::from_secs(2))
-        .connect_timeout(Duration::from_millis(500))
-        .retry_backoff(Duration::from_millis(50))
-        .max_retries(2)
-        .fetch_max_wait(Duration::from_millis(50));
-    let transport: Arc<dyn Transport> =
-        Arc::new(KafkaTransport::connect(config).expect("connect through the proxy"));
-    let n = 50u64;
-    produce_all(
-        &*transport,
-        (0..n)
-            .map(|i| OutRecord::new(&topic).key("k").value(i.to_string()))
-            .collect(),
-    );
-    // The first handling of record 0 waits at the gate; every handling is
-    // logged with its time.
-    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-    let handled: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
-    let session = Duration::from_secs(2);
-    let engine = {
-        let (gate, handled) = (gate.clone(), handled.clone());
-        Engine::builder(transport.clone())
-            .group_id(&group)
-            .topics([topic.as_str()])
-            .workers(1)
-            .session_timeout(session)
-            .commit_interval(Duration::from_millis(50))
-            .handler(move |r: &Record| {
-                let id: u64 = r
-                    .value
-                    .as_deref()
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-                    .unwrap_or(u64::MAX);
-                let first = !handled.lock().unwrap().iter().any(|&(i, _)| i == id);
-                if id == 0 && first {
-                    let (open, cv) = &*gate;
-                    let mut open = open.lock().unwrap();
-                    while !*open {
-                        open = cv.wait(open).unwrap();
-                    }
-                }
-                handled.lock().unwrap().push((id, Instant::now()));
-                Outcome::Done
-            })
-            .build()
-            .unwrap()
-    };
-    assert!(
-        common::eventually(Duration::from_secs(30), || engine.stats().in_flight as u64
-            == n),
-        "the records did not reach the engine: {:?}",
-        engine.stats()
-    );
-    cut_off(proxy);
-    let cut = Instant::now();
-    // Sleeps until `until`, noting when the engine dropped the partition.
-    let mut dropped_after = None;
-    let mut watch_until = |until: Instant| {
-        while Instant::now() < until {
-            if dropped_after.is_none() && engine.stats().assigned_partitions == 0 {
-                dropped_after = Some(cut.elapsed());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
-    // From a session after the cut on, the broker may have handed the
-    // partition on (its session timer ran from the last heartbeat it
-    // received, before the cut). Then the running handler finishes, and
-    // nothing queued behind it may be handled.
-    watch_until(cut + session);
-    let (open, cv) = &*gate;
-    *open.lock().unwrap() = true;
-    cv.notify_all();
-    assert!(common::eventually(Duration::from_secs(5), || !handled
-        .lock()
-        .unwrap()
-        .is_empty()));
-    watch_until(Instant::now() + Duration::from_secs(1));
-    let while_cut: Vec<u64> = handled.lock().unwrap().iter().map(|&(id, _)| id).collect();
-    assert_eq!(while_cut, vec![0], "handled while cut off");
-    // The consumer thread reports the partition lost once its poll returns
-    // (with stalled connections, when its call times out).
-    let lost = common::eventually(session * 3, || engine.stats().assigned_partitions == 0);
-    let lost_after = dropped_after.unwrap_or_else(|| cut.elapsed());
-    assert!(
-        lost,
-        "still assigned {lost_after:?} after the cut (session timeout {session:?}): {:?}",
-        engine.stats()
-    );
-
-    proxy.restore();
-    let restored = Instant::now();
-    let all = common::eventually(Duration::from_secs(30), || {
-        let h = handled.lock().unwrap();
-        (0..n).all(|id| h.iter().any(|&(i, at)| i == id && at > restored))
-    });
-    let h = handled.lock().unwrap().clone();
-    assert!(all, "not every record handled after the restore: {h:?}");
-    let zero = h.iter().filter(|&&(i, _)| i == 0).count();
-    assert_eq!(zero, 2, "record 0's first outcome was not committed");
-    println!(
-        "fencing ({how}): Lost reported {lost_after:?} after the cut (session {session:?}), \
-         all {n} handled again {:?} after the restore",
-        restored.elapsed()
-    );
-    engine.shutdown(Duration::from_secs(10)).unwrap();
-}
-
-#[test]
-fn a_cut_off_engine_stops_handling_and_commits_nothing() {
-    cut_off_engine_stops_handling_and_commits_nothing("connections cut", |p| p.cut());
-}
-
-#[test]
-fn a_stalled_engine_stops_handling_and_commits_nothing() {
-    cut_off_engine_stops_handling_and_commits_nothing("connections stalled", |p| p.stall());
-}
-
 // ---------------------------------------------------------------------------
 // 4. Key order kept through SIGKILLs and rebalances
 
@@ -1092,7 +956,6 @@ fn key_order_child() {
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
     let (topic, group) = (var(KO_TOPIC), var(KO_GROUP));
     let log = Arc::new(reliability::OrderLog::open(&PathBuf::from(var(KO_LOG))));
-    let diag = Arc::new(DiagLog::open(&diag_path(&var(KO_LOG)), var(KO_CLIENT)));
     reliability::quiet_injected_panics();
     let _ = env_logger::Builder::from_default_env()
         .target(env_logger::Target::Stderr)
@@ -1137,10 +1000,7 @@ fn key_order_child() {
             // Before the outcome is returned: a kill after this line cannot
             // lose it.
             match (id, &outcome) {
-                (Some(id), Outcome::Done) => {
-                    log.record(id, false);
-                    diag.record(id, r);
-                }
+                (Some(id), Outcome::Done) => log.record(id, false),
                 (Some(id), Outcome::Reject(_)) => log.record(id, true),
                 _ => {}
             }
@@ -1170,138 +1030,18 @@ fn key_order_child() {
     }
 }
 
-/// Where a key-order child writes its diagnostics: one line per `Done`
-/// saying which instance handled which copy (see [`DiagLog`]).
-fn diag_path(order_log: &str) -> PathBuf {
-    PathBuf::from(format!("{order_log}.diag"))
-}
-
-/// Diagnostics for the duplicates of the key-order test: per `Done`,
-/// `<id> <client> <topic> <partition> <offset> <attempts> <wall ms>`, one
-/// write(2) per line (O_APPEND), like the order log.
-struct DiagLog {
-    file: std::fs::File,
-    client: String,
-}
-
-impl DiagLog {
-    fn open(path: &PathBuf, client: String) -> DiagLog {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        DiagLog { file, client }
-    }
-
-    fn record(&self, id: u64, r: &Record) {
-        let line = format!(
-            "{id} {} {} {} {} {} {}\n",
-            self.client,
-            r.topic,
-            r.partition,
-            r.offset,
-            r.attempts(),
-            wall_ms()
-        );
-        let _ = (&self.file).write_all(line.as_bytes());
-    }
-}
-
-fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// One `Done` of the diagnostics log.
-struct DiagLine {
-    id: u64,
-    client: String,
-    copy: (String, i32, i64),
-    at: i64,
-}
-
-fn read_diag(path: &PathBuf) -> Vec<DiagLine> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            let [id, client, topic, partition, offset, _attempts, at] = f.as_slice() else {
-                return None;
-            };
-            Some(DiagLine {
-                id: id.parse().ok()?,
-                client: client.to_string(),
-                copy: (
-                    topic.to_string(),
-                    partition.parse().ok()?,
-                    offset.parse().ok()?,
-                ),
-                at: at.parse().ok()?,
-            })
-        })
-        .collect()
-}
-
-/// Why each repeated `Done` happened, as far as the diagnostics tell:
-/// by what became of the instance that handled the record before (killed,
-/// stopped cleanly, still running) and whether the repeat handled the
-/// same copy (re-read from an uncommitted offset) or another copy of the
-/// record (a retry-topic copy of it, or its origin record again), and
-/// how long after the earlier handling and after the first handler's end.
-fn explain_duplicates(diag: &[DiagLine], ends: &HashMap<String, (i64, &'static str)>) -> String {
-    let mut by_id: HashMap<u64, Vec<&DiagLine>> = HashMap::new();
-    for d in diag {
-        by_id.entry(d.id).or_default().push(d);
-    }
-    // (cause, same copy?, repeat on the retry topic?) -> (count, gaps ms)
-    let mut causes: std::collections::BTreeMap<(String, bool, bool), (usize, Vec<i64>)> =
-        Default::default();
-    for hs in by_id.values() {
-        for w in hs.windows(2) {
-            let (a, b) = (w[0], w[1]);
-            let cause = match ends.get(&a.client) {
-                Some(&(end, kind)) if b.at >= end => format!("after {kind} of the earlier handler"),
-                _ if a.client == b.client => "same instance again".to_string(),
-                Some(&(_, kind)) => format!("earlier handler alive (before its {kind})"),
-                None => "earlier handler alive to the end".to_string(),
-            };
-            let e = causes
-                .entry((cause, a.copy == b.copy, b.copy.0.ends_with("-retry")))
-                .or_default();
-            e.0 += 1;
-            e.1.push(b.at - a.at);
-        }
-    }
-    let mut out = String::from(
-        "  repeated handlings by cause (count | same copy | repeat read from the retry topic | gap to the earlier handling p50/max ms):\n",
-    );
-    for ((cause, same, retry), (n, mut gaps)) in causes {
-        gaps.sort_unstable();
-        out += &format!(
-            "    {n:6} | {cause} | same copy {same} | retry topic {retry} | gap {} / {}\n",
-            gaps[gaps.len() / 2],
-            gaps[gaps.len() - 1]
-        );
-    }
-    out
-}
-
 const KO_INTERVAL: Duration = Duration::from_millis(300);
 const KO_MAX_RETRY: Duration = Duration::from_secs(3);
 
 /// One instance of `key_order_survives_sigkills_and_rebalances`.
 struct KoChild {
     child: Child,
-    /// Its client id (its name in the diagnostics).
-    client: String,
     view: Arc<Mutex<ChildView>>,
     stdin: Option<std::process::ChildStdin>,
 }
 
 impl KoChild {
-    fn spawn(envs: &[(&str, &str)], client: String, stderr: &PathBuf) -> KoChild {
+    fn spawn(envs: &[(&str, &str)], stderr: &PathBuf) -> KoChild {
         let err = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -1320,12 +1060,7 @@ impl KoChild {
             .expect("spawn the key-order child");
         let view = ChildView::watch(child.stdout.take().unwrap());
         let stdin = child.stdin.take();
-        KoChild {
-            child,
-            client,
-            view,
-            stdin,
-        }
+        KoChild { child, view, stdin }
     }
 
     fn stat(&self, k: &str) -> i64 {
@@ -1421,7 +1156,6 @@ fn key_order_survives_sigkills_and_rebalances() {
                 (KO_LOG, &log),
                 (KO_CLIENT, &client),
             ],
-            client.clone(),
             &stderr,
         )
     };
@@ -1446,8 +1180,6 @@ fn key_order_survives_sigkills_and_rebalances() {
     let mut chunks = records.chunks(n / 8);
     let (mut kills, mut stops, mut unclean_stops) = (0, 0, 0);
     let mut events = Vec::new();
-    // Client id -> when and how it ended (for the duplicates' causes).
-    let mut ends: HashMap<String, (i64, &'static str)> = HashMap::new();
     for round in 0..9 {
         if let Some(chunk) = chunks.next() {
             for r in producer.send_batch(chunk.to_vec()) {
@@ -1458,19 +1190,16 @@ fn key_order_survives_sigkills_and_rebalances() {
         let victim = (rng.next() % live.len() as u64) as usize;
         let child = live.remove(victim);
         let (held, parked) = (child.stat("held"), child.stat("parked"));
-        let name = format!("{} {}", wall_ms(), child.client);
         if round % 3 == 2 {
-            ends.insert(child.client.clone(), (wall_ms(), "clean stop"));
             if !child.stop(Duration::from_secs(15)) {
                 unclean_stops += 1;
             }
             stops += 1;
-            events.push(format!("{name} stop (held {held}, parked {parked})"));
+            events.push(format!("stop (held {held}, parked {parked})"));
         } else {
-            ends.insert(child.client.clone(), (wall_ms(), "SIGKILL"));
             drop(child); // SIGKILL
             kills += 1;
-            events.push(format!("{name} SIGKILL (held {held}, parked {parked})"));
+            events.push(format!("SIGKILL (held {held}, parked {parked})"));
         }
         live.push(spawn());
     }
@@ -1482,7 +1211,6 @@ fn key_order_survives_sigkills_and_rebalances() {
     let finished = common::eventually(Duration::from_secs(60), || covered(&dead) == n);
     let held: i64 = live.iter().map(|c| c.stat("held")).sum();
     for c in live {
-        ends.insert(c.client.clone(), (wall_ms(), "final stop"));
         c.stop(Duration::from_secs(15));
     }
     dead.settle(Duration::from_millis(800), Duration::from_secs(5));
@@ -1572,29 +1300,6 @@ fn key_order_survives_sigkills_and_rebalances() {
         started.elapsed()
     );
     println!("  events: {events:?}");
-    let diag = diag_path(&order_log.to_string_lossy());
-    print!("{}", explain_duplicates(&read_diag(&diag), &ends));
-    // The rest of `duplicates`: dead letters beyond one per record.
-    let mut dead_by_reason: std::collections::BTreeMap<
-        &str,
-        (usize, std::collections::HashSet<u64>),
-    > = Default::default();
-    for d in &dead_letters {
-        let e = dead_by_reason.entry(d.reason.as_str()).or_default();
-        e.0 += 1;
-        e.1.extend(d.id);
-    }
-    let done_and_dead = dead_letters
-        .iter()
-        .filter_map(|d| d.id)
-        .collect::<std::collections::HashSet<u64>>()
-        .iter()
-        .filter(|id| done.contains_key(id))
-        .count();
-    for (reason, (n, ids)) in &dead_by_reason {
-        println!("  dead letters {reason}: {n} for {} records", ids.len());
-    }
-    println!("  records both done and dead-lettered: {done_and_dead}");
     assert!(
         out_of_order.is_empty(),
         "{} out of order (seed {seed:#x}), first: {:?}",
@@ -1602,16 +1307,6 @@ fn key_order_survives_sigkills_and_rebalances() {
         &out_of_order[..out_of_order.len().min(10)]
     );
     assert!(kills >= 2, "the test must SIGKILL instances");
-    if std::env::var_os("KAFKA_RETRY_KEEP_LOGS").is_some() {
-        println!(
-            "  kept: {}, {}, {}",
-            order_log.display(),
-            diag.display(),
-            stderr.display()
-        );
-    } else {
-        let _ = std::fs::remove_file(&order_log);
-        let _ = std::fs::remove_file(&diag);
-        let _ = std::fs::remove_file(&stderr);
-    }
+    let _ = std::fs::remove_file(&order_log);
+    let _ = std::fs::remove_file(&stderr);
 }

@@ -156,14 +156,7 @@ impl Dispatcher {
             ConsumerEvent::Assigned(tps) => {
                 log::info!("{}: assigned {}", self.ctx.group_id, list(&tps));
                 self.hold_until_ready(&tps);
-                // Fencing: the new leases end when the session lapses, even
-                // if this thread is stuck in a call then (see `lease`).
-                self.parts.assign(tps.clone());
-                if let Some(fence) = self.consumer.session_fence() {
-                    for p in tps.iter().filter_map(|tp| self.parts.get(tp)) {
-                        p.lease.set_fence(fence.clone());
-                    }
-                }
+                self.parts.assign(tps);
             }
             ConsumerEvent::Revoked(tps) => {
                 log::info!("{}: revoking {}", self.ctx.group_id, list(&tps));

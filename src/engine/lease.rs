@@ -5,20 +5,12 @@
 //! a revoked assignment (a completion, a parked retry record, a write in
 //! flight) can never mark offsets done in a later assignment of the same
 //! partition. The consumer thread and the relay both fence this way.
-//!
-//! A lease may also carry its consumer's [`SessionFence`]: once the group
-//! session may have lapsed (the member is cut off from the coordinator),
-//! the lease counts as revoked from then on, also while the consumer
-//! thread is stuck on a hung connection and has not yet seen the `Lost`
-//! its next poll reports. A handler already running finishes; its outcome
-//! is not committed (the partition is given up without a commit).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::watermark::OffsetTracker;
 use crate::record::TopicPartition;
-use crate::transport::SessionFence;
 
 /// One assignment of one partition to this engine.
 #[derive(Debug)]
@@ -35,16 +27,6 @@ pub(crate) struct Lease {
     pub outstanding: AtomicUsize,
     /// Of those, records waiting in an outbox for a full worker queue.
     pub outboxed: AtomicUsize,
-    /// The consumer's session check, set once after the assignment.
-    fence: OnceLock<Fence>,
-}
-
-struct Fence(SessionFence);
-
-impl std::fmt::Debug for Fence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SessionFence")
-    }
 }
 
 impl Lease {
@@ -55,13 +37,7 @@ impl Lease {
             tracker: Mutex::new(OffsetTracker::default()),
             outstanding: AtomicUsize::new(0),
             outboxed: AtomicUsize::new(0),
-            fence: OnceLock::new(),
         })
-    }
-
-    /// Revokes this lease once `fence` says the session lapsed.
-    pub(crate) fn set_fence(&self, fence: SessionFence) {
-        let _ = self.fence.set(Fence(fence));
     }
 
     pub(crate) fn tracker(&self) -> MutexGuard<'_, OffsetTracker> {
@@ -73,33 +49,6 @@ impl Lease {
     }
 
     pub(crate) fn is_revoked(&self) -> bool {
-        if self.revoked.load(Ordering::Acquire) {
-            return true;
-        }
-        // Sticky: a lapsed session ends the lease for good, whatever the
-        // fence says later (the member may have rejoined by then).
-        if self.fence.get().is_some_and(|f| (f.0)()) {
-            self.revoke();
-            return true;
-        }
-        false
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_lapsed_session_revokes_the_lease_for_good() {
-        let lease = Lease::new(TopicPartition::new("t", 0));
-        let lapsed = Arc::new(AtomicBool::new(false));
-        let l = lapsed.clone();
-        lease.set_fence(Arc::new(move || l.load(Ordering::SeqCst)));
-        assert!(!lease.is_revoked());
-        lapsed.store(true, Ordering::SeqCst);
-        assert!(lease.is_revoked());
-        lapsed.store(false, Ordering::SeqCst);
-        assert!(lease.is_revoked(), "sticky");
+        self.revoked.load(Ordering::Acquire)
     }
 }

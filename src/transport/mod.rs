@@ -270,24 +270,7 @@ pub trait Consumer: Send + Debug {
     fn progress(&self) -> Vec<PartitionProgress> {
         Vec::new()
     }
-
-    /// A check, callable from any thread, that turns true once this
-    /// member's session may have ended without the member hearing of it
-    /// (cut off from the coordinator: no heartbeat answered for nearly the
-    /// session timeout), and stays true for the partitions assigned until
-    /// then; the next [`Consumer::poll`] reports them
-    /// [`ConsumerEvent::Lost`]. The engine checks it before handing a
-    /// record of those partitions to a handler, so a member whose poll is
-    /// stuck on a hung connection stops handling in time too. The default
-    /// (a transport without such sessions) is `None`.
-    fn session_fence(&self) -> Option<SessionFence> {
-        None
-    }
 }
-
-/// See [`Consumer::session_fence`]: `true` once the session may have
-/// lapsed.
-pub type SessionFence = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Where a [`Consumer`] stands in one assigned partition
 /// ([`Consumer::progress`]).

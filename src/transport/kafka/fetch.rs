@@ -80,9 +80,6 @@ pub(crate) struct Fetcher {
     /// fetch errors it is reported to the caller of `poll` (it will not go
     /// away by itself), see [`Fetcher::take_auth_failure`].
     auth_failure: Option<Error>,
-    /// Set for one round by [`Fetcher::fetch_round_by`]: no Fetch call of
-    /// the round may outlast it.
-    call_limit: Option<Instant>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -243,7 +240,6 @@ impl Fetcher {
             failures: 0,
             retry_at: HashMap::new(),
             auth_failure: None,
-            call_limit: None,
         }
     }
 
@@ -335,20 +331,6 @@ impl Fetcher {
     /// sees no records this round. Sleeps for `wait` when there is nothing to
     /// fetch, so a poll loop does not spin.
     pub(crate) fn fetch_round(&mut self, wait: Duration) {
-        self.fetch_round_by(wait, None);
-    }
-
-    /// [`Fetcher::fetch_round`], with no Fetch call lasting past `limit`:
-    /// a group member whose session may lapse then (see `group`) must get
-    /// back to its caller by then, also when a connection hangs. A call cut
-    /// short breaks its connection (reconnected next round).
-    pub(crate) fn fetch_round_by(&mut self, wait: Duration, limit: Option<Instant>) {
-        self.call_limit = limit;
-        self.fetch_round_inner(wait);
-        self.call_limit = None;
-    }
-
-    fn fetch_round_inner(&mut self, wait: Duration) {
         let started = Instant::now();
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         let mut refresh: BTreeSet<String> = BTreeSet::new();
@@ -564,18 +546,7 @@ impl Fetcher {
         req.session_id = 0;
         req.session_epoch = -1;
         req.topics = fetch_topics;
-        let mut timeout = wait + cfg.request_timeout;
-        if let Some(limit) = self.call_limit {
-            let left = limit
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(10));
-            timeout = timeout.min(left);
-            // The broker must answer within it: ask it to wait less.
-            req.max_wait_ms = req
-                .max_wait_ms
-                .min(i32::try_from((left / 2).as_millis()).unwrap_or(i32::MAX));
-        }
-        let resp: FetchResponse = conn.call(version, &req, timeout)?;
+        let resp: FetchResponse = conn.call(version, &req, wait + cfg.request_timeout)?;
         if resp.error_code != 0 {
             // Top-level errors (v7+) concern fetch sessions, which we do not use.
             log::warn!(

@@ -118,7 +118,7 @@ impl GroupConsumer {
                         lost.len()
                     );
                     self.generation = -1;
-                    self.membership.clear_target();
+                    self.membership.set_target(None);
                     self.fetcher.clear();
                     self.watch = None;
                     self.phase = Phase::Unjoined;
@@ -133,7 +133,7 @@ impl GroupConsumer {
         let old: BTreeSet<TopicPartition> = self.assignment.iter().cloned().collect();
         let new: BTreeSet<TopicPartition> = out.parts.iter().cloned().collect();
         self.generation = out.generation;
-        self.membership.set_target(self.current(), out.synced_at);
+        self.membership.set_target(self.current());
         self.requested_in = None;
         let next_check = std::time::Instant::now() + self.client.config().metadata_max_age;
         self.watch = out

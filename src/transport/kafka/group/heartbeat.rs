@@ -34,8 +34,6 @@ pub(super) struct Heartbeat {
     pub interval: Duration,
     /// Bound on one Heartbeat call.
     pub timeout: Duration,
-    /// The member's local session limit (see `local_session_limit`).
-    pub session_limit: Duration,
 }
 
 impl Heartbeat {
@@ -100,7 +98,6 @@ fn heartbeat_loop(hb: Heartbeat) {
         membership,
         interval,
         timeout,
-        session_limit,
     } = hb;
     let backoff = Backoff::between(
         client.config().retry_backoff.max(Duration::from_millis(20)),
@@ -115,9 +112,6 @@ fn heartbeat_loop(hb: Heartbeat) {
     while let Some(target) = next_target(&membership, interval, &mut seen_epoch, &mut next) {
         let gid = group_id(&group);
         let instance = group_instance_id.clone();
-        // Before the call: the coordinator received the beat after this,
-        // which keeps the member's own session deadline on the safe side.
-        let sent = Instant::now();
         let reply = coord.call(timeout, |v| {
             let mut req = HeartbeatRequest::default();
             req.group_id = gid;
@@ -129,13 +123,6 @@ fn heartbeat_loop(hb: Heartbeat) {
             req
         });
         next = Instant::now() + interval;
-        if let Ok((_, r)) = &reply {
-            // Kafka restarts the session timer on every heartbeat of a
-            // member of the generation, also one answered 27.
-            if r.error_code == 0 || r.error_code == KafkaCode::REBALANCE_IN_PROGRESS.code() {
-                membership.heard(&target, sent, session_limit);
-            }
-        }
         let failure = match reply {
             Ok((_, r)) if r.error_code == 0 => None,
             Ok((_, r)) => {

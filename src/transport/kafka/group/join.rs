@@ -60,12 +60,6 @@ pub(super) struct JoinOutcome {
     pub(super) counts: Option<BTreeMap<String, Option<i32>>>,
     /// Whether the group runs `cooperative-sticky` this generation.
     pub(super) cooperative: bool,
-    /// When the SyncGroup that entered the generation was sent: the
-    /// coordinator restarts the member's session timer when it hands out
-    /// the assignment (Kafka: `propagateAssignment`, or the SyncGroup of a
-    /// stable group), which is after it received this request, so the
-    /// session lasts at least `session_timeout` from here.
-    pub(super) synced_at: Instant,
 }
 
 /// The leader's plan: an assignment per member, and the partition counts it
@@ -106,7 +100,7 @@ impl GroupConsumer {
     /// while joining (first join, eager rebalance, after being fenced).
     pub(super) fn join(&mut self) -> Result<Vec<TopicPartition>> {
         // No generation to heartbeat for while joining.
-        self.membership.clear_target();
+        self.membership.set_target(None);
         self.assignment.clear();
         self.fetcher.clear();
         self.watch = None;
@@ -115,7 +109,7 @@ impl GroupConsumer {
         self.take_back(joiner);
         let out = result?;
         self.cooperative = out.cooperative;
-        self.activate(out.generation, &out.parts, out.counts, out.synced_at);
+        self.activate(out.generation, &out.parts, out.counts);
         Ok(out.parts)
     }
 
@@ -178,14 +172,12 @@ impl Joiner {
         } else {
             (Vec::new(), None)
         };
-        let synced_at = Instant::now();
         let parts = self.sync_group(joined.generation, joined.cooperative, assignments)?;
         Ok(JoinOutcome {
             generation: joined.generation,
             parts,
             counts,
             cooperative: joined.cooperative,
-            synced_at,
         })
     }
 
@@ -433,13 +425,12 @@ impl GroupConsumer {
         generation: i32,
         parts: &[TopicPartition],
         counts: Option<BTreeMap<String, Option<i32>>>,
-        synced_at: Instant,
     ) {
         self.generation = generation;
         self.phase = Phase::Active;
         self.assignment = parts.to_vec();
         self.fetcher.assign(parts);
-        self.membership.set_target(self.current(), synced_at);
+        self.membership.set_target(self.current());
         let max_age = self.client.config().metadata_max_age;
         let counts = match (counts, self.requested_in.take()) {
             (Some(_), Some((asked_in, before))) if asked_in == generation => {

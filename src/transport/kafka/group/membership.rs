@@ -3,7 +3,6 @@
 //! what the coordinator said about it.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use crate::error::KafkaCode;
 
@@ -37,13 +36,6 @@ pub(super) struct MembershipState {
     /// Bumped on every `target` change, so the heartbeat thread restarts its
     /// interval for a new generation.
     pub(super) epoch: u64,
-    /// When the coordinator last heard from this member for `target`, by
-    /// the *sending* time of what it answered (the SyncGroup that entered
-    /// the generation, then each heartbeat it answered): the broker's
-    /// session timer restarted no earlier than that. `None`: no target.
-    pub(super) heard_since: Option<Instant>,
-    /// [`Membership::expired`] said so for `target` already.
-    pub(super) lapse_reported: bool,
     pub(super) stop: bool,
 }
 
@@ -62,69 +54,13 @@ impl Membership {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The generation to heartbeat for from now on (`None`: none), entered
-    /// by a SyncGroup sent at `synced_at` (see `heard_since`).
-    pub(super) fn set_target(&self, target: Option<Generation>, synced_at: Instant) {
+    /// The generation to heartbeat for from now on (`None`: none).
+    pub(super) fn set_target(&self, target: Option<Generation>) {
         let mut st = self.lock();
-        st.heard_since = target.as_ref().map(|_| synced_at);
-        st.lapse_reported = false;
         st.target = target;
         st.ended = None;
         st.epoch = st.epoch.wrapping_add(1);
         self.wake.notify_all();
-    }
-
-    /// No generation to heartbeat for.
-    pub(super) fn clear_target(&self) {
-        self.set_target(None, Instant::now());
-    }
-
-    /// The coordinator answered a heartbeat for `about` sent at `sent`
-    /// (answered at all: 27 counts too, Kafka restarts the session timer on
-    /// it), if `about` is still the target.
-    ///
-    /// Not once the session lapsed (see [`Membership::lapsed`]): by then
-    /// the engine gave the partitions up, so the lapse is final for the
-    /// generation and the poll side reports them lost.
-    pub(super) fn heard(&self, about: &Generation, sent: Instant, limit: Duration) {
-        let mut st = self.lock();
-        if st.target.as_ref() != Some(about) {
-            return;
-        }
-        if let Some(since) = &mut st.heard_since {
-            if since.elapsed() < limit {
-                *since = (*since).max(sent);
-            }
-        }
-    }
-
-    /// Whether the target generation's session lapsed: nothing answered
-    /// for `limit` since `heard_since`. Final until the next target.
-    pub(super) fn lapsed(&self, limit: Duration) -> bool {
-        self.lock()
-            .heard_since
-            .is_some_and(|since| since.elapsed() >= limit)
-    }
-
-    /// Whether nothing sent for the target generation was answered within
-    /// `limit` (then the broker may have expired the member): true once per
-    /// target, the caller treats its partitions as lost.
-    pub(super) fn expired(&self, limit: Duration) -> bool {
-        let mut st = self.lock();
-        match st.heard_since {
-            Some(since) if !st.lapse_reported && since.elapsed() >= limit => {
-                st.lapse_reported = true;
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// When the target generation's session lapses (see
-    /// [`Membership::expired`]) unless a heartbeat is answered before;
-    /// `None` without a target.
-    pub(super) fn lapses_at(&self, limit: Duration) -> Option<Instant> {
-        self.lock().heard_since.map(|since| since + limit)
     }
 
     /// Records `end` if `about` is still the current generation. Fenced
@@ -152,7 +88,6 @@ impl Membership {
         let mut st = self.lock();
         st.stop = true;
         st.target = None;
-        st.heard_since = None;
         self.wake.notify_all();
     }
 }
@@ -173,21 +108,21 @@ mod tests {
         let s = Membership::default();
         s.report(&gen(1), GenerationEnd::Rebalance);
         assert_eq!(s.take_end(), None, "no target yet");
-        s.set_target(Some(gen(2)), Instant::now());
+        s.set_target(Some(gen(2)));
         s.report(
             &gen(1),
             GenerationEnd::Fenced(KafkaCode::ILLEGAL_GENERATION),
         );
         assert_eq!(s.take_end(), None, "stale generation");
         s.report(&gen(2), GenerationEnd::Rebalance);
-        s.set_target(Some(gen(3)), Instant::now());
+        s.set_target(Some(gen(3)));
         assert_eq!(s.take_end(), None, "a new target clears old reports");
     }
 
     #[test]
     fn fenced_wins_over_rebalance() {
         let s = Membership::default();
-        s.set_target(Some(gen(5)), Instant::now());
+        s.set_target(Some(gen(5)));
         s.report(&gen(5), GenerationEnd::Rebalance);
         s.report(&gen(5), GenerationEnd::Fenced(KafkaCode::UNKNOWN_MEMBER_ID));
         s.report(&gen(5), GenerationEnd::Rebalance);
@@ -199,34 +134,5 @@ mod tests {
         s.report(&gen(5), GenerationEnd::InstanceFenced);
         s.report(&gen(5), GenerationEnd::Fenced(KafkaCode::UNKNOWN_MEMBER_ID));
         assert_eq!(s.take_end(), Some(GenerationEnd::InstanceFenced));
-    }
-
-    #[test]
-    fn the_session_expires_from_the_last_answered_send() {
-        let s = Membership::default();
-        let limit = Duration::from_millis(200);
-        let long_ago = Instant::now() - Duration::from_secs(1);
-        assert!(!s.expired(limit), "no target, nothing to expire");
-        s.set_target(Some(gen(1)), long_ago);
-        // A heartbeat sent long ago, answered now, does not help; nor one
-        // for another generation.
-        s.heard(&gen(1), long_ago + Duration::from_millis(100), limit);
-        s.heard(&gen(2), Instant::now(), limit);
-        assert!(s.lapsed(limit));
-        // Once lapsed, a heartbeat answered late does not revive it.
-        s.heard(&gen(1), Instant::now(), limit);
-        assert!(s.lapsed(limit));
-        assert!(s.expired(limit));
-        assert!(!s.expired(limit), "reported once");
-        // A fresh target restarts it; a recent answered heartbeat keeps it.
-        s.set_target(Some(gen(2)), Instant::now() - limit / 2);
-        s.heard(&gen(2), Instant::now(), limit);
-        assert!(!s.expired(limit));
-        assert!(!s.lapsed(limit));
-        let lapses = s.lapses_at(limit).unwrap();
-        assert!(lapses > Instant::now() && lapses <= Instant::now() + limit);
-        s.clear_target();
-        assert!(!s.expired(Duration::ZERO), "no target");
-        assert_eq!(s.lapses_at(limit), None);
     }
 }

@@ -73,8 +73,6 @@ mod cooperative;
 #[cfg(test)]
 mod cooperative_tests;
 mod coordinator;
-#[cfg(test)]
-mod fence_tests;
 mod heartbeat;
 mod join;
 mod membership;
@@ -149,9 +147,6 @@ pub(crate) struct GroupConsumer {
     rejoin: Option<JoinHandle<(Joiner, Result<JoinOutcome>)>>,
     /// After a cooperative `Revoked`: what the next poll assigns.
     after_revoke: Option<cooperative::AfterRevoke>,
-    /// How long after the last answered send the member takes its
-    /// partitions for lost (see [`local_session_limit`]).
-    session_limit: Duration,
 }
 
 impl std::fmt::Debug for GroupConsumer {
@@ -179,8 +174,6 @@ impl GroupConsumer {
             .max(Duration::from_millis(10));
         // A heartbeat that takes longer than the session is useless anyway.
         let timeout = client.config().request_timeout.min(config.session_timeout);
-        let session_limit =
-            local_session_limit(config.session_timeout, client.config().fetch_max_wait);
         let heartbeat = heartbeat::Heartbeat {
             client: client.clone(),
             group: config.group_id.clone(),
@@ -189,7 +182,6 @@ impl GroupConsumer {
             membership: membership.clone(),
             interval,
             timeout,
-            session_limit,
         }
         .spawn()?;
         Ok(GroupConsumer {
@@ -213,7 +205,6 @@ impl GroupConsumer {
             cooperative: false,
             rejoin: None,
             after_revoke: None,
-            session_limit,
         })
     }
 
@@ -227,9 +218,7 @@ impl GroupConsumer {
     /// Applies a pending heartbeat/commit report; returns the event to hand
     /// to the caller, if any.
     fn handle_generation_end(&mut self) -> Option<ConsumerEvent> {
-        let Some(end) = self.membership.take_end() else {
-            return self.session_expired();
-        };
+        let end = self.membership.take_end()?;
         if self.rejoin.is_some() && end != GenerationEnd::InstanceFenced {
             // The generation is ending: that is what the rejoin is for (its
             // heartbeats are answered 27, then 22, meanwhile).
@@ -261,7 +250,7 @@ impl GroupConsumer {
                 if c == KafkaCode::UNKNOWN_MEMBER_ID {
                     self.member_id.clear();
                 }
-                self.membership.clear_target();
+                self.membership.set_target(None);
                 self.fetcher.clear();
                 let lost = std::mem::take(&mut self.assignment);
                 let was = self.phase;
@@ -290,68 +279,12 @@ impl GroupConsumer {
         }
     }
 
-    /// Fencing of a member cut off from its coordinator (librdkafka's
-    /// `rd_kafka_cgrp_session_timeout_check`): once nothing sent for the
-    /// generation was answered for [`session_limit`](Self::session_limit),
-    /// the coordinator may have expired the member and handed its
-    /// partitions on, so they are reported `Lost` before that can happen,
-    /// and the next poll rejoins (retrying until the coordinator answers).
-    /// The member id is kept: a coordinator that did not expire the member
-    /// takes it back (a static member keeps its partitions then).
-    fn session_expired(&mut self) -> Option<ConsumerEvent> {
-        if self.phase != Phase::Active || !self.membership.expired(self.session_limit) {
-            return None;
-        }
-        let lost = std::mem::take(&mut self.assignment);
-        log::warn!(
-            "group {}: member {}: no heartbeat of generation {} answered for {:?} (session \
-             timeout {:?}); the coordinator may have expired the member: {} partitions lost, \
-             rejoining",
-            self.config.group_id,
-            self.member_id,
-            self.generation,
-            self.session_limit,
-            self.config.session_timeout,
-            lost.len()
-        );
-        self.fetcher.clear();
-        self.after_revoke = None;
-        if self.rejoin.is_none() {
-            self.generation = -1;
-            self.membership.clear_target();
-            self.watch = None;
-            self.phase = Phase::Unjoined;
-        }
-        // Else a cooperative rejoin is under way on its own connection: it
-        // enters the next generation with nothing owned (everything it
-        // gets is `Assigned`), or fails and reports `Lost` (of nothing).
-        Some(ConsumerEvent::Lost(lost))
-    }
-
-    /// `timeout` for a coordinator call of the poll side, cut to end by the
-    /// session's lapse (at least 10 ms): past it the caller must hear of the
-    /// lost partitions, not wait for a hung connection.
-    pub(super) fn until_lapse(&self, timeout: Duration) -> Duration {
-        match self.membership.lapses_at(self.session_limit) {
-            Some(at) => timeout.min(
-                at.saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(10)),
-            ),
-            None => timeout,
-        }
-    }
-
-    /// Whether the session's lapse is past (the next poll reports `Lost`).
-    pub(super) fn lapsed(&self) -> bool {
-        self.membership.lapsed(self.session_limit)
-    }
-
     /// Enters [`Phase::Fenced`]: no generation, no heartbeats, nothing to
     /// fetch. The assignment is left for the caller to report as lost.
     fn fence_instance(&mut self) {
         self.phase = Phase::Fenced;
         self.generation = -1;
-        self.membership.clear_target();
+        self.membership.set_target(None);
         self.fetcher.clear();
         self.watch = None;
     }
@@ -409,27 +342,6 @@ impl GroupConsumer {
     }
 }
 
-/// How long a member goes on after the last answered send before it takes
-/// its partitions for lost: `session_timeout` less a margin, since the
-/// partitions must be given up *before* the coordinator can expire the
-/// member. Measured from the send (see `Membership::heard_since`), so the
-/// margin only has to cover how late the caller sees it: its next poll
-/// (the engine polls at least every 100 ms) after a fetch wait
-/// (`fetch_max_wait`), and the caller revoking its work. A fifth of the
-/// session covers that with the defaults (10 s: 2 s against 0.6 s) while a
-/// member whose heartbeats fail only now and then keeps its partitions:
-/// beats go every third of the session and a failed one is retried at the
-/// back-off, so it takes every beat of two intervals in a row failing. The
-/// margin is at least the fetch wait plus 100 ms and at most half the
-/// session (a margin for tiny test sessions, at the cost of rebalancing
-/// when a broker merely answers late).
-fn local_session_limit(session: Duration, fetch_max_wait: Duration) -> Duration {
-    let margin = (session / 5)
-        .max(fetch_max_wait + Duration::from_millis(100))
-        .min(session / 2);
-    session - margin
-}
-
 fn validate(config: &ConsumerConfig) -> Result<()> {
     if config.group_id.is_empty() {
         return Err(Error::config("group_id", "must not be empty"));
@@ -465,11 +377,6 @@ impl Consumer for GroupConsumer {
             _ => {}
         }
         let deadline = Instant::now() + timeout;
-        // A lapsed session first: a rejoin finishing now must not enter its
-        // generation with partitions whose leases the lapse ended.
-        if let Some(ev) = self.session_expired() {
-            return Ok(ev);
-        }
         if let Some(ev) = self.after_revoke() {
             return Ok(ev);
         }
@@ -522,12 +429,8 @@ impl Consumer for GroupConsumer {
                     );
                 }
             }
-            // A hung connection must not keep the poll past the session's
-            // lapse, which it is to report (see `session_expired`).
-            let lapse = self.membership.lapses_at(self.session_limit);
-            self.fetcher.fetch_round_by(
+            self.fetcher.fetch_round(
                 fetch_max_wait.min(deadline.saturating_duration_since(Instant::now())),
-                lapse,
             );
             fetched = true;
             // Refused credentials do not heal: tell the caller (the engine
@@ -537,9 +440,6 @@ impl Consumer for GroupConsumer {
             }
             // A rebalance reported mid-poll ends the poll early.
             self.check_metadata();
-            if let Some(ev) = self.session_expired() {
-                return Ok(ev);
-            }
             if let Some(ev) = self.rejoin_done() {
                 return Ok(ev);
             }
@@ -582,15 +482,6 @@ impl Consumer for GroupConsumer {
         self.assignment.clone()
     }
 
-    /// True once the current generation's session lapsed (see
-    /// [`GroupConsumer::session_expired`]); it then stays true until the
-    /// member enters a generation again, by which time the poll reported
-    /// the partitions lost.
-    fn session_fence(&self) -> Option<crate::transport::SessionFence> {
-        let (membership, limit) = (self.membership.clone(), self.session_limit);
-        Some(Arc::new(move || membership.lapsed(limit)))
-    }
-
     fn progress(&self) -> Vec<PartitionProgress> {
         self.fetcher.progress()
     }
@@ -623,17 +514,6 @@ impl Drop for GroupConsumer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_local_session_ends_a_margin_before_the_brokers() {
-        let ms = Duration::from_millis;
-        // Defaults: 10 s session, 500 ms fetch wait: a fifth.
-        assert_eq!(local_session_limit(ms(10_000), ms(500)), ms(8_000));
-        // A long fetch wait widens the margin, up to half the session.
-        assert_eq!(local_session_limit(ms(10_000), ms(2_900)), ms(7_000));
-        assert_eq!(local_session_limit(ms(1_000), ms(900)), ms(500));
-        assert_eq!(local_session_limit(ms(1_000), ms(50)), ms(800));
-    }
 
     #[test]
     fn config_is_validated() {

@@ -73,7 +73,7 @@ impl GroupConsumer {
             by_topic.entry(&tp.topic).or_default().push(tp.partition);
         }
         let group = self.config.group_id.clone();
-        let timeout = self.until_lapse(self.client.config().request_timeout);
+        let timeout = self.client.config().request_timeout;
         let (version, resp) = self
             .coord
             .call(timeout, |v| offset_fetch_request(&group, v, &by_topic))?;
@@ -89,22 +89,12 @@ impl GroupConsumer {
         gen: &Generation,
         offsets: &[(TopicPartition, i64)],
     ) -> Result<()> {
-        if self.lapsed() {
-            // The partitions are about to be reported lost (the session may
-            // have ended): nothing more is committed for them.
-            return Err(Error::Rebalance(format!(
-                "group {}: no heartbeat answered for {:?}; the session may have ended, \
-                 not committing",
-                self.config.group_id, self.session_limit
-            )));
-        }
         let result = Retry::new(self.client.config()).run(
             "OffsetCommit",
             self,
             |me| me.commit_once(gen, offsets),
             |me, e| match me.coord.recover(e) {
                 Action::Rejoin => Action::Fail,
-                _ if me.lapsed() => Action::Fail,
                 a => a,
             },
         );
@@ -138,7 +128,7 @@ impl GroupConsumer {
                 .push((tp.partition, *off));
         }
         let group = self.config.group_id.clone();
-        let timeout = self.until_lapse(self.client.config().request_timeout);
+        let timeout = self.client.config().request_timeout;
         let instance = self.config.group_instance_id.clone();
         let (_, resp) = self.coord.call(timeout, |v| {
             let mut req = OffsetCommitRequest::default();

@@ -4,8 +4,8 @@
 //! but ignores instance ids, so this is where the protocol is proven; see
 //! `tests/kafka_static_membership.rs`.)
 
-use std::sync::atomic::{AtomicBool, AtomicI16, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicI16, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::super::assignor;
@@ -36,21 +36,15 @@ fn bytes(w: W, b: &[u8]) -> W {
 
 /// Error codes the fake coordinator answers with (0 = success).
 #[derive(Default)]
-pub(super) struct Script {
-    pub(super) join: AtomicI16,
-    pub(super) heartbeat: AtomicI16,
-    pub(super) commit: AtomicI16,
-    /// While set, heartbeats get no answer (a coordinator cut off from
-    /// this member): each one waits until it is cleared, then is answered.
-    pub(super) hang_heartbeats: AtomicBool,
-    /// When the last heartbeat that was answered at once was received:
-    /// the broker's session timer restarts then.
-    pub(super) last_heartbeat: Mutex<Option<Instant>>,
+struct Script {
+    join: AtomicI16,
+    heartbeat: AtomicI16,
+    commit: AtomicI16,
 }
 
 /// A coordinator for group `g` with one member `m-1`, leader, topic `t`
 /// with one partition, committed offset 5; every answer per `script`.
-pub(super) fn coordinator(versions: &'static [(i16, i16)], script: Arc<Script>) -> FakeBroker {
+fn coordinator(versions: &'static [(i16, i16)], script: Arc<Script>) -> FakeBroker {
     FakeBroker::start_with_versions(versions, move |r, _| {
         Some(match r.key {
             api::JOIN_GROUP => {
@@ -69,13 +63,6 @@ pub(super) fn coordinator(versions: &'static [(i16, i16)], script: Arc<Script>) 
                 bytes(W::default().i32(0).i16(0), &a).0
             }
             HEARTBEAT => {
-                if script.hang_heartbeats.load(Ordering::SeqCst) {
-                    while script.hang_heartbeats.load(Ordering::SeqCst) {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                } else {
-                    *script.last_heartbeat.lock().unwrap() = Some(Instant::now());
-                }
                 W::default()
                     .i32(0)
                     .i16(script.heartbeat.load(Ordering::SeqCst))
