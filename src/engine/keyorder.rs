@@ -71,7 +71,6 @@
 //!   not blocked.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -164,10 +163,6 @@ struct Inner {
 pub(crate) struct KeyOrderState {
     retry_partitions: i32,
     inner: Mutex<Inner>,
-    /// Copies in `Inner::waiting` (kept whole until their key's turn),
-    /// set under the lock, read without it by the consumer thread's bound
-    /// ([`KeyOrderState::waiting`]).
-    waiting: AtomicUsize,
 }
 
 /// The origin partition and key of a record the relay read, from its
@@ -183,7 +178,6 @@ impl KeyOrderState {
         KeyOrderState {
             retry_partitions: retry_partitions.max(1),
             inner: Mutex::new(Inner::default()),
-            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -195,13 +189,9 @@ impl KeyOrderState {
     /// copies, and retries that fell due behind their key's head). The
     /// consumer thread holds its origin partitions while these reach
     /// `max_parked` (dispatch.rs), so they are bounded by traffic no more.
+    /// Read once per pass of the consumer loop, so one lock is cheap.
     pub(crate) fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
-    }
-
-    /// Publishes `inner.waiting_len` (with the lock held, after a change).
-    fn count_waiting(&self, inner: &Inner) {
-        self.waiting.store(inner.waiting_len, Ordering::Relaxed);
+        self.lock().waiting_len
     }
 
     /// The retry partition that holds the copies of origin partition `p`.
@@ -347,7 +337,6 @@ impl KeyOrderState {
             Some(old) => settle_stale(&old),
             None => inner.waiting_len += 1,
         }
-        self.count_waiting(&inner);
         None
     }
 
@@ -371,9 +360,7 @@ impl KeyOrderState {
         if settled && !retried {
             remove(&mut inner, &key, origin.offset);
         }
-        let job = next(&mut inner, &key, q);
-        self.count_waiting(&inner);
-        job
+        next(&mut inner, &key, q)
     }
 
     /// The relay settled `origin`'s record itself (dead-lettered or dropped
@@ -383,9 +370,7 @@ impl KeyOrderState {
         let q = self.retry_partition(origin.tp.partition);
         let mut inner = self.lock();
         remove(&mut inner, &key, origin.offset);
-        let job = next(&mut inner, &key, q);
-        self.count_waiting(&inner);
-        job
+        next(&mut inner, &key, q)
     }
 
     /// The relay owns retry partition `q` and has read it to an end offset
@@ -404,9 +389,7 @@ impl KeyOrderState {
             .filter(|(tp, _)| tp.partition.max(0) % n == q)
             .cloned()
             .collect();
-        let jobs = keys.iter().filter_map(|k| next(&mut inner, k, q)).collect();
-        self.count_waiting(&inner);
-        jobs
+        keys.iter().filter_map(|k| next(&mut inner, k, q)).collect()
     }
 
     /// The relay is giving retry partition `q` up: nothing more of it is
@@ -465,7 +448,6 @@ impl KeyOrderState {
         inner.waiting_len = inner.waiting.values().map(BTreeMap::len).sum();
         inner.busy.retain(|(tp, _), _| !mine(tp));
         inner.dispatched.retain(|_, o| !mine(&o.tp));
-        self.count_waiting(&inner);
     }
 }
 
