@@ -528,6 +528,23 @@ fn rebalance_under_load_loses_nothing() {
     // at seeded moments, some before the previous rebalance settled.
     let mut steps = Vec::new();
     let mut max_paused = 0;
+    // Partitions that moved onto or off a member that already held some:
+    // under cooperative a join can take only partitions nobody owns (when
+    // the previous leave has not been rebalanced yet), so no member is
+    // revoked and `Stats::rebalances` stays 0; the moves still show here.
+    let mut held: HashMap<&'static str, i64> = HashMap::new();
+    let mut moves = 0u64;
+    let mut observe = |live: &[Member]| {
+        // A member started again under the same name starts with nothing.
+        held.retain(|n, _| live.iter().any(|m| m.name == *n));
+        for m in live {
+            let now = m.engine.stats().assigned_partitions;
+            let before = held.insert(m.name, now).unwrap_or(0);
+            if before > 0 && now != before {
+                moves += 1;
+            }
+        }
+    };
     for step in ["+A", "+B", "+C", "-B", "+B", "-A", "+A", "-C"] {
         let (op, name) = step.split_at(1);
         let name: &'static str = match name {
@@ -548,6 +565,7 @@ fn rebalance_under_load_loses_nothing() {
                 .map(|m| m.engine.stats().paused_partitions)
                 .sum();
             max_paused = max_paused.max(paused);
+            observe(&live);
             std::thread::sleep(Duration::from_millis(10));
         }
         steps.push(format!(
@@ -557,7 +575,10 @@ fn rebalance_under_load_loses_nothing() {
     }
     let last_change = Instant::now();
     assert!(
-        common::eventually(Duration::from_secs(30), || settled(&live)),
+        common::eventually(Duration::from_secs(30), || {
+            observe(&live);
+            settled(&live)
+        }),
         "the group did not settle after the last change: {:?}",
         live.iter()
             .map(|m| (m.name, m.engine.stats().assigned_partitions))
@@ -599,7 +620,8 @@ fn rebalance_under_load_loses_nothing() {
     let books = balance(&fates_all, &handled.lock().unwrap(), &dead.snapshot());
     let total_rebalances = rebalances + survivors.iter().map(|(_, s)| s.rebalances).sum::<u64>();
     println!(
-        "rebalance under load: seed {seed:#x}, {n} records, {total_rebalances} rebalances, lost {}, duplicates {}, \
+        "rebalance under load: seed {seed:#x}, {n} records, {total_rebalances} rebalances (revoking), \
+         {moves} assignment moves, lost {}, duplicates {}, \
          {} done + {} dead-lettered, at most {max_paused} partitions paused at once, settled {settle_time:?} \
          after the last change, wall {:?}",
         books.lost.len(),
@@ -649,8 +671,9 @@ fn rebalance_under_load_loses_nothing() {
         "a partition stayed paused"
     );
     // Changes that land inside one rebalance merge into it, so the count
-    // depends on timing; at least one member must have been revoked.
-    assert!(total_rebalances >= 1, "no rebalance seen");
+    // depends on timing; at least once partitions must have moved between
+    // live members (the last step, -C, hands C's to the survivors).
+    assert!(moves >= 1, "no partition moved between live members");
     assert!(
         max_paused > 0,
         "no partition was ever paused: the paused check proves nothing"
