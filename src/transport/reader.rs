@@ -75,6 +75,15 @@ pub trait Reader: Send + Debug {
         timeout: Duration,
     ) -> Result<Vec<Record>>;
 
+    /// The log end (high watermark) of `tp` as the broker last reported it
+    /// to a [`read`](Reader::read), if this reader knows it; `None` (the
+    /// default) otherwise. A read that finds nothing at an offset at or
+    /// past it read past the end of the log.
+    fn log_end(&self, tp: &TopicPartition) -> Option<i64> {
+        let _ = tp;
+        None
+    }
+
     /// The offsets `group` committed for the partitions of `topic`: the
     /// offset of the next record the group will read, by partition.
     /// Partitions without a committed offset are left out (so a group that

@@ -20,6 +20,10 @@
 //!   behind far-due ones (no head-of-line blocking, no pause).
 //! - A record gone from the log (retention) is counted in
 //!   `Stats::parked_gone` and its offset settled: nothing is left to relay.
+//!   So is one past the log end for [`PAST_END_GRACE`] (the log was
+//!   truncated under it: an unclean leader election); until then a read
+//!   that finds nothing there is a transient failure, as is any empty read
+//!   inside the log.
 //! - A failed read puts its entries back unchanged and backs off; nothing
 //!   is settled on an error.
 
@@ -54,6 +58,14 @@ const READ_MAX: usize = 1_000;
 /// Offsets closer than this are read in one request (the records between
 /// them are read and skipped: cheaper than another round trip).
 const MERGE_GAP: i64 = 32;
+/// How long a parked offset must stay at or past the log end the broker
+/// reports before its record counts as gone. An offset is indexed only
+/// after its record was read, so the log end was above it once; it falls
+/// back only when the log is truncated (an unclean leader election), or
+/// for a moment when a new leader's high watermark still lags (Kafka's
+/// leader catches up within a replica fetch or two). Long enough for the
+/// second, so the first is never confused with it.
+pub(super) const PAST_END_GRACE: Duration = Duration::from_secs(30);
 /// Index entries per whole record of `max_parked`: a whole record costs
 /// ~870 B, an entry 32 B plus 16 B in the offset tracker, so the default
 /// (100,000) allows 10 M entries in about 500 MB.
@@ -171,6 +183,10 @@ pub(super) struct Index {
     /// Reads wait until then after a failure.
     retry_at: Option<Instant>,
     read_failures: u32,
+    /// Per partition, since when a read has found nothing at or past the
+    /// log end (cleared by a read that finds records).
+    past_end: HashMap<TopicPartition, Instant>,
+    past_end_grace: Duration,
 }
 
 impl Index {
@@ -185,6 +201,8 @@ impl Index {
             budget: budget.max(8),
             retry_at: None,
             read_failures: 0,
+            past_end: HashMap::new(),
+            past_end_grace: PAST_END_GRACE,
         }
     }
 
@@ -344,6 +362,29 @@ impl Index {
         self.retry_at.is_some_and(|r| Instant::now() < r)
     }
 
+    /// After a read that found nothing at `from` (inside the log start):
+    /// the log end, if `from` has been at or past it for the grace period.
+    fn past_end(&mut self, tp: &TopicPartition, from: i64) -> Option<i64> {
+        match self.reader.log_end(tp) {
+            Some(end) if from >= end => {
+                let since = *self.past_end.entry(tp.clone()).or_insert_with(Instant::now);
+                (since.elapsed() >= self.past_end_grace).then_some(end)
+            }
+            _ => {
+                self.past_end.remove(tp);
+                None
+            }
+        }
+    }
+
+    fn read_succeeded(&mut self, tp: &TopicPartition) {
+        self.read_failures = 0;
+        self.retry_at = None;
+        if !self.past_end.is_empty() {
+            self.past_end.remove(tp);
+        }
+    }
+
     fn read_failed(&mut self, tp: &TopicPartition, e: &crate::Error) {
         self.read_failures += 1;
         let wait = Backoff::after_failures(self.read_failures);
@@ -415,7 +456,7 @@ impl Index {
             let from = entries[k].offset;
             let last = entries[entries.len() - 1].offset;
             let want = (last - from + 1) as usize;
-            let records = match self.reader.read(&tp, from, want.min(READ_MAX), READ_WAIT) {
+            let mut records = match self.reader.read(&tp, from, want.min(READ_MAX), READ_WAIT) {
                 Ok(r) => r,
                 Err(e) => {
                     self.read_failed(&tp, &e);
@@ -426,9 +467,14 @@ impl Index {
                     return Err(());
                 }
             };
+            // Records below `from`: the read was out of range past the log
+            // end and started again at the log start. None of them is
+            // wanted, and keeping them would read the same range forever.
+            records.retain(|r| r.offset >= from);
             if records.is_empty() {
-                // Nothing at or after `from`: gone if below the log start,
-                // else a transient answer (read again after a back-off).
+                // Nothing at or after `from`: gone if below the log start
+                // or (for the grace period) past the log end, else a
+                // transient answer (read again after a back-off).
                 match self.log_start(&tp) {
                     Ok(start) if from < start => {
                         while k < entries.len() && entries[k].offset < start {
@@ -436,6 +482,13 @@ impl Index {
                             k += 1;
                         }
                         continue;
+                    }
+                    Ok(_) if self.past_end(&tp, from).is_some() => {
+                        // Every entry left is at or past `from`.
+                        for e in &entries[k..] {
+                            truncated(counters, &lease, &tp, e.offset);
+                        }
+                        return Ok(());
                     }
                     Ok(_) => {
                         let e = crate::Error::Protocol(format!("no record at offset {from}"));
@@ -454,8 +507,7 @@ impl Index {
                     }
                 }
             }
-            self.read_failures = 0;
-            self.retry_at = None;
+            self.read_succeeded(&tp);
             let upto = records.last().map_or(from, |r| r.offset);
             let mut records = records.into_iter().peekable();
             while k < entries.len() && entries[k].offset <= upto {
@@ -512,18 +564,23 @@ impl Index {
         let want = ((end - from).max(1) as usize)
             .min(READ_MAX)
             .min(room.max(1));
-        let records = match self.reader.read(&tp, from, want, READ_WAIT) {
+        let mut records = match self.reader.read(&tp, from, want, READ_WAIT) {
             Ok(r) => r,
             Err(e) => {
                 self.read_failed(&tp, &e);
                 return out;
             }
         };
+        // As in `read_range`: records below `from` are an out-of-range
+        // read past the log end that started again at the log start.
+        records.retain(|r| r.offset >= from);
         let upto = match records.last() {
             Some(r) => r.offset,
             None => match self.log_start(&tp) {
                 // Everything evicted below the log start is gone.
                 Ok(start) if from < start => start - 1,
+                // Everything evicted at or past the log end is gone.
+                Ok(_) if self.past_end(&tp, from).is_some() => end - 1,
                 Ok(_) => {
                     let e = crate::Error::Protocol(format!("no record at offset {from}"));
                     self.read_failed(&tp, &e);
@@ -535,8 +592,7 @@ impl Index {
                 }
             },
         };
-        self.read_failures = 0;
-        self.retry_at = None;
+        self.read_succeeded(&tp);
         let s = self.slots[i].as_mut().expect("just found");
         let mut records = records.into_iter().peekable();
         for o in from..=upto.min(s.evicted.end() - 1) {
@@ -590,6 +646,20 @@ fn valid<'a>(slots: &'a [Option<Slot>], e: &Entry) -> Option<&'a Slot> {
 /// A parked record no longer in the log: counted and settled.
 fn gone(counters: &Counters, lease: &Lease, tp: &TopicPartition, offset: i64) {
     log::warn!("relay: {tp}@{offset} is gone from the log (retention?); settled");
+    settle_gone(counters, lease, offset);
+}
+
+/// A parked record past the log end for [`PAST_END_GRACE`]: counted and
+/// settled as gone.
+fn truncated(counters: &Counters, lease: &Lease, tp: &TopicPartition, offset: i64) {
+    log::warn!(
+        "relay: {tp}@{offset} is past the log end for {PAST_END_GRACE:?} (the log was truncated: \
+         an unclean leader election?); its record is lost to the retry topic; settled"
+    );
+    settle_gone(counters, lease, offset);
+}
+
+fn settle_gone(counters: &Counters, lease: &Lease, offset: i64) {
     counters.parked_gone.fetch_add(1, Ordering::Relaxed);
     lease.tracker().done(offset);
 }
@@ -619,6 +689,107 @@ mod tests {
         ix.assign(&tp, Lease::new(tp.clone())); // a new lease: a new owner
         ix.release(&[]);
         assert_eq!(ix.len(), 0);
+    }
+
+    /// A memory-broker reader that, like the Kafka one, answers a read past
+    /// the log end from the log start (an out-of-range reset), counting reads.
+    #[derive(Debug)]
+    struct ResetsPastEnd {
+        inner: Box<dyn Reader>,
+        reads: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Reader for ResetsPastEnd {
+        fn partitions(&mut self, topic: &str) -> crate::Result<Option<i32>> {
+            self.inner.partitions(topic)
+        }
+        fn offsets(
+            &mut self,
+            topic: &str,
+        ) -> crate::Result<Vec<crate::transport::PartitionOffsets>> {
+            self.inner.offsets(topic)
+        }
+        fn read(
+            &mut self,
+            tp: &TopicPartition,
+            offset: i64,
+            max: usize,
+            timeout: Duration,
+        ) -> crate::Result<Vec<Record>> {
+            if self.reads.fetch_add(1, Ordering::Relaxed) > 50 {
+                return Err(crate::Error::Protocol("read in a loop".into()));
+            }
+            let from = match self.inner.log_end(tp) {
+                Some(end) if offset >= end => 0,
+                _ => offset,
+            };
+            self.inner.read(tp, from, max, timeout)
+        }
+        fn log_end(&self, tp: &TopicPartition) -> Option<i64> {
+            self.inner.log_end(tp)
+        }
+        fn committed(
+            &mut self,
+            group: &str,
+            topic: &str,
+        ) -> crate::Result<std::collections::BTreeMap<i32, i64>> {
+            self.inner.committed(group, topic)
+        }
+    }
+
+    /// Offsets 0..3 in "r"-0, and an index over it with entries at 1 (in
+    /// the log) and 5 (past its end: as after a truncation), both due now.
+    fn past_the_end(grace: Duration) -> (Index, Arc<Lease>, Arc<std::sync::atomic::AtomicUsize>) {
+        let mem = crate::MemoryBroker::new();
+        mem.create_topic("r", 1).unwrap();
+        for v in ["a", "b", "c"] {
+            mem.produce(crate::OutRecord::new("r").partition(0).value(v))
+                .unwrap();
+        }
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reader = ResetsPastEnd {
+            inner: crate::transport::Transport::reader(&mem).unwrap(),
+            reads: reads.clone(),
+        };
+        let mut ix = Index::new(Box::new(reader), 100);
+        ix.past_end_grace = grace;
+        let tp = TopicPartition::new("r", 0);
+        let lease = Lease::new(tp.clone());
+        ix.assign(&tp, lease.clone());
+        for o in [1, 5] {
+            assert!(lease.tracker().track(o));
+            assert!(ix.push(&lease, o, Instant::now(), 0));
+        }
+        (ix, lease, reads)
+    }
+
+    #[test]
+    fn a_record_past_the_log_end_is_gone_after_the_grace_period() {
+        let (mut ix, lease, reads) = past_the_end(Duration::ZERO);
+        let counters = Counters::default();
+        let out = ix.refill(10, &counters);
+        let offsets: Vec<i64> = out.iter().map(|r| r.record.offset).collect();
+        assert_eq!(offsets, [1]);
+        assert_eq!(counters.parked_gone.load(Ordering::Relaxed), 1);
+        assert_eq!(ix.len(), 0);
+        assert!(!ix.backing_off());
+        // 5 is settled; 1 is still the relay's to settle.
+        assert_eq!(lease.tracker().in_flight(), 1);
+        assert!(reads.load(Ordering::Relaxed) <= 3, "{reads:?} reads");
+    }
+
+    #[test]
+    fn a_record_past_the_log_end_is_read_again_within_the_grace_period() {
+        let (mut ix, lease, reads) = past_the_end(PAST_END_GRACE);
+        let counters = Counters::default();
+        let out = ix.refill(10, &counters);
+        assert_eq!(out.len(), 1);
+        // Not gone yet: put back, read again after a back-off.
+        assert_eq!(counters.parked_gone.load(Ordering::Relaxed), 0);
+        assert_eq!(ix.len(), 1);
+        assert!(ix.backing_off());
+        assert_eq!(lease.tracker().in_flight(), 2);
+        assert!(reads.load(Ordering::Relaxed) <= 3, "{reads:?} reads");
     }
 
     #[test]

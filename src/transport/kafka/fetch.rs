@@ -295,6 +295,11 @@ impl Fetcher {
             .collect()
     }
 
+    /// The log end of `tp` last seen in a fetch reply.
+    pub(crate) fn log_end(&self, tp: &TopicPartition) -> Option<i64> {
+        self.parts.get(tp)?.log_end
+    }
+
     /// Assigned partitions without a position yet.
     pub(crate) fn missing_positions(&self) -> Vec<TopicPartition> {
         self.parts

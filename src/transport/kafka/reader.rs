@@ -197,6 +197,10 @@ impl Reader for KafkaReader {
         }
     }
 
+    fn log_end(&self, tp: &TopicPartition) -> Option<i64> {
+        self.fetcher.log_end(tp)
+    }
+
     fn committed(&mut self, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
         let n = self.require(topic)?;
         let tps: Vec<TopicPartition> = (0..n).map(|p| TopicPartition::new(topic, p)).collect();

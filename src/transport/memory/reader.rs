@@ -79,6 +79,16 @@ impl Reader for MemoryReader {
             .collect())
     }
 
+    fn log_end(&self, tp: &TopicPartition) -> Option<i64> {
+        let part = self
+            .inner
+            .topic(&tp.topic)
+            .ok()?
+            .partition(tp.partition)
+            .ok()?;
+        Some(part.end.load(Ordering::SeqCst))
+    }
+
     fn committed(&mut self, group: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
         // As on Kafka: a topic that does not exist is an error.
         self.inner.topic(topic)?;
