@@ -91,6 +91,15 @@ impl Membership {
         if st.target.as_ref() != Some(about) {
             return;
         }
+        if let Some(before) = st.proven.filter(|&p| p < sent) {
+            // How close members come to a lapse (the gap between proofs),
+            // for tuning against a coordinator.
+            log::trace!(
+                "generation {}: proven again after {:?}",
+                about.id,
+                sent - before
+            );
+        }
         st.proven = st.proven.max(Some(sent));
     }
 
