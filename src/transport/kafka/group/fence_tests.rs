@@ -30,6 +30,8 @@ fn tps(ps: &[i32]) -> Vec<TopicPartition> {
 struct State {
     /// Heartbeats go unanswered (held, then the connection is dropped).
     hang: AtomicBool,
+    /// The next heartbeat alone goes unanswered.
+    drop_one: AtomicBool,
     /// Heartbeats are answered 27 until the next JoinGroup.
     rebalance: AtomicBool,
     /// How long the next JoinGroups are held before the answer (ms).
@@ -69,6 +71,10 @@ fn coordinator(state: Arc<State>, protocol: &'static str) -> FakeBroker {
             }
             HEARTBEAT => {
                 let held = Instant::now();
+                if state.drop_one.swap(false, Ordering::SeqCst) {
+                    thread::sleep(Duration::from_secs(10));
+                    return None;
+                }
                 while state.hang.load(Ordering::SeqCst) {
                     if held.elapsed() > Duration::from_secs(10) {
                         return None;
@@ -180,6 +186,27 @@ fn unanswered_heartbeats_lose_the_partitions_before_the_session_expires() {
     assert!(m.commit(&[(TopicPartition::new("t", 0), 9)]).is_err());
     assert_eq!(broker.count(OFFSET_COMMIT), commits, "nothing sent");
     state.hang.store(false, Ordering::SeqCst);
+}
+
+#[test]
+fn one_heartbeat_left_unanswered_is_sent_again_in_time() {
+    let state = Arc::new(State::default());
+    let broker = coordinator(state.clone(), "range");
+    let mut m = member(&broker, RebalanceProtocol::Eager);
+    assert_eq!(next_event(&mut m), ConsumerEvent::Assigned(tps(&[0, 1])));
+    poll_and_commit_for(&mut m, Duration::from_millis(200));
+    // No commits now (they prove the member too): only the heartbeat sent
+    // again on a fresh connection can keep it in.
+    state.drop_one.store(true, Ordering::SeqCst);
+    let end = Instant::now() + SESSION * 2;
+    while Instant::now() < end {
+        match m.poll(Duration::from_millis(20)).unwrap() {
+            ConsumerEvent::Records(r) if r.is_empty() => {}
+            ev => panic!("unexpected {ev:?}"),
+        }
+    }
+    assert!(!state.drop_one.load(Ordering::SeqCst), "one was dropped");
+    m.close().unwrap();
 }
 
 #[test]

@@ -178,9 +178,16 @@ impl GroupConsumer {
             .heartbeat_interval
             .unwrap_or(config.session_timeout / 3)
             .max(Duration::from_millis(10));
-        // A heartbeat that takes longer than the session is useless anyway.
-        let timeout = client.config().request_timeout.min(config.session_timeout);
         let lapse_margin = lapse_margin(config.session_timeout, client.config().fetch_max_wait);
+        // A heartbeat whose answer is lost (a dropped connection that does
+        // not say so) is given up after half the time to a lapse, so that
+        // one sent again on a fresh connection can still prove the member
+        // in time; waiting the whole session would lapse it.
+        let timeout = client
+            .config()
+            .request_timeout
+            .min(config.session_timeout.saturating_sub(lapse_margin) / 2)
+            .max(Duration::from_millis(1));
         let heartbeat = heartbeat::Heartbeat {
             client: client.clone(),
             group: config.group_id.clone(),
