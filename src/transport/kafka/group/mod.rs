@@ -16,7 +16,8 @@
 //!   `None` while it is joining (no generation to heartbeat for) or closed;
 //! - the heartbeat thread (and a failed commit) report what the coordinator
 //!   said about *that* generation, a [`GenerationEnd`]: `Rebalance` (27)
-//!   or `Fenced` (22/25).
+//!   or `Fenced` (22/25), and when the coordinator last proved to hold it
+//!   (see "Fencing itself" below).
 //!   A report is only stored if `target` is still the generation the
 //!   heartbeat was sent for, and changing `target` clears it, so the poll
 //!   side never acts on a stale report from an earlier generation.
@@ -26,7 +27,7 @@
 //! `Unjoined --poll--> join --> Assigned(p) --> Active`
 //! `Active --(Rebalance reported)--poll--> Revoked(p) --> RevokedPending`
 //! `RevokedPending --poll--> join --> Assigned(q)`
-//! `Active --(Fenced reported)--poll--> Lost(p) --> Unjoined`
+//! `Active --(Fenced reported, or session lapsed)--poll--> Lost(p) --> Unjoined`
 //!
 //! Under cooperative-sticky a reported rebalance starts a rejoin in the
 //! background instead, and the member stays `Active` (see `cooperative.rs`).
@@ -35,6 +36,26 @@
 //! target: heartbeats continue (Kafka counts them even while it answers 27)
 //! and commits at that generation still work, as Kafka accepts them while the
 //! group is preparing the rebalance.
+//!
+//! # Fencing itself (a lapsed session)
+//!
+//! The coordinator expires a member `session_timeout` after the last
+//! heartbeat it *received* and gives its partitions away, while a member
+//! cut off from it would go on handling what it fetched. So, like
+//! librdkafka (`rd_kafka_cgrp_session_timeout_check`), the member fences
+//! itself: [`Membership`] keeps when the generation was last proven (the
+//! send time of a Heartbeat answered 0 or 27, or of an OffsetCommit that
+//! succeeded; the time a join completed starts a new clock), and once that
+//! is `session_timeout` less [`lapse_margin`] ago the poll side reports
+//! [`GenerationEnd::Lapsed`]: `Lost(all)` and a rejoin, as for 22/25, and
+//! commits for that generation are refused locally from then on. The check
+//! pauses while a cooperative rejoin runs (its JoinGroup / SyncGroup keep
+//! the member alive on the coordinator however long they wait). A
+//! heartbeat is given up after half the time to a lapse, so that one sent
+//! again on a fresh connection can still prove the member. Not covered:
+//! losing the coordinator during a cooperative rejoin (the member keeps its
+//! partitions until the rejoin fails), and records already handed to a
+//! handler.
 //!
 //! # New partitions (leader only)
 //!
