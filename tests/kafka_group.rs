@@ -657,12 +657,18 @@ fn fetch_and_heartbeat_survive_a_connection_cut() {
         .request_timeout(Duration::from_millis(800))
         .connect_timeout(Duration::from_millis(300))
         .retry_backoff(Duration::from_millis(50))
-        .fetch_max_wait(Duration::from_millis(200));
+        .fetch_max_wait(Duration::from_millis(200))
+        .heartbeat_interval(Some(Duration::from_millis(300)));
     common::init_log();
     let kafka = KafkaTransport::connect(settings).unwrap();
     let producer = kafka.producer().unwrap();
     produce(&producer, &topic, 2, 5, "before");
-    let mut c = kafka.consumer(config(&unique("g-cut"), &topic)).unwrap();
+    // A cut the membership survives: the last heartbeat answered before it
+    // and the first after it are well within the session less the lapse
+    // margin (3.2 s of 4 s), so the member does not fence itself.
+    let mut cfg = config(&unique("g-cut"), &topic);
+    cfg.session_timeout = Duration::from_secs(4);
+    let mut c = kafka.consumer(cfg).unwrap();
     assert_eq!(join(&mut *c), tps(&topic, 0..2));
     let mut records = read(&mut *c, 10, Duration::from_secs(10));
 
@@ -699,4 +705,68 @@ fn fetch_and_heartbeat_survive_a_connection_cut() {
     c.commit(&next_offsets(&records))
         .expect("commit after the cut");
     c.close().expect("close after the cut");
+}
+
+/// A member cut off from the broker for longer than its session gives its
+/// partitions up (`Lost`) before the coordinator can have expired it (a
+/// session after the last heartbeat it received, which was sent at most a
+/// heartbeat interval before the cut), refuses to commit, and rejoins once
+/// the network is back.
+#[test]
+fn a_member_cut_off_for_its_session_reports_lost_before_it_expires() {
+    let broker = common::TansuBroker::start_behind_proxy();
+    let topic = unique("group-lapse");
+    broker.create_topic(&topic, 2);
+    let interval = Duration::from_millis(300);
+    let settings = KafkaConfig::new(broker.bootstrap())
+        .request_timeout(Duration::from_millis(800))
+        .connect_timeout(Duration::from_millis(300))
+        .retry_backoff(Duration::from_millis(50))
+        .fetch_max_wait(Duration::from_millis(200))
+        .heartbeat_interval(Some(interval));
+    common::init_log();
+    let kafka = KafkaTransport::connect(settings).unwrap();
+    let session = Duration::from_secs(4);
+    let mut cfg = config(&unique("g-lapse"), &topic);
+    cfg.session_timeout = session;
+    let mut c = kafka.consumer(cfg).unwrap();
+    assert_eq!(join(&mut *c), tps(&topic, 0..2));
+    // Heartbeats flow for a while first.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_secs(1) {
+        let ev = c.poll(Duration::from_millis(100)).unwrap();
+        assert!(
+            matches!(&ev, ConsumerEvent::Records(r) if r.is_empty()),
+            "{ev:?}"
+        );
+    }
+
+    broker.proxy().cut();
+    let cut = Instant::now();
+    let lost = loop {
+        match c.poll(Duration::from_millis(100)) {
+            Ok(ConsumerEvent::Records(r)) => assert!(r.is_empty(), "{r:?}"),
+            Ok(ConsumerEvent::Lost(p)) => break p,
+            Ok(other) => panic!("unexpected {other:?} during the cut"),
+            Err(e) => panic!("poll during the cut: {e}"),
+        }
+        assert!(cut.elapsed() < session * 2, "no Lost");
+    };
+    let took = cut.elapsed();
+    println!("Lost {lost:?} {took:?} into the cut (session {session:?})");
+    assert_eq!(lost, tps(&topic, 0..2));
+    assert!(
+        took < session - interval,
+        "Lost {took:?} into the cut: the coordinator may have expired the member already"
+    );
+    let err = c
+        .commit(&[(TopicPartition::new(topic.clone(), 0), 1)])
+        .expect_err("commit after the lapse");
+    assert!(matches!(err, Error::Rebalance(_)), "{err:?}");
+
+    broker.proxy().restore();
+    assert_eq!(join(&mut *c), tps(&topic, 0..2), "rejoined");
+    c.commit(&[(TopicPartition::new(topic.clone(), 0), 0)])
+        .expect("commit after the rejoin");
+    c.close().expect("close");
 }
