@@ -416,8 +416,9 @@ impl GroupConsumer {
 /// rounds, so up to `fetch_max_wait` late, and handlers finish the records
 /// they hold) and for clock drift between here and the coordinator; at
 /// least `fetch_max_wait` + 100 ms for the same reason; at most half the
-/// session, so that a member heartbeating at the usual third of the
-/// session has two beats to prove itself before it lapses.
+/// session, so that the time to a lapse still spans more than one
+/// heartbeat interval at the usual third of the session (a beat may be
+/// late by its round trip or be sent again).
 fn lapse_margin(session: Duration, fetch_max_wait: Duration) -> Duration {
     (session / 5)
         .max(fetch_max_wait + Duration::from_millis(100))
