@@ -657,12 +657,18 @@ fn fetch_and_heartbeat_survive_a_connection_cut() {
         .request_timeout(Duration::from_millis(800))
         .connect_timeout(Duration::from_millis(300))
         .retry_backoff(Duration::from_millis(50))
-        .fetch_max_wait(Duration::from_millis(200));
+        .fetch_max_wait(Duration::from_millis(200))
+        .heartbeat_interval(Some(Duration::from_millis(300)));
     common::init_log();
     let kafka = KafkaTransport::connect(settings).unwrap();
     let producer = kafka.producer().unwrap();
     produce(&producer, &topic, 2, 5, "before");
-    let mut c = kafka.consumer(config(&unique("g-cut"), &topic)).unwrap();
+    // A cut the membership survives: the last heartbeat answered before it
+    // and the first after it are well within the session less the lapse
+    // margin (3.2 s of 4 s), so the member does not fence itself.
+    let mut cfg = config(&unique("g-cut"), &topic);
+    cfg.session_timeout = Duration::from_secs(4);
+    let mut c = kafka.consumer(cfg).unwrap();
     assert_eq!(join(&mut *c), tps(&topic, 0..2));
     let mut records = read(&mut *c, 10, Duration::from_secs(10));
 
@@ -699,4 +705,136 @@ fn fetch_and_heartbeat_survive_a_connection_cut() {
     c.commit(&next_offsets(&records))
         .expect("commit after the cut");
     c.close().expect("close after the cut");
+}
+
+/// A member cut off from the broker for longer than its session gives its
+/// partitions up (`Lost`) before the coordinator can have expired it (a
+/// session after the last heartbeat it received, which was sent at most a
+/// heartbeat interval before the cut), refuses to commit, and rejoins once
+/// the network is back.
+#[test]
+fn a_member_cut_off_for_its_session_reports_lost_before_it_expires() {
+    let broker = common::TansuBroker::start_behind_proxy();
+    let topic = unique("group-lapse");
+    broker.create_topic(&topic, 2);
+    let interval = Duration::from_millis(300);
+    let settings = KafkaConfig::new(broker.bootstrap())
+        .request_timeout(Duration::from_millis(800))
+        .connect_timeout(Duration::from_millis(300))
+        .retry_backoff(Duration::from_millis(50))
+        .fetch_max_wait(Duration::from_millis(200))
+        .heartbeat_interval(Some(interval));
+    common::init_log();
+    let kafka = KafkaTransport::connect(settings).unwrap();
+    let session = Duration::from_secs(4);
+    let mut cfg = config(&unique("g-lapse"), &topic);
+    cfg.session_timeout = session;
+    let mut c = kafka.consumer(cfg).unwrap();
+    assert_eq!(join(&mut *c), tps(&topic, 0..2));
+    // Heartbeats flow for a while first.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_secs(1) {
+        let ev = c.poll(Duration::from_millis(100)).unwrap();
+        assert!(
+            matches!(&ev, ConsumerEvent::Records(r) if r.is_empty()),
+            "{ev:?}"
+        );
+    }
+
+    broker.proxy().cut();
+    let cut = Instant::now();
+    let lost = loop {
+        match c.poll(Duration::from_millis(100)) {
+            Ok(ConsumerEvent::Records(r)) => assert!(r.is_empty(), "{r:?}"),
+            Ok(ConsumerEvent::Lost(p)) => break p,
+            Ok(other) => panic!("unexpected {other:?} during the cut"),
+            Err(e) => panic!("poll during the cut: {e}"),
+        }
+        assert!(cut.elapsed() < session * 2, "no Lost");
+    };
+    let took = cut.elapsed();
+    println!("Lost {lost:?} {took:?} into the cut (session {session:?})");
+    assert_eq!(lost, tps(&topic, 0..2));
+    assert!(
+        took < session - interval,
+        "Lost {took:?} into the cut: the coordinator may have expired the member already"
+    );
+    let err = c
+        .commit(&[(TopicPartition::new(topic.clone(), 0), 1)])
+        .expect_err("commit after the lapse");
+    assert!(matches!(err, Error::Rebalance(_)), "{err:?}");
+
+    broker.proxy().restore();
+    assert_eq!(join(&mut *c), tps(&topic, 0..2), "rejoined");
+    c.commit(&[(TopicPartition::new(topic.clone(), 0), 0)])
+        .expect("commit after the rejoin");
+    c.close().expect("close");
+}
+
+/// Two members; one is cut off from the broker (only its connections, by
+/// client id). It reports its partition `Lost` before the coordinator
+/// expires it and assigns that partition to the other member: the two
+/// never both own it.
+#[test]
+fn a_cut_off_member_reports_lost_before_the_other_is_assigned_its_partition() {
+    let broker = common::TansuBroker::start_behind_proxy();
+    let topic = unique("group-split");
+    broker.create_topic(&topic, 2);
+    let session = Duration::from_secs(4);
+    common::init_log();
+    let transport = |id: &str| {
+        let settings = KafkaConfig::new(broker.bootstrap())
+            .client_id(id)
+            .request_timeout(Duration::from_millis(800))
+            .connect_timeout(Duration::from_millis(300))
+            .retry_backoff(Duration::from_millis(50))
+            .fetch_max_wait(Duration::from_millis(200))
+            .heartbeat_interval(Some(Duration::from_millis(300)));
+        KafkaTransport::connect(settings).unwrap()
+    };
+    let group = unique("g-split");
+    let cfg = |id: &str| {
+        let mut c = eager(&group, &topic);
+        c.session_timeout = session;
+        c.client_id = Some(id.to_string());
+        c
+    };
+    let (ka, kb) = (transport("split-victim"), transport("split-peer"));
+    let mut a = ka.consumer(cfg("split-victim")).unwrap();
+    assert_eq!(join(&mut *a), tps(&topic, 0..2));
+    let b = join_in_background(&kb, cfg("split-peer"));
+    let seen = run_until(&mut *a, Duration::from_secs(30), |s| {
+        matches!(s.last(), Some(Seen::Assigned(_)))
+    });
+    let (mut b, b_parts) = b.join().unwrap();
+    let a_parts = last_assigned(&seen).unwrap().clone();
+    assert_eq!(
+        (a_parts.len(), b_parts.len()),
+        (1, 1),
+        "{a_parts:?} / {b_parts:?}"
+    );
+
+    broker.proxy().cut_client("split-victim");
+    let cut = Instant::now();
+    let a_side = thread::spawn(move || loop {
+        match a.poll(Duration::from_millis(100)) {
+            Ok(ConsumerEvent::Lost(p)) => return (cut.elapsed(), p, a),
+            Ok(ConsumerEvent::Records(r)) => assert!(r.is_empty(), "{r:?}"),
+            Ok(other) => panic!("A: unexpected {other:?} during the cut"),
+            Err(e) => panic!("A: poll during the cut: {e}"),
+        }
+        assert!(cut.elapsed() < session * 3, "A saw no Lost");
+    });
+    let seen_b = run_until(&mut *b, Duration::from_secs(30), |s| {
+        last_assigned(s).is_some_and(|p| p.contains(&a_parts[0]))
+    });
+    let b_took = cut.elapsed();
+    let (a_took, lost, _a) = a_side.join().unwrap();
+    println!("A lost {lost:?} {a_took:?} into the cut; B: {seen_b:?} {b_took:?} into it");
+    assert_eq!(lost, a_parts);
+    assert!(
+        a_took < b_took,
+        "B was assigned A's partition {b_took:?} into the cut, A gave it up only after {a_took:?}"
+    );
+    broker.proxy().restore();
 }

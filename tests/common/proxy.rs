@@ -9,6 +9,9 @@
 //! * [`Proxy::stall`]: keeps connections open but forwards no byte (new
 //!   connections are accepted and stall too) until [`Proxy::restore`]. This is a
 //!   hung broker or a black-holed network: only timeouts notice it.
+//! * [`Proxy::cut_client`]: like `cut`, but only for the connections whose
+//!   first bytes (a Kafka request header) carry a given client id, until
+//!   [`Proxy::restore`]: one client cut off, the others not.
 //! * [`Proxy::set_latency`]: delays every forwarded chunk.
 //! * [`Proxy::drop_responses`]: the next `n` times the upstream sends bytes
 //!   on a connection, they are thrown away and that connection is closed:
@@ -60,6 +63,8 @@ struct Shared {
     /// Connections refused because the proxy was cut.
     refused: AtomicUsize,
     live: Mutex<Vec<Conn>>,
+    /// The client id `cut_client` cuts off, if any.
+    cut_client: Mutex<Option<Vec<u8>>>,
     next_id: AtomicU64,
     pumps: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -70,6 +75,8 @@ struct Conn {
     client: TcpStream,
     upstream: TcpStream,
     closed: Arc<AtomicBool>,
+    /// The first bytes the client sent (its first request's header).
+    hello: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Conn {
@@ -111,6 +118,7 @@ impl Proxy {
             accepted: AtomicUsize::new(0),
             refused: AtomicUsize::new(0),
             live: Mutex::new(Vec::new()),
+            cut_client: Mutex::new(None),
             next_id: AtomicU64::new(0),
             pumps: Mutex::new(Vec::new()),
         });
@@ -144,6 +152,19 @@ impl Proxy {
         }
     }
 
+    /// Closes the live connections of client `client_id` (those whose first
+    /// request carried it) and closes its new ones on their first request,
+    /// until `restore`; other clients' connections go on.
+    pub fn cut_client(&self, client_id: &str) {
+        let needle = client_id.as_bytes().to_vec();
+        *lock(&self.shared.cut_client) = Some(needle.clone());
+        for c in lock(&self.shared.live).iter() {
+            if contains(&lock(&c.hello), &needle) {
+                c.close();
+            }
+        }
+    }
+
     /// Stops forwarding bytes in both directions, keeping connections open.
     pub fn stall(&self) {
         self.shared.stalled.store(true, Ordering::SeqCst);
@@ -154,6 +175,7 @@ impl Proxy {
     pub fn restore(&self) {
         self.shared.cut.store(false, Ordering::SeqCst);
         self.shared.stalled.store(false, Ordering::SeqCst);
+        *lock(&self.shared.cut_client) = None;
     }
 
     /// Drops the next `n` upstream answers, closing each one's connection
@@ -269,11 +291,13 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
 
     let id = shared.next_id.fetch_add(1, Ordering::SeqCst);
     let closed = Arc::new(AtomicBool::new(false));
+    let hello: Arc<Mutex<Vec<u8>>> = Arc::default();
     let conn = Conn {
         id,
         client: client.try_clone()?,
         upstream: upstream.try_clone()?,
         closed: Arc::clone(&closed),
+        hello: Arc::clone(&hello),
     };
     // Register before starting the pumps so that a concurrent `cut` sees it.
     {
@@ -298,10 +322,11 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
         let shared2 = Arc::clone(shared);
         let closed2 = Arc::clone(&closed);
         let remaining2 = Arc::clone(&remaining);
+        let hello2 = Arc::clone(&hello);
         let h = thread::Builder::new()
             .name(format!("test-proxy-{id}-{dir}"))
             .spawn(move || {
-                pump(from, to, &shared2, &closed2, dir == "down");
+                pump(from, to, &shared2, &closed2, &hello2, dir == "down");
                 if remaining2.fetch_sub(1, Ordering::SeqCst) == 1 {
                     lock(&shared2.live).retain(|c| c.id != id);
                 }
@@ -311,7 +336,18 @@ fn forward(client: TcpStream, shared: &Arc<Shared>) -> io::Result<()> {
     Ok(())
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, closed: &AtomicBool, down: bool) {
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    shared: &Shared,
+    closed: &AtomicBool,
+    hello: &Mutex<Vec<u8>>,
+    down: bool,
+) {
     let mut buf = [0u8; 16 * 1024];
     // A clean EOF is forwarded as a half-close; an error (reset, cut) closes
     // both sides, or the opposite pump could wait forever on a silent peer.
@@ -329,6 +365,18 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, closed: &Atomic
         }
         if closed.load(Ordering::SeqCst) {
             break false;
+        }
+        if !down {
+            let mut h = lock(hello);
+            if h.is_empty() {
+                h.extend_from_slice(&buf[..n.min(512)]);
+            }
+            let cut_off = lock(&shared.cut_client)
+                .as_ref()
+                .is_some_and(|needle| contains(&h, needle));
+            if cut_off {
+                break false;
+            }
         }
         let drop_it = down
             && shared

@@ -66,7 +66,9 @@ fn next_target(
         }
         let fenced = matches!(
             st.ended,
-            Some(GenerationEnd::Fenced(_) | GenerationEnd::InstanceFenced)
+            Some(
+                GenerationEnd::Fenced(_) | GenerationEnd::InstanceFenced | GenerationEnd::Lapsed(_)
+            )
         );
         match (&st.target, fenced) {
             (Some(t), false) => {
@@ -112,6 +114,9 @@ fn heartbeat_loop(hb: Heartbeat) {
     while let Some(target) = next_target(&membership, interval, &mut seen_epoch, &mut next) {
         let gid = group_id(&group);
         let instance = group_instance_id.clone();
+        // Before the call, so before any send: the proof's time (see
+        // `Membership::prove`).
+        let sent = Instant::now();
         let reply = coord.call(timeout, |v| {
             let mut req = HeartbeatRequest::default();
             req.group_id = gid;
@@ -123,6 +128,22 @@ fn heartbeat_loop(hb: Heartbeat) {
             req
         });
         next = Instant::now() + interval;
+        log::trace!(
+            "group {group}: heartbeat for generation {} sent {:?} ago: {}",
+            target.id,
+            sent.elapsed(),
+            match &reply {
+                Ok((_, r)) => format!("code {}", r.error_code),
+                Err(e) => e.to_string(),
+            }
+        );
+        // 27 proves it too: the coordinator still holds the generation,
+        // and counts the heartbeat while it prepares the rebalance.
+        if let Ok((_, r)) = &reply {
+            if r.error_code == 0 || r.error_code == KafkaCode::REBALANCE_IN_PROGRESS.code() {
+                membership.prove(&target, sent);
+            }
+        }
         let failure = match reply {
             Ok((_, r)) if r.error_code == 0 => None,
             Ok((_, r)) => {

@@ -16,7 +16,8 @@
 //!   `None` while it is joining (no generation to heartbeat for) or closed;
 //! - the heartbeat thread (and a failed commit) report what the coordinator
 //!   said about *that* generation, a [`GenerationEnd`]: `Rebalance` (27)
-//!   or `Fenced` (22/25).
+//!   or `Fenced` (22/25), and when the coordinator last proved to hold it
+//!   (see "Fencing itself" below).
 //!   A report is only stored if `target` is still the generation the
 //!   heartbeat was sent for, and changing `target` clears it, so the poll
 //!   side never acts on a stale report from an earlier generation.
@@ -26,7 +27,7 @@
 //! `Unjoined --poll--> join --> Assigned(p) --> Active`
 //! `Active --(Rebalance reported)--poll--> Revoked(p) --> RevokedPending`
 //! `RevokedPending --poll--> join --> Assigned(q)`
-//! `Active --(Fenced reported)--poll--> Lost(p) --> Unjoined`
+//! `Active --(Fenced reported, or session lapsed)--poll--> Lost(p) --> Unjoined`
 //!
 //! Under cooperative-sticky a reported rebalance starts a rejoin in the
 //! background instead, and the member stays `Active` (see `cooperative.rs`).
@@ -35,6 +36,26 @@
 //! target: heartbeats continue (Kafka counts them even while it answers 27)
 //! and commits at that generation still work, as Kafka accepts them while the
 //! group is preparing the rebalance.
+//!
+//! # Fencing itself (a lapsed session)
+//!
+//! The coordinator expires a member `session_timeout` after the last
+//! heartbeat it *received* and gives its partitions away, while a member
+//! cut off from it would go on handling what it fetched. So, like
+//! librdkafka (`rd_kafka_cgrp_session_timeout_check`), the member fences
+//! itself: [`Membership`] keeps when the generation was last proven (the
+//! send time of a Heartbeat answered 0 or 27, or of an OffsetCommit that
+//! succeeded; the time a join completed starts a new clock), and once that
+//! is `session_timeout` less [`lapse_margin`] ago the poll side reports
+//! [`GenerationEnd::Lapsed`]: `Lost(all)` and a rejoin, as for 22/25, and
+//! commits for that generation are refused locally from then on. The check
+//! pauses while a cooperative rejoin runs (its JoinGroup / SyncGroup keep
+//! the member alive on the coordinator however long they wait). A
+//! heartbeat is given up after half the time to a lapse, so that one sent
+//! again on a fresh connection can still prove the member. Not covered:
+//! losing the coordinator during a cooperative rejoin (the member keeps its
+//! partitions until the rejoin fails), and records already handed to a
+//! handler.
 //!
 //! # New partitions (leader only)
 //!
@@ -73,6 +94,8 @@ mod cooperative;
 #[cfg(test)]
 mod cooperative_tests;
 mod coordinator;
+#[cfg(test)]
+mod fence_tests;
 mod heartbeat;
 mod join;
 mod membership;
@@ -147,6 +170,10 @@ pub(crate) struct GroupConsumer {
     rejoin: Option<JoinHandle<(Joiner, Result<JoinOutcome>)>>,
     /// After a cooperative `Revoked`: what the next poll assigns.
     after_revoke: Option<cooperative::AfterRevoke>,
+    /// How long before the session would expire, counted from the last
+    /// proof of membership, the member gives its partitions up (see
+    /// [`lapse_margin`]).
+    lapse_margin: Duration,
 }
 
 impl std::fmt::Debug for GroupConsumer {
@@ -172,8 +199,16 @@ impl GroupConsumer {
             .heartbeat_interval
             .unwrap_or(config.session_timeout / 3)
             .max(Duration::from_millis(10));
-        // A heartbeat that takes longer than the session is useless anyway.
-        let timeout = client.config().request_timeout.min(config.session_timeout);
+        let lapse_margin = lapse_margin(config.session_timeout, client.config().fetch_max_wait);
+        // A heartbeat whose answer is lost (a dropped connection that does
+        // not say so) is given up after half the time to a lapse, so that
+        // one sent again on a fresh connection can still prove the member
+        // in time; waiting the whole session would lapse it.
+        let timeout = client
+            .config()
+            .request_timeout
+            .min(config.session_timeout.saturating_sub(lapse_margin) / 2)
+            .max(Duration::from_millis(1));
         let heartbeat = heartbeat::Heartbeat {
             client: client.clone(),
             group: config.group_id.clone(),
@@ -205,6 +240,7 @@ impl GroupConsumer {
             cooperative: false,
             rejoin: None,
             after_revoke: None,
+            lapse_margin,
         })
     }
 
@@ -215,9 +251,29 @@ impl GroupConsumer {
         })
     }
 
-    /// Applies a pending heartbeat/commit report; returns the event to hand
-    /// to the caller, if any.
+    /// Reports [`GenerationEnd::Lapsed`] (and returns how long since the
+    /// last proof) once the current generation went unproven for the
+    /// session timeout less the margin. Paused while a cooperative rejoin
+    /// runs: its JoinGroup and SyncGroup keep the member alive on the
+    /// coordinator while they wait (Kafka counts a member waiting in either
+    /// as heartbeating), however long the rebalance takes, and the rejoin's
+    /// outcome (a new generation, or `Lost`) settles the old one anyway.
+    fn check_lapse(&self) -> Option<Duration> {
+        if self.rejoin.is_some() {
+            return None;
+        }
+        let gen = self.current()?;
+        let since = self
+            .membership
+            .lapsed(&gen, self.config.session_timeout, self.lapse_margin)?;
+        self.membership.report(&gen, GenerationEnd::Lapsed(since));
+        Some(since)
+    }
+
+    /// Applies a pending heartbeat/commit report (or a lapsed session);
+    /// returns the event to hand to the caller, if any.
     fn handle_generation_end(&mut self) -> Option<ConsumerEvent> {
+        self.check_lapse();
         let end = self.membership.take_end()?;
         if self.rejoin.is_some() && end != GenerationEnd::InstanceFenced {
             // The generation is ending: that is what the rejoin is for (its
@@ -238,16 +294,29 @@ impl GroupConsumer {
                 let lost = std::mem::take(&mut self.assignment);
                 (was == Phase::Active && !lost.is_empty()).then_some(ConsumerEvent::Lost(lost))
             }
-            GenerationEnd::Fenced(c) => {
-                log::warn!(
-                    "group {}: member {} fenced from generation {} ({}); rejoining",
-                    self.config.group_id,
-                    self.member_id,
-                    self.generation,
-                    c.name()
-                );
+            GenerationEnd::Fenced(_) | GenerationEnd::Lapsed(_) => {
+                if let GenerationEnd::Fenced(c) = end {
+                    log::warn!(
+                        "group {}: member {} fenced from generation {} ({}); rejoining",
+                        self.config.group_id,
+                        self.member_id,
+                        self.generation,
+                        c.name()
+                    );
+                } else if let GenerationEnd::Lapsed(since) = end {
+                    log::warn!(
+                        "group {}: member {} has had no answer proving generation {} for \
+                         {since:?} (session timeout {:?}): the coordinator may have expired \
+                         it; its {} partitions are lost, rejoining",
+                        self.config.group_id,
+                        self.member_id,
+                        self.generation,
+                        self.config.session_timeout,
+                        self.assignment.len()
+                    );
+                }
                 self.generation = -1;
-                if c == KafkaCode::UNKNOWN_MEMBER_ID {
+                if end == GenerationEnd::Fenced(KafkaCode::UNKNOWN_MEMBER_ID) {
                     self.member_id.clear();
                 }
                 self.membership.set_target(None);
@@ -340,6 +409,20 @@ impl GroupConsumer {
             None => Ok(()),
         }
     }
+}
+
+/// The lapse margin for `session`: a fifth of it, for the time between
+/// noticing the lapse and acting on it (the poll side checks between fetch
+/// rounds, so up to `fetch_max_wait` late, and handlers finish the records
+/// they hold) and for clock drift between here and the coordinator; at
+/// least `fetch_max_wait` + 100 ms for the same reason; at most half the
+/// session, so that the time to a lapse still spans more than one
+/// heartbeat interval at the usual third of the session (a beat may be
+/// late by its round trip or be sent again).
+fn lapse_margin(session: Duration, fetch_max_wait: Duration) -> Duration {
+    (session / 5)
+        .max(fetch_max_wait + Duration::from_millis(100))
+        .min(session / 2)
 }
 
 fn validate(config: &ConsumerConfig) -> Result<()> {
@@ -472,6 +555,15 @@ impl Consumer for GroupConsumer {
                 self.config.group_id
             )));
         };
+        // Past the lapse the partitions may be another member's already:
+        // refused here, not left to a coordinator we cannot reach.
+        if let Some(since) = self.check_lapse() {
+            return Err(Error::Rebalance(format!(
+                "group {}: generation {} unproven for {since:?} (session timeout {:?}), \
+                 cannot commit",
+                self.config.group_id, gen.id, self.config.session_timeout
+            )));
+        }
         if offsets.is_empty() {
             return Ok(());
         }

@@ -130,6 +130,8 @@ impl GroupConsumer {
         let group = self.config.group_id.clone();
         let timeout = self.client.config().request_timeout;
         let instance = self.config.group_instance_id.clone();
+        // A successful commit proves the generation (see `Membership::prove`).
+        let sent = std::time::Instant::now();
         let (_, resp) = self.coord.call(timeout, |v| {
             let mut req = OffsetCommitRequest::default();
             req.group_id = group_id(&group);
@@ -167,6 +169,7 @@ impl GroupConsumer {
                 check(format!("OffsetCommit {group} {tp}"), p.error_code)?;
             }
         }
+        self.membership.prove(gen, sent);
         Ok(())
     }
 }
