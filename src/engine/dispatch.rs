@@ -138,7 +138,15 @@ pub(crate) fn run(
 impl Dispatcher {
     fn handle(&mut self, event: ConsumerEvent) {
         let assigned = matches!(event, ConsumerEvent::Assigned(_));
+        let group_event = !matches!(event, ConsumerEvent::Records(_));
         self.handle_event(event);
+        if group_event {
+            if let Some(ko) = &self.ctx.key_order {
+                // The relay asks for the retry partitions of what we own
+                // now (its consumer rejoins when that changed).
+                ko.claim(self.parts.keys().iter(), self.consumer.generation());
+            }
+        }
         if assigned && self.held {
             // New partitions start paused while the limit holds.
             self.held = false;
@@ -408,6 +416,7 @@ impl Dispatcher {
         for tp in &go {
             if let Some((_, kept)) = self.unready.remove(tp) {
                 if !ko.ready(tp) {
+                    self.ctx.counters.hold_all.fetch_add(1, Ordering::Relaxed);
                     log::warn!(
                         "{}: {tp}: this instance's relay has not read its blocked keys within {READY_WAIT:?}; its keyed records are parked until it has",
                         self.ctx.group_id

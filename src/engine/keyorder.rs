@@ -80,6 +80,7 @@ use super::context::Context;
 use super::job::Job;
 use crate::headers::{self, RetryInfo};
 use crate::record::{Header, OutRecord, Partitioning, Record, TopicPartition};
+use crate::transport::Claims;
 
 /// Whether the engine keeps each key's order across retries, set with
 /// [`EngineBuilder::key_order`](crate::EngineBuilder::key_order).
@@ -163,6 +164,10 @@ struct Inner {
 pub(crate) struct KeyOrderState {
     retry_partitions: i32,
     inner: Mutex<Inner>,
+    retry_topic: String,
+    /// The relay consumer's claims: the retry partitions of the origin
+    /// partitions this instance owns ([`KeyOrderState::claim`]).
+    claims: Claims,
 }
 
 /// The origin partition and key of a record the relay read, from its
@@ -174,11 +179,39 @@ pub(crate) struct Origin {
 }
 
 impl KeyOrderState {
-    pub(crate) fn new(retry_partitions: i32) -> Self {
+    pub(crate) fn new(retry_topic: &str, retry_partitions: i32) -> Self {
         KeyOrderState {
             retry_partitions: retry_partitions.max(1),
             inner: Mutex::new(Inner::default()),
+            retry_topic: retry_topic.to_string(),
+            claims: Claims::new(),
         }
+    }
+
+    /// The handle the relay consumer publishes (its `ConsumerConfig::claims`).
+    pub(crate) fn claims(&self) -> Claims {
+        self.claims.clone()
+    }
+
+    /// The engine now owns `origin` (its whole assignment), decided in
+    /// `generation`: its relay claims their retry partitions, so the relay
+    /// group's leader gives them to it (`transport/claims.rs`) and each
+    /// origin partition becomes ready without waiting for the groups to
+    /// agree by chance. The relay consumer rejoins when this changes.
+    pub(crate) fn claim<'a>(
+        &self,
+        origin: impl IntoIterator<Item = &'a TopicPartition>,
+        generation: Option<i32>,
+    ) {
+        let qs: BTreeSet<i32> = origin
+            .into_iter()
+            .map(|tp| self.retry_partition(tp.partition))
+            .collect();
+        self.claims.set(
+            qs.into_iter()
+                .map(|q| TopicPartition::new(self.retry_topic.clone(), q)),
+            generation.unwrap_or(-1),
+        );
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -617,7 +650,7 @@ mod tests {
     /// settled (not when it is parked again), stale copies are skipped.
     #[test]
     fn a_key_moves_on_only_when_its_head_is_settled() {
-        let ko = KeyOrderState::new(1);
+        let ko = KeyOrderState::new("r", 1);
         let lease = Lease::new(TopicPartition::new("retry", 0));
         for o in [10, 12] {
             ko.register(&origin(o));

@@ -54,6 +54,15 @@
 //! on that. Should a coordinator still keep the generation, the leader
 //! keeps comparing against the counts of the assignment in force and asks
 //! again at the next check.
+//!
+//! # Claims (joint assignment)
+//!
+//! A member with [`ConsumerConfig::claims`] publishes its claim in its
+//! subscription's `user_data` (`assignor::user_data`) and, when the claim
+//! changes, asks for a rebalance as for new partitions: the rejoin carries
+//! new metadata, on which Kafka and Tansu both rebalance. A leader that sees
+//! any claim assigns with `transport/claims.rs` instead of range or
+//! cooperative-sticky.
 
 //!
 //! # Files
@@ -65,7 +74,8 @@
 //! - `offsets.rs`: OffsetFetch (start positions) and OffsetCommit;
 //! - `heartbeat.rs`: the heartbeat thread;
 //! - `membership.rs`: the state the poll side and the heartbeat thread share;
-//! - `watch.rs`: the leader's partition-count watch.
+//! - `watch.rs`: the leader's partition-count watch, and the rejoin when
+//!   the member's claims change (`ConsumerConfig::claims`).
 //!
 //! Every request goes through the retry driver (`retry.rs`).
 
@@ -137,6 +147,9 @@ pub(crate) struct GroupConsumer {
     watch: Option<MetadataWatch>,
     /// Rebalances this member asked for (see [`subscription`]).
     rebalance_requests: u32,
+    /// The version of `config.claims` the last join published (see
+    /// `watch.rs`, [`GroupConsumer::check_claims`]).
+    claims_published: u64,
     /// After asking for a rebalance: the generation it was asked in and the
     /// counts that generation was assigned from, in case the coordinator
     /// keeps that generation (then those counts are still in force).
@@ -201,6 +214,7 @@ impl GroupConsumer {
             heartbeat: Some(heartbeat),
             watch: None,
             rebalance_requests: 0,
+            claims_published: 0,
             requested_in: None,
             cooperative: false,
             rejoin: None,
@@ -381,6 +395,7 @@ impl Consumer for GroupConsumer {
             return Ok(ev);
         }
         self.check_metadata();
+        self.check_claims();
         if let Some(ev) = self.rejoin_done() {
             return Ok(ev);
         }
@@ -440,6 +455,7 @@ impl Consumer for GroupConsumer {
             }
             // A rebalance reported mid-poll ends the poll early.
             self.check_metadata();
+            self.check_claims();
             if let Some(ev) = self.rejoin_done() {
                 return Ok(ev);
             }
@@ -484,6 +500,10 @@ impl Consumer for GroupConsumer {
 
     fn progress(&self) -> Vec<PartitionProgress> {
         self.fetcher.progress()
+    }
+
+    fn generation(&self) -> Option<i32> {
+        self.current().map(|g| g.id)
     }
 
     fn close(&mut self) -> Result<()> {
