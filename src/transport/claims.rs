@@ -102,7 +102,9 @@ impl Claims {
         let mut st = self.lock();
         // Only a change of partitions needs a rejoin: a new generation
         // with the same partitions would rebalance the group for nothing.
-        if st.claim.partitions != claim.partitions {
+        // The first claim always counts: a consumer waits for it before it
+        // first joins ([`Claims::is_set`]).
+        if st.claim.partitions != claim.partitions || st.version == 0 {
             st.claim = claim;
             st.version += 1;
         } else {
@@ -129,6 +131,14 @@ impl Claims {
     /// The current version (changes with every new claim).
     pub(crate) fn version(&self) -> u64 {
         self.lock().version
+    }
+
+    /// Whether a claim was ever [`set`](Claims::set). A consumer with
+    /// claims waits for the first one (up to its rebalance timeout) before
+    /// it first joins, so its first assignment already follows them
+    /// instead of being revoked one rebalance later.
+    pub fn is_set(&self) -> bool {
+        self.version() > 0
     }
 }
 
@@ -382,6 +392,11 @@ mod tests {
     fn a_handle_changes_version_only_when_its_partitions_change() {
         let c = Claims::new();
         assert_eq!(c.generation(), -1);
+        assert!(!c.is_set());
+        let v0 = c.version();
+        c.set([], 1);
+        assert!(c.is_set(), "the first claim counts, even of nothing");
+        assert_ne!(c.version(), v0);
         let v0 = c.version();
         c.set(tps(&[2, 1, 2]), 4);
         assert_eq!(c.partitions(), tps(&[1, 2]), "sorted, deduplicated");

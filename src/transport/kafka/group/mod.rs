@@ -150,6 +150,9 @@ pub(crate) struct GroupConsumer {
     /// The version of `config.claims` the last join published (see
     /// `watch.rs`, [`GroupConsumer::check_claims`]).
     claims_published: u64,
+    /// When the member was made: a member with claims waits for its first
+    /// claim before it first joins, up to its rebalance timeout from here.
+    created: Instant,
     /// After asking for a rebalance: the generation it was asked in and the
     /// counts that generation was assigned from, in case the coordinator
     /// keeps that generation (then those counts are still in force).
@@ -215,6 +218,7 @@ impl GroupConsumer {
             watch: None,
             rebalance_requests: 0,
             claims_published: 0,
+            created: Instant::now(),
             requested_in: None,
             cooperative: false,
             rejoin: None,
@@ -290,6 +294,36 @@ impl GroupConsumer {
                 Some(ConsumerEvent::Revoked(self.assignment.clone()))
             }
             GenerationEnd::Rebalance => None,
+        }
+    }
+
+    /// A member with claims that were never set does not join yet: its
+    /// first assignment would follow no claim and be revoked one rebalance
+    /// later (two rebalances on Tansu, a second each). Waits until
+    /// `deadline` (the poll's) for them; true while it still should. Gives
+    /// up after the rebalance timeout, then joins without.
+    fn await_first_claim(&self, deadline: Instant) -> bool {
+        let Some(claims) = &self.config.claims else {
+            return false;
+        };
+        let give_up = self.created + self.config.rebalance_timeout;
+        loop {
+            if claims.is_set() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= give_up {
+                log::warn!(
+                    "group {}: no claim within {:?}; joining without",
+                    self.config.group_id,
+                    self.config.rebalance_timeout
+                );
+                return false;
+            }
+            if now >= deadline {
+                return true;
+            }
+            std::thread::sleep(deadline.min(give_up).min(now + Duration::from_millis(10)) - now);
         }
     }
 
@@ -404,6 +438,9 @@ impl Consumer for GroupConsumer {
         }
         if self.phase == Phase::Fenced {
             return Err(self.fenced_error());
+        }
+        if self.phase == Phase::Unjoined && self.await_first_claim(deadline) {
+            return Ok(ConsumerEvent::Records(Vec::new()));
         }
         if matches!(self.phase, Phase::Unjoined | Phase::RevokedPending) {
             // Blocks for as long as the broker takes to complete the
