@@ -700,3 +700,19 @@ fn fetch_and_heartbeat_survive_a_connection_cut() {
         .expect("commit after the cut");
     c.close().expect("close after the cut");
 }
+
+/// `ConsumerConfig::claims` on Kafka: the leader assigns by the members'
+/// claims (whatever their member ids), and a changed claim rejoins and is
+/// honoured, under both protocols.
+#[test]
+fn claims_decide_the_assignment() {
+    for protocol in [RebalanceProtocol::Cooperative, RebalanceProtocol::Eager] {
+        let kafka = transport();
+        let (topic, group) = topic_and_group(&kafka, "claims", 4);
+        common::claims_are_followed(Arc::new(kafka), move || {
+            let mut c = config(&group, &topic);
+            c.rebalance_protocol = protocol;
+            c
+        });
+    }
+}

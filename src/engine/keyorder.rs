@@ -49,9 +49,14 @@
 //!   keys on `p % n` that this relay, though it kept `p % n`, has not read
 //!   yet. A catch-up counts for the requests made before it measured its
 //!   end (a request number, [`KeyOrderState::requests`]).
-//!   The relay group and the engine group assign independently; while they
-//!   disagree (or for [`READY_WAIT`] at most) p waits, and after that it is
-//!   dispatched in *hold-all* mode: a worker parks every keyed record of a
+//!   The relay group follows the engine group: the consumer thread claims
+//!   for the relay the retry partitions of what it owns after every
+//!   assignment change ([`KeyOrderState::claim`]; the relay consumer
+//!   publishes the claim and the relay group's leader honours it,
+//!   `transport/claims.rs`). Between the two groups' rebalances they still
+//!   disagree; meanwhile (or for [`READY_WAIT`] at most) p waits, and after
+//!   that it is dispatched in *hold-all* mode (counted in
+//!   `Stats::hold_all`): a worker parks every keyed record of a
 //!   partition whose keys it does not know. That is always safe for order
 //!   (every parked copy is ordered by origin offset by whichever relay owns
 //!   its retry partition), only slower.
