@@ -161,7 +161,10 @@ pub struct ConsumerConfig {
     /// [`RebalanceProtocol::Cooperative`] has a partition another member
     /// still owns revoked first. Members without claims (older releases)
     /// get unclaimed partitions only; in a group where nobody claims, the
-    /// usual assignor runs. The memory broker and Kafka both implement it.
+    /// usual assignor runs. On Kafka a member whose claims were never
+    /// [set](Claims::set) waits for the first claim, up to
+    /// `rebalance_timeout`, before it first joins (so its first assignment
+    /// already fits). The memory broker and Kafka both implement it.
     /// `None` (the default): no claims.
     pub claims: Option<Claims>,
 }
