@@ -644,6 +644,43 @@ mod tests {
         }
 
         #[test]
+        fn a_member_with_claims_joins_once_they_are_set_or_its_rebalance_timeout_passed() {
+            use crate::transport::Claims;
+            let start = || {
+                FakeBroker::start(|r, _| {
+                    (r.key == api::JOIN_GROUP).then(|| join_group_error(FATAL, ""))
+                })
+            };
+            let with_claims = |broker: &FakeBroker, claims: &Claims, wait: Duration| {
+                let mut m = member(broker, None);
+                m.config.claims = Some(claims.clone());
+                m.config.rebalance_timeout = wait;
+                m
+            };
+            // Not set: no JoinGroup, an empty poll; set: the next poll joins.
+            let broker = start();
+            let claims = Claims::new();
+            let mut m = with_claims(&broker, &claims, Duration::from_secs(60));
+            for _ in 0..3 {
+                let ev = m.poll(Duration::from_millis(20)).unwrap();
+                assert_eq!(ev, ConsumerEvent::Records(Vec::new()));
+            }
+            assert_eq!(broker.count(api::JOIN_GROUP), 0);
+            claims.set([TopicPartition::new("t", 0)], 1);
+            assert_eq!(join_error(&mut m), Some(KafkaCode::new(FATAL)));
+            assert_eq!(broker.count(api::JOIN_GROUP), 1);
+            // Never set: it joins once its rebalance timeout passed.
+            let broker = start();
+            let t0 = Instant::now(); // before the member's own clock starts
+            let mut m = with_claims(&broker, &Claims::new(), Duration::from_millis(50));
+            while broker.count(api::JOIN_GROUP) == 0 {
+                let _ = m.poll(Duration::from_millis(20));
+                assert!(t0.elapsed() < Duration::from_secs(10), "never joined");
+            }
+            assert!(t0.elapsed() >= Duration::from_millis(50));
+        }
+
+        #[test]
         fn join_retries_retriable_codes_and_fails_at_once_on_fatal_ones() {
             // COORDINATOR_LOAD_IN_PROGRESS twice, then fatal: three JoinGroups.
             let broker = FakeBroker::start(|r, n| {
