@@ -44,6 +44,17 @@ scenario_tests!(env());
 /// wait (`Stats::hold_all`), nor parks a record it could handle (`held`).
 #[test]
 fn key_order_relays_follow_the_engine_assignment_with_one_client_id() {
+    joint_assignment(kafka_retry::transport::RebalanceProtocol::Cooperative);
+}
+
+/// The same under eager rebalances (every claim change revokes every
+/// relay's partitions once).
+#[test]
+fn key_order_relays_follow_the_engine_assignment_with_one_client_id_eager() {
+    joint_assignment(kafka_retry::transport::RebalanceProtocol::Eager);
+}
+
+fn joint_assignment(protocol: kafka_retry::transport::RebalanceProtocol) {
     use kafka_retry::{KeyOrder, OutRecord, Outcome, Record, Redelivery};
     use std::collections::HashSet;
     use std::sync::Mutex;
@@ -68,6 +79,7 @@ fn key_order_relays_follow_the_engine_assignment_with_one_client_id() {
     let start = || {
         let handled = handled.clone();
         env.builder(&group, &[&topic])
+            .rebalance_protocol(protocol)
             .workers(2)
             .redelivery(Redelivery::Private)
             .key_order(KeyOrder::Kept)
@@ -132,7 +144,7 @@ fn key_order_relays_follow_the_engine_assignment_with_one_client_id() {
     let hold_all: u64 = stats.iter().map(|s| s.hold_all).sum();
     let held: u64 = stats.iter().map(|s| s.held).sum();
     println!(
-        "joint assignment on {}: joined in {joined:?}, first round handled in {first:?}; \
+        "joint assignment on {} ({protocol:?}): joined in {joined:?}, first round handled in {first:?}; \
          after a leave: settled in {resettled:?}, handled in {second:?}; \
          hold-all fallbacks {hold_all}, held {held}",
         env.name
