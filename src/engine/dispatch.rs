@@ -138,9 +138,13 @@ pub(crate) fn run(
 impl Dispatcher {
     fn handle(&mut self, event: ConsumerEvent) {
         let assigned = matches!(event, ConsumerEvent::Assigned(_));
-        let group_event = !matches!(event, ConsumerEvent::Records(_));
+        // Not on Revoked: an Assigned follows it (eager: the whole new
+        // share; cooperative: what was added), and claiming once then saves
+        // the relay group a rebalance. Meanwhile the partitions' new owners
+        // claim them in a newer generation, which wins the tie.
+        let claim = matches!(event, ConsumerEvent::Assigned(_) | ConsumerEvent::Lost(_));
         self.handle_event(event);
-        if group_event {
+        if claim {
             if let Some(ko) = &self.ctx.key_order {
                 // The relay asks for the retry partitions of what we own
                 // now (its consumer rejoins when that changed).
