@@ -51,6 +51,13 @@ pub struct Stats {
     /// retries that fell due behind their key's head. At `max_parked` the
     /// engine pauses its origin partitions until these drain to 3/4.
     pub held_waiting: i64,
+    /// Origin partitions that waited the longest time (10 s) for this
+    /// instance's relay to read their retry partition and were then handed
+    /// out in *hold-all* mode ([`KeyOrder::Kept`](crate::KeyOrder::Kept)):
+    /// every keyed record of theirs parked until the relay has read it
+    /// (slower, never out of order). Stays 0 while the relay group's
+    /// assignment follows the engine's.
+    pub hold_all: u64,
     /// Records written to the dead-letter topic, by reason.
     pub dead_lettered: DeadLettered,
     /// Records given up on with no dead-letter topic configured.
@@ -131,6 +138,7 @@ pub(crate) struct Counters {
     pub redelivered_private: AtomicU64,
     pub held: AtomicU64,
     pub held_waiting: AtomicI64,
+    pub hold_all: AtomicU64,
     pub expired: AtomicU64,
     pub attempts: AtomicU64,
     pub rejected: AtomicU64,
@@ -194,6 +202,7 @@ impl Counters {
             redelivered_private: self.redelivered_private.load(Relaxed),
             held: self.held.load(Relaxed),
             held_waiting: self.held_waiting.load(Relaxed),
+            hold_all: self.hold_all.load(Relaxed),
             dead_lettered: DeadLettered {
                 expired: self.expired.load(Relaxed),
                 attempts: self.attempts.load(Relaxed),

@@ -838,3 +838,19 @@ fn a_cut_off_member_reports_lost_before_the_other_is_assigned_its_partition() {
     );
     broker.proxy().restore();
 }
+
+/// `ConsumerConfig::claims` on Kafka: the leader assigns by the members'
+/// claims (whatever their member ids), and a changed claim rejoins and is
+/// honoured, under both protocols.
+#[test]
+fn claims_decide_the_assignment() {
+    for protocol in [RebalanceProtocol::Cooperative, RebalanceProtocol::Eager] {
+        let kafka = transport();
+        let (topic, group) = topic_and_group(&kafka, "claims", 4);
+        common::claims_are_followed(Arc::new(kafka), move || {
+            let mut c = config(&group, &topic);
+            c.rebalance_protocol = protocol;
+            c
+        });
+    }
+}

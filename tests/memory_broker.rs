@@ -1,5 +1,7 @@
 //! The in-process broker: produce/consume, partitioning, consumer groups.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -785,4 +787,20 @@ fn cooperative_member_that_does_not_rejoin_is_evicted_and_sees_lost() {
     };
     assert_eq!(lost.len(), 4);
     assert!(a.assignment().is_empty());
+}
+
+/// `ConsumerConfig::claims`: the group's assignment follows its members'
+/// claims, under both protocols (range alone would give the first member
+/// partitions 0 and 1).
+#[test]
+fn claims_decide_the_assignment() {
+    for protocol in [RebalanceProtocol::Eager, RebalanceProtocol::Cooperative] {
+        let broker = MemoryBroker::new();
+        broker.create_topic("t", 4).unwrap();
+        common::claims_are_followed(Arc::new(broker), move || {
+            let mut c = ConsumerConfig::new("claims", ["t"]);
+            c.rebalance_protocol = protocol;
+            c
+        });
+    }
 }

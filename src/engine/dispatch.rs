@@ -138,7 +138,19 @@ pub(crate) fn run(
 impl Dispatcher {
     fn handle(&mut self, event: ConsumerEvent) {
         let assigned = matches!(event, ConsumerEvent::Assigned(_));
+        // Not on Revoked: an Assigned follows it (eager: the whole new
+        // share; cooperative: what was added), and claiming once then saves
+        // the relay group a rebalance. Meanwhile the partitions' new owners
+        // claim them in a newer generation, which wins the tie.
+        let claim = matches!(event, ConsumerEvent::Assigned(_) | ConsumerEvent::Lost(_));
         self.handle_event(event);
+        if claim {
+            if let Some(ko) = &self.ctx.key_order {
+                // The relay asks for the retry partitions of what we own
+                // now (its consumer rejoins when that changed).
+                ko.claim(self.parts.keys().iter(), self.consumer.generation());
+            }
+        }
         if assigned && self.held {
             // New partitions start paused while the limit holds.
             self.held = false;
@@ -408,6 +420,7 @@ impl Dispatcher {
         for tp in &go {
             if let Some((_, kept)) = self.unready.remove(tp) {
                 if !ko.ready(tp) {
+                    self.ctx.counters.hold_all.fetch_add(1, Ordering::Relaxed);
                     log::warn!(
                         "{}: {tp}: this instance's relay has not read its blocked keys within {READY_WAIT:?}; its keyed records are parked until it has",
                         self.ctx.group_id

@@ -49,9 +49,14 @@
 //!   keys on `p % n` that this relay, though it kept `p % n`, has not read
 //!   yet. A catch-up counts for the requests made before it measured its
 //!   end (a request number, [`KeyOrderState::requests`]).
-//!   The relay group and the engine group assign independently; while they
-//!   disagree (or for [`READY_WAIT`] at most) p waits, and after that it is
-//!   dispatched in *hold-all* mode: a worker parks every keyed record of a
+//!   The relay group follows the engine group: the consumer thread claims
+//!   for the relay the retry partitions of what it owns after every
+//!   assignment change ([`KeyOrderState::claim`]; the relay consumer
+//!   publishes the claim and the relay group's leader honours it,
+//!   `transport/claims.rs`). Between the two groups' rebalances they still
+//!   disagree; meanwhile (or for [`READY_WAIT`] at most) p waits, and after
+//!   that it is dispatched in *hold-all* mode (counted in
+//!   `Stats::hold_all`): a worker parks every keyed record of a
 //!   partition whose keys it does not know. That is always safe for order
 //!   (every parked copy is ordered by origin offset by whichever relay owns
 //!   its retry partition), only slower.
@@ -80,6 +85,7 @@ use super::context::Context;
 use super::job::Job;
 use crate::headers::{self, RetryInfo};
 use crate::record::{Header, OutRecord, Partitioning, Record, TopicPartition};
+use crate::transport::Claims;
 
 /// Whether the engine keeps each key's order across retries, set with
 /// [`EngineBuilder::key_order`](crate::EngineBuilder::key_order).
@@ -163,6 +169,10 @@ struct Inner {
 pub(crate) struct KeyOrderState {
     retry_partitions: i32,
     inner: Mutex<Inner>,
+    retry_topic: String,
+    /// The relay consumer's claims: the retry partitions of the origin
+    /// partitions this instance owns ([`KeyOrderState::claim`]).
+    claims: Claims,
 }
 
 /// The origin partition and key of a record the relay read, from its
@@ -174,11 +184,39 @@ pub(crate) struct Origin {
 }
 
 impl KeyOrderState {
-    pub(crate) fn new(retry_partitions: i32) -> Self {
+    pub(crate) fn new(retry_topic: &str, retry_partitions: i32) -> Self {
         KeyOrderState {
             retry_partitions: retry_partitions.max(1),
             inner: Mutex::new(Inner::default()),
+            retry_topic: retry_topic.to_string(),
+            claims: Claims::new(),
         }
+    }
+
+    /// The handle the relay consumer publishes (its `ConsumerConfig::claims`).
+    pub(crate) fn claims(&self) -> Claims {
+        self.claims.clone()
+    }
+
+    /// The engine now owns `origin` (its whole assignment), decided in
+    /// `generation`: its relay claims their retry partitions, so the relay
+    /// group's leader gives them to it (`transport/claims.rs`) and each
+    /// origin partition becomes ready without waiting for the groups to
+    /// agree by chance. The relay consumer rejoins when this changes.
+    pub(crate) fn claim<'a>(
+        &self,
+        origin: impl IntoIterator<Item = &'a TopicPartition>,
+        generation: Option<i32>,
+    ) {
+        let qs: BTreeSet<i32> = origin
+            .into_iter()
+            .map(|tp| self.retry_partition(tp.partition))
+            .collect();
+        self.claims.set(
+            qs.into_iter()
+                .map(|q| TopicPartition::new(self.retry_topic.clone(), q)),
+            generation.unwrap_or(-1),
+        );
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -617,7 +655,7 @@ mod tests {
     /// settled (not when it is parked again), stale copies are skipped.
     #[test]
     fn a_key_moves_on_only_when_its_head_is_settled() {
-        let ko = KeyOrderState::new(1);
+        let ko = KeyOrderState::new("r", 1);
         let lease = Lease::new(TopicPartition::new("retry", 0));
         for o in [10, 12] {
             ko.register(&origin(o));

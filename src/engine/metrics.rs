@@ -43,6 +43,7 @@ pub(crate) mod names {
     pub const UNINDEXED: &str = "kafka_retry_records_parked_unindexed";
     pub const GONE: &str = "kafka_retry_records_parked_gone_total";
     pub const HELD_WAITING: &str = "kafka_retry_records_held_waiting";
+    pub const HOLD_ALL: &str = "kafka_retry_key_order_hold_all_total";
     pub const ASSIGNED: &str = "kafka_retry_partitions_assigned";
     pub const PAUSED: &str = "kafka_retry_partitions_paused";
     pub const DLT_PAUSED: &str = "kafka_retry_dead_letter_limit_paused";
@@ -77,6 +78,7 @@ pub(crate) struct Metrics {
     parked_unindexed: Gauge,
     parked_gone: Counter,
     held_waiting: Gauge,
+    hold_all: Counter,
     assigned: Gauge,
     paused: Gauge,
     dlt_paused: Gauge,
@@ -126,6 +128,7 @@ impl Metrics {
             parked_unindexed: metrics::gauge!(UNINDEXED, g()),
             parked_gone: metrics::counter!(GONE, g()),
             held_waiting: metrics::gauge!(HELD_WAITING, g()),
+            hold_all: metrics::counter!(HOLD_ALL, g()),
             assigned: metrics::gauge!(ASSIGNED, g()),
             paused: metrics::gauge!(PAUSED, g()),
             dlt_paused: metrics::gauge!(DLT_PAUSED, g()),
@@ -191,6 +194,7 @@ impl Metrics {
         self.parked_unindexed.set(s.parked_unindexed as f64);
         self.parked_gone.absolute(s.parked_gone);
         self.held_waiting.set(s.held_waiting as f64);
+        self.hold_all.absolute(s.hold_all);
         self.assigned.set(s.assigned_partitions as f64);
         self.paused.set(s.paused_partitions as f64);
         self.dlt_paused
@@ -248,6 +252,10 @@ fn describe() {
     metrics::describe_gauge!(
         HELD_WAITING,
         "Key order: copies the relay keeps whole until their key's turn"
+    );
+    metrics::describe_counter!(
+        HOLD_ALL,
+        "Key order: origin partitions handed out in hold-all mode after waiting for their relay"
     );
     metrics::describe_counter!(
         GONE,

@@ -45,6 +45,7 @@ use std::time::Duration;
 use crate::error::Result;
 use crate::record::{Delivered, OutRecord, Record, TopicPartition};
 
+pub(crate) mod claims;
 #[cfg(feature = "kafka")]
 pub(crate) mod kafka;
 pub(crate) mod memory;
@@ -53,6 +54,7 @@ pub(crate) mod sticky;
 
 pub use crate::partitioner::{murmur2, partition_for_key};
 pub use crate::pending::{Completer, Pending};
+pub use claims::Claims;
 pub use reader::{PartitionOffsets, Reader};
 
 /// Where a consumer starts in a partition that has no committed offset.
@@ -148,6 +150,23 @@ pub struct ConsumerConfig {
     /// Cooperative (the default) or eager rebalances; see
     /// [`RebalanceProtocol`].
     pub rebalance_protocol: RebalanceProtocol,
+    /// Joint assignment with another group: the partitions this member
+    /// asks for, kept up to date by its owner through the shared handle
+    /// (an engine with [`KeyOrder::Kept`](crate::KeyOrder::Kept) claims
+    /// for its relay the retry partitions of the origin partitions it
+    /// owns). The member publishes its claim to the group and rejoins when
+    /// it changes; the group's assignor then gives each claimed partition
+    /// to its claimant (a claim of a newer generation first, then the
+    /// lower member id), spreads the unclaimed ones, and under
+    /// [`RebalanceProtocol::Cooperative`] has a partition another member
+    /// still owns revoked first. Members without claims (older releases)
+    /// get unclaimed partitions only; in a group where nobody claims, the
+    /// usual assignor runs. On Kafka a member whose claims were never
+    /// [set](Claims::set) waits for the first claim, up to
+    /// `rebalance_timeout`, before it first joins (so its first assignment
+    /// already fits). The memory broker and Kafka both implement it.
+    /// `None` (the default): no claims.
+    pub claims: Option<Claims>,
 }
 
 impl ConsumerConfig {
@@ -179,6 +198,7 @@ impl ConsumerConfig {
             group_instance_id: None,
             isolation_level: IsolationLevel::ReadUncommitted,
             rebalance_protocol: RebalanceProtocol::Cooperative,
+            claims: None,
         }
     }
 }
@@ -269,6 +289,14 @@ pub trait Consumer: Send + Debug {
     /// default (a transport that does not know) is empty.
     fn progress(&self) -> Vec<PartitionProgress> {
         Vec::new()
+    }
+
+    /// The group generation this member is in, once it has joined (for a
+    /// [`Claims`] decided from this member's assignment: a claim of a
+    /// newer generation wins a tie). The default (a transport that does
+    /// not say) is `None`.
+    fn generation(&self) -> Option<i32> {
+        None
     }
 }
 

@@ -705,3 +705,66 @@ impl Drop for TansuBroker {
         let _ = self.child.wait();
     }
 }
+
+/// Joint assignment (`ConsumerConfig::claims`) on any transport: two
+/// members of `group` on `topic` (4 partitions) claim what their member
+/// order would not give them, and get it; a new claim rebalances the group
+/// and is honoured too (under cooperative, after the owner revoked it).
+/// `base` makes each member's config.
+pub fn claims_are_followed(
+    transport: std::sync::Arc<dyn kafka_retry::transport::Transport>,
+    base: impl Fn() -> kafka_retry::transport::ConsumerConfig,
+) {
+    use kafka_retry::transport::Claims;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex};
+
+    let topic = base().topics[0].clone();
+    let claims = [Claims::new(), Claims::new()];
+    // The member made first sorts first under range on the memory broker:
+    // it claims the upper half.
+    claims[0].set(tps(&topic, [2, 3]), 1);
+    claims[1].set(tps(&topic, [0, 1]), 1);
+    let stop = Arc::new(AtomicBool::new(false));
+    let owned: Arc<Mutex<[Vec<kafka_retry::TopicPartition>; 2]>> = Arc::default();
+    let threads: Vec<_> = claims
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let mut cfg = base();
+            cfg.claims = Some(c.clone());
+            let mut consumer = transport.consumer(cfg).unwrap();
+            let (stop, owned) = (stop.clone(), owned.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Err(e) = consumer.poll(Duration::from_millis(50)) {
+                        panic!("member {i}: {e}");
+                    }
+                    let mut a = consumer.assignment();
+                    a.sort();
+                    owned.lock().unwrap()[i] = a;
+                }
+                let _ = consumer.close();
+            })
+        })
+        .collect();
+    let follows = |a: &[i32], b: &[i32]| {
+        eventually(Duration::from_secs(30), || {
+            let o = owned.lock().unwrap();
+            o[0] == tps(&topic, a.iter().copied()) && o[1] == tps(&topic, b.iter().copied())
+        })
+    };
+    let first = follows(&[2, 3], &[0, 1]);
+    let at_first = owned.lock().unwrap().clone();
+    // A new claim: member 1 takes 3 over.
+    claims[0].set(tps(&topic, [2]), 2);
+    claims[1].set(tps(&topic, [0, 1, 3]), 2);
+    let second = follows(&[2], &[0, 1, 3]);
+    let at_second = owned.lock().unwrap().clone();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(first, "first claims not followed: {at_first:?}");
+    assert!(second, "changed claims not followed: {at_second:?}");
+}

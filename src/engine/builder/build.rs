@@ -196,7 +196,7 @@ impl EngineBuilder {
                     .transport
                     .partition_count(&retry_topic)?
                     .unwrap_or(partitions);
-                Some(Arc::new(KeyOrderState::new(n)))
+                Some(Arc::new(KeyOrderState::new(&retry_topic, n)))
             }
             _ => None,
         };
@@ -252,7 +252,7 @@ impl EngineBuilder {
             None => None,
         };
         let consumer_config =
-            |group: String, topics: Vec<String>, instance: Option<String>| ConsumerConfig {
+            |group: String, topics: Vec<String>, instance: Option<String>, claims| ConsumerConfig {
                 group_id: group,
                 topics,
                 offset_reset: self.offset_reset,
@@ -265,6 +265,7 @@ impl EngineBuilder {
                 group_instance_id: instance,
                 rebalance_protocol: self.rebalance_protocol,
                 isolation_level: self.isolation_level,
+                claims,
             };
         // Create both group members before starting any thread, so a broker
         // error surfaces from build() and not from a thread later.
@@ -272,11 +273,15 @@ impl EngineBuilder {
             group_id.clone(),
             self.topics.clone(),
             self.group_instance_id.clone(),
+            None,
         ))?;
         let relay_consumer = self.transport.consumer(consumer_config(
             relay_group_id.clone(),
             vec![retry_topic.clone()],
             relay_instance_id,
+            // Key order: the relay asks for the retry partitions of the
+            // origin partitions its engine owns (dispatch.rs sets them).
+            ctx.key_order.as_ref().map(|ko| ko.claims()),
         ))?;
 
         let mut threads = Threads::new(signal, health);

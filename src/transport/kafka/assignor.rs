@@ -20,6 +20,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::error::{Error, Result};
 use crate::record::TopicPartition;
+use crate::transport::claims::Claim;
 use crate::transport::sticky::StickyMember;
 
 /// Name of the only assignment strategy we offer in JoinGroup.
@@ -242,6 +243,7 @@ pub(crate) fn encode_cooperative_subscription(
     topics: &[String],
     owned: &[TopicPartition],
     generation: i32,
+    claim: Option<&Claim>,
 ) -> Result<Bytes> {
     use kafka_protocol::messages::consumer_protocol_subscription::TopicPartition as OwnedTopic;
     let mut sub = ConsumerProtocolSubscription::default();
@@ -249,7 +251,7 @@ pub(crate) fn encode_cooperative_subscription(
         .iter()
         .map(|t| StrBytes::from_string(t.clone()))
         .collect();
-    sub.user_data = Some(Bytes::copy_from_slice(&generation.to_be_bytes()));
+    sub.user_data = Some(user_data(generation.to_be_bytes(), claim));
     let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
     for tp in owned {
         by_topic.entry(&tp.topic).or_default().push(tp.partition);
@@ -304,10 +306,89 @@ pub(crate) fn decode_sticky_member(id: &str, metadata: &Bytes) -> Result<StickyM
     }
     if version >= 2 {
         m.generation = r.i32()?;
-    } else if let Some(&[a, b, c, d]) = user_data {
+    } else if let Some(&[a, b, c, d, ..]) = user_data {
+        // Java reads the leading i32 and ignores what follows (our claims).
         m.generation = i32::from_be_bytes([a, b, c, d]);
     }
     Ok(m)
+}
+
+/// Marks the claims block in our `user_data` (after its leading 4-byte
+/// word): "krc" and the block's version, 1.
+const CLAIMS_MAGIC: [u8; 4] = *b"krc\x01";
+
+/// Our subscription `user_data`: a 4-byte word (the cooperative generation,
+/// which Java's `CooperativeStickyAssignor` reads from the first 4 bytes,
+/// or the eager rebalance-request count), then, for a member with claims
+/// (`transport/claims.rs`), [`CLAIMS_MAGIC`], the claim's generation
+/// (`i32`) and its partitions as (`i16`-length topic, `i32` count, `i32`
+/// partitions) per topic after an `i32` topic count. Range assignors
+/// ignore user data; Java's sticky one reads only the leading word.
+pub(crate) fn user_data(word: [u8; 4], claim: Option<&Claim>) -> Bytes {
+    let mut buf = BytesMut::with_capacity(16);
+    buf.put_slice(&word);
+    if let Some(c) = claim {
+        buf.put_slice(&CLAIMS_MAGIC);
+        buf.put_i32(c.generation);
+        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for tp in &c.partitions {
+            by_topic.entry(&tp.topic).or_default().push(tp.partition);
+        }
+        buf.put_i32(by_topic.len() as i32);
+        for (topic, parts) in by_topic {
+            // Topic names are at most 249 bytes (Kafka's rule).
+            buf.put_i16(topic.len().min(i16::MAX as usize) as i16);
+            buf.put_slice(&topic.as_bytes()[..topic.len().min(i16::MAX as usize)]);
+            buf.put_i32(parts.len() as i32);
+            for p in parts {
+                buf.put_i32(p);
+            }
+        }
+    }
+    buf.freeze()
+}
+
+/// The claim in a member's JoinGroup metadata (see [`user_data`]), any
+/// subscription version. `None` for a member without one, and for
+/// metadata or a claims block that does not parse: a member whose claim
+/// cannot be read is assigned as if it claimed nothing (logged).
+pub(crate) fn decode_claim(metadata: &Bytes) -> Option<Claim> {
+    let parse = || -> Result<Option<Claim>> {
+        let mut r = Reader::new(metadata, "subscription");
+        r.version()?;
+        for _ in 0..r.count(2)? {
+            r.string()?;
+        }
+        let Ok(len) = usize::try_from(r.i32()?) else {
+            return Ok(None); // null user data
+        };
+        let mut r = Reader::new(r.take(len)?, "subscription claims");
+        if len < 8 || r.take(4).is_err() || r.take(4)? != CLAIMS_MAGIC {
+            return Ok(None);
+        }
+        let generation = r.i32()?;
+        let mut partitions = BTreeSet::new();
+        for _ in 0..r.count(6)? {
+            let topic = r.string()?;
+            for _ in 0..r.count(4)? {
+                let p = r.i32()?;
+                if p < 0 {
+                    return Err(Error::Protocol(format!(
+                        "claim of partition {p} of {topic}"
+                    )));
+                }
+                partitions.insert(TopicPartition::new(topic.clone(), p));
+            }
+        }
+        Ok(Some(Claim {
+            partitions: partitions.into_iter().collect(),
+            generation,
+        }))
+    };
+    parse().unwrap_or_else(|e| {
+        log::warn!("a member's claims are unreadable ({e}); taken as none");
+        None
+    })
 }
 
 #[cfg(test)]
@@ -455,7 +536,8 @@ mod tests {
     #[test]
     fn cooperative_subscription_round_trips_like_java_writes_it() {
         let owned = tps(&[("t", 2), ("t", 0), ("u", 1)]);
-        let bytes = encode_cooperative_subscription(&["t".into(), "u".into()], &owned, 7).unwrap();
+        let bytes =
+            encode_cooperative_subscription(&["t".into(), "u".into()], &owned, 7, None).unwrap();
         assert_eq!(&bytes[..2], &[0, 1], "version 1");
         // Eager members read its topics as before.
         assert_eq!(decode_subscription(&bytes).unwrap(), vec!["t", "u"]);
@@ -482,5 +564,73 @@ mod tests {
             9
         );
         assert!(decode_sticky_member("m", &Bytes::from_static(&[0, 1, 0, 0])).is_err());
+    }
+
+    fn claim(parts: &[(&str, i32)], generation: i32) -> Claim {
+        Claim {
+            partitions: tps(parts),
+            generation,
+        }
+    }
+
+    #[test]
+    fn claims_ride_in_user_data_after_the_word_others_read() {
+        let c = claim(&[("r", 0), ("r", 3), ("s", 1)], 9);
+        // Cooperative: Java's reading of the generation is unchanged.
+        let coop =
+            encode_cooperative_subscription(&["r".into()], &tps(&[("r", 0)]), 7, Some(&c)).unwrap();
+        let m = decode_sticky_member("m", &coop).unwrap();
+        assert_eq!((m.generation, m.owned.clone()), (7, tps(&[("r", 0)])));
+        assert_eq!(decode_subscription(&coop).unwrap(), vec!["r"]);
+        assert_eq!(decode_claim(&coop), Some(c.clone()));
+        let mut b = coop.slice(2..);
+        let sub = ConsumerProtocolSubscription::decode(&mut b, 1).unwrap();
+        assert_eq!(&sub.user_data.unwrap()[..4], &7i32.to_be_bytes());
+        // An empty claim is a claim (of nothing), not "no claims".
+        let empty = claim(&[], -1);
+        let coop = encode_cooperative_subscription(&["r".into()], &[], 1, Some(&empty)).unwrap();
+        assert_eq!(decode_claim(&coop), Some(empty));
+        // Without claims: none, as from a plain or an older member.
+        let plain = encode_cooperative_subscription(&["r".into()], &[], 1, None).unwrap();
+        assert_eq!(decode_claim(&plain), None);
+        assert_eq!(
+            decode_claim(&encode_subscription(&["r".into()]).unwrap()),
+            None
+        );
+    }
+
+    #[test]
+    fn garbage_claims_are_no_claims() {
+        let c = claim(&[("r", 2)], 4);
+        let good = user_data(1u32.to_be_bytes(), Some(&c));
+        let wrap = |ud: &[u8]| {
+            let mut sub = ConsumerProtocolSubscription::default();
+            sub.topics = vec![StrBytes::from_static_str("r")];
+            sub.user_data = Some(Bytes::copy_from_slice(ud));
+            let mut buf = BytesMut::new();
+            buf.put_i16(0);
+            sub.encode(&mut buf, 0).unwrap();
+            buf.freeze()
+        };
+        assert_eq!(decode_claim(&wrap(&good)), Some(c));
+        // Every truncation, a wrong magic, a huge count, a negative
+        // partition, and metadata that is not a subscription at all.
+        for cut in 0..good.len() {
+            let got = decode_claim(&wrap(&good[..cut]));
+            assert_eq!(got, None, "cut at {cut}");
+        }
+        let mut bad_magic = good.to_vec();
+        bad_magic[7] = 2;
+        assert_eq!(decode_claim(&wrap(&bad_magic)), None);
+        let mut huge = good[..12].to_vec();
+        huge.extend_from_slice(&0x7fff_ffffi32.to_be_bytes());
+        assert_eq!(decode_claim(&wrap(&huge)), None);
+        let mut negative = good.to_vec();
+        let n = negative.len();
+        negative[n - 4..].copy_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(decode_claim(&wrap(&negative)), None);
+        for junk in [&[][..], &[0xff][..], &[0, 0, 0x7f, 0xff, 0xff, 0xff][..]] {
+            assert_eq!(decode_claim(&Bytes::copy_from_slice(junk)), None);
+        }
     }
 }

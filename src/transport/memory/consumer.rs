@@ -218,6 +218,8 @@ impl MemoryConsumer {
                         cooperative: self.config.rebalance_protocol
                             == RebalanceProtocol::Cooperative,
                         revoking: Vec::new(),
+                        claims: self.config.claims.clone(),
+                        claims_version: 0,
                     },
                 );
                 self.member_id = Some(id);
@@ -265,6 +267,17 @@ impl MemoryConsumer {
                 return Ok(Some(ConsumerEvent::Revoked(revoked)));
             }
             let cooperative = m.cooperative && group_cooperative;
+            if st.rebalance.is_none()
+                && !m.rejoined
+                && m.claims
+                    .as_ref()
+                    .is_some_and(|c| c.version() != m.claims_version)
+            {
+                // A new claim is new metadata: as on Kafka, the group
+                // rebalances (and the assignment reads the claim).
+                st.start_rebalance(now, &self.inner);
+                continue;
+            }
             if st.rebalance.is_some() && !m.rejoined && cooperative {
                 // Cooperative: rejoin keeping every partition (and reading
                 // them) until the new generation says which ones move.
@@ -533,6 +546,10 @@ impl Consumer for MemoryConsumer {
             st.committed.insert(tp.clone(), *offset);
         }
         Ok(())
+    }
+
+    fn generation(&self) -> Option<i32> {
+        (self.member_id.is_some() && self.generation >= 0).then_some(self.generation)
     }
 
     fn assignment(&self) -> Vec<TopicPartition> {

@@ -1,5 +1,6 @@
 //! Consumer-group state kept by the memory broker: members, generations,
-//! the assignors (range for eager groups, sticky for cooperative ones),
+//! the assignors (range for eager groups, sticky for cooperative ones, the
+//! claims assignor when a member claims partitions, `transport/claims.rs`),
 //! committed offsets.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -8,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use super::{Inner, WakeFlag};
 use crate::record::TopicPartition;
+use crate::transport::claims::{claims_assign, ClaimMember};
 use crate::transport::sticky::{cooperative_sticky_assign, StickyMember};
+use crate::transport::Claims;
 
 pub(super) struct Group {
     pub(super) id: String,
@@ -61,6 +64,11 @@ pub(super) struct Member {
     pub(super) revoking: Vec<TopicPartition>,
     /// Its `group.instance.id`, for a static member.
     pub(super) instance_id: Option<String>,
+    /// Its claims (`ConsumerConfig::claims`), read when a generation forms.
+    pub(super) claims: Option<Claims>,
+    /// The version of `claims` the current generation was assigned from:
+    /// a newer one rebalances the group (consumer.rs).
+    pub(super) claims_version: u64,
     /// A static member closed for a restart: it stays in the group, its
     /// partitions unread, until this deadline (its session timeout), when
     /// it is removed and the group rebalances. `None`: present. (The
@@ -119,7 +127,42 @@ impl GroupState {
             return;
         }
         self.generation += 1;
-        let mut assignment = if self.cooperative() {
+        let cooperative = self.cooperative();
+        // Claims as they are now; a change from here on rebalances again.
+        let mut claimed = false;
+        let claim_members: Vec<ClaimMember> = self
+            .members
+            .iter_mut()
+            .map(|(id, m)| {
+                let claim = m.claims.as_ref().map(|c| {
+                    let (version, claim) = c.snapshot();
+                    m.claims_version = version;
+                    claim
+                });
+                claimed |= claim.is_some();
+                ClaimMember {
+                    id: id.clone(),
+                    topics: m.topics.clone(),
+                    owned: if cooperative {
+                        m.assignment.iter().chain(&m.revoking).cloned().collect()
+                    } else {
+                        Vec::new()
+                    },
+                    owned_generation: self.generation - 1,
+                    claim,
+                }
+            })
+            .collect();
+        let mut assignment = if claimed {
+            claims_assign(
+                &claim_members,
+                cooperative,
+                |t| Ok(inner.partition_count(t)),
+            )
+            .unwrap_or_default()
+            .into_iter()
+            .collect()
+        } else if cooperative {
             let members: Vec<StickyMember> = self
                 .members
                 .iter()

@@ -25,6 +25,7 @@ use super::watch::MetadataWatch;
 use super::{GroupConsumer, Phase, PROTOCOL_TYPE};
 use crate::error::{Error, KafkaCode, Result};
 use crate::record::TopicPartition;
+use crate::transport::claims::{claims_assign, Claim, ClaimMember};
 use crate::transport::sticky::cooperative_sticky_assign;
 use crate::transport::{ConsumerConfig, RebalanceProtocol};
 
@@ -76,9 +77,15 @@ type Plan = (
 /// needs to honour a leader's rejoin. The count only changes when the member
 /// asks for a rebalance, so ordinary rejoins do not look like new metadata
 /// (that would cost the group an extra rebalance on Tansu). Range assignors
-/// (ours, Java's, librdkafka's) ignore user data.
-pub(super) fn subscription(topics: &[String], rebalance_requests: u32) -> Result<Bytes> {
-    if rebalance_requests == 0 {
+/// (ours, Java's, librdkafka's) ignore user data. A member with claims
+/// (`ConsumerConfig::claims`) appends them ([`assignor::user_data`]): a new
+/// claim is new metadata, which is how it reaches the leader.
+pub(super) fn subscription(
+    topics: &[String],
+    rebalance_requests: u32,
+    claim: Option<&Claim>,
+) -> Result<Bytes> {
+    if rebalance_requests == 0 && claim.is_none() {
         return assignor::encode_subscription(topics);
     }
     let mut sub = ConsumerProtocolSubscription::default();
@@ -86,7 +93,7 @@ pub(super) fn subscription(topics: &[String], rebalance_requests: u32) -> Result
         .iter()
         .map(|t| StrBytes::from_string(t.clone()))
         .collect();
-    sub.user_data = Some(Bytes::copy_from_slice(&rebalance_requests.to_be_bytes()));
+    sub.user_data = Some(assignor::user_data(rebalance_requests.to_be_bytes(), claim));
     let mut buf = BytesMut::new();
     buf.put_i16(0);
     sub.encode(&mut buf, 0)
@@ -117,7 +124,13 @@ impl GroupConsumer {
     /// gets a fresh one meanwhile) and subscription: `owned` and
     /// `generation` for the cooperative protocol's metadata.
     pub(super) fn joiner(&mut self, owned: &[TopicPartition], generation: i32) -> Result<Joiner> {
-        let range = subscription(&self.config.topics, self.rebalance_requests)?;
+        // The claim as of now; a later change rejoins again (`claims_changed`).
+        let claim = self.config.claims.as_ref().map(|c| {
+            let (version, claim) = c.snapshot();
+            self.claims_published = version;
+            claim
+        });
+        let range = subscription(&self.config.topics, self.rebalance_requests, claim.as_ref())?;
         let mut protocols = Vec::with_capacity(2);
         if self.config.rebalance_protocol == RebalanceProtocol::Cooperative {
             // Cooperative first, range second: the coordinator picks the
@@ -127,7 +140,12 @@ impl GroupConsumer {
             // from the last join's, so Tansu rebalances on a leader's rejoin.
             protocols.push((
                 assignor::COOPERATIVE_STICKY,
-                assignor::encode_cooperative_subscription(&self.config.topics, owned, generation)?,
+                assignor::encode_cooperative_subscription(
+                    &self.config.topics,
+                    owned,
+                    generation,
+                    claim.as_ref(),
+                )?,
             ));
         }
         protocols.push((assignor::RANGE, range));
@@ -295,6 +313,13 @@ impl Joiner {
     /// partition counts: range, or cooperative-sticky from the partitions
     /// each member says it owns (KIP-429).
     fn assign(&self, members: &[JoinGroupResponseMember], cooperative: bool) -> Result<Plan> {
+        let claims: Vec<Option<Claim>> = members
+            .iter()
+            .map(|m| assignor::decode_claim(&m.metadata))
+            .collect();
+        if claims.iter().any(Option::is_some) {
+            return self.assign_claims(members, claims, cooperative);
+        }
         if cooperative {
             return self.assign_sticky(members);
         }
@@ -341,6 +366,57 @@ impl Joiner {
             .flat_map(|m| m.topics.iter().cloned())
             .collect();
         self.plan(topics, |count| cooperative_sticky_assign(&members, count))
+    }
+
+    /// The joint assignment (`transport/claims.rs`): some member claims
+    /// partitions. Owned partitions and their generation as for the sticky
+    /// assignor (empty under eager).
+    fn assign_claims(
+        &self,
+        members: &[JoinGroupResponseMember],
+        claims: Vec<Option<Claim>>,
+        cooperative: bool,
+    ) -> Result<Plan> {
+        let group = &self.config.group_id;
+        let members: Vec<ClaimMember> = members
+            .iter()
+            .zip(claims)
+            .map(|(m, claim)| {
+                let id = m.member_id.to_string();
+                let sticky = assignor::decode_sticky_member(&id, &m.metadata).unwrap_or_else(|e| {
+                    log::warn!(
+                        "group {group}: member {id} sent unreadable metadata ({e}); it gets nothing"
+                    );
+                    crate::transport::sticky::StickyMember {
+                        id: id.clone(),
+                        ..Default::default()
+                    }
+                });
+                ClaimMember {
+                    id,
+                    topics: sticky.topics,
+                    owned: if cooperative {
+                        sticky.owned
+                    } else {
+                        Vec::new()
+                    },
+                    owned_generation: sticky.generation,
+                    claim,
+                }
+            })
+            .collect();
+        log::debug!(
+            "group {group}: assigning by claims: {:?}",
+            members
+                .iter()
+                .map(|m| (&m.id, m.claim.as_ref().map(|c| c.partitions.len())))
+                .collect::<Vec<_>>()
+        );
+        let topics = members
+            .iter()
+            .flat_map(|m| m.topics.iter().cloned())
+            .collect();
+        self.plan(topics, |count| claims_assign(&members, cooperative, count))
     }
 
     /// What both assignors share: fresh partition counts for `topics` (a
@@ -532,13 +608,17 @@ mod tests {
     #[test]
     fn rebalance_requests_change_the_metadata_but_not_the_topics() {
         let topics = vec!["a".to_string(), "b".to_string()];
-        let plain = subscription(&topics, 0).unwrap();
+        let plain = subscription(&topics, 0, None).unwrap();
         assert_eq!(plain, assignor::encode_subscription(&topics).unwrap());
-        let first = subscription(&topics, 1).unwrap();
-        let second = subscription(&topics, 2).unwrap();
+        let first = subscription(&topics, 1, None).unwrap();
+        let second = subscription(&topics, 2, None).unwrap();
         assert_ne!(plain, first);
         assert_ne!(first, second);
-        assert_eq!(first, subscription(&topics, 1).unwrap(), "stable per count");
+        assert_eq!(
+            first,
+            subscription(&topics, 1, None).unwrap(),
+            "stable per count"
+        );
         for m in [&plain, &first, &second] {
             assert_eq!(assignor::decode_subscription(m).unwrap(), topics);
         }
@@ -546,5 +626,24 @@ mod tests {
         let mut tail = first.slice(first.len() - 8..);
         assert_eq!(tail.split_to(4).as_ref(), &4i32.to_be_bytes());
         assert_eq!(tail.as_ref(), &1u32.to_be_bytes());
+    }
+
+    #[test]
+    fn a_claim_is_new_metadata_and_readable_by_the_leader() {
+        let topics = vec!["r".to_string()];
+        let claim = Claim {
+            partitions: vec![TopicPartition::new("r", 1)],
+            generation: 3,
+        };
+        let plain = subscription(&topics, 0, None).unwrap();
+        let claimed = subscription(&topics, 0, Some(&claim)).unwrap();
+        assert_ne!(plain, claimed, "a claim must make Tansu rebalance");
+        assert_eq!(assignor::decode_subscription(&claimed).unwrap(), topics);
+        assert_eq!(assignor::decode_claim(&claimed), Some(claim.clone()));
+        let other = Claim {
+            partitions: vec![TopicPartition::new("r", 2)],
+            ..claim
+        };
+        assert_ne!(claimed, subscription(&topics, 0, Some(&other)).unwrap());
     }
 }

@@ -75,6 +75,15 @@
 //! on that. Should a coordinator still keep the generation, the leader
 //! keeps comparing against the counts of the assignment in force and asks
 //! again at the next check.
+//!
+//! # Claims (joint assignment)
+//!
+//! A member with [`ConsumerConfig::claims`] publishes its claim in its
+//! subscription's `user_data` (`assignor::user_data`) and, when the claim
+//! changes, asks for a rebalance as for new partitions: the rejoin carries
+//! new metadata, on which Kafka and Tansu both rebalance. A leader that sees
+//! any claim assigns with `transport/claims.rs` instead of range or
+//! cooperative-sticky.
 
 //!
 //! # Files
@@ -86,7 +95,8 @@
 //! - `offsets.rs`: OffsetFetch (start positions) and OffsetCommit;
 //! - `heartbeat.rs`: the heartbeat thread;
 //! - `membership.rs`: the state the poll side and the heartbeat thread share;
-//! - `watch.rs`: the leader's partition-count watch.
+//! - `watch.rs`: the leader's partition-count watch, and the rejoin when
+//!   the member's claims change (`ConsumerConfig::claims`).
 //!
 //! Every request goes through the retry driver (`retry.rs`).
 
@@ -160,6 +170,12 @@ pub(crate) struct GroupConsumer {
     watch: Option<MetadataWatch>,
     /// Rebalances this member asked for (see [`subscription`]).
     rebalance_requests: u32,
+    /// The version of `config.claims` the last join published (see
+    /// `watch.rs`, [`GroupConsumer::check_claims`]).
+    claims_published: u64,
+    /// When the member was made: a member with claims waits for its first
+    /// claim before it first joins, up to its rebalance timeout from here.
+    created: Instant,
     /// After asking for a rebalance: the generation it was asked in and the
     /// counts that generation was assigned from, in case the coordinator
     /// keeps that generation (then those counts are still in force).
@@ -236,6 +252,8 @@ impl GroupConsumer {
             heartbeat: Some(heartbeat),
             watch: None,
             rebalance_requests: 0,
+            claims_published: 0,
+            created: Instant::now(),
             requested_in: None,
             cooperative: false,
             rejoin: None,
@@ -345,6 +363,36 @@ impl GroupConsumer {
                 Some(ConsumerEvent::Revoked(self.assignment.clone()))
             }
             GenerationEnd::Rebalance => None,
+        }
+    }
+
+    /// A member with claims that were never set does not join yet: its
+    /// first assignment would follow no claim and be revoked one rebalance
+    /// later (two rebalances on Tansu, a second each). Waits until
+    /// `deadline` (the poll's) for them; true while it still should. Gives
+    /// up after the rebalance timeout, then joins without.
+    fn await_first_claim(&self, deadline: Instant) -> bool {
+        let Some(claims) = &self.config.claims else {
+            return false;
+        };
+        let give_up = self.created + self.config.rebalance_timeout;
+        loop {
+            if claims.is_set() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= give_up {
+                log::warn!(
+                    "group {}: no claim within {:?}; joining without",
+                    self.config.group_id,
+                    self.config.rebalance_timeout
+                );
+                return false;
+            }
+            if now >= deadline {
+                return true;
+            }
+            std::thread::sleep(deadline.min(give_up).min(now + Duration::from_millis(10)) - now);
         }
     }
 
@@ -464,6 +512,7 @@ impl Consumer for GroupConsumer {
             return Ok(ev);
         }
         self.check_metadata();
+        self.check_claims();
         if let Some(ev) = self.rejoin_done() {
             return Ok(ev);
         }
@@ -472,6 +521,9 @@ impl Consumer for GroupConsumer {
         }
         if self.phase == Phase::Fenced {
             return Err(self.fenced_error());
+        }
+        if self.phase == Phase::Unjoined && self.await_first_claim(deadline) {
+            return Ok(ConsumerEvent::Records(Vec::new()));
         }
         if matches!(self.phase, Phase::Unjoined | Phase::RevokedPending) {
             // Blocks for as long as the broker takes to complete the
@@ -523,6 +575,7 @@ impl Consumer for GroupConsumer {
             }
             // A rebalance reported mid-poll ends the poll early.
             self.check_metadata();
+            self.check_claims();
             if let Some(ev) = self.rejoin_done() {
                 return Ok(ev);
             }
@@ -576,6 +629,10 @@ impl Consumer for GroupConsumer {
 
     fn progress(&self) -> Vec<PartitionProgress> {
         self.fetcher.progress()
+    }
+
+    fn generation(&self) -> Option<i32> {
+        self.current().map(|g| g.id)
     }
 
     fn close(&mut self) -> Result<()> {
@@ -676,6 +733,43 @@ mod tests {
             let mut m = member(&broker, Some("member-id"));
             assert_eq!(join_error(&mut m), Some(KafkaCode::new(FATAL)));
             assert_eq!(join_client_ids(&broker), vec![Some("member-id".into())]);
+        }
+
+        #[test]
+        fn a_member_with_claims_joins_once_they_are_set_or_its_rebalance_timeout_passed() {
+            use crate::transport::Claims;
+            let start = || {
+                FakeBroker::start(|r, _| {
+                    (r.key == api::JOIN_GROUP).then(|| join_group_error(FATAL, ""))
+                })
+            };
+            let with_claims = |broker: &FakeBroker, claims: &Claims, wait: Duration| {
+                let mut m = member(broker, None);
+                m.config.claims = Some(claims.clone());
+                m.config.rebalance_timeout = wait;
+                m
+            };
+            // Not set: no JoinGroup, an empty poll; set: the next poll joins.
+            let broker = start();
+            let claims = Claims::new();
+            let mut m = with_claims(&broker, &claims, Duration::from_secs(60));
+            for _ in 0..3 {
+                let ev = m.poll(Duration::from_millis(20)).unwrap();
+                assert_eq!(ev, ConsumerEvent::Records(Vec::new()));
+            }
+            assert_eq!(broker.count(api::JOIN_GROUP), 0);
+            claims.set([TopicPartition::new("t", 0)], 1);
+            assert_eq!(join_error(&mut m), Some(KafkaCode::new(FATAL)));
+            assert_eq!(broker.count(api::JOIN_GROUP), 1);
+            // Never set: it joins once its rebalance timeout passed.
+            let broker = start();
+            let t0 = Instant::now(); // before the member's own clock starts
+            let mut m = with_claims(&broker, &Claims::new(), Duration::from_millis(50));
+            while broker.count(api::JOIN_GROUP) == 0 {
+                let _ = m.poll(Duration::from_millis(20));
+                assert!(t0.elapsed() < Duration::from_secs(10), "never joined");
+            }
+            assert!(t0.elapsed() >= Duration::from_millis(50));
         }
 
         #[test]

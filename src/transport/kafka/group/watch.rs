@@ -96,6 +96,41 @@ impl GroupConsumer {
     }
 }
 
+impl GroupConsumer {
+    /// Asks for a rebalance when this member's claims changed since its
+    /// last join published them (module docs, "Claims"). Cheap when they
+    /// did not: one lock. Only from an Active generation with no rejoin
+    /// under way: a join in progress publishes them itself, and a change
+    /// made meanwhile is seen once it completes.
+    pub(super) fn check_claims(&mut self) {
+        let Some(claims) = &self.config.claims else {
+            return;
+        };
+        if self.phase != Phase::Active || self.rejoin.is_some() || self.after_revoke.is_some() {
+            return;
+        }
+        let version = claims.version();
+        if version == self.claims_published {
+            return;
+        }
+        if let Some(gen) = self.current() {
+            log::info!(
+                "group {}: member {} claims {:?}; rebalancing",
+                self.config.group_id,
+                self.member_id,
+                claims
+                    .partitions()
+                    .iter()
+                    .map(|tp| tp.to_string())
+                    .collect::<Vec<_>>()
+            );
+            // Once per change: the join that follows publishes `version`.
+            self.claims_published = version;
+            self.membership.report(&gen, GenerationEnd::Rebalance);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
