@@ -185,21 +185,17 @@ pub(crate) fn claims_assign(
         .iter()
         .map(|m| (m.id.as_str(), BTreeSet::new()))
         .collect();
-    // Current owner of each partition: the newest generation's wins, as in
-    // the sticky assignor.
-    let mut owner: BTreeMap<&TopicPartition, (&str, i32)> = BTreeMap::new();
-    if cooperative {
-        for m in members {
-            for tp in &m.owned {
-                match owner.get(tp) {
-                    Some(&(_, g)) if g >= m.owned_generation => {}
-                    _ => {
-                        owner.insert(tp, (m.id.as_str(), m.owned_generation));
-                    }
-                }
-            }
-        }
-    }
+    // Current owner of each partition (none under eager), as the sticky
+    // assignor decides it.
+    let owner = if cooperative {
+        super::sticky::owners(
+            members
+                .iter()
+                .map(|m| (m.id.as_str(), &m.owned[..], m.owned_generation)),
+        )
+    } else {
+        BTreeMap::new()
+    };
     let mut subscribers: BTreeMap<&str, Vec<&ClaimMember>> = BTreeMap::new();
     for m in members {
         for t in &m.topics {

@@ -18,6 +18,26 @@ pub(crate) struct StickyMember {
     pub(crate) generation: i32,
 }
 
+/// The current owner of each partition, from `(member id, owned, the
+/// generation owned is from)`: when two members say they own one, the
+/// newest generation's wins (the first such member on a tie), as in Java.
+pub(crate) fn owners<'a>(
+    members: impl IntoIterator<Item = (&'a str, &'a [TopicPartition], i32)>,
+) -> BTreeMap<&'a TopicPartition, (&'a str, i32)> {
+    let mut owner: BTreeMap<&TopicPartition, (&str, i32)> = BTreeMap::new();
+    for (id, owned, generation) in members {
+        for tp in owned {
+            match owner.get(tp) {
+                Some(&(_, g)) if g >= generation => {}
+                _ => {
+                    owner.insert(tp, (id, generation));
+                }
+            }
+        }
+    }
+    owner
+}
+
 /// The cooperative-sticky assignment (KIP-429, after Java's
 /// `CooperativeStickyAssignor`): per topic, among its subscribers, each
 /// keeps what it owns up to its balanced share (`n / m`, or one more for
@@ -36,18 +56,11 @@ pub(crate) fn cooperative_sticky_assign(
         .iter()
         .map(|m| (m.id.as_str(), BTreeSet::new()))
         .collect();
-    // Current owner of each partition: the newest generation's claim wins.
-    let mut owner: BTreeMap<&TopicPartition, (&str, i32)> = BTreeMap::new();
-    for m in members {
-        for tp in &m.owned {
-            match owner.get(tp) {
-                Some(&(_, g)) if g >= m.generation => {}
-                _ => {
-                    owner.insert(tp, (m.id.as_str(), m.generation));
-                }
-            }
-        }
-    }
+    let owner = owners(
+        members
+            .iter()
+            .map(|m| (m.id.as_str(), &m.owned[..], m.generation)),
+    );
     let mut subscribers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for m in members {
         for t in &m.topics {

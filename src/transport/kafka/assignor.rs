@@ -89,20 +89,7 @@ pub(crate) fn decode_assignment(bytes: &Bytes) -> Result<Vec<TopicPartition>> {
     }
     let mut r = Reader::new(bytes, "assignment");
     r.version()?;
-    let mut out = BTreeSet::new();
-    // Each topic entry is at least a 2-byte name length + a 4-byte count.
-    for _ in 0..r.count(6)? {
-        let topic = r.string()?;
-        for _ in 0..r.count(4)? {
-            let p = r.i32()?;
-            if p < 0 {
-                return Err(Error::Protocol(format!(
-                    "consumer assignment names partition {p} of {topic}"
-                )));
-            }
-            out.insert(TopicPartition::new(topic.clone(), p));
-        }
-    }
+    let out = r.topic_partitions("consumer assignment names partition")?;
     Ok(out.into_iter().collect())
 }
 
@@ -171,6 +158,25 @@ impl<'a> Reader<'a> {
             return Err(self.short(n.saturating_mul(min_size)));
         }
         Ok(n)
+    }
+
+    /// A `[topic: string, partitions: [i32]]` array (an assignment's or a
+    /// claim's), sorted and deduplicated; a negative partition is an error
+    /// that starts with `what`.
+    fn topic_partitions(&mut self, what: &str) -> Result<BTreeSet<TopicPartition>> {
+        let mut out = BTreeSet::new();
+        // Each topic entry is at least a 2-byte name length + a 4-byte count.
+        for _ in 0..self.count(6)? {
+            let topic = self.string()?;
+            for _ in 0..self.count(4)? {
+                let p = self.i32()?;
+                if p < 0 {
+                    return Err(Error::Protocol(format!("{what} {p} of {topic}")));
+                }
+                out.insert(TopicPartition::new(topic.clone(), p));
+            }
+        }
+        Ok(out)
     }
 
     fn string(&mut self) -> Result<String> {
@@ -367,19 +373,7 @@ pub(crate) fn decode_claim(metadata: &Bytes) -> Option<Claim> {
             return Ok(None);
         }
         let generation = r.i32()?;
-        let mut partitions = BTreeSet::new();
-        for _ in 0..r.count(6)? {
-            let topic = r.string()?;
-            for _ in 0..r.count(4)? {
-                let p = r.i32()?;
-                if p < 0 {
-                    return Err(Error::Protocol(format!(
-                        "claim of partition {p} of {topic}"
-                    )));
-                }
-                partitions.insert(TopicPartition::new(topic.clone(), p));
-            }
-        }
+        let partitions = r.topic_partitions("claim of partition")?;
         Ok(Some(Claim {
             partitions: partitions.into_iter().collect(),
             generation,
