@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::context::Context;
 use super::job::{Completion, Job, JOB_BATCH};
@@ -57,25 +57,21 @@ pub(crate) fn run_worker(
                 Err(_) => return,
             }
         } else {
-            // Wait for new jobs, looking at the writes' answers every step,
-            // rather than wait on the oldest write's answer: new jobs are
-            // taken at once (they waited out up to a step before), and with
-            // nobody blocked on a Pending the writer thread fills results
-            // without a futex wake-up per batch and idle worker. An answer
-            // is noticed up to a step late: the commit, and under key order
-            // the send of a key's next copy, move that much later.
-            match jobs.recv_timeout(IDLE_ACK_STEP) {
+            match jobs.try_recv() {
                 Ok(b) => b,
-                Err(RecvTimeoutError::Disconnected) => {
+                Err(TryRecvError::Disconnected) => {
                     status.step(Doing::AwaitingAck);
                     reap(&ctx, &mut writes, &mut out, Reap::All);
                     status.step(Doing::Idle);
                     let _ = completions.send(out);
                     return;
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    // Report what is answered by now, then look again.
-                    reap(&ctx, &mut writes, &mut out, Reap::Ready);
+                Err(TryRecvError::Empty) => {
+                    // Nothing else to do: wait a step for the oldest write,
+                    // then report what is finished and look for jobs again.
+                    status.step(Doing::AwaitingAck);
+                    reap(&ctx, &mut writes, &mut out, Reap::Step);
+                    status.step(Doing::Idle);
                     if !out.is_empty() && completions.send(take_sized(&mut out)).is_err() {
                         return;
                     }
@@ -214,8 +210,8 @@ fn take_sized(out: &mut Vec<Completion>) -> Vec<Completion> {
 
 /// Most writes a worker keeps unanswered before it waits for the oldest.
 const MAX_WRITES: usize = 4 * JOB_BATCH;
-/// How long an idle worker with writes in flight waits for new jobs before
-/// it looks at its writes' answers again.
+/// How long an idle worker waits for its oldest write before it looks for
+/// new jobs again.
 const IDLE_ACK_STEP: Duration = Duration::from_millis(1);
 
 /// How far [`reap`] waits.
@@ -223,6 +219,8 @@ const IDLE_ACK_STEP: Duration = Duration::from_millis(1);
 enum Reap {
     /// Not at all: only writes already answered.
     Ready,
+    /// Up to [`IDLE_ACK_STEP`] for the oldest write, then as `Ready`.
+    Step,
     /// For the oldest write (until answered or given up on), then as `Ready`.
     Oldest,
     /// For every write.
@@ -410,6 +408,7 @@ fn reap(ctx: &Context, writes: &mut Writes, out: &mut Vec<Completion>, how: Reap
             (None, _) => None,
             (Some(p), Reap::All) => await_ack(p, || gives_up(ctx, &w.lease)),
             (Some(p), Reap::Oldest) if first => await_ack(p, || gives_up(ctx, &w.lease)),
+            (Some(p), Reap::Step) if first => p.wait_deadline(Instant::now() + IDLE_ACK_STEP),
             (Some(p), _) => p.try_take(),
         };
         first = false;
