@@ -243,3 +243,48 @@ fn failed_acknowledgements_are_sent_again() {
     assert!(again > 0, "no copy was sent twice");
     engine.shutdown(Duration::from_secs(5)).unwrap();
 }
+
+/// A worker hands its retry copies to the writer together, but a slow
+/// handler does not hold back the copy of a record before it in the same
+/// batch: the copy of record 0 reaches the retry topic while the handler
+/// is still busy with record 1 (it waits for that copy, up to 5 s).
+#[test]
+fn a_slow_handler_does_not_hold_back_an_earlier_copy() {
+    let t = held();
+    // Both records before the engine starts: one fetch, one job batch.
+    fill(&t, 2);
+    let saw = Arc::new(AtomicBool::new(false));
+    let engine = {
+        let inner = t.inner.clone();
+        let saw = saw.clone();
+        Engine::builder(t.clone())
+            .group_id("g")
+            .topics(["t"])
+            .workers(1)
+            .policy(RetryPolicy::new(
+                Duration::from_secs(600),
+                Duration::from_secs(3600),
+            ))
+            .handler(move |r: &Record| {
+                if r.offset == 0 {
+                    return Outcome::retry("later");
+                }
+                let landed = wait_until(Duration::from_secs(5), || {
+                    inner.end_offset(RETRY_TOPIC, 0).unwrap_or(0) >= 1
+                });
+                saw.store(landed, Ordering::SeqCst);
+                Outcome::Done
+            })
+            .build()
+            .unwrap()
+    };
+    assert!(wait_until(Duration::from_secs(10), || t
+        .inner
+        .committed("g", "t", 0)
+        == Some(2)));
+    assert!(
+        saw.load(Ordering::SeqCst),
+        "record 0's copy waited for record 1's handler"
+    );
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::backoff::Backoff;
 use super::context::Context;
@@ -190,6 +190,16 @@ impl BatchWriter {
         producer: Arc<dyn Producer>,
         health: Arc<HealthBoard>,
     ) -> Result<BatchWriter> {
+        BatchWriter::start_with(producer, health, WRITE_LINGER)
+    }
+
+    /// As [`BatchWriter::start`], with `linger` in place of
+    /// [`WRITE_LINGER`] (the tests lengthen it).
+    fn start_with(
+        producer: Arc<dyn Producer>,
+        health: Arc<HealthBoard>,
+        linger: Duration,
+    ) -> Result<BatchWriter> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let dead = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -198,7 +208,7 @@ impl BatchWriter {
             std::thread::Builder::new()
                 .name(WRITER_THREAD.into())
                 .spawn(move || {
-                    let result = catch_unwind(AssertUnwindSafe(|| run_writer(&*producer, &rx)));
+                    let result = catch_unwind(AssertUnwindSafe(|| run_writer(&*producer, &rx, linger)));
                     if let Err(panic) = result {
                         let reason = format!("panicked: {}", panic_message(&*panic));
                         // A payload whose drop panics again must not take
@@ -264,7 +274,14 @@ impl BatchWriter {
             })
             .unzip();
         match queue.send(WriteJob::Now(jobs)) {
-            Ok(()) => pending,
+            Ok(()) => {
+                // The writer may be sleeping out its linger (it is not woken
+                // by `send`'s records): these go at once.
+                if let Some(t) = &self.thread {
+                    t.thread().unpark();
+                }
+                pending
+            }
             Err(e) => match e.into_inner() {
                 WriteJob::Now(jobs) => {
                     self.send_unbatched(jobs.into_iter().map(|(r, _)| r).collect())
@@ -287,27 +304,36 @@ impl Drop for BatchWriter {
         // Disconnecting ends the loop once what is queued is answered.
         self.queue = None;
         if let Some(t) = self.thread.take() {
+            // Asleep on a linger, it would notice only at its end.
+            t.thread().unpark();
             let _ = t.join();
         }
     }
 }
 
-fn run_writer(producer: &dyn Producer, rx: &Receiver<WriteJob>) {
+fn run_writer(producer: &dyn Producer, rx: &Receiver<WriteJob>, linger: Duration) {
     let mut last_start: Option<Instant> = None;
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
         let mut now = take(first, &mut batch);
-        let deadline = last_start.map_or_else(Instant::now, |t| t + WRITE_LINGER);
+        let deadline = last_start.map_or_else(Instant::now, |t| t + linger);
         while batch.len() < WRITE_BATCH {
             // What is queued already goes in whatever the deadline.
-            let next = match rx.try_recv() {
-                Ok(job) => Ok(job),
-                Err(_) if now => break,
-                Err(_) => rx.recv_deadline(deadline).map_err(|_| ()),
-            };
-            match next {
+            match rx.try_recv() {
                 Ok(job) => now |= take(job, &mut batch),
-                Err(()) => break,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if now || left.is_zero() {
+                        break;
+                    }
+                    // Sleep out the linger rather than block on the
+                    // channel, which woke this thread for every record a
+                    // worker queued (about one wake-up of each side per
+                    // retried record); only `send_now` wakes it early
+                    // (unpark). A spurious wake-up just looks again.
+                    std::thread::park_timeout(left);
+                }
             }
         }
         last_start = Some(Instant::now());
@@ -343,5 +369,39 @@ fn take(job: WriteJob, batch: &mut Vec<(OutRecord, Completer)>) -> bool {
             batch.extend(jobs);
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryBroker;
+
+    /// The relay's records (`send_now`) go at once even while the writer
+    /// sleeps out its linger on a worker's record, which does not wake it:
+    /// with an hour's linger, both are answered within seconds.
+    #[test]
+    fn send_now_cuts_the_linger_short() {
+        let broker = MemoryBroker::new();
+        broker.create_topic("t", 1).unwrap();
+        let producer = crate::transport::Transport::producer(&broker).unwrap();
+        let health = Arc::new(HealthBoard::new(None));
+        let writer = BatchWriter::start_with(producer, health, Duration::from_secs(3600)).unwrap();
+        // The first batch goes at once; the next one lingers an hour.
+        let first = writer.send(OutRecord::new("t").value("a"));
+        assert!(first
+            .wait_deadline(Instant::now() + Duration::from_secs(10))
+            .is_some());
+        let lingering = writer.send(OutRecord::new("t").value("b"));
+        // Time for the writer to take it and fall asleep on the linger (on
+        // a machine too slow for that the test passes without testing).
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(lingering.try_take().is_none());
+        let now = writer.send_now(vec![OutRecord::new("t").value("c")]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(now[0].wait_deadline(deadline).is_some_and(|r| r.is_ok()));
+        // Gathered with the lingering one: that went too.
+        assert!(lingering.wait_deadline(deadline).is_some_and(|r| r.is_ok()));
+        assert_eq!(broker.end_offset("t", 0).unwrap(), 3);
     }
 }
