@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use kafka_retry::transport::Transport;
 use kafka_retry::{
-    Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats,
+    Delivered, Engine, KafkaConfig, KafkaTransport, OutRecord, Outcome, Record, RetryPolicy, Stats,
 };
 use reliability::{balance, describe, fates, out_record, Books, Collector, Fate, Rng};
 
@@ -51,14 +51,17 @@ fn topics(name: &str, create: impl Fn(&str)) -> (String, String, String) {
     (topic, group, dlt)
 }
 
-/// Produces every record, failing the test on any error.
-fn produce_all(transport: &dyn Transport, records: Vec<OutRecord>) {
+/// Produces every record, failing the test on any error; where each went,
+/// in input order.
+fn produce_all(transport: &dyn Transport, records: Vec<OutRecord>) -> Vec<Delivered> {
     let producer = transport.producer().unwrap();
+    let mut delivered = Vec::with_capacity(records.len());
     for chunk in records.chunks(500) {
         for r in producer.send_batch(chunk.to_vec()) {
-            r.expect("produce test records");
+            delivered.push(r.expect("produce test records"));
         }
     }
+    delivered
 }
 
 // ---------------------------------------------------------------------------
@@ -423,6 +426,121 @@ struct Member {
     engine: Engine,
 }
 
+/// What the rebalance test knows of each id, to explain a missing one.
+#[derive(Default)]
+struct Trail {
+    /// Where the producer wrote it: (partition, offset).
+    produced_at: HashMap<u64, (i32, i64)>,
+    /// Handler calls, any attempt and outcome (a panic included).
+    calls: HashMap<u64, u32>,
+}
+
+/// Why `missing` ids are missing, for the failure message: for a sample,
+/// where each was produced, how often it reached a handler, whether the
+/// group's committed offset is past it (then a loss: nothing will read it
+/// again) and whether it is on the retry topic; then whether the ids turn
+/// up within 30 s more (late, not lost). Runs only on a failure.
+fn explain_missing(
+    admin: &dyn Transport,
+    group: &str,
+    topic: &str,
+    missing: &[u64],
+    trail: &Mutex<Trail>,
+    handled: &Mutex<HashMap<u64, u32>>,
+    dead: &Collector,
+) -> String {
+    // As long again as the test's own bound: what arrives by then was late.
+    let grace = Duration::from_secs(30);
+    let waited = Instant::now();
+    let gone = || {
+        let (h, d) = (handled.lock().unwrap(), dead.ids());
+        let still = missing.iter().copied();
+        still
+            .filter(|id| !h.contains_key(id) && !d.contains(id))
+            .collect::<Vec<u64>>()
+    };
+    common::eventually(grace, || gone().is_empty());
+    let still = gone();
+    let mut out = format!(
+        "{} missing (first {:?}); {} still missing after {:?} more",
+        missing.len(),
+        &missing[..missing.len().min(20)],
+        still.len(),
+        waited.elapsed()
+    );
+    let retry_topic = format!("{group}-retry");
+    let (committed, ends, on_retry) =
+        match admin.reader() {
+            Ok(mut r) => {
+                let committed = r.committed(group, topic).map_err(|e| e.to_string());
+                let ends = r.offsets(topic).map_err(|e| e.to_string());
+                // The relay reads the retry topic in its own group: a record
+                // there behind its committed offset was relayed or is lost.
+                let relay = format!("{group}-relay");
+                out +=
+                    &format!(
+                "\n  committed offsets of {relay} on {retry_topic}: {:?}; its log ends: {:?}",
+                r.committed(&relay, &retry_topic).map_err(|e| e.to_string()),
+                r.offsets(&retry_topic)
+                    .map(|v| v.iter().map(|p| (p.partition, p.latest)).collect::<Vec<_>>())
+                    .map_err(|e| e.to_string())
+            );
+                // The retry topic is small (retries and panics only): read it all.
+                let mut on_retry: HashMap<u64, Vec<(i32, i64)>> = HashMap::new();
+                for p in r.offsets(&retry_topic).unwrap_or_default() {
+                    let tp = kafka_retry::TopicPartition::new(&retry_topic, p.partition);
+                    let mut at = p.earliest;
+                    while at < p.latest {
+                        let Ok(batch) = r.read(&tp, at, 500, Duration::from_secs(1)) else {
+                            break;
+                        };
+                        let Some(last) = batch.last().map(|b| b.offset) else {
+                            break;
+                        };
+                        for rec in &batch {
+                            if let Some((id, _)) = reliability::parse_value(rec) {
+                                on_retry
+                                    .entry(id)
+                                    .or_default()
+                                    .push((p.partition, rec.offset));
+                            }
+                        }
+                        at = last + 1;
+                    }
+                }
+                (committed, ends, on_retry)
+            }
+            Err(e) => (Err(e.to_string()), Err(e.to_string()), HashMap::new()),
+        };
+    out += &format!("\n  committed offsets of {group} on {topic}: {committed:?}");
+    out += &format!(
+        "\n  log ends: {:?}",
+        ends.map(|v| v
+            .iter()
+            .map(|p| (p.partition, p.latest))
+            .collect::<Vec<_>>())
+    );
+    let trail = trail.lock().unwrap();
+    let sample = if still.is_empty() { missing } else { &still };
+    for id in sample.iter().take(10) {
+        let at = trail.produced_at.get(id);
+        let past = match (at, &committed) {
+            (Some((p, o)), Ok(c)) => match c.get(p) {
+                Some(c) if c > o => "committed past it",
+                Some(_) => "not committed past it",
+                None => "partition never committed",
+            },
+            _ => "?",
+        };
+        out += &format!(
+            "\n  id {id}: produced at {at:?} ({past}), handler calls {}, on the retry topic at {:?}",
+            trail.calls.get(id).copied().unwrap_or(0),
+            on_retry.get(id)
+        );
+    }
+    out
+}
+
 #[test]
 fn rebalance_under_load_loses_nothing() {
     let started = Instant::now();
@@ -438,9 +556,11 @@ fn rebalance_under_load_loses_nothing() {
     reliability::quiet_injected_panics();
     let fate_log: Arc<Mutex<Vec<Fate>>> = Arc::default();
     let handled: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
+    let trail: Arc<Mutex<Trail>> = Arc::default();
     let session = Duration::from_secs(2);
     let make = |name: &'static str| -> Member {
         let h = handled.clone();
+        let t = trail.clone();
         let engine = Engine::builder(kafka(&bootstrap))
             .group_id(&group)
             .topics([topic.as_str()])
@@ -459,6 +579,9 @@ fn rebalance_under_load_loses_nothing() {
             .max_poll_records(200)
             .handler(move |r: &Record| {
                 std::thread::sleep(Duration::from_micros(300));
+                if let Some((id, _)) = reliability::parse_value(r) {
+                    *t.lock().unwrap().calls.entry(id).or_insert(0) += 1;
+                }
                 let (id, outcome) = reliability::decide(r);
                 if let (Some(id), Outcome::Done) = (id, &outcome) {
                     *h.lock().unwrap().entry(id).or_insert(0) += 1;
@@ -474,9 +597,10 @@ fn rebalance_under_load_loses_nothing() {
     // Records flow from a producer thread for the whole membership dance.
     let stop = Arc::new(AtomicBool::new(false));
     let producer = {
-        let (stop, fate_log, topic, transport) = (
+        let (stop, fate_log, trail, topic, transport) = (
             stop.clone(),
             fate_log.clone(),
+            trail.clone(),
             topic.clone(),
             kafka(&bootstrap),
         );
@@ -488,19 +612,27 @@ fn rebalance_under_load_loses_nothing() {
                 round += 1;
                 // A steady trickle with a burst every ~1.5 s.
                 let size = if round.is_multiple_of(50) { 600 } else { 15 };
-                let batch: Vec<OutRecord> = {
+                let (first, batch): (u64, Vec<OutRecord>) = {
                     let mut log = fate_log.lock().unwrap();
                     // Done 80 %, retry once 12 %, reject 4 %, panic once 4 %.
                     let new = fates(&mut rng, size, [80, 12, 4, 4, 0]);
                     let first = log.len() as u64;
                     log.extend(&new);
-                    new.iter()
+                    let batch = new
+                        .iter()
                         .enumerate()
                         .map(|(i, f)| out_record(&topic, first + i as u64, *f, 300))
-                        .collect()
+                        .collect();
+                    (first, batch)
                 };
-                for r in producer.send_batch(batch) {
-                    r.expect("produce under load");
+                for (i, r) in producer.send_batch(batch).into_iter().enumerate() {
+                    let d = r.expect("produce under load");
+                    let at = (d.partition, d.offset);
+                    trail
+                        .lock()
+                        .unwrap()
+                        .produced_at
+                        .insert(first + i as u64, at);
                 }
                 std::thread::sleep(Duration::from_millis(30));
             }
@@ -595,7 +727,7 @@ fn rebalance_under_load_loses_nothing() {
         log.extend(std::iter::repeat_n(Fate::Done, 10 * partitions as usize));
         first
     };
-    produce_all(
+    let delivered = produce_all(
         &*admin,
         (0..10 * partitions as u64)
             .map(|i| {
@@ -604,6 +736,14 @@ fn rebalance_under_load_loses_nothing() {
             })
             .collect(),
     );
+    for (i, d) in delivered.into_iter().enumerate() {
+        let at = (d.partition, d.offset);
+        trail
+            .lock()
+            .unwrap()
+            .produced_at
+            .insert(first_final + i as u64, at);
+    }
     let fates_all = fate_log.lock().unwrap().clone();
     let n = fates_all.len() as u64;
     let final_done = common::eventually(Duration::from_secs(30), || {
@@ -618,6 +758,23 @@ fn rebalance_under_load_loses_nothing() {
     dead.settle(Duration::from_millis(500), Duration::from_secs(5));
     let survivors: Vec<(&str, Stats)> = live.iter().map(|m| (m.name, m.engine.stats())).collect();
     let books = balance(&fates_all, &handled.lock().unwrap(), &dead.snapshot());
+    // On a failure (only), say whether the missing ids are late or lost and
+    // where they are, with the members still running: a report of "lost"
+    // without that could not be told from "late" afterwards.
+    let explained = if final_done && all && books.lost.is_empty() {
+        String::new()
+    } else {
+        let missing: Vec<u64> = {
+            let h = handled.lock().unwrap();
+            let d = dead.ids();
+            (0..n)
+                .filter(|id| !h.contains_key(id) && !d.contains(id))
+                .collect()
+        };
+        let why = explain_missing(&*admin, &group, &topic, &missing, &trail, &handled, &dead);
+        println!("  missing: {why}");
+        why
+    };
     let total_rebalances = rebalances + survivors.iter().map(|(_, s)| s.rebalances).sum::<u64>();
     println!(
         "rebalance under load: seed {seed:#x}, {n} records, {total_rebalances} rebalances (revoking), \
@@ -642,14 +799,14 @@ fn rebalance_under_load_loses_nothing() {
     }
     assert!(
         final_done,
-        "records produced after the last membership change not all handled: missing {:?}",
+        "records produced after the last membership change not all handled: missing {:?}\n{explained}",
         (first_final..n)
             .filter(|id| !handled.lock().unwrap().contains_key(id))
             .collect::<Vec<_>>()
     );
     assert!(
         all,
-        "lost {}: {}",
+        "lost {}: {}\n{explained}",
         books.lost.len(),
         describe(&books.lost, &fates_all)
     );
