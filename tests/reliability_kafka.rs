@@ -543,6 +543,8 @@ fn explain_missing(
 
 #[test]
 fn rebalance_under_load_loses_nothing() {
+    // RUST_LOG=kafka_retry=info shows the members' group and relay events.
+    common::init_log();
     let started = Instant::now();
     let seed = reliability::seed();
     let mut rng = Rng::new(seed ^ 0x4eba);
@@ -790,8 +792,18 @@ fn rebalance_under_load_loses_nothing() {
     println!("  steps: {steps:?}");
     for (name, s) in &survivors {
         println!(
-            "  survivor {name}: assigned {}, paused {}, done {}, retried {}, relayed {}, rebalances {}",
-            s.assigned_partitions, s.paused_partitions, s.done, s.retried, s.relayed, s.rebalances
+            "  survivor {name}: assigned {}, paused {}, done {}, retried {}, relayed {}, rebalances {}, \
+             parked {}, in flight {}, commit errors {}, send errors {}",
+            s.assigned_partitions,
+            s.paused_partitions,
+            s.done,
+            s.retried,
+            s.relayed,
+            s.rebalances,
+            s.parked,
+            s.in_flight,
+            s.commit_errors,
+            s.send_errors
         );
     }
     if !shutdown_errors.is_empty() {
