@@ -44,7 +44,7 @@ pub(crate) mod private;
 
 pub(crate) use self::index::ENTRY_BYTES as PARKED_ENTRY_BYTES;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,6 +62,7 @@ use super::supervisor::{Doing, ThreadStatus};
 use super::writes::{await_ack, dead_letter_record};
 use crate::clock::{deadline_after, now_ms};
 use crate::headers::{self, DeadReason, RetryInfo};
+use crate::pending::Pending;
 use crate::policy::millis;
 use crate::record::{OutRecord, Partitioning, Record, TopicPartition};
 use crate::transport::{Consumer, ConsumerEvent};
@@ -71,10 +72,17 @@ use crate::transport::{Consumer, ConsumerEvent};
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How soon the relay tries again to hand jobs to full worker queues.
 const PRIVATE_RETRY: Duration = Duration::from_millis(5);
-/// Most due records written in one batch (the relay waits for each
-/// batch's acknowledgements before the next; bigger batches made the
-/// requests slower and the lateness worse on Tansu).
+/// Most due records written in one batch (bigger batches made the
+/// requests slower and the lateness worse on Tansu; see
+/// [`RELAY_IN_FLIGHT`] for how many go unsettled at once).
 const RELAY_BATCH: usize = 500;
+/// Most relay batches written and not yet settled. With one, every batch
+/// waited out a whole round trip before the next was popped, so a burst
+/// queued behind each slow request; queued together, the writer sends
+/// the backlog in its next request. Under private redelivery (key order)
+/// it stays one: a failed write re-parks a key's copy, and a later batch
+/// must not settle the key's next one first.
+const RELAY_IN_FLIGHT: usize = 6;
 /// How long a partition-count lookup of an origin topic is trusted.
 const TOPIC_CACHE_TTL: Duration = Duration::from_secs(30);
 
@@ -97,6 +105,15 @@ struct Parked {
     /// When it fell due (first), for the lateness histogram.
     #[cfg(feature = "metrics")]
     due: Instant,
+}
+
+/// A relay batch written and not yet settled.
+struct InFlight {
+    batch: Vec<Parked>,
+    routes: Vec<Route>,
+    /// One per written record (Origin and Dead routes), in order.
+    pending: Vec<Pending>,
+    now_wall: i64,
 }
 
 /// A due record and where it goes.
@@ -416,11 +433,17 @@ impl Relay {
         if let Some(h) = &mut self.handoff {
             h.flush(&self.ctx);
         }
+        let depth = if self.handoff.is_some() {
+            1
+        } else {
+            RELAY_IN_FLIGHT
+        };
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         while !self.ctx.signal.stopping() && !self.ctx.dead_letters_paused() {
             self.refill();
             // Full worker queues hold due records on the heap (uncommitted).
             if self.handoff.as_ref().is_some_and(Handoff::full) {
-                return;
+                break;
             }
             let now = Instant::now();
             let mut batch = Vec::new();
@@ -441,7 +464,15 @@ impl Relay {
                 }
             }
             if batch.is_empty() {
-                return;
+                // Nothing due now: settle the oldest batch, then look
+                // again (more may have fallen due meanwhile).
+                match in_flight.pop_front() {
+                    Some(f) => {
+                        self.settle(f);
+                        continue;
+                    }
+                    None => return,
+                }
             }
             let now_wall = now_ms();
             let mut routes: Vec<Route> = batch.iter().map(|p| self.route(p, now_wall)).collect();
@@ -460,85 +491,114 @@ impl Relay {
             // retry copies gathered so far; waited for in steps so a
             // shutdown is not held up by an unreachable broker.
             let pending = self.ctx.writer.send_now(out);
-            let signal = self.ctx.signal.clone();
-            let mut results = pending.into_iter().map(|p| {
-                await_ack(&p, || signal.stopping()).unwrap_or_else(|| {
-                    Err(crate::Error::Timeout(
-                        "relay stopped before the write was acknowledged".into(),
-                    ))
-                })
+            in_flight.push_back(InFlight {
+                batch,
+                routes,
+                pending,
+                now_wall,
             });
-            for (mut p, route) in batch.into_iter().zip(routes) {
-                if let (Route::Private, Some(h)) = (&route, &mut self.handoff) {
-                    // Done only once the worker settles it (see private.rs).
-                    h.push(
-                        &self.ctx,
-                        Job {
-                            record: p.record,
-                            lease: p.lease,
-                            received_ms: now_wall,
-                        },
+            while in_flight.len() >= depth {
+                let Some(f) = in_flight.pop_front() else {
+                    break;
+                };
+                self.settle(f);
+            }
+        }
+        // Stopping (the waits give up and re-park), full worker queues, or
+        // the dead-letter limit: what was written is settled in order.
+        while let Some(f) = in_flight.pop_front() {
+            self.settle(f);
+        }
+    }
+
+    /// Waits for a written batch's acknowledgements, in order, and marks
+    /// the acknowledged records done; failed writes are re-parked with
+    /// backoff.
+    fn settle(&mut self, f: InFlight) {
+        let InFlight {
+            batch,
+            routes,
+            pending,
+            now_wall,
+        } = f;
+        let signal = self.ctx.signal.clone();
+        let mut results = pending.into_iter().map(|p| {
+            await_ack(&p, || signal.stopping()).unwrap_or_else(|| {
+                Err(crate::Error::Timeout(
+                    "relay stopped before the write was acknowledged".into(),
+                ))
+            })
+        });
+        for (mut p, route) in batch.into_iter().zip(routes) {
+            if let (Route::Private, Some(h)) = (&route, &mut self.handoff) {
+                // Done only once the worker settles it (see private.rs).
+                h.push(
+                    &self.ctx,
+                    Job {
+                        record: p.record,
+                        lease: p.lease,
+                        received_ms: now_wall,
+                    },
+                );
+                continue;
+            }
+            let result: crate::Result<()> = match &route {
+                Route::Drop(reason) => {
+                    log::warn!(
+                        "relay: {}@{} dropped ({}), dead-lettering is off",
+                        p.record.topic_partition(),
+                        p.record.offset,
+                        reason.as_str()
                     );
-                    continue;
+                    self.ctx.dropped();
+                    Ok(())
                 }
-                let result: crate::Result<()> = match &route {
-                    Route::Drop(reason) => {
-                        log::warn!(
-                            "relay: {}@{} dropped ({}), dead-lettering is off",
-                            p.record.topic_partition(),
-                            p.record.offset,
-                            reason.as_str()
-                        );
-                        self.ctx.dropped();
+                _ => match results.next() {
+                    Some(Ok(_)) => {
+                        match route {
+                            Route::Dead(_, reason) => self.ctx.dead_lettered(reason),
+                            _ => {
+                                self.ctx.counters.relayed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
                         Ok(())
                     }
-                    _ => match results.next() {
-                        Some(Ok(_)) => {
-                            match route {
-                                Route::Dead(_, reason) => self.ctx.dead_lettered(reason),
-                                _ => {
-                                    self.ctx.counters.relayed.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            Ok(())
-                        }
-                        Some(Err(e)) => Err(e),
-                        None => Err(crate::Error::Protocol(
-                            "producer returned fewer results than records".into(),
-                        )),
-                    },
-                };
-                match result {
-                    Ok(()) => {
-                        if let Some(h) = &mut self.handoff {
-                            // Key order: dead-lettered here, its key moves on.
-                            h.on_relay_settled(&self.ctx, &p.record);
-                        }
-                        #[cfg(feature = "metrics")]
-                        self.ctx.metrics.relay_lateness.record(
-                            Instant::now()
-                                .saturating_duration_since(p.due)
-                                .as_secs_f64(),
-                        );
-                        p.lease.tracker().done(p.record.offset)
+                    Some(Err(e)) => Err(e),
+                    None => Err(crate::Error::Protocol(
+                        "producer returned fewer results than records".into(),
+                    )),
+                },
+            };
+            match result {
+                Ok(()) => {
+                    if let Some(h) = &mut self.handoff {
+                        // Key order: dead-lettered here, its key moves on.
+                        h.on_relay_settled(&self.ctx, &p.record);
                     }
-                    Err(e) => {
-                        p.failures += 1;
-                        let wait = Backoff::after_failures(p.failures);
-                        self.ctx
-                            .counters
-                            .send_failed(&format!("relay: write (next in {wait:?})"), &e);
-                        // Re-parked: whole, or past the whole part indexed
-                        // when the back-off is long enough.
-                        self.place(p.lease, p.record, p.plan, Instant::now() + wait, p.failures);
-                    }
+                    #[cfg(feature = "metrics")]
+                    self.ctx.metrics.relay_lateness.record(
+                        Instant::now()
+                            .saturating_duration_since(p.due)
+                            .as_secs_f64(),
+                    );
+                    p.lease.tracker().done(p.record.offset)
+                }
+                Err(e) => {
+                    p.failures += 1;
+                    let wait = Backoff::after_failures(p.failures);
+                    self.ctx
+                        .counters
+                        .send_failed(&format!("relay: write (next in {wait:?})"), &e);
+                    // Re-parked: whole, or past the whole part indexed
+                    // when the back-off is long enough.
+                    self.place(p.lease, p.record, p.plan, Instant::now() + wait, p.failures);
                 }
             }
-            if let Some(h) = &mut self.handoff {
-                h.flush(&self.ctx);
-            }
-            self.count_parked();
         }
+        if let Some(h) = &mut self.handoff {
+            h.flush(&self.ctx);
+        }
+        self.count_parked();
     }
 
     /// The relay's one decision for a due record. Kept separate from the
