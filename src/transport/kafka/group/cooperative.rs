@@ -35,14 +35,29 @@
 //! run against a fake coordinator and Tansu 0.6, not Apache Kafka.
 
 use std::collections::BTreeSet;
-use std::thread;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 
-use super::join::JoinOutcome;
+use super::join::{JoinOutcome, Joiner};
 use super::watch::MetadataWatch;
 use super::{GroupConsumer, Phase, FENCED_INSTANCE_ID};
 use crate::error::Error;
 use crate::record::TopicPartition;
 use crate::transport::ConsumerEvent;
+
+/// A cooperative rejoin on its thread, and how to tell it to stop.
+pub(super) struct Rejoin {
+    handle: JoinHandle<(Joiner, crate::error::Result<JoinOutcome>)>,
+    /// The joiner's `cancel`.
+    cancel: Arc<AtomicBool>,
+}
+
+impl Rejoin {
+    fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+}
 
 /// What the poll after a cooperative `Revoked` does.
 pub(super) struct AfterRevoke {
@@ -65,17 +80,19 @@ impl GroupConsumer {
         );
         let owned = self.assignment.clone();
         let started = self.joiner(&owned, self.generation).and_then(|mut joiner| {
+            let cancel = joiner.cancel.clone();
             thread::Builder::new()
                 .name("kafka-retry-rejoin".into())
                 .spawn(move || {
                     let result = joiner.run();
                     (joiner, result)
                 })
+                .map(|handle| Rejoin { handle, cancel })
                 .map_err(|e| Error::Thread(format!("start kafka-retry-rejoin: {e}")))
         });
         match started {
-            Ok(handle) => {
-                self.rejoin = Some(handle);
+            Ok(rejoin) => {
+                self.rejoin = Some(rejoin);
                 None
             }
             Err(e) => {
@@ -92,11 +109,11 @@ impl GroupConsumer {
 
     /// The event of a finished rejoin, if one finished.
     pub(super) fn rejoin_done(&mut self) -> Option<ConsumerEvent> {
-        if !self.rejoin.as_ref().is_some_and(|h| h.is_finished()) {
+        if !self.rejoin.as_ref().is_some_and(Rejoin::is_finished) {
             return None;
         }
-        let handle = self.rejoin.take()?;
-        let result = match handle.join() {
+        let rejoin = self.rejoin.take()?;
+        let result = match rejoin.handle.join() {
             Ok((joiner, result)) => {
                 self.take_back(joiner);
                 result
@@ -217,12 +234,27 @@ impl GroupConsumer {
         }
     }
 
-    /// Waits for a rejoin still running (on close).
+    /// On close: tells a rejoin still running to stop, and takes back its
+    /// connection and member id if it already finished. One still in a
+    /// call is left to end on its own (it sends no SyncGroup and no retry
+    /// after that call), so the LeaveGroup goes at once on the member's
+    /// own connection, as Java's client leaves in the middle of a join,
+    /// instead of after a JoinGroup the coordinator may park for the whole
+    /// rebalance timeout, and after every retry of it.
     pub(super) fn abandon_rejoin(&mut self) {
-        if let Some(handle) = self.rejoin.take() {
-            if let Ok((joiner, _)) = handle.join() {
+        let Some(rejoin) = self.rejoin.take() else {
+            return;
+        };
+        rejoin.cancel.store(true, Ordering::SeqCst);
+        if rejoin.is_finished() {
+            if let Ok((joiner, _)) = rejoin.handle.join() {
                 self.take_back(joiner);
             }
+        } else {
+            log::debug!(
+                "group {}: closing during a rejoin; it stops after its request in flight",
+                self.config.group_id
+            );
         }
     }
 }

@@ -227,3 +227,88 @@ fn the_eager_protocol_offers_range_only() {
     assert_eq!(names, vec!["range".to_string()]);
     m.close().unwrap();
 }
+
+/// A group whose rebalance never completes (on Tansu 0.6 a forming group
+/// can keep a leader that left: every SyncGroup answers 27 and every
+/// JoinGroup names that leader): a member closing during its rejoin
+/// leaves at once instead of running the rejoin's retries out first.
+#[test]
+fn a_close_during_a_rejoin_that_cannot_complete_leaves_at_once() {
+    let rebalance = Arc::new(AtomicBool::new(false));
+    let r = rebalance.clone();
+    let broker = FakeBroker::start_with_versions(VERSIONS, move |req, n| {
+        Some(match req.key {
+            api::JOIN_GROUP => {
+                if n > 0 {
+                    // Tansu pauses a follower's JoinGroup for 3 s.
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                W::default()
+                    .i32(0)
+                    .i16(0)
+                    .i32(n as i32 + 1)
+                    .str("cooperative-sticky")
+                    .str("m-0") // the leader that left
+                    .str("m-1")
+                    .i32(0)
+                    .0
+            }
+            SYNC_GROUP if n == 0 => {
+                let a = assignor::encode_assignment(&tps(&[0, 1])).unwrap();
+                r.store(true, Ordering::SeqCst);
+                bytes(W::default().i32(0).i16(0), &a).0
+            }
+            // Nobody leads, so nobody's assignment ever comes.
+            SYNC_GROUP => bytes(W::default().i32(0).i16(27), &[]).0,
+            HEARTBEAT => {
+                let code = if r.load(Ordering::SeqCst) { 27 } else { 0 };
+                W::default().i32(0).i16(code).0
+            }
+            OFFSET_FETCH => {
+                let mut w = W::default().i32(1).str("t").i32(2);
+                for p in 0..2 {
+                    w = w.i32(p).i32(0).i32(5).i16(-1).i16(0);
+                }
+                w.0
+            }
+            LEAVE_GROUP => W::default()
+                .i32(0)
+                .i16(0)
+                .i32(1)
+                .str("m-1")
+                .i16(-1)
+                .i16(0)
+                .0,
+            _ => return None,
+        })
+    });
+    let config = KafkaConfig::new(broker.addr())
+        .retry_backoff(Duration::from_millis(5))
+        .max_retries(20)
+        .fetch_max_wait(Duration::from_millis(20))
+        .heartbeat_interval(Some(Duration::from_millis(20)));
+    let client = Client::bootstrap(config).unwrap();
+    let mut m = GroupConsumer::new(client, ConsumerConfig::new("g", ["t"])).unwrap();
+    assert_eq!(next_event(&mut m), ConsumerEvent::Assigned(tps(&[0, 1])));
+    assert!(rebalance.load(Ordering::SeqCst));
+    // The 27 starts the rejoin; let it go round a few times.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.count(api::JOIN_GROUP) < 4 {
+        m.poll(Duration::from_millis(20)).unwrap();
+        assert!(Instant::now() < deadline, "the rejoin did not start");
+    }
+    assert!(m.rejoin.is_some(), "rejoin running");
+    assert_eq!(m.assignment(), tps(&[0, 1]), "kept while rejoining");
+    m.close().unwrap();
+    let joins_at_close = broker.count(api::JOIN_GROUP);
+    assert_eq!(broker.count(LEAVE_GROUP), 1, "left at close");
+    // Without the cancel, close returned only once the 20 retries were
+    // spent (21 JoinGroups). With it, at most the one in flight follows.
+    assert!(joins_at_close < 10, "{joins_at_close} JoinGroups before close returned");
+    std::thread::sleep(Duration::from_millis(400));
+    let after = broker.count(api::JOIN_GROUP);
+    assert!(
+        after <= joins_at_close + 1,
+        "the abandoned rejoin went on: {joins_at_close} JoinGroups at close, {after} later"
+    );
+}

@@ -127,7 +127,6 @@ use crate::error::{Error, KafkaCode, Result};
 use crate::record::TopicPartition;
 use crate::transport::{Consumer, ConsumerConfig, ConsumerEvent, PartitionProgress};
 use coordinator::Coordinator;
-use join::{JoinOutcome, Joiner};
 use membership::{Generation, GenerationEnd, Membership};
 use watch::MetadataWatch;
 
@@ -183,7 +182,7 @@ pub(crate) struct GroupConsumer {
     /// Whether the group runs `cooperative-sticky` in this generation.
     cooperative: bool,
     /// A cooperative rejoin running on its own thread (see `cooperative.rs`).
-    rejoin: Option<JoinHandle<(Joiner, Result<JoinOutcome>)>>,
+    rejoin: Option<cooperative::Rejoin>,
     /// After a cooperative `Revoked`: what the next poll assigns.
     after_revoke: Option<cooperative::AfterRevoke>,
     /// How long before the session would expire, counted from the last
@@ -427,8 +426,9 @@ impl GroupConsumer {
         self.phase = Phase::Closed;
         // Stop heartbeating first so no heartbeat races the LeaveGroup.
         self.membership.stop();
-        // A rejoin running ends within the join timeout; its coordinator
-        // connection is the one to leave on.
+        // A rejoin still running is told to stop and left behind: the
+        // LeaveGroup goes now, on the member's own connection (see
+        // `abandon_rejoin`).
         self.abandon_rejoin();
         // A fenced instance has nothing to leave: the id is the newer
         // member's, and leaving would remove that one.
