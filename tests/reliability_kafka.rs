@@ -659,7 +659,14 @@ fn rebalance_under_load_loses_nothing() {
         rebalances
     };
     // start A; start B; start C; stop B; start B again; stop A. Changes come
-    // at seeded moments, some before the previous rebalance settled.
+    // at seeded moments: a join may come before the previous rebalance
+    // settled, a leave only once the group has settled. On Tansu 0.6 a
+    // leader's LeaveGroup while the group is forming leaves the group with
+    // that leader for good (its Forming-state leave does not clear it): every
+    // JoinGroup names the gone leader and every SyncGroup answers 27, so
+    // the group never settles again (seed 0x4 hit it 5 runs out of 5; the
+    // broker's log shows `state.leader` still naming the member that left).
+    // Apache Kafka elects a new leader then; no client can do it for Tansu.
     let mut steps = Vec::new();
     let mut max_paused = 0;
     // Partitions that moved onto or off a member that already held some:
@@ -689,6 +696,12 @@ fn rebalance_under_load_loses_nothing() {
         if op == "+" {
             live.push(make(name));
         } else {
+            // Settled: the main group by its assignment; the relay group
+            // joins alongside and gets a moment more (its assignment is not
+            // in `Stats`).
+            let calm = common::eventually(Duration::from_secs(30), || settled(&live));
+            std::thread::sleep(Duration::from_millis(1500));
+            steps.push(format!("(settled before {step}: {calm})"));
             stop_member(&mut live, name);
         }
         let pause = rng.millis(200, 2500);

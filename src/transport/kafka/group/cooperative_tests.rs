@@ -271,14 +271,16 @@ fn a_close_during_a_rejoin_that_cannot_complete_leaves_at_once() {
                 }
                 w.0
             }
-            LEAVE_GROUP => W::default()
-                .i32(0)
-                .i16(0)
-                .i32(1)
-                .str("m-1")
-                .i16(-1)
-                .i16(0)
-                .0,
+            LEAVE_GROUP => {
+                W::default()
+                    .i32(0)
+                    .i16(0)
+                    .i32(1)
+                    .str("m-1")
+                    .i16(-1)
+                    .i16(0)
+                    .0
+            }
             _ => return None,
         })
     });
@@ -304,7 +306,10 @@ fn a_close_during_a_rejoin_that_cannot_complete_leaves_at_once() {
     assert_eq!(broker.count(LEAVE_GROUP), 1, "left at close");
     // Without the cancel, close returned only once the 20 retries were
     // spent (21 JoinGroups). With it, at most the one in flight follows.
-    assert!(joins_at_close < 10, "{joins_at_close} JoinGroups before close returned");
+    assert!(
+        joins_at_close < 10,
+        "{joins_at_close} JoinGroups before close returned"
+    );
     std::thread::sleep(Duration::from_millis(400));
     let after = broker.count(api::JOIN_GROUP);
     assert!(
