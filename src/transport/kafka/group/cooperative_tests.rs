@@ -240,7 +240,7 @@ fn a_close_during_a_rejoin_that_cannot_complete_leaves_at_once() {
         Some(match req.key {
             api::JOIN_GROUP => {
                 if n > 0 {
-                    // Tansu pauses a follower's JoinGroup for 3 s.
+                    // Tansu holds a follower's JoinGroup a while (1 s seen).
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 W::default()
