@@ -257,6 +257,18 @@ pub(crate) fn join_group_error(code: i16, member_id: &str) -> Vec<u8> {
         .0
 }
 
+/// LeaveGroup v3 (member list): `member_id` left, no instance id.
+pub(crate) fn leave_group_ok(member_id: &str) -> Vec<u8> {
+    W::default()
+        .i32(0)
+        .i16(0)
+        .i32(1)
+        .str(member_id)
+        .i16(-1)
+        .i16(0)
+        .0
+}
+
 /// InitProducerId v0: `code`, producer id and epoch.
 pub(crate) fn init_producer_id(code: i16, producer_id: i64, epoch: i16) -> Vec<u8> {
     W::default().i32(0).i16(code).i64(producer_id).i16(epoch).0

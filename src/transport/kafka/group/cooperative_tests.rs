@@ -15,7 +15,7 @@ use super::super::assignor;
 use super::super::client::Client;
 use super::super::config::KafkaConfig;
 use super::super::fake::api::{HEARTBEAT, LEAVE_GROUP, OFFSET_COMMIT, OFFSET_FETCH, SYNC_GROUP};
-use super::super::fake::{api, FakeBroker, Seen, GROUP_V5_VERSIONS as VERSIONS, W};
+use super::super::fake::{api, leave_group_ok, FakeBroker, Seen, GROUP_V5_VERSIONS as VERSIONS, W};
 use super::*;
 use crate::transport::RebalanceProtocol;
 
@@ -74,16 +74,7 @@ fn coordinator(script: Arc<Script>) -> FakeBroker {
                 w.0
             }
             OFFSET_COMMIT => W::default().i32(0).i32(1).str("t").i32(1).i32(1).i16(0).0,
-            LEAVE_GROUP => {
-                W::default()
-                    .i32(0)
-                    .i16(0)
-                    .i32(1)
-                    .str("m-1")
-                    .i16(-1)
-                    .i16(0)
-                    .0
-            }
+            LEAVE_GROUP => leave_group_ok("m-1"),
             _ => return None,
         })
     })
@@ -271,16 +262,7 @@ fn a_close_during_a_rejoin_that_cannot_complete_leaves_at_once() {
                 }
                 w.0
             }
-            LEAVE_GROUP => {
-                W::default()
-                    .i32(0)
-                    .i16(0)
-                    .i32(1)
-                    .str("m-1")
-                    .i16(-1)
-                    .i16(0)
-                    .0
-            }
+            LEAVE_GROUP => leave_group_ok("m-1"),
             _ => return None,
         })
     });

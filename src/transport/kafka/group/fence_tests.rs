@@ -13,7 +13,7 @@ use super::super::assignor;
 use super::super::client::Client;
 use super::super::config::KafkaConfig;
 use super::super::fake::api::{HEARTBEAT, LEAVE_GROUP, OFFSET_COMMIT, OFFSET_FETCH, SYNC_GROUP};
-use super::super::fake::{api, FakeBroker, GROUP_V5_VERSIONS as VERSIONS, W};
+use super::super::fake::{api, leave_group_ok, FakeBroker, GROUP_V5_VERSIONS as VERSIONS, W};
 use super::*;
 use crate::transport::RebalanceProtocol;
 
@@ -104,16 +104,7 @@ fn coordinator(state: Arc<State>, protocol: &'static str) -> FakeBroker {
                 w.0
             }
             OFFSET_COMMIT => W::default().i32(0).i32(1).str("t").i32(1).i32(0).i16(0).0,
-            LEAVE_GROUP => {
-                W::default()
-                    .i32(0)
-                    .i16(0)
-                    .i32(1)
-                    .str("m-1")
-                    .i16(-1)
-                    .i16(0)
-                    .0
-            }
+            LEAVE_GROUP => leave_group_ok("m-1"),
             _ => return None,
         })
     })

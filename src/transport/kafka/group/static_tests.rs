@@ -12,7 +12,9 @@ use super::super::assignor;
 use super::super::client::Client;
 use super::super::config::KafkaConfig;
 use super::super::fake::api::{HEARTBEAT, LEAVE_GROUP, OFFSET_COMMIT, OFFSET_FETCH, SYNC_GROUP};
-use super::super::fake::{api, FakeBroker, Seen, GROUP_V5_VERSIONS as STATIC_VERSIONS, W};
+use super::super::fake::{
+    api, leave_group_ok, FakeBroker, Seen, GROUP_V5_VERSIONS as STATIC_VERSIONS, W,
+};
 use super::*;
 
 /// A JoinGroup v4 broker (Kafka 2.2): no static membership.
@@ -90,16 +92,7 @@ fn coordinator(versions: &'static [(i16, i16)], script: Arc<Script>) -> FakeBrok
                     .i16(script.commit.load(Ordering::SeqCst))
                     .0
             }
-            LEAVE_GROUP => {
-                W::default()
-                    .i32(0)
-                    .i16(0)
-                    .i32(1)
-                    .str("m-1")
-                    .i16(-1)
-                    .i16(0)
-                    .0
-            }
+            LEAVE_GROUP => leave_group_ok("m-1"),
             _ => return None,
         })
     })
