@@ -257,6 +257,15 @@ pub(crate) fn join_group_error(code: i16, member_id: &str) -> Vec<u8> {
         .0
 }
 
+/// OffsetFetch v1: partitions `0..partitions` of topic `t` committed at 5.
+pub(crate) fn offset_fetch_at_5(partitions: i32) -> Vec<u8> {
+    let mut w = W::default().i32(1).str("t").i32(partitions);
+    for p in 0..partitions {
+        w = w.i32(p).i32(0).i32(5).i16(-1).i16(0);
+    }
+    w.0
+}
+
 /// LeaveGroup v3 (member list): `member_id` left, no instance id.
 pub(crate) fn leave_group_ok(member_id: &str) -> Vec<u8> {
     W::default()

@@ -15,7 +15,9 @@ use super::super::assignor;
 use super::super::client::Client;
 use super::super::config::KafkaConfig;
 use super::super::fake::api::{HEARTBEAT, LEAVE_GROUP, OFFSET_COMMIT, OFFSET_FETCH, SYNC_GROUP};
-use super::super::fake::{api, leave_group_ok, FakeBroker, Seen, GROUP_V5_VERSIONS as VERSIONS, W};
+use super::super::fake::{
+    api, leave_group_ok, offset_fetch_at_5, FakeBroker, Seen, GROUP_V5_VERSIONS as VERSIONS, W,
+};
 use super::*;
 use crate::transport::RebalanceProtocol;
 
@@ -66,13 +68,7 @@ fn coordinator(script: Arc<Script>) -> FakeBroker {
                 };
                 W::default().i32(0).i16(code).0
             }
-            OFFSET_FETCH => {
-                let mut w = W::default().i32(1).str("t").i32(4);
-                for p in 0..4 {
-                    w = w.i32(p).i32(0).i32(5).i16(-1).i16(0);
-                }
-                w.0
-            }
+            OFFSET_FETCH => offset_fetch_at_5(4),
             OFFSET_COMMIT => W::default().i32(0).i32(1).str("t").i32(1).i32(1).i16(0).0,
             LEAVE_GROUP => leave_group_ok("m-1"),
             _ => return None,
@@ -255,13 +251,7 @@ fn a_close_during_a_rejoin_that_cannot_complete_leaves_at_once() {
                 let code = if r.load(Ordering::SeqCst) { 27 } else { 0 };
                 W::default().i32(0).i16(code).0
             }
-            OFFSET_FETCH => {
-                let mut w = W::default().i32(1).str("t").i32(2);
-                for p in 0..2 {
-                    w = w.i32(p).i32(0).i32(5).i16(-1).i16(0);
-                }
-                w.0
-            }
+            OFFSET_FETCH => offset_fetch_at_5(2),
             LEAVE_GROUP => leave_group_ok("m-1"),
             _ => return None,
         })
