@@ -78,6 +78,9 @@ pub struct Stats {
     pub parked_gone: u64,
     /// Origin-topic partitions assigned to this engine now.
     pub assigned_partitions: i64,
+    /// Retry-topic partitions this engine's relay holds now (its own
+    /// group's assignment; 0 while that group rebalances or with no relay).
+    pub relay_partitions: i64,
     /// Of those, partitions paused because the workers are saturated.
     pub paused_partitions: i64,
     /// Rebalances seen by the consumer thread (revoked or lost events).
@@ -150,6 +153,7 @@ pub(crate) struct Counters {
     pub parked_unindexed: AtomicI64,
     pub parked_gone: AtomicU64,
     pub assigned_partitions: AtomicI64,
+    pub relay_partitions: AtomicI64,
     pub paused_partitions: AtomicI64,
     pub rebalances: AtomicU64,
     pub send_errors: AtomicU64,
@@ -216,6 +220,7 @@ impl Counters {
             parked_unindexed: self.parked_unindexed.load(Relaxed),
             parked_gone: self.parked_gone.load(Relaxed),
             assigned_partitions: self.assigned_partitions.load(Relaxed),
+            relay_partitions: self.relay_partitions.load(Relaxed),
             paused_partitions: self.paused_partitions.load(Relaxed),
             rebalances: self.rebalances.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),

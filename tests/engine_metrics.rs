@@ -59,6 +59,10 @@ fn smoke() {
     }
     let stats = engine.stats();
     assert_eq!(stats.done, 5, "{stats:?}");
+    assert_eq!(
+        stats.relay_partitions, 1,
+        "the relay holds the retry partition"
+    );
     engine.shutdown(Duration::from_secs(5)).unwrap();
 
     let text = recorder.render();
@@ -105,6 +109,8 @@ fn smoke() {
     assert_eq!(gauge("kafka_retry_records_held_waiting"), 0.0);
     assert_eq!(gauge("kafka_retry_partitions_assigned"), 1.0);
     assert_eq!(gauge("kafka_retry_partitions_paused"), 0.0);
+    // The relay's own group: the retry topic's one partition.
+    assert_eq!(gauge("kafka_retry_relay_partitions_assigned"), 1.0);
     assert_eq!(gauge("kafka_retry_dead_letter_limit_paused"), 0.0);
     assert_eq!(
         gauge("kafka_retry_health_status"),

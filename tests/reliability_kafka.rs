@@ -696,11 +696,17 @@ fn rebalance_under_load_loses_nothing() {
         if op == "+" {
             live.push(make(name));
         } else {
-            // Settled: the main group by its assignment; the relay group
-            // joins alongside and gets a moment more (its assignment is not
-            // in `Stats`).
-            let calm = common::eventually(Duration::from_secs(30), || settled(&live));
-            std::thread::sleep(Duration::from_millis(1500));
+            // Settled: both groups (the retry topic has as many
+            // partitions as the origin topic).
+            let calm = common::eventually(Duration::from_secs(30), || {
+                let relays: Vec<i64> = live
+                    .iter()
+                    .map(|m| m.engine.stats().relay_partitions)
+                    .collect();
+                settled(&live)
+                    && relays.iter().all(|&r| r > 0)
+                    && relays.iter().sum::<i64>() == partitions as i64
+            });
             steps.push(format!("(settled before {step}: {calm})"));
             stop_member(&mut live, name);
         }

@@ -46,6 +46,7 @@ pub(crate) mod names {
     pub const HOLD_ALL: &str = "kafka_retry_key_order_hold_all_total";
     pub const ASSIGNED: &str = "kafka_retry_partitions_assigned";
     pub const PAUSED: &str = "kafka_retry_partitions_paused";
+    pub const RELAY_ASSIGNED: &str = "kafka_retry_relay_partitions_assigned";
     pub const DLT_PAUSED: &str = "kafka_retry_dead_letter_limit_paused";
     pub const HEALTH: &str = "kafka_retry_health_status";
     pub const LAST_COMMIT: &str = "kafka_retry_last_commit_timestamp_seconds";
@@ -81,6 +82,7 @@ pub(crate) struct Metrics {
     hold_all: Counter,
     assigned: Gauge,
     paused: Gauge,
+    relay_assigned: Gauge,
     dlt_paused: Gauge,
     health: Gauge,
     last_commit: Gauge,
@@ -131,6 +133,7 @@ impl Metrics {
             hold_all: metrics::counter!(HOLD_ALL, g()),
             assigned: metrics::gauge!(ASSIGNED, g()),
             paused: metrics::gauge!(PAUSED, g()),
+            relay_assigned: metrics::gauge!(RELAY_ASSIGNED, g()),
             dlt_paused: metrics::gauge!(DLT_PAUSED, g()),
             health: metrics::gauge!(HEALTH, g()),
             last_commit: metrics::gauge!(LAST_COMMIT, g()),
@@ -197,6 +200,7 @@ impl Metrics {
         self.hold_all.absolute(s.hold_all);
         self.assigned.set(s.assigned_partitions as f64);
         self.paused.set(s.paused_partitions as f64);
+        self.relay_assigned.set(s.relay_partitions as f64);
         self.dlt_paused
             .set(if s.dead_letter_paused { 1.0 } else { 0.0 });
         if let Some(ms) = s.last_commit_ms {
@@ -263,6 +267,7 @@ fn describe() {
     );
     metrics::describe_gauge!(ASSIGNED, "Origin partitions assigned");
     metrics::describe_gauge!(PAUSED, "Origin partitions paused");
+    metrics::describe_gauge!(RELAY_ASSIGNED, "Retry-topic partitions the relay holds");
     metrics::describe_gauge!(
         DLT_PAUSED,
         "1 while the dead-letter limit pauses the engine"

@@ -257,6 +257,7 @@ impl Relay {
                     let progress = self.consumer.progress();
                     h.on_assigned(&self.ctx, &tps, &progress); // key order: catch-up
                 }
+                self.count_partitions();
             }
             ConsumerEvent::Revoked(tps) => {
                 if let Err(e) = self.commit() {
@@ -282,6 +283,15 @@ impl Relay {
             h.flush(&self.ctx); // drops the released partitions' queued jobs
         }
         self.count_parked();
+        self.count_partitions();
+    }
+
+    /// `Stats::relay_partitions`.
+    fn count_partitions(&self) {
+        self.ctx
+            .counters
+            .relay_partitions
+            .store(self.parts.len() as i64, Ordering::Relaxed);
     }
 
     /// Parked = kept whole + indexed + evicted for a rescan.
