@@ -641,10 +641,14 @@ fn rebalance_under_load_loses_nothing() {
         })
     };
 
+    // Every member holds some partitions, and together all of them.
+    let spread = |stats: &[Stats], held: fn(&Stats) -> i64| {
+        stats.iter().all(|s| held(s) > 0)
+            && stats.iter().map(held).sum::<i64>() == partitions as i64
+    };
     let settled = |members: &[Member]| {
         let stats: Vec<Stats> = members.iter().map(|m| m.engine.stats()).collect();
-        stats.iter().all(|s| s.assigned_partitions > 0)
-            && stats.iter().map(|s| s.assigned_partitions).sum::<i64>() == partitions as i64
+        spread(&stats, |s| s.assigned_partitions)
     };
     let mut live: Vec<Member> = Vec::new();
     let mut rebalances = 0u64;
@@ -699,13 +703,8 @@ fn rebalance_under_load_loses_nothing() {
             // Settled: both groups (the retry topic has as many
             // partitions as the origin topic).
             let calm = common::eventually(Duration::from_secs(30), || {
-                let relays: Vec<i64> = live
-                    .iter()
-                    .map(|m| m.engine.stats().relay_partitions)
-                    .collect();
-                settled(&live)
-                    && relays.iter().all(|&r| r > 0)
-                    && relays.iter().sum::<i64>() == partitions as i64
+                let stats: Vec<Stats> = live.iter().map(|m| m.engine.stats()).collect();
+                spread(&stats, |s| s.assigned_partitions) && spread(&stats, |s| s.relay_partitions)
             });
             steps.push(format!("(settled before {step}: {calm})"));
             stop_member(&mut live, name);

@@ -77,9 +77,17 @@ fn coordinator(script: Arc<Script>) -> FakeBroker {
 }
 
 fn member(broker: &FakeBroker, protocol: RebalanceProtocol) -> GroupConsumer {
+    member_with_retries(broker, protocol, 2)
+}
+
+fn member_with_retries(
+    broker: &FakeBroker,
+    protocol: RebalanceProtocol,
+    retries: u32,
+) -> GroupConsumer {
     let config = KafkaConfig::new(broker.addr())
         .retry_backoff(Duration::from_millis(5))
-        .max_retries(2)
+        .max_retries(retries)
         .fetch_max_wait(Duration::from_millis(20))
         .heartbeat_interval(Some(Duration::from_millis(20)));
     let client = Client::bootstrap(config).unwrap();
@@ -256,13 +264,7 @@ fn a_close_during_a_rejoin_that_cannot_complete_leaves_at_once() {
             _ => return None,
         })
     });
-    let config = KafkaConfig::new(broker.addr())
-        .retry_backoff(Duration::from_millis(5))
-        .max_retries(20)
-        .fetch_max_wait(Duration::from_millis(20))
-        .heartbeat_interval(Some(Duration::from_millis(20)));
-    let client = Client::bootstrap(config).unwrap();
-    let mut m = GroupConsumer::new(client, ConsumerConfig::new("g", ["t"])).unwrap();
+    let mut m = member_with_retries(&broker, RebalanceProtocol::Cooperative, 20);
     assert_eq!(next_event(&mut m), ConsumerEvent::Assigned(tps(&[0, 1])));
     assert!(rebalance.load(Ordering::SeqCst));
     // The 27 starts the rejoin; let it go round a few times.
