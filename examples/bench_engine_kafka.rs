@@ -36,9 +36,10 @@
 //! interval), `BENCH_ENGINE_POLL_RECORDS` (the engine's default 500),
 //! `BENCH_REPEAT` (1: runs per row, median reported),
 //! `BENCH_PERF_CTL` (perf control fifos, comma-separated: profiling
-//! enabled during the timed runs only), `BENCH_ENGINE_COMPRESSION` (`none`;
-//! `lz4`, `gzip`, `zstd`: the engine's writes compressed; the pre-load
-//! stays uncompressed). CPU per record comes
+//! enabled during the timed runs only), `BENCH_ENGINE_COMPRESSION` (`none`,
+//! `lz4`, `gzip`, `zstd`: `KafkaConfig::engine_compression`, the codec of
+//! the engine's writes, lz4 unless set; the pre-load stays uncompressed).
+//! CPU per record comes
 //! from `/proc` (this process, all threads) and, with `BENCH_BROKER_PID`
 //! (set by scripts/bench-kafka), the broker's.
 //!
@@ -202,6 +203,14 @@ impl Transport for Counted {
     fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
         Ok(Arc::new(CountedProducer {
             inner: self.inner.producer()?,
+            calls: self.calls.clone(),
+        }))
+    }
+    // Forwarded, so the engine's writes are compressed as without the
+    // wrapper (`KafkaConfig::engine_compression`).
+    fn engine_producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
+        Ok(Arc::new(CountedProducer {
+            inner: self.inner.engine_producer()?,
             calls: self.calls.clone(),
         }))
     }
@@ -674,16 +683,25 @@ fn main() -> Result<(), BoxError> {
     let sections = bench::Sections::from_args();
     let bootstrap = std::env::var("KAFKA_BOOTSTRAP")
         .map_err(|_| "KAFKA_BOOTSTRAP is not set: run through scripts/bench-kafka")?;
-    // `BENCH_ENGINE_COMPRESSION=lz4` (or gzip, zstd): the engine's writes
-    // compressed (Tansu stores a compressed batch as it came; see the
-    // README's retry-path cost table).
-    let compression = match std::env::var("BENCH_ENGINE_COMPRESSION").as_deref() {
-        Ok("lz4") => Compression::Lz4,
-        Ok("gzip") => Compression::Gzip,
-        Ok("zstd") => Compression::Zstd,
-        _ => Compression::None,
+    // `BENCH_ENGINE_COMPRESSION=none` (or lz4, gzip, zstd): the engine's
+    // writes (`KafkaConfig::engine_compression`, lz4 unless set; Tansu
+    // stores a compressed batch as it came; see the README's retry-path
+    // cost table).
+    let codec = |var: &str| match std::env::var(var).as_deref() {
+        Ok("none") => Some(Compression::None),
+        Ok("lz4") => Some(Compression::Lz4),
+        Ok("gzip") => Some(Compression::Gzip),
+        Ok("zstd") => Some(Compression::Zstd),
+        _ => None,
     };
-    let kafka = KafkaTransport::connect(KafkaConfig::new(&bootstrap).compression(compression))?;
+    let compression = codec("BENCH_ENGINE_COMPRESSION");
+    let mut config = KafkaConfig::new(&bootstrap);
+    if let Some(c) = compression {
+        config = config.engine_compression(c);
+    }
+    let compression =
+        compression.map_or_else(|| "lz4 (the default)".to_string(), |c| format!("{c:?}"));
+    let kafka = KafkaTransport::connect(config)?;
     // The input topics are pre-loaded uncompressed whatever the engine's
     // setting: the main path's fetches stay the same, only the engine's
     // own writes (retry topic, relay) change.
@@ -708,7 +726,7 @@ fn main() -> Result<(), BoxError> {
     println!(
         "bench_engine_kafka: broker {bootstrap} ({}), {} cores; {PARTITIONS} partitions, {KEYS} keys, \
          {VALUE_BYTES}-byte values, no-op handler, {} workers, session timeout {:?}, retry interval \
-         {:?}, max_poll_records {}, compression {compression:?}",
+         {:?}, max_poll_records {}, engine compression {compression}",
         std::env::var("KAFKA_RETRY_BROKER").unwrap_or_else(|_| "?".into()),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         bench.workers,

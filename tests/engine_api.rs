@@ -5,7 +5,7 @@
 mod forward;
 mod scenarios;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -601,4 +601,51 @@ fn a_compacted_retry_topic_is_refused_and_short_retention_is_a_warning() {
         ),
         1
     );
+}
+
+/// The engine takes its producer from `Transport::engine_producer` (the
+/// Kafka transport compresses the engine's writes by it), and every write
+/// of the retry path goes through it: `producer()` here fails, so an
+/// engine that asked for it would not build.
+#[test]
+fn the_engine_writes_through_its_transports_engine_producer() {
+    #[derive(Debug)]
+    struct OnlyEngineProducer {
+        inner: MemoryBroker,
+        asked: Arc<AtomicUsize>,
+    }
+    impl Transport for OnlyEngineProducer {
+        forward_transport!(consumer, create_topic, partition_count, reader);
+        fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
+            Err(Error::Protocol(
+                "the engine must use engine_producer".into(),
+            ))
+        }
+        fn engine_producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            self.inner.producer()
+        }
+    }
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 1).unwrap();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let engine = fast(Engine::builder(OnlyEngineProducer {
+        inner: broker.clone(),
+        asked: asked.clone(),
+    }))
+    .group_id("g")
+    .topics(["t"])
+    .handler(|r: &Record| match r.attempts() {
+        0 => Outcome::retry("once"),
+        _ => Outcome::Done,
+    })
+    .build()
+    .unwrap();
+    broker.produce(OutRecord::new("t").value("v")).unwrap();
+    // Retried once, relayed back and done: a retry-topic write and an
+    // origin write, both through the engine producer.
+    assert!(wait_until(Duration::from_secs(10), || engine.stats().done >= 1));
+    assert_eq!(engine.stats().relayed, 1);
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!(asked.load(Ordering::SeqCst), 1);
 }

@@ -340,8 +340,18 @@ pub trait Transport: Send + Sync + Debug + 'static {
     /// A new group member subscribed to `config.topics`.
     fn consumer(&self, config: ConsumerConfig) -> Result<Box<dyn Consumer>>;
 
-    /// A producer. Cheap to share; engines call this once.
+    /// A producer. Cheap to share.
     fn producer(&self) -> Result<Arc<dyn Producer>>;
+
+    /// The producer of an engine's own writes (retry copies, relayed
+    /// records, dead letters), which a transport may encode differently
+    /// from the user's: the Kafka transport compresses them by
+    /// [`KafkaConfig::engine_compression`](crate::KafkaConfig::engine_compression)
+    /// (lz4 by default). Defaults to [`Transport::producer`], which is also
+    /// what a wrapping transport that does not forward this gets.
+    fn engine_producer(&self) -> Result<Arc<dyn Producer>> {
+        self.producer()
+    }
 
     /// Creates a topic with `partitions` (at least 1) partitions. A topic
     /// that already exists is success. `replication` is the replication
@@ -412,6 +422,9 @@ macro_rules! transport_through {
             }
             fn producer(&self) -> Result<Arc<dyn Producer>> {
                 (**self).producer()
+            }
+            fn engine_producer(&self) -> Result<Arc<dyn Producer>> {
+                (**self).engine_producer()
             }
             fn create_topic(&self, topic: &str, partitions: i32, rf: Option<i16>) -> Result<()> {
                 (**self).create_topic(topic, partitions, rf)

@@ -42,7 +42,7 @@ macro_rules! forward_consumer {
 
 /// Inside `impl Transport for W`, where `W` has an `inner` transport:
 /// forwards the named methods (any of `consumer`, `producer`,
-/// `create_topic`, `partition_count`, `reader`, `retention`) to
+/// `engine_producer`, `create_topic`, `partition_count`, `reader`, `retention`) to
 /// `self.inner`.
 #[allow(unused_macros)]
 macro_rules! forward_transport {
@@ -58,6 +58,13 @@ macro_rules! forward_transport {
     (@ producer) => {
         fn producer(&self) -> kafka_retry::Result<std::sync::Arc<dyn kafka_retry::transport::Producer>> {
             kafka_retry::transport::Transport::producer(&self.inner)
+        }
+    };
+    (@ engine_producer) => {
+        fn engine_producer(
+            &self,
+        ) -> kafka_retry::Result<std::sync::Arc<dyn kafka_retry::transport::Producer>> {
+            kafka_retry::transport::Transport::engine_producer(&self.inner)
         }
     };
     (@ create_topic) => {

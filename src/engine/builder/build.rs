@@ -200,7 +200,7 @@ impl EngineBuilder {
             }
             _ => None,
         };
-        let producer = self.transport.producer()?;
+        let producer = self.transport.engine_producer()?;
         let counters = Arc::new(Counters::default());
         let signal = Arc::new(StopSignal::default());
         let breaker = self

@@ -62,6 +62,7 @@ pub struct KafkaConfig {
     pub(crate) delivery_timeout: Duration,
     pub(crate) acks: Acks,
     pub(crate) compression: Compression,
+    pub(crate) engine_compression: Compression,
     pub(crate) linger: Duration,
     pub(crate) batch_size: usize,
     pub(crate) max_in_flight: usize,
@@ -90,6 +91,7 @@ impl Default for KafkaConfig {
             delivery_timeout: Duration::from_secs(120),
             acks: Acks::All,
             compression: Compression::None,
+            engine_compression: Compression::Lz4,
             linger: Duration::from_millis(5),
             batch_size: 1024 * 1024,
             max_in_flight: 5,
@@ -196,8 +198,35 @@ impl KafkaConfig {
     }
 
     /// Compression of produced batches. Defaults to [`Compression::None`].
+    /// An engine's own writes follow [`KafkaConfig::engine_compression`]
+    /// instead.
     pub fn compression(mut self, compression: Compression) -> Self {
         self.compression = compression;
+        self
+    }
+
+    /// Compression of an engine's own writes: its retry copies, the
+    /// records its relay writes back to their origin topics, and its dead
+    /// letters (the producer of
+    /// [`Transport::engine_producer`](crate::transport::Transport::engine_producer)).
+    /// Defaults to [`Compression::Lz4`]; [`Compression::None`] turns it off.
+    ///
+    /// Why a default other than Kafka's none: these records are small and
+    /// each carries the same seven `retry.*` headers, so they compress
+    /// well, and a broker spends less on them. Measured on Tansu at 10%
+    /// retries (README, "The retry path on Tansu"): broker CPU per record
+    /// about a third lower, the engine about 6% faster. Every maintained
+    /// Kafka client reads lz4 (kafka-python needs its `lz4` package), and
+    /// a topic with a `compression.type` of its own is re-encoded by the
+    /// broker as for any producer.
+    ///
+    /// ```
+    /// use kafka_retry::{Compression, KafkaConfig};
+    /// let config = KafkaConfig::new("127.0.0.1:9092").engine_compression(Compression::None);
+    /// # let _ = config;
+    /// ```
+    pub fn engine_compression(mut self, compression: Compression) -> Self {
+        self.engine_compression = compression;
         self
     }
 

@@ -300,10 +300,28 @@ pub(crate) fn produce(code: i16, base_offset: i64) -> Vec<u8> {
 /// The idempotence fields of a Produce v3 request's first batch:
 /// (producer id, epoch, base sequence, record count).
 pub(crate) fn produce_batch_ids(seen: &Seen) -> Option<(i64, i16, i32, i32)> {
-    let f = &seen.frame;
+    let (f, at) = (&seen.frame, first_batch_at(seen)?);
     let be16 = |at: usize| Some(i16::from_be_bytes(f.get(at..at + 2)?.try_into().ok()?));
     let be32 = |at: usize| Some(i32::from_be_bytes(f.get(at..at + 4)?.try_into().ok()?));
     let be64 = |at: usize| Some(i64::from_be_bytes(f.get(at..at + 8)?.try_into().ok()?));
+    Some((
+        be64(at + 43)?,
+        be16(at + 51)?,
+        be32(at + 53)?,
+        be32(at + 57)?,
+    ))
+}
+
+/// The codec id (attributes bits 0-2) of a Produce v3 request's first batch.
+pub(crate) fn produce_batch_codec(seen: &Seen) -> Option<i16> {
+    let (f, at) = (&seen.frame, first_batch_at(seen)? + 21);
+    Some(i16::from_be_bytes(f.get(at..at + 2)?.try_into().ok()?) & 7)
+}
+
+/// Where a Produce v3 request's first record batch starts in its frame.
+fn first_batch_at(seen: &Seen) -> Option<usize> {
+    let f = &seen.frame;
+    let be16 = |at: usize| Some(i16::from_be_bytes(f.get(at..at + 2)?.try_into().ok()?));
     // Header: key, version, correlation id, client id.
     let mut at = 8;
     at += 2 + usize::try_from(be16(at)?.max(0)).ok()?;
@@ -312,10 +330,5 @@ pub(crate) fn produce_batch_ids(seen: &Seen) -> Option<(i64, i16, i32, i32)> {
     at += 2 + 4 + 4;
     at += 2 + usize::try_from(be16(at)?).ok()?; // topic name
     at += 4 + 4 + 4; // partition count, index, records length
-    Some((
-        be64(at + 43)?,
-        be16(at + 51)?,
-        be32(at + 53)?,
-        be32(at + 57)?,
-    ))
+    Some(at)
 }

@@ -113,6 +113,14 @@ impl Transport for KafkaTransport {
         Ok(Arc::new(producer::KafkaProducer::new(self.client.clone())?))
     }
 
+    fn engine_producer(&self) -> Result<Arc<dyn Producer>> {
+        let codec = self.client.config().engine_compression;
+        Ok(Arc::new(producer::KafkaProducer::with_compression(
+            self.client.clone(),
+            codec,
+        )?))
+    }
+
     fn create_topic(&self, topic: &str, partitions: i32, replication: Option<i16>) -> Result<()> {
         self.client.create_topic(topic, partitions, replication)
     }

@@ -72,6 +72,7 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::Sender;
 
 use super::client::Client;
+use super::config::Compression;
 use crate::error::{Error, Result};
 use crate::pending::Pending;
 use crate::record::{Delivered, OutRecord};
@@ -95,12 +96,23 @@ impl std::fmt::Debug for KafkaProducer {
 }
 
 impl KafkaProducer {
-    /// A producer on `client`; starts the `kafka-retry-producer` thread.
+    /// A producer on `client`, compressing by its config; starts the
+    /// `kafka-retry-producer` thread.
     pub(crate) fn new(client: Arc<Client>) -> Result<KafkaProducer> {
+        let compression = client.config().compression;
+        KafkaProducer::with_compression(client, compression)
+    }
+
+    /// [`KafkaProducer::new`], compressing with `compression`.
+    pub(crate) fn with_compression(
+        client: Arc<Client>,
+        compression: Compression,
+    ) -> Result<KafkaProducer> {
         let inner = Arc::new(Inner {
             client,
             next: AtomicU32::new(0),
             unanswered: AtomicUsize::new(0),
+            compression,
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let thread_inner = inner.clone();
@@ -197,6 +209,47 @@ impl Producer for KafkaProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::kafka::config::KafkaConfig;
+    use crate::transport::kafka::fake::{api, produce, produce_batch_codec, FakeBroker, Seen};
+    use crate::transport::{Producer, Transport};
+    use crate::KafkaTransport;
+
+    /// The codec of every Produce's batch after one record through the
+    /// producer `make` takes from a transport with `config`.
+    fn codecs(
+        make: impl FnOnce(&KafkaTransport) -> Arc<dyn Producer>,
+        config: impl FnOnce(KafkaConfig) -> KafkaConfig,
+    ) -> Vec<i16> {
+        let broker =
+            FakeBroker::start(|seen: &Seen, _| (seen.key == api::PRODUCE).then(|| produce(0, 0)));
+        let config = config(KafkaConfig::new(broker.addr()).idempotence(false));
+        let kafka = KafkaTransport::connect(config).unwrap();
+        let record = OutRecord::new("t").partition(0).value("v");
+        make(&kafka).send(record).unwrap();
+        broker
+            .seen()
+            .iter()
+            .filter(|s| s.key == api::PRODUCE)
+            .map(|s| produce_batch_codec(s).expect("a Produce v3 with one batch"))
+            .collect()
+    }
+
+    /// The engine's producer writes lz4 (codec 3) unless
+    /// `engine_compression` says otherwise; other producers follow
+    /// `compression`, which leaves the engine's alone.
+    #[test]
+    fn the_engine_producer_compresses_by_engine_compression() {
+        let engine = |k: &KafkaTransport| k.engine_producer().unwrap();
+        let plain = |k: &KafkaTransport| k.producer().unwrap();
+        assert_eq!(codecs(engine, |c| c), [3]);
+        assert_eq!(codecs(plain, |c| c), [0]);
+        let none = |c: KafkaConfig| c.engine_compression(Compression::None);
+        assert_eq!(codecs(engine, none), [0]);
+        // Gzip is codec 1.
+        let gzip = |c: KafkaConfig| c.compression(Compression::Gzip);
+        assert_eq!(codecs(plain, gzip), [1]);
+        assert_eq!(codecs(engine, gzip), [3]);
+    }
 
     #[test]
     fn dropped_reply_answers_with_an_error() {

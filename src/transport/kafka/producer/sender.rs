@@ -293,7 +293,7 @@ impl<'a> SenderState<'a> {
                 }
                 _ => ProducerFields::NONE,
             };
-            match encode_batch_as(&chunk.records, now, self.config.compression, fields) {
+            match encode_batch_as(&chunk.records, now, self.inner.compression, fields) {
                 Ok(batch) => {
                     let mut pd = PartitionProduceData::default();
                     pd.index = chunk.tp.1;

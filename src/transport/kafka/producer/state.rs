@@ -15,7 +15,7 @@ use crate::error::Result;
 use crate::pending::Completer;
 use crate::record::OutRecord;
 use crate::transport::kafka::client::Client;
-use crate::transport::kafka::config::{Acks, KafkaConfig};
+use crate::transport::kafka::config::{Acks, Compression, KafkaConfig};
 use crate::transport::kafka::conn::{Connection, Sent};
 
 pub(super) struct Job {
@@ -45,6 +45,8 @@ pub(super) struct Inner {
     /// raised by the caller before queueing, lowered by the sender thread
     /// before answering.
     pub(super) unanswered: AtomicUsize,
+    /// The codec of every batch.
+    pub(super) compression: Compression,
 }
 
 pub(super) type Tp = (String, i32);
