@@ -353,6 +353,8 @@ struct Bench {
     poll_records: Option<usize>,
     broker_pid: Option<String>,
     seq: AtomicU64,
+    /// `BENCH_ENGINE_COMPRESSION`, for the lateness runs' own transports.
+    engine_compression: Option<Compression>,
 }
 
 impl Bench {
@@ -525,12 +527,13 @@ impl Bench {
         min_bytes: i32,
         linger: Duration,
     ) -> Result<Lateness, BoxError> {
-        let kafka = KafkaTransport::connect(
+        let kafka = KafkaTransport::connect(with_codec(
             KafkaConfig::new(bootstrap)
                 .fetch_max_wait(fetch_wait)
                 .fetch_min_bytes(min_bytes)
                 .linger(linger),
-        )?;
+            self.engine_compression,
+        ))?;
         let k = self.seq.fetch_add(1, Ordering::Relaxed);
         let name = format!("bench-late-{}-{k}", self.run_id);
         let group = format!("{name}-g");
@@ -679,6 +682,14 @@ fn print_run(label: &str, r: &Run) {
     }
 }
 
+/// `config` with `engine_compression` when one is set.
+fn with_codec(config: KafkaConfig, engine_compression: Option<Compression>) -> KafkaConfig {
+    match engine_compression {
+        Some(c) => config.engine_compression(c),
+        None => config,
+    }
+}
+
 fn main() -> Result<(), BoxError> {
     let sections = bench::Sections::from_args();
     let bootstrap = std::env::var("KAFKA_BOOTSTRAP")
@@ -694,14 +705,11 @@ fn main() -> Result<(), BoxError> {
         Ok("zstd") => Some(Compression::Zstd),
         _ => None,
     };
-    let compression = codec("BENCH_ENGINE_COMPRESSION");
-    let mut config = KafkaConfig::new(&bootstrap);
-    if let Some(c) = compression {
-        config = config.engine_compression(c);
-    }
+    let engine_compression = codec("BENCH_ENGINE_COMPRESSION");
+    let kafka =
+        KafkaTransport::connect(with_codec(KafkaConfig::new(&bootstrap), engine_compression))?;
     let compression =
-        compression.map_or_else(|| "lz4 (the default)".to_string(), |c| format!("{c:?}"));
-    let kafka = KafkaTransport::connect(config)?;
+        engine_compression.map_or_else(|| "lz4 (the default)".to_string(), |c| format!("{c:?}"));
     // The input topics are pre-loaded uncompressed whatever the engine's
     // setting: the main path's fetches stay the same, only the engine's
     // own writes (retry topic, relay) change.
@@ -720,6 +728,7 @@ fn main() -> Result<(), BoxError> {
             .filter(|&n: &usize| n > 0),
         broker_pid: bench::broker_pid_from_env(),
         seq: AtomicU64::new(0),
+        engine_compression,
     };
     let n0 = env_u64("BENCH_ENGINE_N0", 200_000).max(1);
     let n10 = env_u64("BENCH_ENGINE_N10", 50_000).max(10);
