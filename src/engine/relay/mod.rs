@@ -83,6 +83,9 @@ const RELAY_BATCH: usize = 500;
 /// it stays one: a failed write re-parks a key's copy, and a later batch
 /// must not settle the key's next one first.
 const RELAY_IN_FLIGHT: usize = 6;
+/// Longest one wait for an in-flight batch's answers while nothing is due,
+/// so the loop looks again (a stop, the dead-letter limit) in between.
+const SETTLE_STEP: Duration = Duration::from_millis(50);
 /// How long a partition-count lookup of an origin topic is trusted.
 const TOPIC_CACHE_TTL: Duration = Duration::from_secs(30);
 
@@ -113,7 +116,23 @@ struct InFlight {
     routes: Vec<Route>,
     /// One per written record (Origin and Dead routes), in order.
     pending: Vec<Pending>,
+    /// The answers of `pending[..answered.len()]`, taken by [`InFlight::wait_until`].
+    answered: Vec<crate::Result<crate::record::Delivered>>,
     now_wall: i64,
+}
+
+impl InFlight {
+    /// Waits until `deadline` for the batch's answers, keeping those that
+    /// came; true once every one is in.
+    fn wait_until(&mut self, deadline: Instant) -> bool {
+        while let Some(p) = self.pending.get(self.answered.len()) {
+            match p.wait_deadline(deadline) {
+                Some(r) => self.answered.push(r),
+                None => return false,
+            }
+        }
+        true
+    }
 }
 
 /// A due record and where it goes.
@@ -474,15 +493,28 @@ impl Relay {
                 }
             }
             if batch.is_empty() {
-                // Nothing due now: settle the oldest batch, then look
-                // again (more may have fallen due meanwhile).
-                match in_flight.pop_front() {
-                    Some(f) => {
+                // Nothing due now: wait for the oldest batch's answers,
+                // but only until the next record falls due (or a refill
+                // is due, or a step passes, so a stop is seen): what falls
+                // due during a slow write then goes out behind it, up to
+                // `depth` batches, instead of waiting out its round trip.
+                let Some(f) = in_flight.front_mut() else {
+                    return;
+                };
+                let step = Instant::now() + SETTLE_STEP;
+                let until = [
+                    self.heap.peek_due(),
+                    self.index.as_ref().and_then(Index::next_wake),
+                ]
+                .into_iter()
+                .flatten()
+                .fold(step, Instant::min);
+                if f.wait_until(until) {
+                    if let Some(f) = in_flight.pop_front() {
                         self.settle(f);
-                        continue;
                     }
-                    None => return,
                 }
+                continue;
             }
             let now_wall = now_ms();
             let mut routes: Vec<Route> = batch.iter().map(|p| self.route(p, now_wall)).collect();
@@ -505,6 +537,7 @@ impl Relay {
                 batch,
                 routes,
                 pending,
+                answered: Vec::new(),
                 now_wall,
             });
             while in_flight.len() >= depth {
@@ -529,16 +562,20 @@ impl Relay {
             batch,
             routes,
             pending,
+            answered,
             now_wall,
         } = f;
         let signal = self.ctx.signal.clone();
-        let mut results = pending.into_iter().map(|p| {
-            await_ack(&p, || signal.stopping()).unwrap_or_else(|| {
-                Err(crate::Error::Timeout(
-                    "relay stopped before the write was acknowledged".into(),
-                ))
-            })
-        });
+        let waited = answered.len();
+        let mut results = answered
+            .into_iter()
+            .chain(pending.into_iter().skip(waited).map(|p| {
+                await_ack(&p, || signal.stopping()).unwrap_or_else(|| {
+                    Err(crate::Error::Timeout(
+                        "relay stopped before the write was acknowledged".into(),
+                    ))
+                })
+            }));
         for (mut p, route) in batch.into_iter().zip(routes) {
             if let (Route::Private, Some(h)) = (&route, &mut self.handoff) {
                 // Done only once the worker settles it (see private.rs).
