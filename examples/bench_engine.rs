@@ -347,6 +347,41 @@ struct Lateness {
     relayed: u64,
     timed_out: bool,
     cpu: String,
+    /// The 100 ms windows of due time with the latest records: (start of
+    /// the window after the first due time, ms; records due in it; their
+    /// p50 and max whole-hop lateness, ms), latest first.
+    worst: Vec<(i64, usize, f64, f64)>,
+}
+
+/// The `k` windows of `WINDOW_MS` of due time whose records came back
+/// latest (by their maximum), from (lateness ms, due ms) samples.
+fn worst_windows(samples: &[(f64, i64)], k: usize) -> Vec<(i64, usize, f64, f64)> {
+    const WINDOW_MS: i64 = 100;
+    let Some(first) = samples.iter().map(|s| s.1).min() else {
+        return Vec::new();
+    };
+    let mut windows: std::collections::BTreeMap<i64, Vec<f64>> = Default::default();
+    for &(late, due) in samples {
+        windows
+            .entry((due - first) / WINDOW_MS)
+            .or_default()
+            .push(late);
+    }
+    let mut rows: Vec<(i64, usize, f64, f64)> = windows
+        .into_iter()
+        .map(|(w, mut v)| {
+            v.sort_by(f64::total_cmp);
+            (
+                w * WINDOW_MS,
+                v.len(),
+                percentile(&v, 0.5),
+                percentile(&v, 1.0),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| b.3.total_cmp(&a.3));
+    rows.truncate(k);
+    rows
 }
 
 fn lat_n() -> usize {
@@ -437,8 +472,10 @@ fn lateness_run() -> Result<Lateness, BoxError> {
         t_produce.elapsed().as_secs_f64() * 1e3,
         base + interval_ms - now_ms()
     );
-    // (hop lateness in ms with µs fractions, relay write lateness in whole ms)
-    let seen: Arc<Mutex<Vec<(f64, i64)>>> = Arc::new(Mutex::new(Vec::with_capacity(lat_count)));
+    // (hop lateness in ms with µs fractions, relay write lateness in whole
+    // ms, due time ms)
+    let seen: Arc<Mutex<Vec<(f64, i64, i64)>>> =
+        Arc::new(Mutex::new(Vec::with_capacity(lat_count)));
     let count = Arc::new(AtomicU64::new(0));
     let handler = {
         let (seen, count) = (seen.clone(), count.clone());
@@ -449,9 +486,11 @@ fn lateness_run() -> Result<Lateness, BoxError> {
                 // The broker stamps a record with its write time (ms), so
                 // the origin record's timestamp is when the relay wrote it.
                 let relay_late = r.timestamp - due;
-                seen.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((now - due as f64, relay_late));
+                seen.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    now - due as f64,
+                    relay_late,
+                    due,
+                ));
                 count.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Done
@@ -482,7 +521,7 @@ fn lateness_run() -> Result<Lateness, BoxError> {
     let relayed = engine.stats().relayed;
     engine.shutdown(Duration::from_secs(5))?;
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
-    let sorted = |f: &dyn Fn(&(f64, i64)) -> f64| {
+    let sorted = |f: &dyn Fn(&(f64, i64, i64)) -> f64| {
         let mut v: Vec<f64> = seen.iter().map(f).collect();
         v.sort_by(f64::total_cmp);
         v
@@ -497,6 +536,7 @@ fn lateness_run() -> Result<Lateness, BoxError> {
         relayed,
         timed_out: finished.is_none(),
         cpu,
+        worst: worst_windows(&seen.iter().map(|s| (s.0, s.2)).collect::<Vec<_>>(), 3),
     })
 }
 
@@ -554,6 +594,20 @@ fn lateness(summary: &mut Vec<String>) -> Result<(), BoxError> {
             l.relayed,
             l.parked_before_first_due,
             l.cpu
+        );
+        let worst: Vec<String> = l
+            .worst
+            .iter()
+            .map(|(at, n, p50, max)| {
+                format!(
+                    "+{:.1} s: {n} due, p50 {p50:.1} / max {max:.1} ms",
+                    *at as f64 / 1e3
+                )
+            })
+            .collect();
+        println!(
+            "     latest 100 ms windows of due time (from the first due): {}",
+            worst.join("; ")
         );
         any_early += early(&l.hop) + early(&l.relay);
         p99s.push(percentile(&l.hop, 0.99));

@@ -39,7 +39,7 @@ impl Owned {
             .unwrap_or(usize::MAX)
             .min(log.len());
         let to = log.len().min(from.saturating_add(want));
-        for (i, s) in log[from..to].iter().enumerate() {
+        for (i, s) in log.range(from, to).enumerate() {
             out.push(s.to_record(&self.tp.topic, self.tp.partition, self.position + i as i64));
         }
         drop(log);

@@ -5,7 +5,7 @@
 //!
 //! - `Inner::topics` (`RwLock`) maps names to topics; each topic has its
 //!   partitions (`RwLock<Vec<_>>`, written only to add partitions) and each
-//!   partition its own `Mutex<Vec<Stored>>` log plus an atomic `end`
+//!   partition its own `Mutex<Log>` (segments of records) plus an atomic `end`
 //!   (= log length) so "is there data?" needs no lock. Producers of different
 //!   partitions never contend.
 //! - Each group has one `Mutex<GroupState>`. Each member has a [`WakeFlag`]
@@ -48,7 +48,7 @@ mod stored;
 
 use consumer::MemoryConsumer;
 use group::Group;
-use stored::{Fields, Stored};
+use stored::{Fields, Log, Stored};
 
 /// Most partitions one topic may have (a guard against allocating the
 /// machine away on a typo).
@@ -151,7 +151,7 @@ struct Topic {
 }
 
 struct Partition {
-    log: Mutex<Vec<Stored>>,
+    log: Mutex<Log>,
     /// `log.len()`, for lock-free "is there data past my position?".
     end: AtomicI64,
 }
@@ -159,7 +159,7 @@ struct Partition {
 impl Partition {
     fn new() -> Arc<Partition> {
         Arc::new(Partition {
-            log: Mutex::new(Vec::new()),
+            log: Mutex::new(Log::default()),
             end: AtomicI64::new(0),
         })
     }
@@ -488,7 +488,6 @@ impl Inner {
                 .unzip();
             let stored = Stored::all(fields);
             let mut log = lock(&part.log);
-            log.reserve(stored.len());
             for ((i, topic), stored) in placed.into_iter().zip(stored) {
                 let offset = log.len() as i64;
                 log.push(stored);
@@ -605,11 +604,11 @@ impl MemoryBroker {
     pub fn records(&self, topic: &str, partition: i32) -> Result<Vec<Record>> {
         let part = self.inner.topic(topic)?.partition(partition)?;
         let log = lock(&part.log);
-        let mut out = Vec::with_capacity(log.len());
-        for (offset, s) in log.iter().enumerate() {
-            out.push(s.to_record(topic, partition, offset as i64));
-        }
-        Ok(out)
+        Ok(log
+            .range(0, log.len())
+            .enumerate()
+            .map(|(offset, s)| s.to_record(topic, partition, offset as i64))
+            .collect())
     }
 
     /// The offset the next record of the partition will get.

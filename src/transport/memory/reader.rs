@@ -71,11 +71,9 @@ impl Reader for MemoryReader {
         let start = usize::try_from(from)
             .map_err(|_| Error::Protocol(format!("offset {from} is out of range")))?;
         Ok(log
-            .iter()
+            .range(start, start.saturating_add(max))
             .enumerate()
-            .skip(start)
-            .take(max)
-            .map(|(o, s)| s.to_record(&tp.topic, tp.partition, o as i64))
+            .map(|(i, s)| s.to_record(&tp.topic, tp.partition, (start + i) as i64))
             .collect())
     }
 
