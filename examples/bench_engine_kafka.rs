@@ -30,8 +30,10 @@
 //! from the first handler call would mislead: the first fetch, which may
 //! hold a large part of the topic, is done by then.
 //!
-//! Knobs (environment): `BENCH_ENGINE_N0` (200000 records at 0%),
-//! `BENCH_ENGINE_N10` (50000 at 10%), `BENCH_ENGINE_WORKERS` (4),
+//! Knobs (environment): `BENCH_ENGINE_N0` (1000000 records at 0%),
+//! `BENCH_ENGINE_N10` (1000000 at 10%: with fewer, the 100 ms retry
+//! interval and the last records' second pass are much of the time, so
+//! the rate measures latency more than throughput), `BENCH_ENGINE_WORKERS` (4),
 //! `BENCH_ENGINE_SESSION_MS` (2000), `BENCH_ENGINE_RETRY_MS` (100, the retry
 //! interval), `BENCH_ENGINE_POLL_RECORDS` (the engine's default 500),
 //! `BENCH_REPEAT` (1: runs per row, median reported),
@@ -730,8 +732,8 @@ fn main() -> Result<(), BoxError> {
         seq: AtomicU64::new(0),
         engine_compression,
     };
-    let n0 = env_u64("BENCH_ENGINE_N0", 200_000).max(1);
-    let n10 = env_u64("BENCH_ENGINE_N10", 50_000).max(10);
+    let n0 = env_u64("BENCH_ENGINE_N0", 1_000_000).max(1);
+    let n10 = env_u64("BENCH_ENGINE_N10", 1_000_000).max(10);
     println!(
         "bench_engine_kafka: broker {bootstrap} ({}), {} cores; {PARTITIONS} partitions, {KEYS} keys, \
          {VALUE_BYTES}-byte values, no-op handler, {} workers, session timeout {:?}, retry interval \

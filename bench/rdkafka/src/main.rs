@@ -27,7 +27,8 @@
 //! librdkafka's `queue.buffering.max.messages` puts on rdkafka, 100000 by
 //! default; with 10000 ours keeps less than one 1 MiB batch of 100-byte
 //! records in flight),
-//! `BENCH_ENGINE_N0` (200000), `BENCH_ENGINE_N10` (50000),
+//! `BENCH_ENGINE_N0` (1000000), `BENCH_ENGINE_N10` (1000000: fewer measure
+//! the retry interval more than the throughput),
 //! `BENCH_ENGINE_WORKERS` (4), `BENCH_ENGINE_RETRY_MS` (100),
 //! `BENCH_SESSION_MS` (2000, every group member on both sides),
 //! `BENCH_REPEAT` (3).
@@ -237,8 +238,8 @@ fn main() -> Result<(), BoxError> {
         (1024usize, env("BENCH_N_LARGE", 50_000).max(1)),
     ];
     let (n0, n10) = (
-        env("BENCH_ENGINE_N0", 200_000).max(1),
-        env("BENCH_ENGINE_N10", 50_000).max(10),
+        env("BENCH_ENGINE_N0", 1_000_000).max(1),
+        env("BENCH_ENGINE_N10", 1_000_000).max(10),
     );
     let (rdk_version, rdk_name) = rdkafka::util::get_rdkafka_version();
     println!(
