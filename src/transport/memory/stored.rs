@@ -263,7 +263,10 @@ impl Log {
     pub(super) fn push(&mut self, record: Stored) {
         match self.segments.last_mut() {
             Some(s) if s.len() < SEGMENT => s.push(record),
-            _ => {
+            // The first segment grows as a `Vec` does (a small topic keeps
+            // a small log); later ones are allocated whole.
+            None => self.segments.push(vec![record]),
+            Some(_) => {
                 let mut s = Vec::with_capacity(SEGMENT);
                 s.push(record);
                 self.segments.push(s);
