@@ -245,9 +245,9 @@ const SEGMENT: usize = 4096;
 /// A partition's records in fixed-size segments, so an append never moves
 /// the records before it. A plain `Vec` doubled as it grew, copying the
 /// whole log and faulting in fresh pages for it under the partition's
-/// lock: with a million records in a partition every producer and reader
-/// of it stalled for tens of milliseconds at each doubling (the tail of
-/// the relay lateness benchmark with 1 M parked).
+/// lock: with 100,000s of records in a partition every producer and
+/// reader of it stalled for tens of milliseconds at each doubling (the
+/// tail of the relay lateness benchmark with 1 M parked).
 #[derive(Default)]
 pub(super) struct Log {
     segments: Vec<Vec<Stored>>,
