@@ -216,14 +216,7 @@ pub(crate) fn run(
                 log::warn!("relay commit failed (retried next interval): {e}");
             }
         }
-        let next = match (
-            r.heap.peek_due(),
-            r.index.as_ref().and_then(Index::next_wake),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let timeout = match next {
+        let timeout = match r.next_wake() {
             // Jobs waiting for a full worker queue: look again soon.
             _ if r.handoff.as_ref().is_some_and(|h| h.queued() > 0) => PRIVATE_RETRY,
             // Held by the dead-letter limit: what is due waits, no spinning.
@@ -303,6 +296,16 @@ impl Relay {
         }
         self.count_parked();
         self.count_partitions();
+    }
+
+    /// When the relay next has work: the earliest whole record's due time
+    /// or the index's next refill.
+    fn next_wake(&self) -> Option<Instant> {
+        let index = self.index.as_ref().and_then(Index::next_wake);
+        match (self.heap.peek_due(), index) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// `Stats::relay_partitions`.
@@ -502,13 +505,7 @@ impl Relay {
                     return;
                 };
                 let step = Instant::now() + SETTLE_STEP;
-                let until = [
-                    self.heap.peek_due(),
-                    self.index.as_ref().and_then(Index::next_wake),
-                ]
-                .into_iter()
-                .flatten()
-                .fold(step, Instant::min);
+                let until = self.next_wake().map_or(step, |t| t.min(step));
                 if f.wait_until(until) {
                     if let Some(f) = in_flight.pop_front() {
                         self.settle(f);

@@ -145,6 +145,16 @@ impl FakeBroker {
         self.seen.lock().unwrap().clone()
     }
 
+    /// What `read` takes from each Produce seen so far, in order (e.g.
+    /// [`produce_batch_ids`]); panics on one it cannot read.
+    pub(crate) fn produces<T>(&self, read: impl Fn(&Seen) -> Option<T>) -> Vec<T> {
+        self.seen()
+            .iter()
+            .filter(|s| s.key == api::PRODUCE)
+            .map(|s| read(s).expect("a Produce v3 with one batch"))
+            .collect()
+    }
+
     /// Requests with API `key` seen so far.
     pub(crate) fn count(&self, key: i16) -> usize {
         self.seen().iter().filter(|s| s.key == key).count()

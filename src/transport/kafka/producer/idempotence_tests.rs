@@ -15,12 +15,7 @@ use crate::transport::Producer;
 
 /// The idempotence fields of every Produce the broker saw, in order.
 fn produces(broker: &FakeBroker) -> Vec<(i64, i16, i32, i32)> {
-    broker
-        .seen()
-        .iter()
-        .filter(|s| s.key == api::PRODUCE)
-        .map(|s| produce_batch_ids(s).expect("a Produce v3 with one batch"))
-        .collect()
+    broker.produces(produce_batch_ids)
 }
 
 /// A fake broker handing out producer id 100 + n (epoch 0) to the n-th

@@ -226,12 +226,7 @@ mod tests {
         let kafka = KafkaTransport::connect(config).unwrap();
         let record = OutRecord::new("t").partition(0).value("v");
         make(&kafka).send(record).unwrap();
-        broker
-            .seen()
-            .iter()
-            .filter(|s| s.key == api::PRODUCE)
-            .map(|s| produce_batch_codec(s).expect("a Produce v3 with one batch"))
-            .collect()
+        broker.produces(produce_batch_codec)
     }
 
     /// The engine's producer writes lz4 (codec 3) unless
