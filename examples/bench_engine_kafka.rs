@@ -40,7 +40,8 @@
 //! `BENCH_PERF_CTL` (perf control fifos, comma-separated: profiling
 //! enabled during the timed runs only), `BENCH_ENGINE_COMPRESSION` (`none`,
 //! `lz4`, `gzip`, `zstd`: `KafkaConfig::engine_compression`, the codec of
-//! the engine's writes, lz4 unless set; the pre-load stays uncompressed).
+//! the engine's writes, lz4 unless set; the pre-load stays uncompressed),
+//! `BENCH_FETCH_AHEAD` (`0` turns `KafkaConfig::fetch_ahead` off).
 //! CPU per record comes
 //! from `/proc` (this process, all threads) and, with `BENCH_BROKER_PID`
 //! (set by scripts/bench-kafka), the broker's.
@@ -529,7 +530,7 @@ impl Bench {
         min_bytes: i32,
         linger: Duration,
     ) -> Result<Lateness, BoxError> {
-        let kafka = KafkaTransport::connect(with_codec(
+        let kafka = KafkaTransport::connect(with_settings(
             KafkaConfig::new(bootstrap)
                 .fetch_max_wait(fetch_wait)
                 .fetch_min_bytes(min_bytes)
@@ -684,8 +685,10 @@ fn print_run(label: &str, r: &Run) {
     }
 }
 
-/// `config` with `engine_compression` when one is set.
-fn with_codec(config: KafkaConfig, engine_compression: Option<Compression>) -> KafkaConfig {
+/// `config` with `engine_compression` when one is set, and
+/// `BENCH_FETCH_AHEAD=0` turning `KafkaConfig::fetch_ahead` off.
+fn with_settings(config: KafkaConfig, engine_compression: Option<Compression>) -> KafkaConfig {
+    let config = config.fetch_ahead(env_u64("BENCH_FETCH_AHEAD", 1) != 0);
     match engine_compression {
         Some(c) => config.engine_compression(c),
         None => config,
@@ -708,8 +711,10 @@ fn main() -> Result<(), BoxError> {
         _ => None,
     };
     let engine_compression = codec("BENCH_ENGINE_COMPRESSION");
-    let kafka =
-        KafkaTransport::connect(with_codec(KafkaConfig::new(&bootstrap), engine_compression))?;
+    let kafka = KafkaTransport::connect(with_settings(
+        KafkaConfig::new(&bootstrap),
+        engine_compression,
+    ))?;
     let compression =
         engine_compression.map_or_else(|| "lz4 (the default)".to_string(), |c| format!("{c:?}"));
     // The input topics are pre-loaded uncompressed whatever the engine's
@@ -737,7 +742,7 @@ fn main() -> Result<(), BoxError> {
     println!(
         "bench_engine_kafka: broker {bootstrap} ({}), {} cores; {PARTITIONS} partitions, {KEYS} keys, \
          {VALUE_BYTES}-byte values, no-op handler, {} workers, session timeout {:?}, retry interval \
-         {:?}, max_poll_records {}, engine compression {compression}",
+         {:?}, max_poll_records {}, engine compression {compression}, fetch ahead {}",
         std::env::var("KAFKA_RETRY_BROKER").unwrap_or_else(|_| "?".into()),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         bench.workers,
@@ -746,6 +751,7 @@ fn main() -> Result<(), BoxError> {
         bench
             .poll_records
             .map_or("500 (default)".to_string(), |n| n.to_string()),
+        if env_u64("BENCH_FETCH_AHEAD", 1) != 0 { "on" } else { "off" },
     );
 
     // Warm-up: connections, metadata, broker-side state, allocator.

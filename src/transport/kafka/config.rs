@@ -71,6 +71,7 @@ pub struct KafkaConfig {
     pub(crate) fetch_max_wait: Duration,
     pub(crate) fetch_min_bytes: i32,
     pub(crate) partition_fetch_max_bytes: i32,
+    pub(crate) fetch_ahead: bool,
     pub(crate) heartbeat_interval: Option<Duration>,
     pub(crate) metadata_max_age: Duration,
     pub(crate) isolation_level: IsolationLevel,
@@ -100,6 +101,7 @@ impl Default for KafkaConfig {
             fetch_max_wait: Duration::from_millis(500),
             fetch_min_bytes: 1,
             partition_fetch_max_bytes: 1024 * 1024,
+            fetch_ahead: true,
             heartbeat_interval: None,
             metadata_max_age: Duration::from_secs(5 * 60),
             isolation_level: IsolationLevel::ReadUncommitted,
@@ -314,6 +316,22 @@ impl KafkaConfig {
     /// Most bytes one partition contributes to a Fetch reply. Defaults to 1 MiB.
     pub fn partition_fetch_max_bytes(mut self, bytes: i32) -> Self {
         self.partition_fetch_max_bytes = bytes;
+        self
+    }
+
+    /// Whether a group consumer sends its next Fetch while the records of
+    /// the last one are still being handed out, as the Java client and
+    /// librdkafka do, so the broker's round trip overlaps the caller's
+    /// work instead of adding to it. Defaults to on.
+    ///
+    /// A Fetch is sent ahead only while replies bring records (at the log
+    /// end the consumer long-polls as without it), and read once fewer
+    /// than `max_poll_records` records are left to hand out, so each
+    /// partition holds at most that many plus two replies (one buffered,
+    /// one on the way) instead of one. Off, a Fetch goes out only once the
+    /// buffered records are all handed out.
+    pub fn fetch_ahead(mut self, on: bool) -> Self {
+        self.fetch_ahead = on;
         self
     }
 

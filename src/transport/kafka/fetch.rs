@@ -6,8 +6,15 @@
 //! - `position` is the offset of the next record to *fetch*; records between
 //!   the last one returned and `position` sit in `buffer`, so pausing (which
 //!   keeps the buffer) or handing out part of the buffer never skips one.
-//! - A partition is fetched only when its buffer is empty and it is not
-//!   paused: memory stays bounded by one Fetch reply per partition.
+//! - A partition is fetched in a round only when its buffer is empty and
+//!   it is not paused. While replies bring records, a group consumer also
+//!   sends the next Fetch ahead ([`Fetcher::fetch_ahead`]) and reads it once
+//!   fewer than a poll's worth of records are left (in [`Fetcher::take`]):
+//!   memory stays bounded by a poll's worth plus two replies per partition
+//!   (one without fetching ahead).
+//! - A reply's records are kept only if the partition's position is still
+//!   the offset they were asked from: a reply to an earlier assignment, a
+//!   reset or a read elsewhere is dropped, whenever it is read.
 //! - Every partition's state is thrown away on a new assignment: positions
 //!   then come from the committed offsets again (eager rebalance).
 //! - read_committed (see [`committed_only`]): the broker answers up to the
@@ -27,7 +34,7 @@ use kafka_protocol::messages::{ApiKey, BrokerId, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use super::client::Client;
-use super::conn::Connection;
+use super::conn::{Connection, Sent};
 use super::errors::code_name;
 use super::records::{decode_records, BatchSpan, Control};
 use super::retry::{classify_code, Action, Backoff};
@@ -38,6 +45,18 @@ use crate::transport::{IsolationLevel, OffsetReset, PartitionProgress};
 /// ListOffsets timestamps meaning "log start" and "log end".
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
+
+/// The broker's wait for a Fetch sent ahead: the caller reads its reply
+/// (blocking) once it runs short of records, so it must not be a long
+/// poll. 1 ms, not 0: Tansu answers max_wait_ms = 0 with no partitions at
+/// all.
+const AHEAD_WAIT: Duration = Duration::from_millis(1);
+
+/// A Fetch sent ahead to one leader, its reply not read yet.
+struct Ahead {
+    list: Vec<(TopicPartition, i64)>,
+    sent: Sent<FetchRequest>,
+}
 
 #[derive(Debug, Default)]
 struct PartState {
@@ -50,6 +69,62 @@ struct PartState {
     /// watermark, or with read_committed the last stable offset (as the
     /// Java client's `records-lag`).
     log_end: Option<i64>,
+}
+
+/// A Fetch of `list` (partition, offset), the broker waiting `wait` at
+/// most. Grouped by topic (one entry per topic), rotating by `turn` the
+/// topic order and each topic's partition order: the broker fills
+/// `max_bytes` in request order, so a fixed order could starve the last
+/// partitions.
+fn fetch_request(
+    cfg: &crate::KafkaConfig,
+    read_committed: bool,
+    turn: usize,
+    list: &[(TopicPartition, i64)],
+    wait: Duration,
+) -> FetchRequest {
+    let mut topics: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
+    for (tp, pos) in list {
+        topics
+            .entry(&tp.topic)
+            .or_default()
+            .push((tp.partition, *pos));
+    }
+    let mut fetch_topics: Vec<FetchTopic> = topics
+        .into_iter()
+        .map(|(name, mut parts)| {
+            let n = parts.len();
+            parts.rotate_left(turn % n);
+            let mut t = FetchTopic::default();
+            t.topic = TopicName(StrBytes::from_string(name.to_string()));
+            t.partitions = parts
+                .into_iter()
+                .map(|(partition, pos)| {
+                    let mut p = FetchPartition::default();
+                    p.partition = partition;
+                    p.fetch_offset = pos;
+                    p.partition_max_bytes = cfg.partition_fetch_max_bytes;
+                    p
+                })
+                .collect();
+            t
+        })
+        .collect();
+    let n = fetch_topics.len().max(1);
+    fetch_topics.rotate_left(turn % n);
+
+    let mut req = FetchRequest::default();
+    // No fetch session (session 0, epoch -1): every request is complete.
+    req.replica_id = BrokerId(-1);
+    req.max_wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
+    req.min_bytes = cfg.fetch_min_bytes;
+    req.max_bytes = cfg.fetch_max_bytes;
+    // Fetch v4+ (our minimum) carries the isolation level.
+    req.isolation_level = i8::from(read_committed);
+    req.session_id = 0;
+    req.session_epoch = -1;
+    req.topics = fetch_topics;
+    req
 }
 
 /// Positions, buffers and fetch connections of the assigned partitions.
@@ -80,6 +155,11 @@ pub(crate) struct Fetcher {
     /// fetch errors it is reported to the caller of `poll` (it will not go
     /// away by itself), see [`Fetcher::take_auth_failure`].
     auth_failure: Option<Error>,
+    /// Fetches sent ahead, at most one per leader (see [`Fetcher::fetch_ahead`]).
+    ahead: HashMap<i32, Ahead>,
+    /// Leaders whose last reply brought records: only those are fetched
+    /// ahead, so a consumer at the log end long-polls as without it.
+    flowing: HashSet<i32>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -240,6 +320,8 @@ impl Fetcher {
             failures: 0,
             retry_at: HashMap::new(),
             auth_failure: None,
+            ahead: HashMap::new(),
+            flowing: HashSet::new(),
         }
     }
 
@@ -267,9 +349,12 @@ impl Fetcher {
         self.parts.clear();
     }
 
-    /// Drops the fetch connections (on close).
+    /// Drops the fetch connections (on close), and with them any reply
+    /// still to come.
     pub(crate) fn disconnect(&mut self) {
         self.conns.clear();
+        self.ahead.clear();
+        self.flowing.clear();
         self.retry_at.clear();
     }
 
@@ -323,10 +408,156 @@ impl Fetcher {
     }
 
     /// Up to `max` buffered records of unpaused partitions, shared fairly
-    /// (see [`take_fair`]).
+    /// (see [`take_fair`]). Reads the replies of Fetches sent ahead first
+    /// when fewer than `max` are buffered: they have had the caller's
+    /// time since to arrive.
     pub(crate) fn take(&mut self, max: usize) -> Vec<Record> {
+        if !self.ahead.is_empty() {
+            let buffered: usize = self
+                .parts
+                .values()
+                .filter(|p| !p.paused)
+                .map(|p| p.buffer.len())
+                .sum();
+            if buffered < max {
+                self.read_ahead();
+            }
+        }
         self.turn = self.turn.wrapping_add(1);
         take_fair(&mut self.parts, self.turn, max)
+    }
+
+    /// Sends the next Fetch to every leader whose last reply brought
+    /// records and that has none on the way, for its unpaused partitions
+    /// at their positions (past what is buffered), the broker waiting
+    /// [`AHEAD_WAIT`] at most. Called by a group consumer's poll after it
+    /// took records, so the round trip overlaps the caller's work; [`take`]
+    /// reads the reply. Errors count as a failed round's would: the leader
+    /// is left alone for a back-off.
+    ///
+    /// [`take`]: Fetcher::take
+    pub(crate) fn fetch_ahead(&mut self) {
+        if self.flowing.is_empty() || !self.client.config().fetch_ahead {
+            return;
+        }
+        let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+        for (tp, p) in &self.parts {
+            let Some(pos) = p.position else { continue };
+            if p.paused {
+                continue;
+            }
+            // A partition without a known leader waits for the next round,
+            // which refreshes the metadata.
+            if let Ok(leader) = self.client.leader(&tp.topic, tp.partition) {
+                if self.flowing.contains(&leader) && !self.ahead.contains_key(&leader) {
+                    by_leader.entry(leader).or_default().push((tp.clone(), pos));
+                }
+            }
+        }
+        let now = Instant::now();
+        for (leader, list) in by_leader {
+            if self.retry_at.get(&leader).is_some_and(|at| *at > now) {
+                continue;
+            }
+            let timeout = AHEAD_WAIT + self.client.config().request_timeout;
+            let Some(conn) = self.conns.get_mut(&leader) else {
+                continue;
+            };
+            let sent = conn.version(ApiKey::Fetch).and_then(|version| {
+                let req = fetch_request(
+                    self.client.config(),
+                    self.read_committed,
+                    self.turn,
+                    &list,
+                    AHEAD_WAIT,
+                );
+                conn.send(version, &req, timeout)
+            });
+            match sent {
+                Ok(sent) => {
+                    self.ahead.insert(leader, Ahead { list, sent });
+                }
+                Err(e) => {
+                    let mut refresh = BTreeSet::new();
+                    self.leader_failed(leader, &list, e, &mut refresh);
+                    self.refresh(&refresh);
+                    self.end_round(true);
+                }
+            }
+        }
+    }
+
+    /// Reads the reply of every Fetch sent ahead, as a round would; true
+    /// when records were buffered.
+    fn read_ahead(&mut self) -> bool {
+        let mut resets = Vec::new();
+        let mut refresh = BTreeSet::new();
+        let mut got = false;
+        let mut trouble = false;
+        for (leader, ahead) in std::mem::take(&mut self.ahead) {
+            let Some(conn) = self.conns.get_mut(&leader) else {
+                continue;
+            };
+            match conn.receive(ahead.sent) {
+                Ok(resp) => {
+                    got |= self.absorb(leader, resp, &ahead.list, &mut resets, &mut refresh);
+                }
+                Err(e) => {
+                    self.leader_failed(leader, &ahead.list, e, &mut refresh);
+                    trouble = true;
+                }
+            }
+        }
+        self.after_round(&resets, &refresh);
+        if trouble || !refresh.is_empty() {
+            self.end_round(true);
+        }
+        got
+    }
+
+    /// The resets and metadata refreshes a round (or a reply read ahead)
+    /// asked for.
+    fn after_round(&mut self, resets: &[TopicPartition], refresh: &BTreeSet<String>) {
+        if !resets.is_empty() {
+            if let Err(e) = self.reset_positions(resets) {
+                self.complain(format_args!(
+                    "offset reset failed, retrying on the next poll: {e}"
+                ));
+            }
+        }
+        self.refresh(refresh);
+    }
+
+    /// A leader's connection failed: logged, dropped, left alone for a
+    /// back-off, and the leadership of `list` re-read.
+    fn leader_failed(
+        &mut self,
+        leader: i32,
+        list: &[(TopicPartition, i64)],
+        e: Error,
+        refresh: &mut BTreeSet<String>,
+    ) {
+        let backoff = if matches!(e, Error::Auth { .. }) {
+            // Refused credentials: wait the longest back-off.
+            Backoff::new(self.client.config()).delay(u32::MAX)
+        } else {
+            self.backoff()
+        };
+        if matches!(e, Error::Auth { .. }) {
+            self.auth_failure = Some(e.clone());
+        }
+        self.complain(format_args!(
+            "fetch from node {leader}: {e}; reconnecting in {backoff:?}"
+        ));
+        self.conns.remove(&leader);
+        self.ahead.remove(&leader);
+        self.flowing.remove(&leader);
+        self.retry_at.insert(leader, Instant::now() + backoff);
+        // The leader may be gone for good: re-read who leads these
+        // partitions, as Java does after a disconnect.
+        for (tp, _) in list {
+            refresh.insert(tp.topic.clone());
+        }
     }
 
     /// One Fetch round: every fetchable partition (assigned, positioned,
@@ -336,6 +567,11 @@ impl Fetcher {
     /// sees no records this round. Sleeps for `wait` when there is nothing to
     /// fetch, so a poll loop does not spin.
     pub(crate) fn fetch_round(&mut self, wait: Duration) {
+        // A reply sent ahead comes first: its partitions are not fetched
+        // twice, and if it brought records the caller has them now.
+        if !self.ahead.is_empty() && self.read_ahead() {
+            return;
+        }
         let started = Instant::now();
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         let mut refresh: BTreeSet<String> = BTreeSet::new();
@@ -397,40 +633,15 @@ impl Fetcher {
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    let backoff = if matches!(e, Error::Auth { .. }) {
-                        // Refused credentials: wait the longest back-off.
-                        Backoff::new(self.client.config()).delay(u32::MAX)
-                    } else {
-                        self.backoff()
-                    };
-                    if matches!(e, Error::Auth { .. }) {
-                        self.auth_failure = Some(e.clone());
-                    }
-                    self.complain(format_args!(
-                        "fetch from node {leader}: {e}; reconnecting in {backoff:?}"
-                    ));
-                    self.conns.remove(&leader);
-                    self.retry_at.insert(leader, Instant::now() + backoff);
-                    // The leader may be gone for good: re-read who leads
-                    // these partitions, as Java does after a disconnect.
-                    for (tp, _) in &list {
-                        refresh.insert(tp.topic.clone());
-                    }
+                    self.leader_failed(leader, &list, e, &mut refresh);
                     trouble = true;
                 }
-            }
-        }
-        if !resets.is_empty() {
-            if let Err(e) = self.reset_positions(&resets) {
-                self.complain(format_args!(
-                    "offset reset failed, retrying on the next poll: {e}"
-                ));
             }
         }
         if !refresh.is_empty() {
             trouble = true;
         }
-        self.refresh(&refresh);
+        self.after_round(&resets, &refresh);
         if trouble {
             // Pause a little (within the caller's wait) so that an error
             // does not turn the poll loop into a busy loop.
@@ -506,52 +717,21 @@ impl Fetcher {
             return Ok(false);
         };
         let version = conn.version(ApiKey::Fetch)?;
-
-        // Group by topic (one entry per topic), rotating the topic order and
-        // each topic's partition order: the broker fills `max_bytes` in
-        // request order, so a fixed order could starve the last partitions.
-        let mut topics: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
-        for (tp, pos) in list {
-            topics
-                .entry(&tp.topic)
-                .or_default()
-                .push((tp.partition, *pos));
-        }
-        let mut fetch_topics: Vec<FetchTopic> = topics
-            .into_iter()
-            .map(|(name, mut parts)| {
-                let n = parts.len();
-                parts.rotate_left(self.turn % n);
-                let mut t = FetchTopic::default();
-                t.topic = TopicName(StrBytes::from_string(name.to_string()));
-                t.partitions = parts
-                    .into_iter()
-                    .map(|(partition, pos)| {
-                        let mut p = FetchPartition::default();
-                        p.partition = partition;
-                        p.fetch_offset = pos;
-                        p.partition_max_bytes = cfg.partition_fetch_max_bytes;
-                        p
-                    })
-                    .collect();
-                t
-            })
-            .collect();
-        let n = fetch_topics.len();
-        fetch_topics.rotate_left(self.turn % n);
-
-        let mut req = FetchRequest::default();
-        // No fetch session (session 0, epoch -1): every request is complete.
-        req.replica_id = BrokerId(-1);
-        req.max_wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-        req.min_bytes = cfg.fetch_min_bytes;
-        req.max_bytes = cfg.fetch_max_bytes;
-        // Fetch v4+ (our minimum) carries the isolation level.
-        req.isolation_level = i8::from(self.read_committed);
-        req.session_id = 0;
-        req.session_epoch = -1;
-        req.topics = fetch_topics;
+        let req = fetch_request(&cfg, self.read_committed, self.turn, list, wait);
         let resp: FetchResponse = conn.call(version, &req, wait + cfg.request_timeout)?;
+        Ok(self.absorb(leader, resp, list, resets, refresh))
+    }
+
+    /// Buffers the records of a Fetch reply from `leader` to `list`; true
+    /// when there were any.
+    fn absorb(
+        &mut self,
+        leader: i32,
+        resp: FetchResponse,
+        list: &[(TopicPartition, i64)],
+        resets: &mut Vec<TopicPartition>,
+        refresh: &mut BTreeSet<String>,
+    ) -> bool {
         if resp.error_code != 0 {
             // Top-level errors (v7+) concern fetch sessions, which we do not use.
             log::warn!(
@@ -559,7 +739,8 @@ impl Fetcher {
                 resp.error_code,
                 code_name(resp.error_code)
             );
-            return Ok(false);
+            self.flowing.remove(&leader);
+            return false;
         }
 
         let requested: HashMap<&TopicPartition, i64> =
@@ -638,7 +819,12 @@ impl Fetcher {
                 }
             }
         }
-        Ok(got)
+        if got {
+            self.flowing.insert(leader);
+        } else {
+            self.flowing.remove(&leader);
+        }
+        got
     }
 
     /// Sets the position of `partitions` per the reset policy (ListOffsets
@@ -1057,6 +1243,138 @@ mod tests {
                 (TopicPartition::new("t", p), state)
             })
             .collect()
+    }
+
+    /// The `fetch_offset` and `max_wait_ms` of a Fetch v4 for one topic of
+    /// one letter and one partition.
+    fn fetch_asked(body: &[u8]) -> (i64, i32) {
+        let i32_at = |i: usize| i32::from_be_bytes(body[i..i + 4].try_into().unwrap());
+        // replica, max_wait, min_bytes, max_bytes, isolation (1), topics
+        // (4), name (2 + 1), partitions (4), partition (4), then the offset.
+        let at = 4 + 4 + 4 + 4 + 1 + 4 + 3 + 4 + 4;
+        (
+            i64::from_be_bytes(body[at..at + 8].try_into().unwrap()),
+            i32_at(4),
+        )
+    }
+
+    /// A broker whose `t`-0 holds offsets 0..`end` and that answers each
+    /// Fetch with the 10 records from the offset asked (fewer at the end).
+    fn ten_at_a_time(end: i64) -> FakeBroker {
+        FakeBroker::start(move |r, _| {
+            (r.key == api::FETCH).then(|| {
+                let (from, _) = fetch_asked(&r.body);
+                let values: Vec<String> = (from..(from + 10).min(end))
+                    .map(|o| format!("v{o}"))
+                    .collect();
+                let values: Vec<&str> = values.iter().map(String::as_str).collect();
+                let data = if values.is_empty() {
+                    Vec::new()
+                } else {
+                    data_batch(from, -1, false, &values)
+                };
+                fetch_v4(end, &[], &data)
+            })
+        })
+    }
+
+    /// Fetches seen by `broker`, as (offset, max_wait_ms), waiting up to
+    /// 5 s for at least `n` (a Fetch sent ahead is not answered before
+    /// the fake broker reads it).
+    fn fetches(broker: &FakeBroker, n: usize) -> Vec<(i64, i32)> {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen: Vec<(i64, i32)> = broker
+                .seen()
+                .iter()
+                .filter(|s| s.key == api::FETCH)
+                .map(|s| fetch_asked(&s.body))
+                .collect();
+            if seen.len() >= n || Instant::now() > until {
+                return seen;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn fetcher_at_0(config: KafkaConfig) -> (Fetcher, TopicPartition) {
+        let client = Client::bootstrap(config).unwrap();
+        let mut f = Fetcher::new(
+            client,
+            OffsetReset::Earliest,
+            IsolationLevel::ReadUncommitted,
+        );
+        let tp = TopicPartition::new("t", 0);
+        f.assign(std::slice::from_ref(&tp));
+        f.set_position(&tp, 0);
+        (f, tp)
+    }
+
+    #[test]
+    fn fetch_ahead_asks_past_the_buffer_while_records_are_handed_out() {
+        let broker = ten_at_a_time(40);
+        let (mut f, _tp) = fetcher_at_0(KafkaConfig::new(broker.addr()));
+        f.fetch_round(Duration::from_millis(10));
+        assert_eq!(f.take(4).len(), 4);
+        // 6 of the first 10 are still buffered: the next Fetch asks from
+        // 10, without a long poll, before they are handed out.
+        f.fetch_ahead();
+        assert_eq!(fetches(&broker, 2), vec![(0, 10), (10, 1)]);
+        let mut got: Vec<i64> = (0..4).collect();
+        loop {
+            let r = f.take(4);
+            if r.is_empty() {
+                break;
+            }
+            got.extend(r.iter().map(|r| r.offset));
+            f.fetch_ahead();
+        }
+        // Every record once, in order, across the replies read ahead.
+        assert_eq!(got, (0..40).collect::<Vec<_>>());
+        let seen = fetches(&broker, 5);
+        assert_eq!(
+            seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![0, 10, 20, 30, 40],
+            "one Fetch per reply, each from where the last ended"
+        );
+        // The reply at the log end had no records: nothing more is sent
+        // ahead (the next round long-polls instead).
+        f.fetch_ahead();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(fetches(&broker, 0).len(), 5);
+        assert!(f.take(4).is_empty());
+    }
+
+    #[test]
+    fn a_reply_read_ahead_for_an_old_position_is_dropped() {
+        let broker = ten_at_a_time(100);
+        let (mut f, tp) = fetcher_at_0(KafkaConfig::new(broker.addr()));
+        f.fetch_round(Duration::from_millis(10));
+        assert_eq!(f.take(4).len(), 4);
+        f.fetch_ahead();
+        assert_eq!(fetches(&broker, 2).len(), 2);
+        // Moved elsewhere (a reset, a Reader's seek) while the reply to
+        // offset 10 is on its way: that reply must not be buffered.
+        f.set_position(&tp, 55);
+        assert!(
+            f.take(4).is_empty(),
+            "the old buffer and the reply are gone"
+        );
+        f.fetch_round(Duration::from_millis(10));
+        let r = f.take(100);
+        assert_eq!(r.first().map(|r| r.offset), Some(55));
+        assert_eq!(r.len(), 10);
+    }
+
+    #[test]
+    fn fetch_ahead_off_sends_nothing_early() {
+        let broker = ten_at_a_time(40);
+        let (mut f, _tp) = fetcher_at_0(KafkaConfig::new(broker.addr()).fetch_ahead(false));
+        f.fetch_round(Duration::from_millis(10));
+        assert_eq!(f.take(4).len(), 4);
+        f.fetch_ahead();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(fetches(&broker, 0), vec![(0, 10)]);
     }
 
     #[test]

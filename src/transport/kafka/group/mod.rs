@@ -548,6 +548,8 @@ impl Consumer for GroupConsumer {
         loop {
             let records = self.fetcher.take(max);
             if !records.is_empty() {
+                // The next Fetch goes out now, while the caller handles these.
+                self.fetcher.fetch_ahead();
                 return Ok(ConsumerEvent::Records(records));
             }
             let now = Instant::now();
