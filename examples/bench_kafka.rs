@@ -32,7 +32,8 @@
 //! `BENCH_LIBRDKAFKA=0` (ours only, e.g. under a profiler),
 //! `BENCH_KAFKA_CONFIG` (a properties file, e.g. `security.protocol=SSL`
 //! and `ssl.ca.location`, read by both clients: `scripts/bench-kafka tls`
-//! sets it to measure through the TLS front end).
+//! sets it to measure through the TLS front end), `BENCH_FETCH_AHEAD=0`
+//! (our consumer with `KafkaConfig::fetch_ahead(false)`).
 //!
 //! - `idempotence` (only when named): ours with `send_batch`, the
 //!   idempotent producer (the default) next to `idempotence(false)`, at
@@ -195,10 +196,13 @@ struct Bench {
 /// Our config and librdkafka's `--config` pairs from `BENCH_KAFKA_CONFIG`
 /// (a properties file), if set; `bootstrap` wins over the file's.
 fn bench_config(bootstrap: &str) -> Result<(KafkaConfig, Vec<String>), BoxError> {
+    let ahead = env_usize("BENCH_FETCH_AHEAD", 1) != 0;
     let Ok(path) = std::env::var("BENCH_KAFKA_CONFIG") else {
-        return Ok((KafkaConfig::new(bootstrap), Vec::new()));
+        return Ok((KafkaConfig::new(bootstrap).fetch_ahead(ahead), Vec::new()));
     };
-    let ours = KafkaConfig::from_properties_file(&path)?.bootstrap(bootstrap);
+    let ours = KafkaConfig::from_properties_file(&path)?
+        .bootstrap(bootstrap)
+        .fetch_ahead(ahead);
     let text = std::fs::read_to_string(&path)?;
     let pairs = text
         .lines()

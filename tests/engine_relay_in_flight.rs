@@ -3,14 +3,20 @@
 //! are queued behind it, so they go out together in the next request
 //! instead of waiting a whole round trip per batch of 500. That holds for
 //! records due with the held ones and for those falling due while the
-//! write is held.
+//! write is held. And a relay behind on a backlog of due records still
+//! returns to poll (and commit) between its writes.
+
+#[macro_use]
+mod forward;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafka_retry::transport::{Consumer, ConsumerConfig, Producer, Reader, Transport};
+use kafka_retry::transport::{
+    Consumer, ConsumerConfig, ConsumerEvent, Producer, Reader, Transport,
+};
 use kafka_retry::{Delivered, Engine, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy};
 
 /// A memory broker whose first write of relayed records (to the origin
@@ -212,5 +218,166 @@ fn records_falling_due_during_a_slow_relay_write_queue_behind_it() {
         most >= late,
         "at most {most} relayed records in one write: the {late} due during the held write did \
          not go out together"
+    );
+}
+
+/// A memory broker on which every write of relayed records (to `t`) takes
+/// `hold` before it is answered; it notes when each such write started
+/// and when the relay's consumer (of `g-retry`) was polled.
+#[derive(Clone)]
+struct Steady {
+    inner: MemoryBroker,
+    hold: Duration,
+    writes: Arc<Mutex<Vec<Instant>>>,
+    relay_polls: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl fmt::Debug for Steady {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Steady")
+    }
+}
+
+impl Transport for Steady {
+    fn consumer(&self, config: ConsumerConfig) -> kafka_retry::Result<Box<dyn Consumer>> {
+        let relay = config.topics.iter().any(|t| t == "g-retry");
+        let inner = self.inner.consumer(config)?;
+        Ok(if relay {
+            Box::new(PollLog {
+                inner,
+                polls: self.relay_polls.clone(),
+            })
+        } else {
+            inner
+        })
+    }
+    fn producer(&self) -> kafka_retry::Result<Arc<dyn Producer>> {
+        Ok(Arc::new(SteadyProducer {
+            inner: self.inner.producer()?,
+            t: self.clone(),
+        }))
+    }
+    fn create_topic(
+        &self,
+        topic: &str,
+        partitions: i32,
+        rf: Option<i16>,
+    ) -> kafka_retry::Result<()> {
+        Transport::create_topic(&self.inner, topic, partitions, rf)
+    }
+    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
+        self.inner.partition_count(topic)
+    }
+    fn reader(&self) -> kafka_retry::Result<Box<dyn Reader>> {
+        Transport::reader(&self.inner)
+    }
+}
+
+#[derive(Debug)]
+struct PollLog {
+    inner: Box<dyn Consumer>,
+    polls: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Consumer for PollLog {
+    fn poll(&mut self, timeout: Duration) -> kafka_retry::Result<ConsumerEvent> {
+        self.polls.lock().unwrap().push(Instant::now());
+        self.inner.poll(timeout)
+    }
+    forward_consumer!(pause, resume, commit, assignment, close);
+}
+
+#[derive(Debug)]
+struct SteadyProducer {
+    inner: Arc<dyn Producer>,
+    t: Steady,
+}
+
+impl Producer for SteadyProducer {
+    fn send(&self, record: OutRecord) -> kafka_retry::Result<Delivered> {
+        self.inner.send(record)
+    }
+    fn send_batch(&self, records: Vec<OutRecord>) -> Vec<kafka_retry::Result<Delivered>> {
+        let relayed = records.iter().any(|r| r.topic == "t");
+        if relayed {
+            self.t.writes.lock().unwrap().push(Instant::now());
+        }
+        let results = self.inner.send_batch(records);
+        if relayed {
+            std::thread::sleep(self.t.hold);
+        }
+        results
+    }
+}
+
+/// 40,000 records retried once, parked before the first falls due (1 s
+/// after its copy) and falling due about as fast as the first pass wrote
+/// them: far faster than the relay writes them (each of its writes takes
+/// 200 ms), so it is behind from its first writes to its last. The relay
+/// must still poll its consumer between those writes, to commit, park new
+/// records and take part in a rebalance; one that kept writing while
+/// anything was due polled only once the whole backlog was written.
+#[test]
+fn a_relay_behind_on_due_records_still_polls_between_writes() {
+    let n = 40_000u64;
+    let inner = MemoryBroker::new();
+    inner.create_topic("t", 1).unwrap();
+    let records: Vec<OutRecord> = (0..n)
+        .map(|i| {
+            OutRecord::new("t")
+                .key(format!("k{i}"))
+                .value(i.to_string())
+        })
+        .collect();
+    for r in inner.producer().unwrap().send_batch(records) {
+        r.unwrap();
+    }
+    let t = Steady {
+        inner,
+        hold: Duration::from_millis(200),
+        writes: Arc::default(),
+        relay_polls: Arc::default(),
+    };
+    let engine = Engine::builder(t.clone())
+        .group_id("g")
+        .topics(["t"])
+        .workers(2)
+        .policy(RetryPolicy::new(
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+        ))
+        .handler(|r: &Record| {
+            if r.header("retry.attempts").is_none() {
+                Outcome::retry("later")
+            } else {
+                Outcome::Done
+            }
+        })
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let s = engine.stats();
+        if s.done >= n && s.relayed >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!((s.done, s.relayed), (n, n), "{s:?}");
+    let writes = t.writes.lock().unwrap().clone();
+    let polls = t.relay_polls.lock().unwrap().clone();
+    // Skip the first writes (the relay may still be catching up with the
+    // due times then) and the last (the backlog is gone).
+    assert!(writes.len() >= 8, "{} relay writes", writes.len());
+    let (from, to) = (writes[2], writes[writes.len() - 2]);
+    let between = polls.iter().filter(|&&p| p > from && p < to).count();
+    assert!(
+        between >= 2,
+        "{between} relay polls during {:?} of relay writes ({} writes): the relay did not poll \
+         while behind",
+        to - from,
+        writes.len()
     );
 }

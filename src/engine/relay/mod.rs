@@ -86,6 +86,11 @@ const RELAY_IN_FLIGHT: usize = 6;
 /// Longest one wait for an in-flight batch's answers while nothing is due,
 /// so the loop looks again (a stop, the dead-letter limit) in between.
 const SETTLE_STEP: Duration = Duration::from_millis(50);
+/// Longest `deliver_due` keeps writing while records keep falling due
+/// before it returns to poll and commit (its writes stay in flight): a
+/// relay behind on a backlog must still commit what it settled, park new
+/// records and take part in a rebalance.
+const DELIVER_BUDGET: Duration = Duration::from_millis(100);
 /// How long a partition-count lookup of an origin topic is trusted.
 const TOPIC_CACHE_TTL: Duration = Duration::from_secs(30);
 
@@ -164,6 +169,11 @@ struct Relay {
     /// goes straight to the index (it would be the next moved); cleared
     /// once the whole part has room again.
     cut: Option<Instant>,
+    /// Relay batches written and not yet settled, oldest first. Kept
+    /// across `deliver_due` calls, so a return to poll (see
+    /// [`DELIVER_BUDGET`]) does not wait out the writes; settled before a
+    /// revoke is handled and before the final commit.
+    in_flight: VecDeque<InFlight>,
 }
 
 pub(crate) fn run(
@@ -185,6 +195,7 @@ pub(crate) fn run(
         handoff,
         index: None,
         cut: None,
+        in_flight: VecDeque::new(),
     };
     r.index = index::open(&r.ctx);
     let mut poller = Poller::new(
@@ -272,12 +283,18 @@ impl Relay {
                 self.count_partitions();
             }
             ConsumerEvent::Revoked(tps) => {
+                // Written records count in this commit once acknowledged.
+                self.settle_in_flight();
                 if let Err(e) = self.commit() {
                     log::warn!("relay commit on revoke failed: {e}");
                 }
                 self.release(&tps);
             }
-            ConsumerEvent::Lost(tps) => self.release(&tps),
+            ConsumerEvent::Lost(tps) => {
+                // Failed writes re-park first, so the release drops them.
+                self.settle_in_flight();
+                self.release(&tps);
+            }
         }
     }
 
@@ -470,7 +487,7 @@ impl Relay {
         } else {
             RELAY_IN_FLIGHT
         };
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let started = Instant::now();
         while !self.ctx.signal.stopping() && !self.ctx.dead_letters_paused() {
             self.refill();
             // Full worker queues hold due records on the heap (uncommitted).
@@ -501,13 +518,13 @@ impl Relay {
                 // is due, or a step passes, so a stop is seen): what falls
                 // due during a slow write then goes out behind it, up to
                 // `depth` batches, instead of waiting out its round trip.
-                let Some(f) = in_flight.front_mut() else {
-                    return;
-                };
                 let step = Instant::now() + SETTLE_STEP;
                 let until = self.next_wake().map_or(step, |t| t.min(step));
+                let Some(f) = self.in_flight.front_mut() else {
+                    return;
+                };
                 if f.wait_until(until) {
-                    if let Some(f) = in_flight.pop_front() {
+                    if let Some(f) = self.in_flight.pop_front() {
                         self.settle(f);
                     }
                 }
@@ -530,23 +547,33 @@ impl Relay {
             // retry copies gathered so far; waited for in steps so a
             // shutdown is not held up by an unreachable broker.
             let pending = self.ctx.writer.send_now(out);
-            in_flight.push_back(InFlight {
+            self.in_flight.push_back(InFlight {
                 batch,
                 routes,
                 pending,
                 answered: Vec::new(),
                 now_wall,
             });
-            while in_flight.len() >= depth {
-                let Some(f) = in_flight.pop_front() else {
+            while self.in_flight.len() >= depth {
+                let Some(f) = self.in_flight.pop_front() else {
                     break;
                 };
                 self.settle(f);
             }
+            if started.elapsed() >= DELIVER_BUDGET {
+                // Records keep falling due: poll and commit in between
+                // (what is due makes the poll return at once).
+                return;
+            }
         }
         // Stopping (the waits give up and re-park), full worker queues, or
         // the dead-letter limit: what was written is settled in order.
-        while let Some(f) = in_flight.pop_front() {
+        self.settle_in_flight();
+    }
+
+    /// Settles every batch in flight, oldest first.
+    fn settle_in_flight(&mut self) {
+        while let Some(f) = self.in_flight.pop_front() {
             self.settle(f);
         }
     }
@@ -710,6 +737,9 @@ impl Relay {
     }
 
     fn shutdown(mut self) -> Result<(), String> {
+        // Written before the stop: settled (or, unanswered, re-parked)
+        // before the final commit.
+        self.settle_in_flight();
         // Parked records stay uncommitted: the next relay re-reads them.
         // So do due ones still in the handoff queue (they never reached a
         // worker); only those a worker had and did not finish by the
