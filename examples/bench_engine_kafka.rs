@@ -102,10 +102,15 @@ fn value(id: u64) -> Bytes {
 }
 
 /// CPU seconds per thread kind of this process (engine threads by name).
-fn cpu_by_role() -> HashMap<&'static str, f64> {
+/// Per engine thread kind: CPU seconds, times scheduled in (about one
+/// per wake-up) and seconds spent runnable waiting for a core, so far.
+fn cpu_by_role() -> HashMap<&'static str, (f64, u64, f64)> {
     let mut out = HashMap::new();
     for t in bench::thread_times().values() {
-        *out.entry(bench::role(&t.name)).or_insert(0.0) += t.cpu as f64 / 1e9;
+        let e = out.entry(bench::role(&t.name)).or_insert((0.0, 0, 0.0));
+        e.0 += t.cpu as f64 / 1e9;
+        e.1 += t.slices;
+        e.2 += t.wait as f64 / 1e9;
     }
     out
 }
@@ -443,9 +448,16 @@ impl Bench {
         let roles = ROLES
             .iter()
             .map(|r| {
-                let d =
-                    roles1.get(r).copied().unwrap_or(0.0) - roles0.get(r).copied().unwrap_or(0.0);
-                format!("{r} {d:.2}")
+                let (c1, s1, w1) = roles1.get(r).copied().unwrap_or_default();
+                let (c0, s0, w0) = roles0.get(r).copied().unwrap_or_default();
+                // Threads of the run started after `roles0`: their whole
+                // counts are the run's.
+                format!(
+                    "{r} {:.2}/{}/{:.2}",
+                    c1 - c0,
+                    human(s1.saturating_sub(s0) as f64),
+                    w1 - w0
+                )
             })
             .collect::<Vec<_>>()
             .join(", ");
@@ -658,7 +670,7 @@ fn print_run(label: &str, r: &Run) {
         "{label} x {}: build() {:.0} ms, assigned {}, first record {}, first pass {}, all done {} \
          -> {} rec/s from build(), {} rec/s from the assignment; received {}, done {}, \
          retried {}, relayed {} (privately {}), dead-lettered {}, send errors {}, rebalances {}; CPU/record \
-         {:.2} us client, {:.2} us broker; CPU s by thread: {}",
+         {:.2} us client, {:.2} us broker; by thread, CPU s / times scheduled in / s runnable waiting for a core: {}",
         r.n,
         r.build.as_secs_f64() * 1e3,
         secs(r.assigned),

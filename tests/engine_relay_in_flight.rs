@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafka_retry::transport::{
-    Consumer, ConsumerConfig, ConsumerEvent, Producer, Reader, Transport,
-};
+use kafka_retry::transport::{Consumer, ConsumerConfig, ConsumerEvent, Producer, Transport};
 use kafka_retry::{Delivered, Engine, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy};
 
 /// A memory broker whose first write of relayed records (to the origin
@@ -129,20 +127,7 @@ impl Transport for Slow {
             t: self.clone(),
         }))
     }
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        rf: Option<i16>,
-    ) -> kafka_retry::Result<()> {
-        Transport::create_topic(&self.inner, topic, partitions, rf)
-    }
-    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-        self.inner.partition_count(topic)
-    }
-    fn reader(&self) -> kafka_retry::Result<Box<dyn Reader>> {
-        Transport::reader(&self.inner)
-    }
+    forward_transport!(create_topic, partition_count, reader);
 }
 
 #[derive(Debug)]
@@ -257,20 +242,7 @@ impl Transport for Steady {
             t: self.clone(),
         }))
     }
-    fn create_topic(
-        &self,
-        topic: &str,
-        partitions: i32,
-        rf: Option<i16>,
-    ) -> kafka_retry::Result<()> {
-        Transport::create_topic(&self.inner, topic, partitions, rf)
-    }
-    fn partition_count(&self, topic: &str) -> kafka_retry::Result<Option<i32>> {
-        self.inner.partition_count(topic)
-    }
-    fn reader(&self) -> kafka_retry::Result<Box<dyn Reader>> {
-        Transport::reader(&self.inner)
-    }
+    forward_transport!(create_topic, partition_count, reader);
 }
 
 #[derive(Debug)]

@@ -26,13 +26,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+mod ahead;
+mod request;
+
+use self::request::fetch_request;
 use super::client::Client;
 use super::conn::{Connection, Sent};
 use super::errors::code_name;
@@ -46,13 +50,8 @@ use crate::transport::{IsolationLevel, OffsetReset, PartitionProgress};
 const EARLIEST: i64 = -2;
 const LATEST: i64 = -1;
 
-/// The broker's wait for a Fetch sent ahead: the caller reads its reply
-/// (blocking) once it runs short of records, so it must not be a long
-/// poll. 1 ms, not 0: Tansu answers max_wait_ms = 0 with no partitions at
-/// all.
-const AHEAD_WAIT: Duration = Duration::from_millis(1);
-
-/// A Fetch sent ahead to one leader, its reply not read yet.
+/// A Fetch sent ahead to one leader, its reply not read yet (see
+/// `ahead.rs`).
 struct Ahead {
     list: Vec<(TopicPartition, i64)>,
     sent: Sent<FetchRequest>,
@@ -69,62 +68,6 @@ struct PartState {
     /// watermark, or with read_committed the last stable offset (as the
     /// Java client's `records-lag`).
     log_end: Option<i64>,
-}
-
-/// A Fetch of `list` (partition, offset), the broker waiting `wait` at
-/// most. Grouped by topic (one entry per topic), rotating by `turn` the
-/// topic order and each topic's partition order: the broker fills
-/// `max_bytes` in request order, so a fixed order could starve the last
-/// partitions.
-fn fetch_request(
-    cfg: &crate::KafkaConfig,
-    read_committed: bool,
-    turn: usize,
-    list: &[(TopicPartition, i64)],
-    wait: Duration,
-) -> FetchRequest {
-    let mut topics: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
-    for (tp, pos) in list {
-        topics
-            .entry(&tp.topic)
-            .or_default()
-            .push((tp.partition, *pos));
-    }
-    let mut fetch_topics: Vec<FetchTopic> = topics
-        .into_iter()
-        .map(|(name, mut parts)| {
-            let n = parts.len();
-            parts.rotate_left(turn % n);
-            let mut t = FetchTopic::default();
-            t.topic = TopicName(StrBytes::from_string(name.to_string()));
-            t.partitions = parts
-                .into_iter()
-                .map(|(partition, pos)| {
-                    let mut p = FetchPartition::default();
-                    p.partition = partition;
-                    p.fetch_offset = pos;
-                    p.partition_max_bytes = cfg.partition_fetch_max_bytes;
-                    p
-                })
-                .collect();
-            t
-        })
-        .collect();
-    let n = fetch_topics.len().max(1);
-    fetch_topics.rotate_left(turn % n);
-
-    let mut req = FetchRequest::default();
-    // No fetch session (session 0, epoch -1): every request is complete.
-    req.replica_id = BrokerId(-1);
-    req.max_wait_ms = i32::try_from(wait.as_millis()).unwrap_or(i32::MAX);
-    req.min_bytes = cfg.fetch_min_bytes;
-    req.max_bytes = cfg.fetch_max_bytes;
-    // Fetch v4+ (our minimum) carries the isolation level.
-    req.isolation_level = i8::from(read_committed);
-    req.session_id = 0;
-    req.session_epoch = -1;
-    req.topics = fetch_topics;
-    req
 }
 
 /// Positions, buffers and fetch connections of the assigned partitions.
@@ -425,94 +368,6 @@ impl Fetcher {
         }
         self.turn = self.turn.wrapping_add(1);
         take_fair(&mut self.parts, self.turn, max)
-    }
-
-    /// Sends the next Fetch to every leader whose last reply brought
-    /// records and that has none on the way, for its unpaused partitions
-    /// at their positions (past what is buffered), the broker waiting
-    /// [`AHEAD_WAIT`] at most. Called by a group consumer's poll after it
-    /// took records, so the round trip overlaps the caller's work; [`take`]
-    /// reads the reply. Errors count as a failed round's would: the leader
-    /// is left alone for a back-off.
-    ///
-    /// [`take`]: Fetcher::take
-    pub(crate) fn fetch_ahead(&mut self) {
-        if self.flowing.is_empty() || !self.client.config().fetch_ahead {
-            return;
-        }
-        let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
-        for (tp, p) in &self.parts {
-            let Some(pos) = p.position else { continue };
-            if p.paused {
-                continue;
-            }
-            // A partition without a known leader waits for the next round,
-            // which refreshes the metadata.
-            if let Ok(leader) = self.client.leader(&tp.topic, tp.partition) {
-                if self.flowing.contains(&leader) && !self.ahead.contains_key(&leader) {
-                    by_leader.entry(leader).or_default().push((tp.clone(), pos));
-                }
-            }
-        }
-        let now = Instant::now();
-        for (leader, list) in by_leader {
-            if self.retry_at.get(&leader).is_some_and(|at| *at > now) {
-                continue;
-            }
-            let timeout = AHEAD_WAIT + self.client.config().request_timeout;
-            let Some(conn) = self.conns.get_mut(&leader) else {
-                continue;
-            };
-            let sent = conn.version(ApiKey::Fetch).and_then(|version| {
-                let req = fetch_request(
-                    self.client.config(),
-                    self.read_committed,
-                    self.turn,
-                    &list,
-                    AHEAD_WAIT,
-                );
-                conn.send(version, &req, timeout)
-            });
-            match sent {
-                Ok(sent) => {
-                    self.ahead.insert(leader, Ahead { list, sent });
-                }
-                Err(e) => {
-                    let mut refresh = BTreeSet::new();
-                    self.leader_failed(leader, &list, e, &mut refresh);
-                    self.refresh(&refresh);
-                    self.end_round(true);
-                }
-            }
-        }
-    }
-
-    /// Reads the reply of every Fetch sent ahead, as a round would; true
-    /// when records were buffered.
-    fn read_ahead(&mut self) -> bool {
-        let mut resets = Vec::new();
-        let mut refresh = BTreeSet::new();
-        let mut got = false;
-        let mut trouble = false;
-        for (leader, ahead) in std::mem::take(&mut self.ahead) {
-            let Some(conn) = self.conns.get_mut(&leader) else {
-                continue;
-            };
-            match conn.receive(ahead.sent) {
-                Ok(resp) => {
-                    got |= self.absorb(leader, resp, &ahead.list, &mut resets, &mut refresh);
-                }
-                Err(e) => {
-                    self.leader_failed(leader, &ahead.list, e, &mut refresh);
-                    trouble = true;
-                }
-            }
-        }
-        self.after_round(&resets, &refresh);
-        if trouble || !refresh.is_empty() {
-            self.end_round(true);
-        }
-        got
     }
 
     /// The resets and metadata refreshes a round (or a reply read ahead)
