@@ -324,12 +324,12 @@ impl KafkaConfig {
     /// librdkafka do, so the broker's round trip overlaps the caller's
     /// work instead of adding to it. Defaults to on.
     ///
-    /// A Fetch is sent ahead only while replies bring records (at the log
-    /// end the consumer long-polls as without it), and read once fewer
-    /// than `max_poll_records` records are left to hand out, so each
-    /// partition holds at most that many plus two replies (one buffered,
-    /// one on the way) instead of one. Off, a Fetch goes out only once the
-    /// buffered records are all handed out.
+    /// A partition is fetched ahead when a poll empties its buffer, only
+    /// while replies bring records (at the log end the consumer long-polls
+    /// as without it), and the reply is read once fewer than
+    /// `max_poll_records` records are left to hand out. So each partition
+    /// holds one reply and has at most one more on the way. Off, a Fetch
+    /// goes out only once every buffered record is handed out.
     pub fn fetch_ahead(mut self, on: bool) -> Self {
         self.fetch_ahead = on;
         self

@@ -1,7 +1,8 @@
-//! Fetching ahead: while replies bring records, a group consumer sends its
-//! next Fetch as soon as a poll hands records out, and reads the reply
-//! once it runs short ([`Fetcher::take`]), so the broker's round trip
-//! overlaps the caller's work (`KafkaConfig::fetch_ahead`).
+//! Fetching ahead: while replies bring records, a group consumer sends the
+//! next Fetch for the partitions a poll emptied as it hands their records
+//! out, and reads the replies once it runs short ([`Fetcher::take`]), so
+//! the broker's round trip overlaps the caller's work
+//! (`KafkaConfig::fetch_ahead`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -19,13 +20,14 @@ use crate::record::TopicPartition;
 const AHEAD_WAIT: Duration = Duration::from_millis(1);
 
 impl Fetcher {
-    /// Sends the next Fetch to every leader whose last reply brought
-    /// records and that has none on the way, for its unpaused partitions
-    /// at their positions (past what is buffered), the broker waiting
-    /// [`AHEAD_WAIT`] at most. Called by a group consumer's poll after it
-    /// took records, so the round trip overlaps the caller's work; [`take`]
-    /// reads the reply. Errors count as a failed round's would: the leader
-    /// is left alone for a back-off.
+    /// Sends a Fetch to every leader whose last reply brought records, for
+    /// its unpaused partitions whose buffers the caller just emptied and
+    /// that have none on the way, the broker waiting [`AHEAD_WAIT`] at
+    /// most. As the Java client's `sendFetches` before it returns records:
+    /// called by a group consumer's poll after it took records, so the
+    /// round trip overlaps the caller's work; [`take`] reads the replies.
+    /// Errors count as a failed round's would: the leader is left alone
+    /// for a back-off.
     ///
     /// [`take`]: Fetcher::take
     pub(crate) fn fetch_ahead(&mut self) {
@@ -35,13 +37,15 @@ impl Fetcher {
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         for (tp, p) in &self.parts {
             let Some(pos) = p.position else { continue };
-            if p.paused {
+            // Only an emptied buffer: a partition then holds one reply and
+            // has at most one more on the way, whatever its pauses do.
+            if p.paused || !p.buffer.is_empty() || self.on_the_way.contains(tp) {
                 continue;
             }
             // A partition without a known leader waits for the next round,
             // which refreshes the metadata.
             if let Ok(leader) = self.client.leader(&tp.topic, tp.partition) {
-                if self.flowing.contains(&leader) && !self.ahead.contains_key(&leader) {
+                if self.flowing.contains(&leader) {
                     by_leader.entry(leader).or_default().push((tp.clone(), pos));
                 }
             }
@@ -67,7 +71,9 @@ impl Fetcher {
             });
             match sent {
                 Ok(sent) => {
-                    self.ahead.insert(leader, Ahead { list, sent });
+                    self.on_the_way
+                        .extend(list.iter().map(|(tp, _)| tp.clone()));
+                    self.ahead.push((leader, Ahead { list, sent }));
                 }
                 Err(e) => {
                     let mut refresh = BTreeSet::new();
@@ -79,7 +85,8 @@ impl Fetcher {
         }
     }
 
-    /// Reads the reply of every Fetch sent ahead, as a round would; true
+    /// Reads the reply of every Fetch sent ahead, in the order they were
+    /// sent (each connection answers in order), as a round would; true
     /// when records were buffered.
     pub(super) fn read_ahead(&mut self) -> bool {
         let mut resets = Vec::new();
@@ -87,6 +94,10 @@ impl Fetcher {
         let mut got = false;
         let mut trouble = false;
         for (leader, ahead) in std::mem::take(&mut self.ahead) {
+            for (tp, _) in &ahead.list {
+                self.on_the_way.remove(tp);
+            }
+            // Gone with an earlier failure in this loop: its replies with it.
             let Some(conn) = self.conns.get_mut(&leader) else {
                 continue;
             };

@@ -8,10 +8,11 @@
 //!   keeps the buffer) or handing out part of the buffer never skips one.
 //! - A partition is fetched in a round only when its buffer is empty and
 //!   it is not paused. While replies bring records, a group consumer also
-//!   sends the next Fetch ahead ([`Fetcher::fetch_ahead`]) and reads it once
-//!   fewer than a poll's worth of records are left (in [`Fetcher::take`]):
-//!   memory stays bounded by a poll's worth plus two replies per partition
-//!   (one without fetching ahead).
+//!   sends Fetches ahead ([`Fetcher::fetch_ahead`]) and reads them once
+//!   fewer than a poll's worth of records are left (in [`Fetcher::take`]).
+//!   A partition is fetched ahead only once its buffer is empty and it has
+//!   no Fetch on the way, so it holds one reply and has at most one more on
+//!   the way.
 //! - A reply's records are kept only if the partition's position is still
 //!   the offset they were asked from: a reply to an earlier assignment, a
 //!   reset or a read elsewhere is dropped, whenever it is read.
@@ -98,8 +99,11 @@ pub(crate) struct Fetcher {
     /// fetch errors it is reported to the caller of `poll` (it will not go
     /// away by itself), see [`Fetcher::take_auth_failure`].
     auth_failure: Option<Error>,
-    /// Fetches sent ahead, at most one per leader (see [`Fetcher::fetch_ahead`]).
-    ahead: HashMap<i32, Ahead>,
+    /// Fetches sent ahead and their leaders, in the order sent (see
+    /// [`Fetcher::fetch_ahead`]).
+    ahead: Vec<(i32, Ahead)>,
+    /// The partitions of `ahead`: none is in two Fetches at once.
+    on_the_way: HashSet<TopicPartition>,
     /// Leaders whose last reply brought records: only those are fetched
     /// ahead, so a consumer at the log end long-polls as without it.
     flowing: HashSet<i32>,
@@ -263,7 +267,8 @@ impl Fetcher {
             failures: 0,
             retry_at: HashMap::new(),
             auth_failure: None,
-            ahead: HashMap::new(),
+            ahead: Vec::new(),
+            on_the_way: HashSet::new(),
             flowing: HashSet::new(),
         }
     }
@@ -297,6 +302,7 @@ impl Fetcher {
     pub(crate) fn disconnect(&mut self) {
         self.conns.clear();
         self.ahead.clear();
+        self.on_the_way.clear();
         self.flowing.clear();
         self.retry_at.clear();
     }
@@ -405,7 +411,16 @@ impl Fetcher {
             "fetch from node {leader}: {e}; reconnecting in {backoff:?}"
         ));
         self.conns.remove(&leader);
-        self.ahead.remove(&leader);
+        // Its replies went with the connection.
+        let on_the_way = &mut self.on_the_way;
+        self.ahead.retain(|(l, a)| {
+            if *l == leader {
+                for (tp, _) in &a.list {
+                    on_the_way.remove(tp);
+                }
+            }
+            *l != leader
+        });
         self.flowing.remove(&leader);
         self.retry_at.insert(leader, Instant::now() + backoff);
         // The leader may be gone for good: re-read who leads these
@@ -1166,16 +1181,19 @@ mod tests {
     }
 
     #[test]
-    fn fetch_ahead_asks_past_the_buffer_while_records_are_handed_out() {
+    fn fetch_ahead_asks_for_what_a_poll_emptied_before_the_caller_comes_back() {
         let broker = ten_at_a_time(40);
         let (mut f, _tp) = fetcher_at_0(KafkaConfig::new(broker.addr()));
         f.fetch_round(Duration::from_millis(10));
+        // Records still buffered: nothing is sent ahead.
         assert_eq!(f.take(4).len(), 4);
-        // 6 of the first 10 are still buffered: the next Fetch asks from
-        // 10, without a long poll, before they are handed out.
+        f.fetch_ahead();
+        assert_eq!(f.take(6).len(), 6);
+        // The buffer is empty now: the next Fetch asks from 10, without a
+        // long poll, while the caller handles the records it took.
         f.fetch_ahead();
         assert_eq!(fetches(&broker, 2), vec![(0, 10), (10, 1)]);
-        let mut got: Vec<i64> = (0..4).collect();
+        let mut got: Vec<i64> = (0..10).collect();
         loop {
             let r = f.take(4);
             if r.is_empty() {
@@ -1192,6 +1210,7 @@ mod tests {
             vec![0, 10, 20, 30, 40],
             "one Fetch per reply, each from where the last ended"
         );
+        assert!(seen[1..].iter().all(|s| s.1 == 1), "{seen:?}");
         // The reply at the log end had no records: nothing more is sent
         // ahead (the next round long-polls instead).
         f.fetch_ahead();
@@ -1205,7 +1224,7 @@ mod tests {
         let broker = ten_at_a_time(100);
         let (mut f, tp) = fetcher_at_0(KafkaConfig::new(broker.addr()));
         f.fetch_round(Duration::from_millis(10));
-        assert_eq!(f.take(4).len(), 4);
+        assert_eq!(f.take(10).len(), 10);
         f.fetch_ahead();
         assert_eq!(fetches(&broker, 2).len(), 2);
         // Moved elsewhere (a reset, a Reader's seek) while the reply to
@@ -1213,7 +1232,7 @@ mod tests {
         f.set_position(&tp, 55);
         assert!(
             f.take(4).is_empty(),
-            "the old buffer and the reply are gone"
+            "the reply to the old position is dropped"
         );
         f.fetch_round(Duration::from_millis(10));
         let r = f.take(100);
@@ -1222,11 +1241,39 @@ mod tests {
     }
 
     #[test]
+    fn a_partition_with_records_buffered_gets_no_second_reply_ahead() {
+        let broker = ten_at_a_time(1000);
+        let (mut f, tp) = fetcher_at_0(KafkaConfig::new(broker.addr()));
+        f.fetch_round(Duration::from_millis(10));
+        assert_eq!(f.take(10).len(), 10);
+        f.fetch_ahead();
+        assert_eq!(fetches(&broker, 2).len(), 2);
+        // Paused while the reply is on its way: it is read (nothing else
+        // is buffered) and kept.
+        f.pause(std::slice::from_ref(&tp), true);
+        assert!(f.take(4).is_empty());
+        assert_eq!(f.parts[&tp].buffer.len(), 10);
+        // Resumed with a reply buffered: nothing is sent ahead for it. A
+        // partition paused and resumed (the engine does it whenever a
+        // worker queue fills) would otherwise add a reply each time.
+        f.pause(std::slice::from_ref(&tp), false);
+        f.fetch_ahead();
+        assert_eq!(f.take(4).len(), 4);
+        f.fetch_ahead();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(fetches(&broker, 0).len(), 2);
+        // Once its records are all out, the next goes ahead.
+        assert_eq!(f.take(10).len(), 6);
+        f.fetch_ahead();
+        assert_eq!(fetches(&broker, 3)[2], (20, 1));
+    }
+
+    #[test]
     fn fetch_ahead_off_sends_nothing_early() {
         let broker = ten_at_a_time(40);
         let (mut f, _tp) = fetcher_at_0(KafkaConfig::new(broker.addr()).fetch_ahead(false));
         f.fetch_round(Duration::from_millis(10));
-        assert_eq!(f.take(4).len(), 4);
+        assert_eq!(f.take(10).len(), 10);
         f.fetch_ahead();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(fetches(&broker, 0), vec![(0, 10)]);
