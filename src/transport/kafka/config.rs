@@ -324,9 +324,10 @@ impl KafkaConfig {
     /// librdkafka do, so the broker's round trip overlaps the caller's
     /// work instead of adding to it. Defaults to on.
     ///
-    /// A partition is fetched ahead when a poll empties its buffer, only
-    /// while replies bring records (at the log end the consumer long-polls
-    /// as without it), and the reply is read once fewer than
+    /// A partition is fetched ahead when a poll empties its buffer and the
+    /// broker holds more records for it (at the log end the consumer
+    /// long-polls as without it, so what arrives there comes no later), and
+    /// the reply is read once fewer than
     /// `max_poll_records` records are left to hand out. So each partition
     /// holds one reply and has at most one more on the way. Off, a Fetch
     /// goes out only once every buffered record is handed out.

@@ -21,9 +21,9 @@ const AHEAD_WAIT: Duration = Duration::from_millis(1);
 
 impl Fetcher {
     /// Sends a Fetch to every leader whose last reply brought records, for
-    /// its unpaused partitions whose buffers the caller just emptied and
-    /// that have none on the way, the broker waiting [`AHEAD_WAIT`] at
-    /// most. As the Java client's `sendFetches` before it returns records:
+    /// its unpaused partitions whose buffers the caller just emptied, that
+    /// have none on the way and whose log end is past their position, the
+    /// broker waiting [`AHEAD_WAIT`] at most. As the Java client's `sendFetches` before it returns records:
     /// called by a group consumer's poll after it took records, so the
     /// round trip overlaps the caller's work; [`take`] reads the replies.
     /// Errors count as a failed round's would: the leader is left alone
@@ -40,6 +40,14 @@ impl Fetcher {
             // Only an emptied buffer: a partition then holds one reply and
             // has at most one more on the way, whatever its pauses do.
             if p.paused || !p.buffer.is_empty() || self.on_the_way.contains(tp) {
+                continue;
+            }
+            // Caught up with the log end the last reply gave: a Fetch now
+            // would bring only what arrives meanwhile, and sent early it
+            // would bring it late (relay lateness on Tansu, p99 about 27
+            // against 16 ms). Only a partition with records waiting is
+            // fetched ahead.
+            if p.log_end.is_none_or(|end| pos >= end) {
                 continue;
             }
             // A partition without a known leader waits for the next round,
