@@ -319,16 +319,15 @@ impl KafkaConfig {
         self
     }
 
-    /// Whether a group consumer sends its next Fetch while the records of
-    /// the last one are still being handed out, as the Java client and
-    /// librdkafka do, so the broker's round trip overlaps the caller's
-    /// work instead of adding to it. Defaults to on.
+    /// Whether a group consumer sends a partition's next Fetch as soon as
+    /// a poll hands out the last of its buffered records, as the Java
+    /// client does, so the broker's round trip overlaps the caller's work
+    /// on them instead of adding to it. Defaults to on.
     ///
-    /// A partition is fetched ahead when a poll empties its buffer and the
-    /// broker holds more records for it (at the log end the consumer
-    /// long-polls as without it, so what arrives there comes no later), and
-    /// the reply is read once fewer than
-    /// `max_poll_records` records are left to hand out. So each partition
+    /// Only while the broker holds more records for the partition: at the
+    /// log end the consumer long-polls as without it, so what arrives
+    /// there comes no later. The reply is read once fewer than
+    /// `max_poll_records` records are left to hand out, so each partition
     /// holds one reply and has at most one more on the way. Off, a Fetch
     /// goes out only once every buffered record is handed out.
     pub fn fetch_ahead(mut self, on: bool) -> Self {
