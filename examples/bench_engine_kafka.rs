@@ -697,10 +697,15 @@ fn print_run(label: &str, r: &Run) {
     }
 }
 
+/// `KafkaConfig::fetch_ahead` as `BENCH_FETCH_AHEAD` sets it (on unless 0).
+fn fetch_ahead() -> bool {
+    env_u64("BENCH_FETCH_AHEAD", 1) != 0
+}
+
 /// `config` with `engine_compression` when one is set, and
 /// `BENCH_FETCH_AHEAD=0` turning `KafkaConfig::fetch_ahead` off.
 fn with_settings(config: KafkaConfig, engine_compression: Option<Compression>) -> KafkaConfig {
-    let config = config.fetch_ahead(env_u64("BENCH_FETCH_AHEAD", 1) != 0);
+    let config = config.fetch_ahead(fetch_ahead());
     match engine_compression {
         Some(c) => config.engine_compression(c),
         None => config,
@@ -763,7 +768,7 @@ fn main() -> Result<(), BoxError> {
         bench
             .poll_records
             .map_or("500 (default)".to_string(), |n| n.to_string()),
-        if env_u64("BENCH_FETCH_AHEAD", 1) != 0 { "on" } else { "off" },
+        if fetch_ahead() { "on" } else { "off" },
     );
 
     // Warm-up: connections, metadata, broker-side state, allocator.

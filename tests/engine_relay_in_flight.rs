@@ -17,6 +17,65 @@ use std::time::{Duration, Instant};
 use kafka_retry::transport::{Consumer, ConsumerConfig, ConsumerEvent, Producer, Transport};
 use kafka_retry::{Delivered, Engine, MemoryBroker, OutRecord, Outcome, Record, RetryPolicy};
 
+/// `n` records (key `k<i>`, value `<i>`) on a one-partition topic `t`.
+fn topic_t(n: u64) -> MemoryBroker {
+    let broker = MemoryBroker::new();
+    broker.create_topic("t", 1).unwrap();
+    let records: Vec<OutRecord> = (0..n)
+        .map(|i| {
+            OutRecord::new("t")
+                .key(format!("k{i}"))
+                .value(i.to_string())
+        })
+        .collect();
+    for r in broker.producer().unwrap().send_batch(records) {
+        r.unwrap();
+    }
+    broker
+}
+
+/// Runs an engine (group `g` on `t`, 2 workers, the retry `interval`)
+/// with `handler` over `transport` until all `n` records are done and
+/// relayed, within `limit`, then shuts it down; asserts that they were.
+fn run_until_relayed(
+    transport: impl Transport,
+    n: u64,
+    interval: Duration,
+    limit: Duration,
+    handler: impl Fn(&Record) -> Outcome + Send + Sync + 'static,
+) {
+    let engine = Engine::builder(transport)
+        .group_id("g")
+        .topics(["t"])
+        .workers(2)
+        .policy(RetryPolicy::new(interval, Duration::from_secs(3600)))
+        .handler(handler)
+        .build()
+        .unwrap();
+    // `relayed` is counted once the relay settles a write, which may
+    // come after the record's second delivery is done.
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let s = engine.stats();
+        if s.done >= n && s.relayed >= n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let s = engine.stats();
+    engine.shutdown(Duration::from_secs(5)).unwrap();
+    assert_eq!((s.done, s.relayed), (n, n), "{s:?}");
+}
+
+/// Retries a record on its first delivery, done on the next.
+fn retry_once(r: &Record) -> Outcome {
+    if r.header("retry.attempts").is_none() {
+        Outcome::retry("later")
+    } else {
+        Outcome::Done
+    }
+}
+
 /// A memory broker whose first write of relayed records (to the origin
 /// topic `t`) is held before it is answered, until `due_all` after the
 /// last of the `n` retry copies was written, so every record falls due
@@ -41,16 +100,8 @@ const MAX_HOLD: Duration = Duration::from_secs(10);
 impl Slow {
     /// `n` records on a one-partition topic `t`.
     fn new(n: u64, due_all: Duration) -> Slow {
-        let inner = MemoryBroker::new();
-        inner.create_topic("t", 1).unwrap();
-        for i in 0..n {
-            let record = OutRecord::new("t")
-                .key(format!("k{i}"))
-                .value(i.to_string());
-            inner.produce(record).unwrap();
-        }
         Slow {
-            inner,
+            inner: topic_t(n),
             n,
             due_all: due_all + MARGIN,
             held_once: Arc::default(),
@@ -82,27 +133,13 @@ impl Slow {
         interval: Duration,
         handler: impl Fn(&Record) -> Outcome + Send + Sync + 'static,
     ) -> u64 {
-        let engine = Engine::builder(self.clone())
-            .group_id("g")
-            .topics(["t"])
-            .workers(2)
-            .policy(RetryPolicy::new(interval, Duration::from_secs(3600)))
-            .handler(handler)
-            .build()
-            .unwrap();
-        // `relayed` is counted once the relay settles a write, which may
-        // come after the record's second delivery is done.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let s = engine.stats();
-            if s.done >= self.n && s.relayed >= self.n {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let s = engine.stats();
-        engine.shutdown(Duration::from_secs(5)).unwrap();
-        assert_eq!((s.done, s.relayed), (self.n, self.n), "{s:?}");
+        run_until_relayed(
+            self.clone(),
+            self.n,
+            interval,
+            Duration::from_secs(30),
+            handler,
+        );
         assert!(
             self.held_once.load(Ordering::SeqCst),
             "no relay write was held"
@@ -162,13 +199,7 @@ impl Producer for SlowProducer {
 fn due_records_queue_behind_a_slow_relay_write() {
     let interval = Duration::from_millis(1500);
     let t = Slow::new(3_000, interval);
-    let most = t.run(interval, |r: &Record| {
-        if r.header("retry.attempts").is_none() {
-            Outcome::retry("later")
-        } else {
-            Outcome::Done
-        }
-    });
+    let most = t.run(interval, retry_once);
     assert!(
         most > 500,
         "at most {most} relayed records in one write: the relay waited on each batch"
@@ -292,52 +323,19 @@ impl Producer for SteadyProducer {
 #[test]
 fn a_relay_behind_on_due_records_still_polls_between_writes() {
     let n = 40_000u64;
-    let inner = MemoryBroker::new();
-    inner.create_topic("t", 1).unwrap();
-    let records: Vec<OutRecord> = (0..n)
-        .map(|i| {
-            OutRecord::new("t")
-                .key(format!("k{i}"))
-                .value(i.to_string())
-        })
-        .collect();
-    for r in inner.producer().unwrap().send_batch(records) {
-        r.unwrap();
-    }
     let t = Steady {
-        inner,
+        inner: topic_t(n),
         hold: Duration::from_millis(200),
         writes: Arc::default(),
         relay_polls: Arc::default(),
     };
-    let engine = Engine::builder(t.clone())
-        .group_id("g")
-        .topics(["t"])
-        .workers(2)
-        .policy(RetryPolicy::new(
-            Duration::from_secs(1),
-            Duration::from_secs(3600),
-        ))
-        .handler(|r: &Record| {
-            if r.header("retry.attempts").is_none() {
-                Outcome::retry("later")
-            } else {
-                Outcome::Done
-            }
-        })
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        let s = engine.stats();
-        if s.done >= n && s.relayed >= n {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let s = engine.stats();
-    engine.shutdown(Duration::from_secs(5)).unwrap();
-    assert_eq!((s.done, s.relayed), (n, n), "{s:?}");
+    run_until_relayed(
+        t.clone(),
+        n,
+        Duration::from_secs(1),
+        Duration::from_secs(60),
+        retry_once,
+    );
     let writes = t.writes.lock().unwrap().clone();
     let polls = t.relay_polls.lock().unwrap().clone();
     // Skip the first writes (the relay may still be catching up with the

@@ -34,7 +34,9 @@ const DELIVER_BUDGET: Duration = Duration::from_millis(100);
 
 impl Relay {
     /// Writes every due record (in batches) and marks the acknowledged ones
-    /// done; failed writes are re-parked with backoff.
+    /// done; failed writes are re-parked with backoff. Returns early, its
+    /// writes still in flight, once it has been at it for
+    /// [`DELIVER_BUDGET`] while records kept falling due.
     pub(super) fn deliver_due(&mut self) {
         // Stop between batches on shutdown: what is not written stays
         // parked and uncommitted, and the next relay re-reads it. The
@@ -78,6 +80,9 @@ impl Relay {
                 // is due, or a step passes, so a stop is seen): what falls
                 // due during a slow write then goes out behind it, up to
                 // `depth` batches, instead of waiting out its round trip.
+                if self.in_flight.is_empty() {
+                    return;
+                }
                 let step = Instant::now() + SETTLE_STEP;
                 let until = self.next_wake().map_or(step, |t| t.min(step));
                 let Some(f) = self.in_flight.front_mut() else {

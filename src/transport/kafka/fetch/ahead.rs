@@ -23,11 +23,11 @@ impl Fetcher {
     /// Sends a Fetch to every leader whose last reply brought records, for
     /// its unpaused partitions whose buffers the caller just emptied, that
     /// have none on the way and whose log end is past their position, the
-    /// broker waiting [`AHEAD_WAIT`] at most. As the Java client's `sendFetches` before it returns records:
-    /// called by a group consumer's poll after it took records, so the
-    /// round trip overlaps the caller's work; [`take`] reads the replies.
-    /// Errors count as a failed round's would: the leader is left alone
-    /// for a back-off.
+    /// broker waiting [`AHEAD_WAIT`] at most. As the Java client's
+    /// `sendFetches` before it returns records: called by a group
+    /// consumer's poll after it took records, so the round trip overlaps
+    /// the caller's work; [`take`] reads the replies. Errors count as a
+    /// failed round's would: the leader is left alone for a back-off.
     ///
     /// [`take`]: Fetcher::take
     pub(crate) fn fetch_ahead(&mut self) {

@@ -39,7 +39,7 @@ mod ahead;
 mod committed;
 mod request;
 
-pub(crate) use self::committed::committed_only;
+use self::committed::committed_only;
 use self::request::fetch_request;
 use super::client::Client;
 use super::conn::{Connection, Sent};
@@ -1087,6 +1087,15 @@ mod tests {
         (f, tp)
     }
 
+    /// [`fetcher_at_0`] after its first round, the 10 records of that reply
+    /// all taken: the buffer is empty, the broker holds more.
+    fn first_reply_taken(config: KafkaConfig) -> (Fetcher, TopicPartition) {
+        let (mut f, tp) = fetcher_at_0(config);
+        f.fetch_round(Duration::from_millis(10));
+        assert_eq!(f.take(10).len(), 10);
+        (f, tp)
+    }
+
     #[test]
     fn fetch_ahead_asks_for_what_a_poll_emptied_before_the_caller_comes_back() {
         let broker = ten_at_a_time(40);
@@ -1129,9 +1138,7 @@ mod tests {
     #[test]
     fn a_reply_read_ahead_for_an_old_position_is_dropped() {
         let broker = ten_at_a_time(100);
-        let (mut f, tp) = fetcher_at_0(KafkaConfig::new(broker.addr()));
-        f.fetch_round(Duration::from_millis(10));
-        assert_eq!(f.take(10).len(), 10);
+        let (mut f, tp) = first_reply_taken(KafkaConfig::new(broker.addr()));
         f.fetch_ahead();
         assert_eq!(fetches(&broker, 2).len(), 2);
         // Moved elsewhere (a reset, a Reader's seek) while the reply to
@@ -1150,9 +1157,7 @@ mod tests {
     #[test]
     fn a_partition_with_records_buffered_gets_no_second_reply_ahead() {
         let broker = ten_at_a_time(1000);
-        let (mut f, tp) = fetcher_at_0(KafkaConfig::new(broker.addr()));
-        f.fetch_round(Duration::from_millis(10));
-        assert_eq!(f.take(10).len(), 10);
+        let (mut f, tp) = first_reply_taken(KafkaConfig::new(broker.addr()));
         f.fetch_ahead();
         assert_eq!(fetches(&broker, 2).len(), 2);
         // Paused while the reply is on its way: it is read (nothing else
@@ -1178,9 +1183,7 @@ mod tests {
     #[test]
     fn fetch_ahead_off_sends_nothing_early() {
         let broker = ten_at_a_time(40);
-        let (mut f, _tp) = fetcher_at_0(KafkaConfig::new(broker.addr()).fetch_ahead(false));
-        f.fetch_round(Duration::from_millis(10));
-        assert_eq!(f.take(10).len(), 10);
+        let (mut f, _tp) = first_reply_taken(KafkaConfig::new(broker.addr()).fetch_ahead(false));
         f.fetch_ahead();
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(fetches(&broker, 0), vec![(0, 10)]);
