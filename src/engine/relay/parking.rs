@@ -156,6 +156,7 @@ impl Relay {
             );
             self.consumer.pause(&tps);
             self.paused = true;
+            self.own.paused_all();
         } else if self.paused && self.heap.len() <= resume_at {
             let tps = self.parts.keys();
             self.consumer.resume(&tps);

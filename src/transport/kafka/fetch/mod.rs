@@ -258,6 +258,27 @@ impl Fetcher {
         }
     }
 
+    /// See [`Consumer::skip_from`](crate::transport::Consumer::skip_from).
+    /// A Fetch on the way for the skipped records is dropped when it comes
+    /// (`absorb` keeps only replies at the current position).
+    pub(crate) fn skip_from(&mut self, tp: &TopicPartition, from: i64, to: i64) -> bool {
+        let Some(p) = self.parts.get_mut(tp) else {
+            return false;
+        };
+        let next = p.buffer.front().map(|r| r.offset).or(p.position);
+        if next != Some(from) || to < from {
+            return false;
+        }
+        while p.buffer.front().is_some_and(|r| r.offset < to) {
+            p.buffer.pop_front();
+        }
+        // With records buffered past `to`, the position is past them already.
+        if p.buffer.is_empty() && p.position.is_some_and(|pos| pos < to) {
+            p.position = Some(to);
+        }
+        true
+    }
+
     /// The next offset to fetch of an assigned partition, if it has one.
     pub(crate) fn position(&self, tp: &TopicPartition) -> Option<i64> {
         self.parts.get(tp).and_then(|p| p.position)
