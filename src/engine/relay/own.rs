@@ -33,13 +33,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use crossbeam_channel::Receiver;
 
 use super::Relay;
 use crate::clock::now_ms;
 use crate::engine::lease::Lease;
 use crate::engine::worker::{retry_copy, Recipe};
-use crate::record::{Record, TopicPartition};
+use crate::record::{Header, OutRecord, Record, TopicPartition};
 
 /// Copies waiting in the channel from the workers to the relay; past it a
 /// worker drops its copy (the relay fetches it instead).
@@ -50,6 +51,9 @@ const HELD_MAX: usize = 16_384;
 /// A partition taken in-process resumes fetching after this long without a
 /// copy, so another writer's records behind ours are read.
 const OWN_IDLE: Duration = Duration::from_millis(50);
+/// Copies received with none taken after which the relay stops asking for
+/// them (its consumer cannot skip, or every partition has other writers).
+const GIVE_UP_AFTER: u64 = 20_000;
 /// How long a retry partition whose copies came with gaps is fetched
 /// before its copies are taken in-process again.
 const OWN_COOLDOWN: Duration = Duration::from_secs(1);
@@ -69,6 +73,46 @@ pub(crate) struct OwnCopy {
     pub recipe: Recipe,
 }
 
+/// The copy as the record the relay would have fetched, with bytes of its
+/// own: the job's key, value and user headers are slices of the origin
+/// topic's fetch buffer, and a parked slice would keep that whole buffer
+/// (every record fetched with it) alive for as long as the record is
+/// parked. One allocation for all of them.
+fn detached(out: OutRecord, partition: i32, offset: i64) -> Record {
+    let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+    let size = len(&out.key)
+        + len(&out.value)
+        + out
+            .headers
+            .iter()
+            .map(|h| h.key.len() + len(&h.value))
+            .sum::<usize>();
+    let mut buf = BytesMut::with_capacity(size);
+    let mut own = |b: &[u8]| {
+        buf.extend_from_slice(b);
+        buf.split().freeze()
+    };
+    let key = out.key.as_deref().map(&mut own);
+    let value = out.value.as_deref().map(&mut own);
+    let headers = out
+        .headers
+        .iter()
+        .map(|h| Header {
+            key: own(&h.key),
+            value: h.value.as_deref().map(&mut own),
+        })
+        .collect();
+    Record {
+        topic: out.topic,
+        partition,
+        offset,
+        timestamp: now_ms(),
+        key,
+        value,
+        headers,
+    }
+}
+
 /// The relay's side of the hand-over.
 #[derive(Default)]
 pub(super) struct Own {
@@ -82,6 +126,9 @@ pub(super) struct Own {
     /// Retry partitions not taken in-process until then: their copies
     /// came with gaps (another instance writes to them too).
     cooldown: HashMap<i32, Instant>,
+    /// Copies received and taken, until the first is taken.
+    received: u64,
+    taken: bool,
 }
 
 impl Own {
@@ -92,10 +139,12 @@ impl Own {
         }
     }
 
-    /// Whether copies may be waiting in the channel or held: the relay
-    /// then polls for at most [`OWN_POLL`].
+    /// Whether partitions are paused for copies that come in-process: the
+    /// relay then polls for at most [`OWN_POLL`]. (Held copies the consumer
+    /// has not reached need no such wake-up: its poll returns once it
+    /// reads up to them.)
     pub(super) fn active(&self) -> bool {
-        !self.taking.is_empty() || self.held_len > 0
+        !self.taking.is_empty()
     }
 
     /// Forgets the copies and the state of released retry partitions
@@ -120,6 +169,7 @@ impl Own {
         let Some(rx) = &self.rx else { return };
         self.cooldown.retain(|_, until| *until > now);
         while let Ok(c) = rx.try_recv() {
+            self.received += 1;
             if self.held_len >= HELD_MAX || self.cooldown.contains_key(&c.partition) {
                 continue; // dropped: the consumer fetches it
             }
@@ -137,6 +187,17 @@ impl Relay {
     pub(super) fn take_own(&mut self) {
         let now = Instant::now();
         self.own.drain(now);
+        // A consumer that never skips (a transport without `skip_from`):
+        // the channel closes, so the workers stop handing copies over.
+        if !self.own.taken && self.own.received >= GIVE_UP_AFTER {
+            log::info!("relay: its consumer takes no copy in-process; fetching every retry copy");
+            let paused: Vec<i32> = self.own.taking.keys().copied().collect();
+            for q in paused {
+                self.stop_taking(q);
+            }
+            self.own = Own::default();
+            return;
+        }
         if self.paused {
             return; // the backstop: parking no more until the heap drains
         }
@@ -221,16 +282,12 @@ impl Relay {
         if !lease.tracker().track(c.offset) {
             return;
         }
-        let out = retry_copy(&self.ctx, &c.record, &c.recipe);
-        let record = Record {
-            topic: out.topic,
-            partition: c.partition,
-            offset: c.offset,
-            timestamp: now_ms(),
-            key: out.key,
-            value: out.value,
-            headers: out.headers,
-        };
+        let record = detached(
+            retry_copy(&self.ctx, &c.record, &c.recipe),
+            c.partition,
+            c.offset,
+        );
+        drop(c.record);
         let info = c.recipe.info;
         // The headers say what the recipe says (the relay would parse them
         // into the same info had it fetched the copy).
@@ -239,6 +296,7 @@ impl Relay {
             Ok(&info)
         );
         let plan = self.plan_info(info);
+        self.own.taken = true;
         self.ctx
             .counters
             .relay_in_process

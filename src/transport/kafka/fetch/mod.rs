@@ -1202,6 +1202,33 @@ mod tests {
     }
 
     #[test]
+    fn skip_from_moves_only_from_the_next_record() {
+        let broker = ten_at_a_time(100);
+        let (mut f, tp) = fetcher_at_0(KafkaConfig::new(broker.addr()));
+        f.fetch_round(Duration::from_millis(10));
+        let offsets = |r: Vec<Record>| r.iter().map(|r| r.offset).collect::<Vec<_>>();
+        // 0..10 buffered: the next record is 0, so nothing moves for 3.
+        assert!(!f.skip_from(&tp, 3, 6));
+        assert_eq!(offsets(f.take(2)), vec![0, 1]);
+        // From 2: 2..6 leave the buffer, 6 comes next.
+        assert!(f.skip_from(&tp, 2, 6));
+        assert_eq!(offsets(f.take(1)), vec![6]);
+        // Past the buffer's end: the next Fetch asks from 15.
+        assert!(f.skip_from(&tp, 7, 15));
+        assert!(f.take(10).is_empty());
+        assert_eq!(f.position(&tp), Some(15));
+        f.fetch_round(Duration::from_millis(10));
+        assert_eq!(offsets(f.take(100)), (15..25).collect::<Vec<_>>());
+        // A Fetch on the way for what is skipped: its reply is dropped.
+        f.fetch_ahead();
+        assert_eq!(fetches(&broker, 3)[2], (25, 1));
+        assert!(f.skip_from(&tp, 25, 40));
+        f.fetch_round(Duration::from_millis(10));
+        assert_eq!(offsets(f.take(100)), (40..50).collect::<Vec<_>>());
+        assert_eq!(fetches(&broker, 4)[3].0, 40);
+    }
+
+    #[test]
     fn fetch_ahead_off_sends_nothing_early() {
         let broker = ten_at_a_time(40);
         let (mut f, _tp) = first_reply_taken(KafkaConfig::new(broker.addr()).fetch_ahead(false));
