@@ -285,9 +285,6 @@ impl Consumer for CountedConsumer {
     fn resume(&mut self, partitions: &[TopicPartition]) {
         self.inner.resume(partitions)
     }
-    fn skip_from(&mut self, tp: &TopicPartition, from: i64, to: i64) -> bool {
-        self.inner.skip_from(tp, from, to)
-    }
     fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> kafka_retry::Result<()> {
         self.inner.commit(offsets)
     }
@@ -672,7 +669,7 @@ fn print_run(label: &str, r: &Run) {
     println!(
         "{label} x {}: build() {:.0} ms, assigned {}, first record {}, first pass {}, all done {} \
          -> {} rec/s from build(), {} rec/s from the assignment; received {}, done {}, \
-         retried {} ({} taken by the relay in-process), relayed {} (privately {}), dead-lettered {}, send errors {}, rebalances {}; CPU/record \
+         retried {}, relayed {} (privately {}), dead-lettered {}, send errors {}, rebalances {}; CPU/record \
          {:.2} us client, {:.2} us broker; by thread, CPU s / times scheduled in / s runnable waiting for a core: {}",
         r.n,
         r.build.as_secs_f64() * 1e3,
@@ -685,7 +682,6 @@ fn print_run(label: &str, r: &Run) {
         s.received,
         s.done,
         s.retried,
-        s.relay_in_process,
         s.relayed,
         s.redelivered_private,
         s.dead_lettered.total(),

@@ -38,10 +38,6 @@ pub struct Stats {
     pub retried: u64,
     /// Parked records sent back to their origin topic by the relay.
     pub relayed: u64,
-    /// Of the records the relay parked, retry copies it took in-process
-    /// from this engine's workers (their acknowledged writes) instead of
-    /// fetching them back from the retry topic.
-    pub relay_in_process: u64,
     /// Parked records the relay handed straight to this engine's workers
     /// ([`Redelivery::Private`](crate::Redelivery::Private)); not counted in
     /// `received` or `relayed`.
@@ -142,7 +138,6 @@ pub(crate) struct Counters {
     pub done: AtomicU64,
     pub retried: AtomicU64,
     pub relayed: AtomicU64,
-    pub relay_in_process: AtomicU64,
     pub redelivered_private: AtomicU64,
     pub held: AtomicU64,
     pub held_waiting: AtomicI64,
@@ -208,7 +203,6 @@ impl Counters {
             done: self.done.load(Relaxed),
             retried: self.retried.load(Relaxed),
             relayed: self.relayed.load(Relaxed),
-            relay_in_process: self.relay_in_process.load(Relaxed),
             redelivered_private: self.redelivered_private.load(Relaxed),
             held: self.held.load(Relaxed),
             held_waiting: self.held_waiting.load(Relaxed),

@@ -455,7 +455,7 @@ impl Consumer for LosingConsumer {
         }
         self.inner.poll(timeout)
     }
-    forward_consumer!(pause, resume, commit, assignment, close, skip_from);
+    forward_consumer!(pause, resume, commit, assignment, close);
 }
 
 /// Partitions lost without a clean revoke (session expiry): in-flight work

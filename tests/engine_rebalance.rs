@@ -81,7 +81,7 @@ impl Consumer for Instrumented {
         }
         self.inner.poll(timeout)
     }
-    forward_consumer!(pause, resume, commit, assignment, close, skip_from);
+    forward_consumer!(pause, resume, commit, assignment, close);
 }
 
 impl Transport for Wrap {

@@ -79,10 +79,6 @@ pub(crate) struct Context {
     /// The retry path's writes (workers' retry copies and dead letters,
     /// the relay's writes), gathered into large batches on `producer`.
     pub writer: super::writes::BatchWriter,
-    /// Acknowledged retry copies, handed to this engine's relay
-    /// (`relay/own.rs`); `None` with key order, whose copies are always
-    /// fetched.
-    pub own_copies: Option<crossbeam_channel::Sender<super::relay::OwnCopy>>,
     pub transport: Arc<dyn Transport>,
     pub counters: Arc<Counters>,
     pub signal: Arc<StopSignal>,

@@ -39,11 +39,6 @@ impl OffsetTracker {
         true
     }
 
-    /// One past the highest offset seen (`None` before any).
-    pub(crate) fn next(&self) -> Option<i64> {
-        self.next
-    }
-
     /// Marks `offset` done. Unknown offsets are ignored.
     pub(crate) fn done(&mut self, offset: i64) {
         // Completions mostly arrive near the front: search from there.

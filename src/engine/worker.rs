@@ -17,7 +17,6 @@ use super::context::Context;
 use super::job::{Completion, Job, JOB_BATCH};
 use super::lease::Lease;
 use super::panic::panic_message;
-use super::relay::OwnCopy;
 use super::supervisor::{Doing, ThreadStatus};
 use super::writes::{await_ack, dead_letter_record, send_until_acked};
 use crate::clock::now_ms;
@@ -25,7 +24,7 @@ use crate::handler::{Handler, Outcome};
 use crate::headers::{self, DeadReason, RetryInfo};
 use crate::pending::Pending;
 use crate::policy::millis;
-use crate::record::{Delivered, OutRecord, Partitioning, Record, TopicPartition};
+use crate::record::{OutRecord, Partitioning, Record, TopicPartition};
 
 use bytes::Bytes;
 
@@ -256,10 +255,10 @@ type OrderKey = (TopicPartition, Bytes);
 
 /// What a retry copy is made of besides the record: [`retry_copy`] builds
 /// the same copy from the same recipe.
-pub(crate) struct Recipe {
-    pub info: RetryInfo,
-    pub reason: String,
-    pub partitioning: Partitioning,
+struct Recipe {
+    info: RetryInfo,
+    reason: String,
+    partitioning: Partitioning,
 }
 
 /// The copy a write sent, kept to send it again should the write fail.
@@ -432,33 +431,23 @@ fn reap(ctx: &Context, writes: &mut Writes, out: &mut Vec<Completion>, how: Reap
             return;
         };
         let Some(w) = writes.pop_front() else { return };
-        let Write {
-            lease,
-            offset,
-            record,
-            kind,
-            order,
-            ..
-        } = w;
         let done = match result {
-            Ok(delivered) => {
-                hand_to_relay(ctx, delivered, record);
-                true
-            }
+            Ok(_) => true,
             Err(e) => {
                 ctx.counters
-                    .send_failed(&format!("write to {}", record.topic(ctx)), &e);
-                let restamp = !matches!(kind, Kind::Dead(_));
-                send_until_acked(ctx, record.build(ctx), restamp, || gives_up(ctx, &lease))
+                    .send_failed(&format!("write to {}", w.record.topic(ctx)), &e);
+                let lease = &w.lease;
+                let restamp = !matches!(w.kind, Kind::Dead(_));
+                send_until_acked(ctx, w.record.build(ctx), restamp, || gives_up(ctx, lease))
             }
         };
         // Only now (acknowledged, or sent again until it was) may the next
         // copy of its key go.
-        if let Some(key) = &order {
+        if let Some(key) = &w.order {
             writes.settled(ctx, key);
         }
         if done {
-            match kind {
+            match w.kind {
                 Kind::Retry => {
                     ctx.counters.retried.fetch_add(1, Ordering::Relaxed);
                 }
@@ -469,31 +458,11 @@ fn reap(ctx: &Context, writes: &mut Writes, out: &mut Vec<Completion>, how: Reap
             }
         }
         out.push(Completion {
-            lease,
-            offset,
+            lease: w.lease,
+            offset: w.offset,
             done,
         });
     }
-}
-
-/// An acknowledged retry copy goes to this engine's relay, which parks it
-/// without fetching it back (`relay/own.rs`). Dropped when the relay's
-/// channel is full: it then reads the copy from the retry topic, as it
-/// reads every copy it is not handed.
-fn hand_to_relay(ctx: &Context, delivered: Delivered, copy: Copy) {
-    let (Some(tx), Copy::Retry { record, recipe }) = (&ctx.own_copies, copy) else {
-        return;
-    };
-    // An offset the broker did not give (acks=0) cannot be matched.
-    if delivered.offset < 0 || delivered.topic != ctx.retry_topic {
-        return;
-    }
-    let _ = tx.try_send(OwnCopy {
-        partition: delivered.partition,
-        offset: delivered.offset,
-        record,
-        recipe,
-    });
 }
 
 /// Handles one record: done, skipped, or a write in flight (done once the
@@ -662,7 +631,7 @@ fn retry(
 /// The retry-topic copy of `record`. Only the key, value and headers of
 /// `record` count, so a private redelivery's view and the retry-topic
 /// record it was made from give the same copy.
-pub(crate) fn retry_copy(ctx: &Context, record: &Record, recipe: &Recipe) -> OutRecord {
+fn retry_copy(ctx: &Context, record: &Record, recipe: &Recipe) -> OutRecord {
     OutRecord::forward(
         record,
         ctx.retry_topic.clone(),

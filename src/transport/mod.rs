@@ -298,21 +298,6 @@ pub trait Consumer: Send + Debug {
     fn generation(&self) -> Option<i32> {
         None
     }
-
-    /// Skips records the caller already has: if the next record `poll`
-    /// would return from `tp` is the one at offset `from`, moves past every
-    /// record below `to` (buffered ones are dropped, a fetch on the way for
-    /// them is ignored) and returns true; otherwise changes nothing and
-    /// returns false. The engine's relay uses it for the retry copies its
-    /// own workers wrote, which it takes in-process from their
-    /// acknowledgements instead of fetching them back: the caller must
-    /// know that every offset in `from..to` holds a record it has. The
-    /// default (a transport that cannot skip) is false, and the relay then
-    /// reads every copy from the retry topic.
-    fn skip_from(&mut self, tp: &TopicPartition, from: i64, to: i64) -> bool {
-        let _ = (tp, from, to);
-        false
-    }
 }
 
 /// Where a [`Consumer`] stands in one assigned partition

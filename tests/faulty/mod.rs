@@ -106,7 +106,7 @@ impl Consumer for FaultyConsumer {
         }
         self.inner.commit(offsets)
     }
-    forward_consumer!(pause, resume, assignment, close, skip_from);
+    forward_consumer!(pause, resume, assignment, close);
 }
 
 #[derive(Debug)]

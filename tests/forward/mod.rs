@@ -4,9 +4,7 @@
 
 /// Inside `impl Consumer for W`, where `W` has `inner: Box<dyn Consumer>`:
 /// forwards the named methods (any of `poll`, `pause`, `resume`, `commit`,
-/// `assignment`, `close`, `skip_from`) to `self.inner`. Without `skip_from`
-/// the wrapper cannot skip, and the engine's relay fetches every retry copy
-/// instead of taking its own in-process.
+/// `assignment`, `close`) to `self.inner`.
 #[allow(unused_macros)]
 macro_rules! forward_consumer {
     ($($m:ident),* $(,)?) => { $( forward_consumer!(@ $m); )* };
@@ -33,11 +31,6 @@ macro_rules! forward_consumer {
     (@ assignment) => {
         fn assignment(&self) -> Vec<kafka_retry::TopicPartition> {
             self.inner.assignment()
-        }
-    };
-    (@ skip_from) => {
-        fn skip_from(&mut self, tp: &kafka_retry::TopicPartition, from: i64, to: i64) -> bool {
-            self.inner.skip_from(tp, from, to)
         }
     };
     (@ close) => {

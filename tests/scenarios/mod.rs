@@ -33,8 +33,6 @@ macro_rules! scenario_tests {
             key_order_dead_lettered_head_releases_next,
             key_order_survives_a_rebalance,
             key_order_bounds_held_copies,
-            retry_copies_are_taken_in_process,
-            two_instances_write_one_retry_partition,
         );
     };
     (@each $env:expr; $($name:ident,)*) => {
@@ -59,12 +57,9 @@ pub struct Env {
 }
 
 mod key_order;
-mod own_copies;
 mod redelivery;
 #[allow(unused_imports)] // used by the binaries that run scenario_tests!
 pub use key_order::*;
-#[allow(unused_imports)] // used by the binaries that run scenario_tests!
-pub use own_copies::*;
 #[allow(unused_imports)] // used by the binaries that run scenario_tests!
 pub use redelivery::*;
 

@@ -209,15 +209,6 @@ impl EngineBuilder {
             .map(|l| Arc::new(Breaker::new(l, group_id.clone(), counters.clone())));
         let health = Arc::new(HealthBoard::new(breaker.clone()));
         let writer = crate::engine::writes::BatchWriter::start(producer.clone(), health.clone())?;
-        // Key order's copies wait their key's turn in the relay's handoff,
-        // which follows what the relay's consumer has read: fetched always.
-        let (own_tx, own_rx) = match key_order {
-            None => {
-                let (tx, rx) = crossbeam_channel::bounded(relay::OWN_CHANNEL);
-                (Some(tx), Some(rx))
-            }
-            Some(_) => (None, None),
-        };
         let ctx = Arc::new(Context {
             group_id: group_id.clone(),
             topics: self.topics.clone(),
@@ -233,7 +224,6 @@ impl EngineBuilder {
             policy: self.policy.clone(),
             producer,
             writer,
-            own_copies: own_tx,
             transport: self.transport.clone(),
             counters: counters.clone(),
             signal: signal.clone(),
@@ -322,7 +312,7 @@ impl EngineBuilder {
         {
             let ctx = ctx.clone();
             threads.spawn("kafka-retry-relay".into(), move |status| {
-                relay::run(ctx, relay_consumer, status, handoff, own_rx)
+                relay::run(ctx, relay_consumer, status, handoff)
             })?;
         }
         log::info!(

@@ -40,12 +40,10 @@
 mod deliver;
 mod heap;
 mod index;
-mod own;
 mod parking;
 pub(crate) mod private;
 
 pub(crate) use self::index::ENTRY_BYTES as PARKED_ENTRY_BYTES;
-pub(crate) use self::own::{OwnCopy, OWN_CHANNEL};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -54,7 +52,6 @@ use std::time::{Duration, Instant};
 
 use self::heap::SlabHeap;
 use self::index::Index;
-use self::own::Own;
 use self::private::Handoff;
 use super::context::Context;
 use super::lease::Lease;
@@ -160,8 +157,6 @@ struct Relay {
     /// `DELIVER_BUDGET` in `deliver.rs`) does not wait out the writes; settled before a
     /// revoke is handled and before the final commit.
     in_flight: VecDeque<InFlight>,
-    /// Retry copies this engine's workers hand over in-process (`own.rs`).
-    own: Own,
 }
 
 pub(crate) fn run(
@@ -169,7 +164,6 @@ pub(crate) fn run(
     consumer: Box<dyn Consumer>,
     status: Arc<ThreadStatus>,
     handoff: Option<Handoff>,
-    own_copies: Option<crossbeam_channel::Receiver<OwnCopy>>,
 ) -> Result<(), String> {
     let mut r = Relay {
         ctx,
@@ -185,7 +179,6 @@ pub(crate) fn run(
         index: None,
         cut: None,
         in_flight: VecDeque::new(),
-        own: Own::new(own_copies),
     };
     r.index = index::open(&r.ctx);
     let mut poller = Poller::new(
@@ -209,7 +202,6 @@ pub(crate) fn run(
                 || consumer.progress(),
             );
         }
-        r.take_own();
         r.deliver_due();
         r.update_pause();
         if r.last_commit.elapsed() >= r.ctx.commit_interval {
@@ -225,11 +217,6 @@ pub(crate) fn run(
             Some(_) if r.ctx.dead_letters_paused() => IDLE_POLL,
             Some(due) => due.saturating_duration_since(Instant::now()).min(IDLE_POLL),
             None => IDLE_POLL,
-        };
-        // Copies handed over in-process do not wake the poll.
-        let timeout = match r.own.active() {
-            true => timeout.min(own::OWN_POLL),
-            false => timeout,
         };
         match poller.poll(&mut *r.consumer, timeout, &r.ctx.health.relay_polls)? {
             Some(event) => {
@@ -299,11 +286,6 @@ impl Relay {
     fn release(&mut self, tps: &[TopicPartition]) {
         self.parts.revoke(tps);
         self.parts.remove(tps);
-        self.own.release(
-            tps.iter()
-                .filter(|tp| tp.topic == self.ctx.retry_topic)
-                .map(|tp| tp.partition),
-        );
         self.heap.retain(|p| !p.lease.is_revoked());
         if let Some(ix) = &mut self.index {
             ix.release(tps);
@@ -358,12 +340,8 @@ impl Relay {
             return;
         }
         let lease = part.lease.clone();
-        let plan = self.plan(&record, now_ms());
-        self.park_planned(lease, record, plan);
-    }
-
-    /// Parks a tracked record (fetched, or taken in-process) by its plan.
-    fn park_planned(&mut self, lease: Arc<Lease>, record: Record, plan: Plan) {
+        let now = now_ms();
+        let plan = self.plan(&record, now);
         // Key order: every copy blocks its key; a held one waits for its
         // key's turn in the handoff, not on the time heap (held copies are
         // kept whole there, never indexed).
@@ -429,15 +407,10 @@ impl Relay {
                 .unwrap_or_default();
             return Plan::Malformed(format!("undecodable record batch: {why}"));
         }
-        match RetryInfo::parse(record, now) {
-            Ok(info) => self.plan_info(info),
-            Err(m) => Plan::Malformed(m.0),
-        }
-    }
-
-    /// The plan for valid retry headers: relayed, unless the origin topic
-    /// is not this engine's or does not exist.
-    fn plan_info(&mut self, info: RetryInfo) -> Plan {
+        let info = match RetryInfo::parse(record, now) {
+            Ok(i) => i,
+            Err(m) => return Plan::Malformed(m.0),
+        };
         if !self.ctx.topics.contains(&info.origin_topic) {
             return Plan::Malformed(format!(
                 "origin topic {:?} is not one of this engine's topics",

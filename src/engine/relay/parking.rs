@@ -156,7 +156,6 @@ impl Relay {
             );
             self.consumer.pause(&tps);
             self.paused = true;
-            self.own.paused_all();
         } else if self.paused && self.heap.len() <= resume_at {
             let tps = self.parts.keys();
             self.consumer.resume(&tps);

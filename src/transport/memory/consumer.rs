@@ -567,17 +567,6 @@ impl Consumer for MemoryConsumer {
             .collect()
     }
 
-    fn skip_from(&mut self, tp: &TopicPartition, from: i64, to: i64) -> bool {
-        let Some(o) = self.owned.iter_mut().find(|o| &o.tp == tp) else {
-            return false;
-        };
-        if o.position != from || to < from || to > o.part.end.load(Ordering::SeqCst) {
-            return false;
-        }
-        o.position = to;
-        true
-    }
-
     fn close(&mut self) -> Result<()> {
         if self.closed {
             return Err(Error::Closed);

@@ -258,27 +258,6 @@ impl Fetcher {
         }
     }
 
-    /// See [`Consumer::skip_from`](crate::transport::Consumer::skip_from).
-    /// A Fetch on the way for the skipped records is dropped when it comes
-    /// (`absorb` keeps only replies at the current position).
-    pub(crate) fn skip_from(&mut self, tp: &TopicPartition, from: i64, to: i64) -> bool {
-        let Some(p) = self.parts.get_mut(tp) else {
-            return false;
-        };
-        let next = p.buffer.front().map(|r| r.offset).or(p.position);
-        if next != Some(from) || to < from {
-            return false;
-        }
-        while p.buffer.front().is_some_and(|r| r.offset < to) {
-            p.buffer.pop_front();
-        }
-        // With records buffered past `to`, the position is past them already.
-        if p.buffer.is_empty() && p.position.is_some_and(|pos| pos < to) {
-            p.position = Some(to);
-        }
-        true
-    }
-
     /// The next offset to fetch of an assigned partition, if it has one.
     pub(crate) fn position(&self, tp: &TopicPartition) -> Option<i64> {
         self.parts.get(tp).and_then(|p| p.position)
@@ -1199,33 +1178,6 @@ mod tests {
         assert_eq!(f.take(10).len(), 6);
         f.fetch_ahead();
         assert_eq!(fetches(&broker, 3)[2], (20, 1));
-    }
-
-    #[test]
-    fn skip_from_moves_only_from_the_next_record() {
-        let broker = ten_at_a_time(100);
-        let (mut f, tp) = fetcher_at_0(KafkaConfig::new(broker.addr()));
-        f.fetch_round(Duration::from_millis(10));
-        let offsets = |r: Vec<Record>| r.iter().map(|r| r.offset).collect::<Vec<_>>();
-        // 0..10 buffered: the next record is 0, so nothing moves for 3.
-        assert!(!f.skip_from(&tp, 3, 6));
-        assert_eq!(offsets(f.take(2)), vec![0, 1]);
-        // From 2: 2..6 leave the buffer, 6 comes next.
-        assert!(f.skip_from(&tp, 2, 6));
-        assert_eq!(offsets(f.take(1)), vec![6]);
-        // Past the buffer's end: the next Fetch asks from 15.
-        assert!(f.skip_from(&tp, 7, 15));
-        assert!(f.take(10).is_empty());
-        assert_eq!(f.position(&tp), Some(15));
-        f.fetch_round(Duration::from_millis(10));
-        assert_eq!(offsets(f.take(100)), (15..25).collect::<Vec<_>>());
-        // A Fetch on the way for what is skipped: its reply is dropped.
-        f.fetch_ahead();
-        assert_eq!(fetches(&broker, 3)[2], (25, 1));
-        assert!(f.skip_from(&tp, 25, 40));
-        f.fetch_round(Duration::from_millis(10));
-        assert_eq!(offsets(f.take(100)), (40..50).collect::<Vec<_>>());
-        assert_eq!(fetches(&broker, 4)[3].0, 40);
     }
 
     #[test]

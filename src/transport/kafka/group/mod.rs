@@ -598,10 +598,6 @@ impl Consumer for GroupConsumer {
         self.fetcher.pause(partitions, false);
     }
 
-    fn skip_from(&mut self, tp: &TopicPartition, from: i64, to: i64) -> bool {
-        self.fetcher.skip_from(tp, from, to)
-    }
-
     fn commit(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
         match self.phase {
             Phase::Closed => return Err(Error::Closed),
