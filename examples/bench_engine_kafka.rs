@@ -19,6 +19,9 @@
 //!   first attempt (no `retry.attempts` header): each is written to the
 //!   retry topic, read back by the relay, written to the origin topic after
 //!   the retry interval, read again and `Done`. Finished when all N are done.
+//!   Also prints the redelivery delay (handled again minus due, p50 / p99 /
+//!   max): the copies go back to the end of origin partitions still full of
+//!   the pre-load, so it is mostly the wait behind that backlog.
 //! - `tp10p`: as `tp10` with `Redelivery::Private`: the relay hands each due
 //!   record straight to the workers (no origin write, no second origin
 //!   read); done once the worker settles it.
@@ -338,6 +341,11 @@ struct Run {
     roles: String,
     /// Producer calls and polls, per second of the run (see [`Calls`]).
     calls: String,
+    /// Redelivery delay of each redelivered record, µs (empty at 0%): at
+    /// 10% the copies return to the end of origin partitions still full of
+    /// the pre-load, so this is mostly the wait behind it, not the relay's
+    /// lateness (the `lateness` row measures that, with nothing ahead).
+    late: Vec<f64>,
 }
 
 impl Run {
@@ -397,13 +405,20 @@ impl Bench {
 
         // Nanoseconds from t0 to the first handler call, plus one (0: none yet).
         let first = Arc::new(AtomicU64::new(0));
+        // Redelivery delay of the redelivered records, µs (see `late_us`).
+        let late = Arc::new(std::sync::Mutex::new(Vec::with_capacity((n / 10) as usize)));
+        let interval_us = self.retry_interval.as_micros() as i64;
         let t0 = Instant::now();
         let handler = {
             let first = first.clone();
+            let late = late.clone();
             move |r: &Record| {
                 if first.load(Ordering::Relaxed) == 0 {
                     let ns = t0.elapsed().as_nanos() as u64 + 1;
                     let _ = first.compare_exchange(0, ns, Ordering::Relaxed, Ordering::Relaxed);
+                }
+                if let Some(us) = late_us(r, interval_us) {
+                    late.lock().unwrap_or_else(|p| p.into_inner()).push(us);
                 }
                 if mode != Mode::NoRetry
                     && id_of(r).is_multiple_of(10)
@@ -483,8 +498,23 @@ impl Bench {
             broker_cpu,
             roles,
             calls,
+            late: {
+                let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
+                std::mem::take(&mut *l)
+            },
         })
     }
+}
+
+/// For a redelivered record: handled-again time (wall clock, µs) minus its
+/// due time (`retry.enqueued-at`, ms, plus the interval).
+fn late_us(r: &Record, interval_us: i64) -> Option<f64> {
+    r.header(ATTEMPTS)?;
+    let ms: i64 = std::str::from_utf8(r.header(ENQUEUED_AT)?.value.as_deref()?)
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((wall_us() - (ms * 1000 + interval_us)) as f64)
 }
 
 /// Writes `cmd` (`enable`, `disable`) to each control fifo in
@@ -692,6 +722,18 @@ fn print_run(label: &str, r: &Run) {
         r.roles
     );
     println!("  calls: {}", r.calls);
+    if !r.late.is_empty() {
+        let mut l = r.late.clone();
+        l.sort_by(f64::total_cmp);
+        println!(
+            "  redelivery delay under this load ({} records; handled again minus due; through the origin \
+             topic this includes the wait behind the pre-loaded records): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            l.len(),
+            bench::percentile(&l, 0.5) / 1e3,
+            bench::percentile(&l, 0.99) / 1e3,
+            l[l.len() - 1] / 1e3
+        );
+    }
     if r.all_done.is_none() || s.dead_lettered.total() > 0 || s.send_errors > 0 {
         println!("  note: this run did not finish cleanly (see the counters above)");
     }
