@@ -341,7 +341,7 @@ struct Run {
     roles: String,
     /// Producer calls and polls, per second of the run (see [`Calls`]).
     calls: String,
-    /// Redelivery delay of each redelivered record, µs (empty at 0%): at
+    /// Redelivery delay of each redelivered record, µs, sorted (empty at 0%): at
     /// 10% the copies return to the end of origin partitions still full of
     /// the pre-load, so this is mostly the wait behind it, not the relay's
     /// lateness (the `lateness` row measures that, with nothing ahead).
@@ -498,12 +498,16 @@ impl Bench {
             broker_cpu,
             roles,
             calls,
-            late: {
-                let mut l = late.lock().unwrap_or_else(|p| p.into_inner());
-                std::mem::take(&mut *l)
-            },
+            late: sorted(&late),
         })
     }
+}
+
+/// The samples gathered in `m`, taken out and sorted.
+fn sorted(m: &std::sync::Mutex<Vec<f64>>) -> Vec<f64> {
+    let mut v = std::mem::take(&mut *m.lock().unwrap_or_else(|p| p.into_inner()));
+    v.sort_by(f64::total_cmp);
+    v
 }
 
 /// For a redelivered record: handled-again time (wall clock, µs) minus its
@@ -594,18 +598,8 @@ impl Bench {
                 if r.header(ATTEMPTS).is_none() {
                     return Outcome::retry("bench");
                 }
-                let now = wall_us();
-                let enqueued = r
-                    .header(ENQUEUED_AT)
-                    .and_then(|h| h.value.as_deref())
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.parse::<i64>().ok());
-                if let Some(ms) = enqueued {
-                    let late = now - (ms * 1000 + interval_us);
-                    samples
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(late as f64);
+                if let Some(late) = late_us(r, interval_us) {
+                    samples.lock().unwrap_or_else(|p| p.into_inner()).push(late);
                 }
                 Outcome::Done
             }
@@ -644,8 +638,7 @@ impl Bench {
         if let Err(e) = engine.shutdown(Duration::from_secs(10)) {
             eprintln!("bench_engine_kafka: shutdown: {e}");
         }
-        let mut late_us = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
-        late_us.sort_by(f64::total_cmp);
+        let late_us = sorted(&samples);
         let early = late_us.iter().filter(|&&l| l < 0.0).count();
         Ok(Lateness {
             label: format!(
@@ -723,15 +716,14 @@ fn print_run(label: &str, r: &Run) {
     );
     println!("  calls: {}", r.calls);
     if !r.late.is_empty() {
-        let mut l = r.late.clone();
-        l.sort_by(f64::total_cmp);
+        let ms = |q: f64| bench::percentile(&r.late, q) / 1e3;
         println!(
             "  redelivery delay under this load ({} records; handled again minus due; through the origin \
              topic this includes the wait behind the pre-loaded records): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-            l.len(),
-            bench::percentile(&l, 0.5) / 1e3,
-            bench::percentile(&l, 0.99) / 1e3,
-            l[l.len() - 1] / 1e3
+            r.late.len(),
+            ms(0.5),
+            ms(0.99),
+            ms(1.0)
         );
     }
     if r.all_done.is_none() || s.dead_lettered.total() > 0 || s.send_errors > 0 {
