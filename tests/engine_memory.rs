@@ -347,6 +347,75 @@ fn shutdown_reports_uncommitted_work_when_the_broker_is_gone() {
     );
 }
 
+/// A shutdown that interrupts a revoke wait keeps its time for the final
+/// commit and the leave: the consumer thread stops by the deadline even
+/// though the revoked partition's record is still in a handler (revoke
+/// timeout 20 s, shutdown 2 s). Before, the revoke wait ran to the
+/// shutdown's deadline and the consumer thread was reported still running.
+#[test]
+fn a_shutdown_during_a_revoke_wait_still_stops_the_consumer() {
+    let (broker, builder) = memory_t("g-revoke-stop", 2);
+    let (entered, release) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (e, r) = (entered.clone(), release.clone());
+    let make = |b: kafka_retry::EngineBuilder| {
+        b.rebalance_protocol(kafka_retry::transport::RebalanceProtocol::Eager)
+            .revoke_timeout(Duration::from_secs(20))
+            .session_timeout(Duration::from_secs(30))
+    };
+    let a = make(builder)
+        .handler(move |_r: &Record| {
+            e.store(true, Ordering::SeqCst);
+            while !r.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Outcome::Done
+        })
+        .build()
+        .unwrap();
+    broker.produce(OutRecord::new("t").value("block")).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || entered.load(Ordering::SeqCst)));
+    // A second member: `a` revokes everything (eager) and waits for the
+    // record in its handler.
+    let b = make(
+        Engine::builder(broker.clone())
+            .group_id("g-revoke-stop")
+            .topics(["t"]),
+    )
+    .handler(|_r: &Record| Outcome::Done)
+    .build()
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(5), || a.stats().rebalances >= 1));
+    let t0 = Instant::now();
+    let err = a.shutdown(Duration::from_secs(2)).unwrap_err();
+    let took = t0.elapsed();
+    release.store(true, Ordering::SeqCst);
+    let Error::Shutdown(report) = err else {
+        panic!("expected a shutdown report, got {err:?}")
+    };
+    // It ends at its deadline (a worker is still running), not later.
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    // The worker is in the handler (it cannot be interrupted); the
+    // consumer thread committed, left and stopped.
+    assert!(
+        report
+            .threads_not_stopped
+            .iter()
+            .any(|t| t.contains("worker") && t.contains("in the handler")),
+        "{report:?}"
+    );
+    assert!(
+        !report
+            .threads_not_stopped
+            .iter()
+            .any(|t| t.contains("consumer")),
+        "{report:?}"
+    );
+    b.shutdown(Duration::from_secs(5)).unwrap();
+}
+
 /// The relay's heap is bounded: past `max_parked` it pauses the retry topic
 /// instead of growing, and everything is still relayed in the end. Through
 /// a transport without a `Reader` (`Losing` has none), where parked records

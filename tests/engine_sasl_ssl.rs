@@ -28,6 +28,7 @@ fn front() -> &'static SecureFront {
 }
 
 fn env() -> Env {
+    common::init_log();
     let front = front();
     let config = KafkaConfig::new(&front.bootstrap)
         .security_protocol(SecurityProtocol::SaslSsl)

@@ -11,7 +11,11 @@ use super::shutdown::ShutdownReport;
 use crate::headers::DeadReason;
 use crate::policy::RetryPolicy;
 use crate::stats::Counters;
-use crate::transport::{Producer, Transport};
+use crate::transport::{Producer, Transport, Wakeup};
+
+/// The most of a shutdown's time kept for the final commits and leaving
+/// the groups (a quarter of it when that is less).
+const COMMIT_MARGIN: Duration = Duration::from_secs(2);
 
 /// How the engine tells its threads to stop. `stop` ends the polling
 /// loops; `abandon` tells workers to skip queued jobs (their records stay
@@ -20,7 +24,15 @@ use crate::transport::{Producer, Transport};
 pub(crate) struct StopSignal {
     pub stop: AtomicBool,
     pub abandon: AtomicBool,
-    pub deadline: Mutex<Option<Instant>>,
+    /// Until when the stopping threads may wait for running records: the
+    /// shutdown's deadline less a slice kept for the final commits and the
+    /// leaves. Set once, when the stop is asked for, so every wait (a
+    /// revoke wait the stop interrupts as well as the shutdown's own)
+    /// keeps the same slice.
+    drain_until: Mutex<Option<Instant>>,
+    /// Given to both consumers (`ConsumerConfig::wakeup`), woken by the
+    /// stop: a poll waiting for a group join returns.
+    pub wakeup: Wakeup,
     /// A restart-style stop: consumers close with `close_for_restart`
     /// (static members send no LeaveGroup).
     pub restart: AtomicBool,
@@ -42,8 +54,15 @@ impl StopSignal {
 
     /// Asks every loop to stop, finishing what it can by `deadline`.
     pub(crate) fn request_stop(&self, deadline: Instant) {
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+        let now = Instant::now();
+        // A quarter of the time, at most 2 s, for the commits and leaves.
+        let margin = deadline.saturating_duration_since(now) / 4;
+        let drain_until = deadline
+            .checked_sub(margin.min(COMMIT_MARGIN))
+            .unwrap_or(now);
+        *self.drain_until.lock().unwrap_or_else(|e| e.into_inner()) = Some(drain_until);
         self.stop.store(true, Ordering::Release);
+        self.wakeup.wake();
     }
 
     /// Tells workers to skip what is left.
@@ -62,8 +81,11 @@ impl StopSignal {
     pub(crate) fn abandoning(&self) -> bool {
         self.abandon.load(Ordering::Acquire)
     }
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    /// Once a stop was asked for: the latest a thread may wait for running
+    /// records before it commits what finished and leaves (see
+    /// `drain_until`); `None` before.
+    pub(crate) fn drain_until(&self) -> Option<Instant> {
+        *self.drain_until.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

@@ -584,8 +584,10 @@ impl Dispatcher {
                 return 0;
             }
             // A shutdown during a revoke wait shortens the wait to the
-            // shutdown's own deadline.
-            let limit = match self.ctx.signal.deadline() {
+            // shutdown's own drain time, not its deadline: the time after
+            // it is for the commits and the leave (a wait to the deadline
+            // left the consumer thread running past it).
+            let limit = match self.ctx.signal.drain_until() {
                 Some(d) if self.ctx.signal.stopping() => deadline.min(d),
                 _ => deadline,
             };
@@ -601,13 +603,8 @@ impl Dispatcher {
 
     /// Stop: drain until shortly before the deadline, commit, leave.
     fn shutdown(mut self) -> Result<(), String> {
-        let deadline = self.ctx.signal.deadline().unwrap_or_else(Instant::now);
-        let now = Instant::now();
         // Keep a slice of the time for the commit and the leave.
-        let margin = deadline.saturating_duration_since(now) / 4;
-        let drain_until = deadline
-            .checked_sub(margin.min(Duration::from_secs(2)))
-            .unwrap_or(now);
+        let drain_until = self.ctx.signal.drain_until().unwrap_or_else(Instant::now);
         // Records fetched but not yet handed out are worked off too, as
         // far as the time allows: what is left is abandoned, uncommitted.
         let tps = self.parts.keys();

@@ -51,11 +51,13 @@ pub(crate) mod kafka;
 pub(crate) mod memory;
 mod reader;
 pub(crate) mod sticky;
+mod wakeup;
 
 pub use crate::partitioner::{murmur2, partition_for_key};
 pub use crate::pending::{Completer, Pending};
 pub use claims::Claims;
 pub use reader::{PartitionOffsets, Reader};
+pub use wakeup::Wakeup;
 
 /// Where a consumer starts in a partition that has no committed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -167,6 +169,11 @@ pub struct ConsumerConfig {
     /// already fits). The memory broker and Kafka both implement it.
     /// `None` (the default): no claims.
     pub claims: Option<Claims>,
+    /// Lets another thread stop a poll waiting for a group join (see
+    /// [`Wakeup`]); the engine sets one and wakes it when it shuts down.
+    /// `None` (the default): a poll waits until the join completes or
+    /// fails.
+    pub wakeup: Option<Wakeup>,
 }
 
 impl ConsumerConfig {
@@ -199,6 +206,7 @@ impl ConsumerConfig {
             isolation_level: IsolationLevel::ReadUncommitted,
             rebalance_protocol: RebalanceProtocol::Cooperative,
             claims: None,
+            wakeup: None,
         }
     }
 }

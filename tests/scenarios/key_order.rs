@@ -261,7 +261,8 @@ pub fn key_order_survives_a_rebalance(env: &Env) {
     // Up to the engine's 10 s wait for its relay, plus the retries.
     let ok = wait_until(Duration::from_secs(40) + env.slack * 8, all);
     let stats = b.stats();
-    b.shutdown(Duration::from_secs(10)).unwrap();
+    // Checked after the order and completeness, which say more when both fail.
+    let stopped = b.shutdown(Duration::from_secs(10));
     let mut dups = 0;
     for k in 0..keys {
         let got = successes(&seen, &format!("k{k}"));
@@ -279,6 +280,7 @@ pub fn key_order_survives_a_rebalance(env: &Env) {
         );
     }
     assert!(ok, "not every key was handled: {stats:?}");
+    stopped.unwrap();
     println!(
         "{}: key order across a rebalance: {dups} duplicate handlings",
         env.name

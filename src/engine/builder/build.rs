@@ -266,6 +266,9 @@ impl EngineBuilder {
                 rebalance_protocol: self.rebalance_protocol,
                 isolation_level: self.isolation_level,
                 claims,
+                // Woken by the stop, so a join the group holds up does not
+                // keep the consumer thread past the shutdown's deadline.
+                wakeup: Some(signal.wakeup.clone()),
             };
         // Create both group members before starting any thread, so a broker
         // error surfaces from build() and not from a thread later.

@@ -480,11 +480,7 @@ impl Relay {
             // settled just before the stop is handled again by the next
             // relay (a duplicate a graceful stop must not make).
             h.abandon(&self.ctx);
-            let deadline = self.ctx.signal.deadline().unwrap_or_else(Instant::now);
-            let margin = deadline.saturating_duration_since(Instant::now()) / 4;
-            let until = deadline
-                .checked_sub(margin.min(Duration::from_secs(2)))
-                .unwrap_or_else(Instant::now);
+            let until = self.ctx.signal.drain_until().unwrap_or_else(Instant::now);
             let busy = || -> usize {
                 self.parts
                     .values()

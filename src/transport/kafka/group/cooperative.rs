@@ -47,14 +47,15 @@ use crate::record::TopicPartition;
 use crate::transport::ConsumerEvent;
 
 /// A cooperative rejoin on its thread, and how to tell it to stop.
+/// Also a first (or eager) join when a wakeup is set (`join.rs`).
 pub(super) struct Rejoin {
-    handle: JoinHandle<(Joiner, crate::error::Result<JoinOutcome>)>,
+    pub(super) handle: JoinHandle<(Joiner, crate::error::Result<JoinOutcome>)>,
     /// The joiner's `cancel`.
-    cancel: Arc<AtomicBool>,
+    pub(super) cancel: Arc<AtomicBool>,
 }
 
 impl Rejoin {
-    fn is_finished(&self) -> bool {
+    pub(super) fn is_finished(&self) -> bool {
         self.handle.is_finished()
     }
 }

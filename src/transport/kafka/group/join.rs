@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -21,6 +22,7 @@ use super::super::assignor;
 use super::super::client::Client;
 use super::super::errors::check;
 use super::super::retry::{Action, Retry};
+use super::cooperative::Rejoin;
 use super::coordinator::{group_id, ms, Coordinator};
 use super::watch::MetadataWatch;
 use super::{GroupConsumer, Phase, PROTOCOL_TYPE};
@@ -113,19 +115,102 @@ impl GroupConsumer {
     /// Joins (JoinGroup, SyncGroup) through the retry driver, blocking; on
     /// success the member is Active with its new assignment. Owns nothing
     /// while joining (first join, eager rebalance, after being fenced).
-    pub(super) fn join(&mut self) -> Result<Vec<TopicPartition>> {
-        // No generation to heartbeat for while joining.
-        self.membership.set_target(None);
-        self.assignment.clear();
-        self.fetcher.clear();
-        self.watch = None;
-        let mut joiner = self.joiner(&[], -1)?;
-        let result = joiner.run();
-        self.take_back(joiner);
+    ///
+    /// With a [`Wakeup`](crate::transport::Wakeup) configured the join runs
+    /// on a thread of its own (`kafka-retry-join`) and this waits for it
+    /// until it ends or the wakeup is woken: then `Ok(None)`, the join
+    /// going on (the next call waits for the same one; a close abandons
+    /// it). A coordinator may hold a JoinGroup for the whole rebalance
+    /// timeout and a stuck group retries for longer, which must not keep
+    /// an engine's consumer thread past its shutdown deadline.
+    pub(super) fn join(&mut self) -> Result<Option<Vec<TopicPartition>>> {
+        if self.joining.is_none() {
+            // No generation to heartbeat for while joining.
+            self.membership.set_target(None);
+            self.assignment.clear();
+            self.fetcher.clear();
+            self.watch = None;
+            let mut joiner = self.joiner(&[], -1)?;
+            if self.config.wakeup.is_none() {
+                let result = joiner.run();
+                self.take_back(joiner);
+                return self.joined(result).map(Some);
+            }
+            let cancel = joiner.cancel.clone();
+            let waiter = thread::current();
+            let spawned = thread::Builder::new()
+                .name("kafka-retry-join".into())
+                .spawn(move || {
+                    let result = joiner.run();
+                    waiter.unpark();
+                    (joiner, result)
+                });
+            match spawned {
+                Ok(handle) => self.joining = Some(Rejoin { handle, cancel }),
+                // No thread: join here, as without a wakeup (the joiner
+                // went with the failed spawn, so make another).
+                Err(e) => {
+                    log::warn!(
+                        "group {}: start kafka-retry-join: {e}; joining on this thread",
+                        self.config.group_id
+                    );
+                    let mut joiner = self.joiner(&[], -1)?;
+                    let result = joiner.run();
+                    self.take_back(joiner);
+                    return self.joined(result).map(Some);
+                }
+            }
+        }
+        let woken = || self.config.wakeup.as_ref().is_some_and(|w| w.is_woken());
+        while !self.joining.as_ref().is_some_and(Rejoin::is_finished) {
+            if woken() {
+                return Ok(None);
+            }
+            // Unparked when the join ends; the timeout is for the wakeup.
+            thread::park_timeout(Duration::from_millis(10));
+        }
+        let Some(join) = self.joining.take() else {
+            return Err(Error::Thread("kafka-retry-join vanished".into()));
+        };
+        let result = match join.handle.join() {
+            Ok((joiner, result)) => {
+                self.take_back(joiner);
+                result
+            }
+            Err(_) => Err(Error::Thread("kafka-retry-join panicked".into())),
+        };
+        self.joined(result).map(Some)
+    }
+
+    /// Takes a finished join's outcome: on success the member is Active.
+    fn joined(&mut self, result: Result<JoinOutcome>) -> Result<Vec<TopicPartition>> {
         let out = result?;
         self.cooperative = out.cooperative;
         self.activate(out.generation, &out.parts, out.counts);
         Ok(out.parts)
+    }
+
+    /// On close: tells a join still running on its thread to stop (see
+    /// [`GroupConsumer::join`]), and takes back its connection and member
+    /// id if it already finished; one still in a call is left to end on
+    /// its own, as a cooperative rejoin is (`abandon_rejoin`). A member id
+    /// it got meanwhile is not known here, so no LeaveGroup names it: the
+    /// coordinator drops that member after the session timeout.
+    pub(super) fn abandon_join(&mut self) {
+        let Some(join) = self.joining.take() else {
+            return;
+        };
+        join.cancel.store(true, Ordering::SeqCst);
+        if join.is_finished() {
+            if let Ok((joiner, _)) = join.handle.join() {
+                self.take_back(joiner);
+            }
+        } else {
+            log::debug!(
+                "group {}: closing during a join; it stops after its request in flight",
+                self.config.group_id
+            );
+        }
     }
 
     /// A [`Joiner`] with this member's coordinator connection (the member

@@ -112,6 +112,8 @@ mod membership;
 mod offsets;
 #[cfg(test)]
 mod static_tests;
+#[cfg(test)]
+mod wakeup_tests;
 mod watch;
 
 pub(crate) use offsets::fetch_committed;
@@ -183,6 +185,8 @@ pub(crate) struct GroupConsumer {
     cooperative: bool,
     /// A cooperative rejoin running on its own thread (see `cooperative.rs`).
     rejoin: Option<cooperative::Rejoin>,
+    /// A join a woken poll stopped waiting for (see `GroupConsumer::join`).
+    joining: Option<cooperative::Rejoin>,
     /// After a cooperative `Revoked`: what the next poll assigns.
     after_revoke: Option<cooperative::AfterRevoke>,
     /// How long before the session would expire, counted from the last
@@ -256,6 +260,7 @@ impl GroupConsumer {
             requested_in: None,
             cooperative: false,
             rejoin: None,
+            joining: None,
             after_revoke: None,
             lapse_margin,
         })
@@ -430,6 +435,7 @@ impl GroupConsumer {
         // LeaveGroup goes now, on the member's own connection (see
         // `abandon_rejoin`).
         self.abandon_rejoin();
+        self.abandon_join();
         // A fenced instance has nothing to leave: the id is the newer
         // member's, and leaving would remove that one.
         let left = if leave && !fenced {
@@ -529,7 +535,9 @@ impl Consumer for GroupConsumer {
             // Blocks for as long as the broker takes to complete the
             // rebalance, which may exceed `timeout`.
             return match self.join() {
-                Ok(parts) => Ok(ConsumerEvent::Assigned(parts)),
+                Ok(Some(parts)) => Ok(ConsumerEvent::Assigned(parts)),
+                // Woken (a shutdown): still joining, nothing to return.
+                Ok(None) => Ok(ConsumerEvent::Records(Vec::new())),
                 Err(e) => {
                     if e.kafka_code() == Some(FENCED_INSTANCE_ID) {
                         log::error!(
