@@ -85,6 +85,10 @@ pub struct Stats {
     pub paused_partitions: i64,
     /// Rebalances seen by the consumer thread (revoked or lost events).
     pub rebalances: u64,
+    /// Rebalances seen by the relay (revoked or lost events of its own
+    /// group): each drops the released partitions' parked records
+    /// uncommitted, so their next owner reads them again.
+    pub relay_rebalances: u64,
     /// Failed writes to the retry or dead-letter topic (each retried).
     pub send_errors: u64,
     /// Failed offset commits (retried on the next interval).
@@ -156,6 +160,7 @@ pub(crate) struct Counters {
     pub relay_partitions: AtomicI64,
     pub paused_partitions: AtomicI64,
     pub rebalances: AtomicU64,
+    pub relay_rebalances: AtomicU64,
     pub send_errors: AtomicU64,
     pub commit_errors: AtomicU64,
     pub auth_failures: AtomicU64,
@@ -223,6 +228,7 @@ impl Counters {
             relay_partitions: self.relay_partitions.load(Relaxed),
             paused_partitions: self.paused_partitions.load(Relaxed),
             rebalances: self.rebalances.load(Relaxed),
+            relay_rebalances: self.relay_rebalances.load(Relaxed),
             send_errors: self.send_errors.load(Relaxed),
             commit_errors: self.commit_errors.load(Relaxed),
             auth_failures: self.auth_failures.load(Relaxed),

@@ -416,6 +416,48 @@ fn a_shutdown_during_a_revoke_wait_still_stops_the_consumer() {
     b.shutdown(Duration::from_secs(5)).unwrap();
 }
 
+/// The relay's own group counts its rebalances apart
+/// (`Stats::relay_rebalances`): a second engine of the group takes part of
+/// the retry topic from the first one's relay (eager: everything is
+/// revoked first), which the consumer thread's count does not show.
+#[test]
+fn relay_rebalances_are_counted() {
+    let (broker, builder) = memory_t("g-relay-rebalance", 2);
+    let eager = |b: kafka_retry::EngineBuilder| {
+        b.rebalance_protocol(kafka_retry::transport::RebalanceProtocol::Eager)
+            .session_timeout(Duration::from_secs(30))
+            .handler(|_r: &Record| Outcome::Done)
+    };
+    let a = eager(builder).build().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let s = a.stats();
+        s.assigned_partitions == 2 && s.relay_partitions > 0
+    }));
+    let before = a.stats();
+    assert_eq!(
+        (before.rebalances, before.relay_rebalances),
+        (0, 0),
+        "{before:?}"
+    );
+    let b = eager(
+        Engine::builder(broker.clone())
+            .group_id("g-relay-rebalance")
+            .topics(["t"]),
+    )
+    .build()
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let s = a.stats();
+            s.relay_rebalances >= 1 && s.rebalances >= 1
+        }),
+        "{:?}",
+        a.stats()
+    );
+    b.shutdown(Duration::from_secs(5)).unwrap();
+    a.shutdown(Duration::from_secs(5)).unwrap();
+}
+
 /// The relay's heap is bounded: past `max_parked` it pauses the retry topic
 /// instead of growing, and everything is still relayed in the end. Through
 /// a transport without a `Reader` (`Losing` has none), where parked records

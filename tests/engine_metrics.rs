@@ -94,6 +94,7 @@ fn smoke() {
         "kafka_retry_auth_failures_total",
         "kafka_retry_dead_letter_limit_trips_total",
         "kafka_retry_rebalances_total",
+        "kafka_retry_relay_rebalances_total",
         "kafka_retry_records_parked_gone_total",
         "kafka_retry_key_order_hold_all_total",
     ] {

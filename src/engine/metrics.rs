@@ -34,6 +34,7 @@ pub(crate) mod names {
     pub const DROPPED: &str = "kafka_retry_records_dropped_total";
     pub const PANICS: &str = "kafka_retry_handler_panics_total";
     pub const REBALANCES: &str = "kafka_retry_rebalances_total";
+    pub const RELAY_REBALANCES: &str = "kafka_retry_relay_rebalances_total";
     pub const SEND_ERRORS: &str = "kafka_retry_send_errors_total";
     pub const COMMIT_ERRORS: &str = "kafka_retry_commit_errors_total";
     pub const AUTH_FAILURES: &str = "kafka_retry_auth_failures_total";
@@ -70,6 +71,7 @@ pub(crate) struct Metrics {
     dropped: Counter,
     panics: Counter,
     rebalances: Counter,
+    relay_rebalances: Counter,
     send_errors: Counter,
     commit_errors: Counter,
     auth_failures: Counter,
@@ -121,6 +123,7 @@ impl Metrics {
             dropped: metrics::counter!(DROPPED, g()),
             panics: metrics::counter!(PANICS, g()),
             rebalances: metrics::counter!(REBALANCES, g()),
+            relay_rebalances: metrics::counter!(RELAY_REBALANCES, g()),
             send_errors: metrics::counter!(SEND_ERRORS, g()),
             commit_errors: metrics::counter!(COMMIT_ERRORS, g()),
             auth_failures: metrics::counter!(AUTH_FAILURES, g()),
@@ -188,6 +191,7 @@ impl Metrics {
         self.dropped.absolute(s.dropped);
         self.panics.absolute(s.panics);
         self.rebalances.absolute(s.rebalances);
+        self.relay_rebalances.absolute(s.relay_rebalances);
         self.send_errors.absolute(s.send_errors);
         self.commit_errors.absolute(s.commit_errors);
         self.auth_failures.absolute(s.auth_failures);
@@ -237,6 +241,10 @@ fn describe() {
     metrics::describe_counter!(DROPPED, "Records given up on with no dead-letter topic");
     metrics::describe_counter!(PANICS, "Handler panics caught");
     metrics::describe_counter!(REBALANCES, "Rebalances seen by the consumer thread");
+    metrics::describe_counter!(
+        RELAY_REBALANCES,
+        "Rebalances seen by the relay (its own group)"
+    );
     metrics::describe_counter!(
         SEND_ERRORS,
         "Failed writes to the retry or dead-letter topic"

@@ -116,13 +116,24 @@ impl Env {
     /// Reads `topic` from the beginning with a fresh group until `n`
     /// records arrived or `timeout` passed.
     pub fn read(&self, topic: &str, n: usize, timeout: Duration) -> Vec<Record> {
+        self.read_until(topic, timeout, |out| out.len() >= n)
+    }
+
+    /// Reads `topic` from the beginning with a fresh group until `enough`
+    /// holds for what arrived or `timeout` passed.
+    pub fn read_until(
+        &self,
+        topic: &str,
+        timeout: Duration,
+        enough: impl Fn(&[Record]) -> bool,
+    ) -> Vec<Record> {
         let mut cfg = ConsumerConfig::new(unique("reader"), [topic]);
         cfg.session_timeout = self.session_timeout;
         cfg.rebalance_timeout = self.session_timeout * 2;
         let mut c = self.transport.consumer(cfg).unwrap();
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
-        while out.len() < n && Instant::now() < deadline {
+        while !enough(&out) && Instant::now() < deadline {
             if let Ok(ConsumerEvent::Records(rs)) = c.poll(Duration::from_millis(100)) {
                 out.extend(rs);
             }
@@ -434,17 +445,27 @@ pub fn malformed_retry_headers_are_dead_lettered(env: &Env) {
         }
         env.produce(r);
     }
-    let dead = env.read(
+    // Until every case is there: duplicates (below) must not end the read
+    // before the last one.
+    let dead = env.read_until(
         &format!("{group}-dlt"),
-        cases.len(),
         Duration::from_secs(10) + env.slack * 4,
+        |out| distinct_keys(out) >= cases.len(),
     );
     wait_until(Duration::from_secs(2), || {
         engine.stats().dead_lettered.malformed >= cases.len() as u64
     });
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10)).unwrap();
-    assert_eq!(dead.len(), cases.len(), "{dead:?}");
+    // At least once: should the relay's group rebalance (a heartbeat late
+    // past the 2 s session on a loaded machine), its next assignment
+    // re-reads the copies whose offsets were not committed yet and
+    // dead-letters them again. Exactly once otherwise.
+    let exact = stats.rebalances == 0 && stats.relay_rebalances == 0;
+    if exact {
+        assert_eq!(dead.len(), cases.len(), "{dead:?}");
+    }
+    assert_eq!(distinct_keys(&dead), cases.len(), "{dead:?}");
     for (name, _) in &cases {
         let r = dead
             .iter()
@@ -466,8 +487,24 @@ pub fn malformed_retry_headers_are_dead_lettered(env: &Env) {
         );
         assert_eq!(r.value.as_deref(), Some(&b"payload"[..]));
     }
-    assert_eq!(stats.dead_lettered.malformed, cases.len() as u64);
+    if exact {
+        assert_eq!(
+            stats.dead_lettered.malformed,
+            cases.len() as u64,
+            "{stats:?}"
+        );
+    } else {
+        assert!(
+            stats.dead_lettered.malformed >= cases.len() as u64,
+            "{stats:?}"
+        );
+    }
     assert_eq!(stats.relayed, 0);
+}
+
+/// How many different keys `records` have.
+fn distinct_keys(records: &[Record]) -> usize {
+    records.iter().map(key_of).collect::<HashSet<_>>().len()
 }
 
 /// Records with the same key are handled in partition order on the main path.

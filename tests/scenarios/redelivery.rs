@@ -232,23 +232,46 @@ pub fn private_redelivery_skips_the_origin_topic(env: &Env) {
     std::thread::sleep(Duration::from_millis(400));
     let stats = engine.stats();
     engine.shutdown(Duration::from_secs(10)).unwrap();
-    assert_eq!(stats.redelivered_private, 2 * n as u64, "{stats:?}");
+    // At least once: should the group rebalance (a heartbeat late past the
+    // session on a loaded machine), records whose offsets were not
+    // committed yet are read and handled again, on either topic. Exactly
+    // once otherwise.
+    let exact = stats.rebalances == 0 && stats.relay_rebalances == 0;
+    if exact {
+        assert_eq!(stats.redelivered_private, 2 * n as u64, "{stats:?}");
+        assert_eq!(stats.received, n as u64, "{stats:?}");
+    } else {
+        assert!(stats.redelivered_private >= 2 * n as u64, "{stats:?}");
+        assert!(stats.received >= n as u64, "{stats:?}");
+    }
     assert_eq!(stats.relayed, 0, "{stats:?}");
-    assert_eq!(stats.received, n as u64, "{stats:?}");
     let seen = seen.lock().unwrap().clone();
     for i in 0..n {
         let k = format!("k{i}");
         let mine: Vec<_> = seen.iter().filter(|s| s.0 == k).collect();
         assert!(mine.len() >= 3, "{k}: {mine:?}");
         let attempts: Vec<u32> = mine.iter().map(|s| s.2).collect();
-        assert_eq!(&attempts[..3], &[0, 1, 2], "{k}");
+        if exact {
+            assert_eq!(&attempts[..3], &[0, 1, 2], "{k}");
+            assert!(
+                mine[1].3.is_some() && mine[1].3 == mine[2].3,
+                "first-received kept"
+            );
+        } else {
+            // Each attempt seen, first seen in order.
+            let first = |a: u32| attempts.iter().position(|&x| x == a);
+            assert!(
+                matches!((first(0), first(1), first(2)), (Some(a), Some(b), Some(c)) if a < b && b < c),
+                "{k}: {attempts:?}"
+            );
+            assert!(
+                mine.iter().filter(|s| s.2 > 0).all(|s| s.3.is_some()),
+                "first-received kept"
+            );
+        }
         assert!(
             mine.iter().all(|s| s.1 == topic),
             "handler saw the origin topic"
-        );
-        assert!(
-            mine[1].3.is_some() && mine[1].3 == mine[2].3,
-            "first-received kept"
         );
         assert!(mine.iter().all(|s| s.4 == mine[0].4), "{k}: same worker");
     }

@@ -266,6 +266,7 @@ impl Relay {
                 self.count_partitions();
             }
             ConsumerEvent::Revoked(tps) => {
+                self.count_rebalance();
                 // Written records count in this commit once acknowledged.
                 self.settle_in_flight();
                 if let Err(e) = self.commit() {
@@ -274,6 +275,7 @@ impl Relay {
                 self.release(&tps);
             }
             ConsumerEvent::Lost(tps) => {
+                self.count_rebalance();
                 // Failed writes re-park first, so the release drops them.
                 self.settle_in_flight();
                 self.release(&tps);
@@ -306,6 +308,14 @@ impl Relay {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// `Stats::relay_rebalances`.
+    fn count_rebalance(&self) {
+        self.ctx
+            .counters
+            .relay_rebalances
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// `Stats::relay_partitions`.
