@@ -35,30 +35,15 @@
 //! run against a fake coordinator and Tansu 0.6, not Apache Kafka.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::sync::atomic::Ordering;
+use std::thread;
 
-use super::join::{JoinOutcome, Joiner};
+use super::join::{JoinOutcome, Rejoin};
 use super::watch::MetadataWatch;
 use super::{GroupConsumer, Phase, FENCED_INSTANCE_ID};
 use crate::error::Error;
 use crate::record::TopicPartition;
 use crate::transport::ConsumerEvent;
-
-/// A cooperative rejoin on its thread, and how to tell it to stop.
-/// Also a first (or eager) join when a wakeup is set (`join.rs`).
-pub(super) struct Rejoin {
-    pub(super) handle: JoinHandle<(Joiner, crate::error::Result<JoinOutcome>)>,
-    /// The joiner's `cancel`.
-    pub(super) cancel: Arc<AtomicBool>,
-}
-
-impl Rejoin {
-    pub(super) fn is_finished(&self) -> bool {
-        self.handle.is_finished()
-    }
-}
 
 /// What the poll after a cooperative `Revoked` does.
 pub(super) struct AfterRevoke {

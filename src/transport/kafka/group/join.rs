@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -22,7 +22,6 @@ use super::super::assignor;
 use super::super::client::Client;
 use super::super::errors::check;
 use super::super::retry::{Action, Retry};
-use super::cooperative::Rejoin;
 use super::coordinator::{group_id, ms, Coordinator};
 use super::watch::MetadataWatch;
 use super::{GroupConsumer, Phase, PROTOCOL_TYPE};
@@ -31,6 +30,21 @@ use crate::record::TopicPartition;
 use crate::transport::claims::{claims_assign, Claim, ClaimMember};
 use crate::transport::sticky::cooperative_sticky_assign;
 use crate::transport::{ConsumerConfig, RebalanceProtocol};
+
+/// A join on its own thread, and how to tell it to stop: a cooperative
+/// rejoin (`cooperative.rs`), or a first (or eager) join when a wakeup is
+/// set (`GroupConsumer::join`).
+pub(super) struct Rejoin {
+    pub(super) handle: JoinHandle<(Joiner, Result<JoinOutcome>)>,
+    /// The joiner's `cancel`.
+    pub(super) cancel: Arc<AtomicBool>,
+}
+
+impl Rejoin {
+    pub(super) fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
+}
 
 /// What a successful JoinGroup says.
 struct Joined {

@@ -184,9 +184,9 @@ pub(crate) struct GroupConsumer {
     /// Whether the group runs `cooperative-sticky` in this generation.
     cooperative: bool,
     /// A cooperative rejoin running on its own thread (see `cooperative.rs`).
-    rejoin: Option<cooperative::Rejoin>,
+    rejoin: Option<join::Rejoin>,
     /// A join a woken poll stopped waiting for (see `GroupConsumer::join`).
-    joining: Option<cooperative::Rejoin>,
+    joining: Option<join::Rejoin>,
     /// After a cooperative `Revoked`: what the next poll assigns.
     after_revoke: Option<cooperative::AfterRevoke>,
     /// How long before the session would expire, counted from the last
