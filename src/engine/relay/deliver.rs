@@ -57,7 +57,7 @@ impl Relay {
                 break;
             }
             let now = Instant::now();
-            let mut batch = Vec::new();
+            let mut batch = Vec::with_capacity(RELAY_BATCH.min(self.heap.len()));
             while batch.len() < RELAY_BATCH {
                 match self.heap.peek_due() {
                     Some(due) if due <= now => {}

@@ -239,8 +239,25 @@ impl Relay {
     fn handle(&mut self, event: ConsumerEvent) {
         match event {
             ConsumerEvent::Records(records) => {
+                // Records come in runs of one partition: one lease lookup
+                // per run, and the clocks read once per poll rather than
+                // per record.
+                let (now, at) = (now_ms(), Instant::now());
+                self.refresh_anchor(at);
+                let mut run: Option<(TopicPartition, Option<Arc<Lease>>)> = None;
                 for record in records {
-                    self.park(record);
+                    let same = run.as_ref().is_some_and(|(tp, _)| {
+                        tp.partition == record.partition && tp.topic == record.topic
+                    });
+                    if !same {
+                        let tp = record.topic_partition();
+                        let lease = self.parts.get(&tp).map(|p| p.lease.clone());
+                        run = Some((tp, lease));
+                    }
+                    if let Some((_, Some(lease))) = &run {
+                        let lease = lease.clone();
+                        self.park(record, lease, now, at);
+                    }
                 }
                 self.evict_whole();
                 if let Some(ix) = &mut self.index {
@@ -341,17 +358,13 @@ impl Relay {
         );
     }
 
-    fn park(&mut self, record: Record) {
-        let tp = record.topic_partition();
-        let Some(part) = self.parts.get(&tp) else {
-            return;
-        };
-        if !part.lease.tracker().track(record.offset) {
+    /// Parks a record of a partition of ours (`lease`), read at `now`
+    /// (wall ms) and `at`.
+    fn park(&mut self, record: Record, lease: Arc<Lease>, now: i64, at: Instant) {
+        if !lease.tracker().track(record.offset) {
             return;
         }
-        let lease = part.lease.clone();
-        let now = now_ms();
-        let plan = self.plan(&record, now);
+        let plan = self.plan(&record, now, at);
         // Key order: every copy blocks its key; a held one waits for its
         // key's turn in the handoff, not on the time heap (held copies are
         // kept whole there, never indexed).
@@ -364,9 +377,16 @@ impl Relay {
         self.place(lease, record, plan, due, 0);
     }
 
+    /// Renews the (Instant, wall µs) anchor of `due_of` once it is a
+    /// second old; called once per batch of records, before `due_of`.
+    fn refresh_anchor(&mut self, at: Instant) {
+        if at.saturating_duration_since(self.anchor.0) > Duration::from_secs(1) {
+            self.anchor = (Instant::now(), now_us());
+        }
+    }
+
     /// When a parked record is due, from its headers alone.
-    fn due_of(&mut self, record: &Record, plan: &Plan) -> Instant {
-        let tp = record.topic_partition();
+    fn due_of(&self, record: &Record, plan: &Plan) -> Instant {
         match plan {
             Plan::Retry(info) => {
                 let seed = u64::from(info.origin_partition as u32)
@@ -387,12 +407,10 @@ impl Relay {
                     None => info.enqueued_at.saturating_add(millis(wait)),
                 };
                 // Wall-clock due time to the monotonic clock, through one
-                // (Instant, wall µs) anchor per second: records due in the
-                // same millisecond share one instant and one wake-up, and
-                // the instant is never before the wall-clock due time.
-                if self.anchor.0.elapsed() > Duration::from_secs(1) {
-                    self.anchor = (Instant::now(), now_us());
-                }
+                // (Instant, wall µs) anchor per second (`refresh_anchor`):
+                // records due in the same millisecond share one instant and
+                // one wake-up, and the instant is never before the
+                // wall-clock due time.
                 let (ai, aus) = self.anchor;
                 let ahead = due_ms.saturating_mul(1000).saturating_sub(aus).max(0) as u64;
                 ai.checked_add(Duration::from_micros(ahead))
@@ -400,7 +418,8 @@ impl Relay {
             }
             Plan::Malformed(reason) => {
                 log::warn!(
-                    "relay: {tp}@{}: malformed retry headers: {reason}",
+                    "relay: {}@{}: malformed retry headers: {reason}",
+                    record.topic_partition(),
                     record.offset
                 );
                 Instant::now()
@@ -408,7 +427,8 @@ impl Relay {
         }
     }
 
-    fn plan(&mut self, record: &Record, now: i64) -> Plan {
+    /// What to do with a parked record read at `now` (wall ms) and `at`.
+    fn plan(&mut self, record: &Record, now: i64, at: Instant) -> Plan {
         if let Some(h) = record.header(headers::UNDECODABLE) {
             let why = h
                 .value
@@ -427,7 +447,7 @@ impl Relay {
                 info.origin_topic
             ));
         }
-        match self.partition_count(&info.origin_topic) {
+        match self.partition_count(&info.origin_topic, at) {
             Some(_) => Plan::Retry(info),
             None => Plan::Malformed(format!(
                 "origin topic {:?} does not exist",
@@ -436,9 +456,11 @@ impl Relay {
         }
     }
 
-    fn partition_count(&mut self, topic: &str) -> Option<i32> {
+    /// The partition count of `topic`, cached for `TOPIC_CACHE_TTL` (`now`:
+    /// the caller's clock reading, one per batch of records).
+    fn partition_count(&mut self, topic: &str, now: Instant) -> Option<i32> {
         if let Some((n, at)) = self.topic_cache.get(topic) {
-            if at.elapsed() < TOPIC_CACHE_TTL {
+            if now.saturating_duration_since(*at) < TOPIC_CACHE_TTL {
                 return *n;
             }
         }

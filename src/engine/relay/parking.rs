@@ -117,9 +117,10 @@ impl Relay {
     }
 
     pub(super) fn place_reread(&mut self, read: Vec<index::Reread>) {
-        let now = now_ms();
+        let (now, at) = (now_ms(), Instant::now());
+        self.refresh_anchor(at);
         for r in read {
-            let plan = self.plan(&r.record, now);
+            let plan = self.plan(&r.record, now, at);
             let due = match r.due {
                 Some(d) => d,
                 None => self.due_of(&r.record, &plan),

@@ -44,7 +44,7 @@ use self::request::fetch_request;
 use super::client::Client;
 use super::conn::{Connection, Sent};
 use super::errors::code_name;
-use super::records::decode_records;
+use super::records::decode_records_into;
 use super::retry::{classify_code, Action, Backoff};
 use crate::error::{Error, KafkaCode, Result};
 use crate::record::{Record, TopicPartition};
@@ -134,10 +134,15 @@ fn take_fair(
         .filter(|(_, p)| !p.paused && !p.buffer.is_empty())
         .map(|(tp, _)| tp.clone())
         .collect();
-    let mut out = Vec::new();
     if ready.is_empty() || max == 0 {
-        return out;
+        return Vec::new();
     }
+    let buffered: usize = ready
+        .iter()
+        .filter_map(|tp| parts.get(tp))
+        .map(|p| p.buffer.len())
+        .sum();
+    let mut out = Vec::with_capacity(buffered.min(max));
     let start = turn % ready.len();
     let order: Vec<&TopicPartition> = ready[start..].iter().chain(&ready[..start]).collect();
     let share = (max / ready.len()).max(1);
@@ -551,27 +556,37 @@ impl Fetcher {
                         if data.is_empty() {
                             continue;
                         }
-                        let decoded = decode_records(name, pd.partition_index, data, from);
-                        let (records, next) = if self.read_committed {
+                        // Straight into the partition's buffer (it keeps
+                        // its capacity from reply to reply).
+                        let start = state.buffer.len();
+                        let (next_offset, batches) = decode_records_into(
+                            name,
+                            pd.partition_index,
+                            data,
+                            from,
+                            &mut state.buffer,
+                        );
+                        let next = if self.read_committed {
                             let aborted: Vec<(i64, i64)> = pd
                                 .aborted_transactions
                                 .iter()
                                 .flatten()
                                 .map(|a| (a.producer_id.0, a.first_offset))
                                 .collect();
-                            committed_only(
-                                decoded.records,
-                                decoded.next_offset,
+                            let (records, next) = committed_only(
+                                state.buffer.drain(start..).collect(),
+                                next_offset,
                                 from,
-                                &decoded.batches,
+                                &batches,
                                 &aborted,
                                 pd.last_stable_offset,
-                            )
+                            );
+                            state.buffer.extend(records);
+                            next
                         } else {
-                            (decoded.records, decoded.next_offset)
+                            next_offset
                         };
-                        got |= !records.is_empty();
-                        state.buffer.extend(records);
+                        got |= state.buffer.len() > start;
                         if next > from {
                             state.position = Some(next);
                         }
@@ -715,7 +730,7 @@ impl Fetcher {
 mod tests {
     use super::super::config::KafkaConfig;
     use super::super::fake::{api, FakeBroker};
-    use super::super::records::{encode_batch, Compression};
+    use super::super::records::{decode_records, encode_batch, Compression};
     use super::*;
     use crate::record::OutRecord;
     use bytes::Bytes;

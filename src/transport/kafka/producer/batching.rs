@@ -179,7 +179,12 @@ impl<'a> SenderState<'a> {
             match self.inner.client.leader(&tp.0, tp.1) {
                 Ok(leader) => {
                     let mut chunks: Vec<Chunk> = Vec::new();
+                    let mut left = indices.len();
                     for item in group {
+                        // Sized once: what is left of the partition, or
+                        // what fits in a chunk of records of this size.
+                        let cap = left.min(chunk_limit / item.meta.size.max(1) + 1);
+                        left = left.saturating_sub(1);
                         // A numbered batch stays as it was; new records
                         // never join it.
                         let fits = chunks.last().is_some_and(|c| {
@@ -190,8 +195,8 @@ impl<'a> SenderState<'a> {
                         if !fits {
                             chunks.push(Chunk {
                                 tp: tp.clone(),
-                                records: Vec::new(),
-                                metas: Vec::new(),
+                                records: Vec::with_capacity(cap),
+                                metas: Vec::with_capacity(cap),
                                 bytes: 0,
                             });
                         }

@@ -50,7 +50,9 @@ mod encode;
 mod tests;
 
 pub use compression::Compression;
+#[cfg(any(test, feature = "fuzzing"))]
 pub use decode::decode_records;
+pub(crate) use decode::decode_records_into;
 #[cfg(not(any(test, feature = "fuzzing")))]
 pub(crate) use decode::{BatchSpan, Control};
 #[cfg(any(test, feature = "fuzzing"))]
