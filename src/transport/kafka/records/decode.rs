@@ -148,6 +148,17 @@ fn decode_into_with_caps(
     call_budget: usize,
     records: &mut VecDeque<Record>,
 ) -> (i64, Vec<BatchSpan>) {
+    // Room for the whole reply at once, from the batch headers' record
+    // counts: growing the buffer batch by batch copied it several times
+    // over (a partition's first few replies are most of a run) and an
+    // empty buffer's growth copied its dead capacity too. Capped: the
+    // counts are the sender's word.
+    let want = record_count_hint(&data).min(RESERVE_CAP);
+    if records.is_empty() && records.capacity() < want {
+        *records = VecDeque::with_capacity(want);
+    } else {
+        records.reserve(want);
+    }
     let mut w = Walker {
         topic,
         partition,
@@ -200,6 +211,33 @@ fn decode_into_with_caps(
         off += total;
     }
     (w.pos, w.batches)
+}
+
+/// Most records `decode_records_into` reserves room for up front (about
+/// 9 MiB of `Record`s); a reply with more grows the buffer as it goes.
+const RESERVE_CAP: usize = 64 << 10;
+
+/// The record counts of the whole magic-2 batches in `data`, summed: a
+/// walk over the framing alone (no CRC, no decompression), stopping where
+/// decoding would stop reading lengths.
+fn record_count_hint(data: &[u8]) -> usize {
+    let mut sum = 0usize;
+    let mut off = 0usize;
+    while let Some(rest) = data.get(off..).filter(|r| r.len() >= LOG_OVERHEAD) {
+        let total = match usize::try_from(be_i32(rest, 8)) {
+            Ok(len) if len >= MIN_ENTRY_LEN => LOG_OVERHEAD + len,
+            _ => break,
+        };
+        if total > rest.len() {
+            break;
+        }
+        if total >= HEADER_LEN && rest.get(OFF_MAGIC) == Some(&2) {
+            let count = usize::try_from(be_i32(rest, OFF_RECORD_COUNT)).unwrap_or(0);
+            sum = sum.saturating_add(count);
+        }
+        off += total;
+    }
+    sum
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -414,3 +414,36 @@ fn kafka_protocol_decodes_our_batches() {
         }
     }
 }
+
+/// `decode_records_into` makes room for a whole reply once (from the batch
+/// headers' counts, a forged count capped), appends after what the buffer
+/// holds, and leaves those records alone.
+#[test]
+fn decoding_into_a_buffer_reserves_the_reply_once_and_appends() {
+    use std::collections::VecDeque;
+    let mut data = batch_at(&small_records(40, "a"), 0, Compression::None);
+    data.extend(batch_at(&small_records(30, "b"), 40, Compression::Lz4));
+    let mut buf: VecDeque<Record> = VecDeque::new();
+    let (next, batches) = decode_records_into("t", 3, b(&data), 0, &mut buf);
+    assert_eq!((next, batches.len(), buf.len()), (70, 2, 70));
+    // One reservation of exactly the reply's 70 (growing by doubling from
+    // empty would have ended at a power of two).
+    assert_eq!(buf.capacity(), 70);
+
+    // A second reply goes after the first one's records, which stay.
+    let more = batch_at(&small_records(5, "c"), 70, Compression::None);
+    let (next, _) = decode_records_into("t", 3, b(&more), 70, &mut buf);
+    assert_eq!(next, 75);
+    let offsets: Vec<i64> = buf.iter().map(|r| r.offset).collect();
+    assert_eq!(offsets, (0..75).collect::<Vec<_>>());
+
+    // A batch claiming two billion records reserves no more than the cap
+    // (and still decodes as undecodable: its CRC no longer matches).
+    let mut forged = batch_at(&small_records(3, "d"), 0, Compression::None);
+    forged[OFF_RECORD_COUNT..OFF_RECORD_COUNT + 4].copy_from_slice(&i32::MAX.to_be_bytes());
+    let mut buf: VecDeque<Record> = VecDeque::new();
+    decode_records_into("t", 3, b(&forged), 0, &mut buf);
+    assert_eq!(buf.len(), 1);
+    assert!(reason(&buf[0]).unwrap().contains("crc"));
+    assert!(buf.capacity() <= 64 << 10, "{}", buf.capacity());
+}
