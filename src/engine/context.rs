@@ -101,6 +101,8 @@ pub(crate) struct Context {
     /// The retry path's writes (workers' retry copies and dead letters,
     /// the relay's writes), gathered into large batches on `producer`.
     pub writer: super::writes::BatchWriter,
+    /// Emptied job batches for reuse (see [`super::job::Spares`]).
+    pub spares: super::job::Spares,
     pub transport: Arc<dyn Transport>,
     pub counters: Arc<Counters>,
     pub signal: Arc<StopSignal>,

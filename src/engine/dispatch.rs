@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::context::Context;
-use super::job::{worker_for, Completion, Job, JOB_BATCH};
+use super::job::{worker_for, Completion, Job, Spares, JOB_BATCH};
 use super::keyorder::READY_WAIT;
 use super::lease::Lease;
 use super::partitions::Partitions;
@@ -232,11 +232,14 @@ impl Dispatcher {
                     continue; // already dispatched (a re-fetch after a rewind)
                 }
                 let worker = worker_for(record.key.as_deref(), workers, &mut self.round_robin);
-                self.outbox[worker].push_back(Job {
-                    record,
-                    lease: lease.clone(),
-                    received_ms,
-                });
+                self.outbox[worker].push_back(
+                    Job {
+                        record,
+                        lease: lease.clone(),
+                        received_ms,
+                    },
+                    &self.ctx.spares,
+                );
                 n += 1;
             }
             drop(tracker);
@@ -496,7 +499,7 @@ impl Dispatcher {
             let c = &self.ctx.counters;
             c.in_flight.fetch_add(1, Ordering::Relaxed);
             c.redelivered_private.fetch_add(1, Ordering::Relaxed);
-            self.outbox[w].push_back(job);
+            self.outbox[w].push_back(job, &self.ctx.spares);
         }
     }
 
@@ -703,11 +706,11 @@ struct Outbox {
 }
 
 impl Outbox {
-    fn push_back(&mut self, job: Job) {
+    fn push_back(&mut self, job: Job, spares: &Spares) {
         match self.batches.back_mut() {
             Some(b) if b.len() < JOB_BATCH => b.push(job),
             _ => {
-                let mut b = Vec::with_capacity(JOB_BATCH);
+                let mut b = spares.take();
                 b.push(job);
                 self.batches.push_back(b);
             }

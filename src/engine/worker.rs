@@ -49,7 +49,7 @@ pub(crate) fn run_worker(
     // redelivery), decided once per lease rather than per record.
     let mut private: Option<(Arc<Lease>, bool)> = None;
     loop {
-        let batch = if writes.is_empty() {
+        let mut batch = if writes.is_empty() {
             // Ends when the consumer thread drops its sender (shutdown by
             // disconnection).
             match jobs.recv() {
@@ -80,7 +80,7 @@ pub(crate) fn run_worker(
             }
         };
         let mut last_flush = Instant::now();
-        for job in batch {
+        for job in batch.drain(..) {
             reap(&ctx, &mut writes, &mut out, Reap::Ready);
             // Too many writes unanswered (a slow or unreachable broker):
             // wait for the oldest, so memory stays bounded.
@@ -193,6 +193,7 @@ pub(crate) fn run_worker(
                 ),
             }
         }
+        ctx.spares.give(batch);
         reap(&ctx, &mut writes, &mut out, Reap::Ready);
         if !out.is_empty() && completions.send(take_sized(&mut out)).is_err() {
             return;

@@ -231,6 +231,11 @@ impl EngineBuilder {
             revoke_timeout: self.revoke_timeout,
             max_parked: self.max_parked,
             queue_batches: self.queue_capacity.div_ceil(JOB_BATCH).max(1),
+            // As many as the worker queues hold, and one in hand per worker.
+            spares: crate::engine::job::Spares::new(
+                self.workers
+                    .saturating_mul(self.queue_capacity.div_ceil(JOB_BATCH).max(1) + 1),
+            ),
             health: health.clone(),
             breaker: breaker.clone(),
             key_order,

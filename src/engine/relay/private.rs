@@ -507,7 +507,8 @@ impl Handoff {
             }
             while !outbox.is_empty() {
                 let n = outbox.len().min(JOB_BATCH);
-                let batch: Vec<Job> = outbox.drain(..n).collect();
+                let mut batch = ctx.spares.take();
+                batch.extend(outbox.drain(..n));
                 match self.jobs[w].try_send(batch) {
                     Ok(()) => {}
                     Err(TrySendError::Full(batch) | TrySendError::Disconnected(batch)) => {
