@@ -38,7 +38,7 @@
 //! interval and the last records' second pass are much of the time, so
 //! the rate measures latency more than throughput), `BENCH_ENGINE_WORKERS` (4),
 //! `BENCH_ENGINE_SESSION_MS` (2000), `BENCH_ENGINE_RETRY_MS` (100, the retry
-//! interval), `BENCH_ENGINE_POLL_RECORDS` (the engine's default 500),
+//! interval), `BENCH_ENGINE_POLL_RECORDS` (the engine's default 2000),
 //! `BENCH_REPEAT` (1: runs per row, median reported),
 //! `BENCH_PERF_CTL` (perf control fifos, comma-separated: profiling
 //! enabled during the timed runs only), `BENCH_ENGINE_COMPRESSION` (`none`,
@@ -801,7 +801,7 @@ fn main() -> Result<(), BoxError> {
         bench.retry_interval,
         bench
             .poll_records
-            .map_or("500 (default)".to_string(), |n| n.to_string()),
+            .map_or("2000 (default)".to_string(), |n| n.to_string()),
         if fetch_ahead() { "on" } else { "off" },
     );
 

@@ -25,6 +25,9 @@ use crate::transport::{ConsumerConfig, IsolationLevel, OffsetReset, Transport};
 // `build()`: validation, topic creation and the start of the threads.
 mod build;
 
+/// [`EngineBuilder::max_poll_records`] unless set.
+const DEFAULT_MAX_POLL_RECORDS: usize = 2000;
+
 /// Builds an [`Engine`]. Every setter's default is listed in its doc;
 /// [`EngineBuilder::build`] validates, creates the retry and dead-letter
 /// topics when missing, and starts the threads.
@@ -142,7 +145,7 @@ impl EngineBuilder {
             isolation_level: IsolationLevel::ReadUncommitted,
             max_parked: 100_000,
             queue_capacity: 1024,
-            max_poll_records: 500,
+            max_poll_records: DEFAULT_MAX_POLL_RECORDS,
             dead_letter_limit: None,
             dead_letter_router: None,
             redelivery: Redelivery::Origin,
@@ -571,7 +574,14 @@ impl EngineBuilder {
         self
     }
 
-    /// Most records per poll. Defaults to 500.
+    /// Most records per poll of the engine's consumers (the origin topics'
+    /// and the relay's). Defaults to 2000: the engine's poll loop only
+    /// hands records to the handler pool, so it is not the Java client's
+    /// 500 (a caller's processing between polls) that applies. Each poll
+    /// hands each worker its share at once; with 500, every worker got
+    /// half a job batch per poll and woke up twice as often (measured on
+    /// Tansu: 2000 gave about 15% more records/s at 0% retries and 10%
+    /// more at 10%, against 500; 5000 was no better).
     ///
     /// ```
     #[doc = doc_builder!()]
