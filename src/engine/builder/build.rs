@@ -209,6 +209,7 @@ impl EngineBuilder {
             .map(|l| Arc::new(Breaker::new(l, group_id.clone(), counters.clone())));
         let health = Arc::new(HealthBoard::new(breaker.clone()));
         let writer = crate::engine::writes::BatchWriter::start(producer.clone(), health.clone())?;
+        let queue_batches = self.queue_capacity.div_ceil(JOB_BATCH).max(1);
         let ctx = Arc::new(Context {
             group_id: group_id.clone(),
             topics: self.topics.clone(),
@@ -230,12 +231,9 @@ impl EngineBuilder {
             commit_interval: self.commit_interval,
             revoke_timeout: self.revoke_timeout,
             max_parked: self.max_parked,
-            queue_batches: self.queue_capacity.div_ceil(JOB_BATCH).max(1),
+            queue_batches,
             // As many as the worker queues hold, and one in hand per worker.
-            spares: crate::engine::job::Spares::new(
-                self.workers
-                    .saturating_mul(self.queue_capacity.div_ceil(JOB_BATCH).max(1) + 1),
-            ),
+            spares: crate::engine::job::Spares::new(self.workers.saturating_mul(queue_batches + 1)),
             health: health.clone(),
             breaker: breaker.clone(),
             key_order,

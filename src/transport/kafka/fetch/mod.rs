@@ -129,19 +129,18 @@ fn take_fair(
     turn: usize,
     max: usize,
 ) -> Vec<Record> {
+    let mut buffered = 0;
     let ready: Vec<TopicPartition> = parts
         .iter()
         .filter(|(_, p)| !p.paused && !p.buffer.is_empty())
-        .map(|(tp, _)| tp.clone())
+        .map(|(tp, p)| {
+            buffered += p.buffer.len();
+            tp.clone()
+        })
         .collect();
     if ready.is_empty() || max == 0 {
         return Vec::new();
     }
-    let buffered: usize = ready
-        .iter()
-        .filter_map(|tp| parts.get(tp))
-        .map(|p| p.buffer.len())
-        .sum();
     let mut out = Vec::with_capacity(buffered.min(max));
     let start = turn % ready.len();
     let order: Vec<&TopicPartition> = ready[start..].iter().chain(&ready[..start]).collect();

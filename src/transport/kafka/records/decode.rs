@@ -172,23 +172,17 @@ fn decode_into_with_caps(
     let mut off = 0usize;
     loop {
         let rest = data.get(off..).unwrap_or_default();
-        if rest.len() < LOG_OVERHEAD {
-            break; // truncated tail (or the end)
-        }
-        let base = be_i64(rest, 0);
-        let length = be_i32(rest, 8);
-        let len = match usize::try_from(length) {
-            Ok(len) if len >= MIN_ENTRY_LEN => len,
-            _ => {
+        let total = match frame(rest) {
+            // A truncated tail (or the end): fetched again from `next_offset`.
+            Frame::Short => break,
+            Frame::Broken(length) => {
                 let raw = data.slice(off..);
                 w.broken_framing(raw, length);
                 break;
             }
+            Frame::Whole(total) => total,
         };
-        let total = match LOG_OVERHEAD.checked_add(len) {
-            Some(total) if total <= rest.len() => total,
-            _ => break, // truncated tail: fetched again from `next_offset`
-        };
+        let base = be_i64(rest, 0);
         let entry = data.slice(off..off + total);
         let magic = rest.get(OFF_MAGIC).map_or(-1, |&m| m as i8);
         let step = match magic {
@@ -217,20 +211,38 @@ fn decode_into_with_caps(
 /// 9 MiB of `Record`s); a reply with more grows the buffer as it goes.
 const RESERVE_CAP: usize = 64 << 10;
 
+/// What the log entry at the start of `rest` is, by its framing alone.
+enum Frame {
+    /// Fewer bytes than the entry needs (or none): a truncated tail.
+    Short,
+    /// A length field below any format's minimum (the field itself).
+    Broken(i32),
+    /// A whole entry of this many bytes, length field included.
+    Whole(usize),
+}
+
+fn frame(rest: &[u8]) -> Frame {
+    if rest.len() < LOG_OVERHEAD {
+        return Frame::Short;
+    }
+    let length = be_i32(rest, 8);
+    match usize::try_from(length) {
+        Ok(len) if len >= MIN_ENTRY_LEN => match LOG_OVERHEAD.checked_add(len) {
+            Some(total) if total <= rest.len() => Frame::Whole(total),
+            _ => Frame::Short,
+        },
+        _ => Frame::Broken(length),
+    }
+}
+
 /// The record counts of the whole magic-2 batches in `data`, summed: a
 /// walk over the framing alone (no CRC, no decompression), stopping where
-/// decoding would stop reading lengths.
+/// decoding stops reading lengths.
 fn record_count_hint(data: &[u8]) -> usize {
     let mut sum = 0usize;
     let mut off = 0usize;
-    while let Some(rest) = data.get(off..).filter(|r| r.len() >= LOG_OVERHEAD) {
-        let total = match usize::try_from(be_i32(rest, 8)) {
-            Ok(len) if len >= MIN_ENTRY_LEN => LOG_OVERHEAD + len,
-            _ => break,
-        };
-        if total > rest.len() {
-            break;
-        }
+    while let Frame::Whole(total) = frame(data.get(off..).unwrap_or_default()) {
+        let rest = &data[off..off + total];
         if total >= HEADER_LEN && rest.get(OFF_MAGIC) == Some(&2) {
             let count = usize::try_from(be_i32(rest, OFF_RECORD_COUNT)).unwrap_or(0);
             sum = sum.saturating_add(count);
