@@ -285,11 +285,10 @@ pub(crate) fn stamp_dead_letter(headers: &mut Vec<Header>, group: &str, now_ms: 
 /// (which drops the written copy) all touch; a few hundred bytes copied
 /// cost less.
 pub(crate) fn compact(headers: &[Header]) -> Vec<Header> {
-    let own = |key: &[u8]| OWN.iter().find(|name| name.as_bytes() == key).copied();
     let copied: usize = headers
         .iter()
         .map(|h| {
-            let key = if own(&h.key).is_some() {
+            let key = if own_name(&h.key).is_some() {
                 0
             } else {
                 h.key.len()
@@ -301,7 +300,7 @@ pub(crate) fn compact(headers: &[Header]) -> Vec<Header> {
     // (key span, value span) per header; None: a static key, a null value.
     let mut spans = Vec::with_capacity(headers.len());
     for h in headers {
-        let key = match own(&h.key) {
+        let key = match own_name(&h.key) {
             Some(name) => Err(name),
             None => {
                 let at = buf.len();
@@ -360,6 +359,37 @@ const OWN: [&str; 12] = [
 
 fn is_retry_header(h: &Header) -> bool {
     OWN.iter().any(|name| &h.key[..] == name.as_bytes())
+}
+
+/// Every `retry.*` name this crate writes: [`OWN`] and the replay stamps.
+const NAMES: [&str; 14] = [
+    ORIGIN_TOPIC,
+    ORIGIN_PARTITION,
+    ORIGIN_OFFSET,
+    FIRST_RECEIVED_AT,
+    ENQUEUED_AT,
+    ATTEMPTS,
+    REASON,
+    DEAD_REASON,
+    DUE_AT,
+    DEAD_LETTERED_AT,
+    GROUP,
+    HELD,
+    REPLAYED_FROM,
+    REPLAY_COUNT,
+];
+
+/// `key` as the static string of one of this crate's header names, if it
+/// is one. The Kafka decoder keeps such keys static rather than as slices
+/// of the fetched buffer: a retried record carries seven or so, and every
+/// slice is a reference count taken on the decoding thread and dropped on
+/// another (a worker, the relay, the producer thread), on one counter per
+/// batch that all of them touch.
+pub(crate) fn own_name(key: &[u8]) -> Option<&'static str> {
+    if !key.starts_with(b"retry.") {
+        return None;
+    }
+    NAMES.iter().find(|name| name.as_bytes() == key).copied()
 }
 
 /// Cuts `reason` to at most [`MAX_REASON_BYTES`] on a char boundary.

@@ -257,10 +257,34 @@ pub fn watch(
         first_pass: None,
         all_done: None,
     };
+    // `BENCH_TIMELINE_MS=50`: the counters every 50 ms on stderr, from the
+    // assignment on (where a run's time goes: the first pass, the tail).
+    let step = std::env::var("BENCH_TIMELINE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&ms| ms > 0)
+        .map(Duration::from_millis);
+    let mut next_line = Duration::ZERO;
     while t0.elapsed() < limit {
         let s = engine.stats();
         if m.first.is_none() && first(&s) {
             m.first = Some(t0.elapsed());
+        }
+        if let (Some(step), Some(from)) = (step, m.first) {
+            let at = t0.elapsed() - from;
+            if at >= next_line {
+                next_line = at + step;
+                eprintln!(
+                    "  timeline {:>5} ms: received {}, done {}, retried {}, relayed {}, parked {}, in flight {}",
+                    at.as_millis(),
+                    s.received,
+                    s.done,
+                    s.retried,
+                    s.relayed,
+                    s.parked,
+                    s.in_flight
+                );
+            }
         }
         if m.first_pass.is_none() && s.done + s.retried >= n {
             m.first_pass = Some(t0.elapsed());

@@ -400,11 +400,7 @@ impl Walker<'_> {
                 .checked_add(len)
                 .filter(|&end| end <= payload.len())
                 .ok_or_else(|| at(format!("length {len} overruns the batch")))?;
-            let mut rc = Cursor {
-                buf: payload,
-                pos: cur.pos,
-                end,
-            };
+            let mut rc = Cursor::span(payload, cur.pos, end);
             let (delta, record) = self.parse_record(&mut rc, batch).map_err(at)?;
             if rc.pos != end {
                 return Err(at(format!("{} unread bytes at its end", end - rc.pos)));
@@ -458,7 +454,7 @@ impl Walker<'_> {
             let key_len = c.varint()?;
             let key_len = usize::try_from(key_len)
                 .map_err(|_| format!("header {h}: negative key length {key_len}"))?;
-            let key = c.bytes(key_len).map_err(|e| format!("header {h}: {e}"))?;
+            let key = c.key(key_len).map_err(|e| format!("header {h}: {e}"))?;
             let value = c.nullable().map_err(|e| format!("header {h}: {e}"))?;
             headers.push(Header { key, value });
         }
@@ -569,24 +565,29 @@ struct BatchInfo {
 /// slices of `buf`.
 pub(super) struct Cursor<'a> {
     buf: &'a Bytes,
+    /// `buf[..end]`, read as a plain slice: a byte costs one bounds check
+    /// rather than a deref of the `Bytes` and two checks.
+    data: &'a [u8],
     pos: usize,
-    end: usize,
 }
 
 impl<'a> Cursor<'a> {
     pub(super) fn new(buf: &'a Bytes, end: usize) -> Self {
-        Cursor { buf, pos: 0, end }
+        Cursor::span(buf, 0, end)
+    }
+
+    /// A reader over `buf[pos..end]` (`end` capped at the buffer's length).
+    fn span(buf: &'a Bytes, pos: usize, end: usize) -> Self {
+        let data = &buf[..end.min(buf.len())];
+        Cursor { buf, data, pos }
     }
 
     fn remaining(&self) -> usize {
-        self.end.saturating_sub(self.pos)
+        self.data.len().saturating_sub(self.pos)
     }
 
     fn u8(&mut self) -> Result<u8, String> {
-        if self.pos >= self.end {
-            return Err("truncated".into());
-        }
-        let b = self.buf.get(self.pos).copied().ok_or("truncated")?;
+        let b = *self.data.get(self.pos).ok_or("truncated")?;
         self.pos += 1;
         Ok(b)
     }
@@ -594,6 +595,15 @@ impl<'a> Cursor<'a> {
     /// Zigzag varint of at most 5 bytes. Like Java's `ByteUtils.readVarint`,
     /// bits beyond 32 in the fifth byte are dropped.
     pub(super) fn varint(&mut self) -> Result<i32, String> {
+        // One byte, the usual case: lengths under 64 (header keys and
+        // values, most counts and deltas).
+        if let Some(&b) = self.data.get(self.pos) {
+            if b & 0x80 == 0 {
+                self.pos += 1;
+                let raw = u32::from(b);
+                return Ok((raw >> 1) as i32 ^ -((raw & 1) as i32));
+            }
+        }
         let mut raw = 0u32;
         for i in 0..5 {
             let b = self.u8().map_err(|_| "truncated varint".to_string())?;
@@ -618,15 +628,36 @@ impl<'a> Cursor<'a> {
         Err("varlong overflows".into())
     }
 
+    /// Where `len` bytes from here end, if they are inside the reader.
+    fn end_of(&self, len: usize) -> Option<usize> {
+        self.pos
+            .checked_add(len)
+            .filter(|&end| end <= self.data.len())
+    }
+
     fn bytes(&mut self, len: usize) -> Result<Bytes, String> {
         let end = self
-            .pos
-            .checked_add(len)
-            .filter(|&end| end <= self.end && end <= self.buf.len())
+            .end_of(len)
             .ok_or_else(|| format!("length {len} overruns the record"))?;
         let b = self.buf.slice(self.pos..end);
         self.pos = end;
         Ok(b)
+    }
+
+    /// A header key of `len` bytes: one of this crate's names as its static
+    /// string (see [`headers::own_name`](crate::headers::own_name)), any
+    /// other as a slice.
+    fn key(&mut self, len: usize) -> Result<Bytes, String> {
+        let own = self
+            .end_of(len)
+            .and_then(|end| crate::headers::own_name(&self.data[self.pos..end]));
+        match own {
+            Some(name) => {
+                self.pos += len;
+                Ok(Bytes::from_static(name.as_bytes()))
+            }
+            None => self.bytes(len),
+        }
     }
 
     /// Varint length then bytes; -1 is null (distinct from empty).

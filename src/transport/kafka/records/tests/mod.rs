@@ -187,6 +187,37 @@ fn uncompressed_decode_is_zero_copy() {
     assert!(range.contains(&(big.as_ptr() as usize)), "value was copied");
 }
 
+/// This crate's header names come out as static strings, not slices of the
+/// fetched buffer (no reference count on it per header); a user's keys,
+/// `retry.`-prefixed or not, and every value stay slices of it. Both read
+/// back the same bytes.
+#[test]
+fn own_header_names_decode_static_and_others_as_slices() {
+    use crate::headers::{ATTEMPTS, ORIGIN_TOPIC, REPLAY_COUNT};
+    let headers: [(&[u8], Option<&[u8]>); 5] = [
+        (ORIGIN_TOPIC.as_bytes(), Some(b"orders")),
+        (ATTEMPTS.as_bytes(), Some(b"2")),
+        (REPLAY_COUNT.as_bytes(), None),
+        (b"retry.mine", Some(b"x")),
+        (b"trace", Some(b"abc")),
+    ];
+    let sent = vec![out(Some(b"k"), Some(b"v"), &headers, Some(NOW))];
+    let data = encode_batch(&sent, NOW, Compression::None).unwrap();
+    let range = data.as_ptr() as usize..data.as_ptr() as usize + data.len();
+    let inside = |b: &Bytes| range.contains(&(b.as_ptr() as usize));
+    let d = decode_records("t", 3, data.clone(), 0);
+    assert_same(&sent, &d.records, 0);
+    let hs = &d.records[0].headers;
+    let statics = [ORIGIN_TOPIC, ATTEMPTS, REPLAY_COUNT];
+    for (h, name) in hs.iter().zip(statics) {
+        assert_eq!(h.key, name.as_bytes());
+        assert!(!inside(&h.key), "{name} was sliced from the buffer");
+    }
+    assert!(inside(&hs[3].key), "a user's retry.* key must stay a slice");
+    assert!(inside(&hs[4].key));
+    assert!(hs.iter().filter_map(|h| h.value.as_ref()).all(inside));
+}
+
 #[test]
 fn log_append_time_uses_max_timestamp() {
     let sent = small_records(3, "a");
