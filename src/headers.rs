@@ -5,7 +5,7 @@
 
 use bytes::Bytes;
 
-use crate::record::{Header, Record};
+use crate::record::{Header, Record, Topic};
 
 /// Topic the record was first read from.
 pub const ORIGIN_TOPIC: &str = "retry.origin-topic";
@@ -95,7 +95,7 @@ impl DeadReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "fuzzing", allow(missing_docs))] // public only in `unstable`
 pub struct RetryInfo {
-    pub origin_topic: String,
+    pub origin_topic: Topic,
     pub origin_partition: i32,
     pub origin_offset: i64,
     pub first_received_at: i64,
@@ -127,7 +127,7 @@ impl RetryInfo {
     /// from above (plus [`CLOCK_SKEW_TOLERANCE_MS`]).
     pub(crate) fn parse(record: &Record, now_ms: i64) -> Result<Self, Malformed> {
         let info = RetryInfo {
-            origin_topic: text(record, ORIGIN_TOPIC)?.to_string(),
+            origin_topic: text(record, ORIGIN_TOPIC)?.into(),
             origin_partition: number(record, ORIGIN_PARTITION)?,
             origin_offset: number(record, ORIGIN_OFFSET)?,
             first_received_at: number(record, FIRST_RECEIVED_AT)?,

@@ -30,7 +30,7 @@ pub use headers::{
     REPLAY_COUNT,
 };
 pub use policy::{Backoff, RetryPolicy};
-pub use record::{Delivered, Header, OutRecord, Partitioning, Record, TopicPartition};
+pub use record::{Delivered, Header, OutRecord, Partitioning, Record, Topic, TopicPartition};
 /// The rustls this crate is built with (0.23), for
 /// [`KafkaConfig::tls_config`].
 #[cfg(feature = "tls")]

@@ -1,6 +1,150 @@
 //! Record types shared by every transport and the engine.
 
+use std::borrow::Borrow;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
 use bytes::Bytes;
+
+/// A topic name, shared: every record of a fetch carries its topic, and
+/// cloning a `Topic` costs a reference count where a `String` cost an
+/// allocation, a copy and a free on whichever thread drops the record
+/// (about 45 ns a record through the consumer thread and a worker).
+///
+/// It reads as a `&str` (`Deref`, `AsRef<str>`, `Display`), compares with
+/// `str` and `String`, and converts from and to `String`:
+///
+/// ```
+/// use kafka_retry::Topic;
+/// let t = Topic::from("orders");
+/// assert_eq!(t, "orders");
+/// assert!(t.starts_with("ord"));
+/// assert_eq!(t.clone().as_str(), "orders");
+/// let s: String = t.into();
+/// assert_eq!(s, "orders");
+/// ```
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Topic(Arc<str>);
+
+impl Topic {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Deref for Topic {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Topic {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+// Sound for maps keyed by `Topic` and looked up by `&str`: `Eq`, `Ord` and
+// `Hash` are those of the `str` inside.
+impl Borrow<str> for Topic {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for Topic {
+    fn from(name: &str) -> Self {
+        Topic(Arc::from(name))
+    }
+}
+
+impl From<String> for Topic {
+    fn from(name: String) -> Self {
+        Topic(Arc::from(name))
+    }
+}
+
+impl From<&String> for Topic {
+    fn from(name: &String) -> Self {
+        Topic(Arc::from(name.as_str()))
+    }
+}
+
+impl From<&Topic> for Topic {
+    fn from(topic: &Topic) -> Self {
+        topic.clone()
+    }
+}
+
+impl From<Arc<str>> for Topic {
+    fn from(name: Arc<str>) -> Self {
+        Topic(name)
+    }
+}
+
+impl From<Topic> for String {
+    fn from(topic: Topic) -> Self {
+        topic.0.to_string()
+    }
+}
+
+impl From<&Topic> for String {
+    fn from(topic: &Topic) -> Self {
+        topic.0.to_string()
+    }
+}
+
+impl PartialEq<str> for Topic {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Topic {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Topic {
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
+impl PartialEq<Topic> for str {
+    fn eq(&self, other: &Topic) -> bool {
+        self == &*other.0
+    }
+}
+
+impl PartialEq<Topic> for &str {
+    fn eq(&self, other: &Topic) -> bool {
+        *self == &*other.0
+    }
+}
+
+impl PartialEq<Topic> for String {
+    fn eq(&self, other: &Topic) -> bool {
+        **self == *other.0
+    }
+}
 
 /// A topic and partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -67,7 +211,7 @@ impl Header {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     /// Topic the record was read from.
-    pub topic: String,
+    pub topic: Topic,
     /// Partition the record was read from.
     pub partition: i32,
     /// Offset of the record in its partition.
@@ -125,7 +269,7 @@ pub enum Partitioning {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRecord {
     /// Destination topic.
-    pub topic: String,
+    pub topic: Topic,
     /// Partition choice.
     pub partitioning: Partitioning,
     /// Key; `None` is a null key.
@@ -148,7 +292,7 @@ impl OutRecord {
     ///     .header("source", "web");
     /// assert_eq!(r.headers.len(), 1);
     /// ```
-    pub fn new(topic: impl Into<String>) -> Self {
+    pub fn new(topic: impl Into<Topic>) -> Self {
         OutRecord {
             topic: topic.into(),
             partitioning: Partitioning::Default,
@@ -187,7 +331,7 @@ impl OutRecord {
     /// dead-letter, origin): key and value unchanged, `headers` as given.
     pub(crate) fn forward(
         record: &Record,
-        topic: String,
+        topic: Topic,
         partitioning: Partitioning,
         headers: Vec<Header>,
     ) -> Self {
@@ -206,7 +350,7 @@ impl OutRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivered {
     /// Topic written to.
-    pub topic: String,
+    pub topic: Topic,
     /// Partition written to.
     pub partition: i32,
     /// Offset the broker gave the record.

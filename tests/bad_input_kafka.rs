@@ -688,7 +688,7 @@ fn bad_input_ends_handled_or_dead_lettered() {
             .iter()
             .filter(|c| c.dest == dest && c.via == Via::Ours)
             .map(|c| OutRecord {
-                topic: topic.clone(),
+                topic: topic.into(),
                 partitioning: kafka_retry::Partitioning::Explicit(0),
                 key: c.key.clone().map(Into::into),
                 value: c.value.clone().map(Into::into),

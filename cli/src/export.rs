@@ -32,7 +32,7 @@ pub fn bytes_fields(map: &mut Map<String, Value>, name: &str, b: Option<&[u8]>) 
 pub fn to_json(d: &DeadLetter) -> Value {
     let r = &d.record;
     let mut m = Map::new();
-    m.insert("topic".into(), json!(r.topic));
+    m.insert("topic".into(), json!(r.topic.as_str()));
     m.insert("partition".into(), json!(r.partition));
     m.insert("offset".into(), json!(r.offset));
     m.insert("timestamp".into(), json!(r.timestamp));

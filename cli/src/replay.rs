@@ -164,7 +164,7 @@ fn copy(d: &Record, p: &Planned) -> OutRecord {
         headers.push(Header::new(kafka_retry::REPLAY_COUNT, p.count.to_string()));
     }
     OutRecord {
-        topic: p.to.clone(),
+        topic: p.to.as_str().into(),
         partitioning: kafka_retry::Partitioning::Explicit(p.partition),
         key: d.key.clone(),
         value: d.value.clone(),

@@ -10,6 +10,7 @@ use super::health::HealthBoard;
 use super::shutdown::ShutdownReport;
 use crate::headers::DeadReason;
 use crate::policy::RetryPolicy;
+use crate::record::Topic;
 use crate::stats::Counters;
 use crate::transport::{Producer, Transport, Wakeup};
 
@@ -93,7 +94,7 @@ impl StopSignal {
 pub(crate) struct Context {
     pub group_id: String,
     pub topics: Vec<String>,
-    pub retry_topic: String,
+    pub retry_topic: Topic,
     /// The default dead-letter topic and the router's topics.
     pub dead_letters: super::topics::DeadLetterTopics,
     pub policy: RetryPolicy,

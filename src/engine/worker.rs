@@ -680,7 +680,7 @@ fn private_view(parked: &Record) -> Record {
         parked.origin_partition(),
         parked.origin_offset(),
     ) {
-        r.topic = t.to_string();
+        r.topic = t.into();
         r.partition = p;
         r.offset = o;
     }

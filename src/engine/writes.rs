@@ -128,7 +128,7 @@ pub(crate) fn dead_letter_record(
     headers::stamp_dead_letter(&mut headers, &ctx.group_id, now_ms());
     Some(OutRecord::forward(
         record,
-        topic,
+        topic.into(),
         Partitioning::Default,
         headers,
     ))

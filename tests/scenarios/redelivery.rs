@@ -204,7 +204,7 @@ pub fn private_redelivery_skips_the_origin_topic(env: &Env) {
         .handler(move |r: &Record| {
             s.lock().unwrap().push((
                 key_of(r),
-                r.topic.clone(),
+                r.topic.to_string(),
                 r.attempts(),
                 r.first_received_at(),
                 std::thread::current().id(),

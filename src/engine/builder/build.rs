@@ -213,7 +213,7 @@ impl EngineBuilder {
         let ctx = Arc::new(Context {
             group_id: group_id.clone(),
             topics: self.topics.clone(),
-            retry_topic: retry_topic.clone(),
+            retry_topic: retry_topic.clone().into(),
             dead_letters: DeadLetterTopics::new(
                 dead_letter_topic,
                 self.dead_letter_router.clone(),

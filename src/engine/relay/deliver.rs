@@ -270,7 +270,7 @@ impl Relay {
                         DeadReason::Expired,
                     )
                 } else {
-                    let partitioning = match self.topic_cache.get(&info.origin_topic) {
+                    let partitioning = match self.topic_cache.get(info.origin_topic.as_str()) {
                         Some((Some(n), _)) if info.origin_partition < *n => {
                             Partitioning::Explicit(info.origin_partition)
                         }

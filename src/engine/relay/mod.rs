@@ -441,7 +441,7 @@ impl Relay {
             Ok(i) => i,
             Err(m) => return Plan::Malformed(m.0),
         };
-        if !self.ctx.topics.contains(&info.origin_topic) {
+        if !self.ctx.topics.iter().any(|t| *t == *info.origin_topic) {
             return Plan::Malformed(format!(
                 "origin topic {:?} is not one of this engine's topics",
                 info.origin_topic

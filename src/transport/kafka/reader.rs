@@ -138,7 +138,7 @@ impl Reader for KafkaReader {
             // A fetch round swallows errors (it is a consumer's retry loop),
             // so a partition that does not exist must be caught here, or the
             // read would only time out.
-            let n = match self.counts.get(&tp.topic) {
+            let n = match self.counts.get(tp.topic.as_str()) {
                 Some(&(n, at)) if at.elapsed() < COUNT_TTL && (0..n).contains(&tp.partition) => n,
                 _ => {
                     let n = self.require(&tp.topic)?;

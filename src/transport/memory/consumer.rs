@@ -39,8 +39,9 @@ impl Owned {
             .unwrap_or(usize::MAX)
             .min(log.len());
         let to = log.len().min(from.saturating_add(want));
+        let topic = crate::record::Topic::from(&self.tp.topic);
         for (i, s) in log.range(from, to).enumerate() {
-            out.push(s.to_record(&self.tp.topic, self.tp.partition, self.position + i as i64));
+            out.push(s.to_record(&topic, self.tp.partition, self.position + i as i64));
         }
         drop(log);
         self.position += (to - from) as i64;

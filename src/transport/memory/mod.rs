@@ -380,8 +380,8 @@ impl Inner {
         // (shared with its log lock and `end`) with the consumers.
         let topics = read(&self.topics);
         let topic = topics
-            .get(&record.topic)
-            .ok_or_else(|| Error::UnknownTopic(record.topic.clone()))?;
+            .get(record.topic.as_str())
+            .ok_or_else(|| Error::UnknownTopic(record.topic.to_string()))?;
         let parts = read(&topic.partitions);
         let p = topic.pick(parts.len(), record.partitioning, record.key.as_ref())?;
         let Some(part) = parts.get(p) else {
@@ -428,13 +428,13 @@ impl Inner {
                 };
                 let ti = match known {
                     Some(ti) => ti,
-                    None => match map.get(&rec.topic) {
+                    None => match map.get(rec.topic.as_str()) {
                         Some(t) => {
                             topics.push((Arc::clone(t), read(&t.partitions).len()));
                             topics.len() - 1
                         }
                         None => {
-                            results[i] = Some(Err(Error::UnknownTopic(rec.topic.clone())));
+                            results[i] = Some(Err(Error::UnknownTopic(rec.topic.to_string())));
                             continue;
                         }
                     },
@@ -473,7 +473,7 @@ impl Inner {
             };
             // Copied into one buffer for the run before the partition
             // lock is taken (see stored.rs).
-            let (placed, fields): (Vec<(usize, String)>, Vec<Fields>) = run
+            let (placed, fields): (Vec<(usize, crate::record::Topic)>, Vec<Fields>) = run
                 .iter()
                 .filter_map(|&(_, _, i)| {
                     let rec = records[i].take()?;
@@ -604,10 +604,11 @@ impl MemoryBroker {
     pub fn records(&self, topic: &str, partition: i32) -> Result<Vec<Record>> {
         let part = self.inner.topic(topic)?.partition(partition)?;
         let log = lock(&part.log);
+        let topic = crate::record::Topic::from(topic);
         Ok(log
             .range(0, log.len())
             .enumerate()
-            .map(|(offset, s)| s.to_record(topic, partition, offset as i64))
+            .map(|(offset, s)| s.to_record(&topic, partition, offset as i64))
             .collect())
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::{lock, Inner};
 use crate::error::{Error, Result};
-use crate::record::{Record, TopicPartition};
+use crate::record::{Record, Topic, TopicPartition};
 use crate::transport::{PartitionOffsets, Reader};
 
 /// A [`Reader`] over a [`MemoryBroker`](crate::MemoryBroker).
@@ -70,10 +70,11 @@ impl Reader for MemoryReader {
         let log = lock(&part.log);
         let start = usize::try_from(from)
             .map_err(|_| Error::Protocol(format!("offset {from} is out of range")))?;
+        let topic = Topic::from(&tp.topic);
         Ok(log
             .range(start, start.saturating_add(max))
             .enumerate()
-            .map(|(i, s)| s.to_record(&tp.topic, tp.partition, (start + i) as i64))
+            .map(|(i, s)| s.to_record(&topic, tp.partition, (start + i) as i64))
             .collect())
     }
 

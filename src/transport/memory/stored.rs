@@ -18,7 +18,7 @@
 
 use bytes::Bytes;
 
-use crate::record::{Header, Record};
+use crate::record::{Header, Record, Topic};
 
 /// A record to store, as the producer gave it.
 pub(super) struct Fields {
@@ -130,9 +130,9 @@ impl Stored {
 
     /// The record at `offset` of `topic`/`partition`: refcounts cloned,
     /// no bytes copied.
-    pub(super) fn to_record(&self, topic: &str, partition: i32, offset: i64) -> Record {
+    pub(super) fn to_record(&self, topic: &Topic, partition: i32, offset: i64) -> Record {
         Record {
-            topic: topic.to_string(),
+            topic: topic.clone(),
             partition,
             offset,
             timestamp: self.timestamp,
@@ -163,7 +163,7 @@ mod tests {
             Header::new(b("h"), b("2")),
         ];
         let s = Stored::new(7, Some(b("")), Some(b("value")), headers.clone());
-        let r = s.to_record("t", 3, 9);
+        let r = s.to_record(&"t".into(), 3, 9);
         assert_eq!((r.topic.as_str(), r.partition, r.offset), ("t", 3, 9));
         assert_eq!(r.timestamp, 7);
         assert_eq!(r.key.as_deref(), Some(&b""[..]));
@@ -171,7 +171,7 @@ mod tests {
         assert_eq!(r.headers, headers);
 
         let s = Stored::new(0, None, None, Vec::new());
-        let r = s.to_record("t", 0, 0);
+        let r = s.to_record(&"t".into(), 0, 0);
         assert_eq!((r.key, r.value, r.headers.len()), (None, None, 0));
 
         // All empty: no buffer, still Some(empty) and a null header value.
@@ -184,7 +184,7 @@ mod tests {
                 value: None,
             }],
         );
-        let r = s.to_record("t", 0, 0);
+        let r = s.to_record(&"t".into(), 0, 0);
         assert_eq!(r.key.as_deref(), Some(&b""[..]));
         assert_eq!(r.value, None);
         assert_eq!(r.headers[0].value, None);
@@ -198,7 +198,7 @@ mod tests {
             Some(b("value")),
             vec![Header::new(b("hk"), b("hv"))],
         );
-        let r = s.to_record("t", 0, 0);
+        let r = s.to_record(&"t".into(), 0, 0);
         let key = r.key.as_deref().unwrap().as_ptr() as usize;
         let value = r.value.as_deref().unwrap().as_ptr() as usize;
         let hk = r.headers[0].key.as_ptr() as usize;
@@ -206,7 +206,7 @@ mod tests {
         // Laid out back to back in one allocation: no copy per read either
         // (a second read points at the same bytes).
         assert_eq!((value - key, hk - key, hv - key), (3, 8, 10));
-        let again = s.to_record("t", 0, 0);
+        let again = s.to_record(&"t".into(), 0, 0);
         assert_eq!(again.key.as_deref().unwrap().as_ptr() as usize, key);
     }
 
@@ -219,7 +219,7 @@ mod tests {
             headers: Vec::new(),
         };
         let all = Stored::all(vec![f("a", Some("1")), f("bb", None), f("", Some("333"))]);
-        let rs: Vec<Record> = all.iter().map(|s| s.to_record("t", 0, 0)).collect();
+        let rs: Vec<Record> = all.iter().map(|s| s.to_record(&"t".into(), 0, 0)).collect();
         let got: Vec<(&str, Option<&str>)> = rs
             .iter()
             .map(|r| {
@@ -316,7 +316,7 @@ mod log_tests {
         ] {
             let got: Vec<i64> = l
                 .range(from, to)
-                .map(|s| s.to_record("t", 0, 0).timestamp)
+                .map(|s| s.to_record(&"t".into(), 0, 0).timestamp)
                 .collect();
             let want: Vec<i64> = (from.min(n)..to.min(n)).map(|i| i as i64).collect();
             assert_eq!(got, want, "{from}..{to}");

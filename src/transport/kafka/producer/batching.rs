@@ -11,7 +11,7 @@ use super::idempotence::Seq;
 use super::state::{Chunk, Inner, Item, Job, Meta, SenderState, Tp, Work};
 use crate::error::{Error, KafkaCode, Result};
 use crate::partitioner::partition_for_key;
-use crate::record::{OutRecord, Partitioning};
+use crate::record::{OutRecord, Partitioning, Topic};
 
 /// Batch header bytes (record batch v2).
 pub(super) const BATCH_OVERHEAD: usize = 61;
@@ -237,17 +237,17 @@ impl Inner {
     pub(super) fn partition(
         &self,
         r: &OutRecord,
-        counts: &mut HashMap<String, Result<i32>>,
+        counts: &mut HashMap<Topic, Result<i32>>,
     ) -> Result<i32> {
         // One hash of the topic per record in the usual case (it is known);
         // not `entry`, which would clone the topic per record.
-        let n = match counts.get(&r.topic) {
+        let n = match counts.get(r.topic.as_str()) {
             Some(Ok(n)) => *n,
             Some(Err(e)) => return Err(e.clone()),
             None => {
                 let count = match self.client.cached_partition_count(&r.topic) {
                     Ok(Some(n)) => Ok(n),
-                    Ok(None) => Err(Error::UnknownTopic(r.topic.clone())),
+                    Ok(None) => Err(Error::UnknownTopic(r.topic.to_string())),
                     Err(e) => Err(e),
                 };
                 counts.insert(r.topic.clone(), count.clone());
@@ -267,7 +267,7 @@ impl Inner {
                         format!("Produce {}-{p}", r.topic),
                         KafkaCode::UNKNOWN_TOPIC_OR_PARTITION,
                     )),
-                    None => Err(Error::UnknownTopic(r.topic.clone())),
+                    None => Err(Error::UnknownTopic(r.topic.to_string())),
                 }
             }
             Partitioning::Default => match &r.key {
@@ -294,18 +294,18 @@ impl Inner {
 pub(super) struct RetryGate {
     /// Topic -> partition -> the batch allowed to go (`None`: held back,
     /// something of the partition is in flight).
-    next: HashMap<String, HashMap<i32, Option<Seq>>>,
+    next: HashMap<Topic, HashMap<i32, Option<Seq>>>,
 }
 
 impl RetryGate {
     pub(super) fn new(state: &SenderState<'_>) -> RetryGate {
-        let mut next: HashMap<String, HashMap<i32, Option<Seq>>> = HashMap::new();
+        let mut next: HashMap<Topic, HashMap<i32, Option<Seq>>> = HashMap::new();
         for item in &state.backlog {
             let Some(seq) = item.meta.seq else { continue };
-            if !next.contains_key(&item.record.topic) {
+            if !next.contains_key(item.record.topic.as_str()) {
                 next.insert(item.record.topic.clone(), HashMap::new());
             }
-            let Some(parts) = next.get_mut(&item.record.topic) else {
+            let Some(parts) = next.get_mut(item.record.topic.as_str()) else {
                 continue;
             };
             let lowest = parts.entry(item.meta.partition).or_insert(Some(seq));
@@ -320,7 +320,7 @@ impl RetryGate {
             for link in state.links.values() {
                 for chunk in link.flights.iter().flat_map(|f| &f.chunks) {
                     let allowed = next
-                        .get_mut(&chunk.tp.0)
+                        .get_mut(chunk.tp.0.as_str())
                         .and_then(|p| p.get_mut(&chunk.tp.1));
                     if let Some(allowed) = allowed {
                         *allowed = None;

@@ -187,9 +187,9 @@ impl<'a> SenderState<'a> {
         self.waiting = later;
         let mut topics: Vec<String> = due
             .iter()
-            .map(|(_, i)| &i.record.topic)
+            .map(|(_, i)| i.record.topic.as_str())
             .filter(|t| self.stale.contains(*t))
-            .cloned()
+            .map(String::from)
             .collect::<HashSet<String>>()
             .into_iter()
             .collect();
@@ -209,7 +209,7 @@ impl<'a> SenderState<'a> {
         let mut answers = Vec::new();
         let mut ready = Vec::new();
         for (_, item) in due {
-            let topic = &item.record.topic;
+            let topic = item.record.topic.as_str();
             if let Some(ps) = self.blocked.get_mut(topic) {
                 if let Some(n) = ps.get_mut(&item.meta.partition) {
                     *n -= 1;
@@ -222,7 +222,7 @@ impl<'a> SenderState<'a> {
                 }
             }
             if states.get(topic) == Some(&TopicState::Missing) {
-                answers.push((item.meta.reply, Err(Error::UnknownTopic(topic.clone()))));
+                answers.push((item.meta.reply, Err(Error::UnknownTopic(topic.to_string()))));
             } else {
                 ready.push(item);
             }

@@ -19,7 +19,7 @@ use super::state::{Chunk, Flight, Inner, Item, Meta, SenderState, Work};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::pending::Completer;
-use crate::record::Delivered;
+use crate::record::{Delivered, Topic};
 use crate::transport::kafka::client::topic_name;
 use crate::transport::kafka::conn::Connection;
 use crate::transport::kafka::errors::code_name;
@@ -506,13 +506,15 @@ impl<'a> SenderState<'a> {
                         let n = i32::try_from(chunk.metas.len()).unwrap_or(i32::MAX);
                         idem.acked(&chunk.tp, seq, n);
                     }
+                    // One shared name for the chunk's answers, not a copy each.
+                    let shared = Topic::from(topic.as_str());
                     let answers = chunk
                         .metas
                         .into_iter()
                         .enumerate()
                         .map(|(k, m)| {
                             let delivered = Delivered {
-                                topic: topic.clone(),
+                                topic: shared.clone(),
                                 partition: *partition,
                                 offset: if base < 0 { -1 } else { base + k as i64 },
                             };

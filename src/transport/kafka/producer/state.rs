@@ -13,7 +13,7 @@ use kafka_protocol::messages::ProduceRequest;
 use super::idempotence::{Idempotence, Seq};
 use crate::error::Result;
 use crate::pending::Completer;
-use crate::record::OutRecord;
+use crate::record::{OutRecord, Topic};
 use crate::transport::kafka::client::Client;
 use crate::transport::kafka::config::{Acks, Compression, KafkaConfig};
 use crate::transport::kafka::conn::{Connection, Sent};
@@ -135,7 +135,7 @@ pub(super) struct SenderState<'a> {
     /// answered get their time to send again).
     pub(super) last_reply: Option<Instant>,
     /// Partition counts, kept for one step.
-    pub(super) counts: HashMap<String, Result<i32>>,
+    pub(super) counts: HashMap<Topic, Result<i32>>,
     /// Whether callers may still queue records.
     pub(super) open: bool,
     /// The idempotent producer's state; `None` when it is off.

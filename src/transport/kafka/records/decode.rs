@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::compression::{inflate, Compression};
 use super::*;
-use crate::record::{Header, Record};
+use crate::record::{Header, Record, Topic};
 
 /// Decompressed size cap per batch: a zip bomb becomes an undecodable
 /// record instead of eating the memory.
@@ -160,7 +160,7 @@ fn decode_into_with_caps(
         records.reserve(want);
     }
     let mut w = Walker {
-        topic,
+        topic: Topic::from(topic),
         partition,
         records,
         pos: from_offset,
@@ -261,7 +261,8 @@ enum Step {
 }
 
 struct Walker<'a> {
-    topic: &'a str,
+    /// Shared by every record of the call: one allocation per reply.
+    topic: Topic,
     partition: i32,
     /// Where records go; may hold records of earlier calls, which are
     /// left alone (truncating on a bad batch keeps them).
@@ -473,7 +474,7 @@ impl Walker<'_> {
         Ok((
             delta,
             Some(Record {
-                topic: self.topic.to_string(),
+                topic: self.topic.clone(),
                 partition: self.partition,
                 offset,
                 timestamp,
@@ -504,7 +505,7 @@ impl Walker<'_> {
             raw.len()
         );
         self.records.push_back(Record {
-            topic: self.topic.to_string(),
+            topic: self.topic.clone(),
             partition: self.partition,
             offset,
             timestamp,
