@@ -356,3 +356,44 @@ pub struct Delivered {
     /// Offset the broker gave the record.
     pub offset: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeSet, HashMap};
+
+    use super::Topic;
+
+    /// A `Topic` behaves as the `String` it replaced: equal, ordered,
+    /// hashed, printed and debug-printed as its name; a map keyed by it is
+    /// looked up by `&str`; clones share one allocation.
+    #[test]
+    fn topic_reads_compares_and_hashes_as_its_name() {
+        let t = Topic::from("orders");
+        let s = String::from("orders");
+        assert_eq!(t, "orders");
+        assert_eq!(t, s);
+        assert_eq!(s, t);
+        assert_eq!("orders", t);
+        assert_eq!(*"orders", t);
+        assert_ne!(t, "orders2");
+        assert_eq!(Topic::from(s.clone()), t);
+        assert_eq!(Topic::from(&s), t);
+        assert_eq!(format!("{t}"), "orders");
+        assert_eq!(format!("{t:?}"), format!("{s:?}"));
+        assert_eq!(String::from(&t), s);
+        assert_eq!(t.len(), 6);
+        let mut map = HashMap::new();
+        map.insert(t.clone(), 1);
+        assert_eq!(map.get("orders"), Some(&1));
+        assert_eq!(map.get("other"), None);
+        let set: BTreeSet<Topic> = ["b", "a", "c"].into_iter().map(Topic::from).collect();
+        let names: Vec<&str> = set.iter().map(Topic::as_str).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let again = t.clone();
+        assert!(
+            std::ptr::eq(again.as_str(), t.as_str()),
+            "a clone copied the name"
+        );
+        assert_eq!(Topic::default(), "");
+    }
+}
