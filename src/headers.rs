@@ -126,16 +126,17 @@ impl RetryInfo {
     /// Parses the retry headers of `record`. `now_ms` bounds timestamps
     /// from above (plus [`CLOCK_SKEW_TOLERANCE_MS`]).
     pub(crate) fn parse(record: &Record, now_ms: i64) -> Result<Self, Malformed> {
+        let [topic, partition, offset, first, enqueued, attempts, due] = gather(record);
         let info = RetryInfo {
-            origin_topic: text(record, ORIGIN_TOPIC)?.into(),
-            origin_partition: number(record, ORIGIN_PARTITION)?,
-            origin_offset: number(record, ORIGIN_OFFSET)?,
-            first_received_at: number(record, FIRST_RECEIVED_AT)?,
-            enqueued_at: number(record, ENQUEUED_AT)?,
-            attempts: number(record, ATTEMPTS)?,
-            due_at: match record.header(DUE_AT) {
+            origin_topic: text_of(topic, ORIGIN_TOPIC)?.into(),
+            origin_partition: number_of(partition, ORIGIN_PARTITION)?,
+            origin_offset: number_of(offset, ORIGIN_OFFSET)?,
+            first_received_at: number_of(first, FIRST_RECEIVED_AT)?,
+            enqueued_at: number_of(enqueued, ENQUEUED_AT)?,
+            attempts: number_of(attempts, ATTEMPTS)?,
+            due_at: match due {
                 None => None,
-                Some(_) => Some(number(record, DUE_AT)?),
+                Some(_) => Some(number_of(due, DUE_AT)?),
             },
         };
         // Only the lower bound here: how far ahead a due time may be depends
@@ -404,26 +405,62 @@ pub(crate) fn truncate(reason: &str) -> &str {
     &reason[..end]
 }
 
-fn raw<'a>(record: &'a Record, name: &str) -> Result<&'a Bytes, Malformed> {
-    let h = record
-        .header(name)
-        .ok_or_else(|| Malformed(format!("missing header {name}")))?;
-    h.value
+/// The headers [`RetryInfo::parse`] reads, in the order [`gather`] returns
+/// them.
+const PARSED: [&str; 7] = [
+    ORIGIN_TOPIC,
+    ORIGIN_PARTITION,
+    ORIGIN_OFFSET,
+    FIRST_RECEIVED_AT,
+    ENQUEUED_AT,
+    ATTEMPTS,
+    DUE_AT,
+];
+
+/// The last header of each [`PARSED`] name (as [`Record::header`] finds
+/// it), in one pass over the headers: the relay parses every record it
+/// reads, and a search per name went over a retried record's eight or so
+/// headers seven times.
+fn gather(record: &Record) -> [Option<&Header>; 7] {
+    let mut found = [None; 7];
+    for h in &record.headers {
+        if !h.key.starts_with(b"retry.") {
+            continue;
+        }
+        if let Some(i) = PARSED.iter().position(|name| name.as_bytes() == &h.key[..]) {
+            found[i] = Some(h);
+        }
+    }
+    found
+}
+
+fn value_of<'a>(header: Option<&'a Header>, name: &str) -> Result<&'a Bytes, Malformed> {
+    header
+        .ok_or_else(|| Malformed(format!("missing header {name}")))?
+        .value
         .as_ref()
         .ok_or_else(|| Malformed(format!("header {name} is null")))
 }
 
-fn text<'a>(record: &'a Record, name: &str) -> Result<&'a str, Malformed> {
-    std::str::from_utf8(raw(record, name)?)
+fn text_of<'a>(header: Option<&'a Header>, name: &str) -> Result<&'a str, Malformed> {
+    std::str::from_utf8(value_of(header, name)?)
         .map_err(|_| Malformed(format!("header {name} is not UTF-8")))
 }
 
-fn number<T: std::str::FromStr>(record: &Record, name: &str) -> Result<T, Malformed> {
-    let s = text(record, name)?;
+fn number_of<T: std::str::FromStr>(header: Option<&Header>, name: &str) -> Result<T, Malformed> {
+    let s = text_of(header, name)?;
     s.trim().parse().map_err(|_| {
         let shown: String = s.chars().take(40).collect();
         Malformed(format!("header {name} is not a number: {shown:?}"))
     })
+}
+
+fn text<'a>(record: &'a Record, name: &str) -> Result<&'a str, Malformed> {
+    text_of(record.header(name), name)
+}
+
+fn number<T: std::str::FromStr>(record: &Record, name: &str) -> Result<T, Malformed> {
+    number_of(record.header(name), name)
 }
 
 /// The retry state a record carries, read from its `retry.*` headers. A
@@ -506,6 +543,45 @@ mod tests {
             due_at: None,
         };
         info.headers(&[Header::new("user", "u")], "boom", None)
+    }
+
+    /// `parse` reads, in its one pass, the header a search per name finds:
+    /// the last of each name, whatever the order, duplicates and other
+    /// `retry.*` headers around them; a later null or bad copy wins (and
+    /// makes the record malformed) as it does for the accessors.
+    #[test]
+    fn parse_reads_the_last_of_each_header_in_one_pass() {
+        let mut hs = valid();
+        hs.reverse();
+        hs.insert(2, Header::new(ATTEMPTS, "9"));
+        hs.insert(0, Header::new("retry.mine", "x"));
+        hs.push(Header::new(ORIGIN_OFFSET, "77"));
+        hs.push(Header::new(DUE_AT, (NOW + 10).to_string()));
+        let r = record(hs.clone());
+        let info = RetryInfo::parse(&r, NOW).unwrap();
+        assert_eq!(info.origin_topic, text(&r, ORIGIN_TOPIC).unwrap());
+        assert_eq!(info.origin_offset, 77);
+        assert_eq!(
+            info.origin_offset,
+            number::<i64>(&r, ORIGIN_OFFSET).unwrap()
+        );
+        assert_eq!(info.attempts, number::<u32>(&r, ATTEMPTS).unwrap());
+        assert_eq!(info.due_at, Some(NOW + 10));
+        assert_eq!(info.first_received_at, NOW - 5000);
+        hs.push(Header {
+            key: Bytes::from_static(ENQUEUED_AT.as_bytes()),
+            value: None,
+        });
+        let err = RetryInfo::parse(&record(hs.clone()), NOW).unwrap_err();
+        assert_eq!(err.0, format!("header {ENQUEUED_AT} is null"));
+        hs.push(Header::new(ENQUEUED_AT, "soon"));
+        let err = RetryInfo::parse(&record(hs), NOW).unwrap_err();
+        assert!(
+            err.0
+                .starts_with(&format!("header {ENQUEUED_AT} is not a number")),
+            "{}",
+            err.0
+        );
     }
 
     #[test]
