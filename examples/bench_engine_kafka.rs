@@ -44,7 +44,10 @@
 //! enabled during the timed runs only), `BENCH_ENGINE_COMPRESSION` (`none`,
 //! `lz4`, `gzip`, `zstd`: `KafkaConfig::engine_compression`, the codec of
 //! the engine's writes, lz4 unless set; the pre-load stays uncompressed),
-//! `BENCH_FETCH_AHEAD` (`0` turns `KafkaConfig::fetch_ahead` off).
+//! `BENCH_FETCH_AHEAD` (`0` turns `KafkaConfig::fetch_ahead` off),
+//! `BENCH_TIMELINE_MS` (off; `50`: the engine's counters every 50 ms of a
+//! run on stderr, from the assignment on: where the first pass and the
+//! tail spend their time).
 //! CPU per record comes
 //! from `/proc` (this process, all threads) and, with `BENCH_BROKER_PID`
 //! (set by scripts/bench-kafka), the broker's.
