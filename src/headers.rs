@@ -447,7 +447,21 @@ fn text_of<'a>(header: Option<&'a Header>, name: &str) -> Result<&'a str, Malfor
         .map_err(|_| Malformed(format!("header {name} is not UTF-8")))
 }
 
-fn number_of<T: std::str::FromStr>(header: Option<&Header>, name: &str) -> Result<T, Malformed> {
+fn number_of<T>(header: Option<&Header>, name: &str) -> Result<T, Malformed>
+where
+    T: std::str::FromStr + TryFrom<i64>,
+{
+    // The usual value, plain decimal digits as this crate writes them, read
+    // straight from the bytes: UTF-8 validation, trimming and `str::parse`
+    // were most of the relay's parse of every record it reads. Anything
+    // else (spaces, a sign, too long, out of range, not a number) takes the
+    // general path below, so what is accepted and every error stay as they
+    // were.
+    if let Some(v) = value_of(header, name).ok().and_then(|b| plain_decimal(b)) {
+        if let Ok(v) = T::try_from(v) {
+            return Ok(v);
+        }
+    }
     let s = text_of(header, name)?;
     s.trim().parse().map_err(|_| {
         let shown: String = s.chars().take(40).collect();
@@ -455,11 +469,25 @@ fn number_of<T: std::str::FromStr>(header: Option<&Header>, name: &str) -> Resul
     })
 }
 
+/// `bytes` as a number when they are 1 to 18 ASCII digits (18 cannot
+/// overflow an i64). Signs go the general way: `str::parse` takes "-0" as
+/// a signed zero and refuses it as an unsigned one, and this crate never
+/// writes a negative value.
+fn plain_decimal(bytes: &[u8]) -> Option<i64> {
+    if bytes.is_empty() || bytes.len() > 18 || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(bytes.iter().fold(0i64, |v, d| v * 10 + i64::from(d - b'0')))
+}
+
 fn text<'a>(record: &'a Record, name: &str) -> Result<&'a str, Malformed> {
     text_of(record.header(name), name)
 }
 
-fn number<T: std::str::FromStr>(record: &Record, name: &str) -> Result<T, Malformed> {
+fn number<T>(record: &Record, name: &str) -> Result<T, Malformed>
+where
+    T: std::str::FromStr + TryFrom<i64>,
+{
     number_of(record.header(name), name)
 }
 
@@ -543,6 +571,61 @@ mod tests {
             due_at: None,
         };
         info.headers(&[Header::new("user", "u")], "boom", None)
+    }
+
+    /// Plain digits take the fast path; whatever the value, `number_of`
+    /// accepts and refuses exactly what `str::parse` after `trim` does, with
+    /// the same error.
+    #[test]
+    fn numbers_read_fast_or_slow_agree_with_str_parse() {
+        fn check<T>(v: &str)
+        where
+            T: std::str::FromStr + TryFrom<i64> + PartialEq + std::fmt::Debug,
+        {
+            let h = Header::new("n", v.to_string());
+            let got = number_of::<T>(Some(&h), "n").map_err(|m| m.0);
+            let want = v.trim().parse::<T>().map_err(|_| {
+                let shown: String = v.chars().take(40).collect();
+                format!("header n is not a number: {shown:?}")
+            });
+            assert_eq!(got, want, "{v:?} as {}", std::any::type_name::<T>());
+        }
+        let big = "9".repeat(18);
+        let bigger = "9".repeat(19);
+        let too_big = "9".repeat(20);
+        let inputs = [
+            "0",
+            "7",
+            "007",
+            "-0",
+            "-5",
+            "+5",
+            " 5",
+            "5 ",
+            "",
+            "-",
+            "--5",
+            "5a",
+            "1.5",
+            "2147483647",
+            "2147483648",
+            "-2147483648",
+            "-2147483649",
+            "4294967295",
+            "4294967296",
+            &big,
+            &bigger,
+            &too_big,
+            "-9223372036854775808",
+            "9223372036854775807",
+            "9223372036854775808",
+            "\u{661}",
+        ];
+        for v in inputs {
+            check::<i32>(v);
+            check::<i64>(v);
+            check::<u32>(v);
+        }
     }
 
     /// `parse` reads, in its one pass, the header a search per name finds:
