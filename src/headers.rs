@@ -342,27 +342,11 @@ pub(crate) fn malformed_headers(original: &[Header], reason: &str) -> Vec<Header
     out
 }
 
-/// Our own header names; a user's other `retry.*` headers pass through.
-const OWN: [&str; 12] = [
-    ORIGIN_TOPIC,
-    ORIGIN_PARTITION,
-    ORIGIN_OFFSET,
-    FIRST_RECEIVED_AT,
-    ENQUEUED_AT,
-    ATTEMPTS,
-    REASON,
-    DEAD_REASON,
-    DUE_AT,
-    DEAD_LETTERED_AT,
-    GROUP,
-    HELD,
-];
-
 fn is_retry_header(h: &Header) -> bool {
     OWN.iter().any(|name| &h.key[..] == name.as_bytes())
 }
 
-/// Every `retry.*` name this crate writes: [`OWN`] and the replay stamps.
+/// Every `retry.*` name this crate writes: [`OWN`], then the replay stamps.
 const NAMES: [&str; 14] = [
     ORIGIN_TOPIC,
     ORIGIN_PARTITION,
@@ -379,6 +363,11 @@ const NAMES: [&str; 14] = [
     REPLAYED_FROM,
     REPLAY_COUNT,
 ];
+
+/// Our own header names (all of [`NAMES`] but the replay stamps, which the
+/// CLI writes and which travel with the record); a user's other `retry.*`
+/// headers pass through.
+const OWN: &[&str] = NAMES.split_at(NAMES.len() - 2).0;
 
 /// `key` as the static string of one of this crate's header names, if it
 /// is one. The Kafka decoder keeps such keys static rather than as slices
@@ -457,10 +446,8 @@ where
     // else (spaces, a sign, too long, out of range, not a number) takes the
     // general path below, so what is accepted and every error stay as they
     // were.
-    if let Some(v) = value_of(header, name).ok().and_then(|b| plain_decimal(b)) {
-        if let Ok(v) = T::try_from(v) {
-            return Ok(v);
-        }
+    if let Some(v) = plain_decimal(value_of(header, name)?).and_then(|v| T::try_from(v).ok()) {
+        return Ok(v);
     }
     let s = text_of(header, name)?;
     s.trim().parse().map_err(|_| {
